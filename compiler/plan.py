@@ -1,0 +1,220 @@
+"""The Plan: a DAG of jobs that the runtime executes exactly as compiled.
+
+A plan is the contract between the compiler and the runtime. It is plain data (JSON
+in, JSON out) so that a saved plan runs like `terraform apply plan`: the runtime never
+re-reads the spec. Every job carries a fingerprint that hashes its kind, its fully
+resolved config, the fingerprints of its inputs and the herd version; the store keys
+artifacts by it, so a changed setting re-runs exactly the jobs downstream of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from herdlang.version import HERD_VERSION
+
+PLAN_FORMAT = "herd.plan/1"
+
+
+def canonical_json(value: Any) -> str:
+    """Stable JSON: sorted keys, no whitespace variance, floats as repr."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def fingerprint_of(kind: str, config: dict[str, Any], inputs: dict[str, str], version: str) -> str:
+    """hash(kind, canonical config, input fingerprints by role, herd version)."""
+    h = hashlib.sha256()
+    h.update(canonical_json({"kind": kind, "config": config, "inputs": inputs, "version": version}).encode())
+    return h.hexdigest()[:20]
+
+
+@dataclass
+class Job:
+    """One unit of work.
+
+    `inputs` maps a role name (e.g. "documents", "tokenizer", "checkpoint") to the id of
+    the job whose output artifact fills it; `outputs` names the artifact type this job
+    produces (e.g. "documents", "tokens", "tokenizer", "checkpoint", "eval", "report").
+    """
+
+    id: str
+    kind: str
+    stage: str
+    config: dict[str, Any]
+    inputs: dict[str, str] = field(default_factory=dict)
+    output: str = "artifact"
+    resources: dict[str, Any] = field(default_factory=dict)
+    estimates: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    fingerprint: str = ""
+
+    @property
+    def deps(self) -> list[str]:
+        return sorted(set(self.inputs.values()))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "stage": self.stage,
+            "description": self.description,
+            "config": self.config,
+            "inputs": dict(sorted(self.inputs.items())),
+            "deps": self.deps,
+            "output": self.output,
+            "resources": self.resources,
+            "estimates": self.estimates,
+            "fingerprint": self.fingerprint,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Job:
+        return cls(
+            id=data["id"],
+            kind=data["kind"],
+            stage=data.get("stage", ""),
+            config=data.get("config", {}),
+            inputs=data.get("inputs", {}),
+            output=data.get("output", "artifact"),
+            resources=data.get("resources", {}),
+            estimates=data.get("estimates", {}),
+            description=data.get("description", ""),
+            fingerprint=data.get("fingerprint", ""),
+        )
+
+
+class PlanError(Exception):
+    """A plan file that cannot be used (corrupt, tampered, wrong version)."""
+
+
+@dataclass
+class Plan:
+    """A compiled spec: jobs in a DAG plus the estimates that explain them."""
+
+    spec_name: str
+    spec_path: str = ""
+    spec_sha256: str = ""
+    herd_version: str = HERD_VERSION
+    settings: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, Any] = field(default_factory=dict)
+    stages: dict[str, Any] = field(default_factory=dict)
+    jobs: dict[str, Job] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    # -- construction -------------------------------------------------------------
+
+    def add(self, job: Job) -> Job:
+        if job.id in self.jobs:
+            raise ValueError(f"duplicate job id {job.id!r}")
+        self.jobs[job.id] = job
+        return job
+
+    def seal(self) -> Plan:
+        """Compute fingerprints in topological order (inputs first)."""
+        for job_id in self.order():
+            job = self.jobs[job_id]
+            job.fingerprint = self._fingerprint(job)
+        return self
+
+    def _fingerprint(self, job: Job) -> str:
+        upstream = {role: self.jobs[dep].fingerprint for role, dep in job.inputs.items()}
+        return fingerprint_of(job.kind, job.config, upstream, self.herd_version)
+
+    # -- graph ----------------------------------------------------------------------
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        g = nx.DiGraph()
+        for job in self.jobs.values():
+            g.add_node(job.id, job=job)
+        for job in self.jobs.values():
+            for dep in job.inputs.values():
+                g.add_edge(dep, job.id)
+        return g
+
+    def order(self) -> list[str]:
+        """Topological order, ties broken by insertion order (stable output)."""
+        position = {job_id: i for i, job_id in enumerate(self.jobs)}
+        return list(nx.lexicographical_topological_sort(self.graph, key=lambda n: position[n]))
+
+    def __iter__(self) -> Iterator[Job]:
+        return (self.jobs[j] for j in self.order())
+
+    def descendants(self, job_id: str) -> set[str]:
+        return nx.descendants(self.graph, job_id)
+
+    def ancestors(self, job_id: str) -> set[str]:
+        return nx.ancestors(self.graph, job_id)
+
+    # -- JSON -------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": PLAN_FORMAT,
+            "herd_version": self.herd_version,
+            "spec": {"name": self.spec_name, "path": self.spec_path, "sha256": self.spec_sha256},
+            "settings": self.settings,
+            "models": self.models,
+            "stages": self.stages,
+            "warnings": self.warnings,
+            "jobs": [self.jobs[j].to_json() for j in self.order()],
+        }
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.dumps(), encoding="utf-8")
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
+            raise PlanError(f"not a herd plan (expected format {PLAN_FORMAT!r})")
+        spec = data.get("spec", {})
+        plan = cls(
+            spec_name=spec.get("name", "plan"),
+            spec_path=spec.get("path", ""),
+            spec_sha256=spec.get("sha256", ""),
+            herd_version=data.get("herd_version", HERD_VERSION),
+            settings=data.get("settings", {}),
+            models=data.get("models", {}),
+            stages=data.get("stages", {}),
+            warnings=data.get("warnings", []),
+        )
+        try:
+            for raw in data.get("jobs", []):
+                plan.add(Job.from_json(raw))
+            for job in plan.jobs.values():
+                for dep in job.inputs.values():
+                    if dep not in plan.jobs:
+                        raise PlanError(f"job {job.id!r} depends on unknown job {dep!r}")
+            if not nx.is_directed_acyclic_graph(plan.graph):
+                raise PlanError("the plan's jobs form a cycle")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PlanError(f"malformed plan: {exc}") from exc
+        for job_id in plan.order():
+            job = plan.jobs[job_id]
+            expected = plan._fingerprint(job)
+            if job.fingerprint != expected:
+                raise PlanError(
+                    f"job {job_id!r}: fingerprint {job.fingerprint!r} does not match its config "
+                    f"({expected!r}); the plan was edited by hand or made by another herd version"
+                )
+        return plan
+
+    @classmethod
+    def load(cls, path: str | Path) -> Plan:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise PlanError(f"{path}: no such plan file") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise PlanError(f"{path}: not valid JSON ({exc})") from exc
+        return cls.from_json(data)
