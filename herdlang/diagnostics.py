@@ -1,0 +1,144 @@
+"""Diagnostics: every error a user can cause, with a code, a span and a hint.
+
+Rendered like a compiler error:
+
+    specs/llama3_8b.herd:14:3: error[H0201]: model 'llama3_8b' has no field 'laers'
+       |
+    14 |   laers = 32
+       |   ^^^^^ did you mean 'layers'?
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from herdlang.ast import Span
+
+
+class Severity(str, Enum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+# Every code a user can meet, with a one-line meaning. Tests assert each is reachable.
+CODES: dict[str, str] = {
+    "H0001": "file cannot be read (missing, unreadable or not UTF-8)",
+    "H0101": "syntax error: unexpected character",
+    "H0102": "syntax error: unexpected token",
+    "H0103": "syntax error: unexpected end of file",
+    "H0104": "import cycle or import that cannot be resolved",
+    "H0105": "import path escapes the spec's directory",
+    "H0201": "unknown field in a block",
+    "H0202": "unknown block kind",
+    "H0203": "value of the wrong type or out of range",
+    "H0204": "required field missing",
+    "H0205": "duplicate definition",
+    "H0206": "unknown component (source, dedup, filter, eval, ...) name",
+    "H0207": "wrong unit for a number",
+    "H0301": "reference to an undefined name",
+    "H0302": "reference to a block of the wrong kind",
+    "H0303": "cyclic reference (extends or from)",
+    "H0401": "model shape inconsistent (dim, heads, kv_heads)",
+    "H0402": "increments not strictly increasing",
+    "H0403": "mix weights do not sum to 100%",
+    "H0404": "gate names an unknown eval",
+    "H0405": "stage continues from a checkpoint of another model or tokenizer",
+    "H0406": "budget must be positive",
+    "H0407": "inconsistent stage settings",
+    "H0501": "bad --set override",
+    "H0601": "model far from compute-optimal (warning)",
+}
+
+
+@dataclass
+class Diagnostic:
+    code: str
+    message: str
+    span: Span | None
+    hint: str | None = None
+    severity: Severity = Severity.ERROR
+    notes: list[str] = field(default_factory=list)
+
+    def headline(self) -> str:
+        where = f"{self.span.path}:{self.span.line}:{self.span.column}: " if self.span else ""
+        return f"{where}{self.severity.value}[{self.code}]: {self.message}"
+
+    def to_json(self) -> dict:
+        s = self.span
+        return {
+            "code": self.code,
+            "severity": self.severity.value,
+            "message": self.message,
+            "hint": self.hint,
+            "path": s.path if s else None,
+            "line": s.line if s else None,
+            "column": s.column if s else None,
+            "end_line": s.end_line if s else None,
+            "end_column": s.end_column if s else None,
+        }
+
+
+class HerdError(Exception):
+    """Raised with one or more diagnostics; the CLI renders them and exits 1."""
+
+    def __init__(self, diagnostics: list[Diagnostic]):
+        self.diagnostics = diagnostics
+        super().__init__("\n".join(d.headline() for d in diagnostics))
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    """The closest candidate, or None; used for every unknown name and key."""
+    pool = sorted(set(candidates))
+    matches = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
+    if matches:
+        return matches[0]
+    lowered = {c.lower(): c for c in pool}
+    return lowered.get(word.lower())
+
+
+def suggestion(word: str, candidates: Iterable[str], what: str = "") -> str | None:
+    pool = sorted(set(candidates))
+    best = did_you_mean(word, pool)
+    if best:
+        return f"did you mean '{best}'?"
+    if pool and len(pool) <= 12:
+        return f"expected {what + ' ' if what else ''}one of: " + ", ".join(pool)
+    return None
+
+
+def render(diag: Diagnostic, sources: dict[str, str], color: bool = False) -> str:
+    """Text rendering with the source line and a caret under the span."""
+    red, blue, bold, reset = ("\x1b[31m", "\x1b[34m", "\x1b[1m", "\x1b[0m") if color else ("",) * 4
+    yellow = "\x1b[33m" if color else ""
+    sev_color = red if diag.severity is Severity.ERROR else yellow
+    head = diag.headline()
+    if color:
+        where, _, rest = head.partition(f"{diag.severity.value}[")
+        head = f"{bold}{where}{sev_color}{diag.severity.value}[{rest.split(']', 1)[0]}]{reset}{bold}:{rest.split(']:', 1)[1]}{reset}"
+    out = [head]
+    span = diag.span
+    text = sources.get(span.path) if span else None
+    if span and text is not None:
+        lines = text.splitlines() or [""]
+        line_no = min(span.line, len(lines))
+        line = lines[line_no - 1] if lines else ""
+        gutter = " " * len(str(line_no))
+        width = (span.end_column - span.column) if span.end_line == span.line else len(line) - span.column + 1
+        width = max(1, width)
+        caret = " " * (span.column - 1) + "^" * width
+        out.append(f"{blue}{gutter} |{reset}")
+        out.append(f"{blue}{line_no} |{reset} {line}")
+        tail = f" {diag.hint}" if diag.hint else ""
+        out.append(f"{blue}{gutter} |{reset} {sev_color}{caret}{tail}{reset}")
+    elif diag.hint:
+        out.append(f"  = hint: {diag.hint}")
+    for note in diag.notes:
+        out.append(f"  = note: {note}")
+    return "\n".join(out)
+
+
+def render_all(diags: list[Diagnostic], sources: dict[str, str], color: bool = False) -> str:
+    return "\n\n".join(render(d, sources, color) for d in diags)

@@ -1,0 +1,443 @@
+"""Text → AST. Lark LALR with positions; syntax errors become diagnostics.
+
+Recovery: a file that fails to parse is re-parsed one top-level block at a time (the
+other blocks blanked out, so line and column numbers stay exact), which reports one
+error per broken block in a single pass and still yields the blocks that are fine.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from herdlang import ast
+from herdlang.diagnostics import Diagnostic, HerdError
+
+GRAMMAR_PATH = Path(__file__).with_name("herd.lark")
+
+_SUFFIXES = "KMBTG"
+
+# What a person would call each terminal in "expected ..." messages.
+_TOKEN_NAMES = {
+    "NAME": "a name",
+    "NUMBER": "a number",
+    "PERCENT": "a percentage",
+    "STRING": "a string",
+    "LBRACE": "'{'",
+    "RBRACE": "'}'",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "LSQB": "'['",
+    "RSQB": "']'",
+    "EQUAL": "'='",
+    "COMMA": "','",
+    "SEMICOLON": "';'",
+    "ARROW": "'->'",
+    "COMPARE": "a comparison",
+    "UNIT": "a unit",
+    "AT": "'at'",
+    "DOT": "'.'",
+    "IMPORT": "'import'",
+    "EXTENDS": "'extends'",
+    "TRUE": "true",
+    "FALSE": "false",
+    "NONE": "none",
+    "$END": "end of file",
+}
+
+
+@functools.cache
+def _lark(start: str = "start") -> Lark:
+    return Lark(
+        GRAMMAR_PATH.read_text(encoding="utf-8"),
+        parser="lalr",
+        lexer="contextual",
+        propagate_positions=True,
+        maybe_placeholders=False,
+        start=start,
+    )
+
+
+def keywords() -> list[str]:
+    """Literal keywords of the grammar (for editors; tests keep highlighters in sync)."""
+    words = set()
+    for term in _lark().terminals:
+        pattern = term.pattern
+        if pattern.type == "str" and pattern.value.isalpha():
+            words.add(pattern.value)
+        elif term.name in {"AT", "TRUE", "FALSE", "NONE"}:
+            words.add(pattern.value.removesuffix("\\b"))
+    return sorted(words)
+
+
+def unit_words() -> list[str]:
+    for term in _lark().terminals:
+        if term.name == "UNIT":
+            inner = term.pattern.value.split("(", 2)[2].split(")")[0]
+            return sorted(inner.split("|"))
+    return []
+
+
+class _Builder(Transformer):
+    """Lark tree → herdlang.ast nodes."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    # -- spans --------------------------------------------------------------------------
+
+    def _span(self, meta) -> ast.Span:
+        return ast.Span(
+            self.path, meta.line, meta.column, meta.end_line, meta.end_column, meta.start_pos, meta.end_pos
+        )
+
+    def _tok(self, tok: Token) -> ast.Span:
+        return ast.Span(
+            self.path, tok.line, tok.column, tok.end_line, tok.end_column, tok.start_pos, tok.end_pos
+        )
+
+    # -- top level ------------------------------------------------------------------------
+
+    @v_args(meta=True)
+    def start(self, meta, items):
+        module = ast.Module(path=self.path, text="")
+        for item in items:
+            module.items.append(item)
+            if isinstance(item, ast.Import):
+                module.imports.append(item)
+            else:
+                module.blocks.append(item)
+        return module
+
+    @v_args(meta=True)
+    def import_stmt(self, meta, children):
+        (tok,) = children
+        return ast.Import(path=_unquote(tok), span=self._span(meta))
+
+    @v_args(meta=True)
+    def block(self, meta, children):
+        return self._block(meta, children, has_body=True)
+
+    @v_args(meta=True)
+    def bare_block(self, meta, children):
+        return self._block(meta, children, has_body=False)
+
+    def _block(self, meta, children, has_body: bool) -> ast.Block:
+        kind_tok = children[0]
+        name = parent = None
+        name_span = parent_span = None
+        args = None
+        entries: list = []
+        for child in children[1:]:
+            if isinstance(child, tuple) and child[0] == "label":
+                _, name, name_span, parent, parent_span = child
+            elif isinstance(child, tuple) and child[0] == "args":
+                args = child[1]
+            elif isinstance(child, tuple) and child[0] == "body":
+                entries = child[1]
+        return ast.Block(
+            kind=str(kind_tok),
+            kind_span=self._tok(kind_tok),
+            name=name,
+            name_span=name_span,
+            parent=parent,
+            parent_span=parent_span,
+            args=args,
+            entries=entries,
+            span=self._span(meta),
+            has_body=has_body,
+        )
+
+    def label(self, children):
+        name = children[0]
+        parent = children[1] if len(children) > 1 else None
+        return (
+            "label",
+            str(name),
+            self._tok(name),
+            str(parent) if parent is not None else None,
+            self._tok(parent) if parent is not None else None,
+        )
+
+    def args(self, children):
+        return ("args", list(children))
+
+    def body(self, children):
+        return ("body", list(children))
+
+    @v_args(meta=True)
+    def assignment(self, meta, children):
+        key, value = children
+        return ast.Assignment(key=str(key), key_span=self._tok(key), value=value, span=self._span(meta))
+
+    @v_args(meta=True)
+    def condition(self, meta, children):
+        key, op, value = children
+        return ast.Condition(
+            key=str(key), key_span=self._tok(key), op=str(op), value=value, span=self._span(meta)
+        )
+
+    # -- values ----------------------------------------------------------------------------
+
+    @v_args(meta=True)
+    def kwarg(self, meta, children):
+        name, value = children
+        return ast.Arg(name=str(name), value=value, span=self._span(meta), name_span=self._tok(name))
+
+    @v_args(meta=True)
+    def posarg(self, meta, children):
+        (value,) = children
+        return ast.Arg(name=None, value=value, span=self._span(meta))
+
+    @v_args(meta=True)
+    def quantity(self, meta, children):
+        number = children[0]
+        unit = str(children[1]).strip() if len(children) > 1 else ""
+        text = str(number)
+        suffix = text[-1] if text[-1] in _SUFFIXES else ""
+        digits = (text[:-1] if suffix else text).replace("_", "")
+        mantissa: float | int
+        if any(c in digits for c in ".eE"):
+            mantissa = float(digits)
+        else:
+            mantissa = int(digits)
+        return ast.Quantity(text=text, mantissa=mantissa, suffix=suffix, unit=unit, span=self._span(meta))
+
+    @v_args(meta=True)
+    def percent(self, meta, children):
+        (tok,) = children
+        return ast.Percent(value=float(str(tok)[:-1].replace("_", "")), span=self._span(meta))
+
+    @v_args(meta=True)
+    def string(self, meta, children):
+        (tok,) = children
+        return ast.String(value=_unquote(tok), span=self._span(meta))
+
+    @v_args(meta=True)
+    def true(self, meta, children):
+        return ast.Bool(True, self._span(meta))
+
+    @v_args(meta=True)
+    def false(self, meta, children):
+        return ast.Bool(False, self._span(meta))
+
+    @v_args(meta=True)
+    def none(self, meta, children):
+        return ast.NoneValue(self._span(meta))
+
+    @v_args(meta=True)
+    def ref(self, meta, children):
+        (parts,) = children
+        return ast.Ref(parts=parts, span=self._span(meta))
+
+    def dotted(self, children):
+        return [str(c) for c in children]
+
+    @v_args(meta=True)
+    def call(self, meta, children):
+        name, (_, args) = children
+        return ast.Call(name=str(name), args=args, span=self._span(meta), name_span=self._tok(name))
+
+    @v_args(meta=True)
+    def list(self, meta, children):
+        return ast.ListValue(items=list(children), span=self._span(meta))
+
+    @v_args(meta=True)
+    def tuple(self, meta, children):
+        return ast.TupleValue(items=list(children), span=self._span(meta))
+
+    @v_args(meta=True)
+    def ramp(self, meta, children):
+        steps: list[ast.RampStep] = [ast.RampStep(children[0], None)]
+        i = 1
+        while i < len(children):
+            tok = children[i]
+            if isinstance(tok, Token) and tok.type == "ARROW":
+                steps.append(ast.RampStep(children[i + 1], None))
+                i += 2
+            elif isinstance(tok, Token) and tok.type == "AT":
+                steps[-1].at = children[i + 1]
+                i += 2
+            else:  # pragma: no cover - grammar guarantees the shape
+                i += 1
+        return ast.Ramp(steps=steps, span=self._span(meta))
+
+
+def _unquote(tok: Token) -> str:
+    raw = str(tok)[1:-1]
+    return raw.encode("utf-8").decode("unicode_escape") if "\\" in raw else raw
+
+
+# -- error handling ------------------------------------------------------------------------
+
+
+def _expected(names: set[str]) -> str:
+    pretty = sorted({_TOKEN_NAMES.get(n, n.lower()) for n in names if not n.startswith("_")})
+    if not pretty:
+        return ""
+    if len(pretty) > 6:
+        pretty = pretty[:6] + ["..."]
+    return "expected " + ", ".join(pretty)
+
+
+def _syntax_diagnostic(exc: UnexpectedInput, path: str, text: str) -> Diagnostic:
+    def span_at(pos: int, length: int) -> ast.Span:
+        line = text.count("\n", 0, pos) + 1
+        col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+        return ast.Span(path, line, col, line, col + length, pos, pos + length)
+
+    if isinstance(exc, UnexpectedCharacters):
+        ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+        hint = None
+        if ch == "'":
+            hint = "strings use double quotes"
+        elif ch == ":":
+            hint = "use '=' to assign a value"
+        elif ch == "}":
+            hint = "this '}' closes no block"
+        else:
+            hint = _expected(set(exc.allowed or ())) or None
+        return Diagnostic("H0101", f"unexpected character {ch!r}", span_at(exc.pos_in_stream, 1), hint)
+    if isinstance(exc, UnexpectedEOF) or (
+        isinstance(exc, UnexpectedToken) and exc.token.type == "$END"
+    ):
+        pos = len(text.rstrip())
+        expected = set(getattr(exc, "expected", ()) or ())
+        hint = "a block is missing its closing '}'" if "RBRACE" in expected else _expected(expected)
+        return Diagnostic("H0103", "unexpected end of file", span_at(max(pos - 1, 0), 1), hint or None)
+    assert isinstance(exc, UnexpectedToken)
+    tok = exc.token
+    expected = set(exc.expected or ())
+    hint = _expected(expected) or None
+    value = str(tok)
+    if tok.type == "NAME" and "EQUAL" in expected:
+        hint = f"expected '=' after the key (write `key = value`); {hint}"
+    elif tok.type == "NAME" and expected & {"RBRACE"} and value.isidentifier():
+        hint = "a value is missing, or a unit is unknown" if exc.token.line == getattr(exc, "line", 0) else hint
+    elif tok.type == "LBRACE" and "EQUAL" in expected:
+        hint = "a block needs a kind and a name, e.g. `model tiny { ... }`"
+    length = max(1, len(value)) if tok.line == tok.end_line else 1
+    start = tok.start_pos if tok.start_pos is not None else 0
+    return Diagnostic("H0102", f"unexpected {_describe(tok)}", span_at(start, length), hint)
+
+
+def _describe(tok: Token) -> str:
+    if tok.type == "NAME":
+        return f"name '{tok}'"
+    if tok.type in ("NUMBER", "PERCENT"):
+        return f"number '{tok}'"
+    if tok.type == "STRING":
+        return f"string {tok}"
+    return f"'{tok}'"
+
+
+def _top_level_chunks(text: str) -> list[tuple[int, int]]:
+    """Character ranges of top-level items, split after each `}` that closes depth 0."""
+    chunks: list[tuple[int, int]] = []
+    depth, start, i, n = 0, 0, 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        if c == '"':
+            j = i + 1
+            while j < n and text[j] not in '"\n':
+                j += 2 if text[j] == "\\" else 1
+            i = j + 1
+            continue
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth = max(0, depth - 1)
+            if depth == 0:
+                chunks.append((start, i + 1))
+                start = i + 1
+        i += 1
+    if text[start:].strip():
+        chunks.append((start, n))
+    return chunks
+
+
+def _blank_outside(text: str, lo: int, hi: int) -> str:
+    def blank(s: str) -> str:
+        return "".join(c if c == "\n" else " " for c in s)
+
+    return blank(text[:lo]) + text[lo:hi] + blank(text[hi:])
+
+
+def parse(text: str, path: str = "<string>") -> ast.Module:
+    """Parse a whole file; raise HerdError with every syntax error found."""
+    try:
+        tree = _lark().parse(text)
+    except UnexpectedInput as first:
+        diags: list[Diagnostic] = []
+        items: list[ast.Import | ast.Block] = []
+        for lo, hi in _top_level_chunks(text):
+            piece = _blank_outside(text, lo, hi)
+            try:
+                module = _Builder(path).transform(_lark().parse(piece))
+                items.extend(module.items)
+            except UnexpectedInput as exc:
+                diags.append(_syntax_diagnostic(exc, path, text))
+        if not diags:  # the chunks parse alone but not together: report the original error
+            diags.append(_syntax_diagnostic(first, path, text))
+        raise HerdError(diags) from None
+    module = _Builder(path).transform(tree)
+    module.path, module.text = path, text
+    module.comments = _comments(text, path)
+    return module
+
+
+def parse_value(text: str, path: str = "<--set>") -> ast.Value:
+    """Parse one value expression (used by `--set key=value` overrides)."""
+    wrapped = f"x {{ v = {text}\n}}"
+    module = parse(wrapped, path)
+    return module.blocks[0].entries[0].value  # type: ignore[union-attr]
+
+
+def _comments(text: str, path: str) -> list[ast.Comment]:
+    """Comments with spans (Lark drops them); strings are skipped so '#' inside is kept."""
+    out: list[ast.Comment] = []
+    i, n, line, line_start = 0, len(text), 1, 0
+    while i < n:
+        c = text[i]
+        if c == "\n":
+            line += 1
+            line_start = i + 1
+        elif c == '"':
+            j = i + 1
+            while j < n and text[j] not in '"\n':
+                j += 2 if text[j] == "\\" else 1
+            i = j
+        elif c == "#":
+            j = text.find("\n", i)
+            j = n if j < 0 else j
+            col = i - line_start + 1
+            out.append(ast.Comment(text[i:j].rstrip(), ast.Span(path, line, col, line, col + j - i, i, j)))
+            i = j
+            continue
+        i += 1
+    return out
+
+
+def parse_file(path: str | Path) -> ast.Module:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise HerdError([Diagnostic("H0001", f"no such file: {p}", None, "check the path")]) from None
+    except IsADirectoryError:
+        raise HerdError([Diagnostic("H0001", f"{p} is a directory, not a .herd file", None)]) from None
+    except UnicodeDecodeError as exc:
+        raise HerdError(
+            [Diagnostic("H0001", f"{p} is not UTF-8 text ({exc.reason} at byte {exc.start})", None)]
+        ) from None
+    except OSError as exc:
+        raise HerdError([Diagnostic("H0001", f"cannot read {p}: {exc.strerror}", None)]) from None
+    return parse(text, str(path))
