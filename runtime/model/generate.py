@@ -1,0 +1,158 @@
+"""Batched incremental decoding: the engine behind rejection sampling, evals and `herd generate`.
+
+Prompts of different lengths are left-padded so every row writes the same KV-cache slot
+each step; each row carries its own RoPE positions (its first real token is position 0)
+and a validity mask that hides its padding, so a row decodes exactly as it would alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from runtime.model.attention import AttentionMask
+from runtime.model.kv_cache import KVCache
+from runtime.model.llama import Llama
+
+
+@dataclass
+class Completion:
+    """What one prompt produced: new tokens (the stop token excluded) and why it ended."""
+
+    tokens: list[int]
+    finish_reason: Literal["stop", "length"]
+    stop_token: int | None = None
+
+
+def sample_next(
+    logits: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One token per row from logits (B, V): greedy when temperature <= 0, else softmax
+    sampling at `temperature` restricted to the top_k tokens and the top_p nucleus."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    scores = logits.float() / temperature
+    if 0 < top_k < scores.shape[-1]:
+        kth = scores.topk(top_k, dim=-1).values[:, -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_scores, order = scores.sort(dim=-1, descending=True)
+        probs = sorted_scores.softmax(dim=-1)
+        # Drop a token when the tokens ranked above it already reach top_p (the first stays).
+        drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        scores = scores.masked_fill(drop, float("-inf"))
+    probs = scores.softmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _stop_sets(stop_tokens: Iterable[int] | Sequence[Iterable[int]] | None, rows: int) -> list[set[int]]:
+    """One stop set for every row, or one per row."""
+    if stop_tokens is None:
+        return [set() for _ in range(rows)]
+    items = list(stop_tokens)
+    if all(isinstance(t, int) for t in items):
+        return [set(items) for _ in range(rows)]
+    if len(items) != rows:
+        raise ValueError(f"stop_tokens has {len(items)} per-row sets for {rows} prompts")
+    return [set(row) for row in items]
+
+
+def _decode_mask(valid: torch.Tensor, start: int, length: int) -> AttentionMask:
+    """Queries in slots [start, start+length) see valid, earlier keys; a padding query sees
+    itself only (a row with nothing to attend to would turn into NaNs)."""
+    end = start + length
+    keys = torch.arange(end, device=valid.device)
+    queries = torch.arange(start, end, device=valid.device)
+    allowed = valid[:, None, :end] & (keys[None, None, :] <= queries[None, :, None])
+    allowed = allowed | (keys[None, None, :] == queries[None, :, None])
+    return AttentionMask("dense", dense=allowed.unsqueeze(1))
+
+
+@torch.no_grad()
+def generate(
+    model: Llama,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    stop_tokens: Iterable[int] | Sequence[Iterable[int]] | None = None,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    on_token: Callable[[int, int], None] | None = None,
+    pad_id: int = 0,
+) -> list[Completion]:
+    """Continue every prompt by up to max_new_tokens tokens.
+
+    temperature <= 0 is greedy. stop_tokens: one collection for all rows, or one per row;
+    a row stops at its first stop token (not included in its tokens). on_token(row, token)
+    is called for every kept token as it is produced (streaming).
+    """
+    if not prompts:
+        return []
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token (e.g. the BOS token)")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    device = model.tok_embeddings.weight.device
+    if generator is None and seed is not None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+    rows = len(prompts)
+    stops = _stop_sets(stop_tokens, rows)
+    results = [Completion(tokens=[], finish_reason="length") for _ in range(rows)]
+    if max_new_tokens == 0:
+        return results
+
+    lengths = torch.tensor([len(p) for p in prompts], device=device)
+    width = int(lengths.max())
+    pad = width - lengths
+    tokens = torch.full((rows, width), pad_id, dtype=torch.long, device=device)
+    for row, prompt in enumerate(prompts):
+        tokens[row, width - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
+    capacity = width + max_new_tokens
+    slots = torch.arange(capacity, device=device)
+    valid = slots[None, :] >= pad[:, None]
+    positions = (slots[None, :width] - pad[:, None]).clamp(min=0)
+
+    args = model.args
+    cache = KVCache(
+        args.layers, rows, args.kv_heads, args.head_dim, capacity,
+        dtype=model.tok_embeddings.weight.dtype, device=device,
+    )
+    logits = model(
+        tokens, positions=positions, mask=_decode_mask(valid, 0, width),
+        kv_cache=cache, last_only=True,
+    )[:, -1]
+    done = [False] * rows
+    for step in range(max_new_tokens):
+        chosen = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+        for row, token in enumerate(chosen.tolist()):
+            if done[row]:
+                continue
+            if token in stops[row]:
+                results[row].finish_reason, results[row].stop_token = "stop", token
+                done[row] = True
+                continue
+            results[row].tokens.append(token)
+            if on_token is not None:
+                on_token(row, token)
+        if all(done) or step == max_new_tokens - 1:
+            break
+        start = cache.length
+        logits = model(
+            chosen[:, None],
+            positions=(lengths + step)[:, None],
+            mask=_decode_mask(valid, start, 1),
+            kv_cache=cache,
+        )[:, -1]
+    return results

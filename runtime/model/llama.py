@@ -1,0 +1,252 @@
+"""Llama 3: pre-norm decoder blocks with GQA, RoPE, SwiGLU and document-masked attention.
+
+Built from the compiler's model config dict. The elementwise and loss hot spots go
+through `runtime.kernels` (Triton on CUDA, torch references elsewhere); attention through
+`runtime.model.attention`. Training never builds the full logits: with targets, forward
+returns the loss from the fused linear + cross-entropy.
+
+State-dict names follow Meta's reference implementation (`tok_embeddings`,
+`layers.N.attention.wq`, `feed_forward.w1/w2/w3`, `output`); `runtime.model.hf` maps
+them to transformers' names.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from runtime.model import _kernels as K
+from runtime.model.attention import AttentionMask, MaskKind, attend, document_mask
+from runtime.model.config import ModelArgs
+from runtime.model.kv_cache import KVCache
+from runtime.model.rope import document_positions, inv_frequencies, rope_tables
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm with a learned scale (statistics in fp32, in the kernel)."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return K.rms_norm(x, self.weight, self.eps)
+
+
+class Attention(nn.Module):
+    """Grouped-query self-attention: Hq query heads share Hk key/value heads."""
+
+    def __init__(self, args: ModelArgs) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = args.heads, args.kv_heads, args.head_dim
+        self.wq = nn.Linear(args.dim, args.heads * args.head_dim, bias=False)
+        self.wk = nn.Linear(args.dim, args.kv_heads * args.head_dim, bias=False)
+        self.wv = nn.Linear(args.dim, args.kv_heads * args.head_dim, bias=False)
+        self.wo = nn.Linear(args.heads * args.head_dim, args.dim, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: AttentionMask,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
+        batch, length, _ = x.shape
+        q = self.wq(x).view(batch, length, self.heads, self.head_dim)
+        k = self.wk(x).view(batch, length, self.kv_heads, self.head_dim)
+        v = self.wv(x).view(batch, length, self.kv_heads, self.head_dim)
+        q, k = K.apply_rope(q, k, cos, sin)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)
+        out = attend(q, k, v, mask)
+        return self.wo(out.transpose(1, 2).reshape(batch, length, -1))
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: w2(silu(w1 x) * w3 x)."""
+
+    def __init__(self, args: ModelArgs) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(args.dim, args.ffn_dim, bias=False)
+        self.w2 = nn.Linear(args.ffn_dim, args.dim, bias=False)
+        self.w3 = nn.Linear(args.dim, args.ffn_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(K.swiglu(self.w1(x), self.w3(x)))
+
+
+class Block(nn.Module):
+    """x + attention(norm(x)), then + ffn(norm(x))."""
+
+    def __init__(self, args: ModelArgs) -> None:
+        super().__init__()
+        self.attention_norm = RMSNorm(args.dim, args.norm_eps)
+        self.attention = Attention(args)
+        self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
+        self.feed_forward = FeedForward(args)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: AttentionMask,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), cos, sin, mask, cache, layer)
+        return x + self.feed_forward(self.ffn_norm(x))
+
+
+class Llama(nn.Module):
+    """The Llama 3 decoder. `config` is the compiler's dict, kept verbatim for checkpoints."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.config = dict(config)
+        self.args = args = ModelArgs.from_dict(config)
+        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
+        self.layers = nn.ModuleList(Block(args) for _ in range(args.layers))
+        self.norm = RMSNorm(args.dim, args.norm_eps)
+        # Tied: the head *is* the embedding matrix, so there is no `output` parameter at all.
+        self.output = None if args.tied_embeddings else nn.Linear(args.dim, args.vocab_size, bias=False)
+        self.register_buffer("inv_freq", torch.empty(args.head_dim // 2), persistent=False)
+        self.attention_backend: MaskKind | None = None  # None: chosen per device
+        self.reset_rope()
+
+    @classmethod
+    def from_config(
+        cls,
+        config: dict[str, Any],
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        *,
+        seed: int | None = None,
+    ) -> Llama:
+        """A randomly initialised model; `device="meta"` allocates nothing (for counting)."""
+        with torch.device(device):
+            model = cls(config)
+        model.to(dtype=dtype)
+        if torch.device(device).type != "meta":
+            model.init_weights(seed=seed)
+        return model
+
+    # -- parameters ----------------------------------------------------------------
+
+    @property
+    def head_weight(self) -> torch.Tensor:
+        """The (vocab, dim) output projection: the embedding when tied."""
+        return self.tok_embeddings.weight if self.output is None else self.output.weight
+
+    def num_params(self) -> int:
+        """Distinct parameters (a tied head is counted once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def reset_rope(self) -> None:
+        """Recompute the RoPE frequencies (non-persistent: not in checkpoints, meta-safe)."""
+        if self.inv_freq.device.type == "meta":
+            return
+        args = self.args
+        self.inv_freq = inv_frequencies(
+            args.head_dim, args.rope_theta, args.rope_scaling, self.inv_freq.device
+        )
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Llama:
+        # Moving or casting the model (`.to`, `.cuda`, `to_empty`) must leave the RoPE
+        # frequencies in fp32 and valid: recompute them on the new device.
+        super()._apply(fn, recurse)
+        self.reset_rope()
+        return self
+
+    @torch.no_grad()
+    def init_weights(self, seed: int | None = None) -> None:
+        """Normal(0, init_std) everywhere; residual outputs (wo, w2) shrunk by 1/sqrt(2 * layers)
+        so the residual stream's variance does not grow with depth; norms at 1."""
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=self.tok_embeddings.weight.device).manual_seed(seed)
+        std = self.args.init_std
+        residual_std = std / math.sqrt(2 * self.args.layers)
+        nn.init.normal_(self.tok_embeddings.weight, 0.0, std, generator=generator)
+        for block in self.layers:
+            for lin in (block.attention.wq, block.attention.wk, block.attention.wv,
+                        block.feed_forward.w1, block.feed_forward.w3):
+                nn.init.normal_(lin.weight, 0.0, std, generator=generator)
+            for lin in (block.attention.wo, block.feed_forward.w2):
+                nn.init.normal_(lin.weight, 0.0, residual_std, generator=generator)
+            block.attention_norm.weight.fill_(1.0)
+            block.ffn_norm.weight.fill_(1.0)
+        self.norm.weight.fill_(1.0)
+        if self.output is not None:
+            nn.init.normal_(self.output.weight, 0.0, std, generator=generator)
+        self.reset_rope()
+
+    # -- forward -------------------------------------------------------------------
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        doc_ids: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
+        *,
+        positions: torch.Tensor | None = None,
+        mask: AttentionMask | None = None,
+        kv_cache: KVCache | None = None,
+        reduction: str = "mean",
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """tokens (B, T) -> logits (B, T, V), or the loss when targets (B, T) are given.
+
+        doc_ids (B, T): document of each token in a packed row; attention never crosses a
+        document and positions restart at 0 in each one. Targets equal to -100 are
+        ignored (that is how a loss mask is applied). `positions`, `mask` and `kv_cache`
+        are for decoding (see `runtime.model.generate`); `last_only` keeps only the
+        last position's logits.
+        """
+        batch, length = tokens.shape
+        if positions is None:
+            if doc_ids is not None and self.args.document_mask:
+                positions = document_positions(doc_ids)
+            else:
+                positions = torch.arange(length, device=tokens.device)
+        if mask is None:
+            ids = doc_ids if self.args.document_mask else None
+            mask = document_mask(ids, self.attention_backend)
+        cos, sin = rope_tables(self.inv_freq, positions)
+
+        h = self.tok_embeddings(tokens)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, cos, sin, mask, kv_cache, i)
+        if kv_cache is not None:
+            kv_cache.advance(length)
+        h = self.norm(h)
+
+        if targets is not None:
+            return K.linear_cross_entropy(
+                h.reshape(batch * length, -1),
+                self.head_weight,
+                targets.reshape(-1),
+                ignore_index=-100,
+                reduction=reduction,
+            )
+        if last_only:
+            h = h[:, -1:]
+        return nn.functional.linear(h, self.head_weight)
+
+
+def from_config(
+    config: dict[str, Any],
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    *,
+    seed: int | None = None,
+) -> Llama:
+    """Shorthand for `Llama.from_config`."""
+    return Llama.from_config(config, device=device, dtype=dtype, seed=seed)
