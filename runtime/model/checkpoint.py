@@ -1,0 +1,379 @@
+"""Checkpoints: safetensors weights + JSON metadata, written atomically, verified on load.
+
+A checkpoint directory holds
+  model.safetensors  the state dict (no pickle, ever)
+  meta.json          format, model config, step, tokenizer id, fingerprint, dtype and the
+                     sha256 + size of model.safetensors
+and optionally optimizer.safetensors (see `save_optimizer_state`). A directory is
+written under a temporary name and renamed into place when complete, so a killed run
+never leaves a half-written checkpoint that looks valid. Loading checks every file, the
+checksum, and each tensor's name and shape against the config, and fails with a
+`CheckpointError` that says what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from runtime.model.config import ConfigError
+from runtime.model.llama import Llama
+
+CHECKPOINT_FORMAT = "herd.checkpoint/1"
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "meta.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+
+
+class CheckpointError(Exception):
+    """A checkpoint that is missing, corrupt or does not fit its config (a user error)."""
+
+
+# -- writing ---------------------------------------------------------------------------
+
+
+def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
+    """Streaming sha256 (checkpoints can be far larger than memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextmanager
+def atomic_directory(directory: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary sibling directory; on success it replaces `directory` in one rename."""
+    final = Path(directory)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = None
+        if final.exists():
+            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+            final.rename(old)
+        tmp.rename(final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _dtype_name(tensors: dict[str, torch.Tensor]) -> str:
+    floats = {str(t.dtype).removeprefix("torch.") for t in tensors.values() if t.is_floating_point()}
+    return floats.pop() if len(floats) == 1 else "mixed"
+
+
+def write_checkpoint(
+    tensors: dict[str, torch.Tensor],
+    config: dict[str, Any],
+    directory: str | os.PathLike[str],
+    *,
+    step: int = 0,
+    tokenizer_id: str | None = None,
+    fingerprint: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint from a plain state dict (used by save, averaging and HF import)."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    with atomic_directory(directory) as tmp:
+        weights = tmp / WEIGHTS_FILE
+        save_file(tensors, str(weights), metadata={"format": "pt", "herd": CHECKPOINT_FORMAT})
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "model": config,
+            "step": int(step),
+            "tokenizer_id": tokenizer_id,
+            "fingerprint": fingerprint,
+            "dtype": _dtype_name(tensors),
+            "num_params": sum(t.numel() for t in tensors.values()),
+            "weights": {
+                "file": WEIGHTS_FILE,
+                "sha256": sha256_file(weights),
+                "bytes": weights.stat().st_size,
+            },
+            "extra": extra or {},
+        }
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return Path(directory)
+
+
+def save_checkpoint(
+    model: Llama,
+    directory: str | os.PathLike[str],
+    *,
+    step: int = 0,
+    tokenizer_id: str | None = None,
+    fingerprint: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Save `model` (weights in their current dtype) with its config to `directory`."""
+    return write_checkpoint(
+        model.state_dict(), model.config, directory,
+        step=step, tokenizer_id=tokenizer_id, fingerprint=fingerprint, extra=extra,
+    )
+
+
+# -- reading ---------------------------------------------------------------------------
+
+
+def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """meta.json of a checkpoint, checked for the fields every reader relies on."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise CheckpointError(
+            f"checkpoint {root} does not exist or is not a directory\n"
+            "hint: pass the directory that contains meta.json and model.safetensors"
+        )
+    meta_path = root / META_FILE
+    if not meta_path.is_file():
+        raise CheckpointError(
+            f"checkpoint {root} has no {META_FILE}\n"
+            "hint: an interrupted save never produces a partial directory; this one was "
+            "made by something else or damaged — re-create it from its job"
+        )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{meta_path} is not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(
+            f"{meta_path}: expected format {CHECKPOINT_FORMAT!r}, found {found!r}\n"
+            "hint: for a Hugging Face directory use `herd import` first"
+        )
+    for key in ("model", "weights"):
+        if not isinstance(meta.get(key), dict):
+            raise CheckpointError(f"{meta_path}: missing or malformed {key!r} entry")
+    return meta
+
+
+def verify_weights(directory: str | os.PathLike[str], meta: dict[str, Any]) -> Path:
+    """The weights file, after checking it exists and matches its recorded size and sha256."""
+    root = Path(directory)
+    info = meta["weights"]
+    path = root / str(info.get("file", WEIGHTS_FILE))
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {root} is missing its weights file {path.name}")
+    size = path.stat().st_size
+    if "bytes" in info and size != info["bytes"]:
+        raise CheckpointError(
+            f"{path} is {size} bytes but {META_FILE} records {info['bytes']}: the file is "
+            "truncated or was replaced\nhint: restore it or re-run the job that wrote it"
+        )
+    digest = sha256_file(path)
+    if digest != info.get("sha256"):
+        raise CheckpointError(
+            f"{path} fails its checksum (sha256 {digest[:12]}..., expected "
+            f"{str(info.get('sha256'))[:12]}...): the file is corrupt\n"
+            "hint: restore it or re-run the job that wrote it"
+        )
+    return path
+
+
+def read_tensors(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file, with unreadable files reported as CheckpointError."""
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    except Exception as exc:  # safetensors raises its own error types for bad headers
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from exc
+
+
+def check_shapes(
+    shapes: dict[str, tuple[int, ...]], expected: dict[str, torch.Size], where: str
+) -> None:
+    """Tensor names and shapes must be exactly those the config implies."""
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    wrong = [
+        f"{k}: {tuple(shapes[k])} (config says {tuple(expected[k])})"
+        for k in sorted(set(expected) & set(shapes))
+        if tuple(shapes[k]) != tuple(expected[k])
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing tensors: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+    if unexpected:
+        problems.append(f"unexpected tensors: {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
+    if wrong:
+        problems.append("wrong shapes: " + "; ".join(wrong[:5]))
+    if problems:
+        raise CheckpointError(
+            f"{where} does not match its model config:\n  " + "\n  ".join(problems)
+            + "\nhint: the weights and meta.json come from different models"
+        )
+
+
+def expected_shapes(config: dict[str, Any]) -> dict[str, torch.Size]:
+    """Tensor names and shapes of a model config, computed on the meta device (free)."""
+    try:
+        model = Llama.from_config(config, device="meta")
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint model config is invalid: {exc}") from exc
+    return {k: v.shape for k, v in model.state_dict().items()}
+
+
+def load_state(
+    directory: str | os.PathLike[str], *, verify: bool = True
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict on CPU, meta) of a checkpoint, verified but without building a model."""
+    meta = read_meta(directory)
+    path = verify_weights(directory, meta) if verify else Path(directory) / WEIGHTS_FILE
+    tensors = read_tensors(path)
+    check_shapes({k: tuple(v.shape) for k, v in tensors.items()}, expected_shapes(meta["model"]), str(path))
+    return tensors, meta
+
+
+def load_checkpoint(
+    directory: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    *,
+    dtype: torch.dtype | None = None,
+    verify: bool = True,
+) -> tuple[Llama, dict[str, Any]]:
+    """(model, meta) from a checkpoint; weights keep their saved dtype unless `dtype` is given."""
+    tensors, meta = load_state(directory, verify=verify)
+    model = Llama.from_config(meta["model"], device="meta")
+    state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v) for k, v in tensors.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    model.to(device)  # also recomputes the non-persistent RoPE frequencies
+    return model, meta
+
+
+# -- optimizer state -------------------------------------------------------------------
+
+
+def _encode(value: Any) -> Any:
+    """JSON for optimizer scalars; tuples (AdamW betas) are tagged so they come back as tuples."""
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(v) for v in value]}
+    if isinstance(value, list):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _encode(v) for k, v in value.items()}
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__tuple__"}:
+            return tuple(_decode(v) for v in value["__tuple__"])
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+def save_optimizer_state(optimizer: torch.optim.Optimizer, path: str | os.PathLike[str]) -> Path:
+    """Save an optimizer's state dict: tensors flattened as `state.<param>.<name>` in a
+    safetensors file, param groups and non-tensor state as JSON in its metadata."""
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, entry in sd["state"].items():
+        for name, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{pid}.{name}"] = value.detach().to("cpu").contiguous()
+            else:
+                scalars.setdefault(str(pid), {})[name] = value
+    header = {"param_groups": _encode(sd["param_groups"]), "scalars": _encode(scalars)}
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        save_file(tensors, str(tmp), metadata={"herd.optimizer": json.dumps(header)})
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
+
+
+def load_optimizer_state(
+    optimizer: torch.optim.Optimizer, path: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> None:
+    """Restore what `save_optimizer_state` wrote into an optimizer over the same parameters."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"optimizer state {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            header = json.loads((f.metadata() or {})["herd.optimizer"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} has no herd optimizer header: not an optimizer state file") from exc
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from exc
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        _, pid, name = key.split(".", 2)
+        state.setdefault(int(pid), {})[name] = value
+    for pid, entry in _decode(header["scalars"]).items():
+        state.setdefault(int(pid), {}).update(entry)
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": _decode(header["param_groups"])})
+    except (ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path} does not fit this optimizer ({exc})") from exc
+
+
+# -- averaging -------------------------------------------------------------------------
+
+
+def average_checkpoints(
+    directories: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    weights: Sequence[float] | None = None,
+) -> Path:
+    """Polyak-average checkpoints of one model: sum_i w_i * theta_i / sum_i w_i, accumulated in
+    fp32 one tensor at a time (memory: one fp32 tensor, not N models), saved in the first
+    checkpoint's dtype. Used for annealing's `average = last(4)` and post-training rounds."""
+    if not directories:
+        raise CheckpointError("average_checkpoints needs at least one checkpoint")
+    weights = [1.0] * len(directories) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(directories):
+        raise CheckpointError(f"{len(weights)} weights for {len(directories)} checkpoints")
+    if sum(weights) <= 0 or any(w < 0 for w in weights):
+        raise CheckpointError("averaging weights must be non-negative with a positive sum")
+    metas = [read_meta(d) for d in directories]
+    first = metas[0]
+    expected = expected_shapes(first["model"])
+    for directory, meta in zip(directories, metas, strict=True):
+        if expected_shapes(meta["model"]) != expected:
+            raise CheckpointError(f"{directory} is a different model shape than {directories[0]}")
+    paths = [verify_weights(d, m) for d, m in zip(directories, metas, strict=True)]
+    total = sum(weights)
+    averaged: dict[str, torch.Tensor] = {}
+    with ExitStack() as stack:
+        try:
+            files = [stack.enter_context(safe_open(str(p), framework="pt")) for p in paths]
+        except Exception as exc:
+            raise CheckpointError(f"cannot read a checkpoint to average ({exc})") from exc
+        for path, f in zip(paths, files, strict=True):
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+            check_shapes(shapes, expected, str(path))
+        for name in expected:
+            acc = torch.zeros(expected[name], dtype=torch.float32)
+            for w, f in zip(weights, files, strict=True):
+                acc.add_(f.get_tensor(name).float(), alpha=w)
+            averaged[name] = acc.div_(total).to(files[0].get_tensor(name).dtype)
+    return write_checkpoint(
+        averaged, first["model"], out_dir,
+        step=max(int(m.get("step", 0)) for m in metas),
+        tokenizer_id=first.get("tokenizer_id"),
+        fingerprint=None,
+        extra={"averaged_from": [str(d) for d in directories], "weights": weights},
+    )
