@@ -1,0 +1,71 @@
+"""The model's fused operations: Triton kernels on CUDA, torch references elsewhere.
+
+Import these four functions rather than a backend module: each call picks the backend
+for its inputs (see `dispatch`), and both backends take the same arguments and agree
+within the tolerances that tests/kernels and benchmarks/gpu_check.py hold them to.
+The Triton modules are imported on first use only, so CPU-only and Triton-less
+machines never pay for (or need) Triton.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from runtime.kernels import reference
+from runtime.kernels.dispatch import Backend, KernelBackendError, backend_for
+
+__all__ = [
+    "Backend",
+    "KernelBackendError",
+    "apply_rope",
+    "backend_for",
+    "linear_cross_entropy",
+    "rms_norm",
+    "swiglu",
+]
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """x / sqrt(mean(x^2) + eps) * weight over the last dimension."""
+    if backend_for(x) == "triton":
+        from runtime.kernels.rms_norm import rms_norm as fused
+
+        return fused(x, weight, eps)
+    return reference.rms_norm(x, weight, eps)
+
+
+def apply_rope(
+    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotary embedding, half-split layout: q (B, T, Hq, D), k (B, T, Hk, D),
+    cos/sin (T, D/2) or (B, T, D/2)."""
+    if backend_for(q) == "triton":
+        from runtime.kernels.rope import apply_rope as fused
+
+        return fused(q, k, cos, sin)
+    return reference.apply_rope(q, k, cos, sin)
+
+
+def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up."""
+    if backend_for(gate) == "triton":
+        from runtime.kernels.swiglu import swiglu as fused
+
+        return fused(gate, up)
+    return reference.swiglu(gate, up)
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """cross_entropy(hidden @ weight.T, targets) in fp32; hidden (..., H), weight (V, H),
+    targets (...). The Triton path never holds more than one chunk of the logits."""
+    if backend_for(hidden) == "triton":
+        from runtime.kernels.linear_cross_entropy import linear_cross_entropy as fused
+
+        return fused(hidden, weight, targets, ignore_index, reduction)
+    return reference.linear_cross_entropy(hidden, weight, targets, ignore_index, reduction)

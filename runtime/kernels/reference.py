@@ -1,6 +1,9 @@
 """Torch reference implementations: the ground truth and the CPU path.
 
 Each function has exactly the signature of its Triton counterpart in this package.
+Math runs in at least fp32 (`_wide`): low-precision inputs are widened to fp32, while
+fp64 inputs stay fp64, so the same functions give the fp64 ground truth that the GPU
+accuracy check (`runtime.kernels.accuracy`) measures both implementations against.
 """
 
 from __future__ import annotations
@@ -9,18 +12,23 @@ import torch
 import torch.nn.functional as F
 
 
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """Widen to fp32 for the math, but never narrow fp64 (the ground-truth precision)."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """y = x / sqrt(mean(x^2) + eps) * weight, statistics in fp32."""
-    xf = x.float()
+    xf = _wide(x)
     y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-    return (y * weight.float()).to(x.dtype)
+    return (y * _wide(weight)).to(x.dtype)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
-    x1, x2 = x[..., :half].float(), x[..., half:].float()
+    x1, x2 = _wide(x[..., :half]), _wide(x[..., half:])
     # cos/sin: (T, half) or (B, T, half) -> broadcast over heads at dim -2
-    c, s = cos.float().unsqueeze(-2), sin.float().unsqueeze(-2)
+    c, s = _wide(cos).unsqueeze(-2), _wide(sin).unsqueeze(-2)
     out = torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
     return out.to(x.dtype)
 
@@ -38,7 +46,7 @@ def apply_rope(
 
 def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """silu(gate) * up."""
-    return (F.silu(gate.float()) * up.float()).to(gate.dtype)
+    return (F.silu(_wide(gate)) * _wide(up)).to(gate.dtype)
 
 
 def linear_cross_entropy(
@@ -48,6 +56,13 @@ def linear_cross_entropy(
     ignore_index: int = -100,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """cross_entropy(hidden @ weight.T, targets); materialises the logits (reference only)."""
-    logits = (hidden @ weight.t()).float()
-    return F.cross_entropy(logits, targets, ignore_index=ignore_index, reduction=reduction)
+    """cross_entropy(hidden @ weight.T, targets); materialises the logits (reference only).
+
+    hidden: (..., H), weight: (V, H), targets: (...). Leading dimensions are flattened,
+    and reduction="none" returns the per-token losses in the shape of `targets`.
+    """
+    logits = _wide(hidden.reshape(-1, hidden.shape[-1]) @ weight.t())
+    loss = F.cross_entropy(
+        logits, targets.reshape(-1), ignore_index=ignore_index, reduction=reduction
+    )
+    return loss.reshape(targets.shape) if reduction == "none" else loss
