@@ -251,7 +251,8 @@ def load_checkpoint(
     model = Llama.from_config(meta["model"], device="meta")
     state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v) for k, v in tensors.items()}
     model.load_state_dict(state, strict=True, assign=True)
-    model.to(device)  # also recomputes the non-persistent RoPE frequencies
+    model.materialize_rope("cpu")
+    model.to(device)
     return model, meta
 
 

@@ -158,6 +158,12 @@ class Llama(nn.Module):
             args.head_dim, args.rope_theta, args.rope_scaling, self.inv_freq.device
         )
 
+    def materialize_rope(self, device: torch.device | str) -> None:
+        """Give a model built on the meta device (then filled by `load_state_dict(assign=True)`)
+        real RoPE frequencies; they are never stored, so loading cannot provide them."""
+        self.inv_freq = torch.empty(self.args.head_dim // 2, device=device)
+        self.reset_rope()
+
     def _apply(self, fn: Any, recurse: bool = True) -> Llama:
         # Moving or casting the model (`.to`, `.cuda`, `to_empty`) must leave the RoPE
         # frequencies in fp32 and valid: recompute them on the new device.

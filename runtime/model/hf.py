@@ -1,0 +1,262 @@
+"""Hugging Face interop: export a herd checkpoint as a `LlamaForCausalLM` directory, and import one.
+
+Both sides use the half-split RoPE layout (transformers' `rotate_half`: pair i is
+(x[i], x[i + head_dim/2])), so q/k projection rows are copied as they are — no
+permutation. (Meta's original consolidated checkpoints use the interleaved layout and
+need transformers' conversion script first; a transformers directory never does.)
+The mapping is a pure renaming, tested to be exact both ways.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from runtime.model.checkpoint import (
+    CheckpointError,
+    atomic_directory,
+    check_shapes,
+    expected_shapes,
+    load_state,
+    write_checkpoint,
+)
+
+HF_WEIGHTS = "model.safetensors"
+HF_INDEX = "model.safetensors.index.json"
+
+# herd name -> transformers name, for the parts of one decoder layer.
+_LAYER_KEYS = {
+    "attention_norm.weight": "input_layernorm.weight",
+    "attention.wq.weight": "self_attn.q_proj.weight",
+    "attention.wk.weight": "self_attn.k_proj.weight",
+    "attention.wv.weight": "self_attn.v_proj.weight",
+    "attention.wo.weight": "self_attn.o_proj.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "feed_forward.w1.weight": "mlp.gate_proj.weight",
+    "feed_forward.w3.weight": "mlp.up_proj.weight",
+    "feed_forward.w2.weight": "mlp.down_proj.weight",
+}
+_GLOBAL_KEYS = {
+    "tok_embeddings.weight": "model.embed_tokens.weight",
+    "norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+_HF_LAYER_KEYS = {v: k for k, v in _LAYER_KEYS.items()}
+_HF_GLOBAL_KEYS = {v: k for k, v in _GLOBAL_KEYS.items()}
+_HERD_LAYER = re.compile(r"^layers\.(\d+)\.(.+)$")
+_HF_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+
+
+def to_hf_key(name: str) -> str:
+    """herd state-dict name -> transformers LlamaForCausalLM name."""
+    if name in _GLOBAL_KEYS:
+        return _GLOBAL_KEYS[name]
+    m = _HERD_LAYER.match(name)
+    if m and m.group(2) in _LAYER_KEYS:
+        return f"model.layers.{m.group(1)}.{_LAYER_KEYS[m.group(2)]}"
+    raise KeyError(f"no Hugging Face name for herd tensor {name!r}")
+
+
+def from_hf_key(name: str) -> str:
+    """transformers LlamaForCausalLM name -> herd state-dict name."""
+    if name in _HF_GLOBAL_KEYS:
+        return _HF_GLOBAL_KEYS[name]
+    m = _HF_LAYER.match(name)
+    if m and m.group(2) in _HF_LAYER_KEYS:
+        return f"layers.{m.group(1)}.{_HF_LAYER_KEYS[m.group(2)]}"
+    raise KeyError(f"no herd name for Hugging Face tensor {name!r}")
+
+
+def hf_config(config: dict[str, Any], dtype: str) -> dict[str, Any]:
+    """transformers' config.json for a herd model config."""
+    from runtime.model.config import ModelArgs
+
+    a = ModelArgs.from_dict(config)
+    scaling = None
+    if a.rope_scaling is not None:
+        scaling = {
+            "rope_type": "llama3",
+            "factor": a.rope_scaling.factor,
+            "low_freq_factor": a.rope_scaling.low_freq_factor,
+            "high_freq_factor": a.rope_scaling.high_freq_factor,
+            "original_max_position_embeddings": a.rope_scaling.original_context,
+        }
+    out: dict[str, Any] = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": a.vocab_size,
+        "hidden_size": a.dim,
+        "intermediate_size": a.ffn_dim,
+        "num_hidden_layers": a.layers,
+        "num_attention_heads": a.heads,
+        "num_key_value_heads": a.kv_heads,
+        "head_dim": a.head_dim,
+        "hidden_act": "silu",
+        "rms_norm_eps": a.norm_eps,
+        "rope_theta": a.rope_theta,
+        "rope_scaling": scaling,
+        "max_position_embeddings": a.max_context,
+        "tie_word_embeddings": a.tied_embeddings,
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "mlp_bias": False,
+        "initializer_range": a.init_std,
+        "torch_dtype": dtype,
+    }
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        if key in config:
+            out[key] = config[key]
+    return out
+
+
+def export_hf(
+    checkpoint_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write `config.json` + `model.safetensors` that `LlamaForCausalLM.from_pretrained` loads.
+
+    The checkpoint is verified first (checksum, shapes). A tied model has no `lm_head`
+    tensor (transformers ties it from `tie_word_embeddings`). `dtype` converts floats.
+    """
+    tensors, meta = load_state(checkpoint_dir)
+    hf_tensors = {
+        to_hf_key(k): (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+        for k, v in tensors.items()
+    }
+    dtype_name = str(next(iter(hf_tensors.values())).dtype).removeprefix("torch.")
+    with atomic_directory(out_dir) as tmp:
+        save_file(hf_tensors, str(tmp / HF_WEIGHTS), metadata={"format": "pt"})
+        config = hf_config(meta["model"], dtype_name)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return Path(out_dir)
+
+
+def herd_config(hf: dict[str, Any], name: str) -> dict[str, Any]:
+    """A herd model config from transformers' config.json (Llama architectures only)."""
+    if hf.get("model_type") != "llama":
+        raise CheckpointError(
+            f"config.json has model_type {hf.get('model_type')!r}; herd imports Llama models only"
+        )
+    if hf.get("attention_bias") or hf.get("mlp_bias"):
+        raise CheckpointError("config.json uses attention or MLP biases, which Llama 3 does not have")
+    if hf.get("hidden_act", "silu") != "silu":
+        raise CheckpointError(f"config.json uses hidden_act {hf['hidden_act']!r}; herd's FFN is SwiGLU (silu)")
+    # transformers >= 5 nests theta and scaling under rope_parameters; older files keep them apart.
+    params = dict(hf.get("rope_parameters") or {})
+    scaling = hf.get("rope_scaling") or (params if params.get("rope_type", "default") != "default" else None)
+    theta = params.get("rope_theta", hf.get("rope_theta", 10_000.0))
+    rope_scaling = None
+    if scaling:
+        kind = scaling.get("rope_type", scaling.get("type"))
+        if kind not in ("llama3", "default"):
+            raise CheckpointError(f"RoPE scaling {kind!r} is not supported (herd implements 'llama3')")
+        if kind == "llama3":
+            rope_scaling = {
+                "factor": float(scaling["factor"]),
+                "low_freq_factor": float(scaling["low_freq_factor"]),
+                "high_freq_factor": float(scaling["high_freq_factor"]),
+                "original_context": int(scaling["original_max_position_embeddings"]),
+            }
+    try:
+        heads = int(hf["num_attention_heads"])
+        dim = int(hf["hidden_size"])
+        config = {
+            "name": name,
+            "vocab_size": int(hf["vocab_size"]),
+            "dim": dim,
+            "layers": int(hf["num_hidden_layers"]),
+            "heads": heads,
+            "kv_heads": int(hf.get("num_key_value_heads") or heads),
+            "head_dim": int(hf.get("head_dim") or dim // heads),
+            "ffn_dim": int(hf["intermediate_size"]),
+            "norm_eps": float(hf.get("rms_norm_eps", 1e-5)),
+            "rope_theta": float(theta),
+            "rope_scaling": rope_scaling,
+            "tied_embeddings": bool(hf.get("tie_word_embeddings", False)),
+            "max_context": int(hf.get("max_position_embeddings", 8192)),
+            "document_mask": True,
+            "init_std": float(hf.get("initializer_range", 0.02)),
+        }
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"config.json lacks a usable Llama field ({exc})") from exc
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        if hf.get(key) is not None:
+            config[key] = hf[key]
+    return config
+
+
+def _weight_files(root: Path) -> list[Path]:
+    """model.safetensors, or the shards listed by model.safetensors.index.json."""
+    if (root / HF_WEIGHTS).is_file():
+        return [root / HF_WEIGHTS]
+    index = root / HF_INDEX
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{index} is not a valid safetensors index ({exc})") from exc
+        files = [root / f for f in sorted(set(weight_map.values()))]
+        for f in files:
+            if not f.is_file():
+                raise CheckpointError(f"{index} lists {f.name}, which is missing")
+        return files
+    if list(root.glob("*.bin")) or list(root.glob("*.pth")):
+        raise CheckpointError(
+            f"{root} has only pickle weights (.bin/.pth); herd reads safetensors only\n"
+            "hint: convert with transformers: model.save_pretrained(dir, safe_serialization=True)"
+        )
+    raise CheckpointError(f"{root} has neither {HF_WEIGHTS} nor {HF_INDEX}")
+
+
+def import_hf(
+    hf_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    step: int = 0,
+    tokenizer_id: str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Turn a transformers Llama directory (single file or sharded) into a herd checkpoint."""
+    root = Path(hf_dir)
+    config_path = root / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"{root} is not a Hugging Face model directory (no config.json)")
+    try:
+        hf = json.loads(config_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{config_path} is not valid JSON ({exc})") from exc
+    config = herd_config(hf, name=root.name)
+    tensors: dict[str, torch.Tensor] = {}
+    for path in _weight_files(root):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                for key in f.keys():  # noqa: SIM118
+                    if key.endswith("rotary_emb.inv_freq"):
+                        continue  # recomputed from the config
+                    try:
+                        name = from_hf_key(key)
+                    except KeyError as exc:
+                        raise CheckpointError(f"{path.name}: {exc.args[0]}") from exc
+                    tensors[name] = f.get_tensor(key)
+        except CheckpointError:
+            raise
+        except Exception as exc:
+            raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from exc
+    if config["tied_embeddings"]:
+        tensors.pop("output.weight", None)  # some tied exports still store the (shared) head
+    if dtype is not None:
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+    check_shapes({k: tuple(v.shape) for k, v in tensors.items()}, expected_shapes(config), str(root))
+    return write_checkpoint(
+        tensors, config, out_dir,
+        step=step, tokenizer_id=tokenizer_id, extra={"imported_from": str(root.resolve())},
+    )
