@@ -1,0 +1,42 @@
+"""Evaluations: usable as stages' evals and as gate conditions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from herdlang.components import component
+from herdlang.types import CallModel, Int, Length, ListOf, Tokens
+
+
+@component("eval", "needle")
+class Needle(CallModel):
+    """Needle-in-a-haystack: a passkey hidden at several depths; retrieval accuracy."""
+
+    depths: Annotated[list[float], ListOf] = [0.1, 0.3, 0.5, 0.7, 0.9]
+    lengths: Annotated[list[Length], ListOf] | None = None
+    trials: Int = Field(4, ge=1)
+
+
+@component("eval", "short_context_recovery")
+class ShortContextRecovery(CallModel):
+    """Validation loss at the original context, as a ratio to the pre-extension loss
+    (1.0 = fully recovered; the gate compares `exp(-(loss - base))`)."""
+
+    tokens: Tokens = Field(65_536, gt=0)
+
+
+@component("eval", "perplexity")
+class Perplexity(CallModel):
+    """Validation perplexity per source on the held-out split."""
+
+    tokens: Tokens = Field(65_536, gt=0)
+
+
+@component("eval", "tasks")
+class Tasks(CallModel):
+    """Accuracy on held-out generated tasks (or a JSONL set with answers)."""
+
+    count: Int = Field(200, ge=1)
+    data: str | None = None

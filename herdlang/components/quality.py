@@ -1,0 +1,18 @@
+"""Model-based quality classifiers (plugins register more by name)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from herdlang.components import component
+from herdlang.types import CallModel, Fraction, Int
+
+
+@component("quality", "ngram_logreg")
+class NgramLogReg(CallModel):
+    """A tiny logistic regression on hashed word n-grams, trained against a reference
+    set on the fly (the paper trains fastText/RoBERTa classifiers on Llama 2 labels)."""
+
+    min_score: Fraction = Field(0.5, ge=0, le=1)
+    features: Int = Field(2**18, gt=0)
+    reference: str | None = None

@@ -1,0 +1,404 @@
+"""The schema: one Pydantic model per block kind, `extra="forbid"` everywhere.
+
+Blocks are validated one at a time here; references between blocks, inheritance and
+cross-block rules are the compiler's passes (compiler/resolve.py, compiler/check.py).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BeforeValidator, Field, model_validator
+
+from herdlang.types import (
+    Bytes,
+    CallModel,
+    CondOf,
+    Count,
+    Fraction,
+    Int,
+    Length,
+    ListOf,
+    Number,
+    RampOf,
+    Ref,
+    Steps,
+    Strict,
+    Tokens,
+    Word,
+)
+
+
+class Block(Strict):
+    """A top-level block. `named` says whether `kind NAME { }` needs its NAME."""
+
+    named: ClassVar[bool] = True
+    #: nested labeled blocks that are single fields (`reward_model rm { }`), not steps
+    keyed_blocks: ClassVar[frozenset[str]] = frozenset()
+    doc: ClassVar[str] = ""
+
+
+# -- values written as calls ------------------------------------------------------------
+
+
+class Norm(CallModel):
+    kind: Literal["rmsnorm"] = "rmsnorm"
+    eps: Number = Field(1e-5, gt=0)
+
+
+class FFN(CallModel):
+    """SwiGLU; hidden = round_up(multiplier · 8·dim/3, multiple_of) unless `hidden` is set."""
+
+    kind: Literal["swiglu"] = "swiglu"
+    multiplier: Number = Field(1.0, gt=0)
+    multiple_of: Int = Field(256, ge=1)
+    hidden: Int | None = Field(None, gt=0)
+
+
+class Attention(CallModel):
+    kind: Literal["gqa", "mha"] = "gqa"
+    kv_heads: Int | None = Field(None, ge=1)
+    document_mask: bool = True
+
+
+class RopeScaling(CallModel):
+    """Llama 3.1 frequency scaling."""
+
+    kind: Literal["llama3"] = "llama3"
+    factor: Number = Field(8.0, gt=0)
+    low_freq_factor: Number = Field(1.0, gt=0)
+    high_freq_factor: Number = Field(4.0, gt=0)
+    original_context: Length = Field(8192, gt=0)
+
+
+class Rope(CallModel):
+    kind: Literal["rope"] = "rope"
+    theta: Number = Field(10_000.0, gt=0)
+    scaling: RopeScaling | None = None
+
+
+class AdamW(CallModel):
+    kind: Literal["adamw"] = "adamw"
+    lr: Number = Field(gt=0)
+    betas: tuple[Number, Number] = (0.9, 0.95)
+    weight_decay: Number = Field(0.1, ge=0)
+    eps: Number = Field(1e-8, gt=0)
+
+
+class Warmup(Strict):
+    steps: int | None = None
+    tokens: int | None = None
+    fraction: float | None = None
+
+
+def _budget(v: Any) -> Any:
+    """`2000 steps`, `1B tokens` or `1%` of the stage."""
+    from herdlang import ast
+
+    if isinstance(v, ast.Quantity):
+        unit = {"step": "steps", "token": "tokens"}.get(v.unit, v.unit)
+        if unit == "tokens":
+            return {"tokens": v}
+        if unit in ("steps", ""):
+            return {"steps": v}
+        return {"steps": v}  # the Steps validator reports the wrong unit
+    if isinstance(v, ast.Percent):
+        return {"fraction": v}
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return {"steps": v}
+    return v
+
+
+class Budget(Strict):
+    steps: Steps | None = Field(None, ge=0)
+    tokens: Tokens | None = Field(None, ge=0)
+    fraction: Fraction | None = Field(None, ge=0, le=1)
+
+
+BudgetValue = Annotated[Budget, BeforeValidator(_budget)]
+
+
+class Schedule(CallModel):
+    """Learning-rate schedule: warmup, then cosine / linear / constant / warmup-stable-decay."""
+
+    kind: Literal["cosine", "linear", "constant", "wsd"] = "cosine"
+    warmup: BudgetValue = Budget(steps=0)
+    min_lr: Number | None = Field(None, ge=0)
+    to: Number | None = Field(None, ge=0)
+    decay: Fraction = Field(0.2, gt=0, le=1)  # wsd: share of the stage spent decaying
+
+
+class Average(CallModel):
+    """Average the last k checkpoints (Polyak averaging, as the paper does)."""
+
+    kind: Literal["last"] = "last"
+    positional = ("k",)
+    k: Int = Field(ge=1)
+
+
+class Law(CallModel):
+    """A compute-optimal scaling law N*(C) = A · C^alpha (optimal training tokens)."""
+
+    kind: Literal["power_law"] = "power_law"
+    alpha: Number = Field(gt=0, lt=1)
+    A: Number = Field(gt=0)
+    tolerance: Fraction = Field(0.5, gt=0)
+
+
+class BatchStep(Strict):
+    value: Annotated[int, Field(gt=0)]
+    at: Tokens | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _batch_tokens(cls, data: Any) -> Any:
+        # batch sizes use the binary convention: 4M tokens = 4,194,304 = 512 x 8K sequences
+        from herdlang.types import _counter
+
+        validate = _counter({"tokens"}, "a batch size in tokens", "4M tokens", binary=True).func
+        if isinstance(data, dict) and "value" in data:
+            data = {**data, "value": validate(data["value"])}
+        return data
+
+
+class ContextStep(Strict):
+    value: Length = Field(gt=0)
+    at: None = None
+
+
+class Condition(Strict):
+    op: Literal[">=", "<=", ">", "<", "==", "!="]
+    value: Number
+
+
+# -- blocks ---------------------------------------------------------------------------------
+
+
+class TokenizerBlock(Block):
+    doc: ClassVar[str] = "A byte-level BPE trained on a data stage, or a tiktoken rank file."
+    kind: Annotated[Literal["tiktoken"], Word] = "tiktoken"
+    pattern: Annotated[Literal["llama3", "gpt2"], Word] = "llama3"
+    vocab: Count | None = Field(None, ge=256)
+    special_tokens: Int = Field(256, ge=16)
+    train_on: Ref | None = None
+    file: str | None = None
+    max_bytes: Bytes = Field(50_000_000, gt=0)
+
+
+class ModelBlock(Block):
+    """Every field optional here: `extends` fills the rest (checked by the compiler)."""
+
+    doc: ClassVar[str] = "A Llama-3-style decoder; `extends` inherits fields."
+    tokenizer: Ref | None = None
+    vocab: Count | None = Field(None, gt=0)
+    layers: Int | None = Field(None, ge=1)
+    dim: Int | None = Field(None, ge=1)
+    heads: Int | None = Field(None, ge=1)
+    head_dim: Int | None = Field(None, ge=1)
+    norm: Norm | None = None
+    ffn: FFN | None = None
+    attention: Attention | None = None
+    rope: Rope | None = None
+    tied: bool | None = None
+    context: Length | None = Field(None, gt=0)
+    init_std: Number | None = Field(None, gt=0)
+
+
+class DataStep(Strict):
+    """`source jsonl("...")`, `dedup minhash { }`, `filter ... { }`, `quality ... { }`;
+    the component's own config is validated against the component registry."""
+
+    model_config = {"extra": "allow"}
+    step: Literal["source", "dedup", "filter", "quality"]
+    kind: str
+
+
+class DataBlock(Block):
+    doc: ClassVar[str] = "Documents: sources, then dedup and filter steps in order."
+    steps: list[DataStep] = Field(default_factory=list)
+    val_fraction: Fraction = Field(0.01, ge=0, lt=1)
+    seed: Int = 0
+
+
+class MixBlock(Block):
+    doc: ClassVar[str] = "Weights over data stages (must sum to 100%)."
+    options: ClassVar[tuple[str, ...]] = ("max_epochs", "seed")
+    weights: dict[str, Fraction] = Field(default_factory=dict)
+    max_epochs: Number = Field(4.0, gt=0)
+    seed: Int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "weights" not in data:
+            weights = {k: v for k, v in data.items() if k not in cls.options}
+            data = {k: v for k, v in data.items() if k in cls.options} | {"weights": weights}
+        return data
+
+
+class DatasetBlock(Block):
+    doc: ClassVar[str] = "Post-training data: JSONL files (TRL conventions) or generated tasks."
+    format: Annotated[Literal["messages", "preferences", "prompts", "tasks"], Word] = "messages"
+    path: str | None = None
+    generate: dict[str, Any] | None = None
+    val_fraction: Fraction = Field(0.1, ge=0, lt=1)
+
+
+class PretrainBlock(Block):
+    doc: ClassVar[str] = "Pre-training from scratch on a mix or a data stage."
+    model: Ref
+    data: Ref
+    tokens: Tokens = Field(gt=0)
+    context: Length = Field(gt=0)
+    batch: Annotated[list[BatchStep], RampOf]
+    micro_batch: Int | None = Field(None, ge=1)
+    optimizer: AdamW
+    schedule: Schedule = Schedule()
+    clip: Number = Field(1.0, gt=0)
+    seed: Int | None = None
+    checkpoint_every: Steps | None = Field(None, gt=0)
+    eval_every: Steps | None = Field(None, gt=0)
+    evals: Annotated[list[Ref], ListOf] = ["perplexity"]
+    compile: bool = False
+    law: Law | None = None
+
+
+class ExtendBlock(Block):
+    doc: ClassVar[str] = "Context extension in increments, each gated by evals."
+    from_: Ref = Field(alias="from")
+    context: Annotated[list[ContextStep], RampOf] = Field(min_length=2)
+    tokens: Tokens = Field(gt=0)
+    data: Ref | None = None
+    rope: Rope | None = None
+    batch: Annotated[list[BatchStep], RampOf] | None = None
+    optimizer: AdamW | None = None
+    schedule: Schedule | None = None
+    gate: dict[str, Annotated[Condition, CondOf]] = Field(default_factory=dict)
+    max_extra: Fraction = Field(0.5, ge=0)
+    seed: Int | None = None
+
+
+class AnnealBlock(Block):
+    doc: ClassVar[str] = "Annealing: LR to zero on an upsampled mix, then checkpoint averaging."
+    from_: Ref = Field(alias="from")
+    tokens: Tokens = Field(gt=0)
+    lr: Schedule = Schedule(kind="linear", to=0.0)
+    peak_lr: Number | None = Field(None, gt=0)
+    mix: dict[str, Fraction] | None = None
+    data: Ref | None = None
+    average: Average | None = None
+    batch: Annotated[list[BatchStep], RampOf] | None = None
+    context: Length | None = Field(None, gt=0)
+    seed: Int | None = None
+
+
+class RewardModelStep(Strict):
+    name: Ref
+    data: Ref
+    lr: Number = Field(1e-5, gt=0)
+    steps: Steps | None = Field(None, gt=0)
+    epochs: Number = Field(1.0, gt=0)
+    batch: Int = Field(16, ge=1)
+
+
+class RejectionSamplingStep(Strict):
+    k: Int = Field(10, ge=1)
+    scorer: Ref = "verifier"
+    prompts: Ref | None = None
+    count: Int = Field(256, ge=1)
+    temperature: Number = Field(0.8, ge=0)
+    top_p: Fraction = Field(0.95, gt=0, le=1)
+    max_new_tokens: Int = Field(64, ge=1)
+
+
+class SFTStep(Strict):
+    data: Ref
+    lr: Number = Field(1e-5, gt=0)
+    steps: Steps | None = Field(None, gt=0)
+    epochs: Number = Field(1.0, gt=0)
+    batch: Int = Field(16, ge=1)
+    schedule: Schedule | None = None
+
+
+class DPOStep(Strict):
+    data: Ref | None = None
+    beta: Number = Field(0.1, gt=0)
+    lr: Number = Field(1e-5, gt=0)
+    steps: Steps | None = Field(None, gt=0)
+    epochs: Number = Field(1.0, gt=0)
+    nll: Number = Field(0.2, ge=0)
+    mask: Annotated[Literal["formatting_tokens", "none"], Word] = "formatting_tokens"
+    batch: Int = Field(8, ge=1)
+
+
+class PosttrainBlock(Block):
+    doc: ClassVar[str] = "Rounds of reward modelling, rejection sampling, SFT and DPO."
+    keyed_blocks: ClassVar[frozenset[str]] = frozenset({"reward_model"})
+    from_: Ref = Field(alias="from")
+    rounds: Int = Field(1, ge=1)
+    reward_model: RewardModelStep | None = None
+    rejection_sampling: RejectionSamplingStep | None = None
+    sft: SFTStep | None = None
+    dpo: DPOStep | None = None
+    average: bool | Annotated[list[Ref], ListOf] = False
+    evals: Annotated[list[Ref], ListOf] = ["tasks"]
+    seed: Int | None = None
+
+
+class EvalBlock(Block):
+    doc: ClassVar[str] = "A named, configured evaluation (usable in gates and stages)."
+    model_config = {"extra": "allow"}
+    kind: Ref
+
+
+class Hardware(Strict):
+    gpu: Annotated[str, Word] = "h100"
+    count: Int = Field(1, ge=1)
+    mfu: Fraction = Field(0.4, gt=0, le=1)
+
+
+class Parallel(Strict):
+    tensor: Int = Field(1, ge=1)
+    pipeline: Int = Field(1, ge=1)
+    context: Int = Field(1, ge=1)
+    data: Int | None = Field(None, ge=1)
+    fsdp: bool = True
+    activation_checkpointing: bool = False
+    micro_batch: Int = Field(1, ge=1)
+
+
+class RunBlock(Block):
+    doc: ClassVar[str] = "Run settings: seed, device, workers, hardware and parallel layout."
+    named: ClassVar[bool] = False
+    seed: Int = 0
+    device: Annotated[Literal["auto", "cpu", "cuda"], Word] = "auto"
+    workers: Int = Field(2, ge=1)
+    precision: Annotated[Literal["bf16", "fp32"], Word] = "bf16"
+    hardware: Hardware = Hardware()
+    parallel: Parallel = Parallel()
+
+
+BLOCKS: dict[str, type[Block]] = {
+    "tokenizer": TokenizerBlock,
+    "model": ModelBlock,
+    "data": DataBlock,
+    "mix": MixBlock,
+    "dataset": DatasetBlock,
+    "pretrain": PretrainBlock,
+    "extend": ExtendBlock,
+    "anneal": AnnealBlock,
+    "posttrain": PosttrainBlock,
+    "eval": EvalBlock,
+    "run": RunBlock,
+}
+
+#: blocks that produce a checkpoint other stages can continue `from`
+STAGES = ("pretrain", "extend", "anneal", "posttrain")
+
+
+def field_names(model: type[Strict]) -> list[str]:
+    """Keys a user may write (aliases such as `from` included)."""
+    names = []
+    for name, info in model.model_fields.items():
+        names.append(info.alias or name)
+    return names

@@ -1,0 +1,398 @@
+"""Files → a validated `Spec`: parse, follow imports, validate every block.
+
+Each block is checked against its Pydantic model on its own; every error becomes a
+diagnostic located by the block's source map. Cross-block rules are the compiler's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from herdlang import ast, components
+from herdlang.diagnostics import Diagnostic, HerdError, suggestion
+from herdlang.parser import parse, parse_file, parse_value
+from herdlang.schema import BLOCKS, Block, DataBlock, EvalBlock, field_names
+from herdlang.values import Loc, SourceMap, block_to_dict, to_py
+
+# pydantic error type → (diagnostic code, short prefix)
+_ERROR_CODES = {
+    "extra_forbidden": "H0201",
+    "missing": "H0204",
+    "unit": "H0207",
+}
+
+
+@dataclass
+class Defined:
+    """One validated block with where it came from."""
+
+    kind: str
+    name: str
+    config: Any  # the block's Pydantic model
+    block: ast.Block
+    smap: SourceMap
+    parent: str | None = None
+
+    def span(self, *loc: str | int, key: bool = False) -> ast.Span:
+        return self.smap.find(loc, key=key) or self.block.head_span
+
+    @property
+    def name_span(self) -> ast.Span:
+        return self.block.name_span or self.block.kind_span
+
+
+@dataclass
+class Spec:
+    path: str
+    name: str
+    sources: dict[str, str] = field(default_factory=dict)  # path → text (for rendering)
+    blocks: dict[str, dict[str, Defined]] = field(default_factory=dict)  # kind → name → block
+    order: list[Defined] = field(default_factory=list)
+    sha256: str = ""
+
+    def of(self, kind: str) -> dict[str, Defined]:
+        return self.blocks.get(kind, {})
+
+    def find(self, name: str) -> Defined | None:
+        for by_name in self.blocks.values():
+            if name in by_name:
+                return by_name[name]
+        return None
+
+    @property
+    def root(self) -> Path:
+        return Path(self.path).resolve().parent
+
+
+class _Loader:
+    def __init__(self, root: Path):
+        self.root = root
+        self.sources: dict[str, str] = {}
+        self.diags: list[Diagnostic] = []
+        self.modules: list[ast.Module] = []
+        self._seen: set[Path] = set()
+
+    def load(self, path: Path, display: str, via: ast.Import | None = None, stack: tuple = ()) -> None:
+        real = path.resolve()
+        if real in stack:
+            self.diags.append(
+                Diagnostic("H0104", f"import cycle: {display} imports itself", via.span if via else None,
+                           "remove one of the imports")
+            )
+            return
+        if real in self._seen:
+            return
+        self._seen.add(real)
+        try:
+            module = parse_file(path) if via is None else self._parse_import(path, display, via)
+        except HerdError as exc:
+            self.diags.extend(exc.diagnostics)
+            if via is None and exc.diagnostics and exc.diagnostics[0].code == "H0001":
+                return
+            try:
+                self.sources[display] = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                pass
+            return
+        if module is None:
+            return
+        module.path = display
+        self.sources[display] = module.text
+        for imp in module.imports:
+            target = (path.parent / imp.path)
+            try:
+                target.resolve().relative_to(self.root)
+            except ValueError:
+                self.diags.append(
+                    Diagnostic("H0105", f"import '{imp.path}' leaves the spec's directory", imp.span,
+                               "imports must stay inside the folder of the spec being compiled")
+                )
+                continue
+            self.load(target, _display(target), imp, (*stack, real))
+        self.modules.append(module)
+
+    def _parse_import(self, path: Path, display: str, via: ast.Import) -> ast.Module | None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            self.diags.append(
+                Diagnostic("H0104", f"cannot import '{via.path}': no such file", via.span,
+                           f"looked for {path}")
+            )
+            return None
+        return parse(text, display)
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
+    """Parse and validate a spec and its imports; raise HerdError with all problems."""
+    p = Path(path)
+    loader = _Loader(p.resolve().parent)
+    display = str(path)
+    loader.load(p, display)
+    spec = Spec(path=display, name=p.stem, sources=loader.sources)
+    if display in loader.sources:
+        spec.sha256 = hashlib.sha256(loader.sources[display].encode()).hexdigest()
+    diags = loader.diags
+    for module in loader.modules:
+        for block in module.blocks:
+            _define(spec, block, diags)
+    if overrides:
+        _apply_overrides(spec, overrides, diags)
+    if any(d.severity.value == "error" for d in diags):
+        raise HerdError(diags)
+    return spec
+
+
+def load_text(text: str, path: str = "<string>") -> Spec:
+    """Validate a spec held in memory (language server, tests). Imports are not followed."""
+    module = parse(text, path)
+    spec = Spec(path=path, name=Path(path).stem, sources={path: text})
+    diags: list[Diagnostic] = []
+    for block in module.blocks:
+        _define(spec, block, diags)
+    if diags:
+        raise HerdError(diags)
+    return spec
+
+
+def _define(spec: Spec, block: ast.Block, diags: list[Diagnostic]) -> None:
+    model = BLOCKS.get(block.kind)
+    if model is None:
+        diags.append(
+            Diagnostic("H0202", f"unknown block kind '{block.kind}'", block.kind_span,
+                       suggestion(block.kind, BLOCKS, "a block kind"))
+        )
+        return
+    if model.named and block.name is None:
+        diags.append(
+            Diagnostic("H0204", f"a {block.kind} block needs a name", block.kind_span,
+                       f"write `{block.kind} NAME {{ ... }}`")
+        )
+        return
+    if not model.named and block.name is not None:
+        diags.append(
+            Diagnostic("H0203", f"a {block.kind} block takes no name", block.name_span,
+                       f"write `{block.kind} {{ ... }}`")
+        )
+        return
+    if block.parent is not None and block.kind != "model":
+        diags.append(Diagnostic("H0203", "only model blocks can use `extends`", block.parent_span))
+        return
+    if block.args is not None or not block.has_body:
+        diags.append(
+            Diagnostic("H0203", f"a top-level {block.kind} block takes no arguments and needs a body",
+                       block.head_span, f"write `{block.kind} {block.name or ''} {{ ... }}`")
+        )
+        return
+    name = block.name or block.kind
+    existing = spec.find(name)
+    if existing is not None:
+        first = existing.block.name_span or existing.block.kind_span
+        diags.append(
+            Diagnostic("H0205", f"'{name}' is already defined ({existing.kind} at {first.path}:{first.line})",
+                       block.name_span or block.kind_span, "names are shared by all blocks: pick another")
+        )
+        return
+    smap = SourceMap()
+    local: list[Diagnostic] = []
+    data = block_to_dict(block, (), smap, local, model.keyed_blocks)
+    diags.extend(local)
+    config = validate_block(model, data, smap, block, diags)
+    if config is None:
+        return
+    defined = Defined(block.kind, name, config, block, smap, block.parent)
+    spec.blocks.setdefault(block.kind, {})[name] = defined
+    spec.order.append(defined)
+
+
+def validate_block(model: type[Block], data: dict[str, Any], smap: SourceMap, block: ast.Block,
+                   diags: list[Diagnostic]) -> Block | None:
+    try:
+        config = model.model_validate(data)
+    except ValidationError as exc:
+        diags.extend(_pydantic_diagnostics(exc, model, smap, block))
+        return None
+    if isinstance(config, DataBlock):
+        ok = True
+        for i, step in enumerate(config.steps):
+            ok &= _validate_component(step.step, step.kind, step.model_extra or {}, ("steps", i), smap, block, diags)
+        if not ok:
+            return None
+    if isinstance(config, EvalBlock):
+        if not _validate_component("eval", config.kind, config.model_extra or {}, (), smap, block, diags, kind_loc=("kind",)):
+            return None
+    if block.kind == "dataset" and config.generate is not None:  # type: ignore[attr-defined]
+        gen = dict(config.generate)  # type: ignore[attr-defined]
+        kind = str(gen.pop("kind", ""))
+        if not _validate_component("generator", kind, gen, ("generate",), smap, block, diags, kind_loc=("generate", "kind")):
+            return None
+    return config
+
+
+def component_config(category: str, kind: str, params: dict[str, Any]) -> BaseModel:
+    """Validated config of a registered component (raises ValidationError)."""
+    cls = components.get(category, kind)
+    assert cls is not None
+    return cls.model_validate(params)
+
+
+def _validate_component(category: str, kind: str, params: dict[str, Any], loc: Loc, smap: SourceMap,
+                        block: ast.Block, diags: list[Diagnostic], kind_loc: Loc | None = None) -> bool:
+    cls = components.get(category, kind)
+    if cls is None:
+        span = smap.find((*loc, *(kind_loc or ("kind",)))) or smap.find(loc, key=True) or block.head_span
+        diags.append(
+            Diagnostic("H0206", f"unknown {category} '{kind}'", span,
+                       suggestion(kind, components.names(category), category))
+        )
+        return False
+    try:
+        cls.model_validate(params)
+    except ValidationError as exc:
+        diags.extend(_pydantic_diagnostics(exc, cls, smap, block, prefix=loc, what=f"{category} '{kind}'"))
+        return False
+    return True
+
+
+def _pydantic_diagnostics(exc: ValidationError, model: type[BaseModel], smap: SourceMap, block: ast.Block,
+                          prefix: Loc = (), what: str | None = None) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    seen: set[tuple] = set()
+    label = what or f"{block.kind} '{block.name or block.kind}'"
+    for err in exc.errors():
+        loc = tuple(prefix) + tuple(_clean_loc(err["loc"]))
+        etype = err["type"]
+        key = (loc, etype)
+        if key in seen:
+            continue
+        seen.add(key)
+        code = _ERROR_CODES.get(etype, "H0203")
+        if etype == "extra_forbidden":
+            span = smap.find(loc, key=True) or block.head_span
+            field_name = str(loc[-1]) if loc else "?"
+            owner = _owner(model, err["loc"])
+            hint = suggestion(field_name, field_names(owner) if owner else [], "a field")
+            out.append(Diagnostic(code, f"{label} has no field '{field_name}'", span, hint))
+        elif etype == "missing":
+            field_name = str(loc[-1]) if loc else "?"
+            span = smap.find(loc[:-1]) if len(loc) > 1 else None
+            out.append(
+                Diagnostic(code, f"{label} needs '{field_name}'", span or block.head_span,
+                           f"add `{field_name} = ...`")
+            )
+        elif etype in ("literal_error", "enum"):
+            span = smap.find(loc) or block.head_span
+            expected = err.get("ctx", {}).get("expected", "")
+            got = err.get("input")
+            words = [w.strip().strip("'") for w in str(expected).replace(" or ", ",").split(",") if w.strip()]
+            hint = suggestion(str(got), words) if isinstance(got, str) else f"expected {expected}"
+            where = ".".join(str(p) for p in loc if not str(p).startswith("#"))
+            out.append(Diagnostic("H0203", f"'{got}' is not a valid value for {where or label}", span, hint))
+        else:
+            span = smap.find(loc) or block.head_span
+            where = ".".join(str(p) for p in loc) or label
+            msg = err["msg"].removeprefix("Value error, ")
+            out.append(Diagnostic(code, f"{where}: {msg}", span, None))
+    return out
+
+
+def _clean_loc(loc: tuple) -> list:
+    """Drop pydantic's union/tag components so the path matches the source map."""
+    out = []
+    for part in loc:
+        if isinstance(part, str) and ("[" in part or part.startswith("function-")):
+            continue
+        if part in ("weights",) and not out:
+            continue
+        out.append(part)
+    return out
+
+
+def _owner(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The model class that owns the field at loc (for did-you-mean of nested keys)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        info = current.model_fields.get(str(part)) or next(
+            (f for f in current.model_fields.values() if f.alias == part), None
+        )
+        if info is None:
+            continue
+        current = _model_in(info.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _model_in(annotation: Any) -> Any:
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+# -- --set overrides ---------------------------------------------------------------------------
+
+
+def _apply_overrides(spec: Spec, overrides: list[str], diags: list[Diagnostic]) -> None:
+    """`--set block.key=value`: replace the value in the AST and re-validate the block."""
+    for raw in overrides:
+        target, sep, text = raw.partition("=")
+        parts = target.strip().split(".")
+        if not sep or len(parts) < 2:
+            diags.append(Diagnostic("H0501", f"--set {raw!r}: expected BLOCK.KEY=VALUE", None,
+                                    "e.g. --set pretrain_tiny.tokens=2M"))
+            continue
+        defined = spec.find(parts[0])
+        if defined is None:
+            names = [d.name for d in spec.order]
+            diags.append(Diagnostic("H0501", f"--set {raw!r}: no block named '{parts[0]}'", None,
+                                    suggestion(parts[0], names, "a block")))
+            continue
+        try:
+            value = parse_value(text.strip())
+        except HerdError:
+            diags.append(Diagnostic("H0501", f"--set {raw!r}: '{text}' is not a valid value", None,
+                                    "values are written as in a spec: 2M tokens, 3e-4, 50%, name"))
+            continue
+        block = defined.block
+        entries = block.entries
+        for part in parts[1:-1]:
+            sub = next((e for e in entries if isinstance(e, ast.Block) and e.kind == part), None)
+            if sub is None:
+                diags.append(Diagnostic("H0501", f"--set {raw!r}: '{part}' is not a nested block of '{parts[0]}'", None))
+                break
+            entries = sub.entries
+        else:
+            key = parts[-1]
+            span = ast.Span("<--set>", 1, 1, 1, len(raw) + 1, 0, len(raw))
+            new = ast.Assignment(key, span, value, span)
+            for i, e in enumerate(entries):
+                if isinstance(e, ast.Assignment) and e.key == key:
+                    entries[i] = new
+                    break
+            else:
+                entries.append(new)
+            spec.sources.setdefault("<--set>", raw)
+            del spec.blocks[defined.kind][defined.name]
+            spec.order.remove(defined)
+            _define(spec, block, diags)
+
+
+__all__ = ["Defined", "Spec", "load_spec", "load_text", "component_config", "to_py"]
