@@ -79,10 +79,12 @@ def default_run_dir(plan: Plan, root: Path = Path("runs")) -> Path:
 
 
 def _display(path: Path) -> str:
+    """Relative to the working directory when under it (runs/t/logs/x.log), else absolute."""
     try:
-        return os.path.relpath(path)
+        rel = os.path.relpath(path)
     except ValueError:
         return str(path)
+    return str(path) if rel.startswith("..") else rel
 
 
 @contextmanager
@@ -172,7 +174,9 @@ class _Run:
 
     def _finish(self, outcome: JobOutcome) -> None:
         self.outcomes[outcome.job_id] = outcome
-        note = outcome.error or outcome.reason if outcome.state != "done" else ""
+        note = outcome.error or outcome.reason
+        if outcome.state == "done" and outcome.duration_s is not None:
+            note = f"{outcome.duration_s:.1f}s"
         if outcome.state == "failed" and outcome.log_path is not None:
             note = f"{outcome.error} (log: {_display(outcome.log_path)})"
         if outcome.state == "skipped" and outcome.job_id not in self.blocked_by:

@@ -70,9 +70,11 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def _walk_files(root: Path) -> Iterator[Path]:
+    """Every file under root, sorted; symlinked directories are yielded (not followed)."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
-        for name in sorted(filenames):
+        names = filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        for name in sorted(names):
             yield Path(dirpath) / name
 
 
