@@ -234,9 +234,10 @@ def import_hf(
         hf = json.loads(config_path.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{config_path} is not valid JSON ({exc})") from exc
+    files = _weight_files(root)
     config = herd_config(hf, name=root.name)
     tensors: dict[str, torch.Tensor] = {}
-    for path in _weight_files(root):
+    for path in files:
         try:
             with safe_open(str(path), framework="pt") as f:
                 for key in f.keys():  # noqa: SIM118

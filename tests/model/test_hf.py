@@ -1,0 +1,142 @@
+"""Hugging Face interop: the mapping is a pure renaming, both ways, and transformers agrees.
+
+Where transformers is installed, an exported tiny model must give herd's logits in
+`LlamaForCausalLM`; without it, the file layout and the key/shape mapping are still checked.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from runtime.model import (
+    CheckpointError,
+    export_hf,
+    from_config,
+    import_hf,
+    load_checkpoint,
+    save_checkpoint,
+)
+from runtime.model.hf import from_hf_key, to_hf_key
+
+SCALING = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_context": 32}
+
+
+@pytest.fixture(params=["untied", "tied+llama3.1-scaling"])
+def model(request, tiny_config):
+    cfg = tiny_config if request.param == "untied" else {
+        **tiny_config, "tied_embeddings": True, "rope_scaling": SCALING}
+    return from_config(cfg, seed=0)
+
+
+@pytest.fixture
+def exported(model, tmp_path):
+    save_checkpoint(model, tmp_path / "ckpt")
+    return export_hf(tmp_path / "ckpt", tmp_path / "hf")
+
+
+def test_every_tensor_gets_its_transformers_name_and_keeps_its_shape(model, exported):
+    hf = load_file(exported / "model.safetensors")
+    ours = model.state_dict()
+    assert set(hf) == {to_hf_key(k) for k in ours}
+    for name, tensor in ours.items():
+        assert torch.equal(hf[to_hf_key(name)], tensor)  # no permutation: the same RoPE layout
+    assert "model.layers.1.self_attn.k_proj.weight" in hf
+    assert hf["model.layers.0.self_attn.k_proj.weight"].shape == (2 * 16, 64)  # Hk * Dh rows
+    assert ("lm_head.weight" in hf) == (model.output is not None)
+
+
+def test_names_map_back_exactly():
+    names = ["tok_embeddings.weight", "norm.weight", "output.weight",
+             "layers.3.attention.wq.weight", "layers.3.attention.wk.weight",
+             "layers.3.attention.wv.weight", "layers.3.attention.wo.weight",
+             "layers.3.feed_forward.w1.weight", "layers.3.feed_forward.w2.weight",
+             "layers.3.feed_forward.w3.weight", "layers.3.attention_norm.weight",
+             "layers.3.ffn_norm.weight"]
+    assert [from_hf_key(to_hf_key(n)) for n in names] == names
+    assert to_hf_key("layers.3.feed_forward.w1.weight") == "model.layers.3.mlp.gate_proj.weight"
+    with pytest.raises(KeyError):
+        to_hf_key("layers.0.attention.bias")
+
+
+def test_config_json_describes_a_llama_for_causal_lm(model, exported):
+    config = json.loads((exported / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["model_type"] == "llama"
+    assert (config["hidden_size"], config["num_hidden_layers"], config["num_attention_heads"],
+            config["num_key_value_heads"], config["intermediate_size"]) == (64, 2, 4, 2, 160)
+    assert config["tie_word_embeddings"] == model.args.tied_embeddings
+    if model.args.rope_scaling:
+        assert config["rope_scaling"] == {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                          "high_freq_factor": 4.0, "original_max_position_embeddings": 32}
+    else:
+        assert config["rope_scaling"] is None
+
+
+def test_export_then_import_is_the_identity(model, exported, tmp_path):
+    back, _ = load_checkpoint(import_hf(exported, tmp_path / "back"))
+    assert back.args == model.args
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(back.state_dict()[name], tensor)
+
+
+def test_sharded_directories_import_like_a_single_file(model, exported, tmp_path):
+    tensors = load_file(exported / "model.safetensors")
+    shard_dir = tmp_path / "sharded"
+    shard_dir.mkdir()
+    (shard_dir / "config.json").write_text((exported / "config.json").read_text())
+    names = sorted(tensors)
+    halves = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    weight_map = {}
+    for file, keys in halves.items():
+        save_file({k: tensors[k] for k in keys}, shard_dir / file)
+        weight_map.update(dict.fromkeys(keys, file))
+    (shard_dir / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    back, _ = load_checkpoint(import_hf(shard_dir, tmp_path / "back"))
+    assert all(torch.equal(back.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_import_refuses_what_it_cannot_represent(exported, tmp_path):
+    config = json.loads((exported / "config.json").read_text())
+    (exported / "config.json").write_text(json.dumps({**config, "model_type": "mistral"}))
+    with pytest.raises(CheckpointError, match="Llama models only"):
+        import_hf(exported, tmp_path / "a")
+    (exported / "config.json").write_text(json.dumps({**config, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}}))
+    with pytest.raises(CheckpointError, match="'yarn' is not supported"):
+        import_hf(exported, tmp_path / "b")
+    (exported / "config.json").write_text(json.dumps({**config, "intermediate_size": 96}))
+    with pytest.raises(CheckpointError, match="wrong shapes"):
+        import_hf(exported, tmp_path / "c")
+
+
+def test_pickle_only_directories_are_refused_with_a_hint(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04")
+    with pytest.raises(CheckpointError, match="safetensors only"):
+        import_hf(tmp_path, tmp_path / "out")
+
+
+def test_transformers_gives_herd_logits(model, exported):
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.LlamaForCausalLM.from_pretrained(exported, dtype=torch.float32).eval()
+    tokens = torch.randint(0, 256, (2, 80), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(tokens).logits, model(tokens), rtol=1e-4, atol=1e-4)
+
+
+def test_a_transformers_model_imports_with_its_logits(tmp_path, tiny_config):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(
+        vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, rope_theta=10000.0,
+        max_position_embeddings=256, tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    hf = transformers.LlamaForCausalLM(config).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    ours, _ = load_checkpoint(import_hf(tmp_path / "hf", tmp_path / "herd"))
+    tokens = torch.randint(0, 256, (1, 50), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(tokens), hf(tokens).logits, rtol=1e-4, atol=1e-4)
