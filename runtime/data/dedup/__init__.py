@@ -1,0 +1,1 @@
+"""Deduplication: URL, exact text, MinHash near-duplicates, and repeated lines."""

@@ -1,0 +1,220 @@
+"""MinHash LSH near-duplicate detection, vectorised with numpy and bounded in memory.
+
+Pipeline: word n-gram shingles (64-bit) -> `bands*rows` min-hashes per document -> one
+64-bit key per band -> (key, doc) records appended to `n_buckets` files by key -> each
+bucket file sorted on its own to find documents sharing a band key (candidates) -> exact
+Jaccard re-check of every candidate pair against the threshold -> union-find -> keep the
+first document (input order) of each cluster.
+
+The re-check rejects the weak links that make plain LSH clusters transitive (A~B, B~C but
+A and C far apart are only joined when both links really are above the threshold).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.data.documents import read_shard
+from runtime.data.text import WordHasher, mix64, ngram_hashes, words
+
+_MERSENNE_61 = np.uint64((1 << 61) - 1)
+CHUNK = 2048  # shingles processed per step: bounds the (chunk x hashes) matrix
+MAX_GROUP_ALL_PAIRS = 64
+
+
+@dataclass(frozen=True)
+class MinHashParams:
+    ngram: int = 5
+    bands: int = 14
+    rows: int = 8
+    threshold: float = 0.8
+    seed: int = 0
+
+    @property
+    def num_hashes(self) -> int:
+        return self.bands * self.rows
+
+
+def _hash_coefficients(params: MinHashParams) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(params.seed)
+    a = rng.integers(1, 1 << 63, size=params.num_hashes, dtype=np.uint64) | np.uint64(1)
+    b = rng.integers(0, 1 << 63, size=params.num_hashes, dtype=np.uint64)
+    return a, b
+
+
+def shingles(text: str, n: int, hasher: WordHasher) -> np.ndarray:
+    """The document's set of word n-gram hashes (documents shorter than n: one shingle)."""
+    wh = hasher(words(text))
+    if len(wh) == 0:
+        return np.empty(0, dtype=np.uint64)
+    if len(wh) < n:
+        return ngram_hashes(wh, len(wh))
+    return np.unique(ngram_hashes(wh, n))
+
+
+def signature(sh: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """min over shingles of mix64(a*x + b) for each of the hash functions; empty -> all max."""
+    sig = np.full(len(a), np.iinfo(np.uint64).max, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for start in range(0, len(sh), CHUNK):
+            x = sh[start : start + CHUNK, None]
+            h = x * a[None, :] + b[None, :]
+            h ^= h >> np.uint64(29)  # cheap extra mixing: linear maps alone are weak in low bits
+            np.minimum(sig, h.min(axis=0), out=sig)
+    return sig
+
+
+def band_keys(sigs: np.ndarray, params: MinHashParams) -> np.ndarray:
+    """(docs, bands) 64-bit keys: a hash of each band's rows plus the band index."""
+    n = sigs.shape[0]
+    s = sigs.reshape(n, params.bands, params.rows)
+    acc = np.zeros((n, params.bands), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for r in range(params.rows):
+            acc = mix64(acc ^ s[:, :, r])
+        acc = mix64(acc + np.arange(params.bands, dtype=np.uint64)[None, :] * np.uint64(0x9E3779B97F4A7C15))
+    return acc
+
+
+def signature_shard(item: tuple[Path, MinHashParams], out: Path) -> dict[str, int]:
+    """Signatures of one shard as a (docs, bands*rows) uint64 .npy, plus text bytes."""
+    shard, params = item
+    a, b = _hash_coefficients(params)
+    hasher = WordHasher(params.seed)
+    sigs, nbytes = [], 0
+    for doc in read_shard(shard):
+        nbytes += len(doc.text.encode("utf-8"))
+        sigs.append(signature(shingles(doc.text, params.ngram, hasher), a, b))
+    arr = np.stack(sigs) if sigs else np.empty((0, params.num_hashes), dtype=np.uint64)
+    tmp = out.with_name(out.name + ".tmp.npy")
+    np.save(tmp, arr)
+    tmp.replace(out)
+    return {"docs_in": len(sigs), "bytes_in": nbytes}
+
+
+def write_buckets(sig_files: list[Path], params: MinHashParams, bucket_dir: Path,
+                  n_buckets: int) -> None:
+    """Append (band key, global doc index) records to bucket files chosen by key."""
+    bucket_dir.mkdir(parents=True, exist_ok=True)
+    handles = [open(bucket_dir / f"bucket-{i:04d}.bin", "wb") for i in range(n_buckets)]
+    rec = np.dtype([("key", "<u8"), ("doc", "<u8")])
+    try:
+        offset = 0
+        for path in sig_files:
+            sigs = np.load(path, mmap_mode="r")
+            n = sigs.shape[0]
+            for start in range(0, n, 8192):
+                keys = band_keys(np.asarray(sigs[start : start + 8192]), params).ravel()
+                docs = np.repeat(np.arange(offset + start, offset + min(n, start + 8192),
+                                           dtype=np.uint64), params.bands)
+                which = (keys % np.uint64(n_buckets)).astype(np.int64)
+                order = np.argsort(which, kind="stable")
+                bounds = np.searchsorted(which[order], np.arange(n_buckets + 1))
+                records = np.empty(len(keys), dtype=rec)
+                records["key"], records["doc"] = keys[order], docs[order]
+                for i in range(n_buckets):
+                    if bounds[i + 1] > bounds[i]:
+                        handles[i].write(records[bounds[i] : bounds[i + 1]].tobytes())
+            offset += n
+    finally:
+        for h in handles:
+            h.close()
+
+
+def candidate_pairs(bucket_file: Path) -> np.ndarray:
+    """(k, 2) pairs (i < j) of documents sharing a band key within one bucket file.
+
+    Groups up to MAX_GROUP_ALL_PAIRS get every pair; larger groups (boilerplate shared by
+    thousands) get a chain plus a star to the first member, which keeps the pair count
+    linear while still connecting every true duplicate through re-checked links.
+    """
+    rec = np.fromfile(bucket_file, dtype=[("key", "<u8"), ("doc", "<u8")])
+    if len(rec) < 2:
+        return np.empty((0, 2), dtype=np.int64)
+    rec.sort(order=["key", "doc"])
+    keys, docs = rec["key"], rec["doc"].astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    sizes = np.diff(np.r_[starts, len(keys)])
+    pairs: list[np.ndarray] = []
+    for s, size in zip(starts[sizes > 1], sizes[sizes > 1], strict=True):
+        group = np.unique(docs[s : s + size])
+        if len(group) < 2:
+            continue
+        if len(group) <= MAX_GROUP_ALL_PAIRS:
+            i, j = np.triu_indices(len(group), k=1)
+            pairs.append(np.stack([group[i], group[j]], axis=1))
+        else:
+            pairs.append(np.stack([group[:-1], group[1:]], axis=1))
+            pairs.append(np.stack([np.full(len(group) - 2, group[0]), group[2:]], axis=1))
+    if not pairs:
+        return np.empty((0, 2), dtype=np.int64)
+    return np.unique(np.concatenate(pairs), axis=0)
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact Jaccard similarity of two sorted unique shingle arrays."""
+    if len(a) == 0 and len(b) == 0:
+        return 1.0
+    inter = len(np.intersect1d(a, b, assume_unique=True))
+    return inter / (len(a) + len(b) - inter)
+
+
+class UnionFind:
+    """Union by smaller root index: each cluster's root is its first document."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = np.arange(n, dtype=np.int64)
+
+    def find(self, x: int) -> int:
+        p = self.parent
+        root = x
+        while p[root] != root:
+            root = int(p[root])
+        while p[x] != root:
+            p[x], x = root, int(p[x])
+        return root
+
+    def union(self, x: int, y: int) -> None:
+        rx, ry = self.find(x), self.find(y)
+        if rx != ry:
+            lo, hi = min(rx, ry), max(rx, ry)
+            self.parent[hi] = lo
+
+
+def iter_docs_by_index(shards: list[Path], wanted: set[int]) -> Iterator[tuple[int, str]]:
+    """Text of the wanted global document indices, reading shards sequentially."""
+    index = 0
+    for shard in shards:
+        for doc in read_shard(shard):
+            if index in wanted:
+                yield index, doc.text
+            index += 1
+
+
+def verified_pairs(pairs: np.ndarray, shards: list[Path], params: MinHashParams
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact Jaccard of every candidate pair: (pairs at or above threshold, their scores).
+
+    Only documents that appear in some candidate pair are re-shingled.
+    """
+    if len(pairs) == 0:
+        return pairs, np.empty(0)
+    wanted = set(np.unique(pairs).tolist())
+    hasher = WordHasher(params.seed)
+    sets = {i: shingles(text, params.ngram, hasher) for i, text in iter_docs_by_index(shards, wanted)}
+    scores = np.array([jaccard(sets[int(i)], sets[int(j)]) for i, j in pairs])
+    ok = scores >= params.threshold
+    return pairs[ok], scores[ok]
+
+
+def clusters_keep_mask(n_docs: int, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(keep mask, cluster root per doc): one survivor, the first document, per cluster."""
+    uf = UnionFind(n_docs)
+    for i, j in pairs:
+        uf.union(int(i), int(j))
+    roots = np.array([uf.find(i) for i in range(n_docs)], dtype=np.int64)
+    return roots == np.arange(n_docs), roots

@@ -1,0 +1,110 @@
+"""Gopher-style repetition rules (Rae et al. 2021, table A1), vectorised over word hashes.
+
+Scores: duplicate line / paragraph fractions (by count and by characters), the character
+coverage of the most frequent n-gram for n=2..4, and the character coverage of all
+duplicated n-grams for n=5..10 (overlapping occurrences counted once, as the paper defines).
+`{"preset": "gopher"}` applies all published thresholds; `{"n": 10, "max_coverage": 0.3}`
+applies one duplicated n-gram rule.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from runtime.data.filters import Filter, Scores, register_filter
+from runtime.data.text import WordHasher, ngram_hashes, words
+from runtime.jobs.context import JobFailed
+
+GOPHER = {
+    "dup_line_frac": 0.30,
+    "dup_para_frac": 0.30,
+    "dup_line_char_frac": 0.20,
+    "dup_para_char_frac": 0.20,
+    "top_2gram": 0.20, "top_3gram": 0.18, "top_4gram": 0.16,
+    "dup_5gram": 0.15, "dup_6gram": 0.14, "dup_7gram": 0.13,
+    "dup_8gram": 0.12, "dup_9gram": 0.11, "dup_10gram": 0.10,
+}
+_PARA_RE = re.compile(r"\n\s*\n")
+_hasher = WordHasher(0)
+
+
+def _dup_fractions(parts: list[str]) -> tuple[float, float]:
+    """(fraction of parts that repeat an earlier one, fraction of their characters)."""
+    parts = [p.strip() for p in parts if p.strip()]
+    if not parts:
+        return 0.0, 0.0
+    seen: set[str] = set()
+    dup = dup_chars = 0
+    for p in parts:
+        if p in seen:
+            dup += 1
+            dup_chars += len(p)
+        else:
+            seen.add(p)
+    return dup / len(parts), dup_chars / max(1, sum(len(p) for p in parts))
+
+
+def ngram_scores(tokens: list[str]) -> Scores:
+    out: Scores = {}
+    lengths = np.fromiter((len(t) for t in tokens), np.int64, len(tokens))
+    total = float(lengths.sum())
+    wh = _hasher(tokens)
+    csum = np.r_[0, np.cumsum(lengths)]
+    for n in range(2, 11):
+        key = f"top_{n}gram" if n <= 4 else f"dup_{n}gram"
+        hashes = ngram_hashes(wh, n)
+        if len(hashes) == 0 or total == 0:
+            out[key] = 0.0
+            continue
+        uniq, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+        if n <= 4:
+            top = int(np.argmax(counts))
+            if counts[top] < 2:
+                out[key] = 0.0
+                continue
+            first = int(np.flatnonzero(inverse == top)[0])
+            chars = csum[first + n] - csum[first]
+            out[key] = min(1.0, float(chars * counts[top]) / total)
+        else:
+            dup_starts = np.flatnonzero(counts[inverse] > 1)
+            cover = np.zeros(len(tokens) + 1, dtype=np.int64)
+            np.add.at(cover, dup_starts, 1)
+            np.add.at(cover, dup_starts + n, -1)
+            covered = np.cumsum(cover)[:-1] > 0
+            out[key] = float(lengths[covered].sum()) / total
+    return out
+
+
+@register_filter
+class DuplicatedNgrams(Filter):
+    name = "duplicated_ngrams"
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        if params.get("preset", "gopher" if "n" not in params else None) not in {"gopher", None}:
+            raise JobFailed(f"duplicated_ngrams: unknown preset {params['preset']!r}; known: gopher")
+        if "n" in params and not 2 <= int(params["n"]) <= 10:
+            raise JobFailed("duplicated_ngrams: n must be between 2 and 10")
+
+    def score(self, text: str, scoring: dict[str, Any], state: Any) -> Scores:
+        line_frac, line_chars = _dup_fractions(text.split("\n"))
+        para_frac, para_chars = _dup_fractions(_PARA_RE.split(text))
+        return {"dup_line_frac": line_frac, "dup_line_char_frac": line_chars,
+                "dup_para_frac": para_frac, "dup_para_char_frac": para_chars,
+                **ngram_scores(words(text))}
+
+    def thresholds(self, params: dict[str, Any]) -> dict[str, float]:
+        if "n" in params:
+            n = int(params["n"])
+            key = f"top_{n}gram" if n <= 4 else f"dup_{n}gram"
+            return {key: float(params.get("max_coverage", GOPHER[key]))}
+        return dict(GOPHER)
+
+    def keep(self, scores: Scores, params: dict[str, Any]) -> tuple[bool, str]:
+        for key, limit in self.thresholds(params).items():
+            if scores[key] > limit:
+                return False, f"{key}={scores[key]:.2f}>{limit:g}"
+        return True, ""
+

@@ -1,0 +1,265 @@
+"""Document sources: JSONL(.gz), Parquet, plain text files, and the embedded Python stdlib.
+
+Each source yields `Document`s in a deterministic order. Malformed records are counted and
+reported as `file:line: reason` instead of stopping the job; the job decides whether the
+bad fraction is fatal (`max_bad_fraction`).
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import json
+import os
+import sysconfig
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from runtime.data.documents import Document, write_shard
+from runtime.data.text import stable_hash64
+from runtime.jobs.context import JobFailed
+
+DEFAULT_FIELDS = {"text": "text", "url": "url", "id": "id", "timestamp": "timestamp"}
+MAX_BAD_SAMPLES = 20
+STDLIB_DOCS_PER_SHARD = 128
+TEXT_FILES_PER_SHARD = 256
+_SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test"}
+
+
+@dataclass
+class BadRecords:
+    """Malformed input seen while reading: a count and the first few `file:line: reason`."""
+
+    count: int = 0
+    samples: list[str] = field(default_factory=list)
+
+    def add(self, where: str, reason: str) -> None:
+        self.count += 1
+        if len(self.samples) < MAX_BAD_SAMPLES:
+            self.samples.append(f"{where}: {reason}")
+
+
+def expand_globs(patterns: list[str]) -> list[Path]:
+    """Every file matched by the globs, sorted, de-duplicated; an empty glob is a user error."""
+    files: list[Path] = []
+    for pattern in patterns:
+        matched = sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True)
+                         if os.path.isfile(p))
+        if not matched:
+            raise JobFailed(
+                f"source path {pattern!r} matches no files; "
+                "hint: check the glob and that the data is where the spec says"
+            )
+        files.extend(Path(p) for p in matched)
+    return list(dict.fromkeys(files))
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _lookup(record: dict[str, Any], dotted: str) -> Any:
+    value: Any = record
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _record_to_doc(
+    record: Any, fields: dict[str, str], default_id: str, source: str
+) -> tuple[Document | None, str]:
+    if not isinstance(record, dict):
+        return None, f"expected a JSON object, got {type(record).__name__}"
+    text = _lookup(record, fields.get("text", "text"))
+    if not isinstance(text, str):
+        return None, f"field {fields.get('text', 'text')!r} missing or not a string"
+    doc_id = _lookup(record, fields.get("id", "id"))
+    url = _lookup(record, fields.get("url", "url"))
+    ts = _lookup(record, fields.get("timestamp", "timestamp"))
+    return Document(
+        id=str(doc_id) if doc_id is not None else default_id,
+        text=text,
+        url=str(url) if url is not None else None,
+        timestamp=ts if isinstance(ts, (int, float, str)) else None,
+        source=source,
+    ), ""
+
+
+def read_jsonl(path: Path, fields: dict[str, str], bad: BadRecords) -> Iterator[Document]:
+    """Records of a .jsonl or .jsonl.gz file; bad lines and a truncated gzip are counted."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    lineno = 0
+    try:
+        with opener(path, "rb") as f:
+            for lineno, raw in enumerate(f, start=1):  # noqa: B007 - lineno used after loop
+                if not raw.strip():
+                    continue
+                try:
+                    record = json.loads(raw.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                    bad.add(f"{path}:{lineno}", f"not valid JSON ({type(e).__name__}: {e})")
+                    continue
+                doc, reason = _record_to_doc(record, fields, f"{path}:{lineno}", "jsonl")
+                if doc is None:
+                    bad.add(f"{path}:{lineno}", reason)
+                else:
+                    yield doc
+    except (EOFError, OSError, zlib.error) as e:
+        bad.add(f"{path}:{lineno + 1}", f"unreadable or truncated file ({e})")
+
+
+def read_parquet(path: Path, fields: dict[str, str], bad: BadRecords) -> Iterator[Document]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as e:
+        raise JobFailed(f"{path}: not a readable Parquet file ({e}); hint: re-export it") from None
+    present = set(pf.schema_arrow.names)
+    columns = sorted({c.split(".")[0] for c in fields.values()} & present)
+    if fields.get("text", "text").split(".")[0] not in present:
+        raise JobFailed(
+            f"{path}: no column {fields.get('text', 'text')!r} (columns: {', '.join(sorted(present))}); "
+            "hint: map it with fields { text = \"...\" }"
+        )
+    row = 0
+    for batch in pf.iter_batches(columns=columns, batch_size=4096):
+        for record in batch.to_pylist():
+            row += 1
+            doc, reason = _record_to_doc(record, fields, f"{path}:{row}", "parquet")
+            if doc is None:
+                bad.add(f"{path}:row {row}", reason)
+            else:
+                yield doc
+
+
+def read_text_file(path: Path, bad: BadRecords) -> Iterator[Document]:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        bad.add(f"{path}:1", f"not UTF-8 ({e})")
+        return
+    yield Document(id=str(path), text=text, url=path.resolve().as_uri(),
+                   timestamp=_iso(path.stat().st_mtime), source="text")
+
+
+# --- the embedded default corpus -------------------------------------------------------
+
+
+def stdlib_dir() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def stdlib_items(include: list[str], seed: int) -> list[tuple[str, str]]:
+    """(kind, name) of every stdlib document, in a seeded but stable order.
+
+    The order is a hash of (seed, id) so that `limit_docs` takes a mix of topics and modules
+    rather than the alphabetically first ones.
+    """
+    unknown = set(include) - {"docs", "source"}
+    if unknown:
+        raise JobFailed(f"python_stdlib: unknown include {sorted(unknown)}; use 'docs' and/or 'source'")
+    items: list[tuple[str, str]] = []
+    if "docs" in include:
+        from pydoc_data.topics import topics
+
+        items += [("docs", name) for name in topics]
+    if "source" in include:
+        root = stdlib_dir()
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+            for name in sorted(filenames):
+                if name.endswith(".py"):
+                    items.append(("source", (Path(dirpath) / name).relative_to(root).as_posix()))
+    return sorted(items, key=lambda it: (stable_hash64(f"{it[0]}:{it[1]}", seed), it))
+
+
+def stdlib_document(kind: str, name: str, bad: BadRecords) -> Document | None:
+    if kind == "docs":
+        import pydoc_data.topics as topics_module
+
+        mtime = os.stat(topics_module.__file__).st_mtime
+        return Document(id=f"python:docs/{name}", text=topics_module.topics[name],
+                        url=f"python://docs/topics/{name}", timestamp=_iso(mtime),
+                        source="python_stdlib")
+    path = stdlib_dir() / name
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        bad.add(f"{path}:1", f"unreadable ({e})")
+        return None
+    return Document(id=f"python:stdlib/{name}", text=text, url=f"python://stdlib/{name}",
+                    timestamp=_iso(path.stat().st_mtime), source="python_stdlib")
+
+
+# --- shard tasks (module level: they cross process boundaries) ---------------------------
+
+
+@dataclass
+class SourceShard:
+    """One output shard of a source job: what to read and how many docs at most."""
+
+    kind: str
+    entries: list[Any]
+    fields: dict[str, str]
+    limit: int | None = None
+
+
+def iter_shard_documents(task: SourceShard, bad: BadRecords) -> Iterator[Document]:
+    for entry in task.entries:
+        if task.kind == "python_stdlib":
+            doc = stdlib_document(entry[0], entry[1], bad)
+            if doc is not None:
+                yield doc
+        elif task.kind == "jsonl":
+            yield from read_jsonl(Path(entry), task.fields, bad)
+        elif task.kind == "parquet":
+            yield from read_parquet(Path(entry), task.fields, bad)
+        elif task.kind == "text":
+            yield from read_text_file(Path(entry), bad)
+        else:
+            raise JobFailed(f"unknown source kind {task.kind!r}; known: jsonl, parquet, text, python_stdlib")
+
+
+def write_source_shard(task: SourceShard, out: Path) -> dict[str, Any]:
+    bad = BadRecords()
+
+    def limited() -> Iterator[Document]:
+        for n, doc in enumerate(iter_shard_documents(task, bad)):
+            if task.limit is not None and n >= task.limit:
+                return
+            yield doc
+
+    docs, nbytes = write_shard(out, limited())
+    return {"docs_in": docs + bad.count, "docs_out": docs, "bytes_out": nbytes,
+            "bad": bad.count, "bad_samples": bad.samples}
+
+
+def plan_shards(config: dict[str, Any], seed: int) -> list[SourceShard]:
+    """Split a source config into shard tasks: one per input file, or fixed-size groups."""
+    kind = config.get("source", "jsonl")
+    fields = {**DEFAULT_FIELDS, **(config.get("fields") or {})}
+    if kind == "python_stdlib":
+        items = stdlib_items(list(config.get("include", ["docs", "source"])), seed)
+        if config.get("limit_docs") is not None:
+            items = items[: int(config["limit_docs"])]
+        groups = [items[i : i + STDLIB_DOCS_PER_SHARD]
+                  for i in range(0, len(items), STDLIB_DOCS_PER_SHARD)] or [[]]
+        return [SourceShard(kind, g, fields) for g in groups]
+    if kind not in {"jsonl", "parquet", "text"}:
+        raise JobFailed(f"unknown source {kind!r}; known: jsonl, parquet, text, python_stdlib")
+    paths = config.get("paths") or []
+    if not paths:
+        raise JobFailed(f"source {kind!r} needs at least one path glob")
+    files = [str(p) for p in expand_globs(list(paths))]
+    if kind == "text":
+        return [SourceShard(kind, files[i : i + TEXT_FILES_PER_SHARD], fields)
+                for i in range(0, len(files), TEXT_FILES_PER_SHARD)]
+    return [SourceShard(kind, [f], fields) for f in files]

@@ -1,0 +1,368 @@
+"""Data job kinds: thin wrappers that call `runtime.data` and write stats and reports.
+
+Every job shards by input shard over `ctx.workers` processes, keeps per-shard progress in
+`ctx.work` (resumable after a kill), and writes `stats.json` + `report.md` next to its data.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.data import token_shards
+from runtime.data.dedup import keys as dkeys
+from runtime.data.dedup import lines as dlines
+from runtime.data.dedup import minhash as mh
+from runtime.data.dedup.apply import keep_masked
+from runtime.data.documents import list_shards, read_documents, shard_name
+from runtime.data.filters import Filter, get_filter
+from runtime.data.filters import runner as frunner
+from runtime.data.quality import QualityFilter, get_classifier
+from runtime.data.report import merge_counts, samples, write_report, write_stats
+from runtime.data.shards import process_shards, publish, write_json_atomic
+from runtime.data.sources import SourceShard, plan_shards, write_source_shard
+from runtime.data.tokenizer import (
+    Tokenizer,
+    load_ranks,
+    resolve_pattern,
+    save_tokenizer,
+    special_token_names,
+    train_bpe,
+)
+from runtime.jobs.context import JobContext, JobFailed
+from runtime.jobs.registry import register
+
+IO_KEYS = ("docs_in", "docs_out", "bytes_in", "bytes_out")
+
+
+def _docs_input(ctx: JobContext) -> list[Path]:
+    if "documents" not in ctx.inputs:
+        raise JobFailed(f"{ctx.job_id}: needs a 'documents' input")
+    return list_shards(ctx.inputs["documents"])
+
+
+def _apply_mask(ctx: JobContext, shards: list[Path], keep: np.ndarray, counts: list[int]
+                ) -> list[dict[str, Any]]:
+    """Write each shard keeping `keep`'s documents (global order), then publish."""
+    bounds = np.cumsum([0] + counts)
+    items = [(s, keep[bounds[i] : bounds[i + 1]]) for i, s in enumerate(shards)]
+    names = [s.name for s in shards]
+    parts = process_shards(ctx, "apply", keep_masked, items, names, total=float(bounds[-1]))
+    publish(ctx, "apply", names)
+    return parts
+
+
+def _finish(ctx: JobContext, parts: list[dict[str, Any]], t0: float,
+            extra: dict[str, Any] | None = None, notes: list[str] | None = None) -> dict[str, Any]:
+    stats = {**merge_counts(parts, IO_KEYS), **(extra or {})}
+    write_stats(ctx, stats)
+    write_report(ctx, stats, time.perf_counter() - t0, samples(parts), notes=notes)
+    ctx.log.info("%s: %d -> %d documents", ctx.kind, stats["docs_in"], stats["docs_out"])
+    return stats
+
+
+# --- sources ---------------------------------------------------------------------------
+
+
+@register("data.source")
+def source(ctx: JobContext) -> None:
+    t0 = time.perf_counter()
+    cfg = ctx.config
+    tasks = plan_shards(cfg, ctx.seed)
+    names = [shard_name(i) for i in range(len(tasks))]
+    limit = cfg.get("limit_docs")
+    if limit is not None and cfg.get("source") != "python_stdlib":
+        parts: list[dict[str, Any]] = []
+        remaining = int(limit)
+        for i, task in enumerate(tasks):  # sequential: each shard takes what is left
+            if remaining <= 0:
+                names = names[:i]
+                break
+            limited = SourceShard(task.kind, task.entries, task.fields, remaining)
+            parts += process_shards(ctx, f"source-{i:05d}", write_source_shard, [limited], [names[i]])
+            remaining -= parts[-1]["docs_out"]
+        for i, name in enumerate(names):
+            shutil.copyfile(Path(ctx.work) / f"source-{i:05d}" / name, Path(ctx.out) / name)
+    else:
+        parts = process_shards(ctx, "source", write_source_shard, tasks, names, unit="docs")
+        publish(ctx, "source", names)
+    bad = sum(p["bad"] for p in parts)
+    seen = sum(p["docs_out"] for p in parts) + bad
+    bad_samples = [s for p in parts for s in p["bad_samples"]][:20]
+    max_bad = float(cfg.get("max_bad_fraction", 0.01))
+    if seen == 0:
+        raise JobFailed(f"{ctx.job_id}: the source produced no documents; hint: check the paths")
+    if bad / seen > max_bad:
+        listing = "\n  ".join(bad_samples)
+        raise JobFailed(f"{ctx.job_id}: {bad} of {seen} records are malformed ({bad / seen:.1%} > "
+                        f"max_bad_fraction {max_bad:g}):\n  {listing}")
+    stats = {"docs_in": seen, "docs_out": seen - bad,
+             "bytes_in": sum(p["bytes_out"] for p in parts),
+             "bytes_out": sum(p["bytes_out"] for p in parts),
+             "bad_records": bad, "bad_samples": bad_samples, "shards": len(names)}
+    write_stats(ctx, stats)
+    notes = [f"{bad} malformed record(s) skipped"] + [f"`{s}`" for s in bad_samples[:5]] if bad else []
+    write_report(ctx, stats, time.perf_counter() - t0, notes=notes)
+
+
+# --- dedup -----------------------------------------------------------------------------
+
+
+def _key_dedup(ctx: JobContext, key_fn: Any, newest: bool) -> tuple[dict[str, Any], float]:
+    t0 = time.perf_counter()
+    shards = _docs_input(ctx)
+    key_names = [s.name + ".keys.npz" for s in shards]
+    process_shards(ctx, "keys", key_fn, shards, key_names)
+    keys, stamps, counts = dkeys.load_keys([Path(ctx.work) / "keys" / n for n in key_names])
+    keep = dkeys.keep_one_per_key(keys, stamps, newest)
+    return {"parts": _apply_mask(ctx, shards, keep, counts)}, t0
+
+
+@register("data.dedup.url")
+def dedup_url(ctx: JobContext) -> None:
+    keep = ctx.config.get("keep", "newest")
+    if keep not in {"newest", "first"}:
+        raise JobFailed(f"{ctx.job_id}: keep must be 'newest' or 'first', not {keep!r}")
+    res, t0 = _key_dedup(ctx, dkeys.url_keys, newest=keep == "newest")
+    _finish(ctx, res["parts"], t0, notes=[f"one document per normalised URL, keeping the {keep}"])
+
+
+@register("data.dedup.exact")
+def dedup_exact(ctx: JobContext) -> None:
+    res, t0 = _key_dedup(ctx, dkeys.exact_keys, newest=False)
+    _finish(ctx, res["parts"], t0, notes=["hash of NFKC, case-folded, whitespace-collapsed text"])
+
+
+def minhash_params(cfg: dict[str, Any], seed: int) -> mh.MinHashParams:
+    p = mh.MinHashParams(ngram=int(cfg.get("ngram", 5)), bands=int(cfg.get("bands", 14)),
+                         rows=int(cfg.get("rows", 8)), threshold=float(cfg.get("threshold", 0.8)),
+                         seed=seed)
+    if p.ngram < 1 or p.bands < 1 or p.rows < 1 or not 0 < p.threshold <= 1:
+        raise JobFailed(f"minhash: bad parameters {p}; hint: ngram, bands, rows >= 1, 0 < threshold <= 1")
+    return p
+
+
+@register("data.dedup.minhash")
+def dedup_minhash(ctx: JobContext) -> None:
+    t0 = time.perf_counter()
+    params = minhash_params(ctx.config, ctx.seed)
+    shards = _docs_input(ctx)
+    sig_names = [s.name + ".sig.npy" for s in shards]
+    sig_parts = process_shards(ctx, "signatures", mh.signature_shard,
+                               [(s, params) for s in shards], sig_names)
+    t_sig = time.perf_counter() - t0
+    counts = [p["docs_in"] for p in sig_parts]
+    n_docs = sum(counts)
+    bucket_dir = Path(ctx.work) / "buckets"
+    n_buckets = max(1, min(256, n_docs // 50_000 + 1)) * params.bands
+    done = bucket_dir / "done.json"
+    if not done.exists():  # buckets are rewritten from scratch unless complete
+        shutil.rmtree(bucket_dir, ignore_errors=True)
+        mh.write_buckets([Path(ctx.work) / "signatures" / n for n in sig_names], params,
+                         bucket_dir, n_buckets)
+        write_json_atomic(done, {"buckets": n_buckets})
+    ctx.progress.start(n_buckets, "buckets")
+    pairs_list = []
+    for i in range(n_buckets):
+        pairs_list.append(mh.candidate_pairs(bucket_dir / f"bucket-{i:04d}.bin"))
+        ctx.progress.advance(1)
+    cand = np.unique(np.concatenate(pairs_list), axis=0) if pairs_list else np.empty((0, 2), np.int64)
+    ctx.progress.start(None, "pairs")
+    pairs, _ = mh.verified_pairs(cand, shards, params)
+    keep, roots = mh.clusters_keep_mask(n_docs, pairs)
+    parts = _apply_mask(ctx, shards, keep, counts)
+    clusters = int(len(np.unique(roots[~keep]))) if (~keep).any() else 0
+    _finish(ctx, parts, t0, extra={"candidate_pairs": int(len(cand)),
+                                   "verified_pairs": int(len(pairs)),
+                                   "clusters": clusters},
+            notes=[f"{params.bands} bands x {params.rows} rows, word {params.ngram}-grams, "
+                   f"Jaccard re-check >= {params.threshold}",
+                   f"{len(cand):,} candidate pairs, {len(pairs):,} verified, {clusters:,} clusters",
+                   f"signature stage {t_sig:.2f} s"])
+
+
+@register("data.dedup.lines")
+def dedup_lines(ctx: JobContext) -> None:
+    t0 = time.perf_counter()
+    max_repeats = int(ctx.config.get("max_repeats", 6))
+    bucket = int(ctx.config.get("bucket", 30_000_000))
+    if bucket < 1 or max_repeats < 1:
+        raise JobFailed(f"{ctx.job_id}: bucket and max_repeats must be >= 1")
+    shards = _docs_input(ctx)
+    counts = [dlines.count_docs(s) for s in shards]
+    firsts = np.cumsum([0] + counts)[:-1].tolist()
+    cnames = [s.name + ".lines.npz" for s in shards]
+    process_shards(ctx, "line-counts", dlines.count_lines_shard,
+                   [(s, f, bucket) for s, f in zip(shards, firsts, strict=True)], cnames)
+    frequent = dlines.frequent_lines([Path(ctx.work) / "line-counts" / n for n in cnames], max_repeats)
+    items = [(s, f, bucket, {b: h for b, h in frequent.items()
+                             if f // bucket <= b <= (f + max(c, 1) - 1) // bucket})
+             for s, f, c in zip(shards, firsts, counts, strict=True)]
+    names = [s.name for s in shards]
+    parts = process_shards(ctx, "apply", dlines.remove_lines_shard, items, names)
+    publish(ctx, "apply", names)
+    removed = sum(p["lines_removed"] for p in parts)
+    _finish(ctx, parts, t0,
+            extra={"lines_removed": removed, "docs_emptied": sum(p["docs_emptied"] for p in parts),
+                   "frequent_lines": int(sum(len(h) for h in frequent.values()))},
+            notes=[f"lines seen more than {max_repeats} times per {bucket:,} documents removed: "
+                   f"{removed:,} lines"])
+
+
+# --- filters ---------------------------------------------------------------------------
+
+
+def run_filter(ctx: JobContext, flt: Filter, params: dict[str, Any]) -> dict[str, Any]:
+    """Cached scoring, then the decision; shared by data.filter and data.quality."""
+    t0 = time.perf_counter()
+    flt.check_params(params)
+    shards = _docs_input(ctx)
+    scoring = flt.scoring_params(params)
+    key = frunner.scores_key(frunner.artifact_hash(ctx.inputs["documents"]), flt.name, scoring)
+    cache = Path(ctx.run_dir) / "cache" / "scores" / key
+    names = [s.name + ".scores.npz" for s in shards]
+    cached = all((cache / n).exists() and (cache / (n + ".done.json")).exists() for n in names)
+    state = None if cached else flt.prepare(scoring, shards)
+    process_shards(ctx, "scores", frunner.score_shard,
+                   [(s, flt, scoring, state) for s in shards], names, directory=cache)
+    items = [(s, cache / n, flt, params) for s, n in zip(shards, names, strict=True)]
+    out_names = [s.name for s in shards]
+    parts = process_shards(ctx, "decide", frunner.decide_shard, items, out_names)
+    publish(ctx, "decide", out_names)
+    reasons: dict[str, int] = {}
+    sums: dict[str, float] = {}
+    for p in parts:
+        for k, v in p["reasons"].items():
+            reasons[k] = reasons.get(k, 0) + v
+        for k, v in p["score_sums"].items():
+            sums[k] = sums.get(k, 0.0) + v
+    n = max(1, sum(p["docs_in"] for p in parts))
+    means = {k: round(v / n, 6) for k, v in sorted(sums.items())}
+    notes = [f"scores {'reused from cache' if cached else 'computed'} ({key})"]
+    notes += [f"dropped by {k}: {v:,}" for k, v in sorted(reasons.items())]
+    return _finish(ctx, parts, t0, extra={"filter": flt.name, "dropped_by": reasons,
+                                          "mean_scores": means, "scores_key": key},
+                   notes=notes)
+
+
+@register("data.filter")
+def data_filter(ctx: JobContext) -> None:
+    name = ctx.config.get("filter")
+    if not name:
+        raise JobFailed(f"{ctx.job_id}: data.filter needs a 'filter' name")
+    run_filter(ctx, get_filter(name), dict(ctx.config.get("params") or {}))
+
+
+@register("data.quality")
+def data_quality(ctx: JobContext) -> None:
+    name = ctx.config.get("classifier", "hashed_logreg")
+    flt = QualityFilter(get_classifier(name))
+    params = {"params": dict(ctx.config.get("params") or {}),
+              "min_score": float(ctx.config.get("min_score", 0.5))}
+    run_filter(ctx, flt, params)
+
+
+# --- tokenizer -------------------------------------------------------------------------
+
+
+@register("tokenizer.train")
+def tokenizer_train(ctx: JobContext) -> None:
+    cfg = ctx.config
+    vocab, n_special = int(cfg.get("vocab", 2048)), int(cfg.get("special_tokens", 256))
+    pattern_name = cfg.get("pattern", "llama3")
+    pattern = resolve_pattern(pattern_name)
+    special_token_names(n_special)  # validate before training
+    max_bytes = int(cfg.get("max_bytes", 50_000_000))
+    texts, nbytes = [], 0
+    for doc in read_documents(ctx.inputs["documents"]):
+        if nbytes >= max_bytes:
+            break
+        texts.append(doc.text)
+        nbytes += len(doc.text.encode("utf-8"))
+    if not texts:
+        raise JobFailed(f"{ctx.job_id}: no documents to train the tokenizer on")
+    ctx.progress.start(nbytes, "bytes")
+    t0 = time.perf_counter()
+    _, ranks = train_bpe(texts, vocab, pattern)
+    seconds = time.perf_counter() - t0
+    ctx.progress.advance(nbytes)
+    save_tokenizer(ctx.out, ranks, pattern_name, n_special)
+    tok = Tokenizer(ranks, pattern, special_token_names(n_special))
+    sample = texts[: min(len(texts), 64)]
+    roundtrip_ok = all(tok.decode(tok.encode(t)) == t for t in sample)
+    if not roundtrip_ok:
+        raise JobFailed(f"{ctx.job_id}: trained tokenizer does not round-trip its training text")
+    encoded = tok.encode_batch(sample)
+    n_tokens = sum(len(e) for e in encoded)
+    sample_bytes = sum(len(t.encode("utf-8")) for t in sample)
+    stats = {"docs_in": len(texts), "bytes_in": nbytes, "n_ranks": len(ranks),
+             "n_vocab": tok.n_vocab, "requested_vocab": vocab,
+             "bytes_per_token": round(sample_bytes / max(1, n_tokens), 4)}
+    write_stats(ctx, stats)
+    notes = [f"{len(ranks):,} ranks + {n_special} special tokens = {tok.n_vocab:,}",
+             f"training {nbytes / seconds / 1e6:.2f} MB/s ({seconds:.2f} s)",
+             f"{stats['bytes_per_token']} bytes per token on a sample"]
+    if len(ranks) < vocab:
+        notes.append(f"the corpus supported only {len(ranks):,} of {vocab:,} requested ranks")
+    write_report(ctx, stats, seconds, notes=notes)
+    ctx.metric(stage="tokenizer.train", train_mb_per_s=nbytes / seconds / 1e6)
+
+
+@register("tokenizer.load")
+def tokenizer_load(ctx: JobContext) -> None:
+    cfg = ctx.config
+    path = Path(cfg.get("file", ""))
+    pattern_name = cfg.get("pattern", "llama3")
+    n_special = int(cfg.get("special_tokens", 256))
+    ranks = load_ranks(path)
+    save_tokenizer(ctx.out, ranks, pattern_name, n_special, extra={"loaded_from": str(path)})
+    tok = Tokenizer(ranks, resolve_pattern(pattern_name), special_token_names(n_special))
+    probe = "Hello, world! 日本語 😀\r\n\t"
+    if tok.decode(tok.encode(probe)) != probe:
+        raise JobFailed(f"{path}: the rank file does not round-trip text")
+    stats = {"n_ranks": len(ranks), "n_vocab": tok.n_vocab, "file": str(path)}
+    write_stats(ctx, stats)
+    write_report(ctx, stats, 0.0, notes=[f"loaded {len(ranks):,} ranks from `{path}`",
+                                         f"begin_of_text = {tok.bos_id}, eot_id = {tok.eot_id}"])
+
+
+@register("data.tokenize")
+def data_tokenize(ctx: JobContext) -> None:
+    t0 = time.perf_counter()
+    if "tokenizer" not in ctx.inputs:
+        raise JobFailed(f"{ctx.job_id}: data.tokenize needs a 'tokenizer' input")
+    from runtime.data.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(ctx.inputs["tokenizer"])
+    shards = _docs_input(ctx)
+    val_fraction = float(ctx.config.get("val_fraction", 0.01))
+    if not 0 <= val_fraction < 1:
+        raise JobFailed(f"{ctx.job_id}: val_fraction must be in [0, 1)")
+    forced = token_shards.forced_val_id(shards, val_fraction, ctx.seed)
+    threads = 2 if ctx.workers <= 1 else 1
+    names = [s.name.removesuffix(".jsonl") for s in shards]
+    items = [(s, str(ctx.inputs["tokenizer"]), val_fraction, ctx.seed, forced, threads)
+             for s in shards]
+    parts = process_shards(ctx, "tokenize", token_shards.tokenize_shard, items, names)
+    for n in names:
+        for f in token_shards.shard_files(n):
+            shutil.copyfile(Path(ctx.work) / "tokenize" / f, Path(ctx.out) / f)
+    meta = token_shards.write_meta(ctx.out, names, parts, tok, ctx.config)
+    stats = {**merge_counts(parts, ("docs_in", "bytes_in")),
+             "train_docs": meta["splits"]["train"]["docs"],
+             "train_tokens": meta["splits"]["train"]["tokens"],
+             "val_docs": meta["splits"]["val"]["docs"],
+             "val_tokens": meta["splits"]["val"]["tokens"]}
+    write_stats(ctx, stats)
+    total_tokens = stats["train_tokens"] + stats["val_tokens"]
+    write_report(ctx, stats, time.perf_counter() - t0, notes=[
+        f"{stats['train_tokens']:,} train tokens ({stats['train_docs']:,} docs), "
+        f"{stats['val_tokens']:,} val tokens ({stats['val_docs']:,} docs)",
+        f"{stats['bytes_in'] / max(1, total_tokens):.2f} bytes per token",
+    ])
+    ctx.log.info("tokenized: %s", json.dumps(stats))
