@@ -198,7 +198,7 @@ class LiveView(View):
         self.console = console
         self._lock = threading.Lock()
         self._live = Live(
-            get_renderable=self.render,
+            get_renderable=lambda: self.render(),
             console=console,
             refresh_per_second=refresh_per_second,
             transient=False,
@@ -227,12 +227,12 @@ class LiveView(View):
     def message(self, text: str) -> None:
         self._live.console.print(Text(text))
 
-    def render(self) -> RenderableType:
+    def render(self, now: float | None = None) -> RenderableType:
+        """The whole view; rich calls this on every refresh (`now` is for tests)."""
         with self._lock:
-            return self._render()
+            return self._render(time.monotonic() if now is None else now)
 
-    def _render(self) -> RenderableType:
-        now = time.monotonic()
+    def _render(self, now: float) -> RenderableType:
         counts = {s: sum(v == s for v in self.states.values()) for s in _GLYPH}
         header = Text(f"herd run {self.plan.spec_name}", style="bold")
         header.append(
