@@ -243,8 +243,11 @@ class LiveView(View):
             style="dim",
         )
         table = Table.grid(padding=(0, 1))
-        for _ in range(5):
-            table.add_column(no_wrap=True)
+        table.add_column(no_wrap=True, min_width=9)
+        table.add_column(no_wrap=True, min_width=max(len(j) for j in self.order))
+        table.add_column(no_wrap=True, min_width=max(len(self.plan.jobs[j].kind) for j in self.order))
+        table.add_column(no_wrap=True, width=28)
+        table.add_column(no_wrap=True, overflow="ellipsis", ratio=1)
         for job_id in self.order:
             state = self.states[job_id]
             glyph, style = _GLYPH[state]
