@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from executor import support  # noqa: F401  (registers the test job kinds)
+from . import support  # noqa: F401  (registers the test job kinds)
 
 
 @pytest.fixture(autouse=True)

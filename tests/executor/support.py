@@ -1,7 +1,7 @@
 """Tiny job kinds and plan builders for the executor tests (never loaded in production).
 
 The kinds live here, not under runtime/jobs/, so `runtime.jobs.load_all()` never sees
-them; tests import this module (as `executor.support`) to register them.
+them; the tests import this module (conftest does) to register them.
 """
 
 from __future__ import annotations

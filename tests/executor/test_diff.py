@@ -6,10 +6,11 @@ import io
 
 from rich.console import Console
 
-from executor import support
-from executor.support import diamond, job, make_plan
 from runtime.executor import Store, plan_diff, render_diff, run_plan
 from runtime.executor.diff import ConfigChange, config_changes
+
+from . import support
+from .support import diamond, job, make_plan
 
 
 def states(diffs) -> dict[str, str]:

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from executor import support
-from executor.support import slow_plan
 from runtime.executor import Store, run_plan
+
+from . import support
+from .support import slow_plan
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 REPO = TESTS_DIR.parent

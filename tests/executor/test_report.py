@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from executor.support import job, make_plan
 from runtime.executor import run_plan
 from runtime.executor.plots import heatmap, line_plot
 from runtime.executor.report import format_stats, rewrite_fragment
+
+from .support import job, make_plan
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from executor import support
-from executor.support import diamond, job, make_plan
 from runtime.executor import ExecutorError, Store, run_plan
 from runtime.executor.lock import RunLock
+
+from . import support
+from .support import diamond, job, make_plan
 
 
 def run(plan, run_dir: Path, console: Console, **kw):

@@ -7,7 +7,6 @@ import re
 
 from rich.console import Console
 
-from executor.support import diamond, job, make_plan
 from runtime.executor import run_plan
 from runtime.executor.live import (
     LiveView,
@@ -20,6 +19,8 @@ from runtime.executor.live import (
     progress_text,
 )
 from runtime.jobs.context import Progress
+
+from .support import diamond, job, make_plan
 
 STAMPED = re.compile(r"^\[\d\d:\d\d:\d\d\] (start|done|cached|failed|skipped|progress|note|\w+:) ")
 
