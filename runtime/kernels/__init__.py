@@ -28,7 +28,7 @@ __all__ = [
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """x / sqrt(mean(x^2) + eps) * weight over the last dimension."""
     if backend_for(x) == "triton":
-        from runtime.kernels.rms_norm import rms_norm as fused
+        from runtime.kernels.fused.rms_norm import rms_norm as fused
 
         return fused(x, weight, eps)
     return reference.rms_norm(x, weight, eps)
@@ -40,7 +40,7 @@ def apply_rope(
     """Rotary embedding, half-split layout: q (B, T, Hq, D), k (B, T, Hk, D),
     cos/sin (T, D/2) or (B, T, D/2)."""
     if backend_for(q) == "triton":
-        from runtime.kernels.rope import apply_rope as fused
+        from runtime.kernels.fused.rope import apply_rope as fused
 
         return fused(q, k, cos, sin)
     return reference.apply_rope(q, k, cos, sin)
@@ -49,7 +49,7 @@ def apply_rope(
 def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """silu(gate) * up."""
     if backend_for(gate) == "triton":
-        from runtime.kernels.swiglu import swiglu as fused
+        from runtime.kernels.fused.swiglu import swiglu as fused
 
         return fused(gate, up)
     return reference.swiglu(gate, up)
@@ -65,7 +65,7 @@ def linear_cross_entropy(
     """cross_entropy(hidden @ weight.T, targets) in fp32; hidden (..., H), weight (V, H),
     targets (...). The Triton path never holds more than one chunk of the logits."""
     if backend_for(hidden) == "triton":
-        from runtime.kernels.linear_cross_entropy import linear_cross_entropy as fused
+        from runtime.kernels.fused.linear_cross_entropy import linear_cross_entropy as fused
 
         return fused(hidden, weight, targets, ignore_index, reduction)
     return reference.linear_cross_entropy(hidden, weight, targets, ignore_index, reduction)

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from runtime.kernels._launch import as_rows, persistent_programs, row_block
+from runtime.kernels.fused._launch import as_rows, persistent_programs, row_block
 
 
 @triton.jit

@@ -48,9 +48,11 @@ def _ce_rows(
         running_max = new_max
         target_logit += tl.where(offs == target, z, 0.0)
     row_max = tl.max(running_max, axis=0)
-    lse = row_max + tl.log(tl.sum(running_sum * tl.exp(running_max - row_max), axis=0))
+    # lse = row_max + log_sum, kept apart: with logits in the thousands, folding them into
+    # one fp32 number would cost the small part its precision (z - lse cancels badly).
+    log_sum = tl.log(tl.sum(running_sum * tl.exp(running_max - row_max), axis=0))
     ignored = target == ignore_index
-    loss = tl.where(ignored, 0.0, lse - tl.sum(target_logit, axis=0))
+    loss = tl.where(ignored, 0.0, (row_max - tl.sum(target_logit, axis=0)) + log_sum)
     tl.store(LOSS + row, loss)
     if WRITE_GRAD:
         scale = tl.load(ROW_SCALE + row)
@@ -58,7 +60,7 @@ def _ce_rows(
             offs = start + cols
             mask = offs < n_vocab
             z = tl.load(z_row + offs, mask=mask, other=0.0).to(tl.float32)
-            grad = tl.exp(z - lse) - tl.where(offs == target, 1.0, 0.0)
+            grad = tl.exp((z - row_max) - log_sum) - tl.where(offs == target, 1.0, 0.0)
             tl.store(z_row + offs, (grad * scale).to(LOGITS.dtype.element_ty), mask=mask)
 
 

@@ -1,0 +1,62 @@
+"""The accuracy rule: herd's error against fp64 is at most 2x plain torch's, per output and gradient.
+
+On the CPU the kernels run interpreted in fp32, where both errors are rounding noise, so one
+fp32 epsilon of error is always allowed; on a GPU the same rule runs in bf16 with no allowance.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from runtime.kernels.accuracy import (  # noqa: E402
+    ALLOWED_RATIO,
+    Measurement,
+    fused_ops,
+    llama_cases,
+    measure,
+)
+
+# A Llama-shaped miniature: GQA with 4 query heads per KV head, a vocabulary wider than
+# one 4096-wide kernel block, dimensions that are not powers of two.
+TINY = llama_cases(tokens=24, dim=96, ffn_dim=200, heads=4, kv_heads=1, vocab=5000, batch=2)
+# Llama 3 8B shapes at one 2K-token sequence; the GPU check runs the 8K version.
+LLAMA_8B = llama_cases(tokens=2048, dim=4096, ffn_dim=14336, heads=32, kv_heads=8, vocab=128_256)
+
+
+@pytest.mark.parametrize("case", TINY, ids=[c.name for c in TINY])
+def test_fp32_kernels_are_as_accurate_as_torch(case):
+    results = measure(case, fused_ops(), torch.float32, "cpu", noise_floor=torch.finfo().eps)
+    assert len(results) == 1 + len(case.grads) + (case.name == "apply_rope")
+    for m in results:
+        assert m.ok, m
+        assert m.herd_error < 1e-6, m  # and plainly fp32-accurate
+
+
+def test_the_rule_allows_twice_torch_error_and_no_more():
+    assert Measurement("c", "out", herd_error=2e-3, torch_error=1e-3).ok
+    assert not Measurement("c", "out", herd_error=2.1e-3, torch_error=1e-3).ok
+    assert Measurement("c", "out", 2.1e-3, 1e-3, noise_floor=1e-4).ok
+    assert ALLOWED_RATIO == 2.0
+
+
+def test_a_wrong_kernel_fails_the_rule():
+    """The rule has teeth: silu(gate) * up without the sigmoid's exact form is caught."""
+    case = next(c for c in TINY if c.name == "swiglu")
+
+    class Sloppy:
+        @staticmethod
+        def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+            g = gate.float()
+            return (g * torch.clamp(0.5 + g / 4, 0, 1) * up.float()).to(gate.dtype)  # hard sigmoid
+
+    assert not any(m.ok for m in measure(case, Sloppy, torch.float32, "cpu"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("case", LLAMA_8B, ids=[c.name for c in LLAMA_8B])
+def test_bf16_kernels_are_as_accurate_as_torch_on_gpu(case):
+    for m in measure(case, fused_ops(), torch.bfloat16, "cuda"):
+        assert m.ok, m

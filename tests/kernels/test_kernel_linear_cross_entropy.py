@@ -1,0 +1,145 @@
+"""Fused linear cross-entropy: the reference's loss and gradients, one chunk of logits at a time."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from runtime.kernels import reference  # noqa: E402
+from runtime.kernels.accuracy import Case, measure  # noqa: E402
+from runtime.kernels.fused.linear_cross_entropy import (  # noqa: E402
+    CHUNK_BYTES,
+    default_chunk_rows,
+    linear_cross_entropy,
+)
+
+N, H, V = 29, 16, 5000  # V > the 4096-wide vocab block: two ragged blocks per row
+
+
+def _inputs(n=N, h=H, v=V, ignored=(3, 10)):
+    hidden = torch.randn(n, h)
+    weight = torch.randn(v, h) / h**0.5
+    targets = torch.randint(0, v, (n,))
+    targets[list(ignored)] = -100
+    return hidden, weight, targets
+
+
+def _loss_and_grads(fn, hidden, weight, targets, reduction, upstream=None, **kw):
+    hidden = hidden.detach().requires_grad_()
+    weight = weight.detach().requires_grad_()
+    loss = fn(hidden, weight, targets, -100, reduction, **kw)
+    upstream = torch.ones_like(loss) if upstream is None else upstream
+    return (loss, *torch.autograd.grad(loss, (hidden, weight), upstream))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("chunk_rows", [None, 8, 1], ids=["one-chunk", "ragged-chunks", "per-row"])
+def test_loss_and_gradients_match_the_reference(reduction, chunk_rows, assert_close):
+    hidden, weight, targets = _inputs()
+    upstream = torch.randn(N) if reduction == "none" else torch.tensor(0.7)
+    got = _loss_and_grads(
+        linear_cross_entropy, hidden, weight, targets, reduction, upstream, chunk_rows=chunk_rows
+    )
+    want = _loss_and_grads(reference.linear_cross_entropy, hidden, weight, targets, reduction, upstream)
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        assert_close(g, w)
+
+
+def test_batched_hidden_gives_per_token_losses_in_the_targets_shape(assert_close):
+    hidden, weight, targets = _inputs(n=12)
+    loss = linear_cross_entropy(hidden.view(3, 4, H), weight, targets.view(3, 4), reduction="none")
+    assert loss.shape == (3, 4)
+    assert_close(loss, reference.linear_cross_entropy(hidden, weight, targets, reduction="none").view(3, 4))
+
+
+def test_ignored_tokens_have_zero_loss_and_no_gradient():
+    hidden, weight, targets = _inputs()
+    loss, d_hidden, _ = _loss_and_grads(
+        linear_cross_entropy, hidden, weight, targets, "none", torch.randn(N)
+    )
+    assert loss[3] == 0 and loss[10] == 0
+    assert torch.equal(d_hidden[[3, 10]], torch.zeros(2, H))
+
+
+def test_all_tokens_ignored_gives_nan_loss_and_zero_gradients_like_torch():
+    hidden, weight, targets = _inputs(ignored=range(N))
+    loss, d_hidden, d_weight = _loss_and_grads(linear_cross_entropy, hidden, weight, targets, "mean")
+    assert torch.isnan(loss)
+    assert torch.equal(d_hidden, torch.zeros_like(d_hidden))
+    assert torch.equal(d_weight, torch.zeros_like(d_weight))
+
+
+def test_huge_logits_do_not_overflow_and_stay_as_accurate_as_torch():
+    # Logits in the thousands: exp() overflows without the max shift, and softmax - onehot
+    # cancels, so fp32 itself is inexact here; compare both paths with the fp64 truth.
+    def make(gen: torch.Generator) -> dict[str, torch.Tensor]:
+        hidden, weight, targets = _inputs()
+        return {"hidden": hidden * 1e3, "weight": weight, "targets": targets}
+
+    case = Case(
+        "huge-logits",
+        make,
+        lambda ops, a: ops.linear_cross_entropy(a["hidden"], a["weight"], a["targets"]),
+        ("hidden", "weight"),
+    )
+    fused = SimpleNamespace(linear_cross_entropy=linear_cross_entropy)
+    for m in measure(case, fused, torch.float32, "cpu", noise_floor=torch.finfo().eps):
+        assert m.ok, m
+
+
+def test_frozen_weight_gets_no_gradient_and_still_trains_the_hidden_states(assert_close):
+    hidden, weight, targets = _inputs()
+    hidden.requires_grad_()
+    loss = linear_cross_entropy(hidden, weight, targets)
+    loss.backward()
+    ref_hidden = hidden.detach().requires_grad_()
+    reference.linear_cross_entropy(ref_hidden, weight, targets).backward()
+    assert weight.grad is None
+    assert_close(hidden.grad, ref_hidden.grad)
+
+
+def test_without_gradients_only_the_loss_is_computed(assert_close):
+    hidden, weight, targets = _inputs()
+    with torch.no_grad():
+        loss = linear_cross_entropy(hidden, weight, targets)
+    assert loss.grad_fn is None
+    assert_close(loss, reference.linear_cross_entropy(hidden, weight, targets))
+
+
+def test_a_second_backward_is_refused_rather_than_scaled_twice():
+    hidden, weight, targets = _inputs()
+    loss = linear_cross_entropy(hidden.requires_grad_(), weight, targets)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="second backward"):
+        loss.backward()
+
+
+def test_chunks_hold_at_most_chunk_bytes_of_logits_in_whole_tiles():
+    rows = default_chunk_rows(8192, 128_256, 2)  # Llama 3: 8K tokens, bf16 logits
+    assert rows * 128_256 * 2 <= CHUNK_BYTES
+    assert rows % 128 == 0 and rows >= 512
+    assert default_chunk_rows(10, 128_256, 2) == 10
+    assert default_chunk_rows(4, 10**9, 4) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"reduction": "avg"}, "reduction 'avg' is not one of"),
+        ({"weight": torch.randn(V, H + 1)}, r"must be \(vocab, 16\)"),
+        ({"targets": torch.zeros(N + 1, dtype=torch.long)}, "must match hidden's leading"),
+        ({"targets": torch.zeros(N)}, "targets must be integer ids"),
+        ({"weight": torch.randn(V, H, dtype=torch.float64)}, "hidden is torch.float32 but weight"),
+    ],
+    ids=["reduction", "weight-width", "targets-shape", "float-targets", "dtype-mismatch"],
+)
+def test_bad_arguments_are_clear_errors(change, message):
+    hidden, weight, targets = _inputs()
+    args = {"hidden": hidden, "weight": weight, "targets": targets, "reduction": "mean"} | change
+    with pytest.raises(ValueError, match=message):
+        linear_cross_entropy(**args)
