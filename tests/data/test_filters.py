@@ -1,0 +1,134 @@
+"""Filters on crafted documents; scoring cached apart from the keep/drop decision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data.helpers import make_ctx, run_job, stats_of, write_docs
+from runtime.data.documents import Document, read_documents
+from runtime.data.filters import filter_names, get_filter
+from runtime.data.filters.duplicated_ngrams import GOPHER
+from runtime.jobs import registry
+from runtime.jobs.context import JobFailed
+
+PROSE = ("The quick brown fox jumps over the lazy dog while a curious cat watches from the "
+         "window, wondering why anyone would run so fast on such a warm afternoon in June. ")
+
+
+def prose(n: int, seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    words = PROSE.split()
+    return " ".join(words[k] for k in rng.integers(0, len(words), n))
+
+
+def kept_ids(tmp: Path, docs: list[Document], flt: str, params: dict, job: str | None = None
+             ) -> list[str]:
+    job = job or flt
+    src = write_docs(tmp / f"in-{job}", docs)
+    out = run_job(tmp, "data.filter", {"filter": flt, "params": params}, {"documents": src}, name=job)
+    return [d.id for d in read_documents(out)]
+
+
+def test_builtin_filters_are_registered_by_name() -> None:
+    assert {"duplicated_ngrams", "dirty_words", "token_kl", "length", "symbol_ratio"} <= set(filter_names())
+    with pytest.raises(JobFailed, match="unknown filter 'nope'"):
+        get_filter("nope")
+
+
+def test_gopher_preset_drops_repetitive_documents(tmp_path: Path) -> None:
+    repetitive = "buy cheap watches now " * 50
+    docs = [Document("ok", prose(300)), Document("spam", repetitive),
+            Document("lines", "same line here\n" * 20 + prose(50))]
+    assert kept_ids(tmp_path, docs, "duplicated_ngrams", {"preset": "gopher"}) == ["ok"]
+
+
+def test_a_single_duplicated_ngram_rule_uses_its_own_threshold(tmp_path: Path) -> None:
+    base = prose(200, seed=1)
+    half_repeated = base + " " + " ".join(base.split()[:60])  # ~23% of characters repeated
+    docs = [Document("a", base), Document("b", half_repeated)]
+    scores = get_filter("duplicated_ngrams").score(half_repeated, {}, None)
+    assert 0.2 < scores["dup_10gram"] < 0.5
+    assert kept_ids(tmp_path, docs, "duplicated_ngrams", {"n": 10, "max_coverage": 0.5}) == ["a", "b"]
+    assert kept_ids(tmp_path, docs, "duplicated_ngrams", {"n": 10, "max_coverage": 0.2},
+                    job="strict") == ["a"]
+
+
+def test_gopher_defaults_match_the_published_table() -> None:
+    assert GOPHER["dup_line_frac"] == 0.3 and GOPHER["top_2gram"] == 0.2 and GOPHER["dup_10gram"] == 0.1
+
+
+def test_dirty_words_fraction_against_a_word_list(tmp_path: Path) -> None:
+    words = tmp_path / "words.txt"
+    words.write_text("# comment line\nbadword\nWorse\n")
+    docs = [Document("clean", prose(100)), Document("dirty", prose(20) + " badword worse badword")]
+    assert kept_ids(tmp_path, docs, "dirty_words", {"list": str(words), "max_fraction": 0.05}) == ["clean"]
+
+
+def test_dirty_words_without_its_list_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(JobFailed, match="word list .* not found"):
+        kept_ids(tmp_path, [Document("a", "x")], "dirty_words", {"list": str(tmp_path / "missing.txt")})
+
+
+def test_token_kl_flags_documents_unlike_the_corpus(tmp_path: Path) -> None:
+    docs = [Document(f"p{i}", prose(150, seed=i)) for i in range(20)]
+    docs.append(Document("binary", "".join(chr(0x4E00 + i % 500) for i in range(600))))
+    kept = kept_ids(tmp_path, docs, "token_kl", {"max": 2.0})
+    assert "binary" not in kept and len(kept) == 20
+
+
+def test_length_bounds_in_words(tmp_path: Path) -> None:
+    docs = [Document("short", "too short"), Document("ok", prose(60)), Document("long", prose(500))]
+    assert kept_ids(tmp_path, docs, "length", {"min_words": 50, "max_words": 400}) == ["ok"]
+
+
+def test_symbol_ratio_counts_hashes_and_ellipses_per_word(tmp_path: Path) -> None:
+    docs = [Document("ok", prose(100)), Document("tags", " ".join("#tag" for _ in range(30))),
+            Document("dots", "wait... what... no... " * 10)]
+    assert kept_ids(tmp_path, docs, "symbol_ratio", {"max": 0.1}) == ["ok"]
+
+
+def test_changing_only_a_threshold_reuses_cached_scores(tmp_path: Path) -> None:
+    docs = [Document(f"d{i}", prose(20 * (i + 1))) for i in range(6)]
+    src = write_docs(tmp_path / "in", docs)
+
+    def run(name: str, min_words: int) -> Path:
+        ctx = make_ctx(tmp_path, "data.filter", {"filter": "length", "params": {"min_words": min_words}},
+                       {"documents": src}, name=name)
+        registry.get("data.filter")(ctx)
+        return ctx.out
+
+    first, second = run("first", 50), run("second", 90)
+    assert stats_of(first)["scores_key"] == stats_of(second)["scores_key"]
+    assert "reused from cache" in (second / "report.md").read_text()
+    assert stats_of(first)["docs_out"] == 4 and stats_of(second)["docs_out"] == 2
+    assert len(list((tmp_path / "cache" / "scores").iterdir())) == 1
+
+
+def test_filter_reports_a_sample_of_removed_documents(tmp_path: Path) -> None:
+    src = write_docs(tmp_path / "in", [Document("tiny", "just a few words"), Document("ok", prose(80))])
+    out = run_job(tmp_path, "data.filter", {"filter": "length", "params": {"min_words": 50}},
+                  {"documents": src})
+    report = (out / "report.md").read_text()
+    assert "`tiny` — words=4<50: `just a few words`" in report
+    assert stats_of(out)["dropped_by"] == {"words": 1}
+
+
+def test_quality_hook_scores_with_the_builtin_classifier(tmp_path: Path) -> None:
+    from pydoc_data.topics import topics
+
+    docs = [Document(f"doc{i}", topics[k]) for i, k in enumerate(sorted(topics)[:10])]
+    docs += [Document(f"junk{i}", " ".join(f"x{j}y{i}" for j in range(200))) for i in range(10)]
+    src = write_docs(tmp_path / "in", docs)
+    out = run_job(tmp_path, "data.quality", {"classifier": "hashed_logreg", "params": {},
+                                             "min_score": 0.5}, {"documents": src})
+    kept = [d.id for d in read_documents(out)]
+    assert kept == [f"doc{i}" for i in range(10)]
+
+
+def test_an_unknown_quality_classifier_names_the_entry_point_group(tmp_path: Path) -> None:
+    src = write_docs(tmp_path / "in", [Document("a", "x")])
+    with pytest.raises(JobFailed, match="herd.quality"):
+        run_job(tmp_path, "data.quality", {"classifier": "nope"}, {"documents": src})

@@ -1,0 +1,140 @@
+"""Sources: field mapping, corrupt input counted with file:line, user errors as JobFailed."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from data.helpers import run_job, stats_of
+from runtime.data.documents import read_documents
+from runtime.data.sources import stdlib_items
+from runtime.jobs.context import JobFailed
+
+
+def _jsonl(path: Path, lines: list[str], gz: bool = False) -> Path:
+    data = ("\n".join(lines) + "\n").encode()
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+def _records(n: int, start: int = 0) -> list[str]:
+    return [json.dumps({"content": f"document number {i}", "link": f"https://x.org/{i}",
+                        "meta": {"id": f"d{i}"}}) for i in range(start, start + n)]
+
+
+FIELDS = {"text": "content", "url": "link", "id": "meta.id"}
+
+
+def test_jsonl_fields_are_mapped_including_nested_ones(tmp_path: Path) -> None:
+    _jsonl(tmp_path / "a.jsonl", _records(3))
+    out = run_job(tmp_path, "data.source", {"source": "jsonl", "paths": [str(tmp_path / "*.jsonl")],
+                                            "fields": FIELDS})
+    docs = list(read_documents(out))
+    assert [d.id for d in docs] == ["d0", "d1", "d2"]
+    assert docs[1].text == "document number 1" and docs[1].url == "https://x.org/1"
+
+
+def test_corrupt_lines_are_counted_with_file_and_line_but_not_fatal(tmp_path: Path) -> None:
+    lines = _records(200)
+    lines[10] = '{"content": "broken'
+    path = _jsonl(tmp_path / "a.jsonl", lines)
+    out = run_job(tmp_path, "data.source", {"source": "jsonl", "paths": [str(path)],
+                                            "fields": FIELDS, "max_bad_fraction": 0.01})
+    stats = stats_of(out)
+    assert stats["docs_out"] == 199 and stats["bad_records"] == 1
+    assert stats["bad_samples"][0].startswith(f"{path}:11: not valid JSON")
+    assert f"{path}:11" in (out / "report.md").read_text()
+
+
+def test_too_many_bad_lines_fail_the_job_with_their_locations(tmp_path: Path) -> None:
+    lines = _records(10) + ["not json"] * 2 + ['{"other": 1}']
+    path = _jsonl(tmp_path / "a.jsonl", lines)
+    with pytest.raises(JobFailed) as err:
+        run_job(tmp_path, "data.source", {"source": "jsonl", "paths": [str(path)], "fields": FIELDS,
+                                          "max_bad_fraction": 0.1})
+    assert f"{path}:11" in str(err.value) and f"{path}:13" in str(err.value)
+    assert "'content' missing" in str(err.value)
+
+
+def test_truncated_gzip_keeps_the_readable_part_and_reports_it(tmp_path: Path) -> None:
+    whole = gzip.compress(("\n".join(_records(2000)) + "\n").encode())
+    path = tmp_path / "a.jsonl.gz"
+    path.write_bytes(whole[: len(whole) * 2 // 3])
+    out = run_job(tmp_path, "data.source", {"source": "jsonl", "paths": [str(path)],
+                                            "fields": FIELDS, "max_bad_fraction": 0.01})
+    stats = stats_of(out)
+    assert 0 < stats["docs_out"] < 2000
+    assert stats["bad_records"] == 1 and "truncated" in stats["bad_samples"][0]
+
+
+def test_gzip_jsonl_reads_like_plain_jsonl(tmp_path: Path) -> None:
+    _jsonl(tmp_path / "a.jsonl.gz", _records(5), gz=True)
+    out = run_job(tmp_path, "data.source", {"source": "jsonl", "paths": [str(tmp_path / "*.gz")],
+                                            "fields": FIELDS})
+    assert stats_of(out)["docs_out"] == 5
+
+
+def test_an_empty_glob_names_the_glob(tmp_path: Path) -> None:
+    pattern = str(tmp_path / "nothing" / "*.jsonl")
+    with pytest.raises(JobFailed, match="matches no files"):
+        run_job(tmp_path, "data.source", {"source": "jsonl", "paths": [pattern]})
+
+
+def test_limit_docs_stops_across_files(tmp_path: Path) -> None:
+    _jsonl(tmp_path / "a.jsonl", _records(4))
+    _jsonl(tmp_path / "b.jsonl", _records(4, start=4))
+    _jsonl(tmp_path / "c.jsonl", _records(4, start=8))
+    out = run_job(tmp_path, "data.source", {"source": "jsonl", "paths": [str(tmp_path / "*.jsonl")],
+                                            "fields": FIELDS, "limit_docs": 6})
+    assert [d.id for d in read_documents(out)] == [f"d{i}" for i in range(6)]
+
+
+def test_parquet_columns_are_mapped(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"body": ["alpha text", "beta text"], "u": ["http://a", "http://b"],
+                      "ts": ["2024-01-01T00:00:00Z", "2024-02-01T00:00:00Z"]})
+    pq.write_table(table, tmp_path / "x.parquet")
+    out = run_job(tmp_path, "data.source", {"source": "parquet", "paths": [str(tmp_path / "*.parquet")],
+                                            "fields": {"text": "body", "url": "u", "timestamp": "ts"}})
+    docs = list(read_documents(out))
+    assert [d.text for d in docs] == ["alpha text", "beta text"]
+    assert docs[1].timestamp == "2024-02-01T00:00:00Z"
+
+
+def test_a_corrupt_parquet_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "x.parquet").write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(JobFailed, match="not a readable Parquet file"):
+        run_job(tmp_path, "data.source", {"source": "parquet", "paths": [str(tmp_path / "x.parquet")]})
+
+
+def test_text_files_are_one_document_each(tmp_path: Path) -> None:
+    (tmp_path / "one.txt").write_text("first file")
+    (tmp_path / "two.txt").write_text("second file")
+    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe not utf-8")
+    out = run_job(tmp_path, "data.source", {"source": "text", "paths": [str(tmp_path / "*.txt")],
+                                            "max_bad_fraction": 0.5})
+    assert sorted(d.text for d in read_documents(out)) == ["first file", "second file"]
+    assert stats_of(out)["bad_records"] == 1
+
+
+def test_stdlib_documents_have_stable_ids_urls_and_order(tmp_path: Path) -> None:
+    config = {"source": "python_stdlib", "paths": [], "limit_docs": 40, "seed": 0}
+    a = list(read_documents(run_job(tmp_path, "data.source", config, name="a")))
+    b = list(read_documents(run_job(tmp_path, "data.source", config, name="b")))
+    assert [d.to_json() for d in a] == [d.to_json() for d in b]
+    source = next(d for d in a if d.id.startswith("python:stdlib/"))
+    assert source.url == "python://stdlib/" + source.id.removeprefix("python:stdlib/")
+    assert source.timestamp.endswith("Z")
+    items = stdlib_items(["docs", "source"], 0)
+    assert ("source", "json/decoder.py") in items and ("docs", "assert") in items
+    assert not any("site-packages" in name or "/test/" in f"/{name}" for _, name in items)
+
+
+def test_stdlib_include_selects_docs_only(tmp_path: Path) -> None:
+    out = run_job(tmp_path, "data.source", {"source": "python_stdlib", "paths": [], "include": ["docs"]})
+    assert all(d.id.startswith("python:docs/") for d in read_documents(out))
