@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
-
 from herdlang.version import HERD_VERSION
 
 PLAN_FORMAT = "herd.plan/1"
@@ -130,7 +128,9 @@ class Plan:
     # -- graph ----------------------------------------------------------------------
 
     @property
-    def graph(self) -> nx.DiGraph:
+    def graph(self):  # -> networkx.DiGraph (imported lazily: compile must stay fast)
+        import networkx as nx
+
         g = nx.DiGraph()
         for job in self.jobs.values():
             g.add_node(job.id, job=job)
@@ -140,17 +140,45 @@ class Plan:
         return g
 
     def order(self) -> list[str]:
-        """Topological order, ties broken by insertion order (stable output)."""
+        """Topological order, ties broken by insertion order (stable output).
+
+        Kahn's algorithm with a heap; networkx is kept for graph queries, not needed here.
+        """
+        import heapq
+
         position = {job_id: i for i, job_id in enumerate(self.jobs)}
-        return list(nx.lexicographical_topological_sort(self.graph, key=lambda n: position[n]))
+        indegree = {job_id: 0 for job_id in self.jobs}
+        children: dict[str, list[str]] = {job_id: [] for job_id in self.jobs}
+        for job in self.jobs.values():
+            for dep in set(job.inputs.values()):
+                if dep in children:
+                    children[dep].append(job.id)
+                    indegree[job.id] += 1
+        ready = [(position[j], j) for j, d in indegree.items() if d == 0]
+        heapq.heapify(ready)
+        out: list[str] = []
+        while ready:
+            _, job_id = heapq.heappop(ready)
+            out.append(job_id)
+            for child in children[job_id]:
+                indegree[child] -= 1
+                if indegree[child] == 0:
+                    heapq.heappush(ready, (position[child], child))
+        if len(out) != len(self.jobs):
+            raise PlanError("the plan's jobs form a cycle")
+        return out
 
     def __iter__(self) -> Iterator[Job]:
         return (self.jobs[j] for j in self.order())
 
     def descendants(self, job_id: str) -> set[str]:
+        import networkx as nx
+
         return nx.descendants(self.graph, job_id)
 
     def ancestors(self, job_id: str) -> set[str]:
+        import networkx as nx
+
         return nx.ancestors(self.graph, job_id)
 
     # -- JSON -------------------------------------------------------------------------
@@ -195,8 +223,7 @@ class Plan:
                 for dep in job.inputs.values():
                     if dep not in plan.jobs:
                         raise PlanError(f"job {job.id!r} depends on unknown job {dep!r}")
-            if not nx.is_directed_acyclic_graph(plan.graph):
-                raise PlanError("the plan's jobs form a cycle")
+            plan.order()  # raises PlanError on a cycle
         except (KeyError, TypeError, ValueError) as exc:
             raise PlanError(f"malformed plan: {exc}") from exc
         for job_id in plan.order():

@@ -7,7 +7,6 @@ offending text, so no node is created without one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,7 @@ class Ramp:
     span: Span
 
 
-Value = Union[Quantity, Percent, String, Bool, NoneValue, Ref, Call, ListValue, TupleValue, Ramp]
+Value = Quantity | Percent | String | Bool | NoneValue | Ref | Call | ListValue | TupleValue | Ramp
 
 
 @dataclass
@@ -165,7 +164,7 @@ class Block:
         return [e for e in self.entries if isinstance(e, Block)]
 
 
-Entry = Union[Assignment, Condition, Block]
+Entry = Assignment | Condition | Block
 
 
 @dataclass

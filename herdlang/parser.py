@@ -58,6 +58,7 @@ def _lark(start: str = "start") -> Lark:
         propagate_positions=True,
         maybe_placeholders=False,
         start=start,
+        cache=True,  # the LALR tables are built once per grammar version (~0.2 s saved per call)
     )
 
 

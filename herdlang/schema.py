@@ -266,6 +266,7 @@ class PretrainBlock(Block):
 class ExtendBlock(Block):
     doc: ClassVar[str] = "Context extension in increments, each gated by evals."
     from_: Ref = Field(alias="from")
+    model: Ref | None = None  # optional: must match the checkpoint's model
     context: Annotated[list[ContextStep], RampOf] = Field(min_length=2)
     tokens: Tokens = Field(gt=0)
     data: Ref | None = None
@@ -281,6 +282,7 @@ class ExtendBlock(Block):
 class AnnealBlock(Block):
     doc: ClassVar[str] = "Annealing: LR to zero on an upsampled mix, then checkpoint averaging."
     from_: Ref = Field(alias="from")
+    model: Ref | None = None  # optional: must match the checkpoint's model
     tokens: Tokens = Field(gt=0)
     lr: Schedule = Schedule(kind="linear", to=0.0)
     peak_lr: Number | None = Field(None, gt=0)
@@ -335,6 +337,7 @@ class PosttrainBlock(Block):
     doc: ClassVar[str] = "Rounds of reward modelling, rejection sampling, SFT and DPO."
     keyed_blocks: ClassVar[frozenset[str]] = frozenset({"reward_model"})
     from_: Ref = Field(alias="from")
+    model: Ref | None = None  # optional: must match the checkpoint's model
     rounds: Int = Field(1, ge=1)
     reward_model: RewardModelStep | None = None
     rejection_sampling: RejectionSamplingStep | None = None

@@ -7,14 +7,14 @@ from typing import Annotated
 from pydantic import Field
 
 from herdlang.components import component
-from herdlang.types import CallModel, Int, Length, ListOf, Tokens
+from herdlang.types import CallModel, Int, Length, ListOf, Number, Tokens
 
 
 @component("eval", "needle")
 class Needle(CallModel):
     """Needle-in-a-haystack: a passkey hidden at several depths; retrieval accuracy."""
 
-    depths: Annotated[list[float], ListOf] = [0.1, 0.3, 0.5, 0.7, 0.9]
+    depths: Annotated[list[Number], ListOf] = [0.1, 0.3, 0.5, 0.7, 0.9]
     lengths: Annotated[list[Length], ListOf] | None = None
     trials: Int = Field(4, ge=1)
 

@@ -1,0 +1,222 @@
+"""Pass 2: semantic checks across blocks — what a type cannot say.
+
+Mix weights sum to 100%, increments strictly increase, gates name known evals, a stage
+continues from a checkpoint of the same model and tokenizer, budgets are usable.
+"""
+
+from __future__ import annotations
+
+from compiler.resolve import Resolved, ref
+from herdlang import components
+from herdlang.diagnostics import Diagnostic, Severity, suggestion
+from herdlang.schema import STAGES
+from herdlang.spec import Defined
+
+WEIGHT_TOLERANCE = 1e-6
+
+
+def check(res: Resolved) -> None:
+    spec = res.spec
+    for tok in spec.of("tokenizer").values():
+        _check_tokenizer(res, tok)
+    for data in spec.of("data").values():
+        _check_data(res, data)
+    for mix in spec.of("mix").values():
+        _check_weights(res, mix, mix.config.weights, (), ("data",), "mix")
+    for stage in spec.of("pretrain").values():
+        _check_training_data(res, stage, stage.config.data, ("data",))
+        _check_pretrain(res, stage)
+    for stage in spec.of("extend").values():
+        _check_extend(res, stage)
+    for stage in spec.of("anneal").values():
+        _check_anneal(res, stage)
+    for stage in spec.of("posttrain").values():
+        _check_posttrain(res, stage)
+    for kind in STAGES[1:]:
+        for stage in spec.of(kind).values():
+            _check_same_model(res, stage)
+
+
+def _check_tokenizer(res: Resolved, tok: Defined) -> None:
+    cfg = tok.config
+    if (cfg.train_on is None) == (cfg.file is None):
+        res.error("H0407", f"tokenizer '{tok.name}' needs exactly one of 'train_on' or 'file'",
+                  tok.name_span, "train_on = DATA trains a BPE; file = \"tokenizer.model\" loads ranks")
+        return
+    if cfg.train_on is not None:
+        ref(res, tok, ("train_on",), cfg.train_on, ("data",), "data stage")
+        if cfg.vocab is None:
+            res.error("H0204", f"tokenizer '{tok.name}' trains a BPE and needs 'vocab'", tok.name_span,
+                      "e.g. vocab = 128_000")
+
+
+def _check_data(res: Resolved, data: Defined) -> None:
+    steps = data.config.steps
+    sources = [i for i, s in enumerate(steps) if s.step == "source"]
+    if len(sources) != 1:
+        res.error("H0407", f"data '{data.name}' needs exactly one source (found {len(sources)})",
+                  data.name_span, "use one data block per source and combine them with a mix")
+    elif sources[0] != 0:
+        res.error("H0407", f"data '{data.name}': the source must come before dedup and filter steps",
+                  data.span("steps", sources[0], key=True))
+
+
+def _check_weights(res: Resolved, owner: Defined, weights: dict[str, float], loc: tuple,
+                   kinds: tuple[str, ...], what: str) -> None:
+    if not weights:
+        res.error("H0403", f"{what} in '{owner.name}' has no weights", owner.span(*loc),
+                  "e.g. web = 60%  code = 40%")
+        return
+    for name in weights:
+        ref(res, owner, (*loc, name) if loc else (name,), name, kinds, "data stage")
+        if weights[name] <= 0:
+            res.error("H0406", f"weight of '{name}' must be positive", owner.span(*loc, name))
+    total = sum(weights.values())
+    if abs(total - 1.0) > WEIGHT_TOLERANCE:
+        res.error("H0403", f"weights in '{owner.name}' sum to {total * 100:.4g}%, not 100%",
+                  owner.span(*loc) if loc else owner.name_span,
+                  f"adjust them by {(1 - total) * 100:+.4g} points")
+
+
+def _check_training_data(res: Resolved, owner: Defined, name: str, loc: tuple) -> None:
+    ref(res, owner, loc, name, ("mix", "data"), "data or mix")
+
+
+def _check_pretrain(res: Resolved, stage: Defined) -> None:
+    cfg = stage.config
+    ats = [s.at for s in cfg.batch[1:]]
+    if cfg.batch[0].at is not None:
+        res.error("H0407", "the first batch size applies from the start: remove its 'at'", stage.span("batch"))
+    if any(a is None for a in ats):
+        res.error("H0407", "each later batch size needs `at N tokens` (when it takes over)", stage.span("batch"),
+                  "e.g. batch = 4M tokens -> 8M tokens at 252M tokens")
+    elif any(b <= a for a, b in zip(ats, ats[1:], strict=False)):
+        res.error("H0402", "batch ramp points must be strictly increasing", stage.span("batch"))
+    for step in cfg.batch:
+        if step.value < cfg.context:
+            res.error("H0407", f"batch of {step.value:,} tokens is smaller than one {cfg.context:,}-token sequence",
+                      stage.span("batch"), "a batch holds at least one sequence")
+            break
+    if cfg.batch[0].value > cfg.tokens:
+        res.error("H0406", f"the stage's {cfg.tokens:,} tokens are fewer than one batch", stage.span("tokens"))
+    for ev in cfg.evals:
+        _check_eval_name(res, stage, ev, ("evals",))
+
+
+def _check_eval_name(res: Resolved, owner: Defined, name: str, loc: tuple) -> None:
+    if components.get("eval", name) is not None or name in res.spec.of("eval"):
+        return
+    pool = components.names("eval") + list(res.spec.of("eval"))
+    res.error("H0404", f"'{name}' is not a known eval", owner.span(*loc), suggestion(name, pool, "eval"))
+
+
+def _check_extend(res: Resolved, stage: Defined) -> None:
+    cfg = stage.config
+    lengths = [s.value for s in cfg.context]
+    if any(b <= a for a, b in zip(lengths, lengths[1:], strict=False)):
+        res.error("H0402", "context increments must be strictly increasing", stage.span("context"),
+                  " -> ".join(f"{n:,}" for n in lengths))
+    source = res.stage_source.get(stage.name)
+    src_ctx = _stage_context(res, source) if source else None
+    if src_ctx is not None and lengths and lengths[0] != src_ctx:
+        res.error("H0407", f"the first context ({lengths[0]:,}) must be the context '{source}' ends at ({src_ctx:,})",
+                  stage.span("context"), "the ramp starts where the previous stage left off")
+    for key in cfg.gate:
+        if components.get("eval", key) is not None or key in res.spec.of("eval"):
+            continue
+        pool = components.names("eval") + list(res.spec.of("eval"))
+        res.error("H0404", f"gate names an unknown eval '{key}'", stage.span("gate", key, key=True),
+                  suggestion(key, pool, "eval"))
+    if cfg.data:
+        _check_training_data(res, stage, cfg.data, ("data",))
+
+
+def _stage_context(res: Resolved, name: str | None) -> int | None:
+    seen = set()
+    while name is not None and name not in seen:
+        seen.add(name)
+        defined = res.spec.find(name)
+        if defined is None:
+            return None
+        cfg = defined.config
+        if defined.kind == "pretrain":
+            return cfg.context
+        if defined.kind == "extend":
+            return cfg.context[-1].value
+        if defined.kind == "anneal" and cfg.context:
+            return cfg.context
+        name = res.stage_source.get(name)
+    return None
+
+
+def _check_anneal(res: Resolved, stage: Defined) -> None:
+    cfg = stage.config
+    if cfg.mix is not None and cfg.data is not None:
+        res.error("H0407", "give either an inline 'mix { }' or 'data', not both", stage.span("mix", key=True))
+    if cfg.mix is not None:
+        _check_weights(res, stage, cfg.mix, ("mix",), ("data", "mix"), "mix")
+    if cfg.data is not None:
+        _check_training_data(res, stage, cfg.data, ("data",))
+    if cfg.mix is None and cfg.data is None and _stage_data(res, stage.name) is None:
+        res.error("H0204", f"anneal '{stage.name}' needs data (a mix or data stage)", stage.name_span)
+
+
+def _stage_data(res: Resolved, name: str | None) -> str | None:
+    seen = set()
+    while name is not None and name not in seen:
+        seen.add(name)
+        defined = res.spec.find(name)
+        if defined is None:
+            return None
+        data = getattr(defined.config, "data", None)
+        if isinstance(data, str) and defined.kind in ("pretrain", "extend", "anneal"):
+            return data
+        name = res.stage_source.get(name)
+    return None
+
+
+def _check_posttrain(res: Resolved, stage: Defined) -> None:
+    cfg = stage.config
+    rm_name = cfg.reward_model.name if cfg.reward_model else None
+    if cfg.reward_model:
+        ref(res, stage, ("reward_model", "data"), cfg.reward_model.data, ("dataset",), "dataset")
+    if cfg.rejection_sampling:
+        rs = cfg.rejection_sampling
+        if rs.scorer != "verifier" and rs.scorer != rm_name:
+            pool = ["verifier"] + ([rm_name] if rm_name else [])
+            res.error("H0301", f"scorer '{rs.scorer}' is neither 'verifier' nor this stage's reward model",
+                      stage.span("rejection_sampling", "scorer"), suggestion(rs.scorer, pool, "scorer"))
+        if rs.prompts:
+            ref(res, stage, ("rejection_sampling", "prompts"), rs.prompts, ("dataset",), "dataset")
+        elif not (cfg.sft and cfg.sft.data in res.spec.of("dataset")):
+            res.error("H0204", "rejection_sampling needs 'prompts' (a dataset)", stage.span("rejection_sampling"))
+    if cfg.sft:
+        extra = ("rejection_sampling",) if cfg.rejection_sampling else ()
+        ref(res, stage, ("sft", "data"), cfg.sft.data, ("dataset",), "dataset", extra)
+    if cfg.dpo and cfg.dpo.data:
+        ref(res, stage, ("dpo", "data"), cfg.dpo.data, ("dataset",), "dataset")
+    if not any((cfg.sft, cfg.dpo, cfg.reward_model)):
+        res.error("H0204", f"posttrain '{stage.name}' has nothing to do", stage.name_span,
+                  "add sft { }, dpo { } or reward_model NAME { }")
+    for ev in cfg.evals:
+        _check_eval_name(res, stage, ev, ("evals",))
+
+
+def _check_same_model(res: Resolved, stage: Defined) -> None:
+    """A stage that names a model must name the one its checkpoint was trained as."""
+    declared = getattr(stage.config, "model", None)
+    if not declared:
+        return
+    target = ref(res, stage, ("model",), declared, ("model",), "model")
+    inherited = res.stage_model.get(stage.name)
+    if target is None or inherited is None or target.name == inherited:
+        return
+    a, b = res.models.get(target.name), res.models.get(inherited)
+    if a is None or b is None:
+        return
+    same = all(a[k] == b[k] for k in ("vocab_size", "dim", "layers", "heads", "kv_heads", "ffn_dim", "tokenizer"))
+    if not same:
+        res.diags.append(Diagnostic(
+            "H0405", f"'{stage.name}' continues from a checkpoint of model '{inherited}', not '{target.name}'",
+            stage.span("model"), "the architecture, tokenizer and vocabulary must match the checkpoint",
+            Severity.ERROR))

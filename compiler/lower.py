@@ -1,0 +1,559 @@
+"""Passes 3 and 4: estimate every stage and lower the spec to a Plan of jobs.
+
+Job ids read like paths: `data.web.dedup_minhash`, `tokenizer.llama3`, `tokens.web.llama3`,
+`train.base`, `train.long_context.16K`, `post.chat.r1.dpo`. Each job's config is fully
+resolved (no defaults left for the runtime to guess), so the fingerprint captures it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from compiler import estimates as est
+from compiler.plan import Job, Plan
+from compiler.resolve import Resolved
+from herdlang import components
+from herdlang.schema import STAGES
+from herdlang.spec import Defined
+
+
+def _length_label(n: int) -> str:
+    return f"{n // 1024}K" if n % 1024 == 0 and n >= 1024 else str(n)
+
+
+class Lowering:
+    def __init__(self, res: Resolved):
+        self.res = res
+        self.spec = res.spec
+        run = self.spec.of("run").get("run")
+        self.run = run.config if run else None
+        self.plan = Plan(spec_name=_safe_name(self.spec.name), spec_path=self.spec.path, spec_sha256=self.spec.sha256)
+        self.seed = self.run.seed if self.run else 0
+        self.data_out: dict[str, str] = {}  # data stage → job id of its final documents
+        self.tokenizer_job: dict[str, str] = {}
+        self.tokens_job: dict[tuple[str, str], str] = {}
+        self.stage_out: dict[str, str] = {}  # stage → job id of its final checkpoint
+        self.stage_ctx: dict[str, int] = {}
+        self.stage_data: dict[str, dict[str, Any]] = {}  # stage → {"weights", "max_epochs", "seed"}
+        self.stage_batch: dict[str, list[dict[str, Any]]] = {}
+        self.stage_optimizer: dict[str, dict[str, Any]] = {}
+        self.dataset_job: dict[str, str] = {}
+
+    # -- settings -------------------------------------------------------------------------------
+
+    def settings(self) -> dict[str, Any]:
+        run = self.run
+        hw = run.hardware if run else None
+        par = run.parallel if run else None
+        gpus = hw.count if hw else 1
+        tp, pp, cp = (par.tensor, par.pipeline, par.context) if par else (1, 1, 1)
+        dp = (par.data if par and par.data else max(1, gpus // (tp * pp * cp)))
+        gpu = est.GPUS.get(hw.gpu if hw else "h100")
+        return {
+            "seed": self.seed,
+            "device": run.device if run else "auto",
+            "workers": run.workers if run else 2,
+            "precision": run.precision if run else "bf16",
+            "spec_dir": str(self.spec.root),
+            "hardware": {
+                "gpu": gpu.name if gpu else (hw.gpu if hw else "h100"),
+                "count": gpus,
+                "mfu": hw.mfu if hw else 0.4,
+                "peak_bf16_tflops": gpu.peak_bf16_tflops if gpu else None,
+                "memory_gib": gpu.memory_gib if gpu else None,
+            },
+            "parallel": {
+                "tensor": tp, "pipeline": pp, "context": cp, "data": dp,
+                "fsdp": par.fsdp if par else True,
+                "activation_checkpointing": par.activation_checkpointing if par else False,
+                "micro_batch": par.micro_batch if par else 1,
+            },
+        }
+
+    # -- lowering -----------------------------------------------------------------------------------
+
+    def lower(self) -> Plan:
+        self.plan.settings = self.settings()
+        for name, model in self.res.models.items():
+            counts = est.param_counts(model)
+            self.plan.models[name] = {**model, "params": counts["total"], "param_breakdown": counts}
+        for defined in self.spec.of("data").values():
+            self._data(defined)
+        for defined in self.spec.of("tokenizer").values():
+            self._tokenizer(defined)
+        for defined in self.spec.of("dataset").values():
+            self._dataset(defined)
+        for defined in self._stages_in_order():
+            getattr(self, f"_{defined.kind}")(defined)
+        return self.plan.seal()
+
+    def _stages_in_order(self) -> list[Defined]:
+        """Stages sorted so that each comes after the stage it continues from."""
+        stages = [d for d in self.spec.order if d.kind in STAGES]
+        done: set[str] = set()
+        ordered: list[Defined] = []
+        while stages:
+            progressed = False
+            for d in list(stages):
+                src = self.res.stage_source.get(d.name)
+                if src is None or src in done:
+                    ordered.append(d)
+                    done.add(d.name)
+                    stages.remove(d)
+                    progressed = True
+            if not progressed:  # unresolved sources were already reported by resolve
+                break
+        return ordered
+
+    # -- data ---------------------------------------------------------------------------------------
+
+    def _data(self, defined: Defined) -> None:
+        cfg = defined.config
+        prev: str | None = None
+        used: dict[str, int] = {}
+        for step in cfg.steps:
+            params = {k: v for k, v in (step.model_extra or {}).items()}
+            comp_cls = components.get(step.step, step.kind)
+            comp = comp_cls.model_validate(params).model_dump(mode="json")
+            comp.pop("kind", None)
+            if step.step == "source":
+                job_id = f"data.{defined.name}.source"
+                config = self._source_config(step.kind, comp)
+                kind = "data.source"
+            else:
+                base = f"{step.step}_{step.kind}"
+                used[base] = used.get(base, 0) + 1
+                suffix = f"_{used[base]}" if used[base] > 1 else ""
+                job_id = f"data.{defined.name}.{base}{suffix}"
+                if step.step == "dedup":
+                    kind, config = f"data.dedup.{step.kind}", comp
+                elif step.step == "filter":
+                    if "list" in comp:
+                        comp["list"] = self._path(comp["list"])
+                    kind, config = "data.filter", {"filter": step.kind, "params": comp,
+                                                    "thresholds": list(getattr(comp_cls, "thresholds", ()))}
+                else:
+                    min_score = comp.pop("min_score", 0.5)
+                    kind, config = "data.quality", {"classifier": step.kind, "params": comp, "min_score": min_score}
+            inputs = {"documents": prev} if prev else {}
+            self.plan.add(Job(job_id, kind, defined.name, config, inputs, output="documents",
+                              description=f"{step.step} {step.kind}"))
+            prev = job_id
+        if prev:
+            self.data_out[defined.name] = prev
+
+    def _source_config(self, kind: str, comp: dict[str, Any]) -> dict[str, Any]:
+        if kind == "python_stdlib":
+            return {"source": kind, "paths": [], "include": comp["include"], "fields": {},
+                    "max_bad_fraction": 0.0, "limit_docs": comp.get("limit_docs"), "seed": self.seed}
+        return {
+            "source": kind,
+            "paths": [self._path(p) for p in comp["paths"]],
+            "fields": {k: comp.get(k) for k in ("text", "url", "id", "timestamp")},
+            "max_bad_fraction": comp["max_bad_fraction"],
+            "limit_docs": comp.get("limit_docs"),
+            "seed": self.seed,
+        }
+
+    def _path(self, p: str) -> str:
+        """Input paths are relative to the spec's folder (absolute ones are kept)."""
+        return str((self.spec.root / p).resolve()) if not Path(p).is_absolute() else p
+
+    def _tokenizer(self, defined: Defined) -> None:
+        cfg = defined.config
+        job_id = f"tokenizer.{defined.name}"
+        if cfg.train_on is not None:
+            source = self.data_out.get(cfg.train_on)
+            if source is None:
+                return
+            self.plan.add(Job(job_id, "tokenizer.train", defined.name,
+                              {"vocab": cfg.vocab, "pattern": cfg.pattern, "special_tokens": cfg.special_tokens,
+                               "max_bytes": cfg.max_bytes},
+                              {"documents": source}, output="tokenizer",
+                              description=f"train a {cfg.vocab:,}-rank BPE on {cfg.train_on}"))
+        else:
+            self.plan.add(Job(job_id, "tokenizer.load", defined.name,
+                              {"file": self._path(cfg.file), "pattern": cfg.pattern,
+                               "special_tokens": cfg.special_tokens},
+                              output="tokenizer", description=f"load {cfg.file}"))
+        self.tokenizer_job[defined.name] = job_id
+
+    def _tokens(self, data: str, tokenizer: str) -> str:
+        key = (data, tokenizer)
+        if key not in self.tokens_job:
+            dcfg = self.spec.of("data")[data].config
+            job_id = f"tokens.{data}.{tokenizer}"
+            self.plan.add(Job(job_id, "data.tokenize", data,
+                              {"val_fraction": dcfg.val_fraction, "seed": dcfg.seed},
+                              {"documents": self.data_out[data], "tokenizer": self.tokenizer_job[tokenizer]},
+                              output="tokens", description=f"tokenize {data} with {tokenizer}"))
+            self.tokens_job[key] = job_id
+        return self.tokens_job[key]
+
+    def _dataset(self, defined: Defined) -> None:
+        cfg = defined.config
+        config: dict[str, Any] = {"format": cfg.format, "val_fraction": cfg.val_fraction}
+        if cfg.path:
+            config["path"] = self._path(cfg.path)
+        if cfg.generate:
+            gen = dict(cfg.generate)
+            kind = str(gen.pop("kind"))
+            config["generate"] = {"kind": kind, **components.get("generator", kind).model_validate(gen).model_dump(mode="json")}
+        job_id = f"dataset.{defined.name}"
+        self.plan.add(Job(job_id, "data.dataset", defined.name, config, output="dataset",
+                          description=f"{cfg.format} data"))
+        self.dataset_job[defined.name] = job_id
+
+    # -- training stages -------------------------------------------------------------------------------
+
+    def _mix_of(self, name: str) -> dict[str, Any]:
+        """A data or mix name → flat weights over data stages."""
+        defined = self.spec.find(name)
+        if defined is None:
+            return {"weights": {}, "max_epochs": 4.0, "seed": self.seed}
+        if defined.kind == "data":
+            return {"weights": {name: 1.0}, "max_epochs": 4.0, "seed": self.seed}
+        weights: dict[str, float] = {}
+        for part, w in defined.config.weights.items():
+            inner = self._mix_of(part)["weights"]
+            for d, iw in inner.items():
+                weights[d] = weights.get(d, 0.0) + w * iw
+        return {"weights": weights, "max_epochs": defined.config.max_epochs, "seed": defined.config.seed}
+
+    def _data_inputs(self, mix: dict[str, Any], tokenizer: str | None) -> dict[str, str]:
+        inputs: dict[str, str] = {}
+        if tokenizer is None or tokenizer not in self.tokenizer_job:
+            return inputs
+        inputs["tokenizer"] = self.tokenizer_job[tokenizer]
+        for data in sorted(mix["weights"]):
+            if data in self.data_out:
+                inputs[f"data:{data}"] = self._tokens(data, tokenizer)
+        return inputs
+
+    def _batch(self, steps: list[Any], context: int) -> list[dict[str, Any]]:
+        out = []
+        for s in steps:
+            seqs = max(1, round(s.value / context))
+            out.append({"seqs": seqs, "tokens": seqs * context, "from_tokens": s.at or 0})
+        return out
+
+    def _steps(self, batch: list[dict[str, Any]], tokens: int) -> int:
+        total, consumed = 0, 0
+        for i, b in enumerate(batch):
+            end = batch[i + 1]["from_tokens"] if i + 1 < len(batch) else tokens
+            end = min(end, tokens)
+            if end <= consumed:
+                continue
+            n = math.ceil((end - consumed) / b["tokens"])
+            total += n
+            consumed += n * b["tokens"]
+        return max(total, 1)
+
+    def _schedule(self, sched: Any, lr: float, steps: int, first_batch_tokens: int) -> dict[str, Any]:
+        w = sched.warmup
+        if w.tokens is not None:
+            warmup = math.ceil(w.tokens / first_batch_tokens)
+        elif w.fraction is not None:
+            warmup = round(w.fraction * steps)
+        else:
+            warmup = w.steps or 0
+        min_lr = sched.min_lr if sched.min_lr is not None else (sched.to if sched.to is not None else 0.1 * lr)
+        if sched.kind == "constant":
+            min_lr = lr
+        return {"kind": sched.kind, "peak_lr": lr, "min_lr": float(min_lr), "warmup_steps": min(warmup, steps),
+                "total_steps": steps, "decay_fraction": sched.decay}
+
+    def _estimates(self, stage: str, model: dict[str, Any], tokens: int, context: int, steps: int,
+                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        s = self.plan.settings
+        hw, par = s["hardware"], s["parallel"]
+        flops = est.training_flops(model, tokens, context)
+        mem = est.memory_per_gpu(model, tp=par["tensor"], pp=par["pipeline"], cp=par["context"], dp=par["data"],
+                                 fsdp=par["fsdp"], micro_batch=par["micro_batch"], context=context,
+                                 activation_checkpointing=par["activation_checkpointing"])
+        seconds = None
+        if hw["peak_bf16_tflops"]:
+            seconds = est.wall_clock_seconds(flops["total"], hw["count"], hw["peak_bf16_tflops"], hw["mfu"])
+        out = {
+            "model": model["name"],
+            "params": est.param_counts(model)["total"],
+            "tokens": tokens,
+            "context": context,
+            "steps": steps,
+            "flops": flops["dense"],  # 6·N·D, the convention the Llama 3 paper quotes
+            "flops_attention": flops["attention"],
+            "flops_total": flops["total"],
+            "memory_per_gpu": mem,
+            "kv_cache_bytes": est.kv_cache_bytes(model, context),
+            "wall_clock_seconds": seconds,
+            **(extra or {}),
+        }
+        self.plan.stages[stage] = {**self.plan.stages.get(stage, {}), **out}
+        return out
+
+    def _model_of(self, stage: str) -> dict[str, Any] | None:
+        name = self.res.stage_model.get(stage)
+        return self.res.models.get(name) if name else None
+
+    def _pretrain(self, defined: Defined) -> None:
+        cfg = defined.config
+        model = self._model_of(defined.name)
+        if model is None:
+            return
+        model = {**model, "max_context": max(model["max_context"], cfg.context)}
+        mix = self._mix_of(cfg.data)
+        batch = self._batch(cfg.batch, cfg.context)
+        steps = self._steps(batch, cfg.tokens)
+        optimizer = cfg.optimizer.model_dump(mode="json")
+        schedule = self._schedule(cfg.schedule, cfg.optimizer.lr, steps, batch[0]["tokens"])
+        seed = cfg.seed if cfg.seed is not None else self.seed
+        config = {
+            "model": model, "tokens": cfg.tokens, "context": cfg.context, "steps": steps, "batch": batch,
+            "micro_batch": cfg.micro_batch, "optimizer": optimizer, "schedule": schedule, "mix": mix,
+            "clip": cfg.clip, "seed": seed, "checkpoint_every": cfg.checkpoint_every or max(1, steps // 10),
+            "eval_every": cfg.eval_every or max(1, steps // 10), "compile": cfg.compile,
+            "precision": self.plan.settings["precision"],
+        }
+        job_id = f"train.{defined.name}"
+        inputs = self._data_inputs(mix, model.get("tokenizer"))
+        extra = {}
+        if cfg.law is not None:
+            flops = est.training_flops(model, cfg.tokens, cfg.context)["dense"]
+            opt = est.compute_optimal(flops, cfg.law.alpha, cfg.law.A)
+            extra = {"compute_optimal_tokens": opt["tokens"], "compute_optimal_params": opt["params"],
+                     "law": {"alpha": cfg.law.alpha, "A": cfg.law.A, "tolerance": cfg.law.tolerance}}
+            params = est.param_counts(model)["total"]
+            ratio = params / opt["params"]
+            if abs(ratio - 1) > cfg.law.tolerance:
+                self.plan.warnings.append(
+                    f"{defined.name}: model '{model['name']}' has {est.humanize(params)} parameters; the law gives "
+                    f"{est.humanize(opt['params'])} as compute-optimal for {est.humanize(flops)} FLOPs "
+                    f"({ratio:.2f}x, tolerance {cfg.law.tolerance:.0%})")
+        est_ = self._estimates(defined.name, model, cfg.tokens, cfg.context, steps, extra)
+        self.plan.add(Job(job_id, "train.pretrain", defined.name, config, inputs, output="checkpoint",
+                          resources={"gpus": self.plan.settings["hardware"]["count"]},
+                          estimates={k: est_[k] for k in ("tokens", "steps", "flops", "wall_clock_seconds")},
+                          description=f"pre-train {model['name']} on {est.humanize(cfg.tokens)} tokens"))
+        self._remember(defined.name, job_id, cfg.context, mix, batch, optimizer)
+        self._evals(defined.name, cfg.evals, job_id, model, mix)
+
+    def _remember(self, stage: str, job_id: str, context: int, mix: dict[str, Any], batch: list[dict[str, Any]],
+                  optimizer: dict[str, Any]) -> None:
+        self.stage_out[stage] = job_id
+        self.stage_ctx[stage] = context
+        self.stage_data[stage] = mix
+        self.stage_batch[stage] = batch
+        self.stage_optimizer[stage] = optimizer
+
+    def _evals(self, stage: str, names: list[str], checkpoint_job: str, model: dict[str, Any],
+               mix: dict[str, Any], prefix: str = "") -> list[str]:
+        jobs = []
+        for name in names:
+            defined = self.spec.of("eval").get(name)
+            kind = str(defined.config.kind) if defined else name
+            params = dict(defined.config.model_extra or {}) if defined else {}
+            comp = components.get("eval", kind).model_validate(params).model_dump(mode="json")
+            job_id = f"eval.{stage}.{prefix}{name}"
+            inputs = {"checkpoint": checkpoint_job, **self._data_inputs(mix, model.get("tokenizer"))}
+            if kind == "tasks":
+                ds = next(iter(self.dataset_job.values()), None)
+                if ds:
+                    inputs["dataset"] = ds
+            config = {"eval": kind, "params": comp, "model": model, "context": self.stage_ctx.get(stage, model["max_context"]),
+                      "seed": self.seed}
+            self.plan.add(Job(job_id, f"eval.{kind}", stage, config, inputs, output="eval",
+                              description=f"{kind} on {stage}"))
+            jobs.append(job_id)
+        return jobs
+
+    def _extend(self, defined: Defined) -> None:
+        cfg = defined.config
+        source = self.res.stage_source.get(defined.name)
+        model = self._model_of(defined.name)
+        if source not in self.stage_out or model is None:
+            return
+        lengths = [s.value for s in cfg.context]
+        increments = lengths[1:]
+        per = cfg.tokens // len(increments)
+        mix = self._mix_of(cfg.data) if cfg.data else self.stage_data[source]
+        src_batch = self.stage_batch[source]
+        batch_tokens = (self._batch(cfg.batch, lengths[-1]) if cfg.batch else src_batch)[-1]["tokens"]
+        optimizer = cfg.optimizer.model_dump(mode="json") if cfg.optimizer else self.stage_optimizer[source]
+        rope = cfg.rope.model_dump(mode="json") if cfg.rope else None
+        prev = self.stage_out[source]
+        base_ctx = lengths[0]
+        total_steps, flops = 0, 0.0
+        seed = cfg.seed if cfg.seed is not None else self.seed
+        gate = {k: {"op": c.op, "value": c.value} for k, c in cfg.gate.items()}
+        for ctx in increments:
+            m = {**model, "max_context": ctx}
+            if rope:
+                m["rope_theta"] = float(rope["theta"])
+                if rope.get("scaling"):
+                    sc = rope["scaling"]
+                    m["rope_scaling"] = {"factor": sc["factor"], "low_freq_factor": sc["low_freq_factor"],
+                                         "high_freq_factor": sc["high_freq_factor"],
+                                         "original_context": sc["original_context"]}
+            seqs = max(1, round(batch_tokens / ctx))
+            batch = [{"seqs": seqs, "tokens": seqs * ctx, "from_tokens": 0}]
+            steps = self._steps(batch, per)
+            schedule = (self._schedule(cfg.schedule, optimizer["lr"], steps, batch[0]["tokens"]) if cfg.schedule
+                        else {"kind": "constant", "peak_lr": optimizer["lr"], "min_lr": optimizer["lr"],
+                              "warmup_steps": 0, "total_steps": steps, "decay_fraction": 0.2})
+            job_id = f"train.{defined.name}.{_length_label(ctx)}"
+            config = {
+                "model": m, "tokens": per, "context": ctx, "base_context": base_ctx, "steps": steps,
+                "batch": batch, "micro_batch": None, "optimizer": optimizer, "schedule": schedule, "mix": mix,
+                "clip": 1.0, "seed": seed, "checkpoint_every": max(1, steps // 4), "eval_every": max(1, steps // 4),
+                "gate": gate, "max_extra": cfg.max_extra, "compile": False,
+                "precision": self.plan.settings["precision"],
+            }
+            inputs = {"checkpoint": prev, **self._data_inputs(mix, model.get("tokenizer"))}
+            self.plan.add(Job(job_id, "train.extend", defined.name, config, inputs, output="checkpoint",
+                              estimates={"tokens": per, "steps": steps},
+                              description=f"extend to {ctx:,} tokens, then gate "
+                                          + (", ".join(f"{k} {c['op']} {c['value']}" for k, c in gate.items()) or "(none)")))
+            prev = job_id
+            total_steps += steps
+            flops += est.training_flops(m, per, ctx)["total"]
+        e = self._estimates(defined.name, {**model, "max_context": lengths[-1]}, per * len(increments), lengths[-1], total_steps,
+                            {"increments": increments, "tokens_per_increment": per})
+        e["flops_total"] = flops
+        self.plan.stages[defined.name]["flops_total"] = flops
+        self._remember(defined.name, prev, lengths[-1], mix, self.stage_batch[source], optimizer)
+
+    def _anneal(self, defined: Defined) -> None:
+        cfg = defined.config
+        source = self.res.stage_source.get(defined.name)
+        model = self._model_of(defined.name)
+        if source not in self.stage_out or model is None:
+            return
+        if cfg.mix is not None:
+            weights: dict[str, float] = {}
+            for part, w in cfg.mix.items():
+                for d, iw in self._mix_of(part)["weights"].items():
+                    weights[d] = weights.get(d, 0.0) + w * iw
+            mix = {"weights": weights, "max_epochs": 8.0, "seed": self.seed}
+        elif cfg.data is not None:
+            mix = self._mix_of(cfg.data)
+        else:
+            mix = self.stage_data[source]
+        context = cfg.context or self.stage_ctx[source]
+        batch = self._batch(cfg.batch, context) if cfg.batch else [
+            {**self.stage_batch[source][-1], "from_tokens": 0,
+             "seqs": max(1, round(self.stage_batch[source][-1]["tokens"] / context)),
+             "tokens": max(1, round(self.stage_batch[source][-1]["tokens"] / context)) * context}]
+        steps = self._steps(batch, cfg.tokens)
+        optimizer = dict(self.stage_optimizer[source])
+        if cfg.peak_lr:
+            optimizer["lr"] = cfg.peak_lr
+        schedule = self._schedule(cfg.lr, optimizer["lr"], steps, batch[0]["tokens"])
+        keep = cfg.average.k if cfg.average else 1
+        job_id = f"train.{defined.name}"
+        config = {
+            "model": {**model, "max_context": max(model["max_context"], context)}, "tokens": cfg.tokens,
+            "context": context, "steps": steps, "batch": batch, "micro_batch": None, "optimizer": optimizer,
+            "schedule": schedule, "mix": mix, "clip": 1.0, "seed": cfg.seed if cfg.seed is not None else self.seed,
+            "checkpoint_every": max(1, steps // max(keep, 1)), "keep_last": keep, "eval_every": max(1, steps // 4),
+            "compile": False, "precision": self.plan.settings["precision"],
+        }
+        inputs = {"checkpoint": self.stage_out[source], **self._data_inputs(mix, model.get("tokenizer"))}
+        self.plan.add(Job(job_id, "train.anneal", defined.name, config, inputs, output="checkpoint",
+                          estimates={"tokens": cfg.tokens, "steps": steps},
+                          description=f"anneal {est.humanize(cfg.tokens)} tokens, LR {schedule['peak_lr']:g} -> {schedule['min_lr']:g}"))
+        out = job_id
+        if cfg.average:
+            out = f"average.{defined.name}"
+            self.plan.add(Job(out, "model.average", defined.name, {"last": cfg.average.k}, {"checkpoints": job_id},
+                              output="checkpoint", description=f"average the last {cfg.average.k} checkpoints"))
+        self._estimates(defined.name, model, cfg.tokens, context, steps, {"average": keep})
+        self._remember(defined.name, out, context, mix, batch, optimizer)
+        self._evals(defined.name, ["perplexity"], out, model, mix)
+
+    def _posttrain(self, defined: Defined) -> None:
+        cfg = defined.config
+        source = self.res.stage_source.get(defined.name)
+        model = self._model_of(defined.name)
+        if source not in self.stage_out or model is None:
+            return
+        tok = self.tokenizer_job.get(model.get("tokenizer") or "")
+        common = {"model": model, "seed": cfg.seed if cfg.seed is not None else self.seed,
+                  "precision": self.plan.settings["precision"]}
+        policy = self.stage_out[source]
+        base_inputs = {"tokenizer": tok} if tok else {}
+        mix = self.stage_data.get(source, {"weights": {}})
+        self._evals(defined.name, cfg.evals, policy, model, mix, prefix="r0.")
+        for r in range(1, cfg.rounds + 1):
+            p = f"post.{defined.name}.r{r}"
+            rm_job = None
+            if cfg.reward_model:
+                rm = cfg.reward_model
+                rm_job = f"{p}.reward_model"
+                self.plan.add(Job(rm_job, "post.reward_model", defined.name,
+                                  {**common, **rm.model_dump(mode="json"), "round": r},
+                                  {**base_inputs, "checkpoint": policy, "dataset": self.dataset_job.get(rm.data, "")},
+                                  output="checkpoint", description=f"reward model {rm.name} (Bradley-Terry)"))
+            rs_job = None
+            if cfg.rejection_sampling:
+                rs = cfg.rejection_sampling
+                prompts = rs.prompts or (cfg.sft.data if cfg.sft else None)
+                rs_job = f"{p}.rejection_sampling"
+                inputs = {**base_inputs, "checkpoint": policy, "dataset": self.dataset_job[prompts]}
+                if rm_job and rs.scorer != "verifier":
+                    inputs["reward_model"] = rm_job
+                self.plan.add(Job(rs_job, "post.rejection_sampling", defined.name,
+                                  {**common, **rs.model_dump(mode="json"), "round": r}, inputs,
+                                  output="dataset", description=f"best of {rs.k} samples, scored by {rs.scorer}"))
+            if cfg.sft:
+                sft = cfg.sft
+                inputs = {**base_inputs, "checkpoint": policy}
+                if sft.data == "rejection_sampling" and rs_job:
+                    inputs["dataset"] = rs_job
+                else:
+                    inputs["dataset"] = self.dataset_job[sft.data]
+                    if rs_job:
+                        inputs["samples"] = rs_job
+                sft_job = f"{p}.sft"
+                self.plan.add(Job(sft_job, "post.sft", defined.name, {**common, **sft.model_dump(mode="json"), "round": r},
+                                  inputs, output="checkpoint", description="supervised fine-tuning on assistant tokens"))
+                policy = sft_job
+            if cfg.dpo:
+                dpo = cfg.dpo
+                data = dpo.data or (cfg.reward_model.data if cfg.reward_model else None)
+                ds = self.dataset_job.get(data or "", "")
+                ref_job = f"{p}.dpo_reference"
+                self.plan.add(Job(ref_job, "post.dpo_reference", defined.name, {**common, "mask": dpo.mask, "round": r},
+                                  {**base_inputs, "checkpoint": policy, "dataset": ds}, output="logprobs",
+                                  description="reference log-probs, computed once"))
+                dpo_job = f"{p}.dpo"
+                self.plan.add(Job(dpo_job, "post.dpo", defined.name, {**common, **dpo.model_dump(mode="json"), "round": r},
+                                  {**base_inputs, "checkpoint": policy, "dataset": ds, "reference": ref_job},
+                                  output="checkpoint", description=f"DPO (beta {dpo.beta}, NLL {dpo.nll})"))
+                policy = dpo_job
+            if cfg.average:
+                avg = f"{p}.average"
+                members = {"checkpoint": policy}
+                if isinstance(cfg.average, list):
+                    for i, name in enumerate(cfg.average):
+                        if name in self.stage_out:
+                            members[f"extra{i}"] = self.stage_out[name]
+                self.plan.add(Job(avg, "model.average", defined.name, {"last": 1, "round": r}, members,
+                                  output="checkpoint", description="average the round's models"))
+                policy = avg
+            self._evals(defined.name, cfg.evals, policy, model, mix, prefix=f"r{r}.")
+        self.stage_out[defined.name] = policy
+        self.stage_ctx[defined.name] = self.stage_ctx.get(source, model["max_context"])
+        self.plan.stages[defined.name] = {"model": model["name"], "rounds": cfg.rounds, "tokens": 0, "flops": 0.0,
+                                          "params": est.param_counts(model)["total"]}
+
+
+def _safe_name(name: str) -> str:
+    """The run folder's name: letters, digits, '-' and '_' only (a spec cannot write elsewhere)."""
+    cleaned = "".join(c if c.isalnum() or c in "-_" else "_" for c in name).strip("_")
+    return cleaned or "spec"
+
+
+def lower(res: Resolved) -> Plan:
+    return Lowering(res).lower()

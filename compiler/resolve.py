@@ -1,0 +1,210 @@
+"""Pass 1: resolve references and inheritance.
+
+Turns `model x extends base { ... }` into one resolved model dict (the exact shape the
+runtime builds a Llama from), and every `from`/`data`/`model`/`scorer` name into the
+block it names — or a diagnostic with a did-you-mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from compiler.estimates import ffn_hidden_dim
+from herdlang.diagnostics import Diagnostic, suggestion
+from herdlang.schema import STAGES
+from herdlang.spec import Defined, Spec
+
+MODEL_DEFAULTS = {
+    "norm": {"kind": "rmsnorm", "eps": 1e-5},
+    "ffn": {"kind": "swiglu", "multiplier": 1.0, "multiple_of": 256, "hidden": None},
+    "rope": {"kind": "rope", "theta": 10_000.0, "scaling": None},
+    "tied": False,
+    "context": 8192,
+    "init_std": 0.02,
+}
+
+
+@dataclass
+class Resolved:
+    spec: Spec
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    model_tokenizer: dict[str, str | None] = field(default_factory=dict)
+    stage_model: dict[str, str] = field(default_factory=dict)  # stage → model name
+    stage_source: dict[str, str | None] = field(default_factory=dict)  # stage → the stage it continues
+    diags: list[Diagnostic] = field(default_factory=list)
+
+    def error(self, code: str, message: str, span, hint: str | None = None) -> None:
+        self.diags.append(Diagnostic(code, message, span, hint))
+
+
+def ref(res: Resolved, owner: Defined, loc: tuple, name: str, kinds: tuple[str, ...],
+        what: str, extra: tuple[str, ...] = ()) -> Defined | None:
+    """Look up `name` among blocks of `kinds`; report H0301/H0302 at the value's span."""
+    if name in extra:
+        return None
+    target = res.spec.find(name)
+    span = owner.span(*loc)
+    if target is None:
+        pool = [n for k in kinds for n in res.spec.of(k)] + list(extra)
+        res.error("H0301", f"{what} '{name}' is not defined", span, suggestion(name, pool, what))
+        return None
+    if target.kind not in kinds:
+        res.error("H0302", f"'{name}' is a {target.kind}, but {what} must name a {' or '.join(kinds)}", span)
+        return None
+    return target
+
+
+def resolve(spec: Spec) -> Resolved:
+    res = Resolved(spec)
+    parents = {d.parent for d in spec.of("model").values() if d.parent}
+    used = {d.config.model for d in spec.of("pretrain").values()}
+    for name in spec.of("model"):
+        if name in parents and name not in used:
+            _merged_fields(res, name, ())  # a base only others extend: need not be complete
+        else:
+            _resolve_model(res, name, ())
+    _resolve_stage_chain(res)
+    return res
+
+
+def _merged_fields(res: Resolved, name: str, stack: tuple[str, ...]) -> dict[str, Any] | None:
+    defined = res.spec.of("model")[name]
+    own = defined.config.model_dump(exclude_unset=True)
+    if defined.parent is None:
+        return own
+    if defined.parent in stack or defined.parent == name:
+        res.error("H0303", f"model '{name}' extends itself through '{defined.parent}'",
+                  defined.block.parent_span, "remove the cycle of `extends`")
+        return None
+    target = res.spec.find(defined.parent)
+    if target is None or target.kind != "model":
+        pool = list(res.spec.of("model"))
+        code, msg = (("H0301", f"model '{defined.parent}' is not defined") if target is None
+                     else ("H0302", f"'{defined.parent}' is a {target.kind}, not a model"))
+        res.error(code, msg, defined.block.parent_span, suggestion(defined.parent, pool, "model"))
+        return None
+    base = _merged_fields(res, defined.parent, (*stack, name))
+    if base is None:
+        return None
+    merged = dict(base)
+    for key, value in own.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and value.get("kind") == merged[key].get("kind"):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _resolve_model(res: Resolved, name: str, stack: tuple[str, ...]) -> dict[str, Any] | None:
+    if name in res.models:
+        return res.models[name]
+    defined = res.spec.of("model")[name]
+    fields = _merged_fields(res, name, stack)
+    if fields is None:
+        return None
+    span = defined.name_span
+    missing = [k for k in ("layers", "dim", "heads") if fields.get(k) is None]
+    if missing:
+        res.error("H0204", f"model '{name}' needs {', '.join(repr(m) for m in missing)}", span,
+                  "set them here or in the model it extends")
+        return None
+    vocab = fields.get("vocab")
+    tok_name = fields.get("tokenizer")
+    if tok_name is not None:
+        tok = res.spec.find(tok_name)
+        if tok is None or tok.kind != "tokenizer":
+            owner = defined
+            res.error("H0301" if tok is None else "H0302",
+                      f"tokenizer '{tok_name}' is not defined" if tok is None else f"'{tok_name}' is a {tok.kind}, not a tokenizer",
+                      owner.span("tokenizer") if "tokenizer" in defined.config.model_fields_set else span,
+                      suggestion(tok_name, res.spec.of("tokenizer"), "tokenizer"))
+            return None
+        tcfg = tok.config
+        if vocab is None:
+            if tcfg.vocab is None:
+                res.error("H0204", f"tokenizer '{tok_name}' needs 'vocab' (its number of BPE ranks)", tok.name_span)
+                return None
+            vocab = tcfg.vocab + tcfg.special_tokens
+    if vocab is None:
+        res.error("H0204", f"model '{name}' needs a tokenizer (or an explicit 'vocab')", span,
+                  "add `tokenizer = NAME`")
+        return None
+    dim, heads = fields["dim"], fields["heads"]
+    attention = fields.get("attention") or {"kind": "gqa", "kv_heads": None, "document_mask": True}
+    kv_heads = attention.get("kv_heads") or heads
+    if attention.get("kind") == "mha":
+        kv_heads = heads
+    head_dim = fields.get("head_dim") or (dim // heads if heads else 0)
+    if fields.get("head_dim") is None and dim % heads:
+        res.error("H0401", f"model '{name}': dim {dim} is not divisible by heads {heads}", span,
+                  f"use a dim that is a multiple of {heads}, or set head_dim")
+        return None
+    if heads % kv_heads:
+        res.error("H0401", f"model '{name}': heads {heads} is not divisible by kv_heads {kv_heads}", span,
+                  "grouped-query attention shares each KV head among heads / kv_heads query heads")
+        return None
+    if head_dim % 2:
+        res.error("H0401", f"model '{name}': head_dim {head_dim} must be even for rotary embeddings", span)
+        return None
+    ffn = {**MODEL_DEFAULTS["ffn"], **(fields.get("ffn") or {})}
+    norm = {**MODEL_DEFAULTS["norm"], **(fields.get("norm") or {})}
+    rope = {**MODEL_DEFAULTS["rope"], **(fields.get("rope") or {})}
+    scaling = rope.get("scaling")
+    model = {
+        "name": name,
+        "tokenizer": tok_name,
+        "vocab_size": int(vocab),
+        "dim": int(dim),
+        "layers": int(fields["layers"]),
+        "heads": int(heads),
+        "kv_heads": int(kv_heads),
+        "head_dim": int(head_dim),
+        "ffn_dim": int(ffn["hidden"] or ffn_hidden_dim(dim, ffn["multiplier"], ffn["multiple_of"])),
+        "norm_eps": float(norm["eps"]),
+        "rope_theta": float(rope["theta"]),
+        "rope_scaling": None if not scaling else {
+            "factor": float(scaling["factor"]),
+            "low_freq_factor": float(scaling["low_freq_factor"]),
+            "high_freq_factor": float(scaling["high_freq_factor"]),
+            "original_context": int(scaling["original_context"]),
+        },
+        "tied_embeddings": bool(fields.get("tied", False)),
+        "max_context": int(fields.get("context") or MODEL_DEFAULTS["context"]),
+        "document_mask": bool(attention.get("document_mask", True)),
+        "init_std": float(fields.get("init_std") or MODEL_DEFAULTS["init_std"]),
+    }
+    res.models[name] = model
+    res.model_tokenizer[name] = tok_name
+    return model
+
+
+def _resolve_stage_chain(res: Resolved) -> None:
+    """Which model each stage trains, following `from` to the pre-training stage."""
+    spec = res.spec
+    for name, defined in spec.of("pretrain").items():
+        target = ref(res, defined, ("model",), defined.config.model, ("model",), "model")
+        if target is not None and name not in res.stage_model and target.name in res.models:
+            res.stage_model[name] = target.name
+        res.stage_source[name] = None
+    for kind in STAGES[1:]:
+        for name, defined in spec.of(kind).items():
+            source = defined.config.from_
+            target = ref(res, defined, ("from",), source, STAGES, "stage")
+            res.stage_source[name] = target.name if target else None
+    for kind in STAGES[1:]:
+        for name in spec.of(kind):
+            seen = [name]
+            current = res.stage_source.get(name)
+            while current is not None and current not in res.stage_model:
+                if current in seen:
+                    defined = spec.find(name)
+                    res.error("H0303", f"stage '{name}' continues from itself (via {' -> '.join(seen)})",
+                              defined.span("from"), "a stage must continue from an earlier one")
+                    current = None
+                    break
+                seen.append(current)
+                current = res.stage_source.get(current)
+            if current is not None:
+                for stage in seen:
+                    res.stage_model[stage] = res.stage_model[current]

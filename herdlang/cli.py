@@ -1,0 +1,317 @@
+"""The `herd` command line.
+
+Exit codes: 0 success, 1 a problem in the spec, plan or run, 2 bad usage. Nothing a
+user can type ends in a Python traceback: HerdError, PlanError and the runtime's
+user-facing errors are rendered as diagnostics. `check`, `compile` and `fmt` never
+import torch (tests assert it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from herdlang.diagnostics import Diagnostic, HerdError, render_all
+from herdlang.version import HERD_VERSION
+
+EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
+
+
+def _color(stream) -> bool:
+    return stream.isatty() and not os.environ.get("NO_COLOR")
+
+
+def _print_diags(exc: HerdError, sources: dict[str, str] | None = None) -> None:
+    srcs = dict(sources or {})
+    for d in exc.diagnostics:
+        if d.span and d.span.path not in srcs:
+            try:
+                srcs[d.span.path] = Path(d.span.path).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                pass
+    print(render_all(exc.diagnostics, srcs, color=_color(sys.stderr)), file=sys.stderr)
+    errors = sum(1 for d in exc.diagnostics if d.severity.value == "error")
+    print(f"\n{errors} error{'s' if errors != 1 else ''}", file=sys.stderr)
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from compiler import compile_file
+
+    spec, plan = compile_file(args.spec, args.set)
+    for w in plan.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.format == "json":
+        print(json.dumps({"ok": True, "warnings": plan.warnings}))
+    else:
+        print(f"{args.spec}: ok ({len(spec.order)} blocks, {len(plan.jobs)} jobs)")
+    return EXIT_OK
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from compiler import compile_file
+    from compiler.render import render_dot, render_mermaid, render_text
+
+    spec, plan = compile_file(args.spec, args.set)
+    if args.output:
+        plan.save(args.output)
+    fmt = args.format or "text"
+    if fmt == "json":
+        if not args.output:
+            sys.stdout.write(plan.dumps())
+    elif fmt == "dot":
+        print(render_dot(plan))
+    elif fmt == "mermaid":
+        print(render_mermaid(plan))
+    else:
+        render_text(plan, color=_color(sys.stdout), states=_states(plan, Path(args.runs_dir)))
+    for w in plan.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.output:
+        print(f"plan written to {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _states(plan, runs_dir: Path) -> dict[str, tuple[str, str]] | None:
+    """new / changed / cached per job, when this spec has been run before (no torch)."""
+    run_dir = runs_dir / plan.spec_name
+    if not run_dir.exists():
+        return None
+    from runtime.executor.diff import plan_diff
+
+    out = {}
+    for d in plan_diff(plan, run_dir):
+        reason = "; ".join(d.reasons()[:3])
+        out[d.job_id] = (d.state, reason)
+    return out
+
+
+def cmd_fmt(args: argparse.Namespace) -> int:
+    from herdlang.formatter import format_text
+
+    status = EXIT_OK
+    for name in args.specs:
+        path = Path(name)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise HerdError([Diagnostic("H0001", f"cannot read {path}: {exc}", None)]) from None
+        formatted = format_text(text, str(path))
+        if args.check:
+            if formatted != text:
+                print(f"{path}: would be reformatted", file=sys.stderr)
+                status = EXIT_SPEC
+        elif args.write:
+            if formatted != text:
+                tmp = path.with_name(f".{path.name}.herdfmt")
+                tmp.write_text(formatted, encoding="utf-8")
+                os.replace(tmp, path)
+                print(f"reformatted {path}", file=sys.stderr)
+        else:
+            sys.stdout.write(formatted)
+    return status
+
+
+def _load_plan(target: str, overrides: list[str] | None):
+    from compiler import Plan, compile_file
+
+    if target.endswith(".json"):
+        if overrides:
+            raise UsageError("--set applies to specs, not saved plans (a saved plan runs exactly as compiled)")
+        return Plan.load(target)
+    return compile_file(target, overrides)[1]
+
+
+class UsageError(Exception):
+    pass
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    plan = _load_plan(args.target, args.set)
+    if args.nproc and args.nproc > 1:
+        plan.settings = {**plan.settings, "nproc": args.nproc}
+    if args.device:
+        plan.settings = {**plan.settings, "device": args.device}
+    from runtime.executor import ExecutorError, run_plan
+
+    run_dir = Path(args.runs_dir) / plan.spec_name
+    try:
+        result = run_plan(
+            plan, run_dir, only=args.only or None, from_=args.from_, dry_run=args.dry_run,
+            workers=args.workers or int(plan.settings.get("workers", 1)), force=args.force or None,
+            verify=args.verify,
+        )
+    except ExecutorError as exc:
+        raise UsageError(str(exc)) from None
+    return int(result.exit_code)
+
+
+def cmd_lsp(args: argparse.Namespace) -> int:
+    from herdlang.editor.lsp import main as lsp_main
+
+    lsp_main()
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from runtime.model import export_hf
+
+    if args.format != "hf":
+        raise UsageError(f"unknown export format {args.format!r} (supported: hf)")
+    export_hf(args.checkpoint, args.output)
+    print(f"exported {args.checkpoint} to {args.output} (Hugging Face Llama layout)")
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from runtime.model import import_hf
+
+    import_hf(args.hf_dir, args.output)
+    print(f"imported {args.hf_dir} into herd checkpoint {args.output}")
+    return EXIT_OK
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from runtime.chat import generate_cli
+
+    return generate_cli(args)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from runtime.chat import chat_cli
+
+    return chat_cli(args)
+
+
+# -- parser -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="herd", description="One spec for a whole Llama-3-style model family.")
+    p.add_argument("--version", action="version", version=f"herd {HERD_VERSION}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def with_set(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--set", action="append", default=[], metavar="BLOCK.KEY=VALUE",
+                        help="override a value (validated like the spec), e.g. --set base.tokens=2M")
+
+    c = sub.add_parser("check", help="diagnostics only (exit 0 clean, 1 spec errors, 2 usage)")
+    c.add_argument("spec")
+    c.add_argument("--format", choices=["text", "json"], default="text")
+    with_set(c)
+    c.set_defaults(fn=cmd_check)
+
+    c = sub.add_parser("compile", help="compile a spec to a plan: jobs, why they run, estimates")
+    c.add_argument("spec")
+    c.add_argument("-o", "--output", help="write the plan JSON here (or the Slurm folder with --target slurm)")
+    c.add_argument("--format", choices=["text", "json", "dot", "mermaid"], default=None)
+    c.add_argument("--runs-dir", default="runs", help="where runs live (to say new/changed/cached)")
+    with_set(c)
+    c.set_defaults(fn=cmd_compile)
+
+    c = sub.add_parser("fmt", help="format specs canonically (comments kept)")
+    c.add_argument("specs", nargs="+")
+    g = c.add_mutually_exclusive_group()
+    g.add_argument("--check", action="store_true", help="exit 1 if a file would change")
+    g.add_argument("--write", action="store_true", help="rewrite files in place")
+    c.set_defaults(fn=cmd_fmt)
+
+    c = sub.add_parser("run", help="run a spec or a saved plan")
+    c.add_argument("target", help="a .herd spec or a plan .json from `herd compile -o`")
+    c.add_argument("--only", action="append", metavar="JOB", help="run only this job (and what it needs)")
+    c.add_argument("--from", dest="from_", metavar="JOB", help="re-run this job and everything after it")
+    c.add_argument("--force", action="append", metavar="JOB", help="re-run this job even if cached")
+    c.add_argument("--dry-run", action="store_true", help="show what would run: new / changed / cached")
+    c.add_argument("--verify", action="store_true", help="re-hash stored artifacts before trusting them")
+    c.add_argument("--workers", type=int, default=None, help="processes for data jobs")
+    c.add_argument("--nproc", type=int, default=None, help="processes per training job (torchrun)")
+    c.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    c.add_argument("--runs-dir", default="runs")
+    with_set(c)
+    c.set_defaults(fn=cmd_run)
+
+    c = sub.add_parser("lsp", help="language server over stdio")
+    c.set_defaults(fn=cmd_lsp)
+
+    c = sub.add_parser("export", help="export a checkpoint (Hugging Face Llama layout)")
+    c.add_argument("checkpoint")
+    c.add_argument("-o", "--output", required=True)
+    c.add_argument("--format", default="hf")
+    c.set_defaults(fn=cmd_export)
+
+    c = sub.add_parser("import", help="import a Hugging Face Llama checkpoint")
+    c.add_argument("hf_dir")
+    c.add_argument("-o", "--output", required=True)
+    c.set_defaults(fn=cmd_import)
+
+    c = sub.add_parser("generate", help="generate text from a checkpoint")
+    c.add_argument("checkpoint")
+    c.add_argument("--prompt", required=True)
+    c.add_argument("--max-new-tokens", type=int, default=128)
+    c.add_argument("--temperature", type=float, default=0.7)
+    c.add_argument("--top-p", type=float, default=0.95)
+    c.add_argument("--top-k", type=int, default=0)
+    c.add_argument("--chat", action="store_true", help="wrap the prompt in the chat format")
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(fn=cmd_generate)
+
+    c = sub.add_parser("chat", help="talk to a checkpoint (chat format, streaming)")
+    c.add_argument("checkpoint")
+    c.add_argument("--system", default=None)
+    c.add_argument("--max-new-tokens", type=int, default=256)
+    c.add_argument("--temperature", type=float, default=0.7)
+    c.add_argument("--top-p", type=float, default=0.95)
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(fn=cmd_chat)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "fn", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.fn(args)
+    except HerdError as exc:
+        _print_diags(exc)
+        return EXIT_SPEC
+    except UsageError as exc:
+        print(f"herd: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\ninterrupted; finished work is kept — run again to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+        return _user_facing(exc)
+
+
+def _user_facing(exc: Exception) -> int:
+    """Known user-facing error types from lower layers; anything else is a bug report."""
+    name = type(exc).__name__
+    if name in {"PlanError", "CheckpointError", "JobFailed", "RunError", "DataError"}:
+        print(f"herd: error: {exc}", file=sys.stderr)
+        return EXIT_SPEC
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)):
+        print(f"herd: error: {exc}", file=sys.stderr)
+        return EXIT_SPEC
+    import traceback
+
+    print("herd: internal error (this is a bug in herd, please report it):", file=sys.stderr)
+    traceback.print_exc()
+    return 3
+
+
+def _json_default(o: Any) -> Any:  # pragma: no cover
+    return str(o)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
