@@ -11,6 +11,7 @@ pytest.importorskip("triton")
 
 from runtime.kernels import reference  # noqa: E402
 from runtime.kernels.accuracy import Case, measure  # noqa: E402
+from runtime.kernels.fused import linear_cross_entropy as lce  # noqa: E402
 from runtime.kernels.fused.linear_cross_entropy import (  # noqa: E402
     CHUNK_BYTES,
     default_chunk_rows,
@@ -103,11 +104,19 @@ def test_frozen_weight_gets_no_gradient_and_still_trains_the_hidden_states(asser
     assert_close(hidden.grad, ref_hidden.grad)
 
 
-def test_without_gradients_only_the_loss_is_computed(assert_close):
+def test_under_no_grad_only_the_losses_are_computed(monkeypatch, assert_close):
+    """Evaluation with trainable parameters must not pay for gradients it will never use."""
     hidden, weight, targets = _inputs()
+    weight.requires_grad_()
+    passes = []
+    real_pass = lce._chunked_pass
+    monkeypatch.setattr(
+        lce, "_chunked_pass", lambda *a: passes.append(a[4]) or real_pass(*a)
+    )
     with torch.no_grad():
         loss = linear_cross_entropy(hidden, weight, targets)
     assert loss.grad_fn is None
+    assert passes == [None]  # one pass, with no gradient scale: losses only
     assert_close(loss, reference.linear_cross_entropy(hidden, weight, targets))
 
 

@@ -23,6 +23,8 @@ import triton.language as tl
 CHUNK_BYTES = 256 * 2**20
 _BLOCK_V = 4096
 _REDUCTIONS = ("mean", "sum", "none")
+# addmm with a wider output than its inputs (bf16 x bf16 -> fp32 accumulator), CUDA only.
+_MIXED_ADDMM = hasattr(torch.ops.aten.addmm, "dtype_out")
 
 
 @triton.jit
@@ -77,8 +79,10 @@ def _accumulate_mm(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
     like a single unchunked matmul, instead of one per chunk)."""
     if acc.dtype == a.dtype:
         acc.addmm_(a, b)
-    else:
+    elif _MIXED_ADDMM:
         torch.addmm(acc, a, b, out_dtype=acc.dtype, out=acc)
+    else:  # older torch: the chunk's product is rounded once before the fp32 sum
+        acc.add_(a @ b)
 
 
 def _chunked_pass(
@@ -137,17 +141,30 @@ def _check(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, re
         raise ValueError(f"linear_cross_entropy: targets must be integer ids, got {targets.dtype}")
 
 
+def _flatten(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_rows: int | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """(tokens, H) hidden, contiguous weight, (tokens,) targets and the rows per chunk."""
+    h = hidden.reshape(-1, hidden.shape[-1])
+    rows = chunk_rows or default_chunk_rows(h.shape[0], weight.shape[0], h.element_size())
+    return h, weight.contiguous(), targets.reshape(-1).contiguous(), rows
+
+
+def _reduce(losses: torch.Tensor, valid: torch.Tensor, reduction: str, shape: torch.Size) -> torch.Tensor:
+    if reduction == "mean":
+        return losses.sum() / valid.sum()
+    if reduction == "sum":
+        return losses.sum()
+    return losses.view(shape)
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, targets, ignore_index, reduction, chunk_rows):  # type: ignore[override]
-        _check(hidden, weight, targets, reduction)
-        h = hidden.reshape(-1, hidden.shape[-1])
-        t = targets.reshape(-1).contiguous()
-        weight = weight.contiguous()
-        rows = chunk_rows or default_chunk_rows(h.shape[0], weight.shape[0], h.element_size())
+        h, weight, t, rows = _flatten(hidden, weight, targets, chunk_rows)
         valid = t != ignore_index
         want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        eager = (want_h or want_w) and reduction != "none"
+        eager = reduction != "none"
         row_scale = None
         if eager:
             row_scale = valid.float()
@@ -161,13 +178,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
         ctx.hidden_shape, ctx.spent = hidden.shape, False
         if eager:
             ctx.save_for_backward(grad_h, grad_w)
-        elif reduction == "none":
+        else:
             ctx.save_for_backward(h, weight, t)
-        if reduction == "mean":
-            return losses.sum() / valid.sum()
-        if reduction == "sum":
-            return losses.sum()
-        return losses.view(targets.shape)
+        return _reduce(losses, valid, reduction, targets.shape)
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
@@ -211,4 +224,13 @@ def linear_cross_entropy(
     or per token in targets' shape for reduction="none"). `chunk_rows` overrides how many
     tokens share one chunk of logits (default: as many as fit in CHUNK_BYTES).
     """
-    return _LinearCrossEntropy.apply(hidden, weight, targets, ignore_index, reduction, chunk_rows)
+    _check(hidden, weight, targets, reduction)
+    if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+        return _LinearCrossEntropy.apply(
+            hidden, weight, targets, ignore_index, reduction, chunk_rows
+        )
+    # Evaluation (no_grad, or nothing to train): losses only. Checked here because inside
+    # an autograd.Function `needs_input_grad` stays True under no_grad.
+    h, weight, t, rows = _flatten(hidden, weight, targets, chunk_rows)
+    losses, _, _ = _chunked_pass(h, weight, t, ignore_index, None, False, False, rows)
+    return _reduce(losses, t != ignore_index, reduction, targets.shape)

@@ -1,0 +1,297 @@
+"""herd's fused kernels against torch eager, torch.compile and Liger Kernel, side by side.
+
+    python benchmarks/kernels.py                      # on a GPU: Llama 3 8B shapes, 8K tokens
+    python benchmarks/kernels.py --model 70b --tokens 16384 --only rms_norm,swiglu
+    TRITON_INTERPRET=1 python benchmarks/kernels.py --smoke   # tiny, on the CPU: checks the script only
+
+For each operation (rms_norm, apply_rope, swiglu, linear_cross_entropy) and each pass
+(forward; forward + backward) it times every implementation on the same inputs:
+
+  herd       the Triton kernels in runtime/kernels/fused
+  eager      the torch reference (runtime/kernels/reference.py), as plain torch runs it
+  compile    the same reference under torch.compile
+  liger      Liger Kernel's Triton ops, when liger_kernel is importable
+
+and prints median milliseconds, the ratio of each to herd (> 1: herd is faster) and the
+peak memory each call allocates beyond its inputs. Results go to
+benchmarks/results/kernels-<hostname>.json. Only GPU numbers mean anything; --smoke runs
+the interpreted kernels on tiny shapes so that a machine without a GPU can check the script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import socket
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from runtime.kernels import reference  # noqa: E402
+from runtime.kernels.accuracy import rope_tables  # noqa: E402
+
+# Llama 3 shapes (paper, table 3): model dim, FFN dim, query heads, KV heads; vocab 128,256.
+MODELS: dict[str, dict[str, int]] = {
+    "8b": {"dim": 4096, "ffn": 14336, "heads": 32, "kv_heads": 8, "vocab": 128_256},
+    "70b": {"dim": 8192, "ffn": 28672, "heads": 64, "kv_heads": 8, "vocab": 128_256},
+    "405b": {"dim": 16384, "ffn": 53248, "heads": 128, "kv_heads": 8, "vocab": 128_256},
+    "smoke": {"dim": 64, "ffn": 96, "heads": 4, "kv_heads": 2, "vocab": 5000},
+}
+OPS = ("rms_norm", "apply_rope", "swiglu", "linear_cross_entropy")
+Inputs = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Impl:
+    """One implementation of an op: `prepare` reshapes the shared inputs into its own layout
+    (outside the timing), `call` runs it."""
+
+    name: str
+    call: Callable[[Inputs], Any]
+    prepare: Callable[[Inputs], Inputs] = lambda a: a
+
+
+def make_inputs(op: str, shape: dict[str, int], tokens: int, dtype: torch.dtype, device: str) -> Inputs:
+    """The op's inputs for one packed sequence of `tokens` tokens, leaves needing gradients."""
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def randn(*size: int, std: float = 1.0, grad: bool = True) -> torch.Tensor:
+        t = torch.randn(*size, generator=gen, device=device, dtype=dtype) * std
+        return t.requires_grad_(grad)
+
+    dim, head_dim = shape["dim"], shape["dim"] // shape["heads"]
+    if op == "rms_norm":
+        return {"x": randn(1, tokens, dim), "weight": randn(dim, std=0.1) + 1}
+    if op == "apply_rope":
+        cos, sin = rope_tables(tokens, head_dim)
+        return {
+            "q": randn(1, tokens, shape["heads"], head_dim),
+            "k": randn(1, tokens, shape["kv_heads"], head_dim),
+            "cos": cos.to(device),
+            "sin": sin.to(device),
+        }
+    if op == "swiglu":
+        return {"gate": randn(1, tokens, shape["ffn"]), "up": randn(1, tokens, shape["ffn"])}
+    targets = torch.randint(0, shape["vocab"], (1, tokens), generator=gen, device=device)
+    return {
+        "hidden": randn(1, tokens, dim),
+        "weight": randn(shape["vocab"], dim, std=dim**-0.5),
+        "targets": targets,
+    }
+
+
+def _reference_call(op: str) -> Callable[..., Any]:
+    return {
+        "rms_norm": lambda a, f=reference.rms_norm: f(a["x"], a["weight"], 1e-5),
+        "apply_rope": lambda a, f=reference.apply_rope: f(a["q"], a["k"], a["cos"], a["sin"]),
+        "swiglu": lambda a, f=reference.swiglu: f(a["gate"], a["up"]),
+        "linear_cross_entropy": lambda a, f=reference.linear_cross_entropy: f(
+            a["hidden"], a["weight"], a["targets"]
+        ),
+    }[op]
+
+
+def herd_impl(op: str) -> Impl:
+    from runtime.kernels.accuracy import fused_ops
+
+    ops = fused_ops()
+    calls: dict[str, Callable[[Inputs], Any]] = {
+        "rms_norm": lambda a: ops.rms_norm(a["x"], a["weight"], 1e-5),
+        "apply_rope": lambda a: ops.apply_rope(a["q"], a["k"], a["cos"], a["sin"]),
+        "swiglu": lambda a: ops.swiglu(a["gate"], a["up"]),
+        "linear_cross_entropy": lambda a: ops.linear_cross_entropy(
+            a["hidden"], a["weight"], a["targets"]
+        ),
+    }
+    return Impl("herd", calls[op])
+
+
+def compiled_impl(op: str) -> Impl:
+    fn = torch.compile(_reference_call(op), dynamic=False)
+    return Impl("compile", fn)
+
+
+def liger_impl(op: str) -> Impl | None:
+    """Liger Kernel's op in its own layout (RoPE: (B, H, T, D) with full-width cos/sin)."""
+    try:
+        from liger_kernel.transformers import functional as liger
+    except ImportError:
+        return None
+
+    def rope_layout(a: Inputs) -> Inputs:
+        def heads_first(t: torch.Tensor) -> torch.Tensor:
+            return t.detach().transpose(1, 2).contiguous().requires_grad_()
+
+        return {
+            "q": heads_first(a["q"]),
+            "k": heads_first(a["k"]),
+            "cos": torch.cat([a["cos"], a["cos"]], -1)[None],
+            "sin": torch.cat([a["sin"], a["sin"]], -1)[None],
+        }
+
+    def flat(a: Inputs) -> Inputs:
+        hidden = a["hidden"].detach().flatten(0, 1).requires_grad_()
+        return {"hidden": hidden, "weight": a["weight"], "targets": a["targets"].flatten()}
+
+    if op == "rms_norm":
+        return Impl("liger", lambda a: liger.liger_rms_norm(a["x"], a["weight"], 1e-5))
+    if op == "apply_rope":
+        return Impl("liger", lambda a: liger.liger_rope(a["q"], a["k"], a["cos"], a["sin"]),
+                    rope_layout)
+    if op == "swiglu":
+        return Impl("liger", lambda a: liger.liger_swiglu(a["gate"], a["up"]))
+    return Impl(
+        "liger",
+        lambda a: liger.liger_fused_linear_cross_entropy(a["hidden"], a["weight"], a["targets"]),
+        flat,
+    )
+
+
+def _outputs(out: Any) -> list[torch.Tensor]:
+    if isinstance(out, tuple | list):
+        return [o for o in out if isinstance(o, torch.Tensor)]
+    return [out]
+
+
+def _step(impl: Impl, inputs: Inputs, backward: bool) -> Callable[[], None]:
+    leaves = [t for t in inputs.values() if t.requires_grad]
+
+    def run() -> None:
+        outs = _outputs(impl.call(inputs))
+        if backward:
+            torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
+        for t in leaves:
+            t.grad = None
+
+    if not backward:
+        def no_grad_run() -> None:
+            with torch.no_grad():
+                run()
+
+        return no_grad_run
+    return run
+
+
+def time_ms(fn: Callable[[], None], device: str, reps: int) -> float:
+    """Median milliseconds: Triton's do_bench (CUDA events, L2 flushed) on a GPU."""
+    if device == "cuda":
+        import triton.testing
+
+        return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
+    fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def peak_mib(fn: Callable[[], None], device: str) -> float | None:
+    """Memory one call allocates beyond what was already live (CUDA only)."""
+    if device != "cuda":
+        return None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    shape = MODELS["smoke" if args.smoke else args.model]
+    tokens = 64 if args.smoke else args.tokens
+    rows: list[dict[str, Any]] = []
+    for op in args.only:
+        impls = [herd_impl(op), Impl("eager", _reference_call(op))]
+        if not args.smoke:
+            impls.append(compiled_impl(op))
+            liger = liger_impl(op)
+            if liger is not None:
+                impls.append(liger)
+        shared = make_inputs(op, shape, tokens, dtype, device)
+        for backward in (False, True):
+            label = "fwd+bwd" if backward else "fwd"
+            results: dict[str, dict[str, Any]] = {}
+            for impl in impls:
+                try:
+                    step = _step(impl, impl.prepare(shared), backward)
+                    results[impl.name] = {
+                        "ms": time_ms(step, device, reps=1 if args.smoke else 10),
+                        "peak_mib": peak_mib(step, device),
+                    }
+                except Exception as exc:  # a baseline that fails is reported, not fatal
+                    results[impl.name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+            herd_ms = results["herd"].get("ms")
+            for name, res in results.items():
+                if herd_ms and res.get("ms"):
+                    res["speedup_of_herd"] = res["ms"] / herd_ms
+                rows.append({"op": op, "pass": label, "impl": name, **res})
+    return {
+        "benchmark": "kernels",
+        "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
+        "dtype": str(dtype).removeprefix("torch."),
+        "model": "smoke" if args.smoke else args.model,
+        "shape": shape,
+        "tokens": tokens,
+        "torch": torch.__version__,
+        "smoke": args.smoke,
+        "results": rows,
+    }
+
+
+def print_table(report: dict[str, Any]) -> None:
+    print(f"{report['device']}, {report['dtype']}, Llama 3 {report['model']} shapes, "
+          f"{report['tokens']} tokens; speedup = impl ms / herd ms")
+    print(f"{'op':22} {'pass':8} {'impl':8} {'ms':>9} {'speedup':>8} {'peak MiB':>9}")
+    for r in report["results"]:
+        if "error" in r:
+            print(f"{r['op']:22} {r['pass']:8} {r['impl']:8} {r['error']}")
+            continue
+        peak = "" if r["peak_mib"] is None else f"{r['peak_mib']:9.1f}"
+        print(f"{r['op']:22} {r['pass']:8} {r['impl']:8} {r['ms']:9.3f} "
+              f"{r.get('speedup_of_herd', float('nan')):8.2f} {peak}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=[m for m in MODELS if m != "smoke"], default="8b")
+    parser.add_argument("--tokens", type=int, default=8192, help="tokens per call (default 8192)")
+    parser.add_argument("--only", type=lambda s: s.split(","), default=list(OPS),
+                        help=f"comma-separated subset of {','.join(OPS)}")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny shapes on the CPU (needs TRITON_INTERPRET=1): checks the script")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/results/)")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.only) - set(OPS))
+    if unknown:
+        parser.error(f"unknown op(s) {', '.join(unknown)}; choose from {', '.join(OPS)}")
+    if not args.smoke and not torch.cuda.is_available():
+        print("kernels.py: no CUDA GPU here, and only GPU timings count; "
+              "run with --smoke (and TRITON_INTERPRET=1) to check the script on the CPU",
+              file=sys.stderr)
+        return 2
+    report = run(args)
+    print_table(report)
+    out = args.out or ROOT / "benchmarks" / "results" / f"kernels-{socket.gethostname()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
