@@ -1,0 +1,173 @@
+"""Throughput of every data stage on the full python_stdlib corpus (~15 MB), and MinHash
+dedup side by side with datatrove's when it is importable.
+
+    .venv/bin/python benchmarks/data_pipeline.py [--workers N] [--limit-docs N]
+
+Prints docs/s and MB/s per stage (MB of input text) and writes
+benchmarks/results/data_pipeline-<hostname>.json. Compare MB/s, not docs/s: document sizes
+differ between stages and corpora.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from runtime.data.documents import read_documents  # noqa: E402
+from runtime.data.loader import PackedLoader  # noqa: E402
+from runtime.jobs import registry  # noqa: E402
+from runtime.jobs.context import JobContext  # noqa: E402
+
+MINHASH = {"ngram": 5, "bands": 14, "rows": 8, "threshold": 0.8, "seed": 0}
+
+
+def run_stage(tmp: Path, name: str, kind: str, config: dict[str, Any], inputs: dict[str, Path],
+              workers: int) -> tuple[Path, float]:
+    out, work = tmp / name / "out", tmp / name / "work"
+    out.mkdir(parents=True)
+    work.mkdir(parents=True)
+    ctx = JobContext(job_id=name, kind=kind, stage="bench", config=config, inputs=inputs, out=out,
+                     work=work, run_dir=tmp, settings={"workers": workers},
+                     log=logging.getLogger(name))
+    t0 = time.perf_counter()
+    registry.get(kind)(ctx)
+    return out, time.perf_counter() - t0
+
+
+def corpus_size(directory: Path) -> tuple[int, int]:
+    docs = nbytes = 0
+    for d in read_documents(directory):
+        docs += 1
+        nbytes += len(d.text.encode("utf-8"))
+    return docs, nbytes
+
+
+def datatrove_minhash(docs_dir: Path, tmp: Path) -> dict[str, Any] | None:
+    """datatrove's four MinHash stages on the same documents (None when not installed)."""
+    try:
+        from datatrove.executor.local import LocalPipelineExecutor
+        from datatrove.pipeline.dedup.minhash import (
+            MinhashConfig,
+            MinhashDedupBuckets,
+            MinhashDedupCluster,
+            MinhashDedupFilter,
+            MinhashDedupSignature,
+        )
+        from datatrove.pipeline.readers import JsonlReader
+    except ImportError:
+        return None
+    src = tmp / "dt_input"
+    src.mkdir()
+    with open(src / "docs.jsonl", "w", encoding="utf-8") as f:
+        for d in read_documents(docs_dir):
+            f.write(json.dumps({"text": d.text, "id": d.id}) + "\n")
+    cfg = MinhashConfig()  # word 5-grams, 14 bands x 8 rows, 64-bit hashes: same as herd's
+    base = tmp / "dt"
+    reader = JsonlReader(str(src))
+    stages = [
+        ("signatures", [reader, MinhashDedupSignature(output_folder=str(base / "sigs"), config=cfg)], 1, 1),
+        ("buckets", [MinhashDedupBuckets(input_folder=str(base / "sigs"),
+                                         output_folder=str(base / "buckets"), config=cfg)],
+         cfg.num_buckets, 1),
+        ("cluster", [MinhashDedupCluster(input_folder=str(base / "buckets"),
+                                         output_folder=str(base / "remove_ids"), config=cfg)], 1, 1),
+        ("filter", [JsonlReader(str(src)), MinhashDedupFilter(input_folder=str(base / "remove_ids"))], 1, 1),
+    ]
+    times = {}
+    for name, pipeline, tasks, workers in stages:
+        t0 = time.perf_counter()
+        LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=workers,
+                              logging_dir=str(base / "logs" / name)).run()
+        times[name] = time.perf_counter() - t0
+    import datatrove
+
+    return {"version": datatrove.__version__, "seconds": sum(times.values()), "stages": times}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--limit-docs", type=int, default=None)
+    ap.add_argument("--no-datatrove", action="store_true")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    tmp = Path(tempfile.mkdtemp(prefix="herd-bench-"))
+    results: dict[str, Any] = {"host": socket.gethostname(), "python": platform.python_version(),
+                               "workers": args.workers, "stages": {}}
+    try:
+        plan = [
+            ("source", "data.source", {"source": "python_stdlib", "paths": [],
+                                       "limit_docs": args.limit_docs}, {}),
+            ("url", "data.dedup.url", {"keep": "newest"}, {"documents": "source"}),
+            ("exact", "data.dedup.exact", {}, {"documents": "url"}),
+            ("minhash", "data.dedup.minhash", MINHASH, {"documents": "exact"}),
+            ("lines", "data.dedup.lines", {"max_repeats": 6, "bucket": 30_000_000}, {"documents": "exact"}),
+            ("gopher", "data.filter", {"filter": "duplicated_ngrams", "params": {"preset": "gopher"}},
+             {"documents": "exact"}),
+            ("token_kl", "data.filter", {"filter": "token_kl", "params": {"max": 2.0}}, {"documents": "exact"}),
+            ("quality", "data.quality", {"classifier": "hashed_logreg", "min_score": 0.5},
+             {"documents": "exact"}),
+            ("tokenizer", "tokenizer.train", {"vocab": 8192, "special_tokens": 256, "max_bytes": 50_000_000},
+             {"documents": "exact"}),
+            ("tokenize", "data.tokenize", {"val_fraction": 0.01}, {"documents": "exact", "tokenizer": "tokenizer"}),
+        ]
+        outs: dict[str, Path] = {}
+        print(f"{'stage':<10} {'docs':>7} {'MB':>7} {'seconds':>8} {'docs/s':>9} {'MB/s':>7}")
+        for name, kind, config, inputs in plan:
+            resolved = {role: outs[stage] for role, stage in inputs.items()}
+            out, seconds = run_stage(tmp, name, kind, config, resolved, args.workers)
+            outs[name] = out
+            docs, nbytes = corpus_size(resolved["documents"] if resolved else out)
+            row = {"docs": docs, "mb": nbytes / 1e6, "seconds": seconds,
+                   "docs_per_s": docs / seconds, "mb_per_s": nbytes / 1e6 / seconds}
+            stats = json.loads((out / "stats.json").read_text())
+            row["docs_out"] = stats.get("docs_out")
+            results["stages"][name] = row
+            print(f"{name:<10} {docs:>7} {row['mb']:>7.2f} {seconds:>8.2f} {row['docs_per_s']:>9.0f} "
+                  f"{row['mb_per_s']:>7.2f}")
+        meta = json.loads((outs["tokenize"] / "meta.json").read_text())
+        loader = PackedLoader({"stdlib": outs["tokenize"]}, {"stdlib": 1.0}, seq_len=2048,
+                              batch_size=8, seed=0)
+        t0 = time.perf_counter()
+        n = 0
+        for _ in range(100):
+            n += next(loader).tokens.numel()
+        seconds = time.perf_counter() - t0
+        results["stages"]["loader"] = {"tokens": n, "seconds": seconds, "tokens_per_s": n / seconds,
+                                       "train_tokens": meta["splits"]["train"]["tokens"]}
+        print(f"{'loader':<10} {n:>7} tokens in {seconds:.2f} s = {n / seconds:,.0f} tokens/s")
+
+        dt = None if args.no_datatrove else datatrove_minhash(outs["exact"], tmp)
+        herd_mh = results["stages"]["minhash"]
+        if dt is None:
+            print("datatrove not importable: MinHash side-by-side skipped")
+        else:
+            mb = herd_mh["mb"]
+            dt["mb_per_s"] = mb / dt["seconds"]
+            dt["herd_speedup"] = herd_mh["mb_per_s"] / dt["mb_per_s"]
+            print(f"minhash   herd {herd_mh['mb_per_s']:.2f} MB/s  datatrove {dt['mb_per_s']:.2f} MB/s "
+                  f"(x{dt['herd_speedup']:.1f}); datatrove stages: "
+                  + ", ".join(f"{k} {v:.2f}s" for k, v in dt["stages"].items()))
+        results["datatrove_minhash"] = dt
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    dest = ROOT / "benchmarks" / "results" / f"data_pipeline-{socket.gethostname()}.json"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {dest.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
