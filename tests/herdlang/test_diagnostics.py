@@ -1,0 +1,187 @@
+"""Golden diagnostics: one broken spec per code, rendered exactly as `herd check` shows it.
+
+Each `golden/diagnostics/NAME.herd` is compiled (load + compile, imports followed) and the
+rendered diagnostics are compared with `NAME.expected`. The code a file is about is the
+prefix of its name (`H0201_unknown_field.herd` must report H0201).
+
+Regenerate after an intended change with `HERD_UPDATE_GOLDEN=1 pytest tests/herdlang/test_diagnostics.py`
+and review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from compiler import compile_spec
+from herdlang.diagnostics import CODES, Diagnostic, HerdError, Severity, did_you_mean, render, render_all
+from herdlang.spec import load_spec, load_text
+
+GOLDEN = Path(__file__).parent / "golden" / "diagnostics"
+CASES = sorted(p.stem for p in GOLDEN.glob("*.herd"))
+UPDATE = os.environ.get("HERD_UPDATE_GOLDEN") == "1"
+
+# Codes not covered by a golden file, and the test that covers each instead.
+TESTED_ELSEWHERE = {
+    "H0001": "test_unreadable_files_are_H0001 (here) and tests/test_cli.py",
+    "H0501": "test_bad_set_override_is_H0501 (here) and tests/compiler/test_compile.py",
+    "H0601": "test_compute_optimal_warning_H0601 (here) and tests/test_cli.py",
+}
+
+
+def diagnose(name: str, monkeypatch: pytest.MonkeyPatch) -> tuple[list[Diagnostic], dict[str, str]]:
+    """Everything `herd check NAME.herd` would report, with the sources to render it."""
+    monkeypatch.chdir(GOLDEN)
+    path = f"{name}.herd"
+    try:
+        spec = load_spec(path)
+    except HerdError as exc:
+        sources = {path: (GOLDEN / path).read_text(encoding="utf-8")}
+        return exc.diagnostics, sources
+    try:
+        compile_spec(spec)
+    except HerdError as exc:
+        return exc.diagnostics, spec.sources
+    return [], spec.sources
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_golden(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    diags, sources = diagnose(name, monkeypatch)
+    assert diags, f"{name}.herd compiles cleanly: it should be broken"
+    code = name.split("_", 1)[0]
+    assert code in {d.code for d in diags}, [d.headline() for d in diags]
+    rendered = render_all(diags, sources) + "\n"
+    assert "Traceback" not in rendered
+    expected_path = GOLDEN / f"{name}.expected"
+    if UPDATE or not expected_path.exists():
+        expected_path.write_text(rendered, encoding="utf-8")
+        if not UPDATE:
+            pytest.fail(f"wrote missing {expected_path.name}; review it and rerun")
+    assert rendered == expected_path.read_text(encoding="utf-8")
+
+
+def test_every_code_is_covered() -> None:
+    golden_codes = {name.split("_", 1)[0] for name in CASES}
+    assert golden_codes <= set(CODES), golden_codes - set(CODES)
+    missing = set(CODES) - golden_codes - set(TESTED_ELSEWHERE)
+    assert not missing, f"codes without a golden spec or a named test: {sorted(missing)}"
+    assert set(TESTED_ELSEWHERE) <= set(CODES)
+
+
+def test_every_golden_has_expected_output() -> None:
+    for name in CASES:
+        assert (GOLDEN / f"{name}.expected").exists(), name
+    for exp in GOLDEN.glob("*.expected"):
+        assert (GOLDEN / f"{exp.stem}.herd").exists(), f"stale {exp.name}"
+
+
+# -- shapes of the rendering ----------------------------------------------------------------
+
+
+def test_rendering_has_location_caret_and_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    diags, sources = diagnose("H0201_unknown_field", monkeypatch)
+    text = render(diags[0], sources)
+    lines = text.splitlines()
+    assert re.match(r"H0201_unknown_field\.herd:\d+:\d+: error\[H0201\]: ", lines[0])
+    assert "laers = 32" in lines[2]
+    caret = lines[3]
+    assert "^^^^^" in caret and "did you mean 'layers'?" in caret
+    # the caret sits under 'laers'
+    col = lines[2].index("laers")
+    assert caret.index("^") == col
+
+
+def test_color_rendering_adds_escapes_only() -> None:
+    d = Diagnostic("H0201", "no field 'x'", None, "did you mean 'y'?")
+    plain = render(d, {})
+    colored = render(d, {}, color=True)
+    assert "\x1b[" not in plain and "\x1b[" in colored
+    assert re.sub(r"\x1b\[\d+m", "", colored) == plain
+
+
+def test_did_you_mean() -> None:
+    assert did_you_mean("laers", ["layers", "dim", "heads"]) == "layers"
+    assert did_you_mean("DIM", ["dim"]) == "dim"
+    assert did_you_mean("zzzzzz", ["layers"]) is None
+
+
+# -- several errors in one pass ---------------------------------------------------------------
+
+
+def test_syntax_errors_in_two_blocks_are_both_reported() -> None:
+    text = (
+        "model a {\n  layers = = 2\n}\n\n"
+        "data web { source python_stdlib }\n\n"
+        "model b {\n  dim = 64 $\n}\n"
+    )
+    with pytest.raises(HerdError) as exc:
+        load_text(text, "two.herd")
+    diags = exc.value.diagnostics
+    lines = sorted({d.span.line for d in diags if d.code.startswith("H01")})
+    assert 2 in lines and 8 in lines, [d.headline() for d in diags]
+    assert {"H0102", "H0101"} <= {d.code for d in diags}
+
+
+def test_validation_errors_in_several_blocks_are_all_reported() -> None:
+    text = (
+        "model a { laers = 2 }\n"
+        "modle b { }\n"
+        "data web { source python_stdlib  filter lenght { } }\n"
+        "tokenizer t { kind = tiktoken  pattern = llama4 }\n"
+    )
+    with pytest.raises(HerdError) as exc:
+        load_text(text, "many.herd")
+    by_line = {(d.span.line, d.code) for d in exc.value.diagnostics}
+    assert {(1, "H0201"), (2, "H0202"), (3, "H0206"), (4, "H0203")} <= by_line
+
+
+def test_semantic_errors_across_stages_are_all_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (GOLDEN / "H0404_unknown_eval.herd").read_text().replace("heads = 4", "heads = 3")
+    text += "\nmix blend { web = 60% }\n"
+    spec = load_text(text, "semantic.herd")
+    with pytest.raises(HerdError) as exc:
+        compile_spec(spec)
+    codes = [d.code for d in exc.value.diagnostics]
+    assert {"H0401", "H0403", "H0404"} <= set(codes), codes
+    assert codes.count("H0404") >= 2  # the evals list and the gate
+
+
+# -- codes covered outside the golden corpus -----------------------------------------------
+
+
+def test_unreadable_files_are_H0001(tmp_path: Path) -> None:
+    bad = tmp_path / "latin1.herd"
+    bad.write_bytes(b"model m { layers = 2 } # caf\xe9\n")
+    cases = [tmp_path / "missing.herd", tmp_path, bad]
+    for path in cases:
+        with pytest.raises(HerdError) as exc:
+            load_spec(path)
+        assert [d.code for d in exc.value.diagnostics] == ["H0001"], path
+        render_all(exc.value.diagnostics, {})
+
+
+def test_bad_set_override_is_H0501() -> None:
+    for override in ["no_equals_sign", "nosuchblock.tokens=1M", "base.tokens=1M tokens tokens", "base.nothere.x=1"]:
+        with pytest.raises(HerdError) as exc:
+            load_spec(Path("specs/tiny.herd").resolve(), [override])
+        codes = {d.code for d in exc.value.diagnostics}
+        assert "H0501" in codes, (override, codes)
+
+
+def test_compute_optimal_warning_H0601() -> None:
+    assert "warning" in CODES["H0601"]
+    text = (GOLDEN / "H0204_missing_field.herd").read_text().replace("1M tokens", "1T tokens").replace(
+        "  batch   = 4K tokens\n",
+        "  batch   = 4K tokens\n  optimizer = adamw(lr = 1e-3)\n  law = power_law(alpha = 0.53, A = 0.29)\n",
+    )
+    plan = compile_spec(load_text(text, "law.herd"))
+    assert len(plan.warnings) == 1
+    assert "compute-optimal" in plan.warnings[0] and "base" in plan.warnings[0]
+
+
+def test_severity_values() -> None:
+    assert {s.value for s in Severity} == {"error", "warning"}
