@@ -17,7 +17,15 @@ from pathlib import Path
 import pytest
 
 from compiler import compile_spec
-from herdlang.diagnostics import CODES, Diagnostic, HerdError, Severity, did_you_mean, render, render_all
+from herdlang.diagnostics import (
+    CODES,
+    Diagnostic,
+    HerdError,
+    Severity,
+    did_you_mean,
+    render,
+    render_all,
+)
 from herdlang.spec import load_spec, load_text
 
 GOLDEN = Path(__file__).parent / "golden" / "diagnostics"
