@@ -67,7 +67,9 @@ def document_mask(
     return AttentionMask("dense", dense=(same_doc & causal).unsqueeze(1))
 
 
+@torch.compiler.disable
 def _flex_block_mask(doc_ids: torch.Tensor) -> BlockMask:
+    """Built eagerly even inside a compiled model: the mask is data, computed once per batch."""
     if create_block_mask is None:  # pragma: no cover - old torch
         raise RuntimeError("FlexAttention needs torch >= 2.5")
 
