@@ -1,0 +1,308 @@
+"""Post-training job kinds: datasets, task evals, SFT, DPO (reference + training), reward
+models and rejection sampling. The maths lives in `runtime.post`; these wrappers read
+artifacts, run loops with progress and metrics, and write artifacts + report fragments."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from runtime.data.tokenizer import Tokenizer, load_tokenizer
+from runtime.jobs.context import JobContext, JobFailed
+from runtime.jobs.registry import register
+from runtime.model import generate, load_checkpoint, save_checkpoint
+from runtime.model.llama import Llama
+from runtime.post import datasets as D
+from runtime.post import tasks as T
+from runtime.post import train as P
+from runtime.post.chat import encode_completion, encode_dialog, encode_prompt, shifted
+
+
+def _need(ctx: JobContext, *roles: str) -> None:
+    missing = [r for r in roles if r not in ctx.inputs]
+    if missing:
+        raise JobFailed(f"{ctx.job_id}: {ctx.kind} needs input(s) {', '.join(missing)}")
+
+
+def _load(ctx: JobContext) -> tuple[Llama, Tokenizer, dict[str, Any]]:
+    _need(ctx, "checkpoint", "tokenizer", "dataset")
+    torch.manual_seed(ctx.seed)
+    model, _ = load_checkpoint(ctx.inputs["checkpoint"])
+    return model, load_tokenizer(ctx.inputs["tokenizer"]), D.load_meta(ctx.inputs["dataset"])
+
+
+def _report(ctx: JobContext, title: str, lines: list[str]) -> None:
+    (Path(ctx.out) / "report.md").write_text(f"### {title}\n\n" + "\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+
+
+def _warmup(ctx: JobContext, steps: int) -> int:
+    schedule = ctx.config.get("schedule") or {}
+    return int(schedule.get("warmup", max(1, steps // 10))) if isinstance(schedule, dict) else max(1, steps // 10)
+
+
+# --- data.dataset ---------------------------------------------------------------------
+
+
+@register("data.dataset")
+def data_dataset(ctx: JobContext) -> None:
+    cfg = ctx.config
+    fmt = cfg.get("format", "messages")
+    if fmt not in D.FORMATS:
+        raise JobFailed(f"{ctx.job_id}: format must be one of {', '.join(D.FORMATS)}, not {fmt!r}")
+    val_fraction = float(cfg.get("val_fraction", 0.1))
+    bad: list[str] = []
+    seen = 0
+    if cfg.get("generate"):
+        gen = cfg["generate"]
+        try:
+            tasks = T.generate_tasks(list(gen.get("kinds", T.KINDS)), int(gen.get("count", 1000)),
+                                     int(gen.get("difficulty", 1)), int(gen.get("seed", ctx.seed)))
+        except ValueError as e:
+            raise JobFailed(f"{ctx.job_id}: {e}") from None
+        views, verifier, seen = D.from_tasks(tasks), "tasks", len(tasks)
+    else:
+        path = Path(cfg.get("path", ""))
+        if not path.is_file():
+            raise JobFailed(f"{ctx.job_id}: dataset file {str(path)!r} not found")
+        parse_as = "prompts" if fmt == "tasks" else fmt
+        records, bad = D.read_jsonl(path, parse_as)
+        seen = len(records) + len(bad)
+        max_bad = float(cfg.get("max_bad_fraction", 0.01))
+        if not records or len(bad) / max(1, seen) > max_bad:
+            listing = "\n  ".join(bad[:20])
+            raise JobFailed(f"{ctx.job_id}: {len(bad)} of {seen} records are invalid "
+                            f"(max_bad_fraction {max_bad:g}):\n  {listing}")
+        views = D.derive(parse_as, records)
+        verifier = "tasks" if fmt == "tasks" else ("exact" if views["prompts"] and all(
+            "answer" in r for r in views["prompts"]) else None)
+    meta = D.write_dataset(Path(ctx.out), views, val_fraction, ctx.seed,
+                           {"format": fmt, "verifier": verifier, "records": seen,
+                            "bad_records": len(bad), "bad_samples": bad[:20]})
+    lines = [f"- format `{fmt}`, verifier `{verifier}`, {seen:,} records"]
+    lines += [f"- {k}: {v:,}" for k, v in meta["counts"].items() if v]
+    if bad:
+        lines += [f"- **{len(bad)} invalid record(s) skipped**:"] + [f"  - `{b}`" for b in bad[:5]]
+    _report(ctx, "Dataset", lines)
+
+
+# --- eval.tasks -----------------------------------------------------------------------
+
+
+def check(meta: dict[str, Any], rec: dict[str, Any], response: str) -> bool:
+    """Verify one response with the dataset's verifier."""
+    kind = D.verifier(meta) or "exact"
+    if kind == "exact" and "answer" not in rec:
+        return False
+    return T.VERIFIERS[kind](rec, response)
+
+
+def sample(model: Llama, tok: Tokenizer, prompts: list[dict[str, Any]], *, k: int = 1,
+           temperature: float = 0.0, top_p: float = 1.0, max_new_tokens: int = 32,
+           seed: int = 0, batch: int = 64) -> list[list[str]]:
+    """k completions per prompt (chat format, stopping at <|eot_id|>), batched."""
+    encoded = [encode_prompt(tok, p["prompt"]) for p in prompts for _ in range(k)]
+    gen = torch.Generator().manual_seed(seed)
+    texts: list[str] = []
+    model.eval()
+    for i in range(0, len(encoded), batch):
+        outs = generate(model, encoded[i : i + batch], max_new_tokens=max_new_tokens,
+                        temperature=temperature, top_p=top_p, stop_tokens=[tok.eot_id],
+                        generator=gen)
+        texts += [tok.decode(o.tokens) for o in outs]
+    return [texts[j * k : (j + 1) * k] for j in range(len(prompts))]
+
+
+@register("eval.tasks")
+def eval_tasks(ctx: JobContext) -> None:
+    model, tok, meta = _load(ctx)
+    params = ctx.config.get("params") or {}
+    prompts = D.load(ctx.inputs["dataset"], "val", "prompts")[: int(params.get("count", 200))]
+    if not prompts:
+        raise JobFailed(f"{ctx.job_id}: the dataset has no held-out prompts to evaluate")
+    ctx.progress.start(len(prompts), "prompts")
+    results = sample(model, tok, prompts, max_new_tokens=int(params.get("max_new_tokens", 32)))
+    ctx.progress.advance(len(prompts))
+    per_kind: dict[str, list[int]] = {}
+    examples = []
+    for rec, (resp,) in zip(prompts, results, strict=True):
+        ok = check(meta, rec, resp)
+        per_kind.setdefault(rec.get("kind", "all"), []).append(int(ok))
+        if len(examples) < 5:
+            examples.append((rec["prompt_text"], resp, ok))
+    correct = sum(sum(v) for v in per_kind.values())
+    accuracy = correct / len(prompts)
+    out = {"accuracy": accuracy, "correct": correct, "count": len(prompts),
+           "per_kind": {k: sum(v) / len(v) for k, v in sorted(per_kind.items())}}
+    _write_json(Path(ctx.out) / "eval.json", out)
+    ctx.metric(stage="eval.tasks", accuracy=accuracy)
+    lines = [f"Greedy accuracy on {len(prompts)} held-out prompts: **{accuracy:.1%}**", "",
+             "| kind | accuracy |", "|---|---|"]
+    lines += [f"| {k} | {v:.1%} |" for k, v in out["per_kind"].items()]
+    lines += ["", "| prompt | response | correct |", "|---|---|---|"]
+    lines += [f"| `{p}` | `{r}` | {'yes' if ok else 'no'} |" for p, r, ok in examples]
+    _report(ctx, "Task accuracy", lines)
+
+
+# --- post.sft -------------------------------------------------------------------------
+
+
+def sft_examples(tok: Tokenizer, records: list[dict[str, Any]]) -> list[tuple[list[int], list[int]]]:
+    return [shifted(encode_dialog(tok, r["messages"])) for r in records]
+
+
+@register("post.sft")
+def post_sft(ctx: JobContext) -> None:
+    model, tok, _ = _load(ctx)
+    cfg = ctx.config
+    records = D.load(ctx.inputs["dataset"], "train", "sft")
+    if "samples" in ctx.inputs:
+        records += D.load(ctx.inputs["samples"], "train", "sft")
+    if not records:
+        raise JobFailed(f"{ctx.job_id}: no SFT conversations in the dataset")
+    context = int(cfg.get("context", model.args.max_context))
+    rows = P.pack(sft_examples(tok, records), context)
+    batch, lr = int(cfg.get("batch", 16)), float(cfg.get("lr", 1e-4))
+    steps = int(cfg.get("steps") or max(1, round(float(cfg.get("epochs", 1.0)) * len(rows) / batch)))
+    warmup = _warmup(ctx, steps)
+    opt = _optimizer(model, lr)
+    rng = random.Random(ctx.seed)
+    order: list[int] = []
+    model.train()
+    ctx.progress.start(steps, "steps")
+    losses = []
+    t0 = time.perf_counter()
+    for step in range(steps):
+        if len(order) < batch:
+            order += rng.sample(range(len(rows)), len(rows))
+        idx, order = order[:batch], order[batch:]
+        tokens, targets, docs = P.pad_rows([rows[i] for i in idx])
+        for g in opt.param_groups:
+            g["lr"] = P.lr_at(step, steps, lr, warmup)
+        loss = model(tokens, docs, targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(float(loss))
+        ctx.metric(stage="post.sft", step=step, loss=losses[-1], lr=opt.param_groups[0]["lr"])
+        ctx.progress.advance(1, loss=round(losses[-1], 4))
+    save_checkpoint(model, ctx.out, step=steps, extra={"stage": "post.sft"})
+    first, last = sum(losses[:5]) / len(losses[:5]), sum(losses[-5:]) / len(losses[-5:])
+    _write_json(Path(ctx.out) / "train.json", {"steps": steps, "conversations": len(records),
+                                              "rows": len(rows), "loss_first": first, "loss_last": last})
+    _report(ctx, "SFT", [f"- {len(records):,} conversations packed into {len(rows):,} rows of "
+                         f"<= {context} tokens", f"- {steps} steps, peak lr {lr:g}, warmup {warmup}",
+                         f"- masked loss {first:.3f} -> {last:.3f} "
+                         f"({time.perf_counter() - t0:.1f} s)"])
+
+
+# --- DPO ------------------------------------------------------------------------------
+
+
+def preference_batch(tok: Tokenizer, recs: list[dict[str, Any]], mask_formatting: bool
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(chosen tokens, chosen targets, rejected tokens, rejected targets), right-padded."""
+    seqs: list[tuple[list[int], list[int]]] = []
+    for side in ("chosen", "rejected"):
+        for r in recs:
+            seqs.append(shifted(encode_completion(tok, r["prompt"], r[side]), mask_formatting))
+    tokens, _ = P.pad_sequences([s[0] for s in seqs])
+    targets, _ = P.pad_sequences([s[1] for s in seqs], fill=-100)
+    n = len(recs)
+    return tokens[:n], targets[:n], tokens[n:], targets[n:]
+
+
+def _mask_flag(ctx: JobContext) -> bool:
+    mask = ctx.config.get("mask", "formatting_tokens")
+    if mask not in ("formatting_tokens", "none"):
+        raise JobFailed(f"{ctx.job_id}: mask must be 'formatting_tokens' or 'none', not {mask!r}")
+    return mask == "formatting_tokens"
+
+
+REFERENCE = "reference.safetensors"
+
+
+@register("post.dpo_reference")
+def post_dpo_reference(ctx: JobContext) -> None:
+    """Reference log-probs once, so DPO never holds a second model."""
+    model, tok, _ = _load(ctx)
+    prefs = D.load(ctx.inputs["dataset"], "train", "preferences")
+    if not prefs:
+        raise JobFailed(f"{ctx.job_id}: the dataset has no preference pairs")
+    masked = _mask_flag(ctx)
+    chosen, rejected = [], []
+    model.eval()
+    ctx.progress.start(len(prefs), "pairs")
+    with torch.no_grad():
+        for i in range(0, len(prefs), 32):
+            ct, cy, rt, ry = preference_batch(tok, prefs[i : i + 32], masked)
+            chosen.append(P.sequence_logprobs(model, ct, cy)[0])
+            rejected.append(P.sequence_logprobs(model, rt, ry)[0])
+            ctx.progress.advance(len(prefs[i : i + 32]))
+    save_file({"chosen": torch.cat(chosen).contiguous(), "rejected": torch.cat(rejected).contiguous()},
+              str(Path(ctx.out) / REFERENCE), metadata={"mask": ctx.config.get("mask", "formatting_tokens"),
+                                                        "pairs": str(len(prefs))})
+    _report(ctx, "DPO reference", [f"- reference log-probs of {len(prefs):,} pairs "
+                                   f"(mask `{ctx.config.get('mask', 'formatting_tokens')}`)"])
+
+
+@register("post.dpo")
+def post_dpo(ctx: JobContext) -> None:
+    _need(ctx, "reference")
+    model, tok, _ = _load(ctx)
+    cfg = ctx.config
+    prefs = D.load(ctx.inputs["dataset"], "train", "preferences")
+    ref = load_file(str(Path(ctx.inputs["reference"]) / REFERENCE))
+    if len(ref["chosen"]) != len(prefs):
+        raise JobFailed(f"{ctx.job_id}: the reference has {len(ref['chosen'])} pairs, the dataset "
+                        f"{len(prefs)}; hint: the reference must come from the same dataset")
+    masked = _mask_flag(ctx)
+    beta, nll = float(cfg.get("beta", 0.1)), float(cfg.get("nll", 0.2))
+    batch, lr = int(cfg.get("batch", 8)), float(cfg.get("lr", 5e-5))
+    steps = int(cfg.get("steps") or max(1, round(float(cfg.get("epochs", 1.0)) * len(prefs) / batch)))
+    warmup = _warmup(ctx, steps)
+    opt = _optimizer(model, lr)
+    rng = random.Random(ctx.seed)
+    order: list[int] = []
+    model.train()
+    ctx.progress.start(steps, "steps")
+    history: list[dict[str, float]] = []
+    for step in range(steps):
+        if len(order) < batch:
+            order += rng.sample(range(len(prefs)), len(prefs))
+        idx, order = order[:batch], order[batch:]
+        ct, cy, rt, ry = preference_batch(tok, [prefs[i] for i in idx], masked)
+        pc, nc = P.sequence_logprobs(model, ct, cy)
+        pr, _ = P.sequence_logprobs(model, rt, ry)
+        loss, info = P.dpo_loss(pc, pr, ref["chosen"][idx], ref["rejected"][idx], nc, beta, nll)
+        for g in opt.param_groups:
+            g["lr"] = P.lr_at(step, steps, lr, warmup)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        history.append({"loss": float(loss), **info})
+        ctx.metric(stage="post.dpo", step=step, loss=float(loss), **info)
+        ctx.progress.advance(1, loss=round(float(loss), 4), margin=round(info["reward_margin"], 3))
+    save_checkpoint(model, ctx.out, step=steps, extra={"stage": "post.dpo"})
+    tail = history[-max(1, len(history) // 10):]
+    summary = {k: sum(h[k] for h in tail) / len(tail) for k in history[0]}
+    _write_json(Path(ctx.out) / "train.json", {"steps": steps, "pairs": len(prefs), "final": summary})
+    _report(ctx, "DPO", [f"- {len(prefs):,} pairs, {steps} steps, beta {beta:g}, nll {nll:g}, "
+                         f"mask `{cfg.get('mask', 'formatting_tokens')}`",
+                         f"- final reward margin {summary['reward_margin']:.3f}, "
+                         f"reward accuracy {summary['reward_accuracy']:.1%}"])

@@ -1,0 +1,203 @@
+"""Post-training data: JSONL in TRL's conventions, validated record by record.
+
+Accepted records (one JSON object per line):
+
+    messages:     {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", ...}]}
+    preferences:  {"prompt": "..." | [messages], "chosen": "..." | [messages],
+                   "rejected": "..." | [messages]}      (or chosen/rejected as whole
+                   conversations sharing a prefix, TRL's "implicit prompt")
+    prompts:      {"prompt": "..." | [messages], "answer": "..." (optional)}
+
+Everything is normalised to message lists. A `data.dataset` artifact holds
+`{train,val}.{sft,preferences,prompts}.jsonl` plus `dataset.json` (counts, bad records,
+and the verifier that checks answers: "tasks" recomputes them, "exact" compares to
+`answer`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from runtime.post.chat import ROLES
+
+FORMATS = ("messages", "preferences", "prompts", "tasks")
+KINDS = ("sft", "preferences", "prompts")
+META = "dataset.json"
+
+Record = dict[str, Any]
+
+
+class BadRecord(ValueError):
+    """One record that does not fit its format; the message says what is wrong."""
+
+
+def _messages(value: Any, field: str) -> list[dict[str, str]]:
+    if isinstance(value, str):
+        return [{"role": "assistant" if field in ("chosen", "rejected") else "user", "content": value}]
+    if not isinstance(value, list) or not value:
+        raise BadRecord(f"{field!r} must be a string or a non-empty list of messages")
+    out = []
+    for i, msg in enumerate(value):
+        if not isinstance(msg, dict):
+            raise BadRecord(f"{field}[{i}] is not an object")
+        role, content = msg.get("role"), msg.get("content")
+        if role not in ROLES:
+            raise BadRecord(f"{field}[{i}].role is {role!r}; expected one of {', '.join(ROLES)}")
+        if not isinstance(content, str):
+            raise BadRecord(f"{field}[{i}].content must be a string")
+        out.append({"role": role, "content": content})
+    return out
+
+
+def _prompt_fields(prompt: list[dict[str, str]], rec: dict[str, Any]) -> Record:
+    users = [m["content"] for m in prompt if m["role"] == "user"]
+    out: Record = {"prompt": prompt, "prompt_text": users[-1] if users else prompt[-1]["content"]}
+    if "answer" in rec:
+        if not isinstance(rec["answer"], str | int | float):
+            raise BadRecord("'answer' must be a string or a number")
+        out["answer"] = str(rec["answer"])
+    if "kind" in rec:
+        out["kind"] = str(rec["kind"])
+    return out
+
+
+def parse_sft(rec: Any) -> Record:
+    if not isinstance(rec, dict) or "messages" not in rec:
+        raise BadRecord("expected an object with 'messages'")
+    msgs = _messages(rec["messages"], "messages")
+    if not any(m["role"] == "assistant" for m in msgs[1:]):
+        raise BadRecord("'messages' has no assistant turn after a prompt turn to train on")
+    return {"messages": msgs}
+
+
+def parse_preference(rec: Any) -> Record:
+    if not isinstance(rec, dict) or "chosen" not in rec or "rejected" not in rec:
+        raise BadRecord("expected an object with 'chosen' and 'rejected'")
+    chosen, rejected = _messages(rec["chosen"], "chosen"), _messages(rec["rejected"], "rejected")
+    if "prompt" in rec:
+        prompt = _messages(rec["prompt"], "prompt")
+    else:  # implicit prompt: the shared prefix of the two conversations
+        n = 0
+        while n < min(len(chosen), len(rejected)) - 1 and chosen[n] == rejected[n]:
+            n += 1
+        if n == 0:
+            raise BadRecord("no 'prompt' and 'chosen'/'rejected' share no prefix to use as one")
+        prompt, chosen, rejected = chosen[:n], chosen[n:], rejected[n:]
+    for name, resp in (("chosen", chosen), ("rejected", rejected)):
+        if resp[-1]["role"] != "assistant":
+            raise BadRecord(f"{name!r} must end with an assistant turn")
+    if chosen == rejected:
+        raise BadRecord("'chosen' and 'rejected' are identical")
+    return {**_prompt_fields(prompt, rec), "chosen": chosen, "rejected": rejected}
+
+
+def parse_prompt(rec: Any) -> Record:
+    if not isinstance(rec, dict) or "prompt" not in rec:
+        raise BadRecord("expected an object with 'prompt'")
+    prompt = _messages(rec["prompt"], "prompt")
+    if prompt[-1]["role"] == "assistant":
+        raise BadRecord("'prompt' ends with an assistant turn; nothing is left to generate")
+    return _prompt_fields(prompt, rec)
+
+
+PARSERS = {"messages": parse_sft, "preferences": parse_preference, "prompts": parse_prompt}
+
+
+def read_jsonl(path: Path, fmt: str) -> tuple[list[Record], list[str]]:
+    """Valid records and 'file:line: problem' for each invalid one (none silently dropped)."""
+    parse = PARSERS[fmt]
+    good: list[Record] = []
+    bad: list[str] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                good.append(parse(json.loads(line)))
+            except json.JSONDecodeError as e:
+                bad.append(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})")
+            except BadRecord as e:
+                bad.append(f"{path}:{lineno}: {e}")
+    return good, bad
+
+
+def derive(fmt: str, records: list[Record]) -> dict[str, list[Record]]:
+    """The SFT, preference and prompt views a format supports."""
+    if fmt == "messages":
+        prompts = []
+        for r in records:
+            last = max(i for i, m in enumerate(r["messages"]) if m["role"] == "assistant")
+            prompts.append({**_prompt_fields(r["messages"][:last], {}),
+                             "answer": r["messages"][last]["content"]})
+        return {"sft": records, "preferences": [], "prompts": prompts}
+    if fmt == "preferences":
+        sft = [{"messages": r["prompt"] + r["chosen"]} for r in records]
+        prompts = [{k: v for k, v in r.items() if k not in ("chosen", "rejected")} for r in records]
+        return {"sft": sft, "preferences": records, "prompts": prompts}
+    return {"sft": [], "preferences": [], "prompts": records}
+
+
+def from_tasks(tasks: list[Record]) -> dict[str, list[Record]]:
+    """Generated tasks as SFT conversations, (correct, incorrect) pairs and prompts."""
+    sft, prefs, prompts = [], [], []
+    for t in tasks:
+        prompt = [{"role": "user", "content": t["prompt"]}]
+        sft.append({"messages": prompt + [{"role": "assistant", "content": t["answer"]}]})
+        base = {"prompt": prompt, "prompt_text": t["prompt"], "answer": t["answer"], "kind": t["kind"]}
+        prefs.append({**base, "chosen": [{"role": "assistant", "content": t["answer"]}],
+                      "rejected": [{"role": "assistant", "content": t["rejected"]}]})
+        prompts.append(base)
+    return {"sft": sft, "preferences": prefs, "prompts": prompts}
+
+
+def split(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, val) indices: a seeded shuffle, at least one validation item when asked for."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    n_val = min(n - 1, max(1 if val_fraction > 0 else 0, round(n * val_fraction))) if n > 1 else 0
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+def write_dataset(out: Path, views: dict[str, list[Record]], val_fraction: float, seed: int,
+                  meta: dict[str, Any]) -> dict[str, Any]:
+    """Write the artifact; every view splits by the same source indices (no val leakage)."""
+    n = max(len(v) for v in views.values())
+    train_idx, val_idx = split(n, val_fraction, seed)
+    counts: dict[str, int] = {}
+    for kind in KINDS:
+        recs = views.get(kind, [])
+        for name, idx in (("train", train_idx), ("val", val_idx)):
+            rows = [recs[i] for i in idx] if recs else []
+            with open(out / f"{name}.{kind}.jsonl", "w", encoding="utf-8") as f:
+                for r in rows:
+                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            counts[f"{name}.{kind}"] = len(rows)
+    full = {**meta, "counts": counts}
+    (out / META).write_text(json.dumps(full, indent=1) + "\n", encoding="utf-8")
+    return full
+
+
+def load_meta(directory: Path) -> dict[str, Any]:
+    return json.loads((Path(directory) / META).read_text(encoding="utf-8"))
+
+
+def iter_records(directory: Path, split_name: str, kind: str) -> Iterator[Record]:
+    path = Path(directory) / f"{split_name}.{kind}.jsonl"
+    if not path.is_file():
+        return
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+def load(directory: Path, split_name: str, kind: str) -> list[Record]:
+    return list(iter_records(directory, split_name, kind))
+
+
+def verifier(meta: dict[str, Any]) -> str | None:
+    return meta.get("verifier")

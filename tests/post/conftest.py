@@ -1,0 +1,62 @@
+"""Fixtures for the post-training tests: a byte-level tokenizer and a tiny Llama."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime.data.tokenizer import Tokenizer, load_tokenizer, save_tokenizer
+from runtime.jobs import registry
+from runtime.jobs.context import JobContext
+from runtime.model import from_config, save_checkpoint
+
+TINY: dict[str, Any] = {
+    "name": "tiny", "vocab_size": 272, "dim": 48, "layers": 2, "heads": 4, "kv_heads": 2,
+    "head_dim": 12, "ffn_dim": 128, "norm_eps": 1e-5, "rope_theta": 10000.0,
+    "rope_scaling": None, "tied_embeddings": True, "init_std": 0.02, "max_context": 128,
+    "document_mask": True,
+}
+
+
+@pytest.fixture
+def tokenizer_dir(tmp_path: Path) -> Path:
+    """Byte-level ranks only (no merges) + 10 Llama 3 special tokens: 266 ids."""
+    d = tmp_path / "tokenizer"
+    d.mkdir()
+    save_tokenizer(d, {bytes([i]): i for i in range(256)}, "llama3", 10)
+    return d
+
+
+@pytest.fixture
+def tok(tokenizer_dir: Path) -> Tokenizer:
+    return load_tokenizer(tokenizer_dir)
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    d = tmp_path / "base"
+    save_checkpoint(from_config(TINY, seed=0), d)
+    return d
+
+
+@pytest.fixture
+def job(tmp_path: Path) -> Callable[..., Path]:
+    """Run a job kind as the executor would, returning its output directory."""
+
+    def run(kind: str, config: dict[str, Any], inputs: dict[str, Path] | None = None,
+            name: str | None = None) -> Path:
+        name = name or kind.replace(".", "_")
+        out, work = tmp_path / name / "out", tmp_path / name / "work"
+        out.mkdir(parents=True)
+        work.mkdir(parents=True)
+        ctx = JobContext(job_id=name, kind=kind, stage="post", config=config, inputs=inputs or {},
+                         out=out, work=work, run_dir=tmp_path, settings={"workers": 1},
+                         log=logging.getLogger(f"test.{name}"), metrics_path=tmp_path / "metrics.jsonl")
+        registry.get(kind)(ctx)
+        return out
+
+    return run
