@@ -1,0 +1,194 @@
+"""The grammar: numbers, units, values, blocks, comments, separators and imports."""
+
+from __future__ import annotations
+
+import pytest
+
+from herdlang import ast
+from herdlang.diagnostics import HerdError
+from herdlang.parser import parse, parse_value
+from herdlang.spec import load_text
+
+
+def value(text: str) -> ast.Value:
+    return parse_value(text)
+
+
+def entries(body: str) -> dict[str, ast.Assignment]:
+    module = parse(f"model x {{\n{body}\n}}\n", "t.herd")
+    return {e.key: e for e in module.blocks[0].entries if isinstance(e, ast.Assignment)}
+
+
+# -- numbers, suffixes, units -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "mantissa", "suffix", "unit"),
+    [
+        ("1_000_000", 1_000_000, "", ""),
+        ("128_000", 128_000, "", ""),
+        ("3e-4", 3e-4, "", ""),
+        ("8e-07", 8e-7, "", ""),
+        ("1.5", 1.5, "", ""),
+        ("128K", 128, "K", ""),
+        ("2M", 2, "M", ""),
+        ("405B", 405, "B", ""),
+        ("15.6T tokens", 15.6, "T", "tokens"),
+        ("8000 steps", 8000, "", "steps"),
+        ("30M docs", 30, "M", "docs"),
+        ("80 GiB", 80, "", "GiB"),
+        ("1 token", 1, "", "token"),
+    ],
+)
+def test_quantities(text: str, mantissa: float, suffix: str, unit: str) -> None:
+    q = value(text)
+    assert isinstance(q, ast.Quantity)
+    assert q.mantissa == pytest.approx(mantissa)
+    assert (q.suffix, q.unit) == (suffix, unit)
+
+
+def test_unit_is_not_a_following_key() -> None:
+    # `steps` on the next line (or before `=`) is a key, not the unit of the number before it
+    got = entries("a = 5\nsteps = 3 steps")
+    assert got["a"].value.unit == ""
+    assert got["steps"].value.unit == "steps"
+    got = entries("a = 5  steps = 3")
+    assert got["a"].value.unit == "" and "steps" in got
+
+
+def test_128K_is_binary_for_context_and_decimal_for_tokens() -> None:
+    text = (
+        "tokenizer tok { kind = tiktoken  pattern = llama3  vocab = 2_048  train_on = web }\n"
+        "data web { source python_stdlib }\n"
+        "model m { tokenizer = tok  layers = 2  dim = 64  heads = 4  context = 128K }\n"
+        "pretrain base { model = m  data = web  tokens = 128K tokens  context = 8K"
+        "  batch = 16K tokens  optimizer = adamw(lr = 1e-3) }\n"
+    )
+    spec = load_text(text, "k.herd")
+    assert spec.of("model")["m"].config.context == 131_072
+    base = spec.of("pretrain")["base"].config
+    assert base.tokens == 128_000
+    assert base.context == 8_192
+
+
+def test_large_token_counts_are_exact() -> None:
+    text = (
+        "data web { source python_stdlib }\n"
+        "model m { vocab = 256  layers = 1  dim = 8  heads = 1  context = 8 }\n"
+        "pretrain base { model = m  data = web  tokens = 15.6T tokens  context = 8"
+        "  batch = 4M tokens  optimizer = adamw(lr = 1e-3) }\n"
+    )
+    base = load_text(text, "t.herd").of("pretrain")["base"].config
+    assert base.tokens == 15_600_000_000_000
+    assert isinstance(base.tokens, int)
+
+
+def test_percent() -> None:
+    p = value("2.5%")
+    assert isinstance(p, ast.Percent) and p.value == 2.5
+    assert value("100%").value == 100
+
+
+# -- strings, lists, tuples, calls, ramps ---------------------------------------------------------
+
+
+def test_string_escapes() -> None:
+    s = value(r'"a \"quoted\" path\\x\n"')
+    assert isinstance(s, ast.String)
+    assert s.value == 'a "quoted" path\\x\n'
+
+
+def test_list_tuple_call() -> None:
+    lst = value("[8K, 32K, 128K,]")
+    assert isinstance(lst, ast.ListValue) and [i.text for i in lst.items] == ["8K", "32K", "128K"]
+    assert isinstance(value("[]"), ast.ListValue)
+    tup = value("(0.9, 0.95)")
+    assert isinstance(tup, ast.TupleValue) and len(tup.items) == 2
+    assert isinstance(value("(3)"), ast.Quantity)  # parentheses group
+    call = value("cosine(warmup = 8000 steps, min_lr = 8e-7)")
+    assert isinstance(call, ast.Call) and call.name == "cosine"
+    assert [a.name for a in call.args] == ["warmup", "min_lr"]
+    assert call.args[0].value.unit == "steps"
+    call = value('jsonl("data/*.gz")')
+    assert call.args[0].name is None and call.args[0].value.value == "data/*.gz"
+
+
+def test_refs_and_literals() -> None:
+    r = value("a.b.c")
+    assert isinstance(r, ast.Ref) and r.parts == ["a", "b", "c"]
+    assert value("true").value is True and value("false").value is False
+    assert isinstance(value("none"), ast.NoneValue)
+    assert isinstance(value("trueish"), ast.Ref)  # keywords only as whole words
+
+
+def test_ramp_with_at() -> None:
+    ramp = value("4M tokens -> 8M tokens at 252M tokens -> 16M tokens at 2.87T tokens")
+    assert isinstance(ramp, ast.Ramp)
+    assert [s.value.text for s in ramp.steps] == ["4M", "8M", "16M"]
+    assert ramp.steps[0].at is None
+    assert [s.at.text for s in ramp.steps[1:]] == ["252M", "2.87T"]
+    inc = value("8K -> 16K -> 32K -> 64K -> 96K -> 128K")
+    assert len(inc.steps) == 6 and all(s.at is None for s in inc.steps)
+
+
+# -- blocks, comments, separators, imports ------------------------------------------------------
+
+
+def test_blocks_nested_bare_and_extends() -> None:
+    text = """
+import "common.herd"  # shared definitions
+model big extends base { layers = 126 }
+data web {
+  source jsonl("x.jsonl") { text = "text" }
+  dedup exact
+  dedup minhash { ngram = 5; bands = 14, rows = 8 }
+}
+extend long { gate { needle >= 1.0  short_context_recovery >= 0.98 } }
+run { hardware { gpu = h100  count = 16_384 } }
+"""
+    m = parse(text, "b.herd")
+    assert [i.path for i in m.imports] == ["common.herd"]
+    kinds = [(b.kind, b.name, b.parent) for b in m.blocks]
+    assert kinds == [("model", "big", "base"), ("data", "web", None), ("extend", "long", None), ("run", None, None)]
+    web = m.blocks[1]
+    steps = web.blocks()
+    assert [(s.kind, s.name, s.has_body) for s in steps] == [
+        ("source", "jsonl", True), ("dedup", "exact", False), ("dedup", "minhash", True)]
+    assert steps[0].args[0].value.value == "x.jsonl"
+    assert [a.key for a in steps[2].assignments()] == ["ngram", "bands", "rows"]
+    gate = m.blocks[2].blocks()[0]
+    conds = [e for e in gate.entries if isinstance(e, ast.Condition)]
+    assert [(c.key, c.op) for c in conds] == [("needle", ">="), ("short_context_recovery", ">=")]
+    assert m.blocks[3].blocks()[0].kind == "hardware"
+    assert [c.text for c in m.comments] == ["# shared definitions"]
+
+
+def test_separators_and_comments_are_equivalent_to_newlines() -> None:
+    a = entries("a = 1; b = 2, c = 3  # trailing\n# alone\nd = 4")
+    assert list(a) == ["a", "b", "c", "d"]
+
+
+def test_spans_are_exact() -> None:
+    m = parse("model m {\n  layers = 32\n}\n", "s.herd")
+    a = m.blocks[0].assignments()[0]
+    assert (a.key_span.line, a.key_span.column, a.key_span.end_column) == (2, 3, 9)
+    assert (a.value.span.line, a.value.span.column, a.value.span.end_column) == (2, 12, 14)
+    assert m.blocks[0].kind_span.path == "s.herd"
+
+
+def test_empty_and_comment_only_files_parse() -> None:
+    assert parse("", "e.herd").blocks == []
+    assert parse("# nothing\n\n", "e.herd").blocks == []
+
+
+def test_recovery_reports_each_broken_block() -> None:
+    with pytest.raises(HerdError) as exc:
+        parse("model a { x = = 1 }\nmodel b { y = 2 }\nmodel c { z = 3 $ }\n", "r.herd")
+    lines = sorted(d.span.line for d in exc.value.diagnostics)
+    assert lines == [1, 3]
+
+
+@pytest.mark.parametrize("bad", ["1 +", "= 2", "[1, 2", "f(", '"unterminated'])
+def test_bad_values_raise_herd_error(bad: str) -> None:
+    with pytest.raises(HerdError):
+        parse_value(bad)
