@@ -59,6 +59,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from compiler.render import render_dot, render_mermaid, render_text
 
     spec, plan = compile_file(args.spec, args.set)
+    if args.target == "slurm":
+        from compiler.slurm import write_slurm
+
+        out = Path(args.output or f"slurm-{plan.spec_name}")
+        paths = write_slurm(plan, out, partition=args.partition)
+        print(f"wrote plan.json, {len(paths)} sbatch scripts and submit.sh to {out}/ (run: bash {out}/submit.sh)")
+        return EXIT_OK
     if args.output:
         plan.save(args.output)
     fmt = args.format or "text"
@@ -212,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", help="write the plan JSON here (or the Slurm folder with --target slurm)")
     c.add_argument("--format", choices=["text", "json", "dot", "mermaid"], default=None)
     c.add_argument("--runs-dir", default="runs", help="where runs live (to say new/changed/cached)")
+    c.add_argument("--target", choices=["local", "slurm"], default="local",
+                   help="slurm: write sbatch scripts chained with afterok into -o DIR")
+    c.add_argument("--partition", default=None, help="Slurm partition for --target slurm")
     with_set(c)
     c.set_defaults(fn=cmd_compile)
 
