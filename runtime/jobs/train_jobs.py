@@ -1,0 +1,251 @@
+"""Training job kinds: pre-training, context extension (gated), annealing, checkpoint
+averaging, and the evals they are judged by. The loop lives in `runtime.train`."""
+
+from __future__ import annotations
+
+import json
+import math
+import operator
+import shutil
+from pathlib import Path
+from typing import Any
+
+from runtime.data.token_shards import read_meta as read_tokens_meta
+from runtime.data.tokenizer import load_tokenizer
+from runtime.jobs.context import JobContext, JobFailed
+from runtime.jobs.registry import register
+from runtime.model import Llama, average_checkpoints, from_config, load_checkpoint, save_checkpoint
+from runtime.model.checkpoint import CheckpointError, load_state
+from runtime.train import report
+from runtime.train.evals import filler_tokens, needle, unigram_loss, val_loss
+from runtime.train.loop import StepHook, Trainer, TrainState, data_sources
+
+OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+NEEDLE_DEPTHS = [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+def _json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _unigram(ctx: JobContext) -> float:
+    sources = data_sources(ctx)
+    n_vocab = max(int(read_tokens_meta(p)["n_vocab"]) for p in sources.values())
+    weights = ctx.config.get("mix", {}).get("weights") or dict.fromkeys(sources, 1.0)
+    return unigram_loss(sources, weights, n_vocab)
+
+
+def _from_checkpoint(ctx: JobContext) -> Llama:
+    """The stage's model (its own config: longer context, RoPE changes) with the previous
+    stage's weights."""
+    if "checkpoint" not in ctx.inputs:
+        raise JobFailed(f"{ctx.job_id}: needs a 'checkpoint' input")
+    try:
+        tensors, _ = load_state(ctx.inputs["checkpoint"])
+    except CheckpointError as exc:
+        raise JobFailed(f"{ctx.job_id}: {exc}") from exc
+    model = from_config(ctx.config["model"])
+    model.load_state_dict(tensors, strict=True)
+    return model
+
+
+def _finish(ctx: JobContext, trainer: Trainer, extra: dict[str, Any] | None = None,
+            sections: list[str] | None = None) -> dict[str, Any]:
+    """Final validation, the checkpoint into ctx.out, stats and the report fragment."""
+    st = trainer.state
+    final_val = (st.val["loss"][-1] if st.val["step"] and st.val["step"][-1] == st.step
+                 else trainer.validate())
+    unigram = _unigram(ctx)
+    stats = {"steps": st.step, "tokens": st.tokens, "val_loss": round(final_val, 4),
+             "unigram_loss": round(unigram, 4), **(extra or {})}
+    save_checkpoint(trainer.model, ctx.out, step=st.step, fingerprint=ctx.fingerprint or None,
+                    extra=stats)
+    _json(Path(ctx.out) / "stats.json", stats)
+    lines = report.loss_section(Path(ctx.out), st, unigram, final_val) + (sections or [])
+    report.write(Path(ctx.out), lines)
+    ctx.log.info("%s: %d steps, val loss %.4f (unigram %.4f)", ctx.job_id, st.step, final_val, unigram)
+    return stats
+
+
+def run_pretrain(ctx: JobContext, on_step: StepHook | None = None) -> TrainState:
+    """train.pretrain from a seeded random init; `on_step` lets tests interrupt it."""
+    model = from_config(ctx.config["model"], seed=ctx.seed)
+    trainer = Trainer(ctx, model, ctx.config, on_step=on_step)
+    trainer.run(int(ctx.config["steps"]))
+    _finish(ctx, trainer)
+    return trainer.state
+
+
+@register("train.pretrain")
+def pretrain(ctx: JobContext) -> None:
+    run_pretrain(ctx)
+
+
+# --- context extension ------------------------------------------------------------------
+
+
+def _needle(ctx: JobContext, model: Llama) -> dict[str, Any]:
+    cfg = ctx.config
+    sources = data_sources(ctx)
+    name = sorted(sources)[0]
+    tok = load_tokenizer(ctx.inputs["tokenizer"])
+    lengths = sorted({int(cfg.get("base_context", cfg["context"])), int(cfg["context"])})
+    filler = filler_tokens(sources[name], name, max(lengths) * 4, tok.eos_id)
+    params = cfg.get("needle", {}) or {}
+    return needle(model, tok, filler, lengths, list(params.get("depths", NEEDLE_DEPTHS)),
+                  int(params.get("trials", 4)), ctx.seed)
+
+
+def _base_loss(ctx: JobContext, model: Llama) -> float:
+    """Validation loss at the original context (the short-context recovery measure)."""
+    base = int(ctx.config.get("base_context", ctx.config["context"]))
+    tokens = int(ctx.config.get("recovery_tokens", 16_384))
+    losses = [val_loss(model, p, n, base, tokens)["loss"] for n, p in data_sources(ctx).items()]
+    return sum(losses) / len(losses)
+
+
+def check_gates(gate: dict[str, dict[str, Any]], values: dict[str, float]) -> dict[str, Any]:
+    """{name: {value, op, threshold, passed}} for every configured gate."""
+    out = {}
+    for name, rule in gate.items():
+        if name not in values:
+            raise JobFailed(f"unknown gate {name!r} (known: {', '.join(sorted(values))})")
+        op = rule.get("op", ">=")
+        if op not in OPS:
+            raise JobFailed(f"gate {name}: unknown op {op!r}")
+        value = values[name]
+        out[name] = {"value": value, "op": op, "threshold": float(rule["value"]),
+                     "passed": bool(OPS[op](value, float(rule["value"])))}
+    return out
+
+
+def run_extend(ctx: JobContext, on_step: StepHook | None = None) -> dict[str, Any]:
+    """train.extend: train at the longer context, then gate; failing gates buy extra training
+    in chunks up to max_extra x the increment's steps, then the job fails with a gate report."""
+    cfg = ctx.config
+    model = _from_checkpoint(ctx)
+    before_file = Path(ctx.work) / "before.json"
+    if not before_file.exists():
+        _json(before_file, {"base_loss": _base_loss(ctx, model)})
+    before = json.loads(before_file.read_text())["base_loss"]
+    trainer = Trainer(ctx, model, cfg, on_step=on_step)
+    steps = int(cfg["steps"])
+    extra = math.floor(float(cfg.get("max_extra", 0.0)) * steps)
+    chunk = max(1, math.ceil(extra / 2)) if extra else 0
+    target, rounds = steps, []
+    while True:
+        trainer.run(target)
+        after = _base_loss(ctx, model)
+        needle_result = _needle(ctx, model)
+        values = {"short_context_recovery": math.exp(-(after - before)),
+                  "needle": needle_result["accuracy"]}
+        gates = check_gates(cfg.get("gate", {}) or {}, values)
+        rounds.append({"round": len(rounds), "step": trainer.state.step, "gates": gates,
+                       "base_loss_before": before, "base_loss_after": after})
+        ctx.metric(step=trainer.state.step, **{f"gate_{k}": v for k, v in values.items()})
+        if all(g["passed"] for g in gates.values()):
+            break
+        if target >= steps + extra:
+            failed = [f"{n} = {g['value']:.4f} (needs {g['op']} {g['threshold']})"
+                      for n, g in gates.items() if not g["passed"]]
+            raise JobFailed(f"{ctx.job_id}: gates failed after {trainer.state.step} steps "
+                            f"({trainer.state.step - steps} extra, max_extra {cfg.get('max_extra')}): "
+                            + "; ".join(failed))
+        target = min(steps + extra, target + chunk)
+        ctx.log.info("gates not met; training %d more steps", target - trainer.state.step)
+    result = {"rounds": rounds, "needle": needle_result}
+    _finish(ctx, trainer, extra={f"gate_{k}": round(v, 4) for k, v in values.items()},
+            sections=[f"Short-context loss at {cfg.get('base_context')} tokens: "
+                      f"{before:.4f} before, {after:.4f} after.", ""]
+            + report.gate_section(Path(ctx.out), rounds, needle_result))
+    _json(Path(ctx.out) / "gates.json", result)
+    return result
+
+
+@register("train.extend")
+def extend(ctx: JobContext) -> None:
+    run_extend(ctx)
+
+
+# --- annealing and averaging --------------------------------------------------------------
+
+
+def run_anneal(ctx: JobContext, on_step: StepHook | None = None) -> TrainState:
+    """train.anneal: continue from the checkpoint with the stage's (linear-to-zero) schedule,
+    keeping the last `keep_last` checkpoints as ckpt-NNNNNN/ in the artifact for averaging."""
+    keep = max(1, int(ctx.config.get("keep_last", 1)))
+    snaps = Path(ctx.work) / "snapshots"
+    model = _from_checkpoint(ctx)
+
+    def snapshot(step: int, _state: TrainState) -> None:
+        save_checkpoint(model, snaps / f"ckpt-{step:06d}", step=step)
+        for old in sorted(snaps.glob("ckpt-*"))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    trainer = Trainer(ctx, model, ctx.config, on_step=on_step, on_checkpoint=snapshot)
+    trainer.run(int(ctx.config["steps"]))
+    kept = sorted(snaps.glob("ckpt-*"))[-keep:]
+    _finish(ctx, trainer, extra={"kept": [p.name for p in kept]},
+            sections=["Checkpoints kept for averaging: " + ", ".join(p.name for p in kept), ""])
+    for p in kept:
+        shutil.copytree(p, Path(ctx.out) / p.name)
+    return trainer.state
+
+
+@register("train.anneal")
+def anneal(ctx: JobContext) -> None:
+    run_anneal(ctx)
+
+
+@register("model.average")
+def average(ctx: JobContext) -> None:
+    """Polyak average of the last `last` checkpoints an annealing artifact kept."""
+    if "checkpoints" not in ctx.inputs:
+        raise JobFailed(f"{ctx.job_id}: needs a 'checkpoints' input (a train.anneal artifact)")
+    k = int(ctx.config.get("last", 1))
+    found = sorted(Path(ctx.inputs["checkpoints"]).glob("ckpt-*"))
+    if len(found) < k:
+        raise JobFailed(f"{ctx.job_id}: asked to average the last {k} checkpoints but "
+                        f"{ctx.inputs['checkpoints']} holds {len(found)}; hint: raise keep_last")
+    chosen = found[-k:]
+    average_checkpoints(chosen, ctx.out)
+    _json(Path(ctx.out) / "stats.json", {"averaged": len(chosen)})
+    report.write(Path(ctx.out), ["### Checkpoint average", "",
+                                 f"Uniform average of {len(chosen)} checkpoints: "
+                                 + ", ".join(p.name for p in chosen), ""])
+
+
+# --- evals --------------------------------------------------------------------------------
+
+
+def _load(ctx: JobContext) -> Llama:
+    if "checkpoint" not in ctx.inputs:
+        raise JobFailed(f"{ctx.job_id}: needs a 'checkpoint' input")
+    try:
+        model, _ = load_checkpoint(ctx.inputs["checkpoint"])
+    except CheckpointError as exc:
+        raise JobFailed(f"{ctx.job_id}: {exc}") from exc
+    return model
+
+
+@register("eval.perplexity")
+def perplexity(ctx: JobContext) -> None:
+    """Validation loss and perplexity per source on the held-out split."""
+    model = _load(ctx)
+    params = ctx.config.get("params", {}) or {}
+    tokens = int(params.get("tokens", 65_536))
+    seq_len = int(ctx.config.get("context", model.args.max_context))
+    sources = data_sources(ctx)
+    ctx.progress.start(len(sources), "sources")
+    results = {}
+    for name, path in sources.items():
+        results[name] = val_loss(model, path, name, seq_len, tokens)
+        ctx.progress.advance(1)
+    _json(Path(ctx.out) / "eval.json", {"context": seq_len, "sources": results})
+    _json(Path(ctx.out) / "stats.json", {f"{n}_loss": round(r["loss"], 4) for n, r in results.items()})
+    lines = ["### Validation perplexity", "", f"Context {seq_len}, up to {tokens:,} tokens per source.", "",
+             "| source | loss | perplexity | tokens |", "|---|---|---|---|"]
+    lines += [f"| {n} | {r['loss']:.4f} | {r['perplexity']:.2f} | {int(r['tokens']):,} |"
+              for n, r in results.items()]
+    report.write(Path(ctx.out), lines + [""])
+    ctx.metric(**{f"val_loss_{n}": r["loss"] for n, r in results.items()})

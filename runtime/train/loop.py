@@ -1,0 +1,210 @@
+"""The training loop: AdamW + schedule + batch ramp + accumulation + clipping, with atomic
+resumable checkpoints in the job's work directory.
+
+A resumable checkpoint `work/state/step-NNNNNN/` holds the model, the optimizer state and
+`state.json` (step, tokens seen, loader position, history) plus the torch RNG; `work/state/
+LATEST` names the newest one and is replaced atomically after it is complete. Resuming
+loads it and continues: the loader replays nothing and the model has no dropout, so on CPU
+in fp32 a resumed run ends with the same weights as one that was never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from runtime.data.loader import IGNORE, PackedLoader
+from runtime.jobs.context import JobContext, JobFailed
+from runtime.model import Llama, load_optimizer_state, save_checkpoint, save_optimizer_state
+from runtime.model.checkpoint import atomic_directory, load_state
+from runtime.train.evals import val_loss
+from runtime.train.schedule import lr_at
+
+StepHook = Callable[[int, "TrainState"], None]
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    tokens: int = 0
+    history: dict[str, list[float]] = field(default_factory=lambda: {
+        "step": [], "loss": [], "lr": [], "tokens": []})
+    val: dict[str, list[float]] = field(default_factory=lambda: {"step": [], "loss": []})
+
+
+def data_sources(ctx: JobContext) -> dict[str, Path]:
+    """The job's `data:<name>` inputs by name."""
+    sources = {k.split(":", 1)[1]: Path(v) for k, v in ctx.inputs.items() if k.startswith("data:")}
+    if not sources:
+        raise JobFailed(f"{ctx.job_id}: needs at least one 'data:<name>' input")
+    return sources
+
+
+def batch_seqs(cfg: dict[str, Any], tokens: int) -> int:
+    """Sequences per optimizer step under the batch ramp: the last entry whose from_tokens
+    has been reached."""
+    ramp = sorted(cfg["batch"], key=lambda b: b.get("from_tokens", 0))
+    seqs = int(ramp[0]["seqs"])
+    for entry in ramp:
+        if tokens >= int(entry.get("from_tokens", 0)):
+            seqs = int(entry["seqs"])
+    return seqs
+
+
+def make_optimizer(model: Llama, cfg: dict[str, Any]) -> torch.optim.AdamW:
+    """AdamW, decaying matrices only (norm gains are not decayed); fused on GPU."""
+    opt = cfg["optimizer"]
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    other = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": float(opt.get("weight_decay", 0.0))},
+              {"params": other, "weight_decay": 0.0}]
+    fused = next(model.parameters()).device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=float(opt.get("lr", 1e-3)),
+                             betas=tuple(opt.get("betas", (0.9, 0.95))),  # type: ignore[arg-type]
+                             eps=float(opt.get("eps", 1e-8)), fused=fused)
+
+
+class Trainer:
+    """One training run of a job: `run(steps)` trains up to `steps` optimizer steps and can
+    be called again with more steps (extra training after a failed gate)."""
+
+    def __init__(self, ctx: JobContext, model: Llama, cfg: dict[str, Any],
+                 on_step: StepHook | None = None, on_checkpoint: StepHook | None = None,
+                 val_tokens: int = 16_384) -> None:
+        self.ctx, self.model, self.cfg = ctx, model, cfg
+        self.sources = data_sources(ctx)
+        mix = cfg.get("mix", {})
+        weights = mix.get("weights") or dict.fromkeys(self.sources, 1.0)
+        self.seq_len = int(cfg["context"])
+        self.loader = PackedLoader(self.sources, weights, self.seq_len, batch_seqs(cfg, 0),
+                                   split="train", seed=int(mix.get("seed", 0)),
+                                   max_epochs=float(mix.get("max_epochs", 4.0)))
+        self.opt = make_optimizer(model, cfg)
+        self.state = TrainState()
+        self.on_step, self.on_checkpoint = on_step, on_checkpoint
+        self.val_tokens = val_tokens
+        self.root = Path(ctx.work) / "state"
+        self.device = next(model.parameters()).device
+        self.autocast = cfg.get("precision") == "bf16" and self.device.type == "cuda"
+        self.step_fn = torch.compile(model) if cfg.get("compile") else model
+        torch.manual_seed(ctx.seed)
+        self.resumed = self._resume()
+
+    # --- checkpoints ------------------------------------------------------------------
+
+    def _resume(self) -> bool:
+        latest = self.root / "LATEST"
+        if not latest.is_file():
+            return False
+        directory = self.root / latest.read_text().strip()
+        tensors, _ = load_state(directory)
+        self.model.load_state_dict(tensors, strict=True)
+        load_optimizer_state(self.opt, directory / "optimizer.safetensors")
+        meta = json.loads((directory / "state.json").read_text())
+        self.loader.load_state_dict(meta["loader"])
+        self.state = TrainState(step=meta["step"], tokens=meta["tokens"],
+                                history=meta["history"], val=meta["val"])
+        torch.set_rng_state(torch.load(directory / "rng.pt"))
+        self.ctx.log.info("resumed from %s (step %d, %d tokens)", directory.name,
+                          self.state.step, self.state.tokens)
+        return True
+
+    def checkpoint(self) -> Path:
+        """Write the resumable state atomically, point LATEST at it, drop older ones."""
+        name = f"step-{self.state.step:06d}"
+        directory = self.root / name
+        with atomic_directory(directory) as tmp:
+            save_checkpoint(self.model, tmp / "model", step=self.state.step)
+            for f in (tmp / "model").iterdir():
+                f.rename(tmp / f.name)
+            (tmp / "model").rmdir()
+            save_optimizer_state(self.opt, tmp / "optimizer.safetensors")
+            torch.save(torch.get_rng_state(), tmp / "rng.pt")
+            (tmp / "state.json").write_text(json.dumps({
+                "step": self.state.step, "tokens": self.state.tokens,
+                "loader": self.loader.state_dict(), "history": self.state.history,
+                "val": self.state.val}))
+        pointer = self.root / "LATEST.tmp"
+        pointer.write_text(name)
+        os.replace(pointer, self.root / "LATEST")
+        for old in self.root.glob("step-*"):
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(self.state.step, self.state)
+        return directory
+
+    # --- training ---------------------------------------------------------------------
+
+    def validate(self) -> float:
+        """Mean validation loss over the job's sources at the training length."""
+        losses = [val_loss(self.model, path, name, self.seq_len, self.val_tokens)["loss"]
+                  for name, path in self.sources.items()]
+        loss = sum(losses) / len(losses)
+        self.state.val["step"].append(self.state.step)
+        self.state.val["loss"].append(loss)
+        self.ctx.metric(step=self.state.step, val_loss=loss)
+        return loss
+
+    def _micro_step(self, seqs: int) -> float:
+        """One optimizer step's forward/backward over `seqs` rows in micro-batches; the loss
+        is the mean over all the step's targets, so accumulation equals one big batch."""
+        self.loader.set_batch_size(seqs)
+        batch = next(self.loader)
+        micro = int(self.cfg.get("micro_batch") or seqs)
+        n_targets = max(1, int((batch.targets != IGNORE).sum()))
+        total = 0.0
+        for i in range(0, seqs, micro):
+            tok, ids, tgt = (t[i : i + micro].to(self.device)
+                             for t in (batch.tokens, batch.doc_ids, batch.targets))
+            ctx = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast
+                   else contextlib.nullcontext())
+            with ctx:
+                loss = self.step_fn(tok, ids, tgt, reduction="sum") / n_targets
+            loss.backward()
+            total += float(loss.detach())
+        return total
+
+    def run(self, steps: int) -> TrainState:
+        cfg, st = self.cfg, self.state
+        every = max(1, int(cfg.get("checkpoint_every", 0) or steps))
+        eval_every = int(cfg.get("eval_every", 0) or 0)
+        clip = float(cfg.get("clip", 0) or 0)
+        self.ctx.progress.start(float(steps * self.seq_len * batch_seqs(cfg, st.tokens)), "tokens")
+        self.ctx.progress.set(float(st.tokens))
+        self.model.train()
+        while st.step < steps:
+            t0 = time.perf_counter()
+            lr = lr_at(st.step, cfg["schedule"])
+            for group in self.opt.param_groups:
+                group["lr"] = lr
+            seqs = batch_seqs(cfg, st.tokens)
+            self.opt.zero_grad(set_to_none=True)
+            loss = self._micro_step(seqs)
+            if clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.opt.step()
+            n = seqs * self.seq_len
+            st.step += 1
+            st.tokens += n
+            for key, value in (("step", st.step), ("loss", loss), ("lr", lr), ("tokens", st.tokens)):
+                st.history[key].append(value)
+            tps = n / max(time.perf_counter() - t0, 1e-9)
+            self.ctx.metric(step=st.step, loss=loss, lr=lr, tokens=st.tokens, tokens_per_s=tps)
+            self.ctx.progress.advance(n, loss=round(loss, 4), step=st.step)
+            if eval_every and st.step % eval_every == 0:
+                self.validate()
+            if st.step % every == 0 or st.step == steps:
+                self.checkpoint()
+            if self.on_step is not None:
+                self.on_step(st.step, st)
+        return st

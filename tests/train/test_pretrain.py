@@ -1,0 +1,95 @@
+"""Pre-training: learning happens, interrupted runs resume to identical weights, micro-batching
+equals the whole batch, and the report/metrics are written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from runtime.jobs.context import JobFailed
+from runtime.jobs.registry import get
+from runtime.model import load_checkpoint
+from runtime.train.loop import batch_seqs
+from runtime.train.schedule import lr_at
+
+from .conftest import make_ctx, train_config
+
+
+class Stop(Exception):
+    pass
+
+
+def weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(out)[0].state_dict()
+
+
+def test_pretrain_learns_and_reports(tmp_path, artifacts):
+    ctx = make_ctx(tmp_path, "pre", "train.pretrain", train_config(
+        steps=40, schedule={"kind": "cosine", "peak_lr": 1e-2, "min_lr": 1e-3, "warmup_steps": 4,
+                            "total_steps": 40}), artifacts)
+    get("train.pretrain")(ctx)
+    stats = json.loads((ctx.out / "stats.json").read_text())
+    assert stats["steps"] == 40 and stats["val_loss"] < stats["unigram_loss"]
+    report = (ctx.out / "report.md").read_text()
+    assert "unigram baseline" in report and (ctx.out / "plots" / "loss.png").is_file()
+    records = [json.loads(x) for x in (tmp_path / "pre.jsonl").read_text().splitlines()]
+    assert any("val_loss" in r for r in records)
+    records = [r for r in records if "loss" in r]
+    assert [r["step"] for r in records] == list(range(1, 41))
+    # the ramp: 2 sequences until 128 tokens were seen, then 4
+    assert records[0]["tokens"] == 64 and records[-1]["tokens"] - records[-2]["tokens"] == 128
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, artifacts):
+    from runtime.jobs.train_jobs import run_pretrain
+
+    cfg = train_config(steps=6)
+    full = make_ctx(tmp_path, "full", "train.pretrain", cfg, artifacts)
+    run_pretrain(full)
+
+    def stop_at_3(step: int, _state: object) -> None:
+        if step == 3:
+            raise Stop
+
+    part = make_ctx(tmp_path, "part", "train.pretrain", cfg, artifacts)
+    with pytest.raises(Stop):
+        run_pretrain(part, on_step=stop_at_3)
+    assert (part.work / "state" / "LATEST").read_text() == "step-000002"
+    resumed = make_ctx(tmp_path, "part", "train.pretrain", cfg, artifacts)
+    state = run_pretrain(resumed)
+    assert state.step == 6 and state.history["step"] == list(range(1, 7))
+    a, b = weights(full.out), weights(resumed.out)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_micro_batches_accumulate_to_the_whole_batch(tmp_path, artifacts):
+    from runtime.jobs.train_jobs import run_pretrain
+
+    whole = make_ctx(tmp_path, "whole", "train.pretrain", train_config(steps=3), artifacts)
+    micro = make_ctx(tmp_path, "micro", "train.pretrain", train_config(steps=3, micro_batch=1), artifacts)
+    run_pretrain(whole)
+    run_pretrain(micro)
+    a, b = weights(whole.out), weights(micro.out)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_schedules_and_batch_ramp():
+    cos = {"kind": "cosine", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 2, "total_steps": 10}
+    assert lr_at(0, cos) == 0.5 and lr_at(1, cos) == 1.0 and lr_at(9, cos) == pytest.approx(0.1)
+    lin = {"kind": "linear", "peak_lr": 1.0, "min_lr": 0.0, "warmup_steps": 0, "total_steps": 4}
+    assert [lr_at(s, lin) for s in range(4)] == [0.75, 0.5, 0.25, 0.0]
+    wsd = {"kind": "wsd", "peak_lr": 1.0, "min_lr": 0.0, "warmup_steps": 0, "total_steps": 10,
+           "decay_fraction": 0.2}
+    assert [lr_at(s, wsd) for s in (0, 7, 8, 9, 20)] == [1.0, 1.0, 0.5, 0.0, 0.0]
+    ramp = {"batch": [{"seqs": 8, "from_tokens": 100}, {"seqs": 2, "from_tokens": 0}]}
+    assert (batch_seqs(ramp, 0), batch_seqs(ramp, 99), batch_seqs(ramp, 100)) == (2, 2, 8)
+
+
+def test_missing_data_is_a_clear_failure(tmp_path, artifacts):
+    ctx = make_ctx(tmp_path, "nodata", "train.pretrain", train_config(),
+                   {"tokenizer": artifacts["tokenizer"]})
+    with pytest.raises(JobFailed, match="data:<name>"):
+        get("train.pretrain")(ctx)
