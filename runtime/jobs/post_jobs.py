@@ -197,7 +197,7 @@ def post_sft(ctx: JobContext) -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         ctx.metric(stage="post.sft", step=step, loss=losses[-1], lr=opt.param_groups[0]["lr"])
         ctx.progress.advance(1, loss=round(losses[-1], 4))
     save_checkpoint(model, ctx.out, step=steps, extra={"stage": "post.sft"})
@@ -295,9 +295,9 @@ def post_dpo(ctx: JobContext) -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        history.append({"loss": float(loss), **info})
-        ctx.metric(stage="post.dpo", step=step, loss=float(loss), **info)
-        ctx.progress.advance(1, loss=round(float(loss), 4), margin=round(info["reward_margin"], 3))
+        history.append({"loss": loss.item(), **info})
+        ctx.metric(stage="post.dpo", step=step, loss=history[-1]["loss"], **info)
+        ctx.progress.advance(1, loss=round(history[-1]["loss"], 4), margin=round(info["reward_margin"], 3))
     save_checkpoint(model, ctx.out, step=steps, extra={"stage": "post.dpo"})
     tail = history[-max(1, len(history) // 10):]
     summary = {k: sum(h[k] for h in tail) / len(tail) for k in history[0]}

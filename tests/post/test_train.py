@@ -1,0 +1,76 @@
+"""SFT, DPO and eval.tasks on a tiny model: the losses are right and they fall."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from runtime.jobs.context import JobFailed
+from runtime.post import train as P
+
+TASKS = {"format": "tasks", "val_fraction": 0.2,
+         "generate": {"kinds": ["add", "reverse"], "count": 40, "difficulty": 1, "seed": 0}}
+
+
+@pytest.fixture
+def dataset(job):
+    return job("data.dataset", TASKS, name="dataset")
+
+
+def test_dpo_loss_equals_a_hand_computed_value():
+    pc, pr = torch.tensor([-4.0, -6.0]), torch.tensor([-5.0, -3.0])
+    rc, rr = torch.tensor([-4.5, -5.0]), torch.tensor([-4.0, -4.0])
+    length = torch.tensor([2.0, 4.0])
+    loss, info = P.dpo_loss(pc, pr, rc, rr, length, beta=0.5, nll=0.2)
+    # row 0: margin 0.5*((−4+4.5)−(−5+4)) = 0.75; row 1: 0.5*((−6+5)−(−3+4)) = −1.0
+    pref = [math.log1p(math.exp(-0.75)), math.log1p(math.exp(1.0))]
+    nll = [4.0 / 2, 6.0 / 4]
+    expected = sum(p + 0.2 * n for p, n in zip(pref, nll, strict=True)) / 2
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+    assert info["reward_accuracy"] == 0.5 and info["reward_margin"] == pytest.approx(-0.125)
+
+
+def test_packing_keeps_conversations_apart():
+    rows = P.pack([([1, 2, 3], [2, 3, -100]), ([4, 5], [5, -100]), ([6] * 5, [7] * 5)], context=6)
+    assert sorted(len(r[0]) for r in rows) == [5, 5]
+    packed = next(r for r in rows if 1 in r[0])
+    assert packed[2] == [0, 0, 0, 1, 1]
+    tokens, targets, docs = P.pad_rows(rows)
+    assert tokens.shape == (2, 5) and (targets[docs != docs[:, :1]] != 0).all()
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor():
+    lrs = [P.lr_at(s, 100, 1.0, 10) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False)) and lrs[-1] >= 0.1
+
+
+def test_sft_loss_falls(job, dataset, checkpoint, tokenizer_dir):
+    out = job("post.sft", {"lr": 3e-3, "steps": 30, "batch": 8, "seed": 0},
+              {"checkpoint": checkpoint, "tokenizer": tokenizer_dir, "dataset": dataset})
+    stats = json.loads((out / "train.json").read_text())
+    assert stats["loss_last"] < 0.7 * stats["loss_first"]
+    assert (out / "meta.json").exists() and "### SFT" in (out / "report.md").read_text()
+
+
+def test_dpo_reference_then_dpo_raises_reward_margins(job, dataset, checkpoint, tokenizer_dir):
+    inputs = {"checkpoint": checkpoint, "tokenizer": tokenizer_dir, "dataset": dataset}
+    ref = job("post.dpo_reference", {"mask": "formatting_tokens"}, inputs)
+    out = job("post.dpo", {"beta": 0.5, "lr": 3e-3, "steps": 15, "batch": 8, "nll": 0.2,
+                           "mask": "formatting_tokens"}, {**inputs, "reference": ref})
+    final = json.loads((out / "train.json").read_text())["final"]
+    assert final["reward_margin"] > 0 and final["reward_accuracy"] > 0.5
+    with pytest.raises(JobFailed, match="mask"):
+        job("post.dpo_reference", {"mask": "headers"}, inputs, name="bad")
+
+
+def test_eval_tasks_scores_greedy_answers(job, dataset, checkpoint, tokenizer_dir):
+    out = job("eval.tasks", {"params": {"count": 6, "max_new_tokens": 4}},
+              {"checkpoint": checkpoint, "tokenizer": tokenizer_dir, "dataset": dataset})
+    result = json.loads((out / "eval.json").read_text())
+    assert result["count"] == 6 and 0.0 <= result["accuracy"] <= 1.0
+    assert set(result["per_kind"]) == {"add", "reverse"}
+    assert "| kind | accuracy |" in (out / "report.md").read_text()
