@@ -1,0 +1,230 @@
+"""The compiler on the shipped specs: exact counts, FLOPs, jobs, ramps, rounds, --set, imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from compiler import compile_file
+from herdlang.diagnostics import HerdError
+
+ROOT = Path(__file__).resolve().parents[2]
+SPECS = ROOT / "specs"
+TINY = SPECS / "tiny.herd"
+
+PARAMS = {
+    "llama3_8b": 8_030_261_248,
+    "llama3_70b": 70_553_706_496,
+    "llama3_405b": 405_853_388_800,
+}
+
+
+def herd_json(spec: Path, *extra: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "herdlang.cli", "compile", str(spec), "--format", "json", *extra],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.fixture(scope="module")
+def plans() -> dict[str, dict]:
+    return {name: herd_json(SPECS / f"{name}.herd") for name in PARAMS}
+
+
+def fingerprints(overrides: list[str] | None = None, spec: Path = TINY) -> tuple[dict[str, str], object]:
+    _, plan = compile_file(spec, overrides)
+    return {j.id: j.fingerprint for j in plan.jobs.values()}, plan
+
+
+# -- exact estimates ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS))
+def test_exact_param_counts(plans: dict, name: str) -> None:
+    model = plans[name]["models"][name]
+    assert model["params"] == PARAMS[name]
+    assert isinstance(model["params"], int)
+    assert model["param_breakdown"]["total"] == PARAMS[name]
+    assert model["vocab_size"] == 128_256
+
+
+def test_405b_pretraining_flops_and_tokens(plans: dict) -> None:
+    stages = plans["llama3_405b"]["stages"]
+    base = stages["base_405b"]
+    assert base["flops"] == pytest.approx(3.8e25, rel=0.01)
+    assert base["tokens"] == 15_600_000_000_000
+    assert base["params"] == PARAMS["llama3_405b"]
+    assert stages["long_context_405b"]["tokens"] == 800_000_000_000
+    assert stages["final_405b"]["tokens"] == 40_000_000
+
+
+def test_405b_compute_optimal(plans: dict) -> None:
+    base = plans["llama3_405b"]["stages"]["base_405b"]
+    assert base["compute_optimal_params"] == pytest.approx(605e9, rel=0.01)
+    assert base["compute_optimal_tokens"] == pytest.approx(10.5e12, rel=0.01)
+    assert plans["llama3_405b"]["warnings"] == []  # within the law's tolerance
+
+
+def test_stage_tokens_8b_70b(plans: dict) -> None:
+    for name in ("llama3_8b", "llama3_70b"):
+        size = name.split("_")[1]
+        tokens = {k: v["tokens"] for k, v in plans[name]["stages"].items()}
+        assert tokens == {
+            f"base_{size}": 15_600_000_000_000,
+            f"long_context_{size}": 800_000_000_000,
+            f"final_{size}": 40_000_000,
+            f"chat_{size}": 0,  # post-training counts steps, not pre-training tokens
+        }
+        assert all(isinstance(t, int) for t in tokens.values())
+
+
+def test_job_list_shape(plans: dict) -> None:
+    jobs = plans["llama3_405b"]["jobs"]
+    ids = [j["id"] for j in jobs]
+    assert len(ids) == len(set(ids))
+    seen: set[str] = set()
+    for job in jobs:
+        assert {"id", "kind", "deps", "fingerprint", "config", "inputs"} <= set(job)
+        assert len(job["fingerprint"]) == 20
+        assert job["deps"] == sorted(set(job["inputs"].values()))
+        assert set(job["deps"]) <= seen, f"{job['id']} listed before its deps"
+        seen.add(job["id"])
+    kinds = {j["kind"] for j in jobs}
+    assert {"train.pretrain", "train.extend", "train.anneal", "post.sft", "post.dpo"} <= kinds
+
+
+# -- lowering -------------------------------------------------------------------------------------
+
+
+def test_batch_ramp_lowering(plans: dict) -> None:
+    job = next(j for j in plans["llama3_405b"]["jobs"] if j["id"] == "train.base_405b")
+    assert job["config"]["context"] == 8192
+    assert job["config"]["batch"] == [
+        {"from_tokens": 0, "seqs": 512, "tokens": 4 * 2**20},
+        {"from_tokens": 252_000_000, "seqs": 1024, "tokens": 8 * 2**20},
+        {"from_tokens": 2_870_000_000_000, "seqs": 2048, "tokens": 16 * 2**20},
+    ]
+
+
+def test_extend_increments_one_job_each(plans: dict) -> None:
+    jobs = {j["id"]: j for j in plans["llama3_405b"]["jobs"]}
+    ext = [j for j in plans["llama3_405b"]["jobs"] if j["kind"] == "train.extend"]
+    assert [j["id"] for j in ext] == [f"train.long_context_405b.{k}" for k in ("16K", "32K", "64K", "96K", "128K")]
+    # chained: each increment continues from the previous checkpoint
+    assert "train.base_405b" in ext[0]["deps"]
+    for prev, cur in zip(ext, ext[1:], strict=False):
+        assert prev["id"] in cur["deps"]
+    assert [j["config"]["context"] for j in ext] == [16384, 32768, 65536, 98304, 131072]
+    assert "train.long_context_405b.128K" in jobs["train.final_405b"]["deps"]
+
+
+def test_posttrain_rounds_are_separate_jobs(plans: dict) -> None:
+    jobs = plans["llama3_405b"]["jobs"]
+    for r in range(1, 7):
+        round_ids = {j["id"] for j in jobs if j["id"].startswith(f"post.chat_405b.r{r}.")}
+        assert {f"post.chat_405b.r{r}.{k}" for k in ("reward_model", "rejection_sampling", "sft", "dpo")} <= round_ids
+    fps = [j["fingerprint"] for j in jobs if j["id"].startswith("post.chat_405b.")]
+    assert len(fps) == len(set(fps))
+    by_id = {j["id"]: j for j in jobs}
+    # round 2 starts from round 1's result
+    r2 = set().union(*(set(j["deps"]) for i, j in by_id.items() if i.startswith("post.chat_405b.r2.")))
+    assert any(d.startswith("post.chat_405b.r1.") for d in r2)
+
+
+def test_adding_a_round_keeps_earlier_rounds_cached() -> None:
+    before, _ = fingerprints()
+    after, _ = fingerprints(["chat.rounds=2"])
+    r1 = [i for i in before if i.startswith("post.chat.r1.")]
+    assert r1 and all(before[i] == after[i] for i in r1)
+    assert any(i.startswith("post.chat.r2.") for i in after)
+    assert not any(i.startswith("post.chat.r2.") for i in before)
+
+
+# -- --set and fingerprints -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "changed_root"),
+    [("base.tokens=4M tokens", "train.base"), ("tiny_bpe.vocab=4_096", "tokenizer.tiny_bpe"),
+     ("final.tokens=400K tokens", "train.final")],
+)
+def test_set_changes_exactly_downstream_fingerprints(override: str, changed_root: str) -> None:
+    before, plan = fingerprints()
+    after, _ = fingerprints([override])
+    assert set(before) == set(after)
+    changed = {i for i in before if before[i] != after[i]}
+    assert changed == {changed_root} | plan.descendants(changed_root)
+
+
+def test_same_value_via_set_changes_nothing() -> None:
+    before, _ = fingerprints()
+    after, _ = fingerprints(["base.tokens=3M tokens"])
+    assert before == after
+
+
+@pytest.mark.parametrize(
+    ("override", "codes"),
+    [("base.tokens=banana", {"H0203", "H0207"}), ("base.tokens=1M steps", {"H0207"}),
+     ("base.tokens=-5 tokens", {"H0203", "H0406"}), ("base.tokens=", {"H0501"}),
+     ("base.tokens", {"H0501"}), ("nosuch.tokens=1", {"H0501"}), ("base.tokens=((", {"H0501"})],
+)
+def test_bad_set_is_a_diagnostic(override: str, codes: set[str]) -> None:
+    with pytest.raises(HerdError) as exc:
+        compile_file(TINY, [override])
+    got = {d.code for d in exc.value.diagnostics}
+    assert got & codes, got
+
+
+# -- imports --------------------------------------------------------------------------------------
+
+COMMON = """tokenizer tok { kind = tiktoken  pattern = llama3  vocab = 2_048  train_on = web }
+data web { source python_stdlib }
+"""
+MAIN = """import "common.herd"
+model m { tokenizer = tok  layers = 2  dim = 64  heads = 4  context = 128 }
+pretrain base { model = m  data = web  tokens = 1M tokens  context = 128
+  batch = 4K tokens  optimizer = adamw(lr = 1e-3) }
+"""
+
+
+def test_imports_resolve(tmp_path: Path) -> None:
+    (tmp_path / "common.herd").write_text(COMMON)
+    (tmp_path / "main.herd").write_text(MAIN)
+    spec, plan = compile_file(tmp_path / "main.herd")
+    assert set(spec.of("tokenizer")) == {"tok"} and "train.base" in plan.jobs
+    sub = tmp_path / "lib"
+    sub.mkdir()
+    (sub / "common.herd").write_text(COMMON)
+    (tmp_path / "nested.herd").write_text(MAIN.replace('"common.herd"', '"lib/common.herd"'))
+    compile_file(tmp_path / "nested.herd")
+
+
+def test_import_escaping_the_spec_dir_is_H0105(tmp_path: Path) -> None:
+    (tmp_path / "common.herd").write_text(COMMON)
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "main.herd").write_text(MAIN.replace('"common.herd"', '"../common.herd"'))
+    with pytest.raises(HerdError) as exc:
+        compile_file(sub / "main.herd")
+    assert "H0105" in {d.code for d in exc.value.diagnostics}
+
+
+def test_import_cycle_is_H0104(tmp_path: Path) -> None:
+    (tmp_path / "a.herd").write_text('import "b.herd"\n' + MAIN.replace('import "common.herd"\n', ""))
+    (tmp_path / "b.herd").write_text('import "a.herd"\n' + COMMON)
+    with pytest.raises(HerdError) as exc:
+        compile_file(tmp_path / "a.herd")
+    assert [d.code for d in exc.value.diagnostics] == ["H0104"]
+
+
+def test_shipped_specs_check_clean() -> None:
+    for name in ("tiny", "llama3_8b", "llama3_70b", "llama3_405b"):
+        _, plan = compile_file(SPECS / f"{name}.herd")
+        assert plan.jobs
