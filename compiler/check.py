@@ -26,6 +26,8 @@ def check(res: Resolved) -> None:
     for stage in spec.of("pretrain").values():
         _check_training_data(res, stage, stage.config.data, ("data",))
         _check_pretrain(res, stage)
+        if isinstance(stage.config.law, str):
+            ref(res, stage, ("law",), stage.config.law, ("scaling",), "scaling sweep")
     for stage in spec.of("extend").values():
         _check_extend(res, stage)
     for stage in spec.of("anneal").values():
@@ -35,6 +37,39 @@ def check(res: Resolved) -> None:
     for kind in STAGES[1:]:
         for stage in spec.of(kind).values():
             _check_same_model(res, stage)
+    for sweep in spec.of("scaling").values():
+        _check_scaling(res, sweep)
+    for probe in spec.of("probe").values():
+        _check_probe(res, probe)
+
+
+def _check_scaling(res: Resolved, sweep: Defined) -> None:
+    from compiler.estimates import param_counts
+
+    cfg = sweep.config
+    _check_training_data(res, sweep, cfg.data, ("data",))
+    tokenizers = set()
+    for i, name in enumerate(cfg.models):
+        target = ref(res, sweep, ("models", i), name, ("model",), "model")
+        if target is not None and name in res.models:
+            tokenizers.add(res.models[name]["tokenizer"])
+    if len(tokenizers) > 1:
+        res.error("H0407", f"the models of sweep '{sweep.name}' use different tokenizers", sweep.span("models"),
+                  "an IsoFLOP sweep compares sizes of one family: share the tokenizer")
+    if any(b <= a for a, b in zip(cfg.budgets, cfg.budgets[1:], strict=False)):
+        res.error("H0402", "budgets must be strictly increasing", sweep.span("budgets"))
+    batch_tokens = max(1, round(cfg.batch[0].value / cfg.context)) * cfg.context
+    for name in cfg.models:
+        model = res.models.get(name)
+        if model is None:
+            continue
+        params = param_counts(model)["total"]
+        tokens = min(cfg.budgets) / (6 * params)
+        if tokens < batch_tokens:
+            res.error("H0406", f"budget {min(cfg.budgets):.3g} FLOPs gives model '{name}' only {tokens:,.0f} tokens, "
+                      f"less than one batch of {batch_tokens:,}", sweep.span("budgets"),
+                      "raise the smallest budget or use smaller models")
+            break
 
 
 def _check_tokenizer(res: Resolved, tok: Defined) -> None:
@@ -220,3 +255,11 @@ def _check_same_model(res: Resolved, stage: Defined) -> None:
             "H0405", f"'{stage.name}' continues from a checkpoint of model '{inherited}', not '{target.name}'",
             stage.span("model"), "the architecture, tokenizer and vocabulary must match the checkpoint",
             Severity.ERROR))
+
+
+def _check_probe(res: Resolved, probe: Defined) -> None:
+    cfg = probe.config
+    ref(res, probe, ("from",), cfg.from_, STAGES, "stage")
+    ref(res, probe, ("new",), cfg.new, ("data",), "data stage")
+    for ev in cfg.evals:
+        _check_eval_name(res, probe, ev, ("evals",))

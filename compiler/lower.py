@@ -85,8 +85,12 @@ class Lowering:
             self._tokenizer(defined)
         for defined in self.spec.of("dataset").values():
             self._dataset(defined)
+        for defined in self.spec.of("scaling").values():
+            self._scaling(defined)
         for defined in self._stages_in_order():
             getattr(self, f"_{defined.kind}")(defined)
+        for defined in self.spec.of("probe").values():
+            self._probe(defined)
         return self.plan.seal()
 
     def _stages_in_order(self) -> list[Defined]:
@@ -318,8 +322,10 @@ class Lowering:
         }
         job_id = f"train.{defined.name}"
         inputs = self._data_inputs(mix, model.get("tokenizer"))
-        extra = {}
-        if cfg.law is not None:
+        extra: dict[str, Any] = {}
+        if isinstance(cfg.law, str):
+            extra = {"law_from": cfg.law}
+        elif cfg.law is not None:
             flops = est.training_flops(model, cfg.tokens, cfg.context)["dense"]
             opt = est.compute_optimal(flops, cfg.law.alpha, cfg.law.A)
             extra = {"compute_optimal_tokens": opt["tokens"], "compute_optimal_params": opt["params"],
@@ -424,6 +430,42 @@ class Lowering:
         self.plan.stages[defined.name]["flops_total"] = flops
         self._remember(defined.name, prev, lengths[-1], mix, self.stage_batch[source], optimizer)
 
+    def _weights(self, parts: dict[str, float]) -> dict[str, float]:
+        """Inline mix weights over data stages or mixes → flat weights over data stages."""
+        weights: dict[str, float] = {}
+        for part, w in parts.items():
+            for d, iw in self._mix_of(part)["weights"].items():
+                weights[d] = weights.get(d, 0.0) + w * iw
+        return weights
+
+    def _anneal_job(self, job_id: str, stage: str, source: str, model: dict[str, Any], mix: dict[str, Any],
+                    tokens: int, schedule_cfg: Any, *, context: int | None = None, batch_cfg: Any = None,
+                    peak_lr: float | None = None, keep: int = 1, seed: int | None = None) -> dict[str, Any]:
+        """A `train.anneal` job continuing `source`: LR to zero over `tokens` on `mix`."""
+        context = context or self.stage_ctx[source]
+        if batch_cfg:
+            batch = self._batch(batch_cfg, context)
+        else:
+            seqs = max(1, round(self.stage_batch[source][-1]["tokens"] / context))
+            batch = [{"seqs": seqs, "tokens": seqs * context, "from_tokens": 0}]
+        steps = self._steps(batch, tokens)
+        optimizer = dict(self.stage_optimizer[source])
+        if peak_lr:
+            optimizer["lr"] = peak_lr
+        schedule = self._schedule(schedule_cfg, optimizer["lr"], steps, batch[0]["tokens"])
+        config = {
+            "model": {**model, "max_context": max(model["max_context"], context)}, "tokens": tokens,
+            "context": context, "steps": steps, "batch": batch, "micro_batch": None, "optimizer": optimizer,
+            "schedule": schedule, "mix": mix, "clip": 1.0, "seed": seed if seed is not None else self.seed,
+            "checkpoint_every": max(1, steps // max(keep, 1)), "keep_last": keep, "eval_every": max(1, steps // 4),
+            "compile": False, "precision": self.plan.settings["precision"],
+        }
+        inputs = {"checkpoint": self.stage_out[source], **self._data_inputs(mix, model.get("tokenizer"))}
+        self.plan.add(Job(job_id, "train.anneal", stage, config, inputs, output="checkpoint",
+                          estimates={"tokens": tokens, "steps": steps},
+                          description=f"anneal {est.humanize(tokens)} tokens, LR {schedule['peak_lr']:g} -> {schedule['min_lr']:g}"))
+        return {"context": context, "batch": batch, "steps": steps, "optimizer": optimizer}
+
     def _anneal(self, defined: Defined) -> None:
         cfg = defined.config
         source = self.res.stage_source.get(defined.name)
@@ -431,46 +473,97 @@ class Lowering:
         if source not in self.stage_out or model is None:
             return
         if cfg.mix is not None:
-            weights: dict[str, float] = {}
-            for part, w in cfg.mix.items():
-                for d, iw in self._mix_of(part)["weights"].items():
-                    weights[d] = weights.get(d, 0.0) + w * iw
-            mix = {"weights": weights, "max_epochs": 8.0, "seed": self.seed}
+            mix = {"weights": self._weights(cfg.mix), "max_epochs": 8.0, "seed": self.seed}
         elif cfg.data is not None:
             mix = self._mix_of(cfg.data)
         else:
             mix = self.stage_data[source]
-        context = cfg.context or self.stage_ctx[source]
-        batch = self._batch(cfg.batch, context) if cfg.batch else [
-            {**self.stage_batch[source][-1], "from_tokens": 0,
-             "seqs": max(1, round(self.stage_batch[source][-1]["tokens"] / context)),
-             "tokens": max(1, round(self.stage_batch[source][-1]["tokens"] / context)) * context}]
-        steps = self._steps(batch, cfg.tokens)
-        optimizer = dict(self.stage_optimizer[source])
-        if cfg.peak_lr:
-            optimizer["lr"] = cfg.peak_lr
-        schedule = self._schedule(cfg.lr, optimizer["lr"], steps, batch[0]["tokens"])
         keep = cfg.average.k if cfg.average else 1
         job_id = f"train.{defined.name}"
-        config = {
-            "model": {**model, "max_context": max(model["max_context"], context)}, "tokens": cfg.tokens,
-            "context": context, "steps": steps, "batch": batch, "micro_batch": None, "optimizer": optimizer,
-            "schedule": schedule, "mix": mix, "clip": 1.0, "seed": cfg.seed if cfg.seed is not None else self.seed,
-            "checkpoint_every": max(1, steps // max(keep, 1)), "keep_last": keep, "eval_every": max(1, steps // 4),
-            "compile": False, "precision": self.plan.settings["precision"],
-        }
-        inputs = {"checkpoint": self.stage_out[source], **self._data_inputs(mix, model.get("tokenizer"))}
-        self.plan.add(Job(job_id, "train.anneal", defined.name, config, inputs, output="checkpoint",
-                          estimates={"tokens": cfg.tokens, "steps": steps},
-                          description=f"anneal {est.humanize(cfg.tokens)} tokens, LR {schedule['peak_lr']:g} -> {schedule['min_lr']:g}"))
+        made = self._anneal_job(job_id, defined.name, source, model, mix, cfg.tokens, cfg.lr, context=cfg.context,
+                                batch_cfg=cfg.batch, peak_lr=cfg.peak_lr, keep=keep, seed=cfg.seed)
         out = job_id
         if cfg.average:
             out = f"average.{defined.name}"
             self.plan.add(Job(out, "model.average", defined.name, {"last": cfg.average.k}, {"checkpoints": job_id},
                               output="checkpoint", description=f"average the last {cfg.average.k} checkpoints"))
-        self._estimates(defined.name, model, cfg.tokens, context, steps, {"average": keep})
-        self._remember(defined.name, out, context, mix, batch, optimizer)
+        self._estimates(defined.name, model, cfg.tokens, made["context"], made["steps"], {"average": keep})
+        self._remember(defined.name, out, made["context"], mix, made["batch"], made["optimizer"])
         self._evals(defined.name, ["perplexity"], out, model, mix)
+
+    # -- scaling laws and data probes ---------------------------------------------------------------
+
+    def _scaling(self, defined: Defined) -> None:
+        """IsoFLOP grid: for each budget C and model N, a run of C / (6N) tokens, its eval, one fit."""
+        cfg = defined.config
+        mix = self._mix_of(cfg.data)
+        batch = self._batch(cfg.batch[:1], cfg.context)
+        seed = cfg.seed if cfg.seed is not None else self.seed
+        runs, fit_inputs, total_flops = [], {}, 0.0
+        for budget in cfg.budgets:
+            label = f"{budget:.2g}".replace("+", "")
+            for name in cfg.models:
+                model = self.res.models.get(name)
+                if model is None:
+                    continue
+                model = {**model, "max_context": max(model["max_context"], cfg.context)}
+                params = est.param_counts(model)["total"]
+                steps = max(1, int(budget / (6 * params)) // batch[0]["tokens"])
+                tokens = steps * batch[0]["tokens"]
+                schedule = self._schedule(cfg.schedule, cfg.optimizer.lr, steps, batch[0]["tokens"])
+                run_id = f"scaling.{defined.name}.{label}.{name}"
+                config = {
+                    "model": model, "tokens": tokens, "context": cfg.context, "steps": steps, "batch": batch,
+                    "micro_batch": None, "optimizer": cfg.optimizer.model_dump(mode="json"), "schedule": schedule,
+                    "mix": mix, "clip": 1.0, "seed": seed, "checkpoint_every": max(1, steps // 4),
+                    "eval_every": max(1, steps // 4), "compile": False, "precision": self.plan.settings["precision"],
+                }
+                inputs = self._data_inputs(mix, model.get("tokenizer"))
+                self.plan.add(Job(run_id, "train.pretrain", defined.name, config, inputs, output="checkpoint",
+                                  estimates={"tokens": tokens, "steps": steps, "flops": 6.0 * params * tokens},
+                                  description=f"IsoFLOP run: {name} ({est.humanize(params)} params) on "
+                                              f"{est.humanize(tokens)} tokens at C={budget:.2g}"))
+                eval_id = f"{run_id}.eval"
+                self.plan.add(Job(eval_id, "eval.perplexity", defined.name,
+                                  {"eval": "perplexity", "params": {"tokens": cfg.eval_tokens}, "model": model,
+                                   "context": cfg.context, "seed": seed},
+                                  {"checkpoint": run_id, **inputs}, output="eval",
+                                  description=f"validation loss of {name} at C={budget:.2g}"))
+                role = f"run:{label}:{name}"
+                fit_inputs[role] = eval_id
+                runs.append({"input": role, "budget": budget, "model": name, "params": params, "tokens": tokens})
+                total_flops += 6.0 * params * tokens
+        target = cfg.target or 10 * max(cfg.budgets)
+        self.plan.add(Job(f"scaling.{defined.name}.fit", "scaling.fit", defined.name,
+                          {"runs": runs, "target": target}, fit_inputs, output="law",
+                          description=f"fit N*(C) = A·C^alpha over {len(cfg.budgets)} budgets; predict C={target:.2g}"))
+        self.plan.stages[defined.name] = {"kind": "scaling", "runs": len(runs), "flops": total_flops,
+                                          "budgets": list(cfg.budgets), "target": target}
+
+    def _probe(self, defined: Defined) -> None:
+        """Two anneals of the same checkpoint — control mix vs a share of the candidate — and their deltas."""
+        cfg = defined.config
+        source = cfg.from_
+        model = self._model_of(source)
+        if source not in self.stage_out or model is None:
+            return
+        base = self.stage_data[source]
+        cand = {d: w * (1 - cfg.share) for d, w in base["weights"].items()}
+        cand[cfg.new] = cand.get(cfg.new, 0.0) + cfg.share
+        arms = {"control": base, "candidate": {**base, "weights": cand}}
+        union = {"weights": {**{d: 1.0 for d in base["weights"]}, cfg.new: 1.0}, "max_epochs": 8.0, "seed": self.seed}
+        compare_inputs = {}
+        for arm, mix in arms.items():
+            job_id = f"probe.{defined.name}.{arm}"
+            self._anneal_job(job_id, defined.name, source, model, mix, cfg.tokens, cfg.lr, seed=cfg.seed)
+            self.stage_ctx.setdefault(job_id, self.stage_ctx[source])
+            for ev in self._evals(defined.name, cfg.evals, job_id, model, union, prefix=f"{arm}."):
+                compare_inputs[f"{arm}:{ev.rsplit('.', 1)[-1]}"] = ev
+        self.plan.add(Job(f"probe.{defined.name}.compare", "probe.compare", defined.name,
+                          {"new": cfg.new, "share": cfg.share, "evals": list(cfg.evals)}, compare_inputs,
+                          output="eval", description=f"eval deltas of {cfg.share:.0%} {cfg.new} vs control"))
+        self.plan.stages[defined.name] = {"kind": "probe", "model": model["name"], "tokens": 2 * cfg.tokens,
+                                          "new": cfg.new, "share": cfg.share}
 
     def _posttrain(self, defined: Defined) -> None:
         cfg = defined.config

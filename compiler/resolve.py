@@ -59,6 +59,7 @@ def resolve(spec: Spec) -> Resolved:
     res = Resolved(spec)
     parents = {d.parent for d in spec.of("model").values() if d.parent}
     used = {d.config.model for d in spec.of("pretrain").values()}
+    used |= {m for d in spec.of("scaling").values() for m in d.config.models}
     for name in spec.of("model"):
         if name in parents and name not in used:
             _merged_fields(res, name, ())  # a base only others extend: need not be complete

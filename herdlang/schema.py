@@ -260,7 +260,7 @@ class PretrainBlock(Block):
     eval_every: Steps | None = Field(None, gt=0)
     evals: Annotated[list[Ref], ListOf] = ["perplexity"]
     compile: bool = False
-    law: Law | None = None
+    law: Law | Ref | None = None  # power_law(alpha, A) or the name of a scaling block
 
 
 class ExtendBlock(Block):
@@ -354,6 +354,33 @@ class EvalBlock(Block):
     kind: Ref
 
 
+class ScalingBlock(Block):
+    doc: ClassVar[str] = ("An IsoFLOP sweep: one short pre-training run per (compute budget, model size), "
+                          "then a fitted law N*(C) = A * C^alpha.")
+    models: Annotated[list[Ref], ListOf] = Field(min_length=3)
+    data: Ref
+    budgets: Annotated[list[Number], ListOf] = Field(min_length=2)
+    context: Length = Field(gt=0)
+    batch: Annotated[list[BatchStep], RampOf]
+    optimizer: AdamW
+    schedule: Schedule = Schedule(kind="cosine", warmup=Budget(fraction=0.1))
+    target: Number | None = Field(None, gt=0)
+    eval_tokens: Tokens = Field(65_536, gt=0)
+    seed: Int | None = None
+
+
+class ProbeBlock(Block):
+    doc: ClassVar[str] = ("A data probe: anneal a checkpoint with a share of a candidate source, against a "
+                          "control anneal on the default mix, and report the eval deltas.")
+    from_: Ref = Field(alias="from")
+    new: Ref
+    share: Fraction = Field(gt=0, lt=1)
+    tokens: Tokens = Field(gt=0)
+    lr: Schedule = Schedule(kind="linear", to=0.0)
+    evals: Annotated[list[Ref], ListOf] = ["perplexity"]
+    seed: Int | None = None
+
+
 class Hardware(Strict):
     gpu: Annotated[str, Word] = "h100"
     count: Int = Field(1, ge=1)
@@ -392,6 +419,8 @@ BLOCKS: dict[str, type[Block]] = {
     "anneal": AnnealBlock,
     "posttrain": PosttrainBlock,
     "eval": EvalBlock,
+    "scaling": ScalingBlock,
+    "probe": ProbeBlock,
     "run": RunBlock,
 }
 
