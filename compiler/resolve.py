@@ -57,13 +57,16 @@ def ref(res: Resolved, owner: Defined, loc: tuple, name: str, kinds: tuple[str, 
 
 def resolve(spec: Spec) -> Resolved:
     res = Resolved(spec)
-    parents = {d.parent for d in spec.of("model").values() if d.parent}
     used = {d.config.model for d in spec.of("pretrain").values()}
     used |= {m for d in spec.of("scaling").values() for m in d.config.models}
     for name in spec.of("model"):
-        if name in parents and name not in used:
-            _merged_fields(res, name, ())  # a base only others extend: need not be complete
-        else:
+        if name in used:
+            _resolve_model(res, name, ())
+            continue
+        # a model no stage trains (a base to extend, a library definition) need not be
+        # complete; when it is, its shape is still checked
+        fields = _merged_fields(res, name, ())
+        if fields is not None and all(fields.get(k) is not None for k in ("layers", "dim", "heads")):
             _resolve_model(res, name, ())
     _resolve_stage_chain(res)
     return res
