@@ -122,7 +122,8 @@ def sample(model: Llama, tok: Tokenizer, prompts: list[dict[str, Any]], *, k: in
         outs = generate(model, encoded[i : i + batch], max_new_tokens=max_new_tokens,
                         temperature=temperature, top_p=top_p, stop_tokens=[tok.eot_id],
                         generator=gen)
-        texts += [tok.decode(o.tokens) for o in outs]
+        # A model's vocabulary may be padded past the tokenizer's: those ids decode to nothing.
+        texts += [tok.decode([t for t in o.tokens if t < tok.n_vocab]) for o in outs]
     return [texts[j * k : (j + 1) * k] for j in range(len(prompts))]
 
 
@@ -306,3 +307,167 @@ def post_dpo(ctx: JobContext) -> None:
                          f"mask `{cfg.get('mask', 'formatting_tokens')}`",
                          f"- final reward margin {summary['reward_margin']:.3f}, "
                          f"reward accuracy {summary['reward_accuracy']:.1%}"])
+
+
+# --- post.reward_model ------------------------------------------------------------------
+
+HEAD = "reward_head.safetensors"
+
+
+def _pair_tensors(tok: Tokenizer, recs: list[dict[str, Any]]
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    chosen = [encode_completion(tok, r["prompt"], r["chosen"]).tokens for r in recs]
+    rejected = [encode_completion(tok, r["prompt"], r["rejected"]).tokens for r in recs]
+    ct, cl = P.pad_sequences(chosen)
+    rt, rl = P.pad_sequences(rejected)
+    return ct, cl, rt, rl
+
+
+def pair_accuracy(rm: P.RewardModel, tok: Tokenizer, recs: list[dict[str, Any]]) -> float:
+    """Fraction of pairs whose chosen response scores strictly above the rejected one."""
+    if not recs:
+        return float("nan")
+    rm.eval()
+    wins = 0
+    with torch.no_grad():
+        for i in range(0, len(recs), 32):
+            ct, cl, rt, rl = _pair_tensors(tok, recs[i : i + 32])
+            wins += int((rm(ct, cl) > rm(rt, rl)).sum())
+    return wins / len(recs)
+
+
+def load_reward_model(directory: Path) -> P.RewardModel:
+    base, _ = load_checkpoint(directory)
+    rm = P.RewardModel(base)
+    rm.head.load_state_dict(load_file(str(Path(directory) / HEAD)))
+    return rm
+
+
+def score_responses(rm: P.RewardModel, tok: Tokenizer, prompt: list[dict[str, str]],
+                    responses: list[str]) -> list[float]:
+    seqs = [encode_completion(tok, prompt, [{"role": "assistant", "content": r}]).tokens
+            for r in responses]
+    tokens, lengths = P.pad_sequences(seqs)
+    rm.eval()
+    with torch.no_grad():
+        return rm(tokens, lengths).tolist()
+
+
+@register("post.reward_model")
+def post_reward_model(ctx: JobContext) -> None:
+    model, tok, _ = _load(ctx)
+    cfg = ctx.config
+    train = D.load(ctx.inputs["dataset"], "train", "preferences")
+    val = D.load(ctx.inputs["dataset"], "val", "preferences")
+    if not train:
+        raise JobFailed(f"{ctx.job_id}: the dataset has no preference pairs")
+    rm = P.RewardModel(model)
+    batch, lr = int(cfg.get("batch", 16)), float(cfg.get("lr", 1e-5))
+    steps = int(cfg.get("steps") or max(1, round(float(cfg.get("epochs", 1.0)) * len(train) / batch)))
+    warmup = _warmup(ctx, steps)
+    # The fresh head starts at zero: give it a larger rate than the pretrained body.
+    opt = torch.optim.AdamW([{"params": rm.base.parameters(), "lr": lr},
+                             {"params": rm.head.parameters(), "lr": lr * 100}], weight_decay=0.0)
+    rng = random.Random(ctx.seed)
+    order: list[int] = []
+    rm.train()
+    ctx.progress.start(steps, "steps")
+    losses = []
+    for step in range(steps):
+        if len(order) < batch:
+            order += rng.sample(range(len(train)), len(train))
+        idx, order = order[:batch], order[batch:]
+        ct, cl, rt, rl = _pair_tensors(tok, [train[i] for i in idx])
+        loss = P.bradley_terry_loss(rm(ct, cl), rm(rt, rl))
+        scale = P.lr_at(step, steps, 1.0, warmup)
+        for g, base_lr in zip(opt.param_groups, (lr, lr * 100), strict=True):
+            g["lr"] = base_lr * scale
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+        ctx.metric(stage="post.reward_model", step=step, loss=losses[-1])
+        ctx.progress.advance(1, loss=round(losses[-1], 4))
+    accuracy = pair_accuracy(rm, tok, val)
+    train_accuracy = pair_accuracy(rm, tok, train[:256])
+    save_checkpoint(rm.base, ctx.out, step=steps, extra={"stage": "post.reward_model"})
+    save_file({k: v.contiguous() for k, v in rm.head.state_dict().items()}, str(Path(ctx.out) / HEAD))
+    result = {"accuracy": accuracy, "train_accuracy": train_accuracy, "pairs": len(val),
+              "loss_first": losses[0], "loss_last": losses[-1]}
+    _write_json(Path(ctx.out) / "eval.json", result)
+    ctx.metric(stage="post.reward_model", heldout_pair_accuracy=accuracy)
+    _report(ctx, f"Reward model `{cfg.get('name', 'rm')}`",
+            [f"- Bradley–Terry on {len(train):,} pairs, {steps} steps",
+             f"- held-out pair accuracy **{accuracy:.1%}** ({len(val)} pairs), "
+             f"train {train_accuracy:.1%}", f"- loss {losses[0]:.3f} -> {losses[-1]:.3f}"])
+
+
+# --- post.rejection_sampling ------------------------------------------------------------
+
+
+def select_best(scores: list[float], verifier: bool) -> int | None:
+    """Index of the sample to keep: the best-scoring one; with a verifier, only a correct one."""
+    best = max(range(len(scores)), key=lambda i: scores[i])
+    if verifier and scores[best] <= 0:
+        return None
+    return best
+
+
+@register("post.rejection_sampling")
+def post_rejection_sampling(ctx: JobContext) -> None:
+    model, tok, meta = _load(ctx)
+    cfg = ctx.config
+    scorer = cfg.get("scorer", "verifier")
+    k, count = int(cfg.get("k", 4)), int(cfg.get("count", 128))
+    prompts = D.load(ctx.inputs["dataset"], "train", "prompts")[:count]
+    if not prompts:
+        raise JobFailed(f"{ctx.job_id}: the dataset has no prompts to sample from")
+    rm = None
+    if scorer == "verifier":
+        if D.verifier(meta) is None:
+            raise JobFailed(f"{ctx.job_id}: scorer 'verifier' needs prompts with answers or "
+                            "generated tasks; hint: use a reward model as the scorer")
+    else:
+        if "reward_model" not in ctx.inputs:
+            raise JobFailed(f"{ctx.job_id}: scorer {scorer!r} needs a 'reward_model' input")
+        rm = load_reward_model(ctx.inputs["reward_model"])
+    ctx.progress.start(len(prompts), "prompts")
+    kept: list[dict[str, Any]] = []
+    n_correct = n_verifiable = 0
+    for i in range(0, len(prompts), 16):
+        chunk = prompts[i : i + 16]
+        samples = sample(model, tok, chunk, k=k, temperature=float(cfg.get("temperature", 0.8)),
+                         top_p=float(cfg.get("top_p", 0.95)),
+                         max_new_tokens=int(cfg.get("max_new_tokens", 64)), seed=ctx.seed + i)
+        for rec, responses in zip(chunk, samples, strict=True):
+            correct = ([check(meta, rec, r) for r in responses]
+                       if D.verifier(meta) is not None else None)
+            if correct is not None:
+                n_correct += sum(correct)
+                n_verifiable += len(correct)
+            if rm is None:
+                assert correct is not None
+                scores = [float(c) for c in correct]
+            else:
+                scores = score_responses(rm, tok, rec["prompt"], responses)
+            best = select_best(scores, verifier=rm is None)
+            if best is not None:
+                kept.append({"messages": rec["prompt"] + [{"role": "assistant",
+                                                           "content": responses[best]}]})
+        ctx.progress.advance(len(chunk), kept=len(kept))
+    for split_name in ("train", "val"):
+        with open(Path(ctx.out) / f"{split_name}.sft.jsonl", "w", encoding="utf-8") as f:
+            for r in kept if split_name == "train" else []:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    stats = {"prompts": len(prompts), "k": k, "samples": len(prompts) * k, "scorer": scorer,
+             "accepted": len(kept), "acceptance_rate": len(kept) / len(prompts),
+             "sample_accuracy": n_correct / n_verifiable if n_verifiable else None}
+    _write_json(Path(ctx.out) / D.META, {"format": "messages", "verifier": None,
+                                         "counts": {"train.sft": len(kept)}, **stats})
+    _write_json(Path(ctx.out) / "stats.json", stats)
+    ctx.metric(stage="post.rejection_sampling", acceptance_rate=stats["acceptance_rate"])
+    acc = "" if stats["sample_accuracy"] is None else f", sample accuracy {stats['sample_accuracy']:.1%}"
+    _report(ctx, "Rejection sampling",
+            [f"- {len(prompts)} prompts x {k} samples, scored by `{scorer}`{acc}",
+             f"- kept {len(kept)} ({stats['acceptance_rate']:.1%} of prompts) as new SFT data"])
