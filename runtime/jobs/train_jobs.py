@@ -7,6 +7,7 @@ import json
 import math
 import operator
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,9 @@ def _from_checkpoint(ctx: JobContext) -> Llama:
 
 
 def _finish(ctx: JobContext, trainer: Trainer, extra: dict[str, Any] | None = None,
-            sections: list[str] | None = None) -> dict[str, Any]:
-    """Final validation, the checkpoint into ctx.out, stats and the report fragment."""
+            sections: Callable[[], list[str]] | None = None) -> dict[str, Any]:
+    """Final validation, the checkpoint into ctx.out (which replaces the directory, hence
+    `sections` is called after it), stats and the report fragment."""
     st = trainer.state
     final_val = (st.val["loss"][-1] if st.val["step"] and st.val["step"][-1] == st.step
                  else trainer.validate())
@@ -61,7 +63,7 @@ def _finish(ctx: JobContext, trainer: Trainer, extra: dict[str, Any] | None = No
     save_checkpoint(trainer.model, ctx.out, step=st.step, fingerprint=ctx.fingerprint or None,
                     extra=stats)
     _json(Path(ctx.out) / "stats.json", stats)
-    lines = report.loss_section(Path(ctx.out), st, unigram, final_val) + (sections or [])
+    lines = report.loss_section(Path(ctx.out), st, unigram, final_val) + (sections() if sections else [])
     report.write(Path(ctx.out), lines)
     ctx.log.info("%s: %d steps, val loss %.4f (unigram %.4f)", ctx.job_id, st.step, final_val, unigram)
     return stats
@@ -155,8 +157,8 @@ def run_extend(ctx: JobContext, on_step: StepHook | None = None) -> dict[str, An
         ctx.log.info("gates not met; training %d more steps", target - trainer.state.step)
     result = {"rounds": rounds, "needle": needle_result}
     _finish(ctx, trainer, extra={f"gate_{k}": round(v, 4) for k, v in values.items()},
-            sections=[f"Short-context loss at {cfg.get('base_context')} tokens: "
-                      f"{before:.4f} before, {after:.4f} after.", ""]
+            sections=lambda: [f"Short-context loss at {cfg.get('base_context')} tokens: "
+                              f"{before:.4f} before, {after:.4f} after.", ""]
             + report.gate_section(Path(ctx.out), rounds, needle_result))
     _json(Path(ctx.out) / "gates.json", result)
     return result
@@ -186,7 +188,7 @@ def run_anneal(ctx: JobContext, on_step: StepHook | None = None) -> TrainState:
     trainer.run(int(ctx.config["steps"]))
     kept = sorted(snaps.glob("ckpt-*"))[-keep:]
     _finish(ctx, trainer, extra={"kept": [p.name for p in kept]},
-            sections=["Checkpoints kept for averaging: " + ", ".join(p.name for p in kept), ""])
+            sections=lambda: ["Checkpoints kept for averaging: " + ", ".join(p.name for p in kept), ""])
     for p in kept:
         shutil.copytree(p, Path(ctx.out) / p.name)
     return trainer.state

@@ -86,7 +86,7 @@ def needle(model: Llama, tokenizer: Any, filler: np.ndarray, lengths: list[int],
             hits = 0
             for _ in range(trials):
                 key = str(int(rng.integers(10_000, 100_000)))
-                fact = tokenizer.encode(f"\nThe pass key is {key}. Remember it. {key} is the pass key.\n")
+                fact = tokenizer.encode(f"\nThe pass key is {key}. Remember it.\n")
                 question = tokenizer.encode("\nWhat is the pass key? The pass key is")
                 answer = tokenizer.encode(f" {key}")
                 room = length - len(fact) - len(question) - len(answer)

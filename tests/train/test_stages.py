@@ -1,0 +1,80 @@
+"""Stages after pre-training: perplexity eval, gated context extension, annealing + averaging."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from runtime.jobs.context import JobFailed
+from runtime.jobs.registry import get
+from runtime.model import load_checkpoint
+
+from .conftest import MODEL, make_ctx, train_config
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, artifacts):
+    tmp = tmp_path_factory.mktemp("base")
+    ctx = make_ctx(tmp, "base", "train.pretrain", train_config(steps=4), artifacts)
+    get("train.pretrain")(ctx)
+    return ctx.out
+
+
+def extend_config(gate: dict, max_extra: float = 0.0) -> dict:
+    cfg = train_config(steps=2, model={**MODEL, "max_context": 128}, context=128, base_context=64,
+                       batch=[{"seqs": 2, "tokens": 128, "from_tokens": 0}],
+                       checkpoint_every=1, eval_every=0, max_extra=max_extra, gate=gate,
+                       needle={"trials": 1, "depths": [0.0, 1.0]})
+    cfg["schedule"] = {"kind": "constant", "peak_lr": 1e-3, "min_lr": 1e-3, "warmup_steps": 0,
+                       "total_steps": 2}
+    return cfg
+
+
+def test_perplexity_eval_per_source(tmp_path, artifacts, base):
+    ctx = make_ctx(tmp_path, "ppl", "eval.perplexity",
+                   {"params": {"tokens": 256}, "context": 32}, {**artifacts, "checkpoint": base})
+    get("eval.perplexity")(ctx)
+    result = json.loads((ctx.out / "eval.json").read_text())["sources"]["code"]
+    assert result["perplexity"] == pytest.approx(torch.tensor(result["loss"]).exp().item(), rel=1e-5)
+    assert "| code |" in (ctx.out / "report.md").read_text()
+
+
+def test_extend_passes_gates_and_reports_them(tmp_path, artifacts, base):
+    gate = {"short_context_recovery": {"op": ">=", "value": 0.0}, "needle": {"op": ">=", "value": 0.0}}
+    ctx = make_ctx(tmp_path, "ext", "train.extend", extend_config(gate), {**artifacts, "checkpoint": base})
+    get("train.extend")(ctx)
+    gates = json.loads((ctx.out / "gates.json").read_text())
+    assert gates["needle"]["lengths"] == [64, 128] and len(gates["needle"]["grid"]) == 2
+    assert all(g["passed"] for g in gates["rounds"][-1]["gates"].values())
+    model, _ = load_checkpoint(ctx.out)
+    assert model.args.max_context == 128
+    assert (ctx.out / "plots" / "needle.png").is_file() and "### Gates" in (ctx.out / "report.md").read_text()
+
+
+def test_failing_gate_trains_extra_then_fails_clearly(tmp_path, artifacts, base):
+    gate = {"needle": {"op": ">=", "value": 2.0}}
+    ctx = make_ctx(tmp_path, "bad", "train.extend", extend_config(gate, max_extra=1.0),
+                   {**artifacts, "checkpoint": base})
+    with pytest.raises(JobFailed, match=r"needle = .* \(needs >= 2.0\)") as info:
+        get("train.extend")(ctx)
+    assert "after 4 steps (2 extra" in str(info.value)
+
+
+def test_anneal_keeps_last_checkpoints_and_average_is_exact(tmp_path, artifacts, base):
+    cfg = train_config(steps=4, checkpoint_every=1, keep_last=3, eval_every=0)
+    cfg["schedule"] = {"kind": "linear", "peak_lr": 1e-3, "min_lr": 0.0, "warmup_steps": 0,
+                       "total_steps": 4}
+    ctx = make_ctx(tmp_path, "ann", "train.anneal", cfg, {**artifacts, "checkpoint": base})
+    get("train.anneal")(ctx)
+    kept = sorted(p.name for p in ctx.out.glob("ckpt-*"))
+    assert kept == ["ckpt-000002", "ckpt-000003", "ckpt-000004"]
+    avg = make_ctx(tmp_path, "avg", "model.average", {"last": 2}, {"checkpoints": ctx.out})
+    get("model.average")(avg)
+    a, b = (load_checkpoint(ctx.out / k)[0].state_dict() for k in kept[-2:])
+    m = load_checkpoint(avg.out)[0].state_dict()
+    assert all(torch.allclose(m[k], (a[k] + b[k]) / 2) for k in m)
+    too_many = make_ctx(tmp_path, "avg5", "model.average", {"last": 5}, {"checkpoints": ctx.out})
+    with pytest.raises(JobFailed, match="raise keep_last"):
+        get("model.average")(too_many)
