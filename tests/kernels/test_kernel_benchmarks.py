@@ -1,0 +1,77 @@
+"""The kernel benchmark scripts run end to end (tiny shapes, interpreted) and write their JSON.
+
+Their numbers only count on a GPU; these tests check the scripts, never the timings.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {"TRITON_INTERPRET": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+
+
+def test_gpu_check_smoke_reports_every_output_and_gradient(tmp_path):
+    out = tmp_path / "gpu_check.json"
+    done = _run("gpu_check.py", "--smoke", "--no-speed", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["passed"] is True
+    checked = {(r["case"], r["quantity"]) for r in report["accuracy"]}
+    assert ("rms_norm", "d_weight") in checked and ("apply_rope", "d_k") in checked
+    assert ("linear_cross_entropy[none]", "d_hidden") in checked
+    assert "PASSED" in done.stdout
+
+
+def test_kernels_smoke_times_herd_against_eager(tmp_path):
+    out = tmp_path / "kernels.json"
+    done = _run("kernels.py", "--smoke", "--only", "swiglu", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())["results"]
+    assert {(r["impl"], r["pass"]) for r in rows} == {
+        ("herd", "fwd"), ("eager", "fwd"), ("herd", "fwd+bwd"), ("eager", "fwd+bwd")
+    }
+    assert all(r["op"] == "swiglu" and "ms" in r for r in rows)
+
+
+def _load(script: str) -> ModuleType:
+    """The script as a module, to call its main() in this process (no interpreter start-up)."""
+    spec = importlib.util.spec_from_file_location(f"herd_bench_{script[:-3]}", ROOT / "benchmarks" / script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_unknown_op_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exited:
+        _load("kernels.py").main(["--smoke", "--only", "layernorm"])
+    assert exited.value.code == 2
+    assert "unknown op(s) layernorm" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
+@pytest.mark.parametrize("script", ["kernels.py", "gpu_check.py"])
+def test_without_a_gpu_the_scripts_say_so_and_how_to_smoke_test(script, capsys):
+    assert _load(script).main([]) == 2
+    err = capsys.readouterr().err
+    assert "no CUDA GPU here" in err and "--smoke" in err
