@@ -22,7 +22,7 @@ from runtime.data.documents import read_shard
 from runtime.data.text import WordHasher, mix64, ngram_hashes, words
 
 _MERSENNE_61 = np.uint64((1 << 61) - 1)
-CHUNK = 2048  # shingles processed per step: bounds the (chunk x hashes) matrix
+CHUNK = 512  # shingles processed per step: bounds the (chunk x hashes) matrix
 MAX_GROUP_ALL_PAIRS = 64
 
 
@@ -57,14 +57,27 @@ def shingles(text: str, n: int, hasher: WordHasher) -> np.ndarray:
 
 
 def signature(sh: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """min over shingles of mix64(a*x + b) for each of the hash functions; empty -> all max."""
-    sig = np.full(len(a), np.iinfo(np.uint64).max, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for start in range(0, len(sh), CHUNK):
-            x = sh[start : start + CHUNK, None]
-            h = x * a[None, :] + b[None, :]
-            h ^= h >> np.uint64(29)  # cheap extra mixing: linear maps alone are weak in low bits
-            np.minimum(sig, h.min(axis=0), out=sig)
+    """min over shingles of h(x) = (a*x + b) ^ ((a*x + b) >> 29) for each hash function.
+
+    Works in place on (CHUNK, hashes) buffers that stay in cache; empty input -> all max.
+    """
+    k = len(a)
+    sig = np.full(k, np.iinfo(np.uint64).max, dtype=np.uint64)
+    if len(sh) == 0:
+        return sig
+    rows = min(CHUNK, len(sh))
+    h = np.empty((rows, k), dtype=np.uint64)
+    t = np.empty((rows, k), dtype=np.uint64)
+    shift = np.uint64(29)  # extra mixing: a linear map alone is weak in the low bits
+    for start in range(0, len(sh), CHUNK):
+        x = sh[start : start + CHUNK, None]
+        n = x.shape[0]
+        hv, tv = h[:n], t[:n]
+        np.multiply(x, a[None, :], out=hv)
+        np.add(hv, b[None, :], out=hv)
+        np.right_shift(hv, shift, out=tv)
+        np.bitwise_xor(hv, tv, out=hv)
+        np.minimum(sig, hv.min(axis=0), out=sig)
     return sig
 
 
