@@ -289,10 +289,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        return args.fn(args)
+        code = args.fn(args)
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+        return code
     except HerdError as exc:
         _print_diags(exc)
         return EXIT_SPEC
+    except BrokenPipeError:
+        return _stdout_gone()
     except UsageError as exc:
         print(f"herd: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -301,6 +305,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
         return _user_facing(exc)
+
+
+def _stdout_gone() -> int:
+    """The reader of stdout went away (`herd compile ... | head`): stop quietly."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the final flush at exit cannot fail again
+    except (OSError, ValueError):
+        pass
+    return EXIT_OK
 
 
 def _user_facing(exc: Exception) -> int:
