@@ -33,11 +33,16 @@ _KW = "(?:" + "|".join(_W.keywords) + r")\b"
 _IDENT = rf"(?!{_KW}){_NAME}"
 _UNITS = "|".join(sorted(_W.units, key=lambda u: (-len(u), u)))
 _NUMBER = r"[+-]?(?:\d[\d_]*(?:\.\d[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d+)?"
-_ENTRY_END = rf"(?=[;,}}\])]|#|\n)|(?={_NAME}\s*(?:=(?!=)|>=|<=|==|!=|>|<))"
 
 
 def _alt(names: tuple[str, ...]) -> str:
     return "(?:" + "|".join(re.escape(n) for n in sorted(names, key=lambda n: (-len(n), n))) + ")"
+
+
+_ENTRY_END = (
+    rf"(?=[;,}}\])]|#|\n)|(?={_NAME}\s*(?:=(?!=)|>=|<=|==|!=|>|<))"
+    rf"|(?={_NAME}\s*\{{)|(?={_alt(_W.step_kinds + _W.section_kinds)}\s+{_NAME}\s*[({{])"
+)
 
 
 def _step_rules() -> list:

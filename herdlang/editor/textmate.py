@@ -36,7 +36,8 @@ def build(words: Words) -> dict[str, Any]:
     entry_end = (
         r"(?=[;,}\])]|#|$)"
         rf"|(?=\b{NAME}\s*(?:=(?!=)|>=|<=|==|!=|>|<))"
-        rf"|(?=\b{NAME}(?:\s+{NAME})?\s*\{{)"
+        rf"|(?=\b{NAME}\s*\{{)"
+        rf"|(?=\b{_alt(words.step_kinds + words.section_kinds)}\s+{NAME}\s*[({{])"
     )
     repo: dict[str, Any] = {}
     repo["comment"] = {

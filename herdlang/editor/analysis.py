@@ -1,0 +1,603 @@
+"""What the language server knows about `.herd` files, free of LSP types so it is testable.
+
+Editors hold broken text most of the time, so everything here works on a lenient parse
+(every top-level block that parses on its own) and on plain text scanning for completion;
+diagnostics run the real checker (`herdlang.spec` + the compiler) with open documents
+overriding files on disk.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from herdlang import ast, components, parser
+from herdlang import spec as spec_mod
+from herdlang.diagnostics import Diagnostic, HerdError
+from herdlang.editor.keywords import call_models, literal_values, model_in, words
+from herdlang.schema import BLOCKS, STAGES, DataBlock, field_names
+from herdlang.types import CallModel, Strict
+
+# -- lenient parsing -------------------------------------------------------------------------
+
+
+@dataclass
+class FileInfo:
+    """One parsed file: the blocks and imports that parse, plus its syntax errors."""
+
+    path: Path
+    text: str
+    blocks: list[ast.Block] = field(default_factory=list)
+    imports: list[ast.Import] = field(default_factory=list)
+    errors: list[Diagnostic] = field(default_factory=list)
+
+
+def parse_lenient(text: str, path: Path) -> FileInfo:
+    """Parse what can be parsed: a syntax error costs only the block it is in."""
+    info = FileInfo(path, text)
+    try:
+        module = parser.parse(text, str(path))
+        info.blocks, info.imports = module.blocks, module.imports
+        return info
+    except HerdError as exc:
+        info.errors = exc.diagnostics
+    for lo, hi in parser._top_level_chunks(text):
+        try:
+            module = parser.parse(parser._blank_outside(text, lo, hi), str(path))
+        except HerdError:
+            continue
+        info.blocks.extend(module.blocks)
+        info.imports.extend(module.imports)
+    return info
+
+
+# -- workspace: open documents over files on disk --------------------------------------------
+
+
+@dataclass
+class Definition:
+    name: str
+    kind: str
+    path: Path
+    block: ast.Block
+
+    @property
+    def span(self) -> ast.Span:
+        return self.block.name_span or self.block.kind_span
+
+
+class Workspace:
+    """Open documents (overlays) and files on disk, parsed on demand and cached by text."""
+
+    def __init__(self) -> None:
+        self.overlays: dict[Path, str] = {}
+        self.roots: list[Path] = []
+        self._cache: dict[Path, FileInfo] = {}
+        #: last successful check per file: (Spec, Plan | None), for hover
+        self.results: dict[Path, tuple[Any, Any]] = {}
+
+    def text_of(self, path: Path) -> str | None:
+        if path in self.overlays:
+            return self.overlays[path]
+        try:
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def info(self, path: Path) -> FileInfo | None:
+        text = self.text_of(path)
+        if text is None:
+            return None
+        cached = self._cache.get(path)
+        if cached is not None and cached.text == text:
+            return cached
+        info = parse_lenient(text, path)
+        self._cache[path] = info
+        return info
+
+    def closure(self, path: Path) -> list[FileInfo]:
+        """The file and everything it imports, transitively (the file first)."""
+        out: list[FileInfo] = []
+        seen: set[Path] = set()
+        todo = [path]
+        while todo:
+            p = todo.pop(0)
+            if p in seen:
+                continue
+            seen.add(p)
+            info = self.info(p)
+            if info is None:
+                continue
+            out.append(info)
+            todo.extend(resolve_import(p, imp.path) for imp in info.imports)
+        return out
+
+    def definitions(self, path: Path) -> dict[str, Definition]:
+        """Top-level names visible from a file (its own first, then imports)."""
+        out: dict[str, Definition] = {}
+        for info in self.closure(path):
+            for block in info.blocks:
+                name = block.name or (block.kind if block.kind in BLOCKS and not BLOCKS[block.kind].named else None)
+                if name and name not in out:
+                    out[name] = Definition(name, block.kind, info.path, block)
+        return out
+
+    def known_files(self) -> list[Path]:
+        """Open documents, cached files, and `.herd` files under the workspace roots."""
+        found = dict.fromkeys([*self.overlays, *self._cache])
+        for root in self.roots:
+            try:
+                for p in sorted(root.rglob("*.herd"))[:2000]:
+                    if "node_modules" not in p.parts and not any(part.startswith(".") for part in p.parts):
+                        found[p.resolve()] = None
+            except OSError:
+                continue
+        return list(found)
+
+    def references(self, path: Path, name: str, include_declaration: bool = True) -> list[tuple[Path, ast.Span]]:
+        """Every use of the block `name` that resolves to the same definition as in `path`."""
+        target = self.definitions(path).get(name)
+        files = self.known_files() if target is not None else [path]
+        out: list[tuple[Path, ast.Span]] = []
+        for f in files:
+            if target is not None:
+                d = self.definitions(f).get(name)
+                if d is None or (d.path, d.span.start) != (target.path, target.span.start):
+                    continue
+            info = self.info(f)
+            if info is None:
+                continue
+            out.extend((f, s) for s in occurrences(info, name))
+        if target is not None and include_declaration:
+            out.insert(0, (target.path, target.span))
+        seen: set[tuple[Path, int]] = set()
+        unique = []
+        for p, s in out:
+            if (p, s.start) not in seen:
+                seen.add((p, s.start))
+                unique.append((p, s))
+        return unique
+
+
+def resolve_import(importer: Path, target: str) -> Path:
+    return (importer.parent / target).resolve()
+
+
+# -- walking the AST -------------------------------------------------------------------------
+
+
+def _values(value: ast.Value) -> Iterator[ast.Value]:
+    yield value
+    if isinstance(value, (ast.ListValue, ast.TupleValue)):
+        for item in value.items:
+            yield from _values(item)
+    elif isinstance(value, ast.Ramp):
+        for step in value.steps:
+            yield from _values(step.value)
+            if step.at is not None:
+                yield from _values(step.at)
+    elif isinstance(value, ast.Call):
+        for arg in value.args:
+            yield from _values(arg.value)
+
+
+def _first_part(ref: ast.Ref) -> ast.Span:
+    s, n = ref.span, len(ref.parts[0])
+    return ast.Span(s.path, s.line, s.column, s.line, s.column + n, s.start, s.start + n)
+
+
+def _name_keyed(chain: list[ast.Block]) -> bool:
+    """Blocks whose keys are names of other blocks: `mix m { web = 50% }`, anneal's `mix { }`."""
+    if not chain:
+        return False
+    return (len(chain) == 1 and chain[0].kind == "mix") or (len(chain) == 2 and chain[-1].kind == "mix")
+
+
+def occurrences(info: FileInfo, name: str) -> list[ast.Span]:
+    """Where `name` is used as a reference in one file (definitions excluded)."""
+    out: list[ast.Span] = []
+
+    def walk(block: ast.Block, chain: list[ast.Block]) -> None:
+        chain = [*chain, block]
+        if block.parent == name and block.parent_span is not None:
+            out.append(block.parent_span)
+        for entry in block.entries:
+            if isinstance(entry, ast.Block):
+                walk(entry, chain)
+                continue
+            if entry.key == name and (isinstance(entry, ast.Condition) or _name_keyed(chain)):
+                out.append(entry.key_span)
+            for v in _values(entry.value):
+                if isinstance(v, ast.Ref) and v.parts[0] == name:
+                    out.append(_first_part(v))
+
+    for block in info.blocks:
+        walk(block, [])
+    return out
+
+
+@dataclass
+class Hit:
+    """What is under the cursor."""
+
+    what: str  # kind | name | parent | key | condkey | ref | call | kwarg | label | import
+    text: str
+    span: ast.Span
+    chain: list[ast.Block]  # enclosing blocks, outermost first (for kind/name: including it)
+    key: str | None = None  # the entry key a value belongs to
+    call: ast.Call | None = None
+
+
+def _inside(span: ast.Span | None, offset: int) -> bool:
+    return span is not None and span.start <= offset <= span.end
+
+
+def hit_at(info: FileInfo, offset: int) -> Hit | None:
+    """The innermost named thing at a character offset."""
+    for imp in info.imports:
+        if _inside(imp.span, offset):
+            return Hit("import", imp.path, imp.span, [])
+    for block in info.blocks:
+        if block.span.start <= offset <= block.span.end:
+            return _hit_block(block, [], offset)
+    return None
+
+
+def _hit_block(block: ast.Block, chain: list[ast.Block], offset: int) -> Hit | None:
+    chain = [*chain, block]
+    if _inside(block.kind_span, offset):
+        return Hit("kind", block.kind, block.kind_span, chain)
+    if _inside(block.name_span, offset):
+        what = "label" if len(chain) > 1 else "name"
+        return Hit(what, block.name or "", block.name_span, chain)  # type: ignore[arg-type]
+    if _inside(block.parent_span, offset):
+        return Hit("parent", block.parent or "", block.parent_span, chain)  # type: ignore[arg-type]
+    for arg in block.args or []:
+        if _inside(arg.name_span, offset):
+            return Hit("kwarg", arg.name or "", arg.name_span, chain, key=block.kind)  # type: ignore[arg-type]
+        if _inside(arg.span, offset):
+            return _hit_value(arg.value, chain, arg.name or block.kind, offset)
+    for entry in block.entries:
+        if isinstance(entry, ast.Block):
+            if entry.span.start <= offset <= entry.span.end:
+                return _hit_block(entry, chain, offset)
+            continue
+        if _inside(entry.key_span, offset):
+            what = "condkey" if isinstance(entry, ast.Condition) else "key"
+            if what == "key" and _name_keyed(chain):
+                what = "condkey"
+            return Hit(what, entry.key, entry.key_span, chain, key=entry.key)
+        if _inside(entry.value.span, offset):
+            return _hit_value(entry.value, chain, entry.key, offset)
+    return None
+
+
+def _hit_value(value: ast.Value, chain: list[ast.Block], key: str, offset: int, call: ast.Call | None = None) -> Hit | None:
+    if isinstance(value, ast.Ref):
+        return Hit("ref", value.name, value.span, chain, key=key, call=call)
+    if isinstance(value, ast.Call):
+        if _inside(value.name_span, offset):
+            return Hit("call", value.name, value.name_span, chain, key=key, call=value)
+        for arg in value.args:
+            if _inside(arg.name_span, offset):
+                return Hit("kwarg", arg.name or "", arg.name_span, chain, key=key, call=value)  # type: ignore[arg-type]
+            if _inside(arg.value.span, offset):
+                return _hit_value(arg.value, chain, arg.name or key, offset, value)
+        return None
+    for v in _values(value):
+        if v is not value and _inside(v.span, offset):
+            return _hit_value(v, chain, key, offset, call)
+    return None
+
+
+# -- schema lookups --------------------------------------------------------------------------
+
+STEP_KINDS = set(words().step_kinds)
+
+
+def field_of(model: type[BaseModel] | None, key: str) -> FieldInfo | None:
+    if model is None:
+        return None
+    info = model.model_fields.get(key)
+    if info is not None:
+        return info
+    return next((f for f in model.model_fields.values() if f.alias == key), None)
+
+
+def model_for_chain(kinds: list[tuple[str, str | None]]) -> type[BaseModel] | None:
+    """Schema model of the innermost block, given (kind, label) from the outermost."""
+    if not kinds:
+        return None
+    model: type[BaseModel] | None = BLOCKS.get(kinds[0][0])
+    for kind, label in kinds[1:]:
+        if model is None:
+            return None
+        if model is DataBlock and kind in STEP_KINDS:
+            model = components.get(kind, label or "") if label else None
+            continue
+        info = field_of(model, kind)
+        model = model_in(info.annotation) if info is not None else None
+        if model is not None and model.__name__ == "Condition":
+            return None  # gate: keys are eval names
+    return model
+
+
+def chain_kinds(chain: list[ast.Block]) -> list[tuple[str, str | None]]:
+    return [(b.kind, b.name) for b in chain]
+
+
+def describe_type(info: FieldInfo) -> str:
+    """A short human description of a field's type ("a token count, like `15.6T tokens`")."""
+    ann = info.annotation
+    choices = literal_values(ann)
+    if choices:
+        return "one of " + ", ".join(f"`{c}`" for c in choices)
+    parts: list[str] = []
+    for meta in _metadata(ann) + list(info.metadata):
+        func = getattr(meta, "func", None)
+        if func is None:
+            continue
+        qual = getattr(func, "__qualname__", "")
+        if qual.startswith("_counter"):
+            free = dict(zip(func.__code__.co_freevars, (c.cell_contents for c in func.__closure__ or ()), strict=False))
+            parts.append(f"{free.get('what', 'a count')}, like `{free.get('example', '')}`")
+        else:
+            parts.append(
+                {
+                    "_number": "a number",
+                    "_fraction": "a fraction or percentage (`0.5`, `50%`)",
+                    "_bytes": "a size, like `80 GiB`",
+                    "_name": "the name of a block",
+                    "_ramp": "a value or a ramp (`a -> b at x`)",
+                    "_list": "a list (`[a, b]`) or one item",
+                    "_cond": "a condition",
+                }.get(getattr(func, "__name__", ""), "")
+            )
+    sub = model_in(ann)
+    if sub is not None and issubclass(sub, CallModel):
+        calls = [n for n, m in call_models().items() if m is sub]
+        parts.append("a call: " + ", ".join(f"`{c}(...)`" for c in calls) if calls else "a call")
+    elif sub is not None:
+        parts.append(f"a block `{{ {', '.join(field_names(sub))} }}`")  # type: ignore[arg-type]
+    text = "; ".join(p for p in parts if p)
+    if not text:
+        text = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+    bounds = [
+        f"{sym} {getattr(m, attr)}"
+        for m in info.metadata
+        for attr, sym in (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤"), ("min_length", "length ≥"))
+        if getattr(m, attr, None) is not None
+    ]
+    if bounds:
+        text += f" ({', '.join(bounds)})"
+    return text
+
+
+def _metadata(ann: Any) -> list[Any]:
+    out: list[Any] = list(getattr(ann, "__metadata__", ()))
+    for arg in typing.get_args(ann):
+        out.extend(_metadata(arg))
+    return out
+
+
+def field_doc(model: type[BaseModel], key: str) -> str | None:
+    info = field_of(model, key)
+    if info is None:
+        return None
+    lines = [f"**{key}**: {describe_type(info)}"]
+    if info.is_required():
+        lines.append("required")
+    elif info.default is not None and not isinstance(info.default, (BaseModel, list, dict)):
+        lines.append(f"default: `{info.default}`")
+    if info.description:
+        lines.append(info.description)
+    sub = model_in(info.annotation)
+    if sub is not None and sub.__doc__ and sub.__doc__ != (Strict.__doc__ or ""):
+        lines.append(_clean_doc(sub.__doc__))
+    return "\n\n".join(lines)
+
+
+def model_doc(model: type[BaseModel], title: str) -> str:
+    doc = getattr(model, "doc", "") or _clean_doc(model.__doc__ or "")
+    keys = [k for k in field_names(model) if k not in ("kind", "steps", "weights")]  # type: ignore[arg-type]
+    text = f"**{title}**"
+    if doc and doc != _clean_doc(Strict.__doc__ or "") and doc != _clean_doc(CallModel.__doc__ or ""):
+        text += f"\n\n{doc}"
+    if keys:
+        text += "\n\nkeys: " + ", ".join(f"`{k}`" for k in keys)
+    return text
+
+
+def _clean_doc(doc: str) -> str:
+    return " ".join(doc.split())
+
+
+def component_doc(category: str, name: str) -> str | None:
+    cls = components.get(category, name)
+    if cls is None:
+        return None
+    return model_doc(cls, f"{category} `{name}`")
+
+
+# -- what a reference field may name ---------------------------------------------------------
+
+_DATA = ("data", "mix")
+
+
+def ref_kinds(chain: list[tuple[str, str | None]], key: str) -> tuple[str, ...] | None:
+    """Block kinds a reference field names (None: not a reference field)."""
+    top = chain[0][0] if chain else ""
+    nested = len(chain) > 1
+    table: dict[str, tuple[str, ...]] = {
+        "model": ("model",),
+        "tokenizer": ("tokenizer",),
+        "train_on": _DATA,
+        "from": STAGES,
+        "prompts": ("dataset",),
+        "scorer": ("eval",),
+        "evals": ("eval",),
+        "average": STAGES,
+    }
+    if key == "data":
+        return ("dataset",) if top == "posttrain" and nested else _DATA
+    if key == "kind" and top == "eval":
+        return ("eval",)
+    return table.get(key)
+
+
+# -- diagnostics -----------------------------------------------------------------------------
+
+
+class _OverlayLoader(spec_mod._Loader):
+    """herdlang.spec's loader, reading open documents instead of the disk where given."""
+
+    def __init__(self, root: Path, overlays: dict[Path, str]):
+        super().__init__(root)
+        self.overlays = overlays
+
+    def _parse_import(self, path: Path, display: str, via: ast.Import) -> ast.Module | None:
+        text = self.overlays.get(path.resolve())
+        if text is None:
+            return super()._parse_import(path, display, via)
+        return parser.parse(text, display)
+
+
+def display_path(path: Path) -> str:
+    return spec_mod._display(path)
+
+
+def span_path(span_path: str) -> Path:
+    """A diagnostic's display path back to an absolute path."""
+    p = Path(span_path)
+    return (p if p.is_absolute() else Path.cwd() / p).resolve()
+
+
+def check(ws: Workspace, path: Path | None, text: str, name: str = "<untitled>") -> list[Diagnostic]:
+    """Run `herd check` on a document (imports read from open documents or disk), then the
+    compiler's semantic checks when the spec validates; stores the result for hover."""
+    try:
+        if path is None:
+            spec = spec_mod.load_text(text, name)
+        else:
+            spec = _load_with_overlays(ws, path, text)
+    except HerdError as exc:
+        return exc.diagnostics
+    plan = None
+    try:
+        plan = _compile(spec)
+    except HerdError as exc:
+        return exc.diagnostics
+    except Exception:  # noqa: BLE001 - a compiler bug must not take the editor down
+        plan = None
+    if path is not None:
+        ws.results[path] = (spec, plan)
+    return []
+
+
+def _load_with_overlays(ws: Workspace, path: Path, text: str) -> Any:
+    """`load_spec(path)` with the editor's text for `path` and other open documents."""
+    overlays = {**ws.overlays, path: text}
+    loader = _OverlayLoader(path.parent, overlays)
+    display = str(path)
+    loader.load(path, display, via=ast.Import(path=path.name, span=None))  # type: ignore[arg-type]
+    spec = spec_mod.Spec(path=display, name=path.stem, sources=loader.sources)
+    diags = loader.diags
+    for module in loader.modules:
+        for block in module.blocks:
+            spec_mod._define(spec, block, diags)
+    if any(d.severity.value == "error" for d in diags):
+        raise HerdError(diags)
+    return spec
+
+
+def _compile(spec: Any) -> Any:
+    try:
+        import compiler
+    except ImportError:
+        return None
+    compile_spec = getattr(compiler, "compile_spec", None)
+    if compile_spec is None:
+        return None
+    return compile_spec(spec)
+
+
+# -- completion context from plain text ------------------------------------------------------
+
+
+@dataclass
+class Context:
+    """Where the cursor is, read from text that may not parse."""
+
+    chain: list[tuple[str, str | None]]  # enclosing block heads (kind, label), outermost first
+    prefix: str  # the current entry's text before the cursor
+    call: str | None = None  # innermost open call `name(` the cursor is in
+    call_key: str | None = None  # the key whose value holds that call
+    in_string: bool = False
+    in_list: bool = False
+
+
+_HEAD = re.compile(r"^\s*([A-Za-z_]\w*)(?:\s+([A-Za-z_]\w*))?")
+
+
+def context_at(text: str, offset: int) -> Context:
+    """Scan to the cursor, tracking `{ }` block heads, `( )` calls and `[ ]` lists."""
+    blocks: list[tuple[str, str | None]] = []
+    parens: list[tuple[str | None, str | None]] = []  # (call name, key) per open paren
+    brackets = 0
+    seg_start = 0  # start of the current entry
+    i = 0
+    in_string = False
+    while i < offset:
+        c = text[i]
+        if in_string:
+            if c == "\\":
+                i += 2
+                continue
+            if c in '"\n':
+                in_string = False
+            i += 1
+            continue
+        if c == '"':
+            in_string = True
+        elif c == "#":
+            j = text.find("\n", i)
+            if j < 0 or j >= offset:
+                return Context(blocks, "", in_string=True)  # in a comment: nothing to offer
+            i = j
+            continue
+        elif c == "{":
+            head = text[seg_start:i]
+            m = _HEAD.match(head)
+            blocks.append((m.group(1), m.group(2)) if m else ("", None))
+            parens, brackets, seg_start = [], 0, i + 1
+        elif c == "}":
+            if blocks:
+                blocks.pop()
+            parens, brackets, seg_start = [], 0, i + 1
+        elif c == "(":
+            before = text[seg_start:i]
+            m = re.search(r"([A-Za-z_]\w*)\s*$", before)
+            k = re.match(r"^\s*([A-Za-z_]\w*)\s*=", before)
+            parens.append((m.group(1) if m else None, k.group(1) if k else None))
+        elif c == ")":
+            if parens:
+                parens.pop()
+        elif c == "[":
+            brackets += 1
+        elif c == "]":
+            brackets = max(0, brackets - 1)
+        elif c in ";\n" and not parens and not brackets:
+            seg_start = i + 1
+        elif c == "," and not parens and not brackets:
+            seg_start = i + 1
+        i += 1
+    prefix = text[seg_start:offset]
+    call, call_key = parens[-1] if parens else (None, None)
+    return Context(blocks, prefix, call, call_key, in_string, brackets > 0)

@@ -1,0 +1,678 @@
+"""`herd lsp`: the language server for `.herd` (pygls 2, stdio).
+
+Diagnostics come from the same checker as `herd check` (plus the compiler's semantic
+checks when it is importable), rerun on every change; hover, completion, go-to-definition,
+references, outline, folding and formatting work on a lenient parse so they keep working
+while the file is half-typed. Run it with `herd lsp` or `python -m herdlang.editor.lsp`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types as lsp
+from pygls.lsp.server import LanguageServer
+from pygls.uris import from_fs_path, to_fs_path
+from pygls.workspace import TextDocument
+
+from herdlang import ast, components
+from herdlang.diagnostics import Diagnostic, Severity
+from herdlang.editor import analysis as an
+from herdlang.editor.keywords import call_models, literal_values, model_in, words
+from herdlang.schema import BLOCKS, STAGES, DataBlock, MixBlock, field_names
+from herdlang.types import CallModel
+from herdlang.version import HERD_VERSION
+
+log = logging.getLogger("herd.lsp")
+
+
+class HerdServer(LanguageServer):
+    """pygls server plus the herd workspace model."""
+
+    def __init__(self) -> None:
+        super().__init__("herd", HERD_VERSION)
+        self.herd = an.Workspace()
+
+
+server = HerdServer()
+
+
+# -- positions ---------------------------------------------------------------------------------
+
+
+def _path(uri: str) -> Path | None:
+    if not uri.startswith("file:"):
+        return None
+    fs = to_fs_path(uri)
+    return Path(fs).resolve() if fs else None
+
+
+def _uri(path: Path) -> str:
+    return from_fs_path(str(path)) or path.as_uri()
+
+
+def _doc_for(ls: HerdServer, path: Path) -> TextDocument:
+    """The open document, or a read-only one from disk (for position encoding)."""
+    uri = _uri(path)
+    doc = ls.workspace.text_documents.get(uri)
+    if doc is not None:
+        return doc
+    text = ls.herd.text_of(path) or ""
+    return TextDocument(uri, source=text, position_codec=ls.workspace.position_codec)
+
+
+def _range(doc: TextDocument, span: ast.Span | None) -> lsp.Range:
+    """herd spans are 1-based with an exclusive end column; LSP is 0-based (client units)."""
+    if span is None:
+        zero = lsp.Position(0, 0)
+        return lsp.Range(zero, zero)
+    rng = lsp.Range(
+        lsp.Position(max(span.line - 1, 0), max(span.column - 1, 0)),
+        lsp.Position(max(span.end_line - 1, 0), max(span.end_column - 1, 0)),
+    )
+    try:
+        return doc.range_to_client_units(rng)
+    except (IndexError, ValueError):
+        return rng
+
+
+def _location(ls: HerdServer, path: Path, span: ast.Span | None) -> lsp.Location:
+    return lsp.Location(_uri(path), _range(_doc_for(ls, path), span))
+
+
+# -- diagnostics ----------------------------------------------------------------------------
+
+
+def _to_lsp(ls: HerdServer, doc: TextDocument, root: Path | None, d: Diagnostic,
+            imports: list[ast.Import]) -> lsp.Diagnostic:
+    severity = lsp.DiagnosticSeverity.Warning if d.severity is Severity.WARNING else lsp.DiagnosticSeverity.Error
+    message = d.message + (f"\n{d.hint}" if d.hint else "")
+    where = an.span_path(d.span.path) if d.span is not None and root is not None else root
+    if d.span is None or where == root or root is None:
+        rng = _range(doc, d.span)
+        related = None
+    else:
+        # an error in an imported file: show it on the import that brings that file in
+        imp = _import_leading_to(ls, root, where, imports) if where else None
+        rng = _range(doc, imp.span if imp else None)
+        rel = an.display_path(where) if where else d.span.path
+        message = f"in {rel}:{d.span.line}:{d.span.column}: {message}"
+        related = [lsp.DiagnosticRelatedInformation(_location(ls, where, d.span), d.message)] if where else None
+    return lsp.Diagnostic(
+        range=rng, message=message, severity=severity, code=d.code, source="herd",
+        related_information=related,
+    )
+
+
+def _import_leading_to(ls: HerdServer, root: Path, target: Path, imports: list[ast.Import]) -> ast.Import | None:
+    for imp in imports:
+        first = an.resolve_import(root, imp.path)
+        if target in {info.path for info in ls.herd.closure(first)}:
+            return imp
+    return imports[0] if imports else None
+
+
+def _publish(ls: HerdServer, uri: str) -> None:
+    doc = ls.workspace.get_text_document(uri)
+    path = _path(uri)
+    diags = an.check(ls.herd, path, doc.source, name=uri)
+    info = an.parse_lenient(doc.source, path or Path(uri))
+    out = [_to_lsp(ls, doc, path, d, info.imports) for d in diags]
+    ls.text_document_publish_diagnostics(
+        lsp.PublishDiagnosticsParams(uri=uri, diagnostics=out, version=doc.version)
+    )
+
+
+def _refresh(ls: HerdServer, changed_uri: str) -> None:
+    """Check the changed document, then open documents that import it."""
+    _publish(ls, changed_uri)
+    changed = _path(changed_uri)
+    for uri in list(ls.workspace.text_documents):
+        other = _path(uri)
+        if uri == changed_uri or other is None or changed is None:
+            continue
+        if changed in {i.path for i in ls.herd.closure(other)[1:]}:
+            _publish(ls, uri)
+
+
+@server.feature(lsp.INITIALIZED)
+def _initialized(ls: HerdServer, params: lsp.InitializedParams) -> None:
+    roots = [f.uri for f in (ls.workspace.folders or {}).values()] or (
+        [ls.workspace.root_uri] if ls.workspace.root_uri else []
+    )
+    ls.herd.roots = [p for p in (_path(u) for u in roots) if p is not None]
+
+
+@server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
+def _did_open(ls: HerdServer, params: lsp.DidOpenTextDocumentParams) -> None:
+    path = _path(params.text_document.uri)
+    if path is not None:
+        ls.herd.overlays[path] = params.text_document.text
+    _refresh(ls, params.text_document.uri)
+
+
+@server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
+def _did_change(ls: HerdServer, params: lsp.DidChangeTextDocumentParams) -> None:
+    uri = params.text_document.uri
+    path = _path(uri)
+    if path is not None:
+        ls.herd.overlays[path] = ls.workspace.get_text_document(uri).source
+    _refresh(ls, uri)
+
+
+@server.feature(lsp.TEXT_DOCUMENT_DID_SAVE)
+def _did_save(ls: HerdServer, params: lsp.DidSaveTextDocumentParams) -> None:
+    _refresh(ls, params.text_document.uri)
+
+
+@server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
+def _did_close(ls: HerdServer, params: lsp.DidCloseTextDocumentParams) -> None:
+    path = _path(params.text_document.uri)
+    if path is not None:
+        ls.herd.overlays.pop(path, None)
+    ls.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=params.text_document.uri, diagnostics=[]))
+
+
+# -- shared lookups ---------------------------------------------------------------------------
+
+
+def _open(ls: HerdServer, uri: str, position: lsp.Position) -> tuple[TextDocument, Path, an.FileInfo, int]:
+    doc = ls.workspace.get_text_document(uri)
+    path = _path(uri) or Path(uri)
+    if _path(uri) is not None:
+        ls.herd.overlays[path] = doc.source
+    info = ls.herd.info(path) if _path(uri) is not None else an.parse_lenient(doc.source, path)
+    assert info is not None
+    return doc, path, info, doc.offset_at_position(position)
+
+
+def _named(hit: an.Hit) -> str | None:
+    """The block name a hit refers to, if it can be one."""
+    if hit.what in ("name", "parent", "condkey"):
+        return hit.text
+    if hit.what == "ref":
+        return hit.text.split(".")[0]
+    return None
+
+
+# -- go to definition / references ----------------------------------------------------------------
+
+
+@server.feature(lsp.TEXT_DOCUMENT_DEFINITION)
+def _definition(ls: HerdServer, params: lsp.DefinitionParams) -> list[lsp.Location] | None:
+    doc, path, info, offset = _open(ls, params.text_document.uri, params.position)
+    hit = an.hit_at(info, offset)
+    if hit is None:
+        return None
+    if hit.what == "import":
+        target = an.resolve_import(path, hit.text)
+        return [lsp.Location(_uri(target), lsp.Range(lsp.Position(0, 0), lsp.Position(0, 0)))] if target.exists() or target in ls.herd.overlays else None
+    name = _named(hit)
+    if name is None:
+        return None
+    d = ls.herd.definitions(path).get(name)
+    if d is None:
+        return None
+    return [_location(ls, d.path, d.span)]
+
+
+@server.feature(lsp.TEXT_DOCUMENT_REFERENCES)
+def _references(ls: HerdServer, params: lsp.ReferenceParams) -> list[lsp.Location] | None:
+    doc, path, info, offset = _open(ls, params.text_document.uri, params.position)
+    hit = an.hit_at(info, offset)
+    name = _named(hit) if hit else None
+    if name is None:
+        return None
+    refs = ls.herd.references(path, name, params.context.include_declaration)
+    return [_location(ls, p, s) for p, s in refs]
+
+
+# -- hover --------------------------------------------------------------------------------------
+
+
+@server.feature(lsp.TEXT_DOCUMENT_HOVER)
+def _hover(ls: HerdServer, params: lsp.HoverParams) -> lsp.Hover | None:
+    doc, path, info, offset = _open(ls, params.text_document.uri, params.position)
+    hit = an.hit_at(info, offset)
+    if hit is None:
+        return None
+    text = _hover_text(ls, path, hit)
+    if not text:
+        return None
+    return lsp.Hover(
+        contents=lsp.MarkupContent(kind=lsp.MarkupKind.Markdown, value=text),
+        range=_range(doc, hit.span),
+    )
+
+
+def _hover_text(ls: HerdServer, path: Path, hit: an.Hit) -> str | None:
+    kinds = an.chain_kinds(hit.chain)
+    if hit.what == "kind":
+        if len(hit.chain) == 1:
+            model = BLOCKS.get(hit.text)
+            return an.model_doc(model, f"{hit.text} block") if model else f"unknown block kind `{hit.text}`"
+        if hit.text in an.STEP_KINDS:
+            names = components.names(hit.text)
+            return f"**{hit.text}** step\n\ncomponents: " + ", ".join(f"`{n}`" for n in names)
+        parent = an.model_for_chain(kinds[:-1])
+        return an.field_doc(parent, hit.text) if parent else None
+    if hit.what == "label" and len(hit.chain) > 1 and hit.chain[-1].kind in an.STEP_KINDS:
+        return an.component_doc(hit.chain[-1].kind, hit.text) or f"unknown {hit.chain[-1].kind} `{hit.text}`"
+    if hit.what == "key":
+        model = an.model_for_chain(kinds)
+        return an.field_doc(model, hit.text) if model else None
+    if hit.what == "call":
+        model = call_models().get(hit.text)
+        return an.model_doc(model, f"{hit.text}(...)") if model else None
+    if hit.what == "kwarg":
+        model = call_models().get(hit.call.name) if hit.call else None
+        if model is None and hit.chain and hit.chain[-1].kind in an.STEP_KINDS:
+            model = components.get(hit.chain[-1].kind, hit.chain[-1].name or "")
+        return an.field_doc(model, hit.text) if model else None
+    if hit.what == "import":
+        return f"import `{an.resolve_import(path, hit.text)}`"
+    name = _named(hit)
+    if name is None:
+        return None
+    d = ls.herd.definitions(path).get(name)
+    if d is not None:
+        return _definition_text(ls, path, d)
+    doc = an.component_doc("eval", name)
+    if doc:
+        return doc
+    if hit.what == "ref" and hit.key:
+        model = an.model_for_chain(kinds)
+        field = an.field_of(model, hit.key) if model else None
+        if field is not None and literal_values(field.annotation):
+            return an.field_doc(model, hit.key)  # type: ignore[arg-type]
+    return None
+
+
+def _definition_text(ls: HerdServer, path: Path, d: an.Definition) -> str:
+    where = f"{an.display_path(d.path)}:{d.span.line}"
+    lines = [f"**{d.kind} `{d.name}`**" + (f" extends `{d.block.parent}`" if d.block.parent else ""), f"defined at {where}"]
+    spec, plan = _results(ls, path)
+    if d.kind == "model":
+        lines.append(_model_text(spec, plan, d.name))
+    elif d.kind in STAGES:
+        lines.append(_stage_text(plan, d.name))
+    elif d.kind == "eval":
+        kind = next((e.value.name for e in d.block.assignments() if e.key == "kind" and isinstance(e.value, ast.Ref)), None)
+        if kind:
+            lines.append(an.component_doc("eval", kind) or "")
+    model = BLOCKS.get(d.kind)
+    if model is not None and model.doc:
+        lines.append(f"_{model.doc}_")
+    return "\n\n".join(x for x in lines if x)
+
+
+def _results(ls: HerdServer, path: Path) -> tuple[Any, Any]:
+    spec, plan = ls.herd.results.get(path, (None, None))
+    if spec is None:
+        text = ls.herd.text_of(path)
+        if text is not None:
+            an.check(ls.herd, path, text)
+            spec, plan = ls.herd.results.get(path, (None, None))
+    return spec, plan
+
+
+def _human(n: Any) -> str:
+    try:
+        from compiler.estimates import humanize
+
+        return humanize(float(n))
+    except (ImportError, TypeError, ValueError):
+        return str(n)
+
+
+def _model_text(spec: Any, plan: Any, name: str) -> str:
+    resolved = getattr(plan, "models", {}).get(name) if plan is not None else None
+    if resolved is None and spec is not None:
+        resolved = _resolve_model(spec, name)
+    if not resolved:
+        return "_(fix the spec's errors to see the resolved model)_"
+    params = resolved.get("params")
+    if isinstance(params, dict):
+        params = params.get("total")
+    head = f"**{int(params):,} parameters** ({_human(params)})" if isinstance(params, (int, float)) else ""
+    rows = [
+        f"| `{k}` | {_short(v)} |"
+        for k, v in sorted(resolved.items())
+        if k not in ("params", "name") and not isinstance(v, (dict, list))
+    ]
+    table = "| field | value |\n|---|---|\n" + "\n".join(rows) if rows else ""
+    return "\n\n".join(x for x in (head, table) if x)
+
+
+def _short(v: Any) -> str:
+    s = str(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def _resolve_model(spec: Any, name: str) -> dict[str, Any] | None:
+    """Fallback when the compiler is not importable: merge `extends` and count parameters."""
+    chain, seen = [], set()
+    cur = spec.find(name)
+    while cur is not None and cur.kind == "model" and cur.name not in seen:
+        seen.add(cur.name)
+        chain.append(cur)
+        cur = spec.find(cur.parent) if cur.parent else None
+    if not chain:
+        return None
+    merged: dict[str, Any] = {}
+    for d in reversed(chain):
+        merged.update(d.config.model_dump(exclude_none=True, exclude_unset=True))
+    try:
+        from compiler.estimates import ffn_hidden_dim, param_counts
+
+        tok = spec.find(merged.get("tokenizer", "")) if merged.get("tokenizer") else None
+        vocab = merged.get("vocab") or (
+            (tok.config.vocab or 0) + tok.config.special_tokens if tok is not None and tok.config.vocab else None
+        )
+        ffn = merged.get("ffn") or {}
+        attention = merged.get("attention") or {}
+        shape = {
+            "vocab_size": vocab,
+            "dim": merged["dim"],
+            "layers": merged["layers"],
+            "heads": merged["heads"],
+            "kv_heads": attention.get("kv_heads") or merged["heads"],
+            "head_dim": merged.get("head_dim"),
+            "ffn_dim": ffn.get("hidden") or ffn_hidden_dim(merged["dim"], ffn.get("multiplier", 1.0), ffn.get("multiple_of", 256)),
+            "tied_embeddings": bool(merged.get("tied")),
+        }
+        merged["params"] = param_counts(shape)["total"]
+    except (ImportError, KeyError, TypeError, ValueError):
+        pass
+    return merged
+
+
+def _stage_text(plan: Any, name: str) -> str:
+    stage = getattr(plan, "stages", {}).get(name) if plan is not None else None
+    if not isinstance(stage, dict) or not stage:
+        return "_(estimates appear once the spec compiles)_"
+    out = []
+    if stage.get("model"):
+        out.append(f"- model: `{stage['model']}`")
+    for key, label in (("tokens", "tokens"), ("steps", "steps"), ("context", "context")):
+        if isinstance(stage.get(key), (int, float)):
+            out.append(f"- {label}: **{_human(stage[key])}**")
+    total = stage.get("flops_total", stage.get("flops"))
+    if isinstance(total, (int, float)):
+        out.append(f"- training FLOPs: **{total:.3g}**")
+        if "flops_total" in stage and isinstance(stage.get("flops_attention"), (int, float)):
+            out.append(f"  (dense {stage['flops']:.3g} + attention {stage['flops_attention']:.3g})")
+    mem = stage.get("memory_per_gpu")
+    if isinstance(mem, dict) and isinstance(mem.get("total"), (int, float)):
+        out.append(f"- memory per GPU: {_human_bytes(mem['total'])}")
+    wall = stage.get("wall_clock_seconds")
+    if isinstance(wall, (int, float)):
+        out.append(f"- wall clock: {_duration(wall)}")
+    return "\n".join(out)
+
+
+def _human_bytes(n: float) -> str:
+    try:
+        from compiler.estimates import humanize
+
+        return humanize(float(n), "B")
+    except (ImportError, ValueError):
+        return f"{n} B"
+
+
+def _duration(seconds: float) -> str:
+    try:
+        from compiler.estimates import humanize_duration
+
+        return humanize_duration(float(seconds))
+    except (ImportError, ValueError):
+        return f"{seconds:.3g} s"
+
+
+# -- completion ------------------------------------------------------------------------------------
+
+_CK = lsp.CompletionItemKind
+
+
+def _item(label: str, kind: lsp.CompletionItemKind, detail: str | None = None, insert: str | None = None,
+          doc: str | None = None) -> lsp.CompletionItem:
+    return lsp.CompletionItem(
+        label=label, kind=kind, detail=detail, insert_text=insert,
+        documentation=lsp.MarkupContent(lsp.MarkupKind.Markdown, doc) if doc else None,
+    )
+
+
+@server.feature(lsp.TEXT_DOCUMENT_COMPLETION, lsp.CompletionOptions(trigger_characters=[" ", "=", "(", "[", ",", '"']))
+def _completion(ls: HerdServer, params: lsp.CompletionParams) -> lsp.CompletionList:
+    doc = ls.workspace.get_text_document(params.text_document.uri)
+    path = _path(params.text_document.uri)
+    offset = doc.offset_at_position(params.position)
+    ctx = an.context_at(doc.source, offset)
+    if path is not None:
+        ls.herd.overlays[path] = doc.source
+    items = _complete(ls, path, doc.source, ctx)
+    return lsp.CompletionList(is_incomplete=False, items=items)
+
+
+def _names_of(ls: HerdServer, path: Path | None, text: str, kinds: tuple[str, ...] | None) -> list[lsp.CompletionItem]:
+    defs: dict[str, str] = {}
+    if path is not None:
+        defs = {n: d.kind for n, d in ls.herd.definitions(path).items()}
+    for m in re.finditer(r"(?m)^\s*([A-Za-z_]\w*)\s+([A-Za-z_]\w*)\b(?!\s*=)", text):
+        if m.group(1) in BLOCKS:
+            defs.setdefault(m.group(2), m.group(1))
+    out = [
+        _item(n, _CK.Reference, k) for n, k in sorted(defs.items()) if kinds is None or k in kinds
+    ]
+    if kinds is not None and "eval" in kinds:
+        known = {i.label for i in out}
+        out += [_item(n, _CK.Module, "eval component", doc=an.component_doc("eval", n))
+                for n in components.names("eval") if n not in known]
+    return out
+
+
+def _complete(ls: HerdServer, path: Path | None, text: str, ctx: an.Context) -> list[lsp.CompletionItem]:
+    if ctx.in_string:
+        m = re.match(r'^\s*import\s+"([^"]*)$', ctx.prefix)
+        if m and path is not None:
+            base = path.parent
+            return [_item(str(p.relative_to(base)), _CK.File) for p in sorted(base.rglob("*.herd"))[:200] if p != path]
+        return []
+    chain = ctx.chain
+    prefix = ctx.prefix
+    # inside a call or a step's arguments: keyword arguments, or a kwarg's value
+    if ctx.call is not None:
+        model = call_models().get(ctx.call)
+        if model is None and chain and chain[0][0] == "data":
+            step = re.match(r"^\s*([A-Za-z_]\w*)\s+([A-Za-z_]\w*)", prefix)
+            if step:
+                model = components.get(step.group(1), step.group(2))
+        arg = re.split(r"[(,]", prefix)[-1]
+        m = re.match(r"^\s*([A-Za-z_]\w*)\s*=\s*[\w.]*$", arg)
+        if m and model is not None:
+            return _values_for(ls, path, text, model, m.group(1), chain)
+        if re.match(r"^\s*[A-Za-z_]*$", arg) and model is not None:
+            return [_item(k, _CK.Property, an.describe_type(an.field_of(model, k)), f"{k} = ",  # type: ignore[arg-type]
+                          an.field_doc(model, k))
+                    for k in field_names(model) if k != "kind"]  # type: ignore[arg-type]
+        return []
+    # `key = partial`, `key >= partial`, `key = [a, par`, `key = a -> par`
+    m = re.match(r"^\s*([A-Za-z_]\w*)\s*(?:=|>=|<=|==|!=|>|<)(.*)$", prefix, re.S)
+    if m:
+        if not re.search(r"[\w.]*$", m.group(2)) or re.search(r"\d[\w.]*$", m.group(2)):
+            return []
+        model = an.model_for_chain(chain)
+        if model is None:
+            return []
+        return _values_for(ls, path, text, model, m.group(1), chain)
+    m = re.match(r"^\s*([A-Za-z_]\w*)\s+([A-Za-z_]\w*)\s+extends\s+\w*$", prefix)
+    if m:
+        return _names_of(ls, path, text, ("model",))
+    m = re.match(r"^\s*([A-Za-z_]\w*)\s+\w*$", prefix)
+    if m:
+        if chain and m.group(1) in an.STEP_KINDS:
+            return [_item(n, _CK.Module, f"{m.group(1)} component", doc=an.component_doc(m.group(1), n))
+                    for n in components.names(m.group(1))]
+        if not chain and m.group(1) == "model":
+            return []
+        return []
+    if re.match(r"^\s*\w*$", prefix):
+        return _keys_for(ls, path, text, chain)
+    return []
+
+
+def _keys_for(ls: HerdServer, path: Path | None, text: str, chain: list[tuple[str, str | None]]) -> list[lsp.CompletionItem]:
+    if not chain:
+        items = [_item(k, _CK.Keyword, "block", f"{k} ", an.model_doc(m, f"{k} block")) for k, m in BLOCKS.items()]
+        return [*items, _item("import", _CK.Keyword, "import a file", 'import "')]
+    top = chain[0][0]
+    if (len(chain) == 1 and top == "mix") or (len(chain) == 2 and chain[-1][0] == "mix"):
+        items = _names_of(ls, path, text, ("data",))
+        for it in items:
+            it.insert_text = f"{it.label} = "
+        if len(chain) == 1:
+            items += [_item(k, _CK.Property, "mix option", f"{k} = ", an.field_doc(MixBlock, k)) for k in MixBlock.options]
+        return items
+    model = an.model_for_chain(chain)
+    if model is None:
+        if chain[-1][0] == "gate":
+            items = _names_of(ls, path, text, ("eval",))
+            for it in items:
+                it.insert_text = f"{it.label} >= "
+            return items
+        return []
+    items = []
+    for key in field_names(model):  # type: ignore[arg-type]
+        if key in ("steps", "weights", "name") or (key == "kind" and len(chain) > 1):
+            continue
+        info = an.field_of(model, key)
+        sub = model_in(info.annotation) if info else None
+        section = key in words().section_kinds and not (sub is not None and issubclass(sub, CallModel))
+        insert = f"{key} {{ " if section else f"{key} = "
+        items.append(_item(key, _CK.Module if section else _CK.Property,
+                           an.describe_type(info) if info else None, insert, an.field_doc(model, key)))
+    if model is DataBlock:
+        items += [_item(k, _CK.Keyword, "data step", f"{k} ") for k in words().step_kinds]
+    return items
+
+
+def _values_for(ls: HerdServer, path: Path | None, text: str, model: type, key: str,
+                chain: list[tuple[str, str | None]]) -> list[lsp.CompletionItem]:
+    info = an.field_of(model, key)
+    kinds = an.ref_kinds(chain, key)
+    if key == "kind" and chain and chain[0][0] == "eval":
+        return [_item(n, _CK.Module, "eval component", doc=an.component_doc("eval", n)) for n in components.names("eval")]
+    if info is None:
+        return _names_of(ls, path, text, kinds) if kinds else []
+    choices = literal_values(info.annotation)
+    if choices and key != "kind":
+        return [_item(c, _CK.EnumMember, f"{key}") for c in choices]
+    sub = model_in(info.annotation)
+    if sub is not None and issubclass(sub, CallModel):
+        return [_item(n, _CK.Function, f"{key}", f"{n}(", an.model_doc(m, f"{n}(...)"))
+                for n, m in call_models().items() if m is sub]
+    ann = str(info.annotation)
+    if "bool" in ann:
+        return [_item("true", _CK.Value), _item("false", _CK.Value)]
+    if kinds is not None or "_name" in _validators(info):
+        return _names_of(ls, path, text, kinds)
+    return []
+
+
+def _validators(info: Any) -> set[str]:
+    out = set()
+    for meta in an._metadata(info.annotation) + list(info.metadata):
+        func = getattr(meta, "func", None)
+        if func is not None:
+            out.add(getattr(func, "__name__", ""))
+    return out
+
+
+# -- outline, folding, formatting ----------------------------------------------------------------
+
+_SYMBOL_KINDS = {
+    "tokenizer": lsp.SymbolKind.Interface,
+    "model": lsp.SymbolKind.Class,
+    "data": lsp.SymbolKind.Module,
+    "mix": lsp.SymbolKind.Namespace,
+    "dataset": lsp.SymbolKind.Module,
+    "eval": lsp.SymbolKind.Event,
+    "run": lsp.SymbolKind.Object,
+}
+
+
+def _symbol(doc: TextDocument, block: ast.Block, nested: bool) -> lsp.DocumentSymbol:
+    if nested:
+        name = f"{block.kind} {block.name}" if block.name else block.kind
+        kind = lsp.SymbolKind.Field
+    else:
+        name = block.name or block.kind
+        kind = _SYMBOL_KINDS.get(block.kind, lsp.SymbolKind.Function)
+    children = [_symbol(doc, b, True) for b in block.blocks()]
+    return lsp.DocumentSymbol(
+        name=name, detail=block.kind if not nested else None, kind=kind,
+        range=_range(doc, block.span), selection_range=_range(doc, block.name_span or block.kind_span),
+        children=children or None,
+    )
+
+
+@server.feature(lsp.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
+def _symbols(ls: HerdServer, params: lsp.DocumentSymbolParams) -> list[lsp.DocumentSymbol]:
+    doc = ls.workspace.get_text_document(params.text_document.uri)
+    info = an.parse_lenient(doc.source, _path(doc.uri) or Path(doc.uri))
+    return [_symbol(doc, b, False) for b in info.blocks]
+
+
+@server.feature(lsp.TEXT_DOCUMENT_FOLDING_RANGE)
+def _folding(ls: HerdServer, params: lsp.FoldingRangeParams) -> list[lsp.FoldingRange]:
+    doc = ls.workspace.get_text_document(params.text_document.uri)
+    info = an.parse_lenient(doc.source, _path(doc.uri) or Path(doc.uri))
+    out: list[lsp.FoldingRange] = []
+
+    def walk(block: ast.Block) -> None:
+        if block.span.end_line > block.span.line:
+            out.append(lsp.FoldingRange(start_line=block.span.line - 1, end_line=block.span.end_line - 1))
+        for b in block.blocks():
+            walk(b)
+
+    for b in info.blocks:
+        walk(b)
+    return out
+
+
+@server.feature(lsp.TEXT_DOCUMENT_FORMATTING)
+def _formatting(ls: HerdServer, params: lsp.DocumentFormattingParams) -> list[lsp.TextEdit]:
+    doc = ls.workspace.get_text_document(params.text_document.uri)
+    try:
+        from herdlang.formatter import format_text
+    except ImportError:
+        return []
+    try:
+        new = format_text(doc.source, str(_path(doc.uri) or doc.uri))
+    except Exception:  # noqa: BLE001 - a spec that does not parse is left alone
+        return []
+    if not isinstance(new, str) or new == doc.source:
+        return []
+    lines = doc.source.split("\n")
+    end = lsp.Position(len(lines) - 1, len(lines[-1]))
+    whole = doc.range_to_client_units(lsp.Range(lsp.Position(0, 0), end))
+    return [lsp.TextEdit(range=whole, new_text=new)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve LSP over stdio (what `herd lsp` runs)."""
+    args = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in args):
+        print("usage: herd lsp  (speaks the Language Server Protocol on stdin/stdout)")
+        return 0
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    server.start_io()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
