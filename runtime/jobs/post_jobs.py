@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from runtime.data.tokenizer import Tokenizer, load_tokenizer
+from runtime.data.tokenizer import META_FILE, MODEL_FILE, Tokenizer, load_tokenizer
 from runtime.jobs.context import JobContext, JobFailed
 from runtime.jobs.registry import register
 from runtime.model import generate, load_checkpoint, save_checkpoint
@@ -39,6 +40,15 @@ def _load(ctx: JobContext) -> tuple[Llama, Tokenizer, dict[str, Any]]:
 
 def _report(ctx: JobContext, title: str, lines: list[str]) -> None:
     (Path(ctx.out) / "report.md").write_text(f"### {title}\n\n" + "\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _save(ctx: JobContext, model: Llama, steps: int) -> None:
+    """Save the checkpoint with a copy of its tokenizer, so `herd chat` needs nothing else."""
+    tok_dir = Path(ctx.inputs["tokenizer"])
+    save_checkpoint(model, ctx.out, step=steps, tokenizer_id=tok_dir.name,
+                    fingerprint=ctx.fingerprint or None, extra={"stage": ctx.kind, "job": ctx.job_id})
+    for name in (MODEL_FILE, META_FILE):
+        shutil.copyfile(tok_dir / name, Path(ctx.out) / name)
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -201,7 +211,7 @@ def post_sft(ctx: JobContext) -> None:
         losses.append(loss.item())
         ctx.metric(stage="post.sft", step=step, loss=losses[-1], lr=opt.param_groups[0]["lr"])
         ctx.progress.advance(1, loss=round(losses[-1], 4))
-    save_checkpoint(model, ctx.out, step=steps, extra={"stage": "post.sft"})
+    _save(ctx, model, steps)
     first, last = sum(losses[:5]) / len(losses[:5]), sum(losses[-5:]) / len(losses[-5:])
     _write_json(Path(ctx.out) / "train.json", {"steps": steps, "conversations": len(records),
                                               "rows": len(rows), "loss_first": first, "loss_last": last})
@@ -299,7 +309,7 @@ def post_dpo(ctx: JobContext) -> None:
         history.append({"loss": loss.item(), **info})
         ctx.metric(stage="post.dpo", step=step, loss=history[-1]["loss"], **info)
         ctx.progress.advance(1, loss=round(history[-1]["loss"], 4), margin=round(info["reward_margin"], 3))
-    save_checkpoint(model, ctx.out, step=steps, extra={"stage": "post.dpo"})
+    _save(ctx, model, steps)
     tail = history[-max(1, len(history) // 10):]
     summary = {k: sum(h[k] for h in tail) / len(tail) for k in history[0]}
     _write_json(Path(ctx.out) / "train.json", {"steps": steps, "pairs": len(prefs), "final": summary})
@@ -391,7 +401,7 @@ def post_reward_model(ctx: JobContext) -> None:
         ctx.progress.advance(1, loss=round(losses[-1], 4))
     accuracy = pair_accuracy(rm, tok, val)
     train_accuracy = pair_accuracy(rm, tok, train[:256])
-    save_checkpoint(rm.base, ctx.out, step=steps, extra={"stage": "post.reward_model"})
+    _save(ctx, rm.base, steps)
     save_file({k: v.contiguous() for k, v in rm.head.state_dict().items()}, str(Path(ctx.out) / HEAD))
     result = {"accuracy": accuracy, "train_accuracy": train_accuracy, "pairs": len(val),
               "loss_first": losses[0], "loss_last": losses[-1]}

@@ -1,0 +1,148 @@
+"""`herd generate` and `herd chat`: talk to a checkpoint from the terminal, tokens streamed.
+
+The tokenizer is found next to the weights: a post-training checkpoint carries a copy of
+its tokenizer; otherwise `--tokenizer DIR`, or the store entry named by the checkpoint's
+`tokenizer_id` (a sibling directory in the same store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import torch
+
+from runtime.data.tokenizer import META_FILE, Tokenizer, load_tokenizer
+from runtime.jobs.context import JobFailed
+from runtime.model import CheckpointError, generate, load_checkpoint
+from runtime.model.llama import Llama
+from runtime.post.chat import encode_prompt
+
+
+class StreamDecoder:
+    """Turns tokens into text as they arrive, holding back bytes of an unfinished UTF-8
+    character (a byte-level BPE token can end mid-character)."""
+
+    def __init__(self, tok: Tokenizer, out: TextIO) -> None:
+        self.tok, self.out, self.pending = tok, out, b""
+        self.text = ""
+
+    def push(self, token: int) -> None:
+        if token >= self.tok.n_vocab:  # padded vocabulary: nothing to print
+            return
+        self.pending += self.tok.decode_bytes([token])
+        for cut in range(len(self.pending), max(-1, len(self.pending) - 4), -1):
+            try:
+                piece = self.pending[:cut].decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            self.pending = self.pending[cut:]
+            self._emit(piece)
+            return
+
+    def flush(self) -> None:
+        if self.pending:
+            self._emit(self.pending.decode("utf-8", errors="replace"))
+            self.pending = b""
+
+    def _emit(self, piece: str) -> None:
+        self.text += piece
+        self.out.write(piece)
+        self.out.flush()
+
+
+def find_tokenizer(checkpoint: Path, meta: dict[str, object], explicit: str | None) -> Path:
+    candidates = [Path(explicit)] if explicit else []
+    candidates.append(checkpoint)
+    if meta.get("tokenizer_id"):
+        candidates.append(checkpoint.parent / str(meta["tokenizer_id"]))
+    for c in candidates:
+        if (c / META_FILE).is_file():
+            return c
+    raise JobFailed(f"{checkpoint}: no tokenizer found (looked in "
+                    f"{', '.join(map(str, candidates))}); hint: pass --tokenizer DIR")
+
+
+def _load(args: argparse.Namespace) -> tuple[Llama, Tokenizer]:
+    checkpoint = Path(args.checkpoint)
+    model, meta = load_checkpoint(checkpoint)
+    model.eval()
+    return model, load_tokenizer(find_tokenizer(checkpoint, meta, getattr(args, "tokenizer", None)))
+
+
+def _complete(model: Llama, tok: Tokenizer, prompt: list[int], args: argparse.Namespace,
+              out: TextIO, generator: torch.Generator) -> str:
+    budget = model.args.max_context - len(prompt)
+    if budget <= 0:
+        raise JobFailed(f"the prompt is {len(prompt)} tokens; the model's context is "
+                        f"{model.args.max_context}")
+    stream = StreamDecoder(tok, out)
+    generate(model, [prompt], max_new_tokens=min(int(args.max_new_tokens), budget),
+             temperature=float(args.temperature), top_p=float(args.top_p), top_k=int(args.top_k),
+             stop_tokens=[tok.eot_id, tok.eos_id], generator=generator,
+             on_token=lambda _row, t: stream.push(t))
+    stream.flush()
+    return stream.text
+
+
+def _messages(args: argparse.Namespace, user: str) -> list[dict[str, str]]:
+    system = getattr(args, "system", None)
+    return ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": user}]
+
+
+def generate_cli(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """One completion of --prompt: raw continuation, or an assistant reply with --chat."""
+    out = out or sys.stdout
+    try:
+        model, tok = _load(args)
+        if getattr(args, "chat", False):
+            prompt = encode_prompt(tok, _messages(args, args.prompt))
+        else:
+            prompt = tok.encode(args.prompt, bos=True)
+        generator = torch.Generator().manual_seed(int(getattr(args, "seed", 0) or 0))
+        _complete(model, tok, prompt, args, out, generator)
+        out.write("\n")
+    except (JobFailed, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def chat_cli(args: argparse.Namespace, inp: TextIO | None = None, out: TextIO | None = None) -> int:
+    """An interactive conversation in the Llama 3 chat format; /reset clears it, /exit ends it.
+    The oldest turns are dropped when the conversation outgrows the model's context."""
+    inp, out = inp or sys.stdin, out or sys.stdout
+    try:
+        model, tok = _load(args)
+    except (JobFailed, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    generator = torch.Generator().manual_seed(int(getattr(args, "seed", 0) or 0))
+    system = _messages(args, "")[:-1]
+    history: list[dict[str, str]] = []
+    while True:
+        out.write("> ")
+        out.flush()
+        line = inp.readline()
+        if not line or line.strip() == "/exit":
+            return 0
+        if line.strip() == "/reset":
+            history = []
+            continue
+        if not line.strip():
+            continue
+        history.append({"role": "user", "content": line.rstrip("\n")})
+        limit = model.args.max_context - int(args.max_new_tokens)
+        while len(history) > 1 and len(encode_prompt(tok, system + history)) > limit:
+            history = history[2:] if len(history) > 2 else history[1:]
+        try:
+            reply = _complete(model, tok, encode_prompt(tok, system + history), args, out, generator)
+        except JobFailed as e:
+            print(f"error: {e}", file=sys.stderr)
+            history = []
+            continue
+        out.write("\n")
+        history.append({"role": "assistant", "content": reply})

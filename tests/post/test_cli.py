@@ -1,0 +1,58 @@
+"""`herd generate` / `herd chat` helpers on a post-training checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import io
+
+import pytest
+
+from runtime.chat import StreamDecoder, chat_cli, generate_cli
+from runtime.model import generate, load_checkpoint
+from runtime.post.chat import encode_prompt
+
+
+def _args(checkpoint, **kw):
+    base = {"checkpoint": str(checkpoint), "prompt": "add 1 2", "max_new_tokens": 6,
+            "temperature": 0.0, "top_p": 1.0, "top_k": 0, "chat": True, "seed": 0, "system": None}
+    return argparse.Namespace(**{**base, **kw})
+
+
+@pytest.fixture
+def sft_checkpoint(job, checkpoint, tokenizer_dir):
+    data = job("data.dataset", {"format": "tasks", "generate": {"kinds": ["add"], "count": 10}},
+               name="data")
+    return job("post.sft", {"lr": 1e-3, "steps": 2, "batch": 4},
+               {"checkpoint": checkpoint, "tokenizer": tokenizer_dir, "dataset": data})
+
+
+def test_stream_decoder_holds_back_partial_utf8(tok):
+    out = io.StringIO()
+    stream = StreamDecoder(tok, out)
+    for t in tok.encode("é!"):  # two byte tokens for é, then !
+        stream.push(t)
+        assert "\ufffd" not in out.getvalue()
+    stream.flush()
+    assert out.getvalue() == "é!"
+
+
+def test_generate_cli_prints_the_greedy_chat_reply(sft_checkpoint, tok):
+    out = io.StringIO()
+    assert generate_cli(_args(sft_checkpoint), out=out) == 0
+    model, _ = load_checkpoint(sft_checkpoint)
+    prompt = encode_prompt(tok, [{"role": "user", "content": "add 1 2"}])
+    ids = generate(model, [prompt], max_new_tokens=6, temperature=0,
+                   stop_tokens=[tok.eot_id, tok.eos_id])[0].tokens
+    assert out.getvalue() == tok.decode([t for t in ids if t < tok.n_vocab]) + "\n"
+
+
+def test_chat_cli_answers_each_line_until_exit(sft_checkpoint):
+    out = io.StringIO()
+    assert chat_cli(_args(sft_checkpoint), inp=io.StringIO("add 1 2\n/reset\nsort 3 1\n/exit\n"),
+                    out=out) == 0
+    assert out.getvalue().count("> ") == 4
+
+
+def test_a_missing_checkpoint_is_an_error_not_a_traceback(tmp_path, capsys):
+    assert generate_cli(_args(tmp_path / "nope")) == 1
+    assert "error:" in capsys.readouterr().err
