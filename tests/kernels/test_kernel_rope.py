@@ -49,6 +49,15 @@ def test_head_count_and_dim_need_not_be_powers_of_two(assert_close):
         assert_close(g, w)
 
 
+def test_tables_with_different_layouts_are_both_honoured(assert_close):
+    _, q, k = _qkv()
+    cos, sin = rope_tables(T, D)
+    sin = torch.cat([sin, sin], dim=-1)[:, : D // 2].expand(B, T, D // 2)  # rows 2x apart
+    cos = cos.expand(B, T, D // 2)  # packed rows, zero batch stride
+    for g, w in zip(apply_rope(q, k, cos, sin), reference.apply_rope(q, k, cos, sin), strict=True):
+        assert_close(g, w)
+
+
 def test_position_zero_is_left_unchanged_and_norms_are_kept():
     _, q, k = _qkv()
     cos, sin = rope_tables(T, D)

@@ -98,7 +98,9 @@ def _chunked_pass(
     """Per-token losses, and with `row_scale` the gradients of sum(row_scale * loss)."""
     n_rows, n_vocab = hidden.shape[0], weight.shape[0]
     losses = torch.empty(n_rows, dtype=torch.float32, device=hidden.device)
-    grad_hidden = torch.empty_like(hidden) if row_scale is not None and want_hidden_grad else None
+    grad_hidden = None
+    if row_scale is not None and want_hidden_grad:  # contiguous, so row slices can be `out=`
+        grad_hidden = torch.empty(hidden.shape, dtype=hidden.dtype, device=hidden.device)
     grad_weight = None
     if row_scale is not None and want_weight_grad:
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)

@@ -119,6 +119,8 @@ class _RoPE(torch.autograd.Function):
     def forward(ctx, q, k, cos, sin):  # type: ignore[override]
         _check(q, k, cos, sin)
         cos, sin = _unit_last(cos), _unit_last(sin)
+        if cos.stride() != sin.stride():  # the kernel walks both tables with cos's strides
+            cos, sin = cos.contiguous(), sin.contiguous()
         ctx.save_for_backward(cos, sin)
         return _rotate(q, k, cos, sin, inverse=False)
 
