@@ -9,6 +9,13 @@ from pathlib import Path
 
 import pytest
 
+# pytest's default "prepend" import mode puts tests/ on sys.path for a file at the top of
+# tests/ (there is no tests/__init__.py); tests/compiler/ would then shadow the real
+# `compiler` package for every test module imported after this one. Take it off again.
+for _entry in list(sys.path):
+    if _entry and Path(_entry).resolve() == Path(__file__).resolve().parent:
+        sys.path.remove(_entry)
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "specs" / "tiny.herd"
 L405 = ROOT / "specs" / "llama3_405b.herd"
