@@ -46,6 +46,15 @@ def _docs_input(ctx: JobContext) -> list[Path]:
     return list_shards(ctx.inputs["documents"])
 
 
+def _input_docs(ctx: JobContext) -> float | None:
+    """The upstream's document count (from its stats.json) as the progress total."""
+    try:
+        stats = json.loads((Path(ctx.inputs["documents"]) / "stats.json").read_text(encoding="utf-8"))
+        return float(stats["docs_out"])
+    except (KeyError, OSError, ValueError):
+        return None
+
+
 def _apply_mask(ctx: JobContext, shards: list[Path], keep: np.ndarray, counts: list[int]
                 ) -> list[dict[str, Any]]:
     """Write each shard keeping `keep`'s documents (global order), then publish."""
@@ -117,7 +126,7 @@ def _key_dedup(ctx: JobContext, key_fn: Any, newest: bool) -> tuple[dict[str, An
     t0 = time.perf_counter()
     shards = _docs_input(ctx)
     key_names = [s.name + ".keys.npz" for s in shards]
-    process_shards(ctx, "keys", key_fn, shards, key_names)
+    process_shards(ctx, "keys", key_fn, shards, key_names, total=_input_docs(ctx))
     keys, stamps, counts = dkeys.load_keys([Path(ctx.work) / "keys" / n for n in key_names])
     keep = dkeys.keep_one_per_key(keys, stamps, newest)
     return {"parts": _apply_mask(ctx, shards, keep, counts)}, t0
@@ -154,7 +163,7 @@ def dedup_minhash(ctx: JobContext) -> None:
     shards = _docs_input(ctx)
     sig_names = [s.name + ".sig.npy" for s in shards]
     sig_parts = process_shards(ctx, "signatures", mh.signature_shard,
-                               [(s, params) for s in shards], sig_names)
+                               [(s, params) for s in shards], sig_names, total=_input_docs(ctx))
     t_sig = time.perf_counter() - t0
     counts = [p["docs_in"] for p in sig_parts]
     n_docs = sum(counts)
@@ -198,13 +207,15 @@ def dedup_lines(ctx: JobContext) -> None:
     firsts = np.cumsum([0] + counts)[:-1].tolist()
     cnames = [s.name + ".lines.npz" for s in shards]
     process_shards(ctx, "line-counts", dlines.count_lines_shard,
-                   [(s, f, bucket) for s, f in zip(shards, firsts, strict=True)], cnames)
+                   [(s, f, bucket) for s, f in zip(shards, firsts, strict=True)], cnames,
+                   total=float(sum(counts)))
     frequent = dlines.frequent_lines([Path(ctx.work) / "line-counts" / n for n in cnames], max_repeats)
     items = [(s, f, bucket, {b: h for b, h in frequent.items()
                              if f // bucket <= b <= (f + max(c, 1) - 1) // bucket})
              for s, f, c in zip(shards, firsts, counts, strict=True)]
     names = [s.name for s in shards]
-    parts = process_shards(ctx, "apply", dlines.remove_lines_shard, items, names)
+    parts = process_shards(ctx, "apply", dlines.remove_lines_shard, items, names,
+                           total=float(sum(counts)))
     publish(ctx, "apply", names)
     removed = sum(p["lines_removed"] for p in parts)
     _finish(ctx, parts, t0,
@@ -229,10 +240,12 @@ def run_filter(ctx: JobContext, flt: Filter, params: dict[str, Any]) -> dict[str
     cached = all((cache / n).exists() and (cache / (n + ".done.json")).exists() for n in names)
     state = None if cached else flt.prepare(scoring, shards)
     process_shards(ctx, "scores", frunner.score_shard,
-                   [(s, flt, scoring, state) for s in shards], names, directory=cache)
+                   [(s, flt, scoring, state) for s in shards], names, directory=cache,
+                   total=_input_docs(ctx))
     items = [(s, cache / n, flt, params) for s, n in zip(shards, names, strict=True)]
     out_names = [s.name for s in shards]
-    parts = process_shards(ctx, "decide", frunner.decide_shard, items, out_names)
+    parts = process_shards(ctx, "decide", frunner.decide_shard, items, out_names,
+                           total=_input_docs(ctx))
     publish(ctx, "decide", out_names)
     reasons: dict[str, int] = {}
     sums: dict[str, float] = {}
@@ -348,7 +361,8 @@ def data_tokenize(ctx: JobContext) -> None:
     names = [s.name.removesuffix(".jsonl") for s in shards]
     items = [(s, str(ctx.inputs["tokenizer"]), val_fraction, ctx.seed, forced, threads)
              for s in shards]
-    parts = process_shards(ctx, "tokenize", token_shards.tokenize_shard, items, names)
+    parts = process_shards(ctx, "tokenize", token_shards.tokenize_shard, items, names,
+                           total=_input_docs(ctx))
     for n in names:
         for f in token_shards.shard_files(n):
             shutil.copyfile(Path(ctx.work) / "tokenize" / f, Path(ctx.out) / f)

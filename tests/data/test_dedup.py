@@ -172,3 +172,17 @@ def test_line_dedup_drops_documents_left_blank(tmp_path: Path) -> None:
     out = run_job(tmp_path, "data.dedup.lines", {"max_repeats": 2, "bucket": 100}, {"documents": src})
     assert [d.id for d in read_documents(out)] == ["keep"]
     assert stats_of(out)["docs_emptied"] == 3
+
+
+def test_progress_counts_documents_against_the_upstream_total(tmp_path: Path) -> None:
+    from data.helpers import make_ctx
+    from runtime.jobs import registry
+
+    docs = [Document(f"d{i}", f"text {i % 5}") for i in range(12)]
+    src = run_job(tmp_path, "data.dedup.exact", {}, {"documents": write_docs(tmp_path / "in", docs, 5)},
+                  name="upstream")
+    ctx = make_ctx(tmp_path, "data.dedup.exact", {}, {"documents": src}, name="downstream")
+    seen: list[tuple[float, float | None, str]] = []
+    ctx.progress.on_change = lambda p: seen.append((p.done, p.total, p.unit))
+    registry.get("data.dedup.exact")(ctx)
+    assert seen[-1] == (5.0, 5.0, "docs")
