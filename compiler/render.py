@@ -60,6 +60,8 @@ def render_text(plan: Plan, runs_dir: Path | None = None, color: bool = False,
                 console.print(f"  {name}: scaling law (alpha={st['law']['alpha']}, A={st['law']['A']}) → compute-optimal "
                               f"{humanize(st['compute_optimal_params'])} params on {humanize(st['compute_optimal_tokens'])} tokens "
                               f"for {humanize(st['flops'])} FLOPs (declared: {humanize(st['params'])} params)")
+            elif "law_status" in st:
+                console.print(f"  {name}: scaling law from sweep '{st['law_from']}' — {st['law_status']}")
 
     tree = Tree("[bold]jobs[/]")
     by_stage: dict[str, Any] = {}

@@ -59,6 +59,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from compiler.render import render_dot, render_mermaid, render_text
 
     spec, plan = compile_file(args.spec, args.set)
+    _bind_fitted_laws(plan, Path(args.runs_dir))
     if args.target == "slurm":
         from compiler.slurm import write_slurm
 
@@ -83,6 +84,31 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.output:
         print(f"plan written to {args.output}", file=sys.stderr)
     return EXIT_OK
+
+
+def _bind_fitted_laws(plan, runs_dir: Path) -> None:
+    """`law = SWEEP`: once the sweep's fit has run, report its compute-optimal figures.
+
+    The fit's `law.json` sits in the store under the fit job's fingerprint, so a plain
+    file read suffices (no runtime import); before the sweep runs, the stage says so.
+    """
+    from compiler.estimates import compute_optimal
+
+    for stage in plan.stages.values():
+        sweep = stage.get("law_from")
+        if not sweep:
+            continue
+        fit = plan.jobs.get(f"scaling.{sweep}.fit")
+        law_file = runs_dir / plan.spec_name / "store" / (fit.fingerprint if fit else "-") / "law.json"
+        try:
+            law = json.loads(law_file.read_text(encoding="utf-8"))
+            alpha, a = float(law["alpha"]), float(law["A"])
+        except (OSError, ValueError, KeyError, TypeError):
+            stage["law_status"] = f"pending: run the sweep ({fit.id if fit else sweep}) to fit it"
+            continue
+        opt = compute_optimal(stage["flops"], alpha, a)
+        stage.update({"law": {"alpha": alpha, "A": a, "from": sweep}, "compute_optimal_tokens": opt["tokens"],
+                      "compute_optimal_params": opt["params"]})
 
 
 def _states(plan, runs_dir: Path) -> dict[str, tuple[str, str]] | None:
