@@ -8,6 +8,7 @@ import json
 import random
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,13 @@ from safetensors.torch import load_file, save_file
 from runtime.data.tokenizer import META_FILE, MODEL_FILE, Tokenizer, load_tokenizer
 from runtime.jobs.context import JobContext, JobFailed
 from runtime.jobs.registry import register
-from runtime.model import generate, load_checkpoint, save_checkpoint
+from runtime.model import (
+    generate,
+    load_checkpoint,
+    load_optimizer_state,
+    save_checkpoint,
+    save_optimizer_state,
+)
 from runtime.model.llama import Llama
 from runtime.post import datasets as D
 from runtime.post import tasks as T
@@ -55,13 +62,85 @@ def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
-
-
 def _warmup(ctx: JobContext, steps: int) -> int:
     schedule = ctx.config.get("schedule") or {}
     return int(schedule.get("warmup", max(1, steps // 10))) if isinstance(schedule, dict) else max(1, steps // 10)
+
+
+# --- the shared, resumable training loop ------------------------------------------------
+
+
+def batch_indices(n: int, batch: int, step: int, seed: int) -> list[int]:
+    """The examples of `step`: a fresh seeded permutation per epoch, so any step's batch is
+    known without replaying earlier ones (what makes a resumed run identical)."""
+    out: list[int] = []
+    pos = step * batch
+    while len(out) < batch:
+        epoch, offset = divmod(pos, n)
+        order = list(range(n))
+        random.Random(seed * 1_000_003 + epoch).shuffle(order)
+        take = order[offset : offset + batch - len(out)]
+        out += take
+        pos += len(take)
+    return out
+
+
+StepFn = Callable[[int, list[int]], tuple[torch.Tensor, dict[str, float]]]
+
+
+def train_loop(ctx: JobContext, module: torch.nn.Module,
+               groups: list[tuple[list[torch.nn.Parameter], float]], n_examples: int,
+               step_fn: StepFn) -> tuple[int, list[dict[str, float]]]:
+    """AdamW with warmup + cosine, gradient clipping, metrics and progress; state is saved to
+    `ctx.work` every `save_every` steps and a killed job resumes from it exactly.
+    Returns (steps, per-step history of {"loss", **info})."""
+    cfg = ctx.config
+    batch = int(cfg.get("batch", 16))
+    steps = int(cfg.get("steps") or max(1, round(float(cfg.get("epochs", 1.0)) * n_examples / batch)))
+    warmup = _warmup(ctx, steps)
+    save_every = int(cfg.get("save_every", 50))
+    opt = torch.optim.AdamW([{"params": p, "lr": lr} for p, lr in groups], betas=(0.9, 0.95),
+                            weight_decay=0.0)
+    work = Path(ctx.work)
+    state_file, weights_file = work / "state.json", work / "weights.safetensors"
+    opt_file = work / "optimizer.safetensors"
+    history: list[dict[str, float]] = []
+    start = 0
+    if state_file.is_file():
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+        module.load_state_dict(load_file(str(weights_file)))
+        load_optimizer_state(opt, opt_file)
+        start, history = int(state["step"]), state["history"]
+        ctx.log.info("%s: resuming at step %d of %d", ctx.job_id, start, steps)
+    module.train()
+    ctx.progress.start(steps, "steps")
+    ctx.progress.set(start)
+    for step in range(start, steps):
+        scale = P.lr_at(step, steps, 1.0, warmup)
+        for g, (_, lr) in zip(opt.param_groups, groups, strict=True):
+            g["lr"] = lr * scale
+        loss, info = step_fn(step, batch_indices(n_examples, batch, step, ctx.seed))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+        opt.step()
+        history.append({"loss": loss.item(), **info})
+        ctx.metric(stage=ctx.kind, step=step, lr=opt.param_groups[0]["lr"], **history[-1])
+        ctx.progress.advance(1, loss=round(history[-1]["loss"], 4))
+        if (step + 1) % save_every == 0 and step + 1 < steps:
+            tmp = weights_file.with_suffix(".tmp")
+            save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(tmp))
+            tmp.replace(weights_file)
+            save_optimizer_state(opt, opt_file)
+            state_tmp = state_file.with_suffix(".tmp")
+            state_tmp.write_text(json.dumps({"step": step + 1, "history": history}), encoding="utf-8")
+            state_tmp.replace(state_file)
+    return steps, history
+
+
+def _mean(history: list[dict[str, float]], key: str, last: bool) -> float:
+    part = history[-max(1, len(history) // 10):] if last else history[: max(1, len(history) // 10)]
+    return sum(h[key] for h in part) / len(part)
 
 
 # --- data.dataset ---------------------------------------------------------------------
@@ -186,37 +265,21 @@ def post_sft(ctx: JobContext) -> None:
         raise JobFailed(f"{ctx.job_id}: no SFT conversations in the dataset")
     context = int(cfg.get("context", model.args.max_context))
     rows = P.pack(sft_examples(tok, records), context)
-    batch, lr = int(cfg.get("batch", 16)), float(cfg.get("lr", 1e-4))
-    steps = int(cfg.get("steps") or max(1, round(float(cfg.get("epochs", 1.0)) * len(rows) / batch)))
-    warmup = _warmup(ctx, steps)
-    opt = _optimizer(model, lr)
-    rng = random.Random(ctx.seed)
-    order: list[int] = []
-    model.train()
-    ctx.progress.start(steps, "steps")
-    losses = []
+    lr = float(cfg.get("lr", 1e-4))
     t0 = time.perf_counter()
-    for step in range(steps):
-        if len(order) < batch:
-            order += rng.sample(range(len(rows)), len(rows))
-        idx, order = order[:batch], order[batch:]
+
+    def step_fn(step: int, idx: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
         tokens, targets, docs = P.pad_rows([rows[i] for i in idx])
-        for g in opt.param_groups:
-            g["lr"] = P.lr_at(step, steps, lr, warmup)
-        loss = model(tokens, docs, targets)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(loss.item())
-        ctx.metric(stage="post.sft", step=step, loss=losses[-1], lr=opt.param_groups[0]["lr"])
-        ctx.progress.advance(1, loss=round(losses[-1], 4))
+        return model(tokens, docs, targets), {}
+
+    steps, history = train_loop(ctx, model, [(list(model.parameters()), lr)], len(rows), step_fn)
     _save(ctx, model, steps)
-    first, last = sum(losses[:5]) / len(losses[:5]), sum(losses[-5:]) / len(losses[-5:])
+    first, last = _mean(history, "loss", False), _mean(history, "loss", True)
     _write_json(Path(ctx.out) / "train.json", {"steps": steps, "conversations": len(records),
                                               "rows": len(rows), "loss_first": first, "loss_last": last})
     _report(ctx, "SFT", [f"- {len(records):,} conversations packed into {len(rows):,} rows of "
-                         f"<= {context} tokens", f"- {steps} steps, peak lr {lr:g}, warmup {warmup}",
+                         f"<= {context} tokens", f"- {steps} steps, peak lr {lr:g}, "
+                         f"warmup {_warmup(ctx, steps)} steps then cosine",
                          f"- masked loss {first:.3f} -> {last:.3f} "
                          f"({time.perf_counter() - t0:.1f} s)"])
 
@@ -283,35 +346,17 @@ def post_dpo(ctx: JobContext) -> None:
                         f"{len(prefs)}; hint: the reference must come from the same dataset")
     masked = _mask_flag(ctx)
     beta, nll = float(cfg.get("beta", 0.1)), float(cfg.get("nll", 0.2))
-    batch, lr = int(cfg.get("batch", 8)), float(cfg.get("lr", 5e-5))
-    steps = int(cfg.get("steps") or max(1, round(float(cfg.get("epochs", 1.0)) * len(prefs) / batch)))
-    warmup = _warmup(ctx, steps)
-    opt = _optimizer(model, lr)
-    rng = random.Random(ctx.seed)
-    order: list[int] = []
-    model.train()
-    ctx.progress.start(steps, "steps")
-    history: list[dict[str, float]] = []
-    for step in range(steps):
-        if len(order) < batch:
-            order += rng.sample(range(len(prefs)), len(prefs))
-        idx, order = order[:batch], order[batch:]
+    lr = float(cfg.get("lr", 5e-5))
+
+    def step_fn(step: int, idx: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
         ct, cy, rt, ry = preference_batch(tok, [prefs[i] for i in idx], masked)
         pc, nc = P.sequence_logprobs(model, ct, cy)
         pr, _ = P.sequence_logprobs(model, rt, ry)
-        loss, info = P.dpo_loss(pc, pr, ref["chosen"][idx], ref["rejected"][idx], nc, beta, nll)
-        for g in opt.param_groups:
-            g["lr"] = P.lr_at(step, steps, lr, warmup)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        history.append({"loss": loss.item(), **info})
-        ctx.metric(stage="post.dpo", step=step, loss=history[-1]["loss"], **info)
-        ctx.progress.advance(1, loss=round(history[-1]["loss"], 4), margin=round(info["reward_margin"], 3))
+        return P.dpo_loss(pc, pr, ref["chosen"][idx], ref["rejected"][idx], nc, beta, nll)
+
+    steps, history = train_loop(ctx, model, [(list(model.parameters()), lr)], len(prefs), step_fn)
     _save(ctx, model, steps)
-    tail = history[-max(1, len(history) // 10):]
-    summary = {k: sum(h[k] for h in tail) / len(tail) for k in history[0]}
+    summary = {k: _mean(history, k, True) for k in history[0]}
     _write_json(Path(ctx.out) / "train.json", {"steps": steps, "pairs": len(prefs), "final": summary})
     _report(ctx, "DPO", [f"- {len(prefs):,} pairs, {steps} steps, beta {beta:g}, nll {nll:g}, "
                          f"mask `{cfg.get('mask', 'formatting_tokens')}`",
@@ -372,45 +417,28 @@ def post_reward_model(ctx: JobContext) -> None:
     if not train:
         raise JobFailed(f"{ctx.job_id}: the dataset has no preference pairs")
     rm = P.RewardModel(model)
-    batch, lr = int(cfg.get("batch", 16)), float(cfg.get("lr", 1e-5))
-    steps = int(cfg.get("steps") or max(1, round(float(cfg.get("epochs", 1.0)) * len(train) / batch)))
-    warmup = _warmup(ctx, steps)
-    # The fresh head starts at zero: give it a larger rate than the pretrained body.
-    opt = torch.optim.AdamW([{"params": rm.base.parameters(), "lr": lr},
-                             {"params": rm.head.parameters(), "lr": lr * 100}], weight_decay=0.0)
-    rng = random.Random(ctx.seed)
-    order: list[int] = []
-    rm.train()
-    ctx.progress.start(steps, "steps")
-    losses = []
-    for step in range(steps):
-        if len(order) < batch:
-            order += rng.sample(range(len(train)), len(train))
-        idx, order = order[:batch], order[batch:]
+    lr = float(cfg.get("lr", 1e-5))
+
+    def step_fn(step: int, idx: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
         ct, cl, rt, rl = _pair_tensors(tok, [train[i] for i in idx])
-        loss = P.bradley_terry_loss(rm(ct, cl), rm(rt, rl))
-        scale = P.lr_at(step, steps, 1.0, warmup)
-        for g, base_lr in zip(opt.param_groups, (lr, lr * 100), strict=True):
-            g["lr"] = base_lr * scale
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0)
-        opt.step()
-        losses.append(loss.item())
-        ctx.metric(stage="post.reward_model", step=step, loss=losses[-1])
-        ctx.progress.advance(1, loss=round(losses[-1], 4))
+        return P.bradley_terry_loss(rm(ct, cl), rm(rt, rl)), {}
+
+    # The fresh head starts at zero: it gets a larger rate than the pretrained body.
+    steps, history = train_loop(ctx, rm, [(list(rm.base.parameters()), lr),
+                                          (list(rm.head.parameters()), lr * 100)], len(train), step_fn)
     accuracy = pair_accuracy(rm, tok, val)
     train_accuracy = pair_accuracy(rm, tok, train[:256])
     _save(ctx, rm.base, steps)
     save_file({k: v.contiguous() for k, v in rm.head.state_dict().items()}, str(Path(ctx.out) / HEAD))
     result = {"accuracy": accuracy, "train_accuracy": train_accuracy, "pairs": len(val),
-              "loss_first": losses[0], "loss_last": losses[-1]}
+              "loss_first": _mean(history, "loss", False), "loss_last": _mean(history, "loss", True)}
     _write_json(Path(ctx.out) / "eval.json", result)
     ctx.metric(stage="post.reward_model", heldout_pair_accuracy=accuracy)
     _report(ctx, f"Reward model `{cfg.get('name', 'rm')}`",
             [f"- Bradley–Terry on {len(train):,} pairs, {steps} steps",
              f"- held-out pair accuracy **{accuracy:.1%}** ({len(val)} pairs), "
-             f"train {train_accuracy:.1%}", f"- loss {losses[0]:.3f} -> {losses[-1]:.3f}"])
+             f"train {train_accuracy:.1%}",
+             f"- loss {result['loss_first']:.3f} -> {result['loss_last']:.3f}"])
 
 
 # --- post.rejection_sampling ------------------------------------------------------------

@@ -76,7 +76,7 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
     nll_term = -policy_chosen / chosen_len.clamp(min=1)
     loss = (pref + nll * nll_term).mean()
     margin = (chosen_reward - rejected_reward).detach()
-    return loss, {"dpo_loss": float(pref.mean()), "nll": float(nll_term.mean()),
+    return loss, {"dpo_loss": pref.mean().item(), "nll": nll_term.mean().item(),
                   "reward_margin": float(margin.mean()),
                   "reward_accuracy": float((margin > 0).float().mean())}
 

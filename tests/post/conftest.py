@@ -43,20 +43,25 @@ def checkpoint(tmp_path: Path) -> Path:
     return d
 
 
+def make_ctx(tmp_path: Path, kind: str, config: dict[str, Any], inputs: dict[str, Path] | None,
+             name: str) -> JobContext:
+    """A JobContext like the executor's, with its out/work directories under tmp_path."""
+    out, work = tmp_path / name / "out", tmp_path / name / "work"
+    out.mkdir(parents=True)
+    work.mkdir(parents=True)
+    return JobContext(job_id=name, kind=kind, stage="post", config=config, inputs=inputs or {},
+                      out=out, work=work, run_dir=tmp_path, settings={"workers": 1},
+                      log=logging.getLogger(f"test.{name}"), metrics_path=tmp_path / "metrics.jsonl")
+
+
 @pytest.fixture
 def job(tmp_path: Path) -> Callable[..., Path]:
     """Run a job kind as the executor would, returning its output directory."""
 
     def run(kind: str, config: dict[str, Any], inputs: dict[str, Path] | None = None,
             name: str | None = None) -> Path:
-        name = name or kind.replace(".", "_")
-        out, work = tmp_path / name / "out", tmp_path / name / "work"
-        out.mkdir(parents=True)
-        work.mkdir(parents=True)
-        ctx = JobContext(job_id=name, kind=kind, stage="post", config=config, inputs=inputs or {},
-                         out=out, work=work, run_dir=tmp_path, settings={"workers": 1},
-                         log=logging.getLogger(f"test.{name}"), metrics_path=tmp_path / "metrics.jsonl")
+        ctx = make_ctx(tmp_path, kind, config, inputs, name or kind.replace(".", "_"))
         registry.get(kind)(ctx)
-        return out
+        return ctx.out
 
     return run

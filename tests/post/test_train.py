@@ -7,9 +7,14 @@ import math
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from runtime.jobs import registry
 from runtime.jobs.context import JobFailed
+from runtime.jobs.post_jobs import batch_indices
 from runtime.post import train as P
+
+from .conftest import make_ctx
 
 TASKS = {"format": "tasks", "val_fraction": 0.2,
          "generate": {"kinds": ["add", "reverse"], "count": 40, "difficulty": 1, "seed": 0}}
@@ -74,3 +79,32 @@ def test_eval_tasks_scores_greedy_answers(job, dataset, checkpoint, tokenizer_di
     assert result["count"] == 6 and 0.0 <= result["accuracy"] <= 1.0
     assert set(result["per_kind"]) == {"add", "reverse"}
     assert "| kind | accuracy |" in (out / "report.md").read_text()
+
+
+def test_batches_cover_each_epoch_once():
+    seen = [i for step in range(5) for i in batch_indices(10, 4, step, seed=3)]
+    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))
+    assert seen[:10] != list(range(10))
+
+
+def test_a_killed_sft_run_resumes_to_the_same_weights(tmp_path, dataset, checkpoint, tokenizer_dir):
+    inputs = {"checkpoint": checkpoint, "tokenizer": tokenizer_dir, "dataset": dataset}
+    config = {"lr": 3e-3, "steps": 6, "batch": 4, "save_every": 2}
+    whole = make_ctx(tmp_path, "post.sft", config, inputs, "whole")
+    registry.get("post.sft")(whole)
+
+    killed = make_ctx(tmp_path, "post.sft", config, inputs, "killed")
+
+    def kill(progress):
+        if progress.done == 5:
+            raise KeyboardInterrupt
+
+    killed.progress.on_change = kill
+    with pytest.raises(KeyboardInterrupt):
+        registry.get("post.sft")(killed)
+    assert json.loads((killed.work / "state.json").read_text())["step"] == 4
+    killed.progress.on_change = None
+    registry.get("post.sft")(killed)
+    a = load_file(str(whole.out / "model.safetensors"))
+    b = load_file(str(killed.out / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
