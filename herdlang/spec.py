@@ -298,14 +298,26 @@ def _pydantic_diagnostics(exc: ValidationError, model: type[BaseModel], smap: So
             got = err.get("input")
             words = [w.strip().strip("'") for w in str(expected).replace(" or ", ",").split(",") if w.strip()]
             hint = suggestion(str(got), words) if isinstance(got, str) else f"expected {expected}"
-            where = ".".join(str(p) for p in loc if not str(p).startswith("#"))
+            where = _where(loc, block)
             out.append(Diagnostic("H0203", f"'{got}' is not a valid value for {where or label}", span, hint))
         else:
             span = smap.find(loc) or block.head_span
-            where = ".".join(str(p) for p in loc) or label
+            where = _where(loc, block) or label
             msg = err["msg"].removeprefix("Value error, ")
             out.append(Diagnostic(code, f"{where}: {msg}", span, None))
     return out
+
+
+def _where(loc: Loc, block: ast.Block) -> str:
+    """A loc path in the user's words: ('steps', 1, 'keep') → 'dedup url: keep'."""
+    parts = [p for p in loc if not str(p).startswith("#")]
+    if len(parts) >= 2 and parts[0] == "steps" and isinstance(parts[1], int):
+        steps = [b for b in block.blocks() if b.name is not None]
+        if parts[1] < len(steps):
+            step = steps[parts[1]]
+            rest = ".".join(str(p) for p in parts[2:])
+            return f"{step.kind} {step.name}" + (f": {rest}" if rest else "")
+    return ".".join(str(p) for p in parts)
 
 
 def _clean_loc(loc: tuple) -> list:
