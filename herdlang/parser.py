@@ -375,6 +375,15 @@ def _blank_outside(text: str, lo: int, hi: int) -> str:
 def parse(text: str, path: str = "<string>") -> ast.Module:
     """Parse a whole file; raise HerdError with every syntax error found."""
     try:
+        return _parse(text, path)
+    except RecursionError:
+        span = ast.Span(path, 1, 1, 1, 2, 0, 1)
+        raise HerdError([Diagnostic("H0102", "values or blocks are nested too deeply", span,
+                                    "flatten the nesting (hundreds of levels are not supported)")]) from None
+
+
+def _parse(text: str, path: str) -> ast.Module:
+    try:
         tree = _lark().parse(text)
     except UnexpectedInput as first:
         diags: list[Diagnostic] = []

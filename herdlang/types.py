@@ -37,7 +37,15 @@ def _scaled(q: ast.Quantity, scale: dict[str, int], what: str) -> Decimal:
         raise PydanticCustomError("number", "'{text}' is not a number", {"text": q.text}) from None
 
 
+# No count herd deals with comes near this; beyond it the estimates overflow floats.
+MAX_COUNT = 10**30
+
+
 def _integral(d: Decimal, text: str, what: str) -> int:
+    if abs(d) > MAX_COUNT:
+        raise PydanticCustomError(
+            "too_large", "{what} '{text}' is out of range (at most 1e30)", {"what": what, "text": text}
+        )
     if d != d.to_integral_value():
         raise PydanticCustomError(
             "int_from_fraction", "{what} must be a whole number, got '{text}'", {"what": what, "text": text}
