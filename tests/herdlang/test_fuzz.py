@@ -12,6 +12,7 @@ import re
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -121,3 +122,12 @@ def test_herd_check_on_mutated_file_exits_0_or_1(text: str) -> None:
     assert "Traceback" not in err.getvalue()
     if code == 1:
         assert re.search(r"error\[H\d{4}\]", err.getvalue())
+
+
+def test_absurd_counts_are_diagnostics_not_overflow() -> None:
+    base = (Path(__file__).parent / "golden" / "diagnostics" / "H0406_budget.herd").read_text(encoding="utf-8")
+    for tokens in ("1e999 tokens", "1e31 tokens", "99999999999999999999T tokens"):
+        with pytest.raises(HerdError) as exc:
+            compile_spec(load_text(base.replace("1K tokens", tokens), "big.herd"))
+        assert [d.code for d in exc.value.diagnostics] == ["H0203"]
+    compile_spec(load_text(base.replace("1K tokens", "1e29 tokens"), "big.herd"))  # large but allowed

@@ -192,3 +192,15 @@ def test_recovery_reports_each_broken_block() -> None:
 def test_bad_values_raise_herd_error(bad: str) -> None:
     with pytest.raises(HerdError):
         parse_value(bad)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["model m { x = " + "[" * 3000 + "]" * 3000 + " }", "run { " + "a { " * 2000 + "}" * 2000 + " }"],
+    ids=["deep-list", "deep-blocks"],
+)
+def test_absurd_nesting_is_a_diagnostic_not_a_recursion_error(text: str) -> None:
+    with pytest.raises(HerdError) as exc:
+        parse(text, "deep.herd")
+    assert [d.code for d in exc.value.diagnostics] == ["H0102"]
+    assert "nested too deeply" in exc.value.diagnostics[0].message
