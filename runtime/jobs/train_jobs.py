@@ -15,9 +15,9 @@ from runtime.data.token_shards import read_meta as read_tokens_meta
 from runtime.data.tokenizer import load_tokenizer
 from runtime.jobs.context import JobContext, JobFailed
 from runtime.jobs.registry import register
-from runtime.model import Llama, average_checkpoints, from_config, load_checkpoint, save_checkpoint
-from runtime.model.checkpoint import CheckpointError, load_state
-from runtime.train import report
+from runtime.model import Llama, average_checkpoints, from_config, load_checkpoint
+from runtime.model.checkpoint import CheckpointError, load_state, write_checkpoint
+from runtime.train import dist, report
 from runtime.train.evals import filler_tokens, needle, unigram_loss, val_loss
 from runtime.train.loop import StepHook, Trainer, TrainState, data_sources
 
@@ -59,18 +59,55 @@ def _finish(ctx: JobContext, trainer: Trainer, extra: dict[str, Any] | None = No
                  else trainer.validate())
     unigram = _unigram(ctx)
     stats = {"steps": st.step, "tokens": st.tokens, "val_loss": round(final_val, 4),
-             "unigram_loss": round(unigram, 4), **(extra or {})}
-    save_checkpoint(trainer.model, ctx.out, step=st.step, fingerprint=ctx.fingerprint or None,
-                    extra=stats)
+             "unigram_loss": round(unigram, 4), **throughput(st), **(extra or {})}
+    if trainer.world > 1:
+        stats["nproc"] = trainer.world
+    weights = trainer.export_state()  # a collective under torch.distributed
+    if weights is None:  # not rank 0: rank 0 writes the artifact
+        return stats
+    write_checkpoint(weights, trainer.model_config, ctx.out, step=st.step,
+                     fingerprint=ctx.fingerprint or None, extra=stats)
     _json(Path(ctx.out) / "stats.json", stats)
-    lines = report.loss_section(Path(ctx.out), st, unigram, final_val) + (sections() if sections else [])
+    lines = (report.loss_section(Path(ctx.out), st, unigram, final_val)
+             + report.throughput_section(Path(ctx.out), st, trainer.world)
+             + (sections() if sections else []))
     report.write(Path(ctx.out), lines)
     ctx.log.info("%s: %d steps, val loss %.4f (unigram %.4f)", ctx.job_id, st.step, final_val, unigram)
     return stats
 
 
-def run_pretrain(ctx: JobContext, on_step: StepHook | None = None) -> TrainState:
-    """train.pretrain from a seeded random init; `on_step` lets tests interrupt it."""
+def throughput(st: TrainState) -> dict[str, float]:
+    """Median tokens/s (and MFU on CUDA) over the run's steps, first step excluded when
+    there are others (it pays for warm-up and compilation)."""
+    out: dict[str, float] = {}
+    for key, digits in (("tokens_per_s", 1), ("mfu", 4)):
+        values = st.history.get(key) or []
+        values = sorted(values[1:] if len(values) > 1 else values)
+        if values:
+            out[key] = round(values[len(values) // 2], digits)
+    return out
+
+
+def _distributed(ctx: JobContext) -> bool:
+    """Re-run the job under torchrun when `herd run --nproc N` asked for N > 1 processes
+    and this is not already one of them; True when that happened (the job is done)."""
+    n = dist.wanted(ctx)
+    if n <= 1:
+        return False
+    # checked here too (the loop checks again) so the user hears it before torchrun starts
+    uneven = sorted({int(b["seqs"]) for b in ctx.config.get("batch", []) if int(b["seqs"]) % n})
+    if uneven:
+        raise JobFailed(f"{ctx.job_id}: a batch of {uneven[0]} sequences does not split over "
+                        f"{n} processes; use a --nproc that divides every batch size")
+    dist.launch(ctx, n)
+    return True
+
+
+def run_pretrain(ctx: JobContext, on_step: StepHook | None = None) -> TrainState | None:
+    """train.pretrain from a seeded random init; `on_step` lets tests interrupt it. Returns
+    None when the job ran in torchrun workers."""
+    if _distributed(ctx):
+        return None
     model = from_config(ctx.config["model"], seed=ctx.seed)
     trainer = Trainer(ctx, model, ctx.config, on_step=on_step)
     trainer.run(int(ctx.config["steps"]))
@@ -121,15 +158,25 @@ def check_gates(gate: dict[str, dict[str, Any]], values: dict[str, float]) -> di
     return out
 
 
-def run_extend(ctx: JobContext, on_step: StepHook | None = None) -> dict[str, Any]:
+def run_extend(ctx: JobContext, on_step: StepHook | None = None) -> dict[str, Any] | None:
     """train.extend: train at the longer context, then gate; failing gates buy extra training
     in chunks up to max_extra x the increment's steps, then the job fails with a gate report."""
+    if _distributed(ctx):
+        return None
     cfg = ctx.config
     model = _from_checkpoint(ctx)
     before_file = Path(ctx.work) / "before.json"
-    if not before_file.exists():
-        _json(before_file, {"base_loss": _base_loss(ctx, model)})
-    before = json.loads(before_file.read_text())["base_loss"]
+    measured = before_file.exists()
+    dist.barrier()  # every rank decides before rank 0 writes the file
+    if not measured:
+        loss = _base_loss(ctx, model)
+        if dist.is_main():
+            tmp = before_file.with_suffix(".tmp")
+            _json(tmp, {"base_loss": loss})
+            tmp.replace(before_file)
+        before = loss
+    else:
+        before = json.loads(before_file.read_text())["base_loss"]
     trainer = Trainer(ctx, model, cfg, on_step=on_step)
     steps = int(cfg["steps"])
     extra = math.floor(float(cfg.get("max_extra", 0.0)) * steps)
@@ -160,7 +207,8 @@ def run_extend(ctx: JobContext, on_step: StepHook | None = None) -> dict[str, An
             sections=lambda: [f"Short-context loss at {cfg.get('base_context')} tokens: "
                               f"{before:.4f} before, {after:.4f} after.", ""]
             + report.gate_section(Path(ctx.out), rounds, needle_result))
-    _json(Path(ctx.out) / "gates.json", result)
+    if dist.is_main():
+        _json(Path(ctx.out) / "gates.json", result)
     return result
 
 
@@ -172,25 +220,35 @@ def extend(ctx: JobContext) -> None:
 # --- annealing and averaging --------------------------------------------------------------
 
 
-def run_anneal(ctx: JobContext, on_step: StepHook | None = None) -> TrainState:
+def run_anneal(ctx: JobContext, on_step: StepHook | None = None) -> TrainState | None:
     """train.anneal: continue from the checkpoint with the stage's (linear-to-zero) schedule,
     keeping the last `keep_last` checkpoints as ckpt-NNNNNN/ in the artifact for averaging."""
+    if _distributed(ctx):
+        return None
     keep = max(1, int(ctx.config.get("keep_last", 1)))
     snaps = Path(ctx.work) / "snapshots"
     model = _from_checkpoint(ctx)
+    config = dict(model.config)
+    holder: list[Trainer] = []
 
     def snapshot(step: int, _state: TrainState) -> None:
-        save_checkpoint(model, snaps / f"ckpt-{step:06d}", step=step)
+        # the trainer has just gathered the full weights for its own checkpoint (rank 0)
+        weights = holder[0].exported if holder else None
+        if weights is None:
+            return
+        write_checkpoint(weights, config, snaps / f"ckpt-{step:06d}", step=step)
         for old in sorted(snaps.glob("ckpt-*"))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
 
     trainer = Trainer(ctx, model, ctx.config, on_step=on_step, on_checkpoint=snapshot)
+    holder.append(trainer)
     trainer.run(int(ctx.config["steps"]))
     kept = sorted(snaps.glob("ckpt-*"))[-keep:]
     _finish(ctx, trainer, extra={"kept": [p.name for p in kept]},
             sections=lambda: ["Checkpoints kept for averaging: " + ", ".join(p.name for p in kept), ""])
-    for p in kept:
-        shutil.copytree(p, Path(ctx.out) / p.name)
+    if trainer.is_main:
+        for p in kept:
+            shutil.copytree(p, Path(ctx.out) / p.name)
     return trainer.state
 
 

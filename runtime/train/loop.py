@@ -24,12 +24,30 @@ import torch
 
 from runtime.data.loader import IGNORE, PackedLoader
 from runtime.jobs.context import JobContext, JobFailed
-from runtime.model import Llama, load_optimizer_state, save_checkpoint, save_optimizer_state
-from runtime.model.checkpoint import atomic_directory, load_state
+from runtime.model import Llama, load_optimizer_state, save_optimizer_state
+from runtime.model.checkpoint import atomic_directory, load_state, write_checkpoint
+from runtime.train import dist
 from runtime.train.evals import val_loss
 from runtime.train.schedule import lr_at
 
 StepHook = Callable[[int, "TrainState"], None]
+
+
+def peak_flops(settings: dict[str, Any], device: torch.device) -> float | None:
+    """Peak bf16 FLOP/s of one device for MFU. CUDA only (a CPU has no meaningful peak).
+    The device actually running wins (its name matched against `compiler.estimates.GPUS`),
+    then the spec's `settings["hardware"]` (`peak_bf16_tflops`); None when unknown."""
+    if device.type != "cuda":
+        return None
+    from compiler.estimates import GPUS
+
+    name = torch.cuda.get_device_name(device).lower()
+    match = next((g for k, g in GPUS.items() if k != "cpu" and k in name), None)
+    if match is not None:
+        return match.peak_bf16_tflops * 1e12
+    hw = settings.get("hardware") or {}
+    peak = hw.get("peak_bf16_tflops") if isinstance(hw, dict) else None
+    return float(peak) * 1e12 if peak else None
 
 
 @dataclass
@@ -60,11 +78,28 @@ def batch_seqs(cfg: dict[str, Any], tokens: int) -> int:
     return seqs
 
 
-def make_optimizer(model: Llama, cfg: dict[str, Any]) -> torch.optim.AdamW:
+def param_order(model: torch.nn.Module) -> list[str]:
+    """Parameter names in the optimizer's order (matrices, then the rest): the key that maps
+    a single-process optimizer state onto a sharded one and back."""
+    named = list(model.named_parameters())
+    return [n for n, p in named if p.dim() >= 2] + [n for n, p in named if p.dim() < 2]
+
+
+def planned_tokens(cfg: dict[str, Any], steps: int, seq_len: int) -> int:
+    """Tokens `steps` optimizer steps consume under the batch ramp (the progress total)."""
+    tokens = 0
+    for _ in range(steps):
+        tokens += batch_seqs(cfg, tokens) * seq_len
+    return tokens
+
+
+def make_optimizer(model: torch.nn.Module, cfg: dict[str, Any]) -> torch.optim.AdamW:
     """AdamW, decaying matrices only (norm gains are not decayed); fused on GPU."""
     opt = cfg["optimizer"]
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    other = [p for p in model.parameters() if p.dim() < 2]
+    params = dict(model.named_parameters())
+    order = param_order(model)
+    decay = [params[n] for n in order if params[n].dim() >= 2]
+    other = [params[n] for n in order if params[n].dim() < 2]
     groups = [{"params": decay, "weight_decay": float(opt.get("weight_decay", 0.0))},
               {"params": other, "weight_decay": 0.0}]
     fused = next(model.parameters()).device.type == "cuda"
@@ -81,6 +116,11 @@ class Trainer:
                  on_step: StepHook | None = None, on_checkpoint: StepHook | None = None,
                  val_tokens: int = 16_384) -> None:
         self.ctx, self.model, self.cfg = ctx, model, cfg
+        self.model_config: dict[str, Any] = dict(model.config)
+        self.n_params = sum(p.numel() for p in model.parameters())
+        self.rank, self.world = dist.rank(), dist.world()
+        self.is_main = self.rank == 0
+        self.exported: dict[str, torch.Tensor] | None = None
         self.sources = data_sources(ctx)
         mix = cfg.get("mix", {})
         weights = mix.get("weights") or dict.fromkeys(self.sources, 1.0)
@@ -88,27 +128,37 @@ class Trainer:
         self.loader = PackedLoader(self.sources, weights, self.seq_len, batch_seqs(cfg, 0),
                                    split="train", seed=int(mix.get("seed", 0)),
                                    max_epochs=float(mix.get("max_epochs", 4.0)))
-        self.opt = make_optimizer(model, cfg)
         self.state = TrainState()
         self.on_step, self.on_checkpoint = on_step, on_checkpoint
         self.val_tokens = val_tokens
         self.root = Path(ctx.work) / "state"
+        torch.manual_seed(ctx.seed)
+        # weights are loaded before sharding (a full state dict fits the plain module), the
+        # optimizer state after it (set_optimizer_state_dict scatters it to the shards)
+        latest = self._latest()
+        if latest is not None:
+            tensors, _ = load_state(latest)
+            self.model.load_state_dict(tensors, strict=True)
+        self.names = param_order(model)
+        if self.world > 1:
+            dist.shard(model)
         self.device = next(model.parameters()).device
+        self.opt = make_optimizer(model, cfg)
         self.autocast = cfg.get("precision") == "bf16" and self.device.type == "cuda"
         self.step_fn = torch.compile(model) if cfg.get("compile") else model
-        torch.manual_seed(ctx.seed)
-        self.resumed = self._resume()
+        self.peak_flops = peak_flops(ctx.settings, self.device)
+        self.resumed = latest is not None and self._resume(latest)
 
     # --- checkpoints ------------------------------------------------------------------
 
-    def _resume(self) -> bool:
+    def _latest(self) -> Path | None:
         latest = self.root / "LATEST"
-        if not latest.is_file():
-            return False
-        directory = self.root / latest.read_text().strip()
-        tensors, _ = load_state(directory)
-        self.model.load_state_dict(tensors, strict=True)
-        load_optimizer_state(self.opt, directory / "optimizer.safetensors")
+        return self.root / latest.read_text().strip() if latest.is_file() else None
+
+    def _resume(self, directory: Path) -> bool:
+        view = dist.StateView()
+        load_optimizer_state(view, directory / "optimizer.safetensors")  # type: ignore[arg-type]
+        dist.load_full_optim_state(self.model, self.opt, view.sd, self.names)
         meta = json.loads((directory / "state.json").read_text())
         self.loader.load_state_dict(meta["loader"])
         self.state = TrainState(step=meta["step"], tokens=meta["tokens"],
@@ -118,29 +168,41 @@ class Trainer:
                           self.state.step, self.state.tokens)
         return True
 
+    def export_state(self) -> dict[str, torch.Tensor] | None:
+        """The full (unsharded) weights on rank 0, None on other ranks. A collective under
+        torch.distributed: every rank must call it."""
+        sd = dist.full_model_state(self.model)
+        return {k: v.detach().to("cpu") for k, v in sd.items()} if self.is_main else None
+
     def checkpoint(self) -> Path:
-        """Write the resumable state atomically, point LATEST at it, drop older ones."""
+        """Write the resumable state atomically, point LATEST at it, drop older ones. The
+        files are the single-process format whatever the world size (rank 0 writes
+        gathered full state), so a run can resume on a different number of processes."""
         name = f"step-{self.state.step:06d}"
         directory = self.root / name
-        with atomic_directory(directory) as tmp:
-            save_checkpoint(self.model, tmp / "model", step=self.state.step)
-            for f in (tmp / "model").iterdir():
-                f.rename(tmp / f.name)
-            (tmp / "model").rmdir()
-            save_optimizer_state(self.opt, tmp / "optimizer.safetensors")
-            torch.save(torch.get_rng_state(), tmp / "rng.pt")
-            (tmp / "state.json").write_text(json.dumps({
-                "step": self.state.step, "tokens": self.state.tokens,
-                "loader": self.loader.state_dict(), "history": self.state.history,
-                "val": self.state.val}))
-        pointer = self.root / "LATEST.tmp"
-        pointer.write_text(name)
-        os.replace(pointer, self.root / "LATEST")
-        for old in self.root.glob("step-*"):
-            if old.name != name:
-                shutil.rmtree(old, ignore_errors=True)
+        self.exported = self.export_state()
+        optim = dist.full_optim_state(self.model, self.opt, self.names)
+        if self.exported is not None:
+            with atomic_directory(directory) as tmp:
+                write_checkpoint(self.exported, self.model_config, tmp / "model", step=self.state.step)
+                for f in (tmp / "model").iterdir():
+                    f.rename(tmp / f.name)
+                (tmp / "model").rmdir()
+                save_optimizer_state(dist.StateView(optim), tmp / "optimizer.safetensors")  # type: ignore[arg-type]
+                torch.save(torch.get_rng_state(), tmp / "rng.pt")
+                (tmp / "state.json").write_text(json.dumps({
+                    "step": self.state.step, "tokens": self.state.tokens,
+                    "loader": self.loader.state_dict(), "history": self.state.history,
+                    "val": self.state.val}))
+            pointer = self.root / "LATEST.tmp"
+            pointer.write_text(name)
+            os.replace(pointer, self.root / "LATEST")
+            for old in self.root.glob("step-*"):
+                if old.name != name:
+                    shutil.rmtree(old, ignore_errors=True)
         if self.on_checkpoint is not None:
             self.on_checkpoint(self.state.step, self.state)
+        dist.barrier()
         return directory
 
     # --- training ---------------------------------------------------------------------
@@ -157,29 +219,40 @@ class Trainer:
 
     def _micro_step(self, seqs: int) -> float:
         """One optimizer step's forward/backward over `seqs` rows in micro-batches; the loss
-        is the mean over all the step's targets, so accumulation equals one big batch."""
+        is the mean over all the step's targets, so accumulation equals one big batch.
+
+        Under torch.distributed every rank reads the same global batch (the loader is
+        deterministic, so its position stays identical everywhere) and trains on its own
+        contiguous slice of rows. The loss is still divided by the global target count;
+        FSDP averages gradients over ranks, so each rank scales by the world size to make
+        the result the whole batch's gradient, the same as one process computes."""
+        if seqs % self.world:
+            raise JobFailed(f"{self.ctx.job_id}: a batch of {seqs} sequences does not split "
+                            f"over {self.world} processes; use a --nproc that divides it")
         self.loader.set_batch_size(seqs)
         batch = next(self.loader)
-        micro = int(self.cfg.get("micro_batch") or seqs)
         n_targets = max(1, int((batch.targets != IGNORE).sum()))
+        local = seqs // self.world
+        lo = self.rank * local
+        micro = min(local, int(self.cfg.get("micro_batch") or local))
         total = 0.0
-        for i in range(0, seqs, micro):
+        for i in range(lo, lo + local, micro):
             tok, ids, tgt = (t[i : i + micro].to(self.device)
                              for t in (batch.tokens, batch.doc_ids, batch.targets))
             ctx = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast
                    else contextlib.nullcontext())
             with ctx:
                 loss = self.step_fn(tok, ids, tgt, reduction="sum") / n_targets
-            loss.backward()
+            (loss * self.world if self.world > 1 else loss).backward()
             total += float(loss.detach())
-        return total
+        return dist.all_reduce_sum(total)
 
     def run(self, steps: int) -> TrainState:
         cfg, st = self.cfg, self.state
         every = max(1, int(cfg.get("checkpoint_every", 0) or steps))
         eval_every = int(cfg.get("eval_every", 0) or 0)
         clip = float(cfg.get("clip", 0) or 0)
-        self.ctx.progress.start(float(steps * self.seq_len * batch_seqs(cfg, st.tokens)), "tokens")
+        self.ctx.progress.start(float(planned_tokens(cfg, steps, self.seq_len)), "tokens")
         self.ctx.progress.set(float(st.tokens))
         self.model.train()
         while st.step < steps:
@@ -199,7 +272,15 @@ class Trainer:
             for key, value in (("step", st.step), ("loss", loss), ("lr", lr), ("tokens", st.tokens)):
                 st.history[key].append(value)
             tps = n / max(time.perf_counter() - t0, 1e-9)
-            self.ctx.metric(step=st.step, loss=loss, lr=lr, tokens=st.tokens, tokens_per_s=tps)
+            perf = {"tokens_per_s": tps}
+            if self.peak_flops:
+                # model FLOPs utilisation: 6·N FLOPs per token (forward + backward) against
+                # the peak of every device the step ran on
+                perf["mfu"] = 6.0 * self.n_params * tps / (self.peak_flops * self.world)
+            st.history.setdefault("tokens_per_s", []).append(tps)
+            if "mfu" in perf:
+                st.history.setdefault("mfu", []).append(perf["mfu"])
+            self.ctx.metric(step=st.step, loss=loss, lr=lr, tokens=st.tokens, **perf)
             self.ctx.progress.advance(n, loss=round(loss, 4), step=st.step)
             if eval_every and st.step % eval_every == 0:
                 self.validate()

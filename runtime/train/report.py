@@ -29,6 +29,28 @@ def loss_section(out: Path, state: TrainState, unigram: float | None, final_val:
     return lines
 
 
+def throughput_section(out: Path, state: TrainState, world: int) -> list[str]:
+    """Tokens/s per step (and MFU on CUDA) as a plot and a median, so the report shows the
+    job's own speed, data loading and optimizer included."""
+    tps = state.history.get("tokens_per_s") or []
+    if not tps:
+        return []
+    steps = state.history["step"][-len(tps):]
+    line_plot(out / "plots" / "throughput.png", {"tokens/s": (steps, tps)}, "throughput",
+              "step", "tokens/s")
+    body = sorted(tps[1:] if len(tps) > 1 else tps)
+    lines = ["### Throughput", "", "![throughput](plots/throughput.png)", "",
+             "| measure | value |", "|---|---|", f"| processes | {world} |",
+             f"| median tokens/s | {body[len(body) // 2]:,.0f} |"]
+    mfu = state.history.get("mfu") or []
+    if mfu:
+        m = sorted(mfu[1:] if len(mfu) > 1 else mfu)
+        lines.append(f"| median MFU (6·N·tokens/s ÷ peak bf16) | {m[len(m) // 2]:.1%} |")
+    else:
+        lines.append("| MFU | not measured (CUDA only) |")
+    return [*lines, ""]
+
+
 def gate_section(out: Path, results: list[dict[str, Any]], needle: dict[str, Any] | None
                  ) -> list[str]:
     """The gates per evaluation round and the needle heatmap (depth x length)."""

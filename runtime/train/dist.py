@@ -1,0 +1,218 @@
+"""torch.distributed for training jobs: FSDP2 sharding, full-state gathering, and the
+launcher a job uses to re-run itself under torchrun when `herd run --nproc N` asks for it.
+
+Why the job re-runs itself rather than the executor spawning ranks: the executor stays a
+single process that knows nothing of torch; a training job that sees `nproc > 1` starts
+`torchrun --standalone` on `runtime.train.worker`, which rebuilds the same JobContext in
+every rank and calls the same job function. Inside a rank, `Trainer` shards the model with
+`fully_shard`, gives each rank a disjoint slice of every global batch and lets rank 0 write
+checkpoints in the single-process format, so checkpoints load at any world size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from runtime.jobs.context import JobContext, JobFailed
+
+WORKER_ENV = "HERD_DIST_WORKER"
+
+
+def active() -> bool:
+    """True inside an initialised process group with more than one rank."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    """Rank 0 (or the only process): the one that writes files."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def all_reduce_sum(value: float) -> float:
+    """Sum a Python float over ranks (the step loss is split across them)."""
+    if not active():
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return float(t.item())
+
+
+def device_for_rank() -> torch.device:
+    """cuda:LOCAL_RANK under NCCL, else CPU."""
+    if torch.cuda.is_available() and dist.get_backend() == "nccl":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def shard(model: torch.nn.Module) -> torch.nn.Module:
+    """FSDP2: each transformer block and then the root (embedding, norm, head) become
+    separately all-gathered units; parameters turn into DTensors sharded on dim 0."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    dev = device_for_rank()
+    model.to(dev)
+    mesh = init_device_mesh(dev.type, (world(),))
+    for block in getattr(model, "layers", []):
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def _options() -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The unsharded state dict (a collective: every rank calls it; only rank 0 gets the
+    tensors, the others an empty dict)."""
+    if not active():
+        return model.state_dict()
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    return get_model_state_dict(model, options=_options())
+
+
+def full_optim_state(model: torch.nn.Module, opt: torch.optim.Optimizer,
+                     names: list[str]) -> dict[str, Any]:
+    """The optimizer state in `Optimizer.state_dict()` form (integer ids in parameter
+    order) whatever the world size, so `save_optimizer_state` writes the same file a
+    single process would. `names` are the parameters' FQNs in optimizer order."""
+    if not active():
+        return opt.state_dict()
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    osd = get_optimizer_state_dict(model, opt, options=_options())
+    if not is_main():
+        return {}
+    index = {n: i for i, n in enumerate(names)}
+    state = {index[k]: v for k, v in osd["state"].items()}
+    groups = [{**g, "params": [index[p] for p in g["params"]]} for g in osd["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def load_full_optim_state(model: torch.nn.Module, opt: torch.optim.Optimizer,
+                          sd: dict[str, Any], names: list[str]) -> None:
+    """Load a single-process optimizer state dict into a sharded optimizer (each rank
+    keeps its shard of every moment)."""
+    if not active():
+        opt.load_state_dict(sd)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    state = {names[int(i)]: v for i, v in sd["state"].items()}
+    groups = [{**g, "params": [names[int(p)] for p in g["params"]]} for g in sd["param_groups"]]
+    set_optimizer_state_dict(model, opt, {"state": state, "param_groups": groups},
+                             options=StateDictOptions(full_state_dict=True))
+
+
+class StateView:
+    """Duck-typed optimizer for `save_optimizer_state` / `load_optimizer_state`, which only
+    call `state_dict()` / `load_state_dict()`: lets the training loop write and read the
+    shared file format from a gathered dict."""
+
+    def __init__(self, sd: dict[str, Any] | None = None) -> None:
+        self.sd: dict[str, Any] = sd or {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.sd
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.sd = sd
+
+
+# --- launching ------------------------------------------------------------------------
+
+
+def wanted(ctx: JobContext) -> int:
+    """Processes the job should run on: `nproc` from `herd run --nproc`, unless this
+    process is already a rank."""
+    if os.environ.get(WORKER_ENV):
+        return 1
+    return max(1, int(ctx.settings.get("nproc", 1) or 1))
+
+
+def launch(ctx: JobContext, nproc: int, poll_s: float = 0.2) -> None:
+    """Run this job under `torchrun --standalone --nproc-per-node nproc` and relay rank 0's
+    progress; a JobFailed in a rank comes back as a JobFailed here with its message."""
+    base = Path(ctx.work) / "dist"
+    base.mkdir(parents=True, exist_ok=True)
+    progress, error, log = base / "progress.jsonl", base / "error.txt", base / "torchrun.log"
+    for f in (progress, error):
+        f.unlink(missing_ok=True)
+    job = {"job_id": ctx.job_id, "kind": ctx.kind, "stage": ctx.stage, "config": ctx.config,
+           "inputs": {k: str(v) for k, v in ctx.inputs.items()}, "out": str(ctx.out),
+           "work": str(ctx.work), "run_dir": str(ctx.run_dir), "settings": ctx.settings,
+           "metrics_path": str(ctx.metrics_path) if ctx.metrics_path else None,
+           "fingerprint": ctx.fingerprint, "progress_path": str(progress),
+           "error_path": str(error)}
+    job_file = base / "job.json"
+    job_file.write_text(json.dumps(job, default=str))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc-per-node={nproc}", "-m", "runtime.train.worker", "--job-json", str(job_file)]
+    env = {**os.environ, WORKER_ENV: "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    root = Path(__file__).resolve().parents[2]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
+    ctx.log.info("%s: launching %d ranks: %s", ctx.job_id, nproc, " ".join(cmd))
+    offset = 0
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            while True:
+                done = proc.poll() is not None
+                offset = _relay(ctx, progress, offset)
+                if done:
+                    break
+                time.sleep(poll_s)
+        except BaseException:
+            proc.terminate()
+            proc.wait()
+            raise
+    if proc.returncode != 0:
+        if error.is_file():
+            raise JobFailed(error.read_text().strip())
+        tail = log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{ctx.job_id}: torchrun exited {proc.returncode}; log {log}:\n{tail}")
+
+
+def _relay(ctx: JobContext, path: Path, offset: int) -> int:
+    """Apply progress records rank 0 appended since `offset`; returns the new offset."""
+    if not path.is_file():
+        return offset
+    with path.open("rb") as f:
+        f.seek(offset)
+        data = f.read()
+    end = data.rfind(b"\n") + 1
+    for line in data[:end].splitlines():
+        rec = json.loads(line)
+        p = ctx.progress
+        if rec.get("total") != p.total or rec.get("unit") != p.unit:
+            p.start(rec.get("total"), rec.get("unit", "items"))
+        p.set(float(rec.get("done", 0.0)), **rec.get("info", {}))
+    return offset + end

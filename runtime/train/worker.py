@@ -1,0 +1,86 @@
+"""One torchrun rank of a training job: `python -m runtime.train.worker --job-json FILE`.
+
+Every rank rebuilds the JobContext the parent job wrote and calls the same registered job
+function, so the distributed run executes exactly the single-process code path with
+`Trainer` switching to sharded mode. Rank 0 keeps the real `out`, metrics file and a
+progress file the parent tails; other ranks write nothing (their `out` is a scratch dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from runtime.jobs.context import JobContext, JobFailed, Progress
+
+
+def _progress_writer(path: Path) -> Progress:
+    """Rank 0's progress, appended as JSON lines (at most ~5 per second) for the parent."""
+    import time
+
+    last = [0.0]
+
+    def write(p: Progress) -> None:
+        now = time.monotonic()
+        if now - last[0] < 0.2 and p.total is not None and p.done < p.total:
+            return
+        last[0] = now
+        with path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"unit": p.unit, "total": p.total, "done": p.done,
+                                "info": p.info}, default=str) + "\n")
+
+    return Progress(on_change=write)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--job-json", required=True, type=Path)
+    args = ap.parse_args(argv)
+    job = json.loads(args.job_json.read_text())
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    rank = dist.get_rank()
+    if backend == "nccl":
+        import os
+
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format=f"[rank {rank}] %(message)s")
+    out = Path(job["out"])
+    if rank != 0:
+        out = Path(job["work"]) / "dist" / f"rank-{rank}-out"
+        out.mkdir(parents=True, exist_ok=True)
+    ctx = JobContext(
+        job_id=job["job_id"], kind=job["kind"], stage=job["stage"], config=job["config"],
+        inputs={k: Path(v) for k, v in job["inputs"].items()}, out=out, work=Path(job["work"]),
+        run_dir=Path(job["run_dir"]), settings=job["settings"],
+        log=logging.getLogger(f"herd.{job['job_id']}"),
+        progress=_progress_writer(Path(job["progress_path"])) if rank == 0 else Progress(),
+        metrics_path=Path(job["metrics_path"]) if rank == 0 and job["metrics_path"] else None,
+        fingerprint=job.get("fingerprint", ""))
+    import runtime.jobs.train_jobs  # noqa: F401  (registers the kinds)
+    from runtime.jobs.registry import get
+
+    code = 0
+    try:
+        get(ctx.kind)(ctx)
+    except JobFailed as exc:
+        if rank == 0:
+            Path(job["error_path"]).write_text(str(exc))
+        print(f"[rank {rank}] {exc}", file=sys.stderr)
+        code = 3
+    finally:
+        if code == 0:
+            dist.barrier()
+        dist.destroy_process_group()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""2-process FSDP2 training on CPU (gloo) through `herd run --nproc`'s path: the job sees
+nproc=2, launches torchrun, and the ranks reproduce the single-process loss curve; the
+checkpoint they write loads in one process and resumes there."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from runtime.jobs.registry import get
+from runtime.model import load_checkpoint
+
+from .conftest import make_ctx, train_config
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+
+
+def losses(path) -> list[float]:
+    return [r["loss"] for r in map(json.loads, path.read_text().splitlines()) if "loss" in r]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_and_checkpoints_cross_world_sizes(tmp_path, artifacts):
+    cfg = train_config(steps=4, checkpoint_every=2, eval_every=0)
+    one = make_ctx(tmp_path, "one", "train.pretrain", cfg, artifacts)
+    get("train.pretrain")(one)
+    two = make_ctx(tmp_path, "two", "train.pretrain", cfg, artifacts)
+    two.settings["nproc"] = 2
+    get("train.pretrain")(two)
+    assert (two.work / "dist" / "job.json").is_file()  # it really went through torchrun
+    a, b = losses(tmp_path / "one.jsonl"), losses(tmp_path / "two.jsonl")
+    assert len(a) == len(b) == 4
+    assert b == pytest.approx(a, rel=1e-4)
+    assert json.loads((two.out / "stats.json").read_text())["nproc"] == 2
+    assert two.progress.done == two.progress.total  # rank 0's progress reached the parent
+    # the 2-process checkpoint is a plain checkpoint: it loads in one process
+    w1, w2 = load_checkpoint(one.out)[0].state_dict(), load_checkpoint(two.out)[0].state_dict()
+    assert all(torch.allclose(w1[k], w2[k], rtol=1e-4, atol=1e-6) for k in w1)
+    # ... and its resumable state (written at step 4 by 2 ranks) continues in 1 process
+    longer = train_config(steps=6, checkpoint_every=2, eval_every=0)
+    longer["schedule"] = cfg["schedule"]
+    one_more = make_ctx(tmp_path, "one", "train.pretrain", longer, artifacts)
+    two_more = make_ctx(tmp_path, "two", "train.pretrain", longer, artifacts)
+    from runtime.jobs.train_jobs import run_pretrain
+
+    s1, s2 = run_pretrain(one_more), run_pretrain(two_more)
+    assert s1 is not None and s2 is not None and s1.step == s2.step == 6
+    assert s2.history["loss"] == pytest.approx(s1.history["loss"], rel=1e-4)
+
+
+def test_batch_that_does_not_split_is_a_clear_failure(tmp_path, artifacts):
+    from runtime.jobs.context import JobFailed
+
+    cfg = train_config(steps=2, batch=[{"seqs": 3, "tokens": 96, "from_tokens": 0}])
+    ctx = make_ctx(tmp_path, "odd", "train.pretrain", cfg, artifacts)
+    ctx.settings["nproc"] = 2
+    with pytest.raises(JobFailed, match="does not split over 2 processes"):
+        get("train.pretrain")(ctx)
+    assert not (ctx.work / "dist").exists()  # refused before torchrun started
