@@ -25,12 +25,22 @@ __all__ = [
 ]
 
 
+def _outside_compile(fn):
+    """Run a Triton path eagerly inside `torch.compile`d code.
+
+    Dynamo graph-breaks around the call instead of tracing into the hand-written
+    autograd.Function and its kernels, so a compiled model never silently changes
+    what the kernels compute (tests/kernels/test_kernel_compile.py checks it).
+    """
+    return torch.compiler.disable(fn, recursive=True)
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """x / sqrt(mean(x^2) + eps) * weight over the last dimension."""
     if backend_for(x) == "triton":
         from runtime.kernels.fused.rms_norm import rms_norm as fused
 
-        return fused(x, weight, eps)
+        return _outside_compile(fused)(x, weight, eps)
     return reference.rms_norm(x, weight, eps)
 
 
@@ -42,7 +52,7 @@ def apply_rope(
     if backend_for(q) == "triton":
         from runtime.kernels.fused.rope import apply_rope as fused
 
-        return fused(q, k, cos, sin)
+        return _outside_compile(fused)(q, k, cos, sin)
     return reference.apply_rope(q, k, cos, sin)
 
 
@@ -51,7 +61,7 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     if backend_for(gate) == "triton":
         from runtime.kernels.fused.swiglu import swiglu as fused
 
-        return fused(gate, up)
+        return _outside_compile(fused)(gate, up)
     return reference.swiglu(gate, up)
 
 
@@ -67,5 +77,5 @@ def linear_cross_entropy(
     if backend_for(hidden) == "triton":
         from runtime.kernels.fused.linear_cross_entropy import linear_cross_entropy as fused
 
-        return fused(hidden, weight, targets, ignore_index, reduction)
+        return _outside_compile(fused)(hidden, weight, targets, ignore_index, reduction)
     return reference.linear_cross_entropy(hidden, weight, targets, ignore_index, reduction)
