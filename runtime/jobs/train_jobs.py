@@ -309,3 +309,95 @@ def perplexity(ctx: JobContext) -> None:
               for n, r in results.items()]
     report.write(Path(ctx.out), lines + [""])
     ctx.metric(**{f"val_loss_{n}": r["loss"] for n, r in results.items()})
+
+
+def _eval_sources(ctx: JobContext) -> dict[str, Path]:
+    try:
+        return data_sources(ctx)
+    except JobFailed as exc:
+        raise JobFailed(f"{exc} (held-out tokens to evaluate on)") from exc
+
+
+@register("eval.needle")
+def needle_eval(ctx: JobContext) -> None:
+    """Needle-in-a-haystack on a checkpoint: a passkey at each depth of validation-token
+    haystacks at each length (`params.lengths`, None = the job's context); accuracy per
+    (depth, length) cell as JSON and a heatmap."""
+    model = _load(ctx)
+    if "tokenizer" not in ctx.inputs:
+        raise JobFailed(f"{ctx.job_id}: needs a 'tokenizer' input (to write the passkey prompt)")
+    params = ctx.config.get("params", {}) or {}
+    context = int(ctx.config.get("context", model.args.max_context))
+    lengths = sorted({int(n) for n in (params.get("lengths") or [context])})
+    too_long = [n for n in lengths if n > model.args.max_context]
+    if too_long:
+        raise JobFailed(f"{ctx.job_id}: needle lengths {too_long} exceed the model's context "
+                        f"{model.args.max_context}")
+    depths = [float(d) for d in params.get("depths", NEEDLE_DEPTHS)]
+    trials = int(params.get("trials", 4))
+    sources = _eval_sources(ctx)
+    name = sorted(sources)[0]
+    tok = load_tokenizer(ctx.inputs["tokenizer"])
+    ctx.progress.start(len(depths) * len(lengths) * trials, "trials")
+    try:
+        filler = filler_tokens(sources[name], name, max(lengths) * 4, tok.eos_id)
+        result = needle(model, tok, filler, lengths, depths, trials, ctx.seed)
+    except ValueError as exc:
+        raise JobFailed(f"{ctx.job_id}: {exc}") from exc
+    ctx.progress.set(float(len(depths) * len(lengths) * trials))
+    out = Path(ctx.out)
+    _json(out / "eval.json", {"source": name, **result})
+    _json(out / "stats.json", {"needle_accuracy": round(result["accuracy"], 4)})
+    lines = ["### Needle in a haystack", "",
+             f"Pass key retrieval, {trials} trials per cell, haystack from `{name}` validation "
+             f"tokens; overall accuracy **{result['accuracy']:.1%}**.", ""]
+    lines += report.needle_heatmap(out, result)
+    lines += ["| depth | " + " | ".join(str(n) for n in lengths) + " |",
+              "|---|" + "---|" * len(lengths)]
+    lines += [f"| {d:.0%} | " + " | ".join(f"{v:.0%}" for v in row) + " |"
+              for d, row in zip(depths, result["grid"], strict=True)]
+    report.write(out, [*lines, ""])
+    ctx.metric(needle_accuracy=result["accuracy"])
+
+
+@register("eval.short_context_recovery")
+def short_context_recovery(ctx: JobContext) -> None:
+    """Validation loss at the short (pre-extension) length. With a `baseline` checkpoint
+    input (the model before extension) it also reports the gate's ratio
+    exp(-(loss - baseline_loss)): 1.0 = fully recovered. The short length is the config's
+    `base_context` (as train.extend has it), else `params.context`, else the job's context."""
+    model = _load(ctx)
+    params = ctx.config.get("params", {}) or {}
+    tokens = int(params.get("tokens", 65_536))
+    length = int(ctx.config.get("base_context") or params.get("context")
+                 or ctx.config.get("context") or model.args.max_context)
+    sources = _eval_sources(ctx)
+
+    def mean_loss(m: Llama) -> tuple[float, dict[str, float]]:
+        per = {n: val_loss(m, p, n, length, tokens)["loss"] for n, p in sources.items()}
+        return sum(per.values()) / len(per), per
+
+    ctx.progress.start(2 if "baseline" in ctx.inputs else 1, "models")
+    loss, per = mean_loss(model)
+    ctx.progress.advance(1)
+    result: dict[str, Any] = {"context": length, "tokens": tokens, "loss": loss, "sources": per}
+    lines = ["### Short-context recovery", "",
+             f"Validation loss at {length} tokens (up to {tokens:,} tokens per source).", "",
+             "| model | loss |", "|---|---|", f"| this checkpoint | {loss:.4f} |"]
+    if "baseline" in ctx.inputs:
+        try:
+            base_model, _ = load_checkpoint(ctx.inputs["baseline"])
+        except CheckpointError as exc:
+            raise JobFailed(f"{ctx.job_id}: baseline: {exc}") from exc
+        base, _ = mean_loss(base_model)
+        ctx.progress.advance(1)
+        result |= {"baseline_loss": base, "recovery": math.exp(-(loss - base))}
+        lines += [f"| baseline (before extension) | {base:.4f} |", "",
+                  f"Recovery exp(−(loss − baseline)) = **{result['recovery']:.4f}** (1.0 = fully recovered).", ""]
+    else:
+        lines.append("")
+    _json(Path(ctx.out) / "eval.json", result)
+    _json(Path(ctx.out) / "stats.json", {k: round(v, 4) for k, v in result.items()
+                                         if k in ("loss", "baseline_loss", "recovery")})
+    report.write(Path(ctx.out), lines)
+    ctx.metric(short_context_loss=loss, **({"recovery": result["recovery"]} if "recovery" in result else {}))

@@ -171,7 +171,7 @@ def launch(ctx: JobContext, nproc: int, poll_s: float = 0.2) -> None:
            "work": str(ctx.work), "run_dir": str(ctx.run_dir), "settings": ctx.settings,
            "metrics_path": str(ctx.metrics_path) if ctx.metrics_path else None,
            "fingerprint": ctx.fingerprint, "progress_path": str(progress),
-           "error_path": str(error)}
+           "error_path": str(error), "parent_pid": os.getpid()}
     job_file = base / "job.json"
     job_file.write_text(json.dumps(job, default=str))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",

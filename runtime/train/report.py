@@ -60,12 +60,15 @@ def gate_section(out: Path, results: list[dict[str, Any]], needle: dict[str, Any
             lines.append(f"| {r['round']} | {r['step']} | {name} | {g['value']:.4f} | "
                          f"{g['op']} {g['threshold']} | {'yes' if g['passed'] else 'no'} |")
     lines.append("")
-    if needle:
-        heatmap(out / "plots" / "needle.png", needle["grid"],
-                [str(n) for n in needle["lengths"]], [f"{d:.0%}" for d in needle["depths"]],
-                "needle retrieval (depth x length)")
-        lines += ["![needle](plots/needle.png)", ""]
-    return lines
+    return lines + (needle_heatmap(out, needle) if needle else [])
+
+
+def needle_heatmap(out: Path, needle: dict[str, Any]) -> list[str]:
+    """plots/needle.png: retrieval accuracy per depth (rows) and length (columns)."""
+    heatmap(out / "plots" / "needle.png", needle["grid"],
+            [str(n) for n in needle["lengths"]], [f"{d:.0%}" for d in needle["depths"]],
+            "needle retrieval (depth x length)")
+    return ["![needle](plots/needle.png)", ""]
 
 
 def write(out: Path, lines: list[str]) -> None:

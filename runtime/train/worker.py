@@ -38,11 +38,34 @@ def _progress_writer(path: Path) -> Progress:
     return Progress(on_change=write)
 
 
+def _exit_with_parent(pid: int) -> None:
+    """End this rank when the job process that launched torchrun is gone (SIGKILLed with
+    `herd run`): an orphaned rank would keep writing into the work directory that the
+    re-run resumes from."""
+    import os
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
+            time.sleep(1.0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--job-json", required=True, type=Path)
     args = ap.parse_args(argv)
     job = json.loads(args.job_json.read_text())
+    if job.get("parent_pid"):
+        _exit_with_parent(int(job["parent_pid"]))
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     dist.init_process_group(backend)
     rank = dist.get_rank()

@@ -78,3 +78,43 @@ def test_anneal_keeps_last_checkpoints_and_average_is_exact(tmp_path, artifacts,
     too_many = make_ctx(tmp_path, "avg5", "model.average", {"last": 5}, {"checkpoints": ctx.out})
     with pytest.raises(JobFailed, match="raise keep_last"):
         get("model.average")(too_many)
+
+
+def test_needle_eval_job_writes_grid_and_heatmap(tmp_path, artifacts, base):
+    # the base model's weights at a context long enough for the passkey prompt
+    from runtime.model import from_config
+    from runtime.model.checkpoint import write_checkpoint
+
+    longer = {**MODEL, "max_context": 96}
+    model = from_config(longer)
+    model.load_state_dict(load_checkpoint(base)[0].state_dict())
+    ckpt = write_checkpoint(model.state_dict(), model.config, tmp_path / "long")
+    cfg = {"eval": "needle", "params": {"depths": [0.0, 0.5, 1.0], "lengths": None, "trials": 2},
+           "model": longer, "context": 96, "seed": 0}
+    ctx = make_ctx(tmp_path, "needle", "eval.needle", cfg, {**artifacts, "checkpoint": ckpt})
+    get("eval.needle")(ctx)
+    result = json.loads((ctx.out / "eval.json").read_text())
+    assert result["lengths"] == [96] and len(result["grid"]) == 3 and result["trials"] == 2
+    assert all(0.0 <= v <= 1.0 for row in result["grid"] for v in row)
+    assert json.loads((ctx.out / "stats.json").read_text())["needle_accuracy"] == pytest.approx(
+        result["accuracy"], abs=1e-4)
+    assert (ctx.out / "plots" / "needle.png").is_file() and "| 50% |" in (ctx.out / "report.md").read_text()
+    too_long = make_ctx(tmp_path, "needle2", "eval.needle", {**cfg, "params": {"lengths": [128]}},
+                        {**artifacts, "checkpoint": ckpt})
+    with pytest.raises(JobFailed, match="exceed the model's context 96"):
+        get("eval.needle")(too_long)
+
+
+def test_short_context_recovery_eval_against_a_baseline(tmp_path, artifacts, base):
+    cfg = {"eval": "short_context_recovery", "params": {"tokens": 256}, "model": MODEL,
+           "context": 32, "seed": 0}
+    ctx = make_ctx(tmp_path, "scr", "eval.short_context_recovery", cfg,
+                   {**artifacts, "checkpoint": base, "baseline": base})
+    get("eval.short_context_recovery")(ctx)
+    result = json.loads((ctx.out / "eval.json").read_text())
+    # the same model as its own baseline: fully recovered, exactly
+    assert result["recovery"] == 1.0 and result["loss"] == result["baseline_loss"]
+    assert result["context"] == 32 and "Recovery" in (ctx.out / "report.md").read_text()
+    alone = make_ctx(tmp_path, "scr1", "eval.short_context_recovery", cfg, {**artifacts, "checkpoint": base})
+    get("eval.short_context_recovery")(alone)
+    assert "recovery" not in json.loads((alone.out / "eval.json").read_text())
