@@ -340,6 +340,8 @@ def post_dpo(ctx: JobContext) -> None:
     model, tok, _ = _load(ctx)
     cfg = ctx.config
     prefs = D.load(ctx.inputs["dataset"], "train", "preferences")
+    if not prefs:
+        raise JobFailed(f"{ctx.job_id}: the dataset has no preference pairs")
     ref = load_file(str(Path(ctx.inputs["reference"]) / REFERENCE))
     if len(ref["chosen"]) != len(prefs):
         raise JobFailed(f"{ctx.job_id}: the reference has {len(ref['chosen'])} pairs, the dataset "

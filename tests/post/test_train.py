@@ -108,3 +108,17 @@ def test_a_killed_sft_run_resumes_to_the_same_weights(tmp_path, dataset, checkpo
     a = load_file(str(whole.out / "model.safetensors"))
     b = load_file(str(killed.out / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sft_lifts_verified_task_accuracy_above_the_base(job, checkpoint, tokenizer_dir):
+    data = job("data.dataset", {"format": "tasks", "val_fraction": 0.1,
+                                "generate": {"kinds": ["compare"], "count": 200, "seed": 0}},
+               name="compare")
+    inputs = {"tokenizer": tokenizer_dir, "dataset": data}
+    evalcfg = {"params": {"count": 20, "max_new_tokens": 4}}
+    base = job("eval.tasks", evalcfg, {**inputs, "checkpoint": checkpoint}, name="eval_base")
+    sft = job("post.sft", {"lr": 3e-3, "steps": 40, "batch": 8}, {**inputs, "checkpoint": checkpoint})
+    after = job("eval.tasks", evalcfg, {**inputs, "checkpoint": sft}, name="eval_sft")
+    before = json.loads((base / "eval.json").read_text())["accuracy"]
+    assert before == 0.0  # a random model does not even produce the answer format
+    assert json.loads((after / "eval.json").read_text())["accuracy"] >= 0.25
