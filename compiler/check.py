@@ -134,8 +134,8 @@ def _check_pretrain(res: Resolved, stage: Defined) -> None:
             break
     if cfg.batch[0].value > cfg.tokens:
         res.error("H0406", f"the stage's {cfg.tokens:,} tokens are fewer than one batch", stage.span("tokens"))
-    for ev in cfg.evals:
-        _check_eval_name(res, stage, ev, ("evals",))
+    for i, ev in enumerate(cfg.evals):
+        _check_eval_name(res, stage, ev, ("evals", i))
 
 
 def _check_eval_name(res: Resolved, owner: Defined, name: str, loc: tuple) -> None:
@@ -233,8 +233,8 @@ def _check_posttrain(res: Resolved, stage: Defined) -> None:
     if not any((cfg.sft, cfg.dpo, cfg.reward_model)):
         res.error("H0204", f"posttrain '{stage.name}' has nothing to do", stage.name_span,
                   "add sft { }, dpo { } or reward_model NAME { }")
-    for ev in cfg.evals:
-        _check_eval_name(res, stage, ev, ("evals",))
+    for i, ev in enumerate(cfg.evals):
+        _check_eval_name(res, stage, ev, ("evals", i))
 
 
 def _check_same_model(res: Resolved, stage: Defined) -> None:
@@ -261,5 +261,5 @@ def _check_probe(res: Resolved, probe: Defined) -> None:
     cfg = probe.config
     ref(res, probe, ("from",), cfg.from_, STAGES, "stage")
     ref(res, probe, ("new",), cfg.new, ("data",), "data stage")
-    for ev in cfg.evals:
-        _check_eval_name(res, probe, ev, ("evals",))
+    for i, ev in enumerate(cfg.evals):
+        _check_eval_name(res, probe, ev, ("evals", i))

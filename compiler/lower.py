@@ -333,7 +333,9 @@ class Lowering:
             params = est.param_counts(model)["total"]
             ratio = params / opt["params"]
             if abs(ratio - 1) > cfg.law.tolerance:
+                span = defined.span("law")
                 self.plan.warnings.append(
+                    f"{span.path}:{span.line}:{span.column}: warning[H0601]: "
                     f"{defined.name}: model '{model['name']}' has {est.humanize(params)} parameters; the law gives "
                     f"{est.humanize(opt['params'])} as compute-optimal for {est.humanize(flops)} FLOPs "
                     f"({ratio:.2f}x, tolerance {cfg.law.tolerance:.0%})")

@@ -46,7 +46,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     spec, plan = compile_file(args.spec, args.set)
     for w in plan.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        print(w if "warning[" in w else f"warning: {w}", file=sys.stderr)
     if args.format == "json":
         print(json.dumps({"ok": True, "warnings": plan.warnings}))
     else:
@@ -80,7 +80,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     else:
         render_text(plan, color=_color(sys.stdout), states=_states(plan, Path(args.runs_dir)))
     for w in plan.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        print(w if "warning[" in w else f"warning: {w}", file=sys.stderr)
     if args.output:
         print(f"plan written to {args.output}", file=sys.stderr)
     return EXIT_OK

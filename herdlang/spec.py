@@ -300,6 +300,14 @@ def _pydantic_diagnostics(exc: ValidationError, model: type[BaseModel], smap: So
             hint = suggestion(str(got), words) if isinstance(got, str) else f"expected {expected}"
             where = _where(loc, block)
             out.append(Diagnostic("H0203", f"'{got}' is not a valid value for {where or label}", span, hint))
+        elif etype in ("model_type", "dict_type", "model_attributes_type") and (calls := _calls_at(model, err["loc"])):
+            span = smap.find(loc) or block.head_span
+            where = _where(loc, block) or label
+            got = err.get("input")
+            shown = f"'{got}'" if isinstance(got, str) else "this value"
+            out.append(Diagnostic("H0203", f"{where}: expected a call, got {shown}", span,
+                                  suggestion(str(got), calls) if isinstance(got, str) and suggestion(str(got), calls)
+                                  else "write " + " or ".join(f"`{c}(...)`" for c in calls)))
         else:
             span = smap.find(loc) or block.head_span
             where = _where(loc, block) or label
@@ -345,6 +353,21 @@ def _owner(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
             continue
         current = _model_in(info.annotation)
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _calls_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Call names a field accepts (`rmsnorm`, `adamw`, ...), from its models' `kind` literals."""
+    import typing
+
+    owner = _owner(model, tuple(loc)) if loc else None
+    if owner is None:
+        return []
+    info = owner.model_fields.get(str(loc[-1])) or next(
+        (f for f in owner.model_fields.values() if f.alias == loc[-1]), None)
+    target = _model_in(info.annotation) if info else None
+    if target is None or "kind" not in target.model_fields:
+        return []
+    return [str(v) for v in typing.get_args(target.model_fields["kind"].annotation)]
 
 
 def _model_in(annotation: Any) -> Any:

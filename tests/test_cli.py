@@ -104,7 +104,7 @@ def test_compute_optimal_warning_on_stderr(tmp_path: Path) -> None:
     spec.write_text(text, encoding="utf-8")
     out = herd("compile", spec, "--format", "json")
     assert out.returncode == 0
-    assert "warning:" in out.stderr and "compute-optimal" in out.stderr
+    assert "warning[H0601]:" in out.stderr and "compute-optimal" in out.stderr
     assert json.loads(out.stdout)["warnings"]
     out = herd("check", spec)
     assert out.returncode == 0 and "compute-optimal" in out.stderr
