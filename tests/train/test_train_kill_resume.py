@@ -60,7 +60,9 @@ original = Trainer.checkpoint
 
 def checkpoint_then_stall(self):
     directory = original(self)
-    Path({marker!r}).write_text(directory.name)
+    tmp = Path({marker!r} + ".tmp")
+    tmp.write_text(directory.name)
+    tmp.rename({marker!r})  # atomic: the test reads it as soon as it exists
     time.sleep(120)
     return directory
 
