@@ -356,7 +356,7 @@ class Lowering:
         self.stage_optimizer[stage] = optimizer
 
     def _evals(self, stage: str, names: list[str], checkpoint_job: str, model: dict[str, Any],
-               mix: dict[str, Any], prefix: str = "") -> list[str]:
+               mix: dict[str, Any], prefix: str = "", dataset: str | None = None) -> list[str]:
         jobs = []
         for name in names:
             defined = self.spec.of("eval").get(name)
@@ -366,9 +366,10 @@ class Lowering:
             job_id = f"eval.{stage}.{prefix}{name}"
             inputs = {"checkpoint": checkpoint_job, **self._data_inputs(mix, model.get("tokenizer"))}
             if kind == "tasks":
-                ds = next(iter(self.dataset_job.values()), None)
+                ds = self.dataset_job.get(dataset or "") or next(iter(self.dataset_job.values()), None)
                 if ds:
                     inputs["dataset"] = ds
+                    inputs["tokenizer"] = self.tokenizer_job.get(model.get("tokenizer") or "", inputs.get("tokenizer", ""))
             config = {"eval": kind, "params": comp, "model": model, "context": self.stage_ctx.get(stage, model["max_context"]),
                       "seed": self.seed}
             self.plan.add(Job(job_id, f"eval.{kind}", stage, config, inputs, output="eval",
@@ -579,7 +580,13 @@ class Lowering:
         policy = self.stage_out[source]
         base_inputs = {"tokenizer": tok} if tok else {}
         mix = self.stage_data.get(source, {"weights": {}})
-        self._evals(defined.name, cfg.evals, policy, model, mix, prefix="r0.")
+        datasets = [d for d in (cfg.sft.data if cfg.sft else None,
+                                cfg.rejection_sampling.prompts if cfg.rejection_sampling else None,
+                                cfg.dpo.data if cfg.dpo else None,
+                                cfg.reward_model.data if cfg.reward_model else None) if d in self.dataset_job]
+        eval_ds = datasets[0] if datasets else None
+        points: list[tuple[str, list[str]]] = [
+            ("base", self._evals(defined.name, cfg.evals, policy, model, mix, prefix="r0.", dataset=eval_ds))]
         for r in range(1, cfg.rounds + 1):
             p = f"post.{defined.name}.r{r}"
             rm_job = None
@@ -601,6 +608,7 @@ class Lowering:
                 self.plan.add(Job(rs_job, "post.rejection_sampling", defined.name,
                                   {**common, **rs.model_dump(mode="json"), "round": r}, inputs,
                                   output="dataset", description=f"best of {rs.k} samples, scored by {rs.scorer}"))
+                points.append((f"r{r} rejection sampling", [rs_job]))
             if cfg.sft:
                 sft = cfg.sft
                 inputs = {**base_inputs, "checkpoint": policy}
@@ -614,6 +622,8 @@ class Lowering:
                 self.plan.add(Job(sft_job, "post.sft", defined.name, {**common, **sft.model_dump(mode="json"), "round": r},
                                   inputs, output="checkpoint", description="supervised fine-tuning on assistant tokens"))
                 policy = sft_job
+                points.append((f"r{r} sft", self._evals(defined.name, cfg.evals, policy, model, mix,
+                                                         prefix=f"r{r}.sft.", dataset=eval_ds)))
             if cfg.dpo:
                 dpo = cfg.dpo
                 data = dpo.data or (cfg.reward_model.data if cfg.reward_model else None)
@@ -627,6 +637,8 @@ class Lowering:
                                   {**base_inputs, "checkpoint": policy, "dataset": ds, "reference": ref_job},
                                   output="checkpoint", description=f"DPO (beta {dpo.beta}, NLL {dpo.nll})"))
                 policy = dpo_job
+                points.append((f"r{r} dpo", self._evals(defined.name, cfg.evals, policy, model, mix,
+                                                         prefix=f"r{r}.dpo.", dataset=eval_ds)))
             if cfg.average:
                 avg = f"{p}.average"
                 members = {"checkpoint": policy}
@@ -637,7 +649,14 @@ class Lowering:
                 self.plan.add(Job(avg, "model.average", defined.name, {"last": 1, "round": r}, members,
                                   output="checkpoint", description="average the round's models"))
                 policy = avg
-            self._evals(defined.name, cfg.evals, policy, model, mix, prefix=f"r{r}.")
+                points.append((f"r{r} average", self._evals(defined.name, cfg.evals, policy, model, mix,
+                                                             prefix=f"r{r}.", dataset=eval_ds)))
+        summary_inputs = {f"{i:02d}:{label}:{job.rsplit('.', 1)[-1]}": job
+                          for i, (label, jobs) in enumerate(points) for job in jobs}
+        if summary_inputs:
+            self.plan.add(Job(f"eval.{defined.name}.summary", "eval.summary", defined.name,
+                              {"points": [label for label, _ in points], "evals": list(cfg.evals)}, summary_inputs,
+                              output="eval", description="held-out results after each post-training step"))
         self.stage_out[defined.name] = policy
         self.stage_ctx[defined.name] = self.stage_ctx.get(source, model["max_context"])
         self.plan.stages[defined.name] = {"model": model["name"], "rounds": cfg.rounds, "tokens": 0, "flops": 0.0,

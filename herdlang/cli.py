@@ -294,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--top-p", type=float, default=0.95)
     c.add_argument("--top-k", type=int, default=0)
     c.add_argument("--chat", action="store_true", help="wrap the prompt in the chat format")
+    c.add_argument("--system", default=None, help="system message (with --chat)")
+    c.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the checkpoint's own)")
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(fn=cmd_generate)
 
@@ -303,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-new-tokens", type=int, default=256)
     c.add_argument("--temperature", type=float, default=0.7)
     c.add_argument("--top-p", type=float, default=0.95)
+    c.add_argument("--top-k", type=int, default=0)
+    c.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the checkpoint's own)")
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(fn=cmd_chat)
     return p

@@ -1,0 +1,83 @@
+"""`eval.summary`: one table and one plot of a post-training stage's held-out results.
+
+Inputs are named `NN:label:eval` (NN orders the points: base, then each round's SFT,
+DPO and average). An eval artifact gives its `accuracy` from `eval.json`; a rejection
+sampling artifact gives its `acceptance_rate` (the share of prompts with a verified
+sample), so the table reads base → SFT → rejection sampling → DPO as the paper's loop.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from runtime.jobs.context import JobContext, JobFailed
+from runtime.jobs.registry import register
+
+
+def _read(path: Path) -> dict[str, Any]:
+    for name in ("eval.json", "stats.json"):
+        f = path / name
+        if f.exists():
+            try:
+                return json.loads(f.read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise JobFailed(f"{f}: not valid JSON ({exc})") from None
+    return {}
+
+
+def summarize(inputs: dict[str, Path]) -> list[dict[str, Any]]:
+    """Rows in order: point label, eval name, value and what the value measures."""
+    rows = []
+    for role in sorted(inputs):
+        _, label, name = role.split(":", 2)
+        data = _read(inputs[role])
+        if "accuracy" in data:
+            value, measure = float(data["accuracy"]), "accuracy"
+        elif "acceptance_rate" in data:
+            value, measure = float(data["acceptance_rate"]), "acceptance"
+        elif "sources" in data:
+            losses = [s["loss"] for s in data["sources"].values()]
+            value, measure = sum(losses) / max(len(losses), 1), "loss"
+        else:
+            continue
+        rows.append({"point": label, "eval": name, "value": value, "measure": measure,
+                     "per_kind": data.get("per_kind", {})})
+    return rows
+
+
+@register("eval.summary")
+def summary(ctx: JobContext) -> None:
+    rows = summarize(ctx.inputs)
+    if not rows:
+        raise JobFailed(f"{ctx.job_id}: none of its inputs has a result to summarize")
+    out = Path(ctx.out)
+    (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    accuracy = [r for r in rows if r["measure"] == "accuracy"]
+    stats = {"points": len(rows)}
+    if accuracy:
+        stats |= {"first_accuracy": accuracy[0]["value"], "last_accuracy": accuracy[-1]["value"]}
+    (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+    lines = ["### Held-out results through post-training", "", "| step | eval | measure | value |",
+             "|---|---|---|---:|"]
+    lines += [f"| {r['point']} | {r['eval']} | {r['measure']} | {r['value']:.1%} |" if r["measure"] != "loss"
+              else f"| {r['point']} | {r['eval']} | loss | {r['value']:.4f} |" for r in rows]
+    if accuracy:
+        _bar_chart(out / "accuracy.png", [r["point"] for r in accuracy], [r["value"] for r in accuracy])
+        lines += ["", "![held-out accuracy](accuracy.png)"]
+    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _bar_chart(path: Path, labels: list[str], values: list[float]) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(4.0, 1.3 * len(labels)), 3.5))
+    ax = fig.add_subplot()
+    bars = ax.bar(range(len(values)), values, color="#4C72B0")
+    ax.bar_label(bars, labels=[f"{v:.0%}" for v in values], padding=2)
+    ax.set_xticks(range(len(labels)), labels, rotation=15)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("held-out accuracy")
+    ax.set_title("Post-training: held-out task accuracy")
+    fig.savefig(path, format="png", dpi=120, bbox_inches="tight")

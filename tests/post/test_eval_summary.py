@@ -1,0 +1,52 @@
+"""eval.summary: the post-training table reads base → SFT → rejection sampling → DPO."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from runtime.jobs.context import JobContext, JobFailed
+from runtime.jobs.summary_jobs import summary
+
+
+def _artifact(root: Path, name: str, file: str, data: dict) -> Path:
+    d = root / name
+    d.mkdir()
+    (d / file).write_text(json.dumps(data))
+    return d
+
+
+def _ctx(tmp_path: Path, inputs: dict[str, Path]) -> JobContext:
+    out = tmp_path / "out"
+    out.mkdir()
+    return JobContext("eval.chat.summary", "eval.summary", "chat", {}, inputs, out, tmp_path / "work",
+                      tmp_path, {}, logging.getLogger("test"))
+
+
+def test_points_keep_their_order_and_measures(tmp_path: Path) -> None:
+    inputs = {
+        "00:base:tasks": _artifact(tmp_path, "a", "eval.json", {"accuracy": 0.1, "per_kind": {"add": 0.1}}),
+        "01:r1 rejection sampling:rejection_sampling": _artifact(tmp_path, "b", "stats.json", {"acceptance_rate": 0.4}),
+        "02:r1 sft:tasks": _artifact(tmp_path, "c", "eval.json", {"accuracy": 0.5}),
+        "03:r1 dpo:tasks": _artifact(tmp_path, "d", "eval.json", {"accuracy": 0.6}),
+    }
+    ctx = _ctx(tmp_path, inputs)
+    summary(ctx)
+    rows = json.loads((ctx.out / "summary.json").read_text())
+    assert [(r["point"], r["measure"], r["value"]) for r in rows] == [
+        ("base", "accuracy", 0.1), ("r1 rejection sampling", "acceptance", 0.4),
+        ("r1 sft", "accuracy", 0.5), ("r1 dpo", "accuracy", 0.6)]
+    stats = json.loads((ctx.out / "stats.json").read_text())
+    assert stats["first_accuracy"] == 0.1 and stats["last_accuracy"] == 0.6
+    report = (ctx.out / "report.md").read_text()
+    assert "| r1 dpo | tasks | accuracy | 60.0% |" in report
+    assert (ctx.out / "accuracy.png").stat().st_size > 1000
+
+
+def test_no_results_is_a_clear_failure(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path, {"00:base:tasks": _artifact(tmp_path, "a", "other.json", {})})
+    with pytest.raises(JobFailed, match="none of its inputs"):
+        summary(ctx)
