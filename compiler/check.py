@@ -166,22 +166,39 @@ def _check_extend(res: Resolved, stage: Defined) -> None:
         _check_training_data(res, stage, cfg.data, ("data",))
 
 
-def _stage_context(res: Resolved, name: str | None) -> int | None:
+def _upstream(res: Resolved, name: str | None, pick):
+    """Walk `from` links back from `name` until `pick(defined)` gives a value."""
     seen = set()
     while name is not None and name not in seen:
         seen.add(name)
         defined = res.spec.find(name)
         if defined is None:
             return None
-        cfg = defined.config
-        if defined.kind == "pretrain":
-            return cfg.context
-        if defined.kind == "extend":
-            return cfg.context[-1].value
-        if defined.kind == "anneal" and cfg.context:
-            return cfg.context
+        found = pick(defined)
+        if found is not None:
+            return found
         name = res.stage_source.get(name)
     return None
+
+
+def _context_of(defined: Defined) -> int | None:
+    cfg = defined.config
+    if defined.kind == "pretrain":
+        return cfg.context
+    if defined.kind == "extend":
+        return cfg.context[-1].value
+    if defined.kind == "anneal" and cfg.context:
+        return cfg.context
+    return None
+
+
+def _data_of(defined: Defined) -> str | None:
+    data = getattr(defined.config, "data", None)
+    return data if isinstance(data, str) and defined.kind in ("pretrain", "extend", "anneal") else None
+
+
+def _stage_context(res: Resolved, name: str | None) -> int | None:
+    return _upstream(res, name, _context_of)
 
 
 def _check_anneal(res: Resolved, stage: Defined) -> None:
@@ -197,17 +214,7 @@ def _check_anneal(res: Resolved, stage: Defined) -> None:
 
 
 def _stage_data(res: Resolved, name: str | None) -> str | None:
-    seen = set()
-    while name is not None and name not in seen:
-        seen.add(name)
-        defined = res.spec.find(name)
-        if defined is None:
-            return None
-        data = getattr(defined.config, "data", None)
-        if isinstance(data, str) and defined.kind in ("pretrain", "extend", "anneal"):
-            return data
-        name = res.stage_source.get(name)
-    return None
+    return _upstream(res, name, _data_of)
 
 
 def _check_posttrain(res: Resolved, stage: Defined) -> None:
