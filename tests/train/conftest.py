@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from runtime.data.token_shards import write_meta
 from runtime.data.tokenizer import load_tokenizer, save_tokenizer, train_bpe
@@ -22,6 +23,18 @@ MODEL: dict[str, Any] = {
     "rope_scaling": None, "tied_embeddings": True, "max_context": 32, "document_mask": True,
     "init_std": 0.02,
 }
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Any:
+    """Train on one intra-op thread. The models here are tiny: on a shared 2-core machine
+    torch's default thread pool spends most of each matmul waiting for a busy core, which
+    made a 6-step run 4-10x slower than single-threaded. Restored afterwards, since the
+    setting is process-wide and other test packages share the process."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def make_ctx(tmp: Path, name: str, kind: str, config: dict[str, Any],

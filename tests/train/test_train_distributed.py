@@ -21,7 +21,6 @@ def losses(path) -> list[float]:
     return [r["loss"] for r in map(json.loads, path.read_text().splitlines()) if "loss" in r]
 
 
-@pytest.mark.slow
 def test_two_processes_match_one_and_checkpoints_cross_world_sizes(tmp_path, artifacts):
     cfg = train_config(steps=4, checkpoint_every=2, eval_every=0)
     one = make_ctx(tmp_path, "one", "train.pretrain", cfg, artifacts)

@@ -83,7 +83,8 @@ def test_sigkill_mid_pretrain_then_rerun_reaches_the_uninterrupted_weights(tmp_p
     script = SCRIPT.format(repo=str(REPO), marker=str(marker), run_dir=str(killed),
                            artifacts=json.dumps({k: str(v) for k, v in artifacts.items()}))
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.monotonic() + 120
     while not marker.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
