@@ -6,9 +6,10 @@ cross-block rules are the compiler's passes (compiler/resolve.py, compiler/check
 
 from __future__ import annotations
 
+import typing
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
 from herdlang.types import (
     Bytes,
@@ -426,6 +427,29 @@ BLOCKS: dict[str, type[Block]] = {
 
 #: blocks that produce a checkpoint other stages can continue `from`
 STAGES = ("pretrain", "extend", "anneal", "posttrain")
+
+
+def model_in(annotation: Any) -> type[BaseModel] | None:
+    """The Pydantic model inside a field annotation (`X | None`, `list[X]`, ...)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def literal_values(annotation: Any) -> list[str]:
+    """String choices of a `Literal[...]` field, looking through Annotated/Optional/list."""
+    if typing.get_origin(annotation) is Literal:
+        return [v for v in typing.get_args(annotation) if isinstance(v, str)]
+    out: list[str] = []
+    for arg in typing.get_args(annotation):
+        for v in literal_values(arg):
+            if v not in out:
+                out.append(v)
+    return out
 
 
 def field_names(model: type[Strict]) -> list[str]:

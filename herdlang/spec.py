@@ -16,7 +16,15 @@ from pydantic import BaseModel, ValidationError
 from herdlang import ast, components
 from herdlang.diagnostics import Diagnostic, HerdError, suggestion
 from herdlang.parser import parse, parse_file, parse_value
-from herdlang.schema import BLOCKS, Block, DataBlock, EvalBlock, field_names
+from herdlang.schema import (
+    BLOCKS,
+    Block,
+    DataBlock,
+    EvalBlock,
+    field_names,
+    literal_values,
+    model_in,
+)
 from herdlang.values import Loc, SourceMap, block_to_dict, to_py
 
 # pydantic error type → (diagnostic code, short prefix)
@@ -351,35 +359,23 @@ def _owner(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
         )
         if info is None:
             continue
-        current = _model_in(info.annotation)
+        current = model_in(info.annotation)
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
 def _calls_at(model: type[BaseModel], loc: tuple) -> list[str]:
     """Call names a field accepts (`rmsnorm`, `adamw`, ...), from its models' `kind` literals."""
-    import typing
-
     owner = _owner(model, tuple(loc)) if loc else None
     if owner is None:
         return []
     info = owner.model_fields.get(str(loc[-1])) or next(
         (f for f in owner.model_fields.values() if f.alias == loc[-1]), None)
-    target = _model_in(info.annotation) if info else None
+    target = model_in(info.annotation) if info else None
     if target is None or "kind" not in target.model_fields:
         return []
-    return [str(v) for v in typing.get_args(target.model_fields["kind"].annotation)]
+    return literal_values(target.model_fields["kind"].annotation)
 
 
-def _model_in(annotation: Any) -> Any:
-    import typing
-
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
 
 
 # -- --set overrides ---------------------------------------------------------------------------

@@ -14,11 +14,12 @@ import sys
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel
 
 from herdlang import components, parser, schema
+from herdlang.schema import literal_values, model_in
 from herdlang.types import CallModel, Strict
 
 #: the committed TextMate grammar (exists in a source checkout, not in a wheel)
@@ -56,27 +57,6 @@ class Words:
         }
 
 
-def literal_values(annotation: Any) -> list[str]:
-    """String choices of a `Literal[...]` field, looking through Annotated/Optional/list."""
-    if typing.get_origin(annotation) is Literal:
-        return [v for v in typing.get_args(annotation) if isinstance(v, str)]
-    out: list[str] = []
-    for arg in typing.get_args(annotation):
-        for v in literal_values(arg):
-            if v not in out:
-                out.append(v)
-    return out
-
-
-def model_in(annotation: Any) -> type[BaseModel] | None:
-    """The Pydantic model inside a field annotation (`X | None`, `list[X]`, ...)."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = model_in(arg)
-        if found is not None:
-            return found
-    return None
 
 
 def _is_dict(annotation: Any) -> bool:
