@@ -58,3 +58,31 @@ def test_batch_that_does_not_split_is_a_clear_failure(tmp_path, artifacts):
     with pytest.raises(JobFailed, match="does not split over 2 processes"):
         get("train.pretrain")(ctx)
     assert not (ctx.work / "dist").exists()  # refused before torchrun started
+
+
+def test_anneal_and_a_failing_gate_under_two_processes(tmp_path, artifacts):
+    """The other training kinds on 2 ranks: annealing's kept checkpoints (gathered by rank 0
+    at every checkpoint) match 1 process, and a failed extension gate reaches the parent as
+    the same clear JobFailed, not a torchrun traceback."""
+    from runtime.jobs.context import JobFailed
+
+    from .test_stages import extend_config
+
+    base = make_ctx(tmp_path, "base", "train.pretrain", train_config(steps=2, eval_every=0), artifacts)
+    get("train.pretrain")(base)
+    cfg = train_config(steps=3, checkpoint_every=1, keep_last=2, eval_every=0)
+    outs = []
+    for n in (1, 2):
+        ctx = make_ctx(tmp_path, f"ann{n}", "train.anneal", cfg, {**artifacts, "checkpoint": base.out})
+        ctx.settings["nproc"] = n
+        get("train.anneal")(ctx)
+        outs.append(ctx.out)
+    assert [sorted(p.name for p in o.glob("ckpt-*")) for o in outs] == [["ckpt-000002", "ckpt-000003"]] * 2
+    w1, w2 = (load_checkpoint(o / "ckpt-000002")[0].state_dict() for o in outs)
+    assert all(torch.allclose(w1[k], w2[k], rtol=1e-4, atol=1e-6) for k in w1)
+
+    bad = make_ctx(tmp_path, "bad", "train.extend",
+                   extend_config({"needle": {"op": ">=", "value": 2.0}}), {**artifacts, "checkpoint": base.out})
+    bad.settings["nproc"] = 2
+    with pytest.raises(JobFailed, match=r"^bad: gates failed after 2 steps .*needle = 0\.0000 \(needs >= 2\.0\)$"):
+        get("train.extend")(bad)
