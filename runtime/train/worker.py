@@ -90,16 +90,19 @@ def main(argv: list[str] | None = None) -> int:
     import runtime.jobs.train_jobs  # noqa: F401  (registers the kinds)
     from runtime.jobs.registry import get
 
-    code = 0
+    code, ok = 0, False
     try:
         get(ctx.kind)(ctx)
+        ok = True
     except JobFailed as exc:
         if rank == 0:
             Path(job["error_path"]).write_text(str(exc))
         print(f"[rank {rank}] {exc}", file=sys.stderr)
         code = 3
     finally:
-        if code == 0:
+        # a crashed rank must not wait in a barrier the others never reach: it exits and
+        # torchrun stops the rest
+        if ok:
             dist.barrier()
         dist.destroy_process_group()
     return code

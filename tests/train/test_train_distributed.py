@@ -37,16 +37,20 @@ def test_two_processes_match_one_and_checkpoints_cross_world_sizes(tmp_path, art
     # the 2-process checkpoint is a plain checkpoint: it loads in one process
     w1, w2 = load_checkpoint(one.out)[0].state_dict(), load_checkpoint(two.out)[0].state_dict()
     assert all(torch.allclose(w1[k], w2[k], rtol=1e-4, atol=1e-6) for k in w1)
-    # ... and its resumable state (written at step 4 by 2 ranks) continues in 1 process
+    # resumable state crosses world sizes both ways: the 2-rank state (step 4) continues in
+    # 1 process, the 1-process state continues on 2 ranks, and both curves agree
     longer = train_config(steps=6, checkpoint_every=2, eval_every=0)
     longer["schedule"] = cfg["schedule"]
     one_more = make_ctx(tmp_path, "one", "train.pretrain", longer, artifacts)
+    one_more.settings["nproc"] = 2
+    get("train.pretrain")(one_more)
     two_more = make_ctx(tmp_path, "two", "train.pretrain", longer, artifacts)
-    from runtime.jobs.train_jobs import run_pretrain
-
-    s1, s2 = run_pretrain(one_more), run_pretrain(two_more)
-    assert s1 is not None and s2 is not None and s1.step == s2.step == 6
-    assert s2.history["loss"] == pytest.approx(s1.history["loss"], rel=1e-4)
+    get("train.pretrain")(two_more)
+    a, b = losses(tmp_path / "one.jsonl"), losses(tmp_path / "two.jsonl")
+    assert len(a) == len(b) == 6 and b == pytest.approx(a, rel=1e-4)
+    s1 = json.loads((one_more.out / "stats.json").read_text())
+    s2 = json.loads((two_more.out / "stats.json").read_text())
+    assert (s1["steps"], s1["nproc"], s2["steps"]) == (6, 2, 6) and "nproc" not in s2
 
 
 def test_batch_that_does_not_split_is_a_clear_failure(tmp_path, artifacts):
