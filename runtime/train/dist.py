@@ -63,7 +63,7 @@ def all_reduce_sum(value: float) -> float:
 
 def device_for_rank() -> torch.device:
     """cuda:LOCAL_RANK under NCCL, else CPU."""
-    if torch.cuda.is_available() and dist.get_backend() == "nccl":
+    if dist.get_backend() == "nccl":
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")
 
@@ -150,6 +150,11 @@ class StateView:
 # --- launching ------------------------------------------------------------------------
 
 
+def use_cuda(settings: dict[str, Any]) -> bool:
+    """Ranks use NCCL and one GPU each when CUDA is there and the run did not ask for CPU."""
+    return torch.cuda.is_available() and str(settings.get("device", "auto")) not in ("cpu",)
+
+
 def wanted(ctx: JobContext) -> int:
     """Processes the job should run on: `nproc` from `herd run --nproc`, unless this
     process is already a rank."""
@@ -161,6 +166,10 @@ def wanted(ctx: JobContext) -> int:
 def launch(ctx: JobContext, nproc: int, poll_s: float = 0.2) -> None:
     """Run this job under `torchrun --standalone --nproc-per-node nproc` and relay rank 0's
     progress; a JobFailed in a rank comes back as a JobFailed here with its message."""
+    if use_cuda(ctx.settings) and nproc > torch.cuda.device_count():
+        raise JobFailed(f"{ctx.job_id}: --nproc {nproc} needs {nproc} GPUs (one per rank) but "
+                        f"{torch.cuda.device_count()} are visible; lower --nproc or run with "
+                        "--device cpu")
     base = Path(ctx.work) / "dist"
     base.mkdir(parents=True, exist_ok=True)
     progress, error, log = base / "progress.jsonl", base / "error.txt", base / "torchrun.log"

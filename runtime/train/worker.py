@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     job = json.loads(args.job_json.read_text())
     if job.get("parent_pid"):
         _exit_with_parent(int(job["parent_pid"]))
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    from runtime.train.dist import use_cuda
+
+    backend = "nccl" if use_cuda(job["settings"]) else "gloo"
     dist.init_process_group(backend)
     rank = dist.get_rank()
     if backend == "nccl":
