@@ -8,11 +8,11 @@ Canonical style
 ---------------
 * 2-space indentation; one entry per line inside a block; `}` on its own line.
 * `{}` for an empty body; body-less steps (`dedup exact`) stay as written.
-* A block that was written on one line, holds only assignments/conditions with scalar
-  values (numbers, percentages, strings, booleans, none, names) and no comment, and fits
-  in 100 columns stays on one line, entries two spaces apart:
+* A block that was written on one line, holds no comment, and whose entries each render
+  on one line stays on one line if it fits in 100 columns, entries two spaces apart:
   `model llama3_8b extends base { layers = 32  dim = 4096  heads = 32 }`.
-  Any other block is expanded, and an expanded block stays expanded.
+  Any other block is expanded, and an expanded block stays expanded (the rule reads the
+  source layout, so it is idempotent).
 * `=` is aligned within a run of consecutive single-line assignments of one block; a
   blank line, a non-assignment entry or a multi-line value ends the run (comment lines
   do not).
@@ -24,15 +24,20 @@ Canonical style
   outermost brackets, one item per line with a trailing comma; a ramp that still does
   not fit puts each `-> step` on its own line. Nothing else wraps, so a single long token
   or string may exceed 100 columns.
-* Top level: one blank line around every block; between imports and between a leading
-  comment and its item the user's choice (at most one blank line) is kept. Inside blocks
-  at most one blank line is kept where the user had one, none after `{` or before `}`.
+* Top level: one blank line around every block, except between two one-line items the
+  user wrote without one (a ladder of one-line models stays together); between imports
+  and between a leading comment and its item the user's choice (at most one blank line)
+  is kept. Inside blocks at most one blank line is kept where the user had one, none
+  after `{` or before `}`.
 * Comments: a full-line comment stays before the entry that follows it, at that entry's
   indentation; a comment at the end of a line stays at the end of that line, two spaces
-  after the code (moved onto its own line before the entry if that line would pass 100
-  columns); comments before `}` stay inside the block; comments at the end of the file
-  stay there. A comment somewhere the layout has no place for (inside a ramp, between a
-  key and its `=`) moves onto its own line just before its entry.
+  after the code, and such comments on consecutive one-line entries share a column (a
+  comment that would pass 100 columns moves onto its own line before its entry);
+  comments before `}` stay inside the block; comments at the end of the file stay there.
+  A comment somewhere the layout has no place for (inside a ramp, between a key and its
+  `=`) moves onto its own line just before its entry.
+* Separators `;` and `,` between entries are dropped, except a `;` after a ramp that is
+  followed by a key named `at` (without it, `at` would read as the ramp's keyword).
 """
 
 from __future__ import annotations
@@ -49,7 +54,6 @@ WIDTH = 100
 STEP = 2  # spaces per indentation level
 
 _BLANK_LINE = re.compile(r"\n[ \t]*\r?\n")
-_SCALARS = (ast.Quantity, ast.Percent, ast.String, ast.Bool, ast.NoneValue, ast.Ref)
 
 
 def format_text(text: str, path: str = "<string>") -> str:
@@ -333,8 +337,6 @@ class _Formatter:
             prev = e.span.end
             if k == 0:
                 flags[0] = False
-            elif top and (isinstance(e, ast.Block) or isinstance(entries[k - 1], ast.Block)):
-                flags[0] = True
             blanks.append(flags)
         semis = [
             k + 1 < len(entries) and _first_word(entries[k + 1]) == "at"
@@ -343,14 +345,30 @@ class _Formatter:
         keys = self._align(entries, blanks, semis, indent)
 
         lines: list[str] = []
+        chunks: list[tuple[list[str], ast.Comment | None, bool]] = []
         for k, e in enumerate(entries):
             flags = blanks[k]
+            chunk: list[str] = []
             for c, blank in zip(placed.leading[k], flags, strict=False):
-                lines += [""] * blank + [pad + c.text]
-            lines += [""] * flags[-1]
+                chunk += [""] * blank + [pad + c.text]
+            chunk += [""] * flags[-1]
             body = self._entry(e, indent, keys[k], semis[k])
-            lines += [pad + c.text for c in self._take(e.span.start, e.span.end)]
-            lines += _trail(body, placed.trailing[k], pad)
+            chunk += [pad + c.text for c in self._take(e.span.start, e.span.end)]
+            inline = placed.trailing[k]
+            if inline is not None and len(body[-1]) + 2 + len(inline.text) > WIDTH:
+                chunk.append(pad + inline.text)  # would overflow: goes above the entry
+                inline = None
+            chunk += body
+            if chunk[0] == "":
+                chunk.pop(0)
+            # top level: blocks are set apart, except a ladder of one-liners the user kept together
+            apart = top and k > 0 and ast.Block in (type(e), type(entries[k - 1]))
+            if apart and not (len(chunk) == 1 and len(chunks[-1][0]) == 1):
+                flags[0] = True
+            chunks.append((chunk, inline, flags[0]))
+        _align_comments(chunks)
+        for chunk, _, blank in chunks:
+            lines += [""] * blank + chunk
         for n, c in enumerate(placed.closing):
             blank = self._blank(prev, c.span.start) and (bool(entries) or n > 0)
             lines += [""] * blank + [pad + c.text]
@@ -443,8 +461,8 @@ class _Formatter:
         if not b.entries and not self._has_comments(brace, close):
             lines[-1] += " {}"
             return lines
-        if len(lines) == 1 and self._one_line(b, len(lines[-1])):
-            inside = "  ".join(self._entry(e, 0, 0, False)[0] for e in b.entries)
+        inside = self._one_line(b, len(lines[-1])) if len(lines) == 1 else None
+        if inside is not None:
             lines[-1] += f" {{ {inside} }}"
             return lines
         open_line = self.text.count("\n", 0, brace) + 1
@@ -457,28 +475,54 @@ class _Formatter:
                 body.insert(0, " " * (indent + STEP) + c.text)
         return [*lines, *body, pad + "}"]
 
-    def _one_line(self, b: ast.Block, head_width: int) -> bool:
-        """Keep `{ a = 1  b = 2 }` when the user wrote it so, it is simple, and it fits."""
+    def _one_line(self, b: ast.Block, head_width: int) -> str | None:
+        """`a = 1  b = 2`, the inside of a block kept on one line: the user wrote it so, it
+        holds no comment, every entry fits on one line, and the whole line fits."""
         if not self.text or b.span.line != b.span.end_line:
-            return False
+            return None
         if self._has_comments(b.span.start, b.span.end):
-            return False
-        width = head_width + 4
+            return None
+        pieces = []
         for k, e in enumerate(b.entries):
-            if not isinstance(e, ast.Assignment | ast.Condition):
-                return False
-            if not isinstance(e.value, _SCALARS):
-                return False
-            # `5  tokens >= 1` would read `tokens` as the unit of 5; `at` as a ramp keyword
-            if k and (e.key in _units() or e.key == "at"):
-                return False
-            width += len(self._entry(e, 0, 0, False)[0]) + (2 if k else 0)
-        return width <= WIDTH
+            word = _first_word(e)
+            # `5  tokens >= 1` would read `tokens` as the unit of 5 (`5  tokens = 1` would
+            # not), and `1 -> 2  at = 3` the key `at` as the ramp's `at`
+            if k and (word == "at" or (word in _units() and not isinstance(e, ast.Assignment))):
+                return None
+            lines = self._entry(e, 0, 0, False)
+            if len(lines) != 1:
+                return None
+            pieces.append(lines[0])
+        inside = "  ".join(pieces)
+        return inside if head_width + len(inside) + 4 <= WIDTH else None
 
 
 def _cat(first: list[str], second: list[str]) -> list[str]:
     """Join two line lists: second's first line continues first's last line."""
     return [*first[:-1], first[-1] + second[0], *second[1:]]
+
+
+def _align_comments(chunks: list[tuple[list[str], ast.Comment | None, bool]]) -> None:
+    """End-of-line comments of consecutive one-line entries start in one column (two spaces
+    after the longest line), where that column still fits in WIDTH."""
+    runs: list[list[int]] = []
+    for k, (chunk, inline, blank) in enumerate(chunks):
+        if inline is None or len(chunk) != 1:
+            continue
+        if runs and runs[-1][-1] == k - 1 and not blank:
+            runs[-1].append(k)
+        else:
+            runs.append([k])
+    cols: dict[int, int] = {}
+    for run in runs:
+        col = max(len(chunks[k][0][0]) for k in run) + 2
+        cols.update(dict.fromkeys(run, col))
+    for k, (chunk, inline, _) in enumerate(chunks):
+        if inline is not None:
+            col = cols.get(k, 0)
+            if col + len(inline.text) > WIDTH:
+                col = 0
+            chunk[-1] = chunk[-1].ljust(col or len(chunk[-1]) + 2) + inline.text
 
 
 def _trail(body: list[str], comment: ast.Comment | None, pad: str) -> list[str]:
