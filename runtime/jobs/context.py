@@ -74,6 +74,19 @@ class JobContext:
         with self.metrics_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
 
+    def torch_device(self):  # -> torch.device (torch imported lazily: the executor stays light)
+        """The device a single-process job runs on: `run { device = auto|cpu|cuda }`."""
+        import torch
+
+        want = str(self.settings.get("device", "auto"))
+        if want == "cpu":
+            return torch.device("cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if want == "cuda":
+            raise JobFailed("device = cuda, but no CUDA device is visible here (use device = auto or cpu)")
+        return torch.device("cpu")
+
     @property
     def workers(self) -> int:
         return int(self.settings.get("workers", 1))

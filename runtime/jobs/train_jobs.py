@@ -285,7 +285,7 @@ def _load(ctx: JobContext) -> Llama:
         model, _ = load_checkpoint(ctx.inputs["checkpoint"])
     except CheckpointError as exc:
         raise JobFailed(f"{ctx.job_id}: {exc}") from exc
-    return model
+    return model.to(ctx.torch_device())
 
 
 @register("eval.perplexity")

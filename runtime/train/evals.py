@@ -22,11 +22,13 @@ def val_loss(model: Llama, source: Path, name: str, seq_len: int, max_tokens: in
     loader = PackedLoader({name: source}, {name: 1.0}, seq_len, batch_size, split="val")
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     total, count = 0.0, 0
     for batch in loader:
         n = int((batch.targets != IGNORE).sum())
         if n:
-            total += float(model(batch.tokens, batch.doc_ids, batch.targets, reduction="sum"))
+            total += float(model(batch.tokens.to(device), batch.doc_ids.to(device), batch.targets.to(device),
+                                 reduction="sum"))
             count += n
         if count >= max_tokens:
             break
@@ -96,7 +98,7 @@ def needle(model: Llama, tokenizer: Any, filler: np.ndarray, lengths: list[int],
                 hay = filler[start : start + room].tolist()
                 at = round(depth * len(hay))
                 seq = hay[:at] + fact + hay[at:] + question + answer
-                tokens = torch.tensor([seq[:-1]])
+                tokens = torch.tensor([seq[:-1]], device=next(model.parameters()).device)
                 logits = model(tokens)
                 pred = logits[0, -len(answer):].argmax(-1).tolist()
                 hits += int(pred == answer)

@@ -142,6 +142,8 @@ class Trainer:
         self.names = param_order(model)
         if self.world > 1:
             dist.shard(model)
+        else:
+            model.to(ctx.torch_device())
         self.device = next(model.parameters()).device
         self.opt = make_optimizer(model, cfg)
         self.autocast = cfg.get("precision") == "bf16" and self.device.type == "cuda"
