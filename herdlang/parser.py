@@ -8,6 +8,7 @@ error per broken block in a single pass and still yields the blocks that are fin
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
 from lark import Lark, Token, Transformer, v_args
@@ -268,9 +269,15 @@ class _Builder(Transformer):
         return ast.Ramp(steps=steps, span=self._span(meta))
 
 
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "0": "\0"}
+
+
 def _unquote(tok: Token) -> str:
+    """The string's value: `\\n`, `\\t`, `\\r`, `\\"`, `\\\\` are escapes; any other `\\x` stays as is."""
     raw = str(tok)[1:-1]
-    return raw.encode("utf-8").decode("unicode_escape") if "\\" in raw else raw
+    if "\\" not in raw:
+        return raw
+    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(0)), raw)
 
 
 # -- error handling ------------------------------------------------------------------------
