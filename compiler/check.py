@@ -164,6 +164,8 @@ def _check_extend(res: Resolved, stage: Defined) -> None:
                   suggestion(key, pool, "eval"))
     if cfg.data:
         _check_training_data(res, stage, cfg.data, ("data",))
+    for i, ev in enumerate(cfg.evals):
+        _check_eval_name(res, stage, ev, ("evals", i))
 
 
 def _upstream(res: Resolved, name: str | None, pick):

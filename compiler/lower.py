@@ -356,7 +356,10 @@ class Lowering:
         self.stage_optimizer[stage] = optimizer
 
     def _evals(self, stage: str, names: list[str], checkpoint_job: str, model: dict[str, Any],
-               mix: dict[str, Any], prefix: str = "", dataset: str | None = None) -> list[str]:
+               mix: dict[str, Any], prefix: str = "", dataset: str | None = None,
+               baseline: tuple[str, int] | None = None) -> list[str]:
+        """Eval jobs on a checkpoint. `baseline` = (job, context) of the model before a
+        context extension, which short-context recovery compares against."""
         jobs = []
         for name in names:
             defined = self.spec.of("eval").get(name)
@@ -372,6 +375,9 @@ class Lowering:
                     inputs["tokenizer"] = self.tokenizer_job.get(model.get("tokenizer") or "", inputs.get("tokenizer", ""))
             config = {"eval": kind, "params": comp, "model": model, "context": self.stage_ctx.get(stage, model["max_context"]),
                       "seed": self.seed}
+            if kind == "short_context_recovery" and baseline:
+                inputs["baseline"] = baseline[0]
+                config["base_context"] = baseline[1]
             self.plan.add(Job(job_id, f"eval.{kind}", stage, config, inputs, output="eval",
                               description=f"{kind} on {stage}"))
             jobs.append(job_id)
@@ -432,6 +438,8 @@ class Lowering:
         e["flops_total"] = flops
         self.plan.stages[defined.name]["flops_total"] = flops
         self._remember(defined.name, prev, lengths[-1], mix, self.stage_batch[source], optimizer)
+        self._evals(defined.name, cfg.evals, prev, {**model, "max_context": lengths[-1]}, mix,
+                    baseline=(self.stage_out[source], base_ctx))
 
     def _weights(self, parts: dict[str, float]) -> dict[str, float]:
         """Inline mix weights over data stages or mixes → flat weights over data stages."""

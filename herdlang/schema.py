@@ -277,6 +277,7 @@ class ExtendBlock(Block):
     schedule: Schedule | None = None
     gate: dict[str, Annotated[Condition, CondOf]] = Field(default_factory=dict)
     max_extra: Fraction = Field(0.5, ge=0)
+    evals: Annotated[list[Ref], ListOf] = []  # run after the last increment (reported, not gating)
     seed: Int | None = None
 
 
