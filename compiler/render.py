@@ -57,7 +57,7 @@ def render_text(plan: Plan, runs_dir: Path | None = None, color: bool = False,
         console.print(stages)
         for name, st in plan.stages.items():
             if "compute_optimal_params" in st:
-                console.print(f"  {name}: scaling law (alpha={st['law']['alpha']}, A={st['law']['A']}) → compute-optimal "
+                console.print(f"  {name}: scaling law (alpha={st['law']['alpha']:.3g}, A={st['law']['A']:.3g}) → compute-optimal "
                               f"{humanize(st['compute_optimal_params'])} params on {humanize(st['compute_optimal_tokens'])} tokens "
                               f"for {humanize(st['flops'])} FLOPs (declared: {humanize(st['params'])} params)")
             elif "law_status" in st:
