@@ -118,11 +118,7 @@ def block_to_dict(
     for entry in block.entries:
         if isinstance(entry, (ast.Assignment, ast.Condition)):
             key = entry.key
-            if key in out:
-                diags.append(
-                    Diagnostic("H0205", f"'{key}' is set twice in this block", entry.key_span,
-                               "remove one of them")
-                )
+            if _duplicate(out, key, entry.key_span, diags, "set", "remove one of them"):
                 continue
             smap.keys[(*loc, key)] = entry.key_span
             value = to_py(entry.value, (*loc, key), smap)
@@ -131,11 +127,7 @@ def block_to_dict(
         sub = entry
         if sub.name is None or sub.kind in keyed_blocks:
             key = sub.kind
-            if key in out:
-                diags.append(
-                    Diagnostic("H0205", f"'{key}' is given twice in this block", sub.kind_span,
-                               "merge the two into one")
-                )
+            if _duplicate(out, key, sub.kind_span, diags, "given", "merge the two into one"):
                 continue
             smap.keys[(*loc, key)] = sub.kind_span
             body = block_to_dict(sub, (*loc, key), smap, diags)
@@ -159,6 +151,15 @@ def block_to_dict(
     if steps:
         out["steps"] = steps
     return out
+
+
+def _duplicate(out: dict[str, Any], key: str, span: ast.Span, diags: list[Diagnostic], verb: str,
+               hint: str) -> bool:
+    """A key may appear once per block: the second is H0205 (and is skipped)."""
+    if key in out:
+        diags.append(Diagnostic("H0205", f"'{key}' is {verb} twice in this block", span, hint))
+        return True
+    return False
 
 
 def _args(block: ast.Block, loc: Loc, smap: SourceMap, body: dict[str, Any]) -> list[Any]:
