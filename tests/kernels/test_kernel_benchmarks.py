@@ -52,6 +52,20 @@ def test_kernels_smoke_times_herd_against_eager(tmp_path):
     assert all(r["op"] == "swiglu" and "ms" in r for r in rows)
 
 
+def test_train_step_smoke_runs_the_pretraining_job_path(tmp_path):
+    """herd-job trains through runtime.train.loop.Trainer on a synthetic token artifact."""
+    out = tmp_path / "train_step.json"
+    done = _run("train_step.py", "--smoke", "--only", "herd-job", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "herd-job" in done.stdout and "skipped" not in done.stdout, done.stdout
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["variant"] == "herd-job" and "error" not in row, row
+    assert row["tokens_per_s"] > 0 and row["job_tokens_per_s_median"] > 0
+    # warmup then cosine decay: the schedule ran, ending at min_lr
+    assert row["lr_first_last"] == pytest.approx([1e-4, 1e-5])
+    assert row["first_loss"] == pytest.approx(6.24, abs=0.3)  # ln(512) at init
+
+
 def _load(script: str) -> ModuleType:
     """The script as a module, to call its main() in this process (no interpreter start-up)."""
     spec = importlib.util.spec_from_file_location(f"herd_bench_{script[:-3]}", ROOT / "benchmarks" / script)
