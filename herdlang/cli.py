@@ -47,6 +47,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     spec, plan = compile_file(args.spec, args.set)
     for w in plan.warnings:
         print(w if "warning[" in w else f"warning: {w}", file=sys.stderr)
+    if not spec.order:
+        print(f"warning: {args.spec} defines no blocks", file=sys.stderr)
     if args.format == "json":
         print(json.dumps({"ok": True, "warnings": plan.warnings}))
     else:
