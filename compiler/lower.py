@@ -219,12 +219,8 @@ class Lowering:
             return {"weights": {}, "max_epochs": 4.0, "seed": self.seed}
         if defined.kind == "data":
             return {"weights": {name: 1.0}, "max_epochs": 4.0, "seed": self.seed}
-        weights: dict[str, float] = {}
-        for part, w in defined.config.weights.items():
-            inner = self._mix_of(part)["weights"]
-            for d, iw in inner.items():
-                weights[d] = weights.get(d, 0.0) + w * iw
-        return {"weights": weights, "max_epochs": defined.config.max_epochs, "seed": defined.config.seed}
+        return {"weights": self._weights(defined.config.weights), "max_epochs": defined.config.max_epochs,
+                "seed": defined.config.seed}
 
     def _data_inputs(self, mix: dict[str, Any], tokenizer: str | None) -> dict[str, str]:
         inputs: dict[str, str] = {}
@@ -235,6 +231,17 @@ class Lowering:
             if data in self.data_out:
                 inputs[f"data:{data}"] = self._tokens(data, tokenizer)
         return inputs
+
+    def _train_config(self, model: dict[str, Any], tokens: int, context: int, steps: int,
+                      batch: list[dict[str, Any]], optimizer: dict[str, Any], schedule: dict[str, Any],
+                      mix: dict[str, Any], seed: int, *, checkpoint_every: int, eval_every: int,
+                      micro_batch: int | None = None, clip: float = 1.0, compile: bool = False,
+                      **extra: Any) -> dict[str, Any]:
+        """The config every training job kind reads (train.pretrain / extend / anneal)."""
+        return {"model": model, "tokens": tokens, "context": context, "steps": steps, "batch": batch,
+                "micro_batch": micro_batch, "optimizer": optimizer, "schedule": schedule, "mix": mix,
+                "clip": clip, "seed": seed, "checkpoint_every": checkpoint_every, "eval_every": eval_every,
+                "compile": compile, "precision": self.plan.settings["precision"], **extra}
 
     def _batch(self, steps: list[Any], context: int) -> list[dict[str, Any]]:
         out = []
@@ -313,13 +320,11 @@ class Lowering:
         optimizer = cfg.optimizer.model_dump(mode="json")
         schedule = self._schedule(cfg.schedule, cfg.optimizer.lr, steps, batch[0]["tokens"])
         seed = cfg.seed if cfg.seed is not None else self.seed
-        config = {
-            "model": model, "tokens": cfg.tokens, "context": cfg.context, "steps": steps, "batch": batch,
-            "micro_batch": cfg.micro_batch, "optimizer": optimizer, "schedule": schedule, "mix": mix,
-            "clip": cfg.clip, "seed": seed, "checkpoint_every": cfg.checkpoint_every or max(1, steps // 10),
-            "eval_every": cfg.eval_every or max(1, steps // 10), "compile": cfg.compile,
-            "precision": self.plan.settings["precision"],
-        }
+        config = self._train_config(
+            model, cfg.tokens, cfg.context, steps, batch, optimizer, schedule, mix, seed,
+            checkpoint_every=cfg.checkpoint_every or max(1, steps // 10),
+            eval_every=cfg.eval_every or max(1, steps // 10), micro_batch=cfg.micro_batch, clip=cfg.clip,
+            compile=cfg.compile)
         job_id = f"train.{defined.name}"
         inputs = self._data_inputs(mix, model.get("tokenizer"))
         extra: dict[str, Any] = {}
@@ -418,13 +423,10 @@ class Lowering:
                         else {"kind": "constant", "peak_lr": optimizer["lr"], "min_lr": optimizer["lr"],
                               "warmup_steps": 0, "total_steps": steps, "decay_fraction": 0.2})
             job_id = f"train.{defined.name}.{_length_label(ctx)}"
-            config = {
-                "model": m, "tokens": per, "context": ctx, "base_context": base_ctx, "steps": steps,
-                "batch": batch, "micro_batch": None, "optimizer": optimizer, "schedule": schedule, "mix": mix,
-                "clip": 1.0, "seed": seed, "checkpoint_every": max(1, steps // 4), "eval_every": max(1, steps // 4),
-                "gate": gate, "max_extra": cfg.max_extra, "compile": False,
-                "precision": self.plan.settings["precision"],
-            }
+            config = self._train_config(
+                m, per, ctx, steps, batch, optimizer, schedule, mix, seed,
+                checkpoint_every=max(1, steps // 4), eval_every=max(1, steps // 4),
+                base_context=base_ctx, gate=gate, max_extra=cfg.max_extra)
             inputs = {"checkpoint": prev, **self._data_inputs(mix, model.get("tokenizer"))}
             self.plan.add(Job(job_id, "train.extend", defined.name, config, inputs, output="checkpoint",
                               estimates={"tokens": per, "steps": steps},
@@ -433,9 +435,8 @@ class Lowering:
             prev = job_id
             total_steps += steps
             flops += est.training_flops(m, per, ctx)["total"]
-        e = self._estimates(defined.name, {**model, "max_context": lengths[-1]}, per * len(increments), lengths[-1], total_steps,
+        self._estimates(defined.name, {**model, "max_context": lengths[-1]}, per * len(increments), lengths[-1], total_steps,
                             {"increments": increments, "tokens_per_increment": per})
-        e["flops_total"] = flops
         self.plan.stages[defined.name]["flops_total"] = flops
         self._remember(defined.name, prev, lengths[-1], mix, self.stage_batch[source], optimizer)
         self._evals(defined.name, cfg.evals, prev, {**model, "max_context": lengths[-1]}, mix,
@@ -464,13 +465,10 @@ class Lowering:
         if peak_lr:
             optimizer["lr"] = peak_lr
         schedule = self._schedule(schedule_cfg, optimizer["lr"], steps, batch[0]["tokens"])
-        config = {
-            "model": {**model, "max_context": max(model["max_context"], context)}, "tokens": tokens,
-            "context": context, "steps": steps, "batch": batch, "micro_batch": None, "optimizer": optimizer,
-            "schedule": schedule, "mix": mix, "clip": 1.0, "seed": seed if seed is not None else self.seed,
-            "checkpoint_every": max(1, steps // max(keep, 1)), "keep_last": keep, "eval_every": max(1, steps // 4),
-            "compile": False, "precision": self.plan.settings["precision"],
-        }
+        config = self._train_config(
+            {**model, "max_context": max(model["max_context"], context)}, tokens, context, steps, batch,
+            optimizer, schedule, mix, seed if seed is not None else self.seed,
+            checkpoint_every=max(1, steps // max(keep, 1)), eval_every=max(1, steps // 4), keep_last=keep)
         inputs = {"checkpoint": self.stage_out[source], **self._data_inputs(mix, model.get("tokenizer"))}
         self.plan.add(Job(job_id, "train.anneal", stage, config, inputs, output="checkpoint",
                           estimates={"tokens": tokens, "steps": steps},
@@ -523,12 +521,9 @@ class Lowering:
                 tokens = steps * batch[0]["tokens"]
                 schedule = self._schedule(cfg.schedule, cfg.optimizer.lr, steps, batch[0]["tokens"])
                 run_id = f"scaling.{defined.name}.{label}.{name}"
-                config = {
-                    "model": model, "tokens": tokens, "context": cfg.context, "steps": steps, "batch": batch,
-                    "micro_batch": None, "optimizer": cfg.optimizer.model_dump(mode="json"), "schedule": schedule,
-                    "mix": mix, "clip": 1.0, "seed": seed, "checkpoint_every": max(1, steps // 4),
-                    "eval_every": max(1, steps // 4), "compile": False, "precision": self.plan.settings["precision"],
-                }
+                config = self._train_config(
+                    model, tokens, cfg.context, steps, batch, cfg.optimizer.model_dump(mode="json"), schedule,
+                    mix, seed, checkpoint_every=max(1, steps // 4), eval_every=max(1, steps // 4))
                 inputs = self._data_inputs(mix, model.get("tokenizer"))
                 self.plan.add(Job(run_id, "train.pretrain", defined.name, config, inputs, output="checkpoint",
                                   estimates={"tokens": tokens, "steps": steps, "flops": 6.0 * params * tokens},
