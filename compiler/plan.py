@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from herdlang.errors import UserError
 from herdlang.version import HERD_VERSION
 
 PLAN_FORMAT = "herd.plan/1"
@@ -88,7 +89,7 @@ class Job:
         )
 
 
-class PlanError(Exception):
+class PlanError(UserError):
     """A plan file that cannot be used (corrupt, tampered, wrong version)."""
 
 

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from herdlang.errors import UserError
 from herdlang.version import HERD_VERSION
 
 MANIFEST = "manifest.json"
@@ -32,7 +33,7 @@ STORE_FORMAT = "herd.store/1"
 _CHUNK = 1 << 20
 
 
-class StoreError(Exception):
+class StoreError(UserError):
     """An artifact that cannot be committed (a reserved name, a symlink, ...)."""
 
 

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from herdlang.errors import UserError
 
-class JobFailed(Exception):
+
+class JobFailed(UserError):
     """A job's clear, user-facing failure (bad data, failed gate); no traceback shown."""
 
 

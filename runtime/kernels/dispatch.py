@@ -16,12 +16,14 @@ from typing import Literal
 
 import torch
 
+from herdlang.errors import UserError
+
 Backend = Literal["triton", "reference"]
 ENV_VAR = "HERD_KERNELS"
 _CHOICES = ("auto", "triton", "reference")
 
 
-class KernelBackendError(RuntimeError):
+class KernelBackendError(UserError, RuntimeError):
     """The requested kernel backend cannot run here (a setup problem, not a bug)."""
 
 

@@ -27,6 +27,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from herdlang.errors import UserError
 from runtime.model.config import ConfigError
 from runtime.model.llama import Llama
 
@@ -36,7 +37,7 @@ META_FILE = "meta.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint that is missing, corrupt or does not fit its config (a user error)."""
 
 
