@@ -236,6 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--set", action="append", default=[], metavar="BLOCK.KEY=VALUE",
                         help="override a value (validated like the spec), e.g. --set base.tokens=2M")
 
+    def sampling(sp: argparse.ArgumentParser, max_new_tokens: int) -> None:
+        sp.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+        sp.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
+        sp.add_argument("--top-p", type=float, default=0.95)
+        sp.add_argument("--top-k", type=int, default=0)
+        sp.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the checkpoint's own)")
+        sp.add_argument("--seed", type=int, default=0)
+
     c = sub.add_parser("check", help="diagnostics only (exit 0 clean, 1 spec errors, 2 usage)")
     c.add_argument("spec")
     c.add_argument("--format", choices=["text", "json"], default="text")
@@ -291,25 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("generate", help="generate text from a checkpoint")
     c.add_argument("checkpoint")
     c.add_argument("--prompt", required=True)
-    c.add_argument("--max-new-tokens", type=int, default=128)
-    c.add_argument("--temperature", type=float, default=0.7)
-    c.add_argument("--top-p", type=float, default=0.95)
-    c.add_argument("--top-k", type=int, default=0)
     c.add_argument("--chat", action="store_true", help="wrap the prompt in the chat format")
     c.add_argument("--system", default=None, help="system message (with --chat)")
-    c.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the checkpoint's own)")
-    c.add_argument("--seed", type=int, default=0)
+    sampling(c, max_new_tokens=128)
     c.set_defaults(fn=cmd_generate)
 
     c = sub.add_parser("chat", help="talk to a checkpoint (chat format, streaming)")
     c.add_argument("checkpoint")
-    c.add_argument("--system", default=None)
-    c.add_argument("--max-new-tokens", type=int, default=256)
-    c.add_argument("--temperature", type=float, default=0.7)
-    c.add_argument("--top-p", type=float, default=0.95)
-    c.add_argument("--top-k", type=int, default=0)
-    c.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the checkpoint's own)")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--system", default=None, help="system message")
+    sampling(c, max_new_tokens=256)
     c.set_defaults(fn=cmd_chat)
     return p
 
@@ -350,9 +348,10 @@ def _stdout_gone() -> int:
 
 
 def _user_facing(exc: Exception) -> int:
-    """Known user-facing error types from lower layers; anything else is a bug report."""
-    name = type(exc).__name__
-    if name in {"PlanError", "CheckpointError", "JobFailed", "RunError", "DataError"}:
+    """User errors from lower layers print their message; anything else is a bug report."""
+    from herdlang.errors import UserError
+
+    if isinstance(exc, UserError):
         print(f"herd: error: {exc}", file=sys.stderr)
         return EXIT_SPEC
     if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)):
