@@ -443,10 +443,11 @@ def _comments(text: str, path: str) -> list[ast.Comment]:
     return out
 
 
-def parse_file(path: str | Path) -> ast.Module:
+def read_source(path: str | Path) -> str:
+    """A spec's text, or HerdError H0001 saying why it cannot be read."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise HerdError([Diagnostic("H0001", f"no such file: {p}", None, "check the path")]) from None
     except IsADirectoryError:
@@ -457,4 +458,7 @@ def parse_file(path: str | Path) -> ast.Module:
         ) from None
     except OSError as exc:
         raise HerdError([Diagnostic("H0001", f"cannot read {p}: {exc.strerror}", None)]) from None
-    return parse(text, str(path))
+
+
+def parse_file(path: str | Path) -> ast.Module:
+    return parse(read_source(path), str(path))

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from herdlang import ast, components
 from herdlang.diagnostics import Diagnostic, HerdError, suggestion
-from herdlang.parser import parse, parse_file, parse_value
+from herdlang.parser import parse, parse_value, read_source
 from herdlang.schema import (
     BLOCKS,
     Block,
@@ -78,8 +78,9 @@ class Spec:
 
 
 class _Loader:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, overlays: dict[Path, str] | None = None):
         self.root = root
+        self.overlays = {k.resolve(): v for k, v in (overlays or {}).items()}
         self.sources: dict[str, str] = {}
         self.diags: list[Diagnostic] = []
         self.modules: list[ast.Module] = []
@@ -96,21 +97,16 @@ class _Loader:
         if real in self._seen:
             return
         self._seen.add(real)
+        text = self._read(path, via)
+        if text is None:
+            return
+        self.sources[display] = text
         try:
-            module = parse_file(path) if via is None else self._parse_import(path, display, via)
+            module = parse(text, display)
         except HerdError as exc:
             self.diags.extend(exc.diagnostics)
-            if via is None and exc.diagnostics and exc.diagnostics[0].code == "H0001":
-                return
-            try:
-                self.sources[display] = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError):
-                pass
-            return
-        if module is None:
             return
         module.path = display
-        self.sources[display] = module.text
         for imp in module.imports:
             target = (path.parent / imp.path)
             try:
@@ -124,16 +120,22 @@ class _Loader:
             self.load(target, _display(target), imp, (*stack, real))
         self.modules.append(module)
 
-    def _parse_import(self, path: Path, display: str, via: ast.Import) -> ast.Module | None:
+    def _read(self, path: Path, via: ast.Import | None) -> str | None:
+        """The file's text once (an editor's unsaved text wins over the disk); an
+        unreadable import is reported at its `import` line."""
+        if path.resolve() in self.overlays:
+            return self.overlays[path.resolve()]
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            self.diags.append(
-                Diagnostic("H0104", f"cannot import '{via.path}': no such file", via.span,
-                           f"looked for {path}")
-            )
+            return read_source(path)
+        except HerdError as exc:
+            if via is None:
+                self.diags.extend(exc.diagnostics)
+            else:
+                reason = exc.diagnostics[0].message
+                reason = "no such file" if reason.startswith("no such file") else reason
+                self.diags.append(Diagnostic("H0104", f"cannot import '{via.path}': {reason}",
+                                             via.span, f"looked for {path}"))
             return None
-        return parse(text, display)
 
 
 def _display(path: Path) -> str:
@@ -143,10 +145,14 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
-    """Parse and validate a spec and its imports; raise HerdError with all problems."""
+def load_spec(path: str | Path, overrides: list[str] | None = None,
+              overlays: dict[Path, str] | None = None) -> Spec:
+    """Parse and validate a spec and its imports; raise HerdError with all problems.
+
+    `overlays` maps file paths to text that replaces what is on disk (the language
+    server's open, unsaved documents)."""
     p = Path(path)
-    loader = _Loader(p.resolve().parent)
+    loader = _Loader(p.resolve().parent, overlays)
     display = str(path)
     loader.load(p, display)
     spec = Spec(path=display, name=p.stem, sources=loader.sources)

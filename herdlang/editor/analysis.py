@@ -455,20 +455,6 @@ def ref_kinds(chain: list[tuple[str, str | None]], key: str) -> tuple[str, ...] 
 # -- diagnostics -----------------------------------------------------------------------------
 
 
-class _OverlayLoader(spec_mod._Loader):
-    """herdlang.spec's loader, reading open documents instead of the disk where given."""
-
-    def __init__(self, root: Path, overlays: dict[Path, str]):
-        super().__init__(root)
-        self.overlays = overlays
-
-    def _parse_import(self, path: Path, display: str, via: ast.Import) -> ast.Module | None:
-        text = self.overlays.get(path.resolve())
-        if text is None:
-            return super()._parse_import(path, display, via)
-        return parser.parse(text, display)
-
-
 def display_path(path: Path) -> str:
     return spec_mod._display(path)
 
@@ -503,18 +489,7 @@ def check(ws: Workspace, path: Path | None, text: str, name: str = "<untitled>")
 
 def _load_with_overlays(ws: Workspace, path: Path, text: str) -> Any:
     """`load_spec(path)` with the editor's text for `path` and other open documents."""
-    overlays = {**ws.overlays, path: text}
-    loader = _OverlayLoader(path.parent, overlays)
-    display = str(path)
-    loader.load(path, display, via=ast.Import(path=path.name, span=None))  # type: ignore[arg-type]
-    spec = spec_mod.Spec(path=display, name=path.stem, sources=loader.sources)
-    diags = loader.diags
-    for module in loader.modules:
-        for block in module.blocks:
-            spec_mod._define(spec, block, diags)
-    if any(d.severity.value == "error" for d in diags):
-        raise HerdError(diags)
-    return spec
+    return spec_mod.load_spec(path, overlays={**ws.overlays, path: text})
 
 
 def _compile(spec: Any) -> Any:
