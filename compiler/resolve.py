@@ -39,12 +39,13 @@ class Resolved:
 
 
 def ref(res: Resolved, owner: Defined, loc: tuple, name: str, kinds: tuple[str, ...],
-        what: str, extra: tuple[str, ...] = ()) -> Defined | None:
-    """Look up `name` among blocks of `kinds`; report H0301/H0302 at the value's span."""
+        what: str, extra: tuple[str, ...] = (), span=None) -> Defined | None:
+    """Look up `name` among blocks of `kinds`; report H0301/H0302 at the value's span
+    (or at `span`, for a value the block inherited)."""
     if name in extra:
         return None
     target = res.spec.find(name)
-    span = owner.span(*loc)
+    span = span or owner.span(*loc)
     if target is None:
         pool = [n for k in kinds for n in res.spec.of(k)] + list(extra)
         res.error("H0301", f"{what} '{name}' is not defined", span, suggestion(name, pool, what))
@@ -116,13 +117,11 @@ def _resolve_model(res: Resolved, name: str, stack: tuple[str, ...]) -> dict[str
     vocab = fields.get("vocab")
     tok_name = fields.get("tokenizer")
     if tok_name is not None:
-        tok = res.spec.find(tok_name)
-        if tok is None or tok.kind != "tokenizer":
-            owner = defined
-            res.error("H0301" if tok is None else "H0302",
-                      f"tokenizer '{tok_name}' is not defined" if tok is None else f"'{tok_name}' is a {tok.kind}, not a tokenizer",
-                      owner.span("tokenizer") if "tokenizer" in defined.config.model_fields_set else span,
-                      suggestion(tok_name, res.spec.of("tokenizer"), "tokenizer"))
+        # an inherited tokenizer is reported at this model's name, not inside its parent
+        local = "tokenizer" in defined.config.model_fields_set
+        tok = ref(res, defined, ("tokenizer",) if local else (), tok_name, ("tokenizer",), "tokenizer",
+                  span=None if local else span)
+        if tok is None:
             return None
         tcfg = tok.config
         if vocab is None:
