@@ -36,15 +36,20 @@ def _unigram(ctx: JobContext) -> float:
     return unigram_loss(sources, weights, n_vocab)
 
 
-def _from_checkpoint(ctx: JobContext) -> Llama:
-    """The stage's model (its own config: longer context, RoPE changes) with the previous
-    stage's weights."""
+def _read_checkpoint(ctx: JobContext, read: Callable[[Path], Any]) -> Any:
+    """`read(ctx.inputs["checkpoint"])`, with a missing or corrupt checkpoint as JobFailed."""
     if "checkpoint" not in ctx.inputs:
         raise JobFailed(f"{ctx.job_id}: needs a 'checkpoint' input")
     try:
-        tensors, _ = load_state(ctx.inputs["checkpoint"])
+        return read(ctx.inputs["checkpoint"])
     except CheckpointError as exc:
         raise JobFailed(f"{ctx.job_id}: {exc}") from exc
+
+
+def _from_checkpoint(ctx: JobContext) -> Llama:
+    """The stage's model (its own config: longer context, RoPE changes) with the previous
+    stage's weights."""
+    tensors, _ = _read_checkpoint(ctx, load_state)
     model = from_config(ctx.config["model"])
     model.load_state_dict(tensors, strict=True)
     return model
@@ -279,12 +284,7 @@ def average(ctx: JobContext) -> None:
 
 
 def _load(ctx: JobContext) -> Llama:
-    if "checkpoint" not in ctx.inputs:
-        raise JobFailed(f"{ctx.job_id}: needs a 'checkpoint' input")
-    try:
-        model, _ = load_checkpoint(ctx.inputs["checkpoint"])
-    except CheckpointError as exc:
-        raise JobFailed(f"{ctx.job_id}: {exc}") from exc
+    model, _ = _read_checkpoint(ctx, load_checkpoint)
     return model.to(ctx.torch_device())
 
 
