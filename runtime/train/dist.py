@@ -173,7 +173,8 @@ def launch(ctx: JobContext, nproc: int, poll_s: float = 0.2) -> None:
     base = Path(ctx.work) / "dist"
     base.mkdir(parents=True, exist_ok=True)
     progress, error, log = base / "progress.jsonl", base / "error.txt", base / "torchrun.log"
-    for f in (progress, error):
+    done = [base / f"rank-{r}.done" for r in range(nproc)]
+    for f in (progress, error, *done):
         f.unlink(missing_ok=True)
     job = {"job_id": ctx.job_id, "kind": ctx.kind, "stage": ctx.stage, "config": ctx.config,
            "inputs": {k: str(v) for k, v in ctx.inputs.items()}, "out": str(ctx.out),
@@ -194,16 +195,19 @@ def launch(ctx: JobContext, nproc: int, poll_s: float = 0.2) -> None:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         try:
             while True:
-                done = proc.poll() is not None
+                exited = proc.poll() is not None
                 offset = _relay(ctx, progress, offset)
-                if done:
+                if exited:
                     break
                 time.sleep(poll_s)
         except BaseException:
             proc.terminate()
             proc.wait()
             raise
-    if proc.returncode != 0:
+    if proc.returncode != 0 and all(f.is_file() for f in done):
+        ctx.log.warning("%s: every rank finished its work, but torchrun exited %d during "
+                        "teardown (log %s); keeping the outputs", ctx.job_id, proc.returncode, log)
+    elif proc.returncode != 0:
         if error.is_file():
             raise JobFailed(error.read_text().strip())
         tail = log.read_text(errors="replace")[-3000:]

@@ -106,9 +106,24 @@ def main(argv: list[str] | None = None) -> int:
         # torchrun stops the rest
         if ok:
             dist.barrier()
+            # past the barrier every rank's work is written: the parent may trust the
+            # outputs even if teardown below dies in C++ (gloo threads at exit)
+            (Path(job["work"]) / "dist" / f"rank-{rank}.done").touch()
         dist.destroy_process_group()
     return code
 
 
+def _exit_now(code: int) -> None:
+    """Leave without interpreter finalisation: gloo's worker threads occasionally abort
+    the process ("terminate called without an active exception") while C++ statics are
+    destroyed, which turned finished runs into failures."""
+    import os
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit_now(main())

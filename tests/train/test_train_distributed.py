@@ -5,6 +5,7 @@ checkpoint they write loads in one process and resumes there."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -90,3 +91,43 @@ def test_anneal_and_a_failing_gate_under_two_processes(tmp_path, artifacts):
     bad.settings["nproc"] = 2
     with pytest.raises(JobFailed, match=r"^bad: gates failed after 2 steps .*needle = 0\.0000 \(needs >= 2\.0\)$"):
         get("train.extend")(bad)
+
+
+class _TeardownCrash:
+    """Stands in for torchrun: every rank finishes (writes its done marker), then the
+    process dies in teardown the way gloo sometimes does (SIGABRT -> exit 1)."""
+
+    def __init__(self, cmd, stdout, stderr, env):
+        base = Path(cmd[-1]).parent
+        for r in range(2):
+            (base / f"rank-{r}.done").touch()
+        stdout.write(b"terminate called without an active exception\n")
+        self.returncode = 1
+
+    def poll(self):
+        return self.returncode
+
+
+def test_a_crash_in_teardown_after_every_rank_finished_keeps_the_outputs(tmp_path, artifacts,
+                                                                          monkeypatch, caplog):
+    from runtime.train import dist as dist_mod
+
+    ctx = make_ctx(tmp_path, "tear", "train.pretrain", train_config(steps=1), artifacts)
+    monkeypatch.setattr(dist_mod.subprocess, "Popen", _TeardownCrash)
+    with caplog.at_level("WARNING"):
+        dist_mod.launch(ctx, 2, poll_s=0.0)
+    assert "every rank finished" in caplog.text
+
+
+def test_a_crash_before_every_rank_finished_is_a_failure(tmp_path, artifacts, monkeypatch):
+    from runtime.train import dist as dist_mod
+
+    class OneRankOnly(_TeardownCrash):
+        def __init__(self, cmd, stdout, stderr, env):
+            super().__init__(cmd, stdout, stderr, env)
+            (Path(cmd[-1]).parent / "rank-1.done").unlink()
+
+    ctx = make_ctx(tmp_path, "half", "train.pretrain", train_config(steps=1), artifacts)
+    monkeypatch.setattr(dist_mod.subprocess, "Popen", OneRankOnly)
+    with pytest.raises(RuntimeError, match="torchrun exited 1"):
+        dist_mod.launch(ctx, 2, poll_s=0.0)
