@@ -243,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--top-k", type=int, default=0)
         sp.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the checkpoint's own)")
         sp.add_argument("--seed", type=int, default=0)
+        sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="where the model runs (auto: CUDA when there is one)")
 
     c = sub.add_parser("check", help="diagnostics only (exit 0 clean, 1 spec errors, 2 usage)")
     c.add_argument("spec")

@@ -65,11 +65,22 @@ def find_tokenizer(checkpoint: Path, meta: dict[str, object], explicit: str | No
                     f"{', '.join(map(str, candidates))}); hint: pass --tokenizer DIR")
 
 
-def _load(args: argparse.Namespace) -> tuple[Llama, Tokenizer]:
+def _device(args: argparse.Namespace) -> torch.device:
+    want = getattr(args, "device", None) or "auto"
+    if want == "cuda" and not torch.cuda.is_available():
+        raise JobFailed("--device cuda, but no CUDA device is visible here (use --device auto or cpu)")
+    return torch.device("cuda" if want != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def _load(args: argparse.Namespace) -> tuple[Llama, Tokenizer, torch.Generator]:
+    """The checkpoint on its device, its tokenizer, and a seeded generator on that device."""
     checkpoint = Path(args.checkpoint)
-    model, meta = load_checkpoint(checkpoint)
+    device = _device(args)
+    model, meta = load_checkpoint(checkpoint, device=device)
     model.eval()
-    return model, load_tokenizer(find_tokenizer(checkpoint, meta, getattr(args, "tokenizer", None)))
+    tok = load_tokenizer(find_tokenizer(checkpoint, meta, getattr(args, "tokenizer", None)))
+    generator = torch.Generator(device=device).manual_seed(int(getattr(args, "seed", 0) or 0))
+    return model, tok, generator
 
 
 def _complete(model: Llama, tok: Tokenizer, prompt: list[int], args: argparse.Namespace,
@@ -97,12 +108,11 @@ def generate_cli(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """One completion of --prompt: raw continuation, or an assistant reply with --chat."""
     out = out or sys.stdout
     try:
-        model, tok = _load(args)
+        model, tok, generator = _load(args)
         if getattr(args, "chat", False):
             prompt = encode_prompt(tok, _messages(args, args.prompt))
         else:
             prompt = tok.encode(args.prompt, bos=True)
-        generator = torch.Generator().manual_seed(int(getattr(args, "seed", 0) or 0))
         _complete(model, tok, prompt, args, out, generator)
         out.write("\n")
     except (JobFailed, CheckpointError) as e:
@@ -116,11 +126,10 @@ def chat_cli(args: argparse.Namespace, inp: TextIO | None = None, out: TextIO | 
     The oldest turns are dropped when the conversation outgrows the model's context."""
     inp, out = inp or sys.stdin, out or sys.stdout
     try:
-        model, tok = _load(args)
+        model, tok, generator = _load(args)
     except (JobFailed, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    generator = torch.Generator().manual_seed(int(getattr(args, "seed", 0) or 0))
     system = _messages(args, "")[:-1]
     history: list[dict[str, str]] = []
     while True:

@@ -9,6 +9,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from runtime.model import (
     save_checkpoint,
     save_optimizer_state,
 )
+from runtime.model.checkpoint import CheckpointError
 from runtime.model.llama import Llama
 from runtime.post import datasets as D
 from runtime.post import tasks as T
@@ -39,10 +41,31 @@ def _need(ctx: JobContext, *roles: str) -> None:
 
 
 def _load(ctx: JobContext) -> tuple[Llama, Tokenizer, dict[str, Any]]:
+    """The input checkpoint on the run's device (`run { device }`: CUDA when there is one),
+    its tokenizer and the dataset's metadata."""
     _need(ctx, "checkpoint", "tokenizer", "dataset")
     torch.manual_seed(ctx.seed)
-    model, _ = load_checkpoint(ctx.inputs["checkpoint"])
+    model = _read_model(ctx, ctx.inputs["checkpoint"])
     return model, load_tokenizer(ctx.inputs["tokenizer"]), D.load_meta(ctx.inputs["dataset"])
+
+
+def _read_model(ctx: JobContext, directory: Path) -> Llama:
+    try:
+        model, _ = load_checkpoint(directory)
+    except CheckpointError as exc:
+        raise JobFailed(f"{ctx.job_id}: {exc}") from exc
+    return model.to(ctx.torch_device())
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def _autocast(ctx: JobContext, device: torch.device) -> AbstractContextManager[Any]:
+    """bf16 autocast for training steps on CUDA (fp32 master weights), as pre-training does."""
+    if device.type == "cuda" and ctx.settings.get("precision", "bf16") == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def _report(ctx: JobContext, title: str, lines: list[str]) -> None:
@@ -113,13 +136,15 @@ def train_loop(ctx: JobContext, module: torch.nn.Module,
         start, history = int(state["step"]), state["history"]
         ctx.log.info("%s: resuming at step %d of %d", ctx.job_id, start, steps)
     module.train()
+    autocast = _autocast(ctx, _device_of(module))
     ctx.progress.start(steps, "steps")
     ctx.progress.set(start)
     for step in range(start, steps):
         scale = P.lr_at(step, steps, 1.0, warmup)
         for g, (_, lr) in zip(opt.param_groups, groups, strict=True):
             g["lr"] = lr * scale
-        loss, info = step_fn(step, batch_indices(n_examples, batch, step, ctx.seed))
+        with autocast:
+            loss, info = step_fn(step, batch_indices(n_examples, batch, step, ctx.seed))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
@@ -129,7 +154,8 @@ def train_loop(ctx: JobContext, module: torch.nn.Module,
         ctx.progress.advance(1, loss=round(history[-1]["loss"], 4))
         if (step + 1) % save_every == 0 and step + 1 < steps:
             tmp = weights_file.with_suffix(".tmp")
-            save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(tmp))
+            save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
+                      str(tmp))
             tmp.replace(weights_file)
             save_optimizer_state(opt, opt_file)
             state_tmp = state_file.with_suffix(".tmp")
@@ -204,7 +230,7 @@ def sample(model: Llama, tok: Tokenizer, prompts: list[dict[str, Any]], *, k: in
            seed: int = 0, batch: int = 64) -> list[list[str]]:
     """k completions per prompt (chat format, stopping at <|eot_id|>), batched."""
     encoded = [encode_prompt(tok, p["prompt"]) for p in prompts for _ in range(k)]
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=_device_of(model)).manual_seed(seed)
     texts: list[str] = []
     model.eval()
     for i in range(0, len(encoded), batch):
@@ -268,8 +294,10 @@ def post_sft(ctx: JobContext) -> None:
     lr = float(cfg.get("lr", 1e-4))
     t0 = time.perf_counter()
 
+    dev = _device_of(model)
+
     def step_fn(step: int, idx: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
-        tokens, targets, docs = P.pad_rows([rows[i] for i in idx])
+        tokens, targets, docs = (t.to(dev) for t in P.pad_rows([rows[i] for i in idx]))
         return model(tokens, docs, targets), {}
 
     steps, history = train_loop(ctx, model, [(list(model.parameters()), lr)], len(rows), step_fn)
@@ -287,7 +315,8 @@ def post_sft(ctx: JobContext) -> None:
 # --- DPO ------------------------------------------------------------------------------
 
 
-def preference_batch(tok: Tokenizer, recs: list[dict[str, Any]], mask_formatting: bool
+def preference_batch(tok: Tokenizer, recs: list[dict[str, Any]], mask_formatting: bool,
+                     device: torch.device | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(chosen tokens, chosen targets, rejected tokens, rejected targets), right-padded."""
     seqs: list[tuple[list[int], list[int]]] = []
@@ -296,6 +325,8 @@ def preference_batch(tok: Tokenizer, recs: list[dict[str, Any]], mask_formatting
             seqs.append(shifted(encode_completion(tok, r["prompt"], r[side]), mask_formatting))
     tokens, _ = P.pad_sequences([s[0] for s in seqs])
     targets, _ = P.pad_sequences([s[1] for s in seqs], fill=-100)
+    if device is not None:
+        tokens, targets = tokens.to(device), targets.to(device)
     n = len(recs)
     return tokens[:n], targets[:n], tokens[n:], targets[n:]
 
@@ -323,9 +354,9 @@ def post_dpo_reference(ctx: JobContext) -> None:
     ctx.progress.start(len(prefs), "pairs")
     with torch.no_grad():
         for i in range(0, len(prefs), 32):
-            ct, cy, rt, ry = preference_batch(tok, prefs[i : i + 32], masked)
-            chosen.append(P.sequence_logprobs(model, ct, cy)[0])
-            rejected.append(P.sequence_logprobs(model, rt, ry)[0])
+            ct, cy, rt, ry = preference_batch(tok, prefs[i : i + 32], masked, _device_of(model))
+            chosen.append(P.sequence_logprobs(model, ct, cy)[0].cpu())
+            rejected.append(P.sequence_logprobs(model, rt, ry)[0].cpu())
             ctx.progress.advance(len(prefs[i : i + 32]))
     save_file({"chosen": torch.cat(chosen).contiguous(), "rejected": torch.cat(rejected).contiguous()},
               str(Path(ctx.out) / REFERENCE), metadata={"mask": ctx.config.get("mask", "formatting_tokens"),
@@ -342,7 +373,8 @@ def post_dpo(ctx: JobContext) -> None:
     prefs = D.load(ctx.inputs["dataset"], "train", "preferences")
     if not prefs:
         raise JobFailed(f"{ctx.job_id}: the dataset has no preference pairs")
-    ref = load_file(str(Path(ctx.inputs["reference"]) / REFERENCE))
+    dev = _device_of(model)
+    ref = load_file(str(Path(ctx.inputs["reference"]) / REFERENCE), device=str(dev))
     if len(ref["chosen"]) != len(prefs):
         raise JobFailed(f"{ctx.job_id}: the reference has {len(ref['chosen'])} pairs, the dataset "
                         f"{len(prefs)}; hint: the reference must come from the same dataset")
@@ -351,7 +383,7 @@ def post_dpo(ctx: JobContext) -> None:
     lr = float(cfg.get("lr", 5e-5))
 
     def step_fn(step: int, idx: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
-        ct, cy, rt, ry = preference_batch(tok, [prefs[i] for i in idx], masked)
+        ct, cy, rt, ry = preference_batch(tok, [prefs[i] for i in idx], masked, dev)
         pc, nc = P.sequence_logprobs(model, ct, cy)
         pr, _ = P.sequence_logprobs(model, rt, ry)
         return P.dpo_loss(pc, pr, ref["chosen"][idx], ref["rejected"][idx], nc, beta, nll)
@@ -371,13 +403,13 @@ def post_dpo(ctx: JobContext) -> None:
 HEAD = "reward_head.safetensors"
 
 
-def _pair_tensors(tok: Tokenizer, recs: list[dict[str, Any]]
+def _pair_tensors(tok: Tokenizer, recs: list[dict[str, Any]], device: torch.device
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     chosen = [encode_completion(tok, r["prompt"], r["chosen"]).tokens for r in recs]
     rejected = [encode_completion(tok, r["prompt"], r["rejected"]).tokens for r in recs]
     ct, cl = P.pad_sequences(chosen)
     rt, rl = P.pad_sequences(rejected)
-    return ct, cl, rt, rl
+    return ct.to(device), cl.to(device), rt.to(device), rl.to(device)
 
 
 def pair_accuracy(rm: P.RewardModel, tok: Tokenizer, recs: list[dict[str, Any]]) -> float:
@@ -388,15 +420,18 @@ def pair_accuracy(rm: P.RewardModel, tok: Tokenizer, recs: list[dict[str, Any]])
     wins = 0
     with torch.no_grad():
         for i in range(0, len(recs), 32):
-            ct, cl, rt, rl = _pair_tensors(tok, recs[i : i + 32])
+            ct, cl, rt, rl = _pair_tensors(tok, recs[i : i + 32], _device_of(rm))
             wins += int((rm(ct, cl) > rm(rt, rl)).sum())
     return wins / len(recs)
 
 
-def load_reward_model(directory: Path) -> P.RewardModel:
-    base, _ = load_checkpoint(directory)
-    rm = P.RewardModel(base)
-    rm.head.load_state_dict(load_file(str(Path(directory) / HEAD)))
+def load_reward_model(ctx: JobContext, directory: Path) -> P.RewardModel:
+    rm = P.RewardModel(_read_model(ctx, directory)).to(ctx.torch_device())
+    head = Path(directory) / HEAD
+    if not head.is_file():
+        raise JobFailed(f"{ctx.job_id}: {directory} has no {HEAD}; hint: the 'reward_model' input "
+                        "must be the output of a reward-model stage")
+    rm.head.load_state_dict(load_file(str(head)))
     return rm
 
 
@@ -404,7 +439,7 @@ def score_responses(rm: P.RewardModel, tok: Tokenizer, prompt: list[dict[str, st
                     responses: list[str]) -> list[float]:
     seqs = [encode_completion(tok, prompt, [{"role": "assistant", "content": r}]).tokens
             for r in responses]
-    tokens, lengths = P.pad_sequences(seqs)
+    tokens, lengths = (t.to(_device_of(rm)) for t in P.pad_sequences(seqs))
     rm.eval()
     with torch.no_grad():
         return rm(tokens, lengths).tolist()
@@ -418,11 +453,11 @@ def post_reward_model(ctx: JobContext) -> None:
     val = D.load(ctx.inputs["dataset"], "val", "preferences")
     if not train:
         raise JobFailed(f"{ctx.job_id}: the dataset has no preference pairs")
-    rm = P.RewardModel(model)
+    rm = P.RewardModel(model).to(_device_of(model))
     lr = float(cfg.get("lr", 1e-5))
 
     def step_fn(step: int, idx: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
-        ct, cl, rt, rl = _pair_tensors(tok, [train[i] for i in idx])
+        ct, cl, rt, rl = _pair_tensors(tok, [train[i] for i in idx], _device_of(rm))
         return P.bradley_terry_loss(rm(ct, cl), rm(rt, rl)), {}
 
     # The fresh head starts at zero: it gets a larger rate than the pretrained body.
@@ -431,7 +466,8 @@ def post_reward_model(ctx: JobContext) -> None:
     accuracy = pair_accuracy(rm, tok, val)
     train_accuracy = pair_accuracy(rm, tok, train[:256])
     _save(ctx, rm.base, steps)
-    save_file({k: v.contiguous() for k, v in rm.head.state_dict().items()}, str(Path(ctx.out) / HEAD))
+    save_file({k: v.detach().cpu().contiguous() for k, v in rm.head.state_dict().items()},
+              str(Path(ctx.out) / HEAD))
     result = {"accuracy": accuracy, "train_accuracy": train_accuracy, "pairs": len(val),
               "loss_first": _mean(history, "loss", False), "loss_last": _mean(history, "loss", True)}
     _write_json(Path(ctx.out) / "eval.json", result)
@@ -471,7 +507,7 @@ def post_rejection_sampling(ctx: JobContext) -> None:
     else:
         if "reward_model" not in ctx.inputs:
             raise JobFailed(f"{ctx.job_id}: scorer {scorer!r} needs a 'reward_model' input")
-        rm = load_reward_model(ctx.inputs["reward_model"])
+        rm = load_reward_model(ctx, ctx.inputs["reward_model"])
     ctx.progress.start(len(prompts), "prompts")
     kept: list[dict[str, Any]] = []
     n_correct = n_verifiable = 0

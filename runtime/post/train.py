@@ -104,8 +104,8 @@ class RewardModel(nn.Module):
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         h = hidden_states(self.base, tokens)
-        last = h[torch.arange(tokens.shape[0]), lengths - 1]
-        return self.head(last).squeeze(-1)
+        last = h[torch.arange(tokens.shape[0], device=h.device), lengths.to(h.device) - 1]
+        return self.head(last.to(self.head.weight.dtype)).squeeze(-1).float()
 
 
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:

@@ -44,13 +44,14 @@ def checkpoint(tmp_path: Path) -> Path:
 
 
 def make_ctx(tmp_path: Path, kind: str, config: dict[str, Any], inputs: dict[str, Path] | None,
-             name: str) -> JobContext:
-    """A JobContext like the executor's, with its out/work directories under tmp_path."""
+             name: str, device: str = "cpu") -> JobContext:
+    """A JobContext like the executor's, with its out/work directories under tmp_path. The
+    tests pin the CPU so their numbers do not depend on the machine; test_cuda asks for CUDA."""
     out, work = tmp_path / name / "out", tmp_path / name / "work"
     out.mkdir(parents=True)
     work.mkdir(parents=True)
     return JobContext(job_id=name, kind=kind, stage="post", config=config, inputs=inputs or {},
-                      out=out, work=work, run_dir=tmp_path, settings={"workers": 1},
+                      out=out, work=work, run_dir=tmp_path, settings={"workers": 1, "device": device},
                       log=logging.getLogger(f"test.{name}"), metrics_path=tmp_path / "metrics.jsonl")
 
 
@@ -59,8 +60,8 @@ def job(tmp_path: Path) -> Callable[..., Path]:
     """Run a job kind as the executor would, returning its output directory."""
 
     def run(kind: str, config: dict[str, Any], inputs: dict[str, Path] | None = None,
-            name: str | None = None) -> Path:
-        ctx = make_ctx(tmp_path, kind, config, inputs, name or kind.replace(".", "_"))
+            name: str | None = None, device: str = "cpu") -> Path:
+        ctx = make_ctx(tmp_path, kind, config, inputs, name or kind.replace(".", "_"), device)
         registry.get(kind)(ctx)
         return ctx.out
 

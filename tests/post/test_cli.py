@@ -6,6 +6,7 @@ import argparse
 import io
 
 import pytest
+import torch
 
 from runtime.chat import StreamDecoder, chat_cli, generate_cli
 from runtime.model import generate, load_checkpoint
@@ -56,3 +57,16 @@ def test_chat_cli_answers_each_line_until_exit(sft_checkpoint):
 def test_a_missing_checkpoint_is_an_error_not_a_traceback(tmp_path, capsys):
     assert generate_cli(_args(tmp_path / "nope")) == 1
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when CUDA is missing")
+def test_device_cuda_without_one_is_an_error_not_a_traceback(sft_checkpoint, capsys):
+    assert generate_cli(_args(sft_checkpoint, device="cuda")) == 1
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_generate_runs_on_cuda(sft_checkpoint, tok):
+    out = io.StringIO()
+    assert generate_cli(_args(sft_checkpoint, device="cuda"), out=out) == 0
+    assert out.getvalue().endswith("\n")
