@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Everything herd measures on a GPU, in one call: a lent H200 gives about 15 minutes in all
+# and each start costs one or two, so the checks run back to back and a table prints last.
+#
+#   1. bf16 kernel accuracy (relative rule) + the kernel speed table   benchmarks/gpu_check.py
+#   2. one training step, herd vs HF eager/compile/Liger + herd's job   benchmarks/train_step.py
+#   3. the CUDA-only tests (kernels on CUDA, post-training chain, generate on CUDA)
+#
+# The GPU image lacks lark, pydantic and Liger Kernel; fetch them here once (cp312 wheels):
+#
+#   echo /.whl/ >> .git/info/exclude
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+#     --platform manylinux2014_x86_64 --platform any -d .whl lark==1.3.1 pydantic==2.14.4 \
+#     pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \
+#     typing-extensions==4.16.0 liger-kernel==0.8.5
+#
+# and run it there with the `.whl` folder carried:  bash benchmarks/gpu_session.sh
+# Results (JSON per step, logs) go to $OUT when the device tool sets it, else
+# benchmarks/results/. Each step has its own time limit so one slow step cannot eat the rest.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+RESULTS=${OUT:-benchmarks/results}
+mkdir -p "$RESULTS"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+
+status=()
+step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $RESULTS/NAME.log
+    local name=$1 limit=$2
+    shift 2
+    local t0=$SECONDS
+    timeout "$limit" "$@" 2>&1 | tee "$RESULTS/$name.log"
+    local rc=${PIPESTATUS[0]}
+    status+=("$(printf '%-12s rc=%-3s %4ss' "$name" "$rc" $((SECONDS - t0)))")
+}
+
+step gpu_check 200 python3 benchmarks/gpu_check.py --out "$RESULTS/gpu_check.json"
+step train_step 220 python3 benchmarks/train_step.py --out "$RESULTS/train_step.json"
+step cuda_tests 120 python3 -m pytest -q -p no:cacheprovider -rs tests/kernels \
+    tests/post/test_post_cuda.py tests/post/test_cli.py
+
+echo
+echo "== gpu session summary =="
+printf '%s\n' "${status[@]}"
+grep -h -A40 "ratio" "$RESULTS/gpu_check.log" | tail -20 || true
+tail -15 "$RESULTS/train_step.log" || true
