@@ -23,7 +23,11 @@ def render_text(plan: Plan, runs_dir: Path | None = None, color: bool = False,
     from rich.table import Table
     from rich.tree import Tree
 
-    console = Console(force_terminal=color, no_color=not color, highlight=False, width=150)
+    class PipeConsole(Console):
+        def on_broken_pipe(self) -> None:  # rich would exit 1; the CLI stops quietly with 0
+            raise BrokenPipeError
+
+    console = PipeConsole(force_terminal=color, no_color=not color, highlight=False, width=150)
     s = plan.settings
     hw, par = s.get("hardware", {}), s.get("parallel", {})
     console.print(f"[bold]plan[/] {plan.spec_name}  ({len(plan.jobs)} jobs)  "

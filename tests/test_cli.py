@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -162,14 +163,20 @@ def test_empty_file(tmp_path: Path) -> None:
         assert json.loads(out.stdout)["jobs"] == []
 
 
-@pytest.mark.parametrize("fmt", ["json", "dot"])
+@pytest.mark.parametrize("fmt", ["json", "dot", "text"])
 def test_closed_stdout_pipe_is_not_a_traceback(fmt: str) -> None:
-    """`herd compile big.herd | head -1`: the reader goes away early."""
+    """`herd compile big.herd | head -1`: the reader goes away early. The pipe is shrunk to
+    one page so even the 11 KB text view outgrows it and meets the closed reader."""
+    import fcntl
+
+    read_fd, write_fd = os.pipe()
+    fcntl.fcntl(write_fd, 1031, 4096)  # F_SETPIPE_SZ (Linux)
     proc = subprocess.Popen([sys.executable, "-m", "herdlang.cli", "compile", str(L405), "--format", fmt],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
-    proc.stdout.readline()
-    proc.stdout.close()
+                            cwd=ROOT, stdout=write_fd, stderr=subprocess.PIPE)
+    os.close(write_fd)
+    assert proc.stderr is not None
+    with os.fdopen(read_fd, "rb") as reader:
+        reader.readline()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0
     assert "Traceback" not in err and "internal error" not in err and "BrokenPipe" not in err, err
