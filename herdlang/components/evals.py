@@ -40,3 +40,16 @@ class Tasks(CallModel):
 
     count: Int = Field(200, ge=1)
     data: str | None = None
+
+
+@component("eval", "choice")
+class Choice(CallModel):
+    """Multiple-choice continuation on held-out text: after `context` tokens of a validation
+    document, pick its true next `continuation` tokens among `options` by log-likelihood.
+    Reports accuracy (chance = 1/options) and the true option's NLL per token — the pair a
+    scaling sweep's `forecast` fits."""
+
+    items: Int = Field(300, ge=1)
+    options: Int = Field(4, ge=2)
+    context: Int = Field(48, ge=1)
+    continuation: Int = Field(16, ge=1)

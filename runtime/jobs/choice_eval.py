@@ -1,0 +1,66 @@
+"""`eval.choice`: the multiple-choice continuation eval (runtime/train/choice.py) on a
+checkpoint, on the first data source's validation split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from runtime.data.loader import TokenSource
+from runtime.data.token_shards import read_meta as read_tokens_meta
+from runtime.jobs.context import JobContext, JobFailed
+from runtime.jobs.registry import register
+from runtime.model import load_checkpoint
+from runtime.model.checkpoint import CheckpointError
+from runtime.train import report
+from runtime.train.choice import make_items, score_items
+from runtime.train.loop import data_sources
+
+
+def _json(path: Path, value: object) -> None:
+    path.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+@register("eval.choice")
+def choice_eval(ctx: JobContext) -> None:
+    try:
+        model, _ = load_checkpoint(ctx.inputs["checkpoint"])
+    except KeyError:
+        raise JobFailed(f"{ctx.job_id}: needs a 'checkpoint' input") from None
+    except CheckpointError as exc:
+        raise JobFailed(f"{ctx.job_id}: {exc}") from exc
+    model.to(ctx.torch_device())
+    p = ctx.config.get("params", {}) or {}
+    n_items, n_opt = int(p.get("items", 300)), int(p.get("options", 4))
+    context, cont = int(p.get("context", 48)), int(p.get("continuation", 16))
+    if context + cont > model.args.max_context:
+        raise JobFailed(f"{ctx.job_id}: choice items of {context} + {cont} tokens exceed the "
+                        f"model's context {model.args.max_context}")
+    sources = data_sources(ctx)
+    name = sorted(sources)[0]
+    src = TokenSource(name, sources[name], "val")
+    parts = [np.asarray(a, dtype=np.int64) for a in src.arrays]
+    tokens = np.concatenate(parts) if parts else np.empty(0, np.int64)
+    eos = read_tokens_meta(sources[name]).get("eos_id")
+    try:
+        items = make_items(tokens, eos, items=n_items, options=n_opt, context=context,
+                           continuation=cont, seed=ctx.seed)
+    except ValueError as exc:
+        raise JobFailed(f"{ctx.job_id}: {exc}") from exc
+    ctx.progress.start(len(items), "items")
+    result = score_items(model, items)
+    ctx.progress.set(float(len(items)))
+    out = Path(ctx.out)
+    _json(out / "eval.json", {"source": name, "options": n_opt, "context": context,
+                              "continuation": cont, **result})
+    _json(out / "stats.json", {"choice_accuracy": round(result["accuracy"], 4),
+                               "choice_nll": round(result["nll"], 4)})
+    report.write(out, ["### Multiple-choice continuation", "",
+                       f"{len(items)} items from `{name}` validation text: {context} tokens of "
+                       f"context, the true next {cont} tokens among {n_opt} options "
+                       f"(chance {result['chance']:.0%}).", "",
+                       f"Accuracy **{result['accuracy']:.1%}**; NLL of the true continuation "
+                       f"{result['nll']:.4f} nats/token.", ""])
+    ctx.metric(choice_accuracy=result["accuracy"], choice_nll=result["nll"])
