@@ -70,6 +70,23 @@ def _check_scaling(res: Resolved, sweep: Defined) -> None:
                       f"less than one batch of {batch_tokens:,}", sweep.span("budgets"),
                       "raise the smallest budget or use smaller models")
             break
+    if cfg.forecast:
+        _check_forecast(res, sweep, cfg.forecast)
+
+
+#: Eval kinds that report both accuracy and the correct answer's NLL, as a forecast needs.
+FORECAST_KINDS = ("choice",)
+
+
+def _check_forecast(res: Resolved, sweep: Defined, name: str) -> None:
+    defined = res.spec.of("eval").get(name)
+    kind = str(defined.config.kind) if defined else name
+    if components.get("eval", kind) is None:
+        _check_eval_name(res, sweep, name, ("forecast",))
+    elif kind not in FORECAST_KINDS:
+        res.error("H0407", f"forecast needs an eval that reports accuracy and the answer's NLL; "
+                  f"'{name}' is a {kind} eval", sweep.span("forecast"),
+                  f"use one of: {', '.join(FORECAST_KINDS)} (e.g. forecast = choice)")
 
 
 def _check_tokenizer(res: Resolved, tok: Defined) -> None:

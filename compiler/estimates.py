@@ -18,6 +18,7 @@ __all__ = [
     "GPU",
     "GPUS",
     "compute_optimal",
+    "forecast_accuracy",
     "ffn_hidden_dim",
     "humanize",
     "humanize_duration",
@@ -280,6 +281,16 @@ def compute_optimal(flops: float, alpha: float, A: float) -> dict[str, float]:  
         raise ValueError("flops and A must be positive")
     tokens = A * flops**alpha
     return {"tokens": tokens, "params": flops / (6.0 * tokens)}
+
+
+def forecast_accuracy(flops: float, forecast: dict[str, Any]) -> dict[str, float]:
+    """A fitted sweep's downstream forecast (`law.json`'s "forecast") read at `flops`: the
+    compute-optimal NLL B·C^β, then the accuracy sigmoid of that NLL."""
+    step1, step2 = forecast["step1"], forecast["step2"]
+    nll = float(step1["B"]) * flops ** float(step1["beta"])
+    chance, k, mid = float(step2["chance"]), float(step2["k"]), float(step2["midpoint"])
+    z = max(-60.0, min(60.0, k * (mid - nll)))
+    return {"nll": nll, "accuracy": chance + (1 - chance) / (1 + math.exp(-z))}
 
 
 # --------------------------------------------------------------------------- formatting

@@ -384,7 +384,7 @@ class Lowering:
                 inputs["baseline"] = baseline[0]
                 config["base_context"] = baseline[1]
             self.plan.add(Job(job_id, f"eval.{kind}", stage, config, inputs, output="eval",
-                              description=f"{kind} on {stage}"))
+                              description=f"{kind} on {stage}" + (f" ({prefix.rstrip('.')})" if prefix else "")))
             jobs.append(job_id)
         return jobs
 
@@ -538,10 +538,18 @@ class Lowering:
                 role = f"run:{label}:{name}"
                 fit_inputs[role] = eval_id
                 runs.append({"input": role, "budget": budget, "model": name, "params": params, "tokens": tokens})
+                if cfg.forecast:
+                    task_job = self._evals(defined.name, [cfg.forecast], run_id, model, mix,
+                                           prefix=f"{label}.{name}.")[0]
+                    fit_inputs[f"task:{label}:{name}"] = task_job
+                    runs[-1]["task_input"] = f"task:{label}:{name}"
                 total_flops += 6.0 * params * tokens
         target = cfg.target or 10 * max(cfg.budgets)
+        fit_config: dict[str, Any] = {"runs": runs, "target": target}
+        if cfg.forecast:
+            fit_config["forecast"] = cfg.forecast
         self.plan.add(Job(f"scaling.{defined.name}.fit", "scaling.fit", defined.name,
-                          {"runs": runs, "target": target}, fit_inputs, output="law",
+                          fit_config, fit_inputs, output="law",
                           description=f"fit N*(C) = A·C^alpha over {len(cfg.budgets)} budgets; predict C={target:.2g}"))
         self.plan.stages[defined.name] = {"kind": "scaling", "runs": len(runs), "flops": total_flops,
                                           "budgets": list(cfg.budgets), "target": target}

@@ -64,6 +64,10 @@ def render_text(plan: Plan, runs_dir: Path | None = None, color: bool = False,
                 console.print(f"  {name}: scaling law (alpha={st['law']['alpha']:.3g}, A={st['law']['A']:.3g}) → compute-optimal "
                               f"{humanize(st['compute_optimal_params'])} params on {humanize(st['compute_optimal_tokens'])} tokens "
                               f"for {humanize(st['flops'])} FLOPs (declared: {humanize(st['params'])} params)")
+            if "forecast" in st:
+                f = st["forecast"]
+                console.print(f"  {name}: forecast {f['eval']} accuracy {f['accuracy']:.1%} "
+                              f"(answer NLL {f['nll']:.3f}) at {humanize(st['flops'])} FLOPs")
             elif "law_status" in st:
                 console.print(f"  {name}: scaling law from sweep '{st['law_from']}' — {st['law_status']}")
 

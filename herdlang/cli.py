@@ -94,7 +94,7 @@ def _bind_fitted_laws(plan, runs_dir: Path) -> None:
     The fit's `law.json` sits in the store under the fit job's fingerprint, so a plain
     file read suffices (no runtime import); before the sweep runs, the stage says so.
     """
-    from compiler.estimates import compute_optimal
+    from compiler.estimates import compute_optimal, forecast_accuracy
 
     for stage in plan.stages.values():
         sweep = stage.get("law_from")
@@ -111,6 +111,12 @@ def _bind_fitted_laws(plan, runs_dir: Path) -> None:
         opt = compute_optimal(stage["flops"], alpha, a)
         stage.update({"law": {"alpha": alpha, "A": a, "from": sweep}, "compute_optimal_tokens": opt["tokens"],
                       "compute_optimal_params": opt["params"]})
+        if isinstance(law.get("forecast"), dict):
+            try:
+                stage["forecast"] = {"eval": law["forecast"].get("eval"),
+                                     **forecast_accuracy(stage["flops"], law["forecast"])}
+            except (KeyError, TypeError, ValueError):
+                pass  # a law.json from an older fit: the law still applies, the forecast does not
 
 
 def _states(plan, runs_dir: Path) -> dict[str, tuple[str, str]] | None:

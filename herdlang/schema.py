@@ -368,6 +368,7 @@ class ScalingBlock(Block):
     schedule: Schedule = Schedule(kind="cosine", warmup=Budget(fraction=0.1))
     target: Number | None = Field(None, gt=0)
     eval_tokens: Tokens = Field(65_536, gt=0)
+    forecast: Ref | None = None  # a `choice` eval: forecast its accuracy at `target`
     seed: Int | None = None
 
 

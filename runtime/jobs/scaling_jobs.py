@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from runtime.jobs.context import JobContext, JobFailed
 from runtime.jobs.registry import register
 from runtime.scaling.fit import FitError, ScalingFit, fit_isoflop, predict
+from runtime.scaling.forecast import AccuracyForecast, forecast_accuracy
 
 #: A mean loss change smaller than this (nats) is called neutral: tiny anneals are noisy.
 DEFAULT_THRESHOLD = 0.01
@@ -102,6 +103,11 @@ def scaling_fit(ctx: JobContext) -> None:
         "warnings": fit.warnings,
     }
     out = Path(ctx.out)
+    forecast = _forecast(ctx, fit, runs, float(target or 10 * max(r["budget"] for r in runs)))
+    if forecast:
+        law["forecast"] = {"eval": ctx.config["forecast"], **forecast.to_json()}
+        for w in forecast.warnings:
+            ctx.log.warning(w)
     _write_json(out / "law.json", law)
     stats: dict[str, Any] = {"alpha": round(fit.law.alpha, 4), "A": float(f"{fit.law.A:.4g}"),
                              "budgets": len(fit.optima), "runs": len(rows),
@@ -110,12 +116,93 @@ def scaling_fit(ctx: JobContext) -> None:
         stats["target"] = prediction["budget"]
         stats["optimal_tokens"] = round(prediction["tokens"])
         stats["optimal_params"] = round(prediction["params"])
+    if forecast:
+        stats["forecast_accuracy"] = round(forecast.target_accuracy, 4)
     _write_json(out / "stats.json", stats)
     _isoflop_figure(out / "isoflop.png", fit, prediction)
-    (out / "report.md").write_text("\n".join(_fit_report(fit, rows, prediction)) + "\n",
-                                   encoding="utf-8")
+    lines = _fit_report(fit, rows, prediction)
+    if forecast:
+        _forecast_figure(out / "forecast.png", forecast)
+        lines += _forecast_report(ctx.config["forecast"], forecast)
+    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     ctx.metric(alpha=fit.law.alpha, A=fit.law.A)
     ctx.progress.advance(1)
+
+
+def _forecast(ctx: JobContext, fit: ScalingFit, runs: list[dict[str, Any]],
+              target: float) -> AccuracyForecast | None:
+    """The paper's accuracy forecast, when the sweep names a `forecast` eval."""
+    if not ctx.config.get("forecast"):
+        return None
+    points, chance = [], None
+    for run in runs:
+        role = run.get("task_input")
+        if not role:
+            raise JobFailed(f"{ctx.job_id}: run {run['input']} has no downstream eval input")
+        data = _read_eval(ctx, role)
+        try:
+            points.append((float(run["budget"]), float(run["tokens"]), float(data["nll"]),
+                           float(data["accuracy"])))
+            chance = float(data["chance"])
+        except (KeyError, TypeError, ValueError):
+            raise JobFailed(f"{ctx.job_id}: input {role!r}: eval.json lacks accuracy, nll or "
+                            "chance (the forecast needs a choice eval)") from None
+    try:
+        return forecast_accuracy([(o.budget, o.optimal_tokens) for o in fit.optima], points,
+                                 chance or 0.0, target)
+    except FitError as exc:
+        raise JobFailed(f"{ctx.job_id}: forecast: {exc}") from exc
+
+
+def _forecast_report(name: str, f: AccuracyForecast) -> list[str]:
+    s = f.sigmoid
+    lines = ["### Accuracy forecast", "",
+             f"Downstream eval `{name}`, the paper's two steps: the compute-optimal NLL of the "
+             f"correct answer follows **NLL\\*(C) = {f.nll_B:.4g}·C^{f.nll_beta:.4f}**; accuracy "
+             f"follows the NLL as a sigmoid (k = {s.k:.3g}, midpoint {s.midpoint:.3f}, chance "
+             f"{s.chance:.0%}; RMSE {f.rmse:.3f} over {len(f.runs)} runs).", "",
+             f"At C = {f.target:.3g} FLOPs: NLL {f.target_nll:.4f} → **forecast accuracy "
+             f"{f.target_accuracy:.1%}** (best sweep run: {max(a for _, a in f.runs):.1%}).", ""]
+    if f.warnings:
+        lines += ["**Warnings:**", ""] + [f"- {w}" for w in f.warnings] + [""]
+    lines += ["![Accuracy forecast](forecast.png)", "",
+              "| budget (FLOPs) | NLL at the optimum |", "|---|---|"]
+    lines += [f"| {c:.3g} | {v:.4f} |" for c, v in zip(f.budgets, f.optimal_nll, strict=True)]
+    return lines + [""]
+
+
+def _forecast_figure(path: Path, f: AccuracyForecast) -> None:
+    """Two panels like the paper's Figure 4: NLL vs compute, then accuracy vs NLL."""
+    fig = Figure(figsize=(12, 4.5))
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    cs = np.logspace(math.log10(min(f.budgets)) - 0.1, math.log10(max(f.target, *f.budgets)) + 0.1, 50)
+    left.scatter(f.budgets, f.optimal_nll, color="tab:blue", zorder=3, label="compute-optimal runs")
+    left.plot(cs, f.nll_at(cs), color="black", linewidth=1.2,
+              label=f"NLL* = {f.nll_B:.3g}·C^{f.nll_beta:.3f}")
+    left.scatter([f.target], [f.target_nll], marker="*", s=180, color="crimson", zorder=4,
+                 label=f"target {f.target:.2g}")
+    left.set_xscale("log")
+    left.set_xlabel("compute budget C (FLOPs)")
+    left.set_ylabel("NLL of the correct answer (nats/token)")
+    left.set_title("Step 1: likelihood vs compute")
+    left.grid(True, which="both", alpha=0.25)
+    left.legend(fontsize=8)
+    nll = np.array([n for n, _ in f.runs])
+    acc = np.array([a for _, a in f.runs])
+    lo, hi = min(nll.min(), f.target_nll), nll.max()
+    xs = np.linspace(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo), 100)
+    right.scatter(nll, acc, color="tab:blue", zorder=3, label="sweep runs")
+    right.plot(xs, f.sigmoid(xs), color="black", linewidth=1.2, label="fitted sigmoid")
+    right.axhline(f.sigmoid.chance, color="gray", linestyle=":", label="chance")
+    right.scatter([f.target_nll], [f.target_accuracy], marker="*", s=180, color="crimson", zorder=4,
+                  label=f"forecast {f.target_accuracy:.1%}")
+    right.set_xlabel("NLL of the correct answer (nats/token)")
+    right.set_ylabel("accuracy")
+    right.set_title("Step 2: accuracy vs likelihood")
+    right.grid(True, alpha=0.25)
+    right.legend(fontsize=8)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, format="png", dpi=110, bbox_inches="tight")
 
 
 def _fit_report(fit: ScalingFit, rows: list[dict[str, Any]],
@@ -211,7 +298,8 @@ def _compare_eval(ctx: JobContext, name: str, threshold: float) -> dict[str, Any
         # Task evals: compare the top-level numbers (accuracy and friends); higher is better.
         keys = sorted(k for k, v in control.items() if isinstance(v, int | float)
                       and not isinstance(v, bool) and isinstance(candidate.get(k), int | float)
-                      and k not in {"count", "pairs", "correct", "context"})
+                      and k not in {"count", "pairs", "correct", "context", "chance", "options",
+                                    "continuation"})
         if not keys:
             raise JobFailed(f"{ctx.job_id}: {name}: no numeric results to compare")
         rows = [{"metric": k, "control": float(control[k]), "candidate": float(candidate[k]),

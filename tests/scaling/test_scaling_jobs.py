@@ -103,6 +103,50 @@ def test_scaling_fit_fails_clearly_on_a_missing_eval(tmp_path: Path) -> None:
         scaling_fit(make_ctx(tmp_path, "scaling.fit", config, inputs))
 
 
+def with_forecast(tmp: Path, config: dict[str, Any], inputs: dict[str, Path]) -> None:
+    """Add a choice eval per run: the answer's NLL follows the run's loss (lower at the
+    optimum, lower at larger budgets) and accuracy is a known sigmoid of that NLL."""
+    for run in config["runs"]:
+        loss = json.loads((inputs[run["input"]] / "eval.json").read_text())["sources"]["docs"]["loss"]
+        nll = loss - 1e-12 * run["budget"] * 0.3
+        accuracy = 0.25 + 0.75 / (1 + math.exp(-2.0 * (3.5 - nll)))
+        role = run["input"].replace("run:", "task:")
+        d = tmp / "tasks" / role.replace(":", "_")
+        d.mkdir(parents=True)
+        (d / "eval.json").write_text(json.dumps({"accuracy": accuracy, "nll": nll, "chance": 0.25,
+                                                 "count": 300}))
+        inputs[role] = d
+        run["task_input"] = role
+    config["forecast"] = "choice"
+
+
+def test_scaling_fit_forecasts_downstream_accuracy(tmp_path: Path) -> None:
+    config, inputs = sweep(tmp_path)
+    with_forecast(tmp_path, config, inputs)
+    ctx = make_ctx(tmp_path, "scaling.fit", config, inputs)
+    scaling_fit(ctx)
+    f = json.loads((ctx.out / "law.json").read_text())["forecast"]
+    assert f["eval"] == "choice" and f["target"] == 4e13
+    assert f["step2"]["k"] == pytest.approx(2.0, rel=0.01)
+    assert f["step2"]["midpoint"] == pytest.approx(3.5, abs=0.01)
+    assert f["step1"]["beta"] < 0  # the optimum's NLL falls with compute
+    expected = 0.25 + 0.75 / (1 + math.exp(-2.0 * (3.5 - f["target_nll"])))
+    assert f["target_accuracy"] == pytest.approx(expected, abs=1e-3)
+    stats = json.loads((ctx.out / "stats.json").read_text())
+    assert stats["forecast_accuracy"] == pytest.approx(f["target_accuracy"], abs=1e-4)
+    report = (ctx.out / "report.md").read_text()
+    assert "### Accuracy forecast" in report and "](forecast.png)" in report
+    assert (ctx.out / "forecast.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_scaling_fit_forecast_needs_choice_results(tmp_path: Path) -> None:
+    config, inputs = sweep(tmp_path)
+    with_forecast(tmp_path, config, inputs)
+    (inputs["task:1e12:xs"] / "eval.json").write_text(json.dumps({"sources": {}}))
+    with pytest.raises(JobFailed, match="lacks accuracy, nll or chance"):
+        scaling_fit(make_ctx(tmp_path, "scaling.fit", config, inputs))
+
+
 @pytest.mark.parametrize(("shift", "verdict"), [(-0.05, "helps"), (0.05, "hurts"),
                                                 (0.004, "neutral")])
 def test_probe_compare(tmp_path: Path, shift: float, verdict: str) -> None:
