@@ -368,7 +368,9 @@ class ScalingBlock(Block):
     schedule: Schedule = Schedule(kind="cosine", warmup=Budget(fraction=0.1))
     target: Number | None = Field(None, gt=0)
     eval_tokens: Tokens = Field(65_536, gt=0)
-    forecast: Ref | None = None  # a `choice` eval: forecast its accuracy at `target`
+    forecast: Ref | None = Field(None, description=(
+        "An eval that reports accuracy and the answer's NLL (`choice`): each run is scored "
+        "on it and the fit forecasts its accuracy at `target` (the paper's two steps)."))
     seed: Int | None = None
 
 
