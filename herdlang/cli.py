@@ -193,6 +193,44 @@ def cmd_run(args: argparse.Namespace) -> int:
     return int(result.exit_code)
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    """List (default) or delete (--yes) what the spec's current plan no longer uses."""
+    from compiler.estimates import humanize
+    from runtime.executor import ExecutorError
+    from runtime.executor.gc import collect, find_garbage
+
+    plan = _load_plan(args.target, args.set)
+    run_dir = Path(args.runs_dir) / plan.spec_name
+    if not run_dir.is_dir():
+        print(f"{run_dir}: no runs yet, nothing to collect")
+        return EXIT_OK
+    try:
+        garbage = collect(plan, run_dir) if args.yes else find_garbage(plan, run_dir)
+    except ExecutorError as exc:
+        raise UsageError(str(exc)) from None
+    if not garbage:
+        print(f"{run_dir}: nothing to collect (every artifact belongs to the current plan)")
+        return EXIT_OK
+    for g in garbage[: None if args.verbose else 15]:
+        print(f"  {g.what:<8} {humanize(g.bytes, 'B'):>9}  {g.job:<40} {g.path}")
+    if len(garbage) > 15 and not args.verbose:
+        print(f"  ... and {len(garbage) - 15} more (--verbose lists all)")
+    counts: dict[str, int] = {}
+    for g in garbage:
+        counts[g.what] = counts.get(g.what, 0) + 1
+    names = {"artifact": "artifact", "work": "work dir", "temp": "temp dir", "log": "log",
+             "metrics": "metrics file", "report": "report folder"}
+    summary = ", ".join(f"{n} {names[what]}{'' if n == 1 else 's'}" for what, n in sorted(counts.items()))
+    total = humanize(sum(g.bytes for g in garbage), "B")
+    if args.yes:
+        print(f"deleted {summary}: {total} freed")
+    else:
+        print(f"{summary}: {total} not used by the current plan of {args.target}\n"
+              f"nothing deleted; run `herd gc {args.target} --yes` to delete it "
+              "(changing a setting back will then re-run its jobs)")
+    return EXIT_OK
+
+
 def cmd_lsp(args: argparse.Namespace) -> int:
     from herdlang.editor.lsp import main as lsp_main
 
@@ -289,6 +327,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--runs-dir", default="runs")
     with_set(c)
     c.set_defaults(fn=cmd_run)
+
+    c = sub.add_parser("gc", help="list (or --yes: delete) artifacts the current plan no longer uses")
+    c.add_argument("target", help="a .herd spec or a plan .json")
+    c.add_argument("--yes", action="store_true", help="delete (default: only list)")
+    c.add_argument("--verbose", action="store_true", help="list every item")
+    c.add_argument("--runs-dir", default="runs")
+    with_set(c)
+    c.set_defaults(fn=cmd_gc)
 
     c = sub.add_parser("lsp", help="language server over stdio")
     c.set_defaults(fn=cmd_lsp)

@@ -1,0 +1,89 @@
+"""`herd gc`: lists what the current plan no longer uses, deletes it only with --yes, keeps
+every live artifact intact, and never runs beside a run holding the lock."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from compiler import compile_file
+from herdlang.cli import main
+from runtime.executor.gc import find_garbage
+from runtime.executor.lock import RunLock
+from runtime.executor.store import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "specs" / "tiny.herd"
+
+
+def _commit(store: Store, fingerprint: str, job: str, payload: bytes) -> None:
+    temp = store.new_temp(fingerprint)
+    (temp / "data.bin").write_bytes(payload)
+    store.commit(temp, job_id=job, kind="test", stage="s", config={}, fingerprint=fingerprint,
+                 inputs={}, started=time.time())
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> tuple[Path, str]:
+    """A run directory of tiny.herd: one live artifact, one from an older setting, a log and
+    a report of a job the spec no longer has, a killed run's temp dir and stale work."""
+    _, plan = compile_file(TINY)
+    live = plan.jobs["train.base"]
+    run = tmp_path / "runs" / plan.spec_name
+    store = Store(run)
+    _commit(store, live.fingerprint, "train.base", b"live" * 100)
+    _commit(store, "0" * 20, "train.base", b"old" * 1000)
+    for folder, name in (("logs", "train.base.log"), ("logs", "train.gone.log"),
+                         ("metrics", "train.gone.jsonl")):
+        (run / folder).mkdir(parents=True, exist_ok=True)
+        (run / folder / name).write_text("x")
+    (run / "report" / "train.gone" / "plots").mkdir(parents=True)
+    (run / "report" / "train.base").mkdir(parents=True)
+    store.new_temp("1" * 20)
+    (store.work_dir("2" * 20) / "state.json").write_text("{}")
+    (store.work_dir(live.fingerprint) / "state.json").write_text("{}")
+    return tmp_path / "runs", live.fingerprint
+
+
+def test_garbage_is_what_the_current_plan_does_not_use(run_dir: tuple[Path, str]) -> None:
+    runs, live = run_dir
+    _, plan = compile_file(TINY)
+    found = {(g.what, g.path.name) for g in find_garbage(plan, runs / "tiny")}
+    assert found == {("artifact", "0" * 20), ("work", "2" * 20), ("log", "train.gone.log"),
+                     ("metrics", "train.gone.jsonl"), ("report", "train.gone")} | {
+        ("temp", p.name) for p in (runs / "tiny" / "tmp").iterdir()}
+    assert next(g for g in find_garbage(plan, runs / "tiny") if g.what == "artifact").job == "train.base"
+
+
+def test_listing_deletes_nothing_and_yes_deletes_only_garbage(run_dir: tuple[Path, str], capsys) -> None:
+    runs, live = run_dir
+    before = sorted(p for p in runs.rglob("*"))
+    assert main(["gc", str(TINY), "--runs-dir", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "1 artifact, 1 log, 1 metrics file, 1 report folder, 1 temp dir, 1 work dir" in out
+    assert "nothing deleted" in out
+    assert sorted(p for p in runs.rglob("*")) == before
+    assert main(["gc", str(TINY), "--runs-dir", str(runs), "--yes"]) == 0
+    assert "deleted" in capsys.readouterr().out
+    store = Store(runs / "tiny")
+    assert not store.path("0" * 20).exists() and store.verify(live) == []
+    assert (runs / "tiny" / "logs" / "train.base.log").exists()
+    assert (runs / "tiny" / "report" / "train.base").exists()
+    assert not (runs / "tiny" / "logs" / "train.gone.log").exists()
+    assert main(["gc", str(TINY), "--runs-dir", str(runs)]) == 0
+    assert "nothing to collect" in capsys.readouterr().out
+
+
+def test_gc_refuses_while_a_run_holds_the_lock(run_dir: tuple[Path, str], capsys) -> None:
+    runs, _ = run_dir
+    with RunLock(runs / "tiny"):
+        assert main(["gc", str(TINY), "--runs-dir", str(runs), "--yes"]) == 2
+    assert "another herd run" in capsys.readouterr().err
+    assert Store(runs / "tiny").path("0" * 20).exists()
+
+
+def test_gc_without_runs_says_so(tmp_path: Path, capsys) -> None:
+    assert main(["gc", str(TINY), "--runs-dir", str(tmp_path)]) == 0
+    assert "no runs yet" in capsys.readouterr().out
