@@ -171,6 +171,19 @@ def _forecast_report(name: str, f: AccuracyForecast) -> list[str]:
     return lines + [""]
 
 
+def _finish_axes(ax: Any, xlabel: str, ylabel: str, title: str, which: str = "major") -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which=which, alpha=0.25)
+    ax.legend(fontsize=8)
+
+
+def _save_figure(fig: Figure, path: Path) -> None:
+    FigureCanvasAgg(fig)
+    fig.savefig(path, format="png", dpi=110, bbox_inches="tight")
+
+
 def _forecast_figure(path: Path, f: AccuracyForecast) -> None:
     """Two panels like the paper's Figure 4: NLL vs compute, then accuracy vs NLL."""
     fig = Figure(figsize=(12, 4.5))
@@ -182,11 +195,8 @@ def _forecast_figure(path: Path, f: AccuracyForecast) -> None:
     left.scatter([f.target], [f.target_nll], marker="*", s=180, color="crimson", zorder=4,
                  label=f"target {f.target:.2g}")
     left.set_xscale("log")
-    left.set_xlabel("compute budget C (FLOPs)")
-    left.set_ylabel("NLL of the correct answer (nats/token)")
-    left.set_title("Step 1: likelihood vs compute")
-    left.grid(True, which="both", alpha=0.25)
-    left.legend(fontsize=8)
+    _finish_axes(left, "compute budget C (FLOPs)", "NLL of the correct answer (nats/token)",
+                 "Step 1: likelihood vs compute", which="both")
     nll = np.array([n for n, _ in f.runs])
     acc = np.array([a for _, a in f.runs])
     lo, hi = min(nll.min(), f.target_nll), nll.max()
@@ -196,13 +206,9 @@ def _forecast_figure(path: Path, f: AccuracyForecast) -> None:
     right.axhline(f.sigmoid.chance, color="gray", linestyle=":", label="chance")
     right.scatter([f.target_nll], [f.target_accuracy], marker="*", s=180, color="crimson", zorder=4,
                   label=f"forecast {f.target_accuracy:.1%}")
-    right.set_xlabel("NLL of the correct answer (nats/token)")
-    right.set_ylabel("accuracy")
-    right.set_title("Step 2: accuracy vs likelihood")
-    right.grid(True, alpha=0.25)
-    right.legend(fontsize=8)
-    FigureCanvasAgg(fig)
-    fig.savefig(path, format="png", dpi=110, bbox_inches="tight")
+    _finish_axes(right, "NLL of the correct answer (nats/token)", "accuracy",
+                 "Step 2: accuracy vs likelihood")
+    _save_figure(fig, path)
 
 
 def _fit_report(fit: ScalingFit, rows: list[dict[str, Any]],
@@ -247,10 +253,8 @@ def _isoflop_figure(path: Path, fit: ScalingFit, prediction: dict[str, float] | 
         left.scatter([o.optimal_tokens], [o.optimal_loss], color=color, marker="*" if not
                      o.clamped else "X", s=140, edgecolor="black", linewidth=0.6, zorder=4)
     left.set_xscale("log")
-    left.set_xlabel("training tokens")
-    left.set_ylabel("validation loss")
-    left.set_title("IsoFLOP curves (★ = compute-optimal)")
-    left.grid(True, which="both", alpha=0.25)
+    _finish_axes(left, "training tokens", "validation loss", "IsoFLOP curves (★ = compute-optimal)",
+                 which="both")
     left.legend(title="FLOPs", fontsize=8)
 
     budgets = np.array([o.budget for o in fit.optima])
@@ -266,13 +270,9 @@ def _isoflop_figure(path: Path, fit: ScalingFit, prediction: dict[str, float] | 
                       label=f"target {prediction['budget']:.2g}: {_fmt(prediction['tokens'])} tok")
     right.set_xscale("log")
     right.set_yscale("log")
-    right.set_xlabel("compute budget C (FLOPs)")
-    right.set_ylabel("compute-optimal tokens N*(C)")
-    right.set_title("Scaling law")
-    right.grid(True, which="both", alpha=0.25)
-    right.legend(fontsize=8)
-    FigureCanvasAgg(fig)
-    fig.savefig(path, format="png", dpi=110, bbox_inches="tight")
+    _finish_axes(right, "compute budget C (FLOPs)", "compute-optimal tokens N*(C)", "Scaling law",
+                 which="both")
+    _save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------
