@@ -180,3 +180,10 @@ def test_closed_stdout_pipe_is_not_a_traceback(fmt: str) -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0
     assert "Traceback" not in err and "internal error" not in err and "BrokenPipe" not in err, err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message when CUDA is missing")
+def test_run_on_cuda_without_one_stops_before_any_job(tmp_path: Path) -> None:
+    out = herd("run", TINY, "--device", "cuda", "--runs-dir", tmp_path)
+    assert out.returncode == 2 and "no CUDA device is visible" in out.stderr
+    assert not (tmp_path / "tiny").exists()  # nothing ran, nothing written
