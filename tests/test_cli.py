@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 # pytest's default "prepend" import mode puts tests/ on sys.path for a file at the top of
 # tests/ (there is no tests/__init__.py); tests/compiler/ would then shadow the real
@@ -182,7 +183,7 @@ def test_closed_stdout_pipe_is_not_a_traceback(fmt: str) -> None:
     assert "Traceback" not in err and "internal error" not in err and "BrokenPipe" not in err, err
 
 
-@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message when CUDA is missing")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when CUDA is missing")
 def test_run_on_cuda_without_one_stops_before_any_job(tmp_path: Path) -> None:
     out = herd("run", TINY, "--device", "cuda", "--runs-dir", tmp_path)
     assert out.returncode == 2 and "no CUDA device is visible" in out.stderr
