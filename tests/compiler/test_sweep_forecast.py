@@ -23,7 +23,7 @@ def test_forecast_adds_one_choice_eval_per_run_and_feeds_the_fit() -> None:
     fit = plan.jobs["scaling.iso.fit"]
     assert fit.config["forecast"] == "choice"
     runs = fit.config["runs"]
-    assert len(runs) == 12
+    assert len(runs) == 15  # 3 budgets x 5 sizes
     for run in runs:
         job = plan.jobs[fit.inputs[run["task_input"]]]
         assert job.kind == "eval.choice"
