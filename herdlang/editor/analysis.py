@@ -443,6 +443,9 @@ def ref_kinds(chain: list[tuple[str, str | None]], key: str) -> tuple[str, ...] 
         "prompts": ("dataset",),
         "scorer": ("eval",),
         "evals": ("eval",),
+        "forecast": ("eval",),
+        "models": ("model",),
+        "new": _DATA,
         "average": STAGES,
     }
     if key == "data":
