@@ -230,6 +230,8 @@ def _check_anneal(res: Resolved, stage: Defined) -> None:
         _check_training_data(res, stage, cfg.data, ("data",))
     if cfg.mix is None and cfg.data is None and _stage_data(res, stage.name) is None:
         res.error("H0204", f"anneal '{stage.name}' needs data (a mix or data stage)", stage.name_span)
+    for i, ev in enumerate(cfg.evals):
+        _check_eval_name(res, stage, ev, ("evals", i))
 
 
 def _stage_data(res: Resolved, name: str | None) -> str | None:

@@ -498,7 +498,7 @@ class Lowering:
                               output="checkpoint", description=f"average the last {cfg.average.k} checkpoints"))
         self._estimates(defined.name, model, cfg.tokens, made["context"], made["steps"], {"average": keep})
         self._remember(defined.name, out, made["context"], mix, made["batch"], made["optimizer"])
-        self._evals(defined.name, ["perplexity"], out, model, mix)
+        self._evals(defined.name, list(cfg.evals), out, model, mix)
 
     # -- scaling laws and data probes ---------------------------------------------------------------
 

@@ -293,6 +293,7 @@ class AnnealBlock(Block):
     average: Average | None = None
     batch: Annotated[list[BatchStep], RampOf] | None = None
     context: Length | None = Field(None, gt=0)
+    evals: Annotated[list[Ref], ListOf] = ["perplexity"]
     seed: Int | None = None
 
 
