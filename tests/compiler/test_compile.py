@@ -228,3 +228,15 @@ def test_shipped_specs_check_clean() -> None:
     for name in ("tiny", "llama3_8b", "llama3_70b", "llama3_405b"):
         _, plan = compile_file(SPECS / f"{name}.herd")
         assert plan.jobs
+
+
+def test_anneal_evals_default_to_perplexity_and_take_any_eval(tmp_path: Path) -> None:
+    _, plan = compile_file(TINY)
+    assert {"eval.final.perplexity", "eval.final.choice"} <= set(plan.jobs)
+    assert plan.jobs["eval.final.choice"].inputs["checkpoint"] == "average.final"
+    bad = tmp_path / "tiny.herd"
+    bad.write_text(TINY.read_text().replace("evals   = [perplexity, choice]", "evals   = [chioce]"))
+    with pytest.raises(HerdError) as exc:
+        compile_file(bad)
+    (diag,) = [d for d in exc.value.diagnostics if d.code == "H0404"]
+    assert "'chioce' is not a known eval" in diag.message and "choice" in (diag.hint or "")
