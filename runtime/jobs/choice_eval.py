@@ -3,35 +3,22 @@ checkpoint, on the first data source's validation split."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from runtime.data.loader import TokenSource
 from runtime.data.token_shards import read_meta as read_tokens_meta
-from runtime.jobs.context import JobContext, JobFailed
+from runtime.jobs.context import JobContext, JobFailed, write_json
 from runtime.jobs.registry import register
-from runtime.model import load_checkpoint
-from runtime.model.checkpoint import CheckpointError
 from runtime.train import report
 from runtime.train.choice import make_items, score_items
 from runtime.train.loop import data_sources
 
 
-def _json(path: Path, value: object) -> None:
-    path.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
 @register("eval.choice")
 def choice_eval(ctx: JobContext) -> None:
-    try:
-        model, _ = load_checkpoint(ctx.inputs["checkpoint"])
-    except KeyError:
-        raise JobFailed(f"{ctx.job_id}: needs a 'checkpoint' input") from None
-    except CheckpointError as exc:
-        raise JobFailed(f"{ctx.job_id}: {exc}") from exc
-    model.to(ctx.torch_device())
+    model = ctx.load_model()
     p = ctx.config.get("params", {}) or {}
     n_items, n_opt = int(p.get("items", 300)), int(p.get("options", 4))
     context, cont = int(p.get("context", 48)), int(p.get("continuation", 16))
@@ -53,9 +40,9 @@ def choice_eval(ctx: JobContext) -> None:
     result = score_items(model, items)
     ctx.progress.set(float(len(items)))
     out = Path(ctx.out)
-    _json(out / "eval.json", {"source": name, "options": n_opt, "context": context,
+    write_json(out / "eval.json", {"source": name, "options": n_opt, "context": context,
                               "continuation": cont, **result})
-    _json(out / "stats.json", {"choice_accuracy": round(result["accuracy"], 4),
+    write_json(out / "stats.json", {"choice_accuracy": round(result["accuracy"], 4),
                                "choice_nll": round(result["nll"], 4)})
     report.write(out, ["### Multiple-choice continuation", "",
                        f"{len(items)} items from `{name}` validation text: {context} tokens of "

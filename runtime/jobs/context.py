@@ -14,13 +14,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from herdlang.errors import UserError
+
+T = TypeVar("T")
 
 
 class JobFailed(UserError):
     """A job's clear, user-facing failure (bad data, failed gate); no traceback shown."""
+
+
+def write_json(path: Path, value: Any) -> None:
+    """An artifact's JSON file: sorted keys, indented, one trailing newline."""
+    Path(path).write_text(json.dumps(value, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 @dataclass
@@ -88,6 +95,25 @@ class JobContext:
         if want == "cuda":
             raise JobFailed("device = cuda, but no CUDA device is visible here (use device = auto or cpu)")
         return torch.device("cpu")
+
+    def read_checkpoint(self, read: Callable[[Path], T], role: str = "checkpoint") -> T:
+        """`read(inputs[role])`, with a missing input or a missing/corrupt checkpoint as a
+        JobFailed that names the job (the executor shows it without a traceback)."""
+        from runtime.model.checkpoint import CheckpointError
+
+        if role not in self.inputs:
+            raise JobFailed(f"{self.job_id}: needs a '{role}' input")
+        try:
+            return read(Path(self.inputs[role]))
+        except CheckpointError as exc:
+            raise JobFailed(f"{self.job_id}: {role}: {exc}") from exc
+
+    def load_model(self, role: str = "checkpoint"):  # -> Llama on torch_device()
+        """The model of checkpoint input `role`, on the run's device."""
+        from runtime.model import load_checkpoint
+
+        model, _ = self.read_checkpoint(load_checkpoint, role)
+        return model.to(self.torch_device())
 
     @property
     def workers(self) -> int:

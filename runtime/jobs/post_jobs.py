@@ -17,16 +17,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from runtime.data.tokenizer import META_FILE, MODEL_FILE, Tokenizer, load_tokenizer
-from runtime.jobs.context import JobContext, JobFailed
+from runtime.jobs.context import JobContext, JobFailed, write_json
 from runtime.jobs.registry import register
 from runtime.model import (
     generate,
-    load_checkpoint,
     load_optimizer_state,
     save_checkpoint,
     save_optimizer_state,
 )
-from runtime.model.checkpoint import CheckpointError
 from runtime.model.llama import Llama
 from runtime.post import datasets as D
 from runtime.post import tasks as T
@@ -45,16 +43,8 @@ def _load(ctx: JobContext) -> tuple[Llama, Tokenizer, dict[str, Any]]:
     its tokenizer and the dataset's metadata."""
     _need(ctx, "checkpoint", "tokenizer", "dataset")
     torch.manual_seed(ctx.seed)
-    model = _read_model(ctx, ctx.inputs["checkpoint"])
+    model = ctx.load_model()
     return model, load_tokenizer(ctx.inputs["tokenizer"]), D.load_meta(ctx.inputs["dataset"])
-
-
-def _read_model(ctx: JobContext, directory: Path) -> Llama:
-    try:
-        model, _ = load_checkpoint(directory)
-    except CheckpointError as exc:
-        raise JobFailed(f"{ctx.job_id}: {exc}") from exc
-    return model.to(ctx.torch_device())
 
 
 def _device_of(module: torch.nn.Module) -> torch.device:
@@ -79,10 +69,6 @@ def _save(ctx: JobContext, model: Llama, steps: int) -> None:
                     fingerprint=ctx.fingerprint or None, extra={"stage": ctx.kind, "job": ctx.job_id})
     for name in (MODEL_FILE, META_FILE):
         shutil.copyfile(tok_dir / name, Path(ctx.out) / name)
-
-
-def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _warmup(ctx: JobContext, steps: int) -> int:
@@ -263,7 +249,7 @@ def eval_tasks(ctx: JobContext) -> None:
     accuracy = correct / len(prompts)
     out = {"accuracy": accuracy, "correct": correct, "count": len(prompts),
            "per_kind": {k: sum(v) / len(v) for k, v in sorted(per_kind.items())}}
-    _write_json(Path(ctx.out) / "eval.json", out)
+    write_json(Path(ctx.out) / "eval.json", out)
     ctx.metric(stage="eval.tasks", accuracy=accuracy)
     lines = [f"Greedy accuracy on {len(prompts)} held-out prompts: **{accuracy:.1%}**", "",
              "| kind | accuracy |", "|---|---|"]
@@ -303,7 +289,7 @@ def post_sft(ctx: JobContext) -> None:
     steps, history = train_loop(ctx, model, [(list(model.parameters()), lr)], len(rows), step_fn)
     _save(ctx, model, steps)
     first, last = _mean(history, "loss", False), _mean(history, "loss", True)
-    _write_json(Path(ctx.out) / "train.json", {"steps": steps, "conversations": len(records),
+    write_json(Path(ctx.out) / "train.json", {"steps": steps, "conversations": len(records),
                                               "rows": len(rows), "loss_first": first, "loss_last": last})
     _report(ctx, "SFT", [f"- {len(records):,} conversations packed into {len(rows):,} rows of "
                          f"<= {context} tokens", f"- {steps} steps, peak lr {lr:g}, "
@@ -391,7 +377,7 @@ def post_dpo(ctx: JobContext) -> None:
     steps, history = train_loop(ctx, model, [(list(model.parameters()), lr)], len(prefs), step_fn)
     _save(ctx, model, steps)
     summary = {k: _mean(history, k, True) for k in history[0]}
-    _write_json(Path(ctx.out) / "train.json", {"steps": steps, "pairs": len(prefs), "final": summary})
+    write_json(Path(ctx.out) / "train.json", {"steps": steps, "pairs": len(prefs), "final": summary})
     _report(ctx, "DPO", [f"- {len(prefs):,} pairs, {steps} steps, beta {beta:g}, nll {nll:g}, "
                          f"mask `{cfg.get('mask', 'formatting_tokens')}`",
                          f"- final reward margin {summary['reward_margin']:.3f}, "
@@ -425,9 +411,10 @@ def pair_accuracy(rm: P.RewardModel, tok: Tokenizer, recs: list[dict[str, Any]])
     return wins / len(recs)
 
 
-def load_reward_model(ctx: JobContext, directory: Path) -> P.RewardModel:
-    rm = P.RewardModel(_read_model(ctx, directory)).to(ctx.torch_device())
-    head = Path(directory) / HEAD
+def load_reward_model(ctx: JobContext, role: str = "reward_model") -> P.RewardModel:
+    rm = P.RewardModel(ctx.load_model(role)).to(ctx.torch_device())
+    directory = Path(ctx.inputs[role])
+    head = directory / HEAD
     if not head.is_file():
         raise JobFailed(f"{ctx.job_id}: {directory} has no {HEAD}; hint: the 'reward_model' input "
                         "must be the output of a reward-model stage")
@@ -470,7 +457,7 @@ def post_reward_model(ctx: JobContext) -> None:
               str(Path(ctx.out) / HEAD))
     result = {"accuracy": accuracy, "train_accuracy": train_accuracy, "pairs": len(val),
               "loss_first": _mean(history, "loss", False), "loss_last": _mean(history, "loss", True)}
-    _write_json(Path(ctx.out) / "eval.json", result)
+    write_json(Path(ctx.out) / "eval.json", result)
     ctx.metric(stage="post.reward_model", heldout_pair_accuracy=accuracy)
     _report(ctx, f"Reward model `{cfg.get('name', 'rm')}`",
             [f"- Bradley–Terry on {len(train):,} pairs, {steps} steps",
@@ -507,7 +494,7 @@ def post_rejection_sampling(ctx: JobContext) -> None:
     else:
         if "reward_model" not in ctx.inputs:
             raise JobFailed(f"{ctx.job_id}: scorer {scorer!r} needs a 'reward_model' input")
-        rm = load_reward_model(ctx, ctx.inputs["reward_model"])
+        rm = load_reward_model(ctx)
     ctx.progress.start(len(prompts), "prompts")
     kept: list[dict[str, Any]] = []
     n_correct = n_verifiable = 0
@@ -539,9 +526,9 @@ def post_rejection_sampling(ctx: JobContext) -> None:
     stats = {"prompts": len(prompts), "k": k, "samples": len(prompts) * k, "scorer": scorer,
              "accepted": len(kept), "acceptance_rate": len(kept) / len(prompts),
              "sample_accuracy": n_correct / n_verifiable if n_verifiable else None}
-    _write_json(Path(ctx.out) / D.META, {"format": "messages", "verifier": None,
+    write_json(Path(ctx.out) / D.META, {"format": "messages", "verifier": None,
                                          "counts": {"train.sft": len(kept)}, **stats})
-    _write_json(Path(ctx.out) / "stats.json", stats)
+    write_json(Path(ctx.out) / "stats.json", stats)
     ctx.metric(stage="post.rejection_sampling", acceptance_rate=stats["acceptance_rate"])
     acc = "" if stats["sample_accuracy"] is None else f", sample accuracy {stats['sample_accuracy']:.1%}"
     _report(ctx, "Rejection sampling",

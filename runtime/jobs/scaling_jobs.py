@@ -18,17 +18,13 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from runtime.jobs.context import JobContext, JobFailed
+from runtime.jobs.context import JobContext, JobFailed, write_json
 from runtime.jobs.registry import register
 from runtime.scaling.fit import FitError, ScalingFit, fit_isoflop, predict
 from runtime.scaling.forecast import AccuracyForecast, forecast_accuracy
 
 #: A mean loss change smaller than this (nats) is called neutral: tiny anneals are noisy.
 DEFAULT_THRESHOLD = 0.01
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _read_eval(ctx: JobContext, role: str) -> dict[str, Any]:
@@ -108,7 +104,7 @@ def scaling_fit(ctx: JobContext) -> None:
         law["forecast"] = {"eval": ctx.config["forecast"], **forecast.to_json()}
         for w in forecast.warnings:
             ctx.log.warning(w)
-    _write_json(out / "law.json", law)
+    write_json(out / "law.json", law)
     stats: dict[str, Any] = {"alpha": round(fit.law.alpha, 4), "A": float(f"{fit.law.A:.4g}"),
                              "budgets": len(fit.optima), "runs": len(rows),
                              "warnings": len(fit.warnings)}
@@ -118,7 +114,7 @@ def scaling_fit(ctx: JobContext) -> None:
         stats["optimal_params"] = round(prediction["params"])
     if forecast:
         stats["forecast_accuracy"] = round(forecast.target_accuracy, 4)
-    _write_json(out / "stats.json", stats)
+    write_json(out / "stats.json", stats)
     _isoflop_figure(out / "isoflop.png", fit, prediction)
     lines = _fit_report(fit, rows, prediction)
     if forecast:
@@ -329,11 +325,11 @@ def probe_compare(ctx: JobContext) -> None:
                else "hurts" if "hurts" in verdicts and "helps" not in verdicts
                else "neutral" if verdicts == {"neutral"} else "mixed")
     out = Path(ctx.out)
-    _write_json(out / "compare.json", {"new": new, "share": share, "threshold": threshold,
+    write_json(out / "compare.json", {"new": new, "share": share, "threshold": threshold,
                                        "verdict": overall, "evals": results})
     stats: dict[str, Any] = {"verdict": overall}
     stats.update({f"{n}_delta": round(r["mean_delta"], 4) for n, r in results.items()})
-    _write_json(out / "stats.json", stats)
+    write_json(out / "stats.json", stats)
     lines = ["### Data probe", "",
              f"**Verdict: {share_txt}{new} {overall}** "
              f"(|mean change| within {threshold:g} counts as neutral; "

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from runtime.jobs.context import JobContext, JobFailed
+from runtime.jobs.context import JobContext, JobFailed, write_json
 from runtime.jobs.registry import register
 
 
@@ -53,12 +53,12 @@ def summary(ctx: JobContext) -> None:
     if not rows:
         raise JobFailed(f"{ctx.job_id}: none of its inputs has a result to summarize")
     out = Path(ctx.out)
-    (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    write_json(out / "summary.json", rows)
     accuracy = [r for r in rows if r["measure"] == "accuracy"]
     stats = {"points": len(rows)}
     if accuracy:
         stats |= {"first_accuracy": accuracy[0]["value"], "last_accuracy": accuracy[-1]["value"]}
-    (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+    write_json(out / "stats.json", stats)
     lines = ["### Held-out results through post-training", "", "| step | eval | measure | value |",
              "|---|---|---|---:|"]
     lines += [f"| {r['point']} | {r['eval']} | {r['measure']} | {r['value']:.1%} |" if r["measure"] != "loss"

@@ -13,20 +13,16 @@ from typing import Any
 
 from runtime.data.token_shards import read_meta as read_tokens_meta
 from runtime.data.tokenizer import load_tokenizer
-from runtime.jobs.context import JobContext, JobFailed
+from runtime.jobs.context import JobContext, JobFailed, write_json
 from runtime.jobs.registry import register
-from runtime.model import Llama, average_checkpoints, from_config, load_checkpoint
-from runtime.model.checkpoint import CheckpointError, load_state, write_checkpoint
+from runtime.model import Llama, average_checkpoints, from_config
+from runtime.model.checkpoint import load_state, write_checkpoint
 from runtime.train import dist, report
 from runtime.train.evals import filler_tokens, needle, unigram_loss, val_loss
 from runtime.train.loop import StepHook, Trainer, TrainState, data_sources
 
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 NEEDLE_DEPTHS = [0.0, 0.25, 0.5, 0.75, 1.0]
-
-
-def _json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _unigram(ctx: JobContext) -> float:
@@ -36,20 +32,10 @@ def _unigram(ctx: JobContext) -> float:
     return unigram_loss(sources, weights, n_vocab)
 
 
-def _read_checkpoint(ctx: JobContext, read: Callable[[Path], Any]) -> Any:
-    """`read(ctx.inputs["checkpoint"])`, with a missing or corrupt checkpoint as JobFailed."""
-    if "checkpoint" not in ctx.inputs:
-        raise JobFailed(f"{ctx.job_id}: needs a 'checkpoint' input")
-    try:
-        return read(ctx.inputs["checkpoint"])
-    except CheckpointError as exc:
-        raise JobFailed(f"{ctx.job_id}: {exc}") from exc
-
-
 def _from_checkpoint(ctx: JobContext) -> Llama:
     """The stage's model (its own config: longer context, RoPE changes) with the previous
     stage's weights."""
-    tensors, _ = _read_checkpoint(ctx, load_state)
+    tensors, _ = ctx.read_checkpoint(load_state)
     model = from_config(ctx.config["model"])
     model.load_state_dict(tensors, strict=True)
     return model
@@ -72,7 +58,7 @@ def _finish(ctx: JobContext, trainer: Trainer, extra: dict[str, Any] | None = No
         return stats
     write_checkpoint(weights, trainer.model_config, ctx.out, step=st.step,
                      fingerprint=ctx.fingerprint or None, extra=stats)
-    _json(Path(ctx.out) / "stats.json", stats)
+    write_json(Path(ctx.out) / "stats.json", stats)
     lines = (report.loss_section(Path(ctx.out), st, unigram, final_val)
              + report.throughput_section(Path(ctx.out), st, trainer.world)
              + (sections() if sections else []))
@@ -177,7 +163,7 @@ def run_extend(ctx: JobContext, on_step: StepHook | None = None) -> dict[str, An
         loss = _base_loss(ctx, model)
         if dist.is_main():
             tmp = before_file.with_suffix(".tmp")
-            _json(tmp, {"base_loss": loss})
+            write_json(tmp, {"base_loss": loss})
             tmp.replace(before_file)
         before = loss
     else:
@@ -213,7 +199,7 @@ def run_extend(ctx: JobContext, on_step: StepHook | None = None) -> dict[str, An
                               f"{before:.4f} before, {after:.4f} after.", ""]
             + report.gate_section(Path(ctx.out), rounds, needle_result))
     if dist.is_main():
-        _json(Path(ctx.out) / "gates.json", result)
+        write_json(Path(ctx.out) / "gates.json", result)
     return result
 
 
@@ -274,7 +260,7 @@ def average(ctx: JobContext) -> None:
                         f"{ctx.inputs['checkpoints']} holds {len(found)}; hint: raise keep_last")
     chosen = found[-k:]
     average_checkpoints(chosen, ctx.out)
-    _json(Path(ctx.out) / "stats.json", {"averaged": len(chosen)})
+    write_json(Path(ctx.out) / "stats.json", {"averaged": len(chosen)})
     report.write(Path(ctx.out), ["### Checkpoint average", "",
                                  f"Uniform average of {len(chosen)} checkpoints: "
                                  + ", ".join(p.name for p in chosen), ""])
@@ -283,15 +269,10 @@ def average(ctx: JobContext) -> None:
 # --- evals --------------------------------------------------------------------------------
 
 
-def _load(ctx: JobContext) -> Llama:
-    model, _ = _read_checkpoint(ctx, load_checkpoint)
-    return model.to(ctx.torch_device())
-
-
 @register("eval.perplexity")
 def perplexity(ctx: JobContext) -> None:
     """Validation loss and perplexity per source on the held-out split."""
-    model = _load(ctx)
+    model = ctx.load_model()
     params = ctx.config.get("params", {}) or {}
     tokens = int(params.get("tokens", 65_536))
     seq_len = int(ctx.config.get("context", model.args.max_context))
@@ -301,8 +282,8 @@ def perplexity(ctx: JobContext) -> None:
     for name, path in sources.items():
         results[name] = val_loss(model, path, name, seq_len, tokens)
         ctx.progress.advance(1)
-    _json(Path(ctx.out) / "eval.json", {"context": seq_len, "sources": results})
-    _json(Path(ctx.out) / "stats.json", {f"{n}_loss": round(r["loss"], 4) for n, r in results.items()})
+    write_json(Path(ctx.out) / "eval.json", {"context": seq_len, "sources": results})
+    write_json(Path(ctx.out) / "stats.json", {f"{n}_loss": round(r["loss"], 4) for n, r in results.items()})
     lines = ["### Validation perplexity", "", f"Context {seq_len}, up to {tokens:,} tokens per source.", "",
              "| source | loss | perplexity | tokens |", "|---|---|---|---|"]
     lines += [f"| {n} | {r['loss']:.4f} | {r['perplexity']:.2f} | {int(r['tokens']):,} |"
@@ -323,7 +304,7 @@ def needle_eval(ctx: JobContext) -> None:
     """Needle-in-a-haystack on a checkpoint: a passkey at each depth of validation-token
     haystacks at each length (`params.lengths`, None = the job's context); accuracy per
     (depth, length) cell as JSON and a heatmap."""
-    model = _load(ctx)
+    model = ctx.load_model()
     if "tokenizer" not in ctx.inputs:
         raise JobFailed(f"{ctx.job_id}: needs a 'tokenizer' input (to write the passkey prompt)")
     params = ctx.config.get("params", {}) or {}
@@ -346,8 +327,8 @@ def needle_eval(ctx: JobContext) -> None:
         raise JobFailed(f"{ctx.job_id}: {exc}") from exc
     ctx.progress.set(float(len(depths) * len(lengths) * trials))
     out = Path(ctx.out)
-    _json(out / "eval.json", {"source": name, **result})
-    _json(out / "stats.json", {"needle_accuracy": round(result["accuracy"], 4)})
+    write_json(out / "eval.json", {"source": name, **result})
+    write_json(out / "stats.json", {"needle_accuracy": round(result["accuracy"], 4)})
     lines = ["### Needle in a haystack", "",
              f"Pass key retrieval, {trials} trials per cell, haystack from `{name}` validation "
              f"tokens; overall accuracy **{result['accuracy']:.1%}**.", ""]
@@ -366,7 +347,7 @@ def short_context_recovery(ctx: JobContext) -> None:
     input (the model before extension) it also reports the gate's ratio
     exp(-(loss - baseline_loss)): 1.0 = fully recovered. The short length is the config's
     `base_context` (as train.extend has it), else `params.context`, else the job's context."""
-    model = _load(ctx)
+    model = ctx.load_model()
     params = ctx.config.get("params", {}) or {}
     tokens = int(params.get("tokens", 65_536))
     length = int(ctx.config.get("base_context") or params.get("context")
@@ -385,19 +366,15 @@ def short_context_recovery(ctx: JobContext) -> None:
              f"Validation loss at {length} tokens (up to {tokens:,} tokens per source).", "",
              "| model | loss |", "|---|---|", f"| this checkpoint | {loss:.4f} |"]
     if "baseline" in ctx.inputs:
-        try:
-            base_model, _ = load_checkpoint(ctx.inputs["baseline"])
-        except CheckpointError as exc:
-            raise JobFailed(f"{ctx.job_id}: baseline: {exc}") from exc
-        base, _ = mean_loss(base_model)
+        base, _ = mean_loss(ctx.load_model("baseline"))
         ctx.progress.advance(1)
         result |= {"baseline_loss": base, "recovery": math.exp(-(loss - base))}
         lines += [f"| baseline (before extension) | {base:.4f} |", "",
                   f"Recovery exp(−(loss − baseline)) = **{result['recovery']:.4f}** (1.0 = fully recovered).", ""]
     else:
         lines.append("")
-    _json(Path(ctx.out) / "eval.json", result)
-    _json(Path(ctx.out) / "stats.json", {k: round(v, 4) for k, v in result.items()
+    write_json(Path(ctx.out) / "eval.json", result)
+    write_json(Path(ctx.out) / "stats.json", {k: round(v, 4) for k, v in result.items()
                                          if k in ("loss", "baseline_loss", "recovery")})
     report.write(Path(ctx.out), lines)
     ctx.metric(short_context_loss=loss, **({"recovery": result["recovery"]} if "recovery" in result else {}))
