@@ -4,7 +4,8 @@
 #
 #   1. bf16 kernel accuracy (relative rule) + the kernel speed table   benchmarks/gpu_check.py
 #   2. one training step, herd vs HF eager/compile/Liger + herd's job   benchmarks/train_step.py
-#   3. the CUDA-only tests (kernels on CUDA, post-training chain, generate on CUDA)
+#   3. the CUDA-only tests (bf16 kernel rule, FlexAttention vs the dense mask, Triton vs torch
+#      training, bf16 autocast, the post-training chain and generation on CUDA)
 #
 # The GPU image lacks lark, pydantic and Liger Kernel; fetch them here once (cp312 wheels):
 #
@@ -42,8 +43,10 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $RESULTS/NAME
 
 step gpu_check 200 python3 benchmarks/gpu_check.py --out "$RESULTS/gpu_check.json"
 step train_step 220 python3 benchmarks/train_step.py --out "$RESULTS/train_step.json"
-step cuda_tests 120 python3 -m pytest -q -p no:cacheprovider -rs tests/kernels \
-    tests/post/test_post_cuda.py tests/post/test_cli.py
+# compiled kernels, not the interpreter the CPU suite uses; only the tests that need CUDA
+step cuda_tests 150 env TRITON_INTERPRET=0 python3 -m pytest -q -p no:cacheprovider -rs \
+    -k "cuda or gpu" tests/kernels/test_kernel_accuracy.py tests/kernels/test_kernel_dispatch.py \
+    tests/model/test_model_cuda.py tests/post/test_post_cuda.py tests/post/test_cli.py
 
 echo
 echo "== gpu session summary =="

@@ -1,0 +1,72 @@
+"""The model's GPU paths, on a GPU: compiled FlexAttention with the document mask against the
+dense mask, the Triton kernels against the torch references while training, and a bf16
+autocast step. Skipped without CUDA (`bash benchmarks/gpu_session.sh` runs them there)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from runtime.model import from_config
+from runtime.model.attention import document_mask
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+SMALL = {"vocab_size": 512, "dim": 128, "layers": 2, "heads": 4, "kv_heads": 2, "head_dim": 32,
+         "ffn_dim": 384, "init_std": 0.05, "max_context": 256}
+
+
+def batch(seq: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 512, (2, seq), generator=g)
+    doc_ids = torch.tensor([[0] * 100 + [1] * 60 + [2] * (seq - 160), [0] * seq])
+    targets = tokens.roll(-1, 1)
+    return tokens.cuda(), doc_ids.cuda(), targets.cuda()
+
+
+def test_flex_attention_matches_the_dense_document_mask_on_cuda():
+    torch.backends.cuda.matmul.allow_tf32 = False
+    model = from_config(SMALL, device="cuda", seed=0)
+    tokens, doc_ids, _ = batch()
+    with torch.no_grad():
+        flex = model(tokens, doc_ids, mask=document_mask(doc_ids, "flex"))
+        dense = model(tokens, doc_ids, mask=document_mask(doc_ids, "dense"))
+    torch.testing.assert_close(flex, dense, rtol=2e-3, atol=2e-3)
+
+
+def _train(backend: str, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    monkeypatch.setenv("HERD_KERNELS", backend)
+    model = from_config(SMALL, device="cuda", seed=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    tokens, doc_ids, targets = batch()
+    losses = []
+    for _ in range(4):
+        loss = model(tokens, doc_ids, targets)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_triton_kernels_train_like_the_references_on_cuda(monkeypatch):
+    reference = _train("reference", monkeypatch)
+    triton = _train("triton", monkeypatch)
+    assert triton == pytest.approx(reference, rel=1e-2)
+    assert triton[-1] < triton[0]
+
+
+def test_a_bf16_autocast_step_learns(monkeypatch):
+    monkeypatch.setenv("HERD_KERNELS", "auto")
+    model = from_config(SMALL, device="cuda", seed=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    tokens, doc_ids, targets = batch()
+    losses = []
+    for _ in range(6):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(tokens, doc_ids, targets)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
