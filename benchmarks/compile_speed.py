@@ -13,7 +13,6 @@ other work are noisy: compare the difference (herd's own cost), not the absolute
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import socket
@@ -24,6 +23,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.record import write_result  # noqa: E402
+
 TARGET_S = 0.5
 
 
@@ -78,9 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg": list(load) if load else None,
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    out = ROOT / "benchmarks" / "results" / f"compile_speed-{socket.gethostname()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    out = write_result("compile_speed", result)
     print(f"wrote {out.relative_to(ROOT)}")
     return 0
 

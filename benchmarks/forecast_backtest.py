@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
+from benchmarks.record import write_result  # noqa: E402
 from runtime.scaling.forecast import forecast_accuracy  # noqa: E402
 
 
@@ -51,9 +50,7 @@ def main() -> int:
     print(f"held out C = {held_out:.3g}: forecast NLL {fit.target_nll:.3f} (observed optimum "
           f"{observed_nll:.3f}), forecast accuracy {fit.target_accuracy:.1%} (observed best run "
           f"{observed[0][1]:.1%}; runs {', '.join(f'{a:.1%}' for _, a in observed)})")
-    out = args.out or ROOT / "benchmarks" / "results" / f"forecast_backtest-{socket.gethostname()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result("forecast_backtest", result, args.out)
     return 0
 
 

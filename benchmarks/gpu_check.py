@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 import time
 from pathlib import Path
@@ -27,9 +26,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-
 import kernels as kernel_bench  # noqa: E402
 
+from benchmarks.record import result_path, write_result  # noqa: E402
 from runtime.kernels import backend_for  # noqa: E402
 from runtime.kernels.accuracy import ALLOWED_RATIO, fused_ops, llama_cases, measure  # noqa: E402
 
@@ -86,16 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_speed:
         speed_args = ["--model", args.model, "--tokens", str(args.tokens)]
         speed_args += ["--smoke"] if args.smoke else []
-        out = (args.out or ROOT / "benchmarks" / "results" / "x").with_name(
-            f"kernels-{socket.gethostname()}.json"
-        )
+        out = result_path("kernels")
+        if args.out:  # the speed table lands beside the check's own file
+            out = Path(args.out).with_name(out.name)
         kernel_bench.main([*speed_args, "--out", str(out)])
         report["speed"] = json.loads(out.read_text())["results"]
     passed = all(r["ok"] for r in report["accuracy"])
     report["passed"] = passed
-    out = args.out or ROOT / "benchmarks" / "results" / f"gpu_check-{socket.gethostname()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_result("gpu_check", report, args.out)
     print(f"{'PASSED' if passed else 'FAILED'}: wrote {out}")
     return 0 if passed else 1
 

@@ -21,9 +21,7 @@ the interpreted kernels on tiny shapes so that a machine without a GPU can check
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import socket
 import statistics
 import sys
 import time
@@ -36,7 +34,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
+from benchmarks.record import write_result  # noqa: E402
 from runtime.kernels import reference  # noqa: E402
 from runtime.kernels.accuracy import rope_tables  # noqa: E402
 
@@ -286,9 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     report = run(args)
     print_table(report)
-    out = args.out or ROOT / "benchmarks" / "results" / f"kernels-{socket.gethostname()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_result("kernels", report, args.out)
     print(f"wrote {out}")
     return 0
 

@@ -41,6 +41,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from benchmarks.record import write_result  # noqa: E402
+
 VARIANTS = ["herd", "herd-compile", "hf-eager", "hf-compile", "hf-liger", "herd-job"]
 BASELINE = "hf-liger"
 
@@ -396,9 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "target": "herd tokens/s >= 1.1x hf-liger at no more peak memory",
     }
-    out = args.out or ROOT / "benchmarks" / "results" / f"train_step-{socket.gethostname()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    out = write_result("train_step", record, args.out)
     print(f"wrote {out}")
     return 0
 
