@@ -24,7 +24,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
+from benchmarks.record import write_result  # noqa: E402
 from runtime.data.documents import read_documents  # noqa: E402
 from runtime.data.loader import PackedLoader  # noqa: E402
 from runtime.jobs import registry  # noqa: E402
@@ -147,7 +147,7 @@ def main() -> None:
                   f"{row['mb_per_s']:>7.2f}")
         meta = json.loads((outs["tokenize"] / "meta.json").read_text())
         loader = PackedLoader({"stdlib": outs["tokenize"]}, {"stdlib": 1.0}, seq_len=2048,
-                              batch_size=8, seed=0)
+                              batch_size=8, seed=0, max_epochs=1e6)  # small --limit-docs corpora repeat
         t0 = time.perf_counter()
         n = 0
         for _ in range(100):
@@ -172,9 +172,7 @@ def main() -> None:
         results["datatrove_minhash"] = dt
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    dest = ROOT / "benchmarks" / "results" / f"data_pipeline-{socket.gethostname()}.json"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(json.dumps(results, indent=1) + "\n")
+    dest = write_result("data_pipeline", results)
     print(f"wrote {dest.relative_to(ROOT)}")
 
 
