@@ -179,13 +179,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         plan.settings = {**plan.settings, "nproc": args.nproc}
     if args.device:
         plan.settings = {**plan.settings, "device": args.device}
-    if plan.settings.get("device") == "cuda" and not args.dry_run:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UsageError("device = cuda, but no CUDA device is visible here; "
-                             "use --device auto (the GPU when there is one) or --device cpu")
     from runtime.executor import ExecutorError, run_plan
+    from runtime.jobs.context import JobFailed, resolve_device
+
+    if plan.settings.get("device") == "cuda" and not args.dry_run:
+        try:  # fail before any job runs, not at the first training job
+            resolve_device("cuda")
+        except JobFailed as exc:
+            raise UsageError(str(exc)) from None
 
     run_dir = Path(args.runs_dir) / plan.spec_name
     try:

@@ -15,7 +15,7 @@ from typing import TextIO
 import torch
 
 from runtime.data.tokenizer import META_FILE, Tokenizer, load_tokenizer
-from runtime.jobs.context import JobFailed
+from runtime.jobs.context import JobFailed, resolve_device
 from runtime.model import CheckpointError, generate, load_checkpoint
 from runtime.model.llama import Llama
 from runtime.post.chat import encode_prompt
@@ -65,17 +65,10 @@ def find_tokenizer(checkpoint: Path, meta: dict[str, object], explicit: str | No
                     f"{', '.join(map(str, candidates))}); hint: pass --tokenizer DIR")
 
 
-def _device(args: argparse.Namespace) -> torch.device:
-    want = getattr(args, "device", None) or "auto"
-    if want == "cuda" and not torch.cuda.is_available():
-        raise JobFailed("--device cuda, but no CUDA device is visible here (use --device auto or cpu)")
-    return torch.device("cuda" if want != "cpu" and torch.cuda.is_available() else "cpu")
-
-
 def _load(args: argparse.Namespace) -> tuple[Llama, Tokenizer, torch.Generator]:
     """The checkpoint on its device, its tokenizer, and a seeded generator on that device."""
     checkpoint = Path(args.checkpoint)
-    device = _device(args)
+    device = resolve_device(getattr(args, "device", None) or "auto")
     model, meta = load_checkpoint(checkpoint, device=device)
     model.eval()
     tok = load_tokenizer(find_tokenizer(checkpoint, meta, getattr(args, "tokenizer", None)))

@@ -25,6 +25,21 @@ class JobFailed(UserError):
     """A job's clear, user-facing failure (bad data, failed gate); no traceback shown."""
 
 
+def resolve_device(want: str = "auto"):  # -> torch.device (torch imported lazily)
+    """`auto` | `cpu` | `cuda` as a device: auto takes the GPU when one is visible; asking
+    for cuda without one is a JobFailed, never a silent fall-back to the CPU."""
+    import torch
+
+    if want == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if want == "cuda":
+        raise JobFailed("device cuda was asked for, but no CUDA device is visible here "
+                        "(use device auto or cpu)")
+    return torch.device("cpu")
+
+
 def write_json(path: Path, value: Any) -> None:
     """An artifact's JSON file: sorted keys, indented, one trailing newline."""
     Path(path).write_text(json.dumps(value, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -85,16 +100,7 @@ class JobContext:
 
     def torch_device(self):  # -> torch.device (torch imported lazily: the executor stays light)
         """The device a single-process job runs on: `run { device = auto|cpu|cuda }`."""
-        import torch
-
-        want = str(self.settings.get("device", "auto"))
-        if want == "cpu":
-            return torch.device("cpu")
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if want == "cuda":
-            raise JobFailed("device = cuda, but no CUDA device is visible here (use device = auto or cpu)")
-        return torch.device("cpu")
+        return resolve_device(str(self.settings.get("device", "auto")))
 
     def read_checkpoint(self, read: Callable[[Path], T], role: str = "checkpoint") -> T:
         """`read(inputs[role])`, with a missing input or a missing/corrupt checkpoint as a
