@@ -74,19 +74,19 @@ def _check_scaling(res: Resolved, sweep: Defined) -> None:
         _check_forecast(res, sweep, cfg.forecast)
 
 
-#: Eval kinds that report both accuracy and the correct answer's NLL, as a forecast needs.
-FORECAST_KINDS = ("choice",)
-
-
 def _check_forecast(res: Resolved, sweep: Defined, name: str) -> None:
+    """A forecast needs an eval whose component says it reports accuracy and the answer's
+    NLL (`forecastable`), so a new such eval is one new component, not an edit here."""
     defined = res.spec.of("eval").get(name)
     kind = str(defined.config.kind) if defined else name
     if components.get("eval", kind) is None:
         _check_eval_name(res, sweep, name, ("forecast",))
-    elif kind not in FORECAST_KINDS:
+        return
+    usable = [n for n in components.names("eval") if getattr(components.get("eval", n), "forecastable", False)]
+    if kind not in usable:
         res.error("H0407", f"forecast needs an eval that reports accuracy and the answer's NLL; "
                   f"'{name}' is a {kind} eval", sweep.span("forecast"),
-                  f"use one of: {', '.join(FORECAST_KINDS)} (e.g. forecast = choice)")
+                  f"use one of: {', '.join(usable)} (e.g. forecast = choice)")
 
 
 def _check_tokenizer(res: Resolved, tok: Defined) -> None:

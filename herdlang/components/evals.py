@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import Field
 
@@ -49,6 +49,7 @@ class Choice(CallModel):
     Reports accuracy (chance = 1/options) and the true option's NLL per token — the pair a
     scaling sweep's `forecast` fits."""
 
+    forecastable: ClassVar[bool] = True  # eval.json has accuracy, nll and chance
     items: Int = Field(300, ge=1)
     options: Int = Field(4, ge=2)
     context: Int = Field(48, ge=1)
