@@ -16,6 +16,7 @@ from pathlib import Path
 
 from compiler.plan import Plan
 from runtime.executor.lock import RunLock
+from runtime.executor.runner import job_file_stem
 from runtime.executor.store import Store
 
 
@@ -52,12 +53,15 @@ def find_garbage(plan: Plan, run_dir: Path) -> list[Garbage]:
             found.append(Garbage(path, "work", "?", _size(path)))
     for path in _entries(store.tmp_root):
         found.append(Garbage(path, "temp", "?", _size(path)))
-    for folder, what, suffix in (("logs", "log", ".log"), ("metrics", "metrics", ".jsonl"),
-                                 ("report", "report", "")):
+    stems = {job_file_stem(job_id) for job_id in live_ids}
+    for folder, what, suffix in (("logs", "log", ".log"), ("metrics", "metrics", ".jsonl")):
         for path in _entries(run_dir / folder):
-            job = path.name.removesuffix(suffix) if suffix else path.name
-            if (path.is_dir() if not suffix else path.name.endswith(suffix)) and job not in live_ids:
-                found.append(Garbage(path, what, job, _size(path)))
+            stem = path.name.removesuffix(suffix)
+            if path.name.endswith(suffix) and stem not in stems:
+                found.append(Garbage(path, what, stem, _size(path)))
+    for path in _entries(run_dir / "report"):  # rebuilt by every run; stale until the next
+        if path.is_dir() and path.name not in live_ids:
+            found.append(Garbage(path, "report", path.name, _size(path)))
     return sorted(found, key=lambda g: (-g.bytes, str(g.path)))
 
 

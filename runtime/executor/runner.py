@@ -40,6 +40,11 @@ EXIT_JOB_FAILED = 1
 EXIT_INTERRUPTED = 130
 
 
+def job_file_stem(job_id: str) -> str:
+    """The name of a job's log (`logs/<stem>.log`) and metrics (`metrics/<stem>.jsonl`)."""
+    return job_id.replace(os.sep, "_")
+
+
 @dataclass
 class JobOutcome:
     """What happened to one job in a run."""
@@ -186,7 +191,7 @@ class _Run:
     def _execute(self, job_id: str) -> None:
         job = self.plan.jobs[job_id]
         fp = job.fingerprint
-        safe = job_id.replace(os.sep, "_")
+        safe = job_file_stem(job_id)
         log_path = self.logs / f"{safe}.log"
         metrics_path = self.metrics / f"{safe}.jsonl"
         work = self.store.work_dir(fp)
