@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from runtime.data.loader import TokenSource
 from runtime.data.token_shards import read_meta as read_tokens_meta
 from runtime.jobs.context import JobContext, JobFailed, write_json
 from runtime.jobs.registry import register
 from runtime.train import report
 from runtime.train.choice import make_items, score_items
+from runtime.train.evals import val_tokens
 from runtime.train.loop import data_sources
 
 
@@ -27,9 +25,7 @@ def choice_eval(ctx: JobContext) -> None:
                         f"model's context {model.args.max_context}")
     sources = data_sources(ctx)
     name = sorted(sources)[0]
-    src = TokenSource(name, sources[name], "val")
-    parts = [np.asarray(a, dtype=np.int64) for a in src.arrays]
-    tokens = np.concatenate(parts) if parts else np.empty(0, np.int64)
+    tokens = val_tokens(sources[name], name)
     eos = read_tokens_meta(sources[name]).get("eos_id")
     try:
         items = make_items(tokens, eos, items=n_items, options=n_opt, context=context,

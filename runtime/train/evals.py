@@ -60,11 +60,15 @@ def unigram_loss(sources: dict[str, Path], weights: dict[str, float], n_vocab: i
     return float(-(p * np.log(p)).sum())
 
 
+def val_tokens(source: Path, name: str) -> np.ndarray:
+    """A source's whole validation split as one int64 array, documents end to end."""
+    parts = [np.asarray(a, dtype=np.int64) for a in TokenSource(name, source, "val").arrays]
+    return np.concatenate(parts) if parts else np.empty(0, np.int64)
+
+
 def filler_tokens(source: Path, name: str, count: int, eos_id: int) -> np.ndarray:
     """`count` validation tokens (end-of-text removed, repeated if the split is short)."""
-    src = TokenSource(name, source, "val")
-    parts = [np.asarray(a, dtype=np.int64) for a in src.arrays]
-    flat = np.concatenate(parts) if parts else np.empty(0, np.int64)
+    flat = val_tokens(source, name)
     flat = flat[flat != eos_id]
     if len(flat) == 0:
         raise ValueError(f"{name}: no validation tokens to build needle haystacks from")
