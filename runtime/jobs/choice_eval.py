@@ -37,7 +37,7 @@ def choice_eval(ctx: JobContext) -> None:
     ctx.progress.set(float(len(items)))
     out = Path(ctx.out)
     write_json(out / "eval.json", {"source": name, "options": n_opt, "context": context,
-                              "continuation": cont, **result})
+                                   "continuation": cont, **result})
     write_json(out / "stats.json", {"choice_accuracy": round(result["accuracy"], 4),
                                "choice_nll": round(result["nll"], 4)})
     report.write(out, ["### Multiple-choice continuation", "",
