@@ -14,8 +14,10 @@ from runtime.kernels.accuracy import Case, measure  # noqa: E402
 from runtime.kernels.fused import linear_cross_entropy as lce  # noqa: E402
 from runtime.kernels.fused.linear_cross_entropy import (  # noqa: E402
     CHUNK_BYTES,
+    MAX_CHUNKS_IN_WEIGHT_DTYPE,
     default_chunk_rows,
     linear_cross_entropy,
+    weight_grad_dtype,
 )
 
 N, H, V = 29, 16, 5000  # V > the 4096-wide vocab block: two ragged blocks per row
@@ -134,6 +136,41 @@ def test_chunks_hold_at_most_chunk_bytes_of_logits_in_whole_tiles():
     assert rows % 128 == 0 and rows >= 512
     assert default_chunk_rows(10, 128_256, 2) == 10
     assert default_chunk_rows(4, 10**9, 4) == 1
+    assert default_chunk_rows(0, 128_256, 2) == 1  # no tokens: one (empty) chunk, not zero
+
+
+def test_llama3_batch_keeps_its_weight_gradient_in_bf16_and_long_batches_use_fp32():
+    """8K tokens at 128K vocab is 4 chunks: the gradient accumulates in bf16 (1 GiB, not an
+    extra 2 GiB of fp32); past 4 chunks the per-chunk rounding would cost accuracy."""
+    rows = default_chunk_rows(8192, 128_256, 2)
+    chunks = -(-8192 // rows)
+    assert chunks == MAX_CHUNKS_IN_WEIGHT_DTYPE == 4
+    assert weight_grad_dtype(chunks, torch.bfloat16) == torch.bfloat16
+    assert weight_grad_dtype(chunks + 1, torch.bfloat16) == torch.float32
+    assert weight_grad_dtype(100, torch.float32) == torch.float32
+
+
+@pytest.mark.parametrize("chunk_rows", [64, 16, 8], ids=["1-chunk", "4-in-bf16", "8-in-fp32"])
+def test_bf16_weight_gradient_matches_one_unchunked_matmul(chunk_rows):
+    """Both accumulators (the first chunk overwriting, later ones adding) give the gradient
+    of a single matmul over all tokens, up to bf16 rounding; dtypes follow the weight."""
+    hidden, weight, targets = _inputs(n=64, v=300)
+    hidden, weight = hidden.bfloat16(), weight.bfloat16()
+    one = _loss_and_grads(linear_cross_entropy, hidden, weight, targets, "sum", chunk_rows=64)
+    got = _loss_and_grads(linear_cross_entropy, hidden, weight, targets, "sum", chunk_rows=chunk_rows)
+    assert got[2].dtype == torch.bfloat16 and got[1].dtype == torch.bfloat16
+    torch.testing.assert_close(got[0], one[0])
+    assert torch.equal(got[1], one[1])  # hidden rows are independent of the chunking
+    err = (got[2].float() - one[2].float()).norm() / one[2].float().norm()
+    assert err < 2**-7
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_no_tokens_give_an_empty_or_nan_loss_and_zero_gradients(reduction):
+    hidden, weight, targets = _inputs(n=0, ignored=())
+    loss, d_hidden, d_weight = _loss_and_grads(linear_cross_entropy, hidden, weight, targets, reduction)
+    assert loss.numel() == 0 if reduction == "none" else (loss == 0 or torch.isnan(loss))
+    assert d_hidden.shape == (0, H) and torch.equal(d_weight, torch.zeros_like(d_weight))
 
 
 @pytest.mark.parametrize(
