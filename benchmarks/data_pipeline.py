@@ -125,7 +125,7 @@ def main() -> None:
             ("gopher", "data.filter", {"filter": "duplicated_ngrams", "params": {"preset": "gopher"}},
              {"documents": "exact"}),
             ("token_kl", "data.filter", {"filter": "token_kl", "params": {"max": 2.0}}, {"documents": "exact"}),
-            ("quality", "data.quality", {"classifier": "hashed_logreg", "min_score": 0.5},
+            ("quality", "data.quality", {"classifier": "ngram_logreg", "min_score": 0.5},
              {"documents": "exact"}),
             ("tokenizer", "tokenizer.train", {"vocab": 8192, "special_tokens": 256, "max_bytes": 50_000_000},
              {"documents": "exact"}),

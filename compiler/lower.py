@@ -140,6 +140,8 @@ class Lowering:
                                                     "thresholds": list(getattr(comp_cls, "thresholds", ()))}
                 else:
                     min_score = comp.pop("min_score", 0.5)
+                    if comp.get("reference", "python_docs") != "python_docs":
+                        comp["reference"] = self._path(comp["reference"])
                     kind, config = "data.quality", {"classifier": step.kind, "params": comp, "min_score": min_score}
             inputs = {"documents": prev} if prev else {}
             self.plan.add(Job(job_id, kind, defined.name, config, inputs, output="documents",

@@ -15,4 +15,6 @@ class NgramLogReg(CallModel):
 
     min_score: Fraction = Field(0.5, ge=0, le=1)
     features: Int = Field(2**18, gt=0)
-    reference: str | None = None
+    # what good text looks like: "python_docs" (the interpreter's documentation topics) or
+    # a glob of .jsonl / .txt files, relative to the spec's folder
+    reference: str = Field("python_docs", min_length=1)

@@ -273,7 +273,7 @@ def data_filter(ctx: JobContext) -> None:
 
 @register("data.quality")
 def data_quality(ctx: JobContext) -> None:
-    name = ctx.config.get("classifier", "hashed_logreg")
+    name = ctx.config.get("classifier", "ngram_logreg")
     flt = QualityFilter(get_classifier(name))
     params = {"params": dict(ctx.config.get("params") or {}),
               "min_score": float(ctx.config.get("min_score", 0.5))}

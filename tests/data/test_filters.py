@@ -122,7 +122,7 @@ def test_quality_hook_scores_with_the_builtin_classifier(tmp_path: Path) -> None
     docs = [Document(f"doc{i}", topics[k]) for i, k in enumerate(sorted(topics)[:10])]
     docs += [Document(f"junk{i}", " ".join(f"x{j}y{i}" for j in range(200))) for i in range(10)]
     src = write_docs(tmp_path / "in", docs)
-    out = run_job(tmp_path, "data.quality", {"classifier": "hashed_logreg", "params": {},
+    out = run_job(tmp_path, "data.quality", {"classifier": "ngram_logreg", "params": {},
                                              "min_score": 0.5}, {"documents": src})
     kept = [d.id for d in read_documents(out)]
     assert kept == [f"doc{i}" for i in range(10)]

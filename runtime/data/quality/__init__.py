@@ -1,6 +1,6 @@
 """The quality hook: classifiers registered by name score documents in [0, 1].
 
-Built-in: `hashed_logreg`. Plugins register through the entry-point group `herd.quality`
+Built-in: `ngram_logreg`. Plugins register through the entry-point group `herd.quality`
 (`name = "package.module:ClassName"`); a spec names them, it never imports code by path.
 A classifier is wrapped as a filter (`QualityFilter`) so it shares the cached-scoring and
 keep/drop machinery: training is the "prepare" pass, and `min_score` is the decision.
@@ -46,7 +46,7 @@ def register_classifier(cls: type[Classifier]) -> type[Classifier]:
 
 
 def get_classifier(name: str) -> Classifier:
-    from runtime.data.quality import hashed_logreg  # noqa: F401 - registers the built-in
+    from runtime.data.quality import ngram_logreg  # noqa: F401 - registers the built-in
 
     if name in _BUILTIN:
         return _BUILTIN[name]()

@@ -51,18 +51,25 @@ def reference_texts(reference: str, limit: int) -> list[str]:
     return texts[:limit]
 
 
+def _with_defaults(params: dict[str, Any]) -> dict[str, Any]:
+    """The spec sends every schema field, unset ones as None: those take the defaults."""
+    return {**DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
+
+
 @register_classifier
-class HashedLogReg(Classifier):
-    name = "hashed_logreg"
+class NgramLogReg(Classifier):
+    """`quality ngram_logreg` in a spec."""
+
+    name = "ngram_logreg"
 
     def scoring_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        merged = {**DEFAULTS, **params}
+        merged = _with_defaults(params)
         if merged["reference"] != "python_docs":
             merged["reference_sha256"] = file_digest(expand_globs([merged["reference"]]))
         return merged
 
     def fit(self, params: dict[str, Any], shards: list[Path]) -> Any:
-        p = {**DEFAULTS, **params}
+        p = _with_defaults(params)
         positives = reference_texts(p["reference"], p["max_docs"])
         corpus = [d.text for s in shards for d in read_shard(s)]
         corpus.sort(key=lambda t: stable_hash64(t, p["seed"]))
@@ -83,7 +90,7 @@ class HashedLogReg(Classifier):
         return w, b
 
     def score(self, text: str, params: dict[str, Any], model: Any) -> float:
-        p = {**DEFAULTS, **params}
+        p = _with_defaults(params)
         w, b = model
         idx, val = features(text, p["features"], p["ngram"])
         return float(1.0 / (1.0 + np.exp(-(float(w[idx] @ val) + b))))
