@@ -381,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         code = args.fn(args)
-        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+        if not sys.stdout.closed:  # the language server closes it on `exit`
+            sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
         return code
     except HerdError as exc:
         _print_diags(exc)
