@@ -44,7 +44,14 @@ def _print_diags(exc: HerdError, sources: dict[str, str] | None = None) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     from compiler import compile_file
 
-    spec, plan = compile_file(args.spec, args.set)
+    try:
+        spec, plan = compile_file(args.spec, args.set)
+    except HerdError as exc:
+        if args.format != "json":
+            raise
+        # machine readers (CI annotations, editors without the LSP) get JSON either way
+        print(json.dumps({"ok": False, "diagnostics": [d.to_json() for d in exc.diagnostics]}))
+        return EXIT_SPEC
     for w in plan.warnings:
         print(w if "warning[" in w else f"warning: {w}", file=sys.stderr)
     if not spec.order:
@@ -278,6 +285,21 @@ def cmd_chat(args: argparse.Namespace) -> int:
 # -- parser -------------------------------------------------------------------------------------
 
 
+def _at_least(low: int):
+    """An argparse type: an integer >= low, else a usage error naming the bound."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="herd", description="One spec for a whole Llama-3-style model family.")
     p.add_argument("--version", action="version", version=f"herd {HERD_VERSION}")
@@ -288,10 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override a value (validated like the spec), e.g. --set base.tokens=2M")
 
     def sampling(sp: argparse.ArgumentParser, max_new_tokens: int) -> None:
-        sp.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+        sp.add_argument("--max-new-tokens", type=_at_least(1), default=max_new_tokens)
         sp.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
         sp.add_argument("--top-p", type=float, default=0.95)
-        sp.add_argument("--top-k", type=int, default=0)
+        sp.add_argument("--top-k", type=_at_least(0), default=0, help="0 = no limit")
         sp.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the checkpoint's own)")
         sp.add_argument("--seed", type=int, default=0)
         sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
@@ -328,8 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--force", action="append", metavar="JOB", help="re-run this job even if cached")
     c.add_argument("--dry-run", action="store_true", help="show what would run: new / changed / cached")
     c.add_argument("--verify", action="store_true", help="re-hash stored artifacts before trusting them")
-    c.add_argument("--workers", type=int, default=None, help="processes for data jobs")
-    c.add_argument("--nproc", type=int, default=None, help="processes per training job (torchrun)")
+    c.add_argument("--workers", type=_at_least(1), default=None, help="processes for data jobs")
+    c.add_argument("--nproc", type=_at_least(1), default=None, help="processes per training job (torchrun)")
     c.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     c.add_argument("--runs-dir", default="runs")
     with_set(c)

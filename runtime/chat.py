@@ -53,6 +53,10 @@ class StreamDecoder:
         self.out.flush()
 
 
+# A model's vocabulary may be padded past its tokenizer's (to a multiple of 64 or 128).
+PADDING_AT_MOST = 128
+
+
 def find_tokenizer(checkpoint: Path, meta: dict[str, object], explicit: str | None) -> Path:
     candidates = [Path(explicit)] if explicit else []
     candidates.append(checkpoint)
@@ -71,7 +75,18 @@ def _load(args: argparse.Namespace) -> tuple[Llama, Tokenizer, torch.Generator]:
     device = resolve_device(getattr(args, "device", None) or "auto")
     model, meta = load_checkpoint(checkpoint, device=device)
     model.eval()
-    tok = load_tokenizer(find_tokenizer(checkpoint, meta, getattr(args, "tokenizer", None)))
+    tok_dir = find_tokenizer(checkpoint, meta, getattr(args, "tokenizer", None))
+    tok = load_tokenizer(tok_dir)
+    vocab = model.args.vocab_size
+    if tok.n_vocab > vocab:  # ids the model cannot embed
+        raise JobFailed(f"{tok_dir}: this tokenizer has {tok.n_vocab:,} tokens but the model in "
+                        f"{checkpoint} has a vocabulary of {vocab:,}; hint: pass the tokenizer "
+                        "it was trained with (--tokenizer DIR)")
+    if vocab - tok.n_vocab >= PADDING_AT_MOST:  # padding rounds up by less than this
+        print(f"warning: {tok_dir}: this tokenizer has {tok.n_vocab:,} tokens but the model has "
+              f"a vocabulary of {vocab:,}, more than padding explains; ids past the tokenizer's "
+              "are never printed (pass the model's own tokenizer with --tokenizer DIR)",
+              file=sys.stderr)
     generator = torch.Generator(device=device).manual_seed(int(getattr(args, "seed", 0) or 0))
     return model, tok, generator
 

@@ -53,10 +53,21 @@ def test_spec_error_is_1_with_rendered_diagnostic() -> None:
     assert out.returncode == 1 and "2 errors" in out.stderr
 
 
+def test_check_json_reports_errors_as_json_too() -> None:
+    out = herd("check", "H0201_unknown_field.herd", "--format", "json", cwd=GOLDEN)
+    assert out.returncode == 1
+    report = json.loads(out.stdout)
+    assert report["ok"] is False
+    [d] = report["diagnostics"]
+    assert (d["code"], d["line"], d["column"], d["hint"]) == ("H0201", 3, 3, "did you mean 'layers'?")
+
+
 @pytest.mark.parametrize(
     "args",
-    [[], ["frobnicate"], ["check"], ["compile", str(TINY), "--format", "yaml"], ["check", "--bogus", str(TINY)]],
-    ids=["no-command", "unknown-command", "missing-arg", "bad-format", "bad-flag"],
+    [[], ["frobnicate"], ["check"], ["compile", str(TINY), "--format", "yaml"], ["check", "--bogus", str(TINY)],
+     ["run", str(TINY), "--dry-run", "--workers", "0"], ["run", str(TINY), "--dry-run", "--nproc", "x"]],
+    ids=["no-command", "unknown-command", "missing-arg", "bad-format", "bad-flag", "zero-workers",
+         "non-integer-nproc"],
 )
 def test_usage_errors_are_2(args: list[str]) -> None:
     assert herd(*args).returncode == 2

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from runtime.chat import StreamDecoder, chat_cli, generate_cli
-from runtime.model import generate, load_checkpoint
+from runtime.model import generate, load_checkpoint, save_checkpoint
+from runtime.model.llama import Llama
 from runtime.post.chat import encode_prompt
 
 
@@ -70,3 +71,22 @@ def test_generate_runs_on_cuda(sft_checkpoint, tok):
     out = io.StringIO()
     assert generate_cli(_args(sft_checkpoint, device="cuda"), out=out) == 0
     assert out.getvalue().endswith("\n")
+
+
+def test_a_tokenizer_larger_than_the_models_vocabulary_is_refused(sft_checkpoint, tmp_path, capsys):
+    model, _ = load_checkpoint(sft_checkpoint)
+    small_model = tmp_path / "small"
+    save_checkpoint(Llama({**model.config, "vocab_size": 200}), small_model)
+    assert generate_cli(_args(small_model, tokenizer=str(sft_checkpoint))) == 1
+    err = capsys.readouterr().err
+    assert "has a vocabulary of 200" in err and "--tokenizer" in err
+
+
+def test_a_much_smaller_tokenizer_warns_but_padding_does_not(sft_checkpoint, tmp_path, capsys):
+    assert generate_cli(_args(sft_checkpoint), out=io.StringIO()) == 0
+    assert "warning" not in capsys.readouterr().err  # 266 tokens, vocabulary padded to 272
+    model, _ = load_checkpoint(sft_checkpoint)
+    big = tmp_path / "big"
+    save_checkpoint(Llama({**model.config, "vocab_size": 1024}), big)
+    assert generate_cli(_args(big, tokenizer=str(sft_checkpoint)), out=io.StringIO()) == 0
+    assert "more than padding explains" in capsys.readouterr().err
