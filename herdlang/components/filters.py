@@ -18,12 +18,14 @@ class Filter(CallModel):
 
 @component("filter", "duplicated_ngrams")
 class DuplicatedNgrams(Filter):
-    """Gopher-style repetition: share of characters in duplicated n-grams."""
+    """Gopher-style repetition. `preset = gopher` applies all of Gopher's rules (duplicate
+    lines and paragraphs, top 2-4-grams, duplicated 5-10-grams); `n` / `max_coverage` set
+    one n-gram rule: alone (default n = 10, max_coverage = 30%) or overriding Gopher's."""
 
-    thresholds = ("max_coverage",)
+    thresholds = ("preset", "n", "max_coverage")  # scores do not depend on any of them
     preset: Annotated[Literal["gopher", "none"], Word] = "none"
-    n: Int = Field(10, ge=2, le=20)
-    max_coverage: Fraction = Field(0.30, ge=0, le=1)
+    n: Int | None = Field(None, ge=2, le=10)
+    max_coverage: Fraction | None = Field(None, ge=0, le=1)
 
 
 @component("filter", "dirty_words")

@@ -15,7 +15,7 @@ from compiler import compile_file
 from data.helpers import run_job, write_docs
 from herdlang import components
 from runtime.data.documents import Document, read_documents
-from runtime.data.filters import filter_names
+from runtime.data.filters import filter_names, get_filter
 from runtime.data.quality import get_classifier
 from runtime.data.sources import plan_shards
 from runtime.jobs import registry
@@ -73,3 +73,38 @@ def test_a_compiled_quality_step_runs_as_written(tmp_path: Path) -> None:
                   {"documents": write_docs(tmp_path / "in", docs)})
     kept = {d.id for d in read_documents(out)}
     assert {f"junk{i}" for i in range(6)}.isdisjoint(kept) and kept
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+def test_every_compiled_filter_and_quality_config_is_accepted_by_the_runtime(spec: Path) -> None:
+    _, plan = compile_file(spec)
+    for job in plan.jobs.values():
+        if job.kind == "data.filter" and "list" not in job.config["params"]:
+            # (a word list is a file the Llama 3 specs name but do not ship)
+            flt, params = get_filter(job.config["filter"]), job.config["params"]
+            flt.check_params(params)
+            flt.scoring_params(params)
+        elif job.kind == "data.quality":
+            get_classifier(job.config["classifier"]).scoring_params(job.config["params"])
+
+
+@pytest.mark.parametrize(
+    ("fields", "rules", "checked"),
+    [
+        ("preset = gopher", 13, {"dup_10gram": 0.10, "dup_line_frac": 0.30}),
+        ("", 1, {"dup_10gram": 0.30}),
+        ("n = 10  max_coverage = 30%", 1, {"dup_10gram": 0.30}),
+        ("n = 3", 1, {"top_3gram": 0.30}),
+        ("preset = gopher  n = 7  max_coverage = 20%", 13, {"dup_7gram": 0.20, "dup_5gram": 0.15}),
+    ],
+    ids=["gopher", "default-rule", "one-rule", "top-3gram", "gopher-with-override"],
+)
+def test_duplicated_ngrams_applies_the_rules_the_spec_names(tmp_path: Path, fields, rules, checked):
+    spec = tmp_path / "f.herd"
+    spec.write_text("data d {\n  source text { paths = [\"*.md\"] }\n"
+                    f"  filter duplicated_ngrams {{ {fields} }}\n}}\n")
+    _, plan = compile_file(spec)
+    [job] = [j for j in plan.jobs.values() if j.kind == "data.filter"]
+    limits = get_filter("duplicated_ngrams").thresholds(job.config["params"])
+    assert len(limits) == rules
+    assert {k: limits[k] for k in checked} == pytest.approx(checked)

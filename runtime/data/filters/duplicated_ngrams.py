@@ -4,7 +4,7 @@ Scores: duplicate line / paragraph fractions (by count and by characters), the c
 coverage of the most frequent n-gram for n=2..4, and the character coverage of all
 duplicated n-grams for n=5..10 (overlapping occurrences counted once, as the paper defines).
 `{"preset": "gopher"}` applies all published thresholds; `{"n": 10, "max_coverage": 0.3}`
-applies one duplicated n-gram rule.
+applies one duplicated n-gram rule (with the preset, it overrides Gopher's for that n).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ GOPHER = {
     "dup_5gram": 0.15, "dup_6gram": 0.14, "dup_7gram": 0.13,
     "dup_8gram": 0.12, "dup_9gram": 0.11, "dup_10gram": 0.10,
 }
+# (n, max_coverage) of the one rule used without the preset
+SINGLE_RULE = (10, 0.30)
 _PARA_RE = re.compile(r"\n\s*\n")
 _hasher = WordHasher(0)
 
@@ -83,9 +85,10 @@ class DuplicatedNgrams(Filter):
     name = "duplicated_ngrams"
 
     def check_params(self, params: dict[str, Any]) -> None:
-        if params.get("preset", "gopher" if "n" not in params else None) not in {"gopher", None}:
-            raise JobFailed(f"duplicated_ngrams: unknown preset {params['preset']!r}; known: gopher")
-        if "n" in params and not 2 <= int(params["n"]) <= 10:
+        if params.get("preset") not in {"gopher", "none", None}:
+            raise JobFailed(f"duplicated_ngrams: unknown preset {params['preset']!r}; "
+                            "known: gopher, none")
+        if params.get("n") is not None and not 2 <= int(params["n"]) <= 10:
             raise JobFailed("duplicated_ngrams: n must be between 2 and 10")
 
     def score(self, text: str, scoring: dict[str, Any], state: Any) -> Scores:
@@ -96,11 +99,18 @@ class DuplicatedNgrams(Filter):
                 **ngram_scores(words(text))}
 
     def thresholds(self, params: dict[str, Any]) -> dict[str, float]:
-        if "n" in params:
-            n = int(params["n"])
+        """Score name -> upper limit. A spec sends every field (unset ones as None); a bare
+        `{}` means the Gopher preset, `{"n": .., "max_coverage": ..}` one rule."""
+        n, cover = params.get("n"), params.get("max_coverage")
+        one_rule = n is not None or cover is not None
+        preset = params.get("preset") or ("none" if one_rule else "gopher")
+        rules = dict(GOPHER) if preset == "gopher" else {}
+        if preset != "gopher" or one_rule:
+            n = int(n) if n is not None else SINGLE_RULE[0]
             key = f"top_{n}gram" if n <= 4 else f"dup_{n}gram"
-            return {key: float(params.get("max_coverage", GOPHER[key]))}
-        return dict(GOPHER)
+            default = GOPHER[key] if preset == "gopher" else SINGLE_RULE[1]
+            rules[key] = float(cover) if cover is not None else default
+        return rules
 
     def keep(self, scores: Scores, params: dict[str, Any]) -> tuple[bool, str]:
         for key, limit in self.thresholds(params).items():
