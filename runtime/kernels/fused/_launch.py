@@ -33,10 +33,12 @@ def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def persistent_programs(device: torch.device, n_rows: int) -> int:
-    """Programs for a grid-stride loop over rows: one per SM on a GPU, few when interpreted."""
+def persistent_programs(device: torch.device, n_rows: int, per_sm: int = 1) -> int:
+    """Programs for a grid-stride loop over rows: `per_sm` per SM on a GPU (more than one
+    keeps loads in flight while a program waits on its row reductions), few when
+    interpreted."""
     if device.type == "cuda":
-        return max(1, min(n_rows, _sm_count(device.index or 0)))
+        return max(1, min(n_rows, per_sm * _sm_count(device.index or 0)))
     return max(1, min(n_rows, 4))
 
 

@@ -78,7 +78,9 @@ class _RMSNorm(torch.autograd.Function):
         n_rows, n_cols = rows.shape
         dy_rows = as_rows(dy, n_cols)
         dx = torch.empty_like(rows)
-        programs = persistent_programs(rows.device, n_rows)
+        # one program per SM (Liger's choice) leaves an SM a single 8-warp program; with 4,
+        # the weight-gradient partials grow to 4 x SMs x n_cols fp32 (8.6 MB at width 4,096)
+        programs = persistent_programs(rows.device, n_rows, per_sm=4)
         dw_partial = torch.empty(programs, n_cols, dtype=torch.float32, device=rows.device)
         block, warps = row_block(n_cols)
         if n_rows:
