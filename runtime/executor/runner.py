@@ -372,9 +372,14 @@ def run_plan(
 
 def _summarise(console: Console, result: RunResult, elapsed: float) -> None:
     counts: dict[str, int] = {}
-    for outcome in result.outcomes.values():
-        counts[outcome.state] = counts.get(outcome.state, 0) + 1
-    parts = [f"{counts[s]} {s}" for s in ("done", "cached", "failed", "skipped") if counts.get(s)]
+    for job_id, outcome in result.outcomes.items():
+        state = outcome.state
+        decision = result.decisions.get(job_id)
+        if state == "skipped" and decision is not None and decision.action == "skip":
+            state = "not selected"  # left out by --only/--from, not stopped by a failure
+        counts[state] = counts.get(state, 0) + 1
+    parts = [f"{counts[s]} {s}" for s in ("done", "cached", "failed", "skipped", "not selected")
+             if counts.get(s)]
     console.print(Text(f"run: {', '.join(parts) or 'nothing to do'} in {elapsed:.1f}s"), soft_wrap=True)
     for outcome in result.failures:
         console.print(Text(f"✗ job {outcome.job_id} failed: {outcome.error}", style="bold red"), soft_wrap=True)

@@ -73,6 +73,7 @@ def test_a_failing_job_stops_its_descendants_but_not_independent_branches(run_di
     printed = out.getvalue()
     assert "job b failed: too few documents survived dedup" in printed
     assert "logs/b.log" in printed and "Traceback" not in printed
+    assert "run: 3 done, 1 failed, 1 skipped in" in printed
 
 
 def test_an_unexpected_exception_shows_one_line_and_logs_the_traceback(run_dir, console, out) -> None:
@@ -100,6 +101,7 @@ def test_only_runs_the_named_job_and_its_missing_ancestors(run_dir, console, out
     assert result.decisions["a"].reason == "needed by b (missing from the store)"
     assert "note: running a: needed by b" in out.getvalue()
     assert result.states["c"] == result.states["d"] == result.states["e"] == "skipped"
+    assert "run: 2 done, 3 not selected in" in out.getvalue()  # not "skipped": nothing failed
 
 
 def test_only_a_cached_job_runs_nothing(run_dir, console) -> None:
