@@ -603,6 +603,7 @@ class Lowering:
         for r in range(1, cfg.rounds + 1):
             p = f"post.{defined.name}.r{r}"
             rm_job = None
+            trained: list[str] = []  # the policies this round trains
             if cfg.reward_model:
                 rm = cfg.reward_model
                 rm_job = f"{p}.reward_model"
@@ -635,6 +636,7 @@ class Lowering:
                 self.plan.add(Job(sft_job, "post.sft", defined.name, {**common, **sft.model_dump(mode="json"), "round": r},
                                   inputs, output="checkpoint", description="supervised fine-tuning on assistant tokens"))
                 policy = sft_job
+                trained.append(sft_job)
                 points.append((f"r{r} sft", self._evals(defined.name, cfg.evals, policy, model, mix,
                                                          prefix=f"r{r}.sft.", dataset=eval_ds)))
             if cfg.dpo:
@@ -650,20 +652,30 @@ class Lowering:
                                   {**base_inputs, "checkpoint": policy, "dataset": ds, "reference": ref_job},
                                   output="checkpoint", description=f"DPO (beta {dpo.beta}, NLL {dpo.nll})"))
                 policy = dpo_job
+                trained.append(dpo_job)
                 points.append((f"r{r} dpo", self._evals(defined.name, cfg.evals, policy, model, mix,
                                                          prefix=f"r{r}.dpo.", dataset=eval_ds)))
             if cfg.average:
-                avg = f"{p}.average"
-                members = {"checkpoint": policy}
+                # true: the models this round trained (its SFT and DPO policies); a list: the
+                # round's policy with the named stages' models (other data or hyperparameters)
                 if isinstance(cfg.average, list):
-                    for i, name in enumerate(cfg.average):
-                        if name in self.stage_out:
-                            members[f"extra{i}"] = self.stage_out[name]
-                self.plan.add(Job(avg, "model.average", defined.name, {"last": 1, "round": r}, members,
-                                  output="checkpoint", description="average the round's models"))
-                policy = avg
-                points.append((f"r{r} average", self._evals(defined.name, cfg.evals, policy, model, mix,
-                                                             prefix=f"r{r}.", dataset=eval_ds)))
+                    models = [policy] + [self.stage_out[n] for n in cfg.average if n in self.stage_out]
+                else:
+                    models = trained
+                members = {f"member{i}": job for i, job in enumerate(dict.fromkeys(models))}
+                if len(members) < 2:
+                    if r == 1:
+                        self.plan.warnings.append(
+                            f"posttrain {defined.name}: average = true with one model per round "
+                            "averages nothing; use both sft and dpo, or name other stages to average with")
+                else:
+                    avg = f"{p}.average"
+                    self.plan.add(Job(avg, "model.average", defined.name, {"round": r},
+                                      {**base_inputs, **members}, output="checkpoint",
+                                      description=f"average {len(members)} models of the round"))
+                    policy = avg
+                    points.append((f"r{r} average", self._evals(defined.name, cfg.evals, policy, model,
+                                                                 mix, prefix=f"r{r}.", dataset=eval_ds)))
         summary_inputs = {f"{i:02d}:{label}:{job.rsplit('.', 1)[-1]}": job
                           for i, (label, jobs) in enumerate(points) for job in jobs}
         if summary_inputs:

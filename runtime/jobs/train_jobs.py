@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from runtime.data.token_shards import read_meta as read_tokens_meta
+from runtime.data.tokenizer import META_FILE as TOKENIZER_META_FILE
+from runtime.data.tokenizer import MODEL_FILE as TOKENIZER_MODEL_FILE
 from runtime.data.tokenizer import load_tokenizer
 from runtime.jobs.context import JobContext, JobFailed, write_json
 from runtime.jobs.registry import register
 from runtime.model import Llama, average_checkpoints, from_config
-from runtime.model.checkpoint import load_state, write_checkpoint
+from runtime.model.checkpoint import CheckpointError, load_state, read_meta, write_checkpoint
 from runtime.train import dist, report
 from runtime.train.evals import filler_tokens, needle, unigram_loss, val_loss
 from runtime.train.loop import StepHook, Trainer, TrainState, data_sources
@@ -250,20 +252,39 @@ def anneal(ctx: JobContext) -> None:
 
 @register("model.average")
 def average(ctx: JobContext) -> None:
-    """Polyak average of the last `last` checkpoints an annealing artifact kept."""
-    if "checkpoints" not in ctx.inputs:
-        raise JobFailed(f"{ctx.job_id}: needs a 'checkpoints' input (a train.anneal artifact)")
-    k = int(ctx.config.get("last", 1))
-    found = sorted(Path(ctx.inputs["checkpoints"]).glob("ckpt-*"))
-    if len(found) < k:
-        raise JobFailed(f"{ctx.job_id}: asked to average the last {k} checkpoints but "
-                        f"{ctx.inputs['checkpoints']} holds {len(found)}; hint: raise keep_last")
-    chosen = found[-k:]
+    """Uniform (Polyak) average: the last `last` checkpoints an annealing artifact kept
+    (input `checkpoints`), or the models named `member0`, `member1`, ... (post-training)."""
+    members = sorted((k for k in ctx.inputs if k.startswith("member")), key=lambda k: int(k[6:]))
+    if "checkpoints" in ctx.inputs:
+        k = int(ctx.config.get("last", 1))
+        found = sorted(Path(ctx.inputs["checkpoints"]).glob("ckpt-*"))
+        if len(found) < k:
+            raise JobFailed(f"{ctx.job_id}: asked to average the last {k} checkpoints but "
+                            f"{ctx.inputs['checkpoints']} holds {len(found)}; hint: raise keep_last")
+        chosen = found[-k:]
+    elif members:
+        chosen = [Path(ctx.inputs[k]) for k in members]
+    else:
+        raise JobFailed(f"{ctx.job_id}: needs a 'checkpoints' input (a train.anneal artifact) "
+                        "or member0, member1, ... checkpoints")
     average_checkpoints(chosen, ctx.out)
+    if "tokenizer" in ctx.inputs:  # post-training checkpoints carry their tokenizer
+        for name in (TOKENIZER_MODEL_FILE, TOKENIZER_META_FILE):
+            shutil.copyfile(Path(ctx.inputs["tokenizer"]) / name, Path(ctx.out) / name)
     write_json(Path(ctx.out) / "stats.json", {"averaged": len(chosen)})
     report.write(Path(ctx.out), ["### Checkpoint average", "",
                                  f"Uniform average of {len(chosen)} checkpoints: "
-                                 + ", ".join(p.name for p in chosen), ""])
+                                 + ", ".join(_member_name(p) for p in chosen), ""])
+
+
+def _member_name(path: Path) -> str:
+    """`ckpt-000120` for an annealing checkpoint, else the job that made it (from its meta)."""
+    if path.name.startswith("ckpt-"):
+        return path.name
+    try:
+        return str(read_meta(path).get("extra", {}).get("job") or path.name)
+    except CheckpointError:
+        return path.name
 
 
 # --- evals --------------------------------------------------------------------------------

@@ -240,3 +240,23 @@ def test_anneal_evals_default_to_perplexity_and_take_any_eval(tmp_path: Path) ->
         compile_file(bad)
     (diag,) = [d for d in exc.value.diagnostics if d.code == "H0404"]
     assert "'chioce' is not a known eval" in diag.message and "choice" in (diag.hint or "")
+
+
+def test_posttrain_average_true_averages_each_rounds_sft_and_dpo_models() -> None:
+    _, plan = compile_file(SPECS / "llama3_8b.herd")
+    avg = plan.jobs["post.chat_8b.r1.average"]
+    assert avg.kind == "model.average"
+    assert {k: v for k, v in avg.inputs.items() if k.startswith("member")} == {
+        "member0": "post.chat_8b.r1.sft", "member1": "post.chat_8b.r1.dpo"}
+    assert "tokenizer" in avg.inputs
+    assert plan.jobs["post.chat_8b.r2.sft"].inputs["checkpoint"] == "post.chat_8b.r1.average"
+
+
+def test_posttrain_average_with_one_model_per_round_is_a_warning_not_a_job(tmp_path: Path) -> None:
+    text = TINY.read_text(encoding="utf-8")
+    text = text.replace("  dpo { data = tasks  beta = 0.1  lr = 5e-5  nll = 0.2  steps = 60 steps }\n",
+                        "  average = true\n")
+    (tmp_path / "tiny.herd").write_text(text, encoding="utf-8")
+    _, plan = compile_file(tmp_path / "tiny.herd")
+    assert not any(j.kind == "model.average" and j.stage == "chat" for j in plan.jobs.values())
+    assert any("averages nothing" in w for w in plan.warnings)

@@ -122,3 +122,19 @@ def test_sft_lifts_verified_task_accuracy_above_the_base(job, checkpoint, tokeni
     before = json.loads((base / "eval.json").read_text())["accuracy"]
     assert before == 0.0  # a random model does not even produce the answer format
     assert json.loads((after / "eval.json").read_text())["accuracy"] >= 0.25
+
+
+def test_a_round_average_is_the_mean_of_its_members_and_carries_the_tokenizer(
+        job, dataset, checkpoint, tokenizer_dir):
+    inputs = {"checkpoint": checkpoint, "tokenizer": tokenizer_dir, "dataset": dataset}
+    a = job("post.sft", {"lr": 3e-3, "steps": 2, "batch": 4, "seed": 0}, inputs, name="a")
+    b = job("post.sft", {"lr": 3e-3, "steps": 2, "batch": 4, "seed": 1}, inputs, name="b")
+    out = job("model.average", {"round": 1},
+              {"tokenizer": tokenizer_dir, "member0": a, "member1": b}, name="avg")
+    wa, wb, avg = (load_file(str(d / "model.safetensors")) for d in (a, b, out))
+    for name, tensor in avg.items():
+        torch.testing.assert_close(tensor, (wa[name] + wb[name]) / 2)
+    assert (out / "tokenizer.json").exists()  # `herd chat` on the average needs nothing else
+    assert "Uniform average of 2 checkpoints: a, b" in (out / "report.md").read_text()
+    with pytest.raises(JobFailed, match="member0"):
+        job("model.average", {"round": 1}, {"tokenizer": tokenizer_dir}, name="none")
