@@ -162,6 +162,10 @@ def _check_eval_name(res: Resolved, owner: Defined, name: str, loc: tuple) -> No
     res.error("H0404", f"'{name}' is not a known eval", owner.span(*loc), suggestion(name, pool, "eval"))
 
 
+# what train.extend measures after each increment, so what its gates can compare
+GATE_KINDS = ("short_context_recovery", "needle")
+
+
 def _check_extend(res: Resolved, stage: Defined) -> None:
     cfg = stage.config
     lengths = [s.value for s in cfg.context]
@@ -173,12 +177,25 @@ def _check_extend(res: Resolved, stage: Defined) -> None:
     if src_ctx is not None and lengths and lengths[0] != src_ctx:
         res.error("H0407", f"the first context ({lengths[0]:,}) must be the context '{source}' ends at ({src_ctx:,})",
                   stage.span("context"), "the ramp starts where the previous stage left off")
+    gated: dict[str, str] = {}
     for key in cfg.gate:
-        if components.get("eval", key) is not None or key in res.spec.of("eval"):
-            continue
-        pool = components.names("eval") + list(res.spec.of("eval"))
-        res.error("H0404", f"gate names an unknown eval '{key}'", stage.span("gate", key, key=True),
-                  suggestion(key, pool, "eval"))
+        defined = res.spec.of("eval").get(key)
+        kind = str(defined.config.kind) if defined else key
+        if components.get("eval", kind) is None:
+            pool = components.names("eval") + list(res.spec.of("eval"))
+            res.error("H0404", f"gate names an unknown eval '{key}'", stage.span("gate", key, key=True),
+                      suggestion(key, pool, "eval"))
+        elif kind not in GATE_KINDS:
+            what = f"'{key}'" if key == kind else f"'{key}' (a {kind} eval)"
+            res.error("H0404", f"{what} cannot gate a context extension",
+                      stage.span("gate", key, key=True),
+                      f"gates measure {' or '.join(GATE_KINDS)} (or an eval of those kinds); "
+                      f"list {kind} in the stage's evals to report it")
+        elif kind in gated:
+            res.error("H0404", f"'{key}' and '{gated[kind]}' both gate on {kind}",
+                      stage.span("gate", key, key=True), "one gate per measurement")
+        else:
+            gated[kind] = key
     if cfg.data:
         _check_training_data(res, stage, cfg.data, ("data",))
     for i, ev in enumerate(cfg.evals):

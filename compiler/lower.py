@@ -362,6 +362,13 @@ class Lowering:
         self.stage_batch[stage] = batch
         self.stage_optimizer[stage] = optimizer
 
+    def _eval_config(self, name: str) -> tuple[str, dict[str, Any]]:
+        """(kind, params with their defaults) of an eval component or a spec-defined eval."""
+        defined = self.spec.of("eval").get(name)
+        kind = str(defined.config.kind) if defined else name
+        params = dict(defined.config.model_extra or {}) if defined else {}
+        return kind, components.get("eval", kind).model_validate(params).model_dump(mode="json")
+
     def _evals(self, stage: str, names: list[str], checkpoint_job: str, model: dict[str, Any],
                mix: dict[str, Any], prefix: str = "", dataset: str | None = None,
                baseline: tuple[str, int] | None = None) -> list[str]:
@@ -369,10 +376,7 @@ class Lowering:
         context extension, which short-context recovery compares against."""
         jobs = []
         for name in names:
-            defined = self.spec.of("eval").get(name)
-            kind = str(defined.config.kind) if defined else name
-            params = dict(defined.config.model_extra or {}) if defined else {}
-            comp = components.get("eval", kind).model_validate(params).model_dump(mode="json")
+            kind, comp = self._eval_config(name)
             job_id = f"eval.{stage}.{prefix}{name}"
             inputs = {"checkpoint": checkpoint_job, **self._data_inputs(mix, model.get("tokenizer"))}
             if kind == "tasks":
@@ -408,7 +412,14 @@ class Lowering:
         base_ctx = lengths[0]
         total_steps, flops = 0, 0.0
         seed = cfg.seed if cfg.seed is not None else self.seed
-        gate = {k: {"op": c.op, "value": c.value} for k, c in cfg.gate.items()}
+        # what the job measures after each increment: the needle test (reported, gated or
+        # not) and the short-context loss, with the settings of the evals the gates name
+        measure = {kind: self._eval_config(kind)[1] for kind in ("needle", "short_context_recovery")}
+        gate = {}
+        for name, cond in cfg.gate.items():
+            kind, params = self._eval_config(name)
+            gate[name] = {"op": cond.op, "value": cond.value, "eval": kind}
+            measure[kind] = params
         for ctx in increments:
             m = {**model, "max_context": ctx}
             if rope:
@@ -428,7 +439,8 @@ class Lowering:
             config = self._train_config(
                 m, per, ctx, steps, batch, optimizer, schedule, mix, seed,
                 checkpoint_every=max(1, steps // 4), eval_every=max(1, steps // 4),
-                base_context=base_ctx, gate=gate, max_extra=cfg.max_extra)
+                base_context=base_ctx, gate=gate, max_extra=cfg.max_extra, needle=measure["needle"],
+                recovery_tokens=measure["short_context_recovery"]["tokens"])
             inputs = {"checkpoint": prev, **self._data_inputs(mix, model.get("tokenizer"))}
             self.plan.add(Job(job_id, "train.extend", defined.name, config, inputs, output="checkpoint",
                               estimates={"tokens": per, "steps": steps},

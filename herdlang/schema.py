@@ -168,7 +168,9 @@ class ContextStep(Strict):
 
 
 class Condition(Strict):
-    op: Literal[">=", "<=", ">", "<", "==", "!="]
+    """`name >= value` in a gate: a measured quality against a threshold."""
+
+    op: Literal[">=", "<=", ">", "<"]
     value: Number
 
 

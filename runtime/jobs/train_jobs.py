@@ -121,9 +121,10 @@ def _needle(ctx: JobContext, model: Llama) -> dict[str, Any]:
     sources = data_sources(ctx)
     name = sorted(sources)[0]
     tok = load_tokenizer(ctx.inputs["tokenizer"])
-    lengths = sorted({int(cfg.get("base_context", cfg["context"])), int(cfg["context"])})
-    filler = filler_tokens(sources[name], name, max(lengths) * 4, tok.eos_id)
     params = cfg.get("needle", {}) or {}
+    lengths = sorted({int(n) for n in params.get("lengths") or ()}
+                     or {int(cfg.get("base_context", cfg["context"])), int(cfg["context"])})
+    filler = filler_tokens(sources[name], name, max(lengths) * 4, tok.eos_id)
     return needle(model, tok, filler, lengths, list(params.get("depths", NEEDLE_DEPTHS)),
                   int(params.get("trials", 4)), ctx.seed)
 
@@ -137,15 +138,17 @@ def _base_loss(ctx: JobContext, model: Llama) -> float:
 
 
 def check_gates(gate: dict[str, dict[str, Any]], values: dict[str, float]) -> dict[str, Any]:
-    """{name: {value, op, threshold, passed}} for every configured gate."""
+    """{name: {value, op, threshold, passed}} for every configured gate; a gate named after a
+    spec-defined eval says which measurement it reads in `eval`."""
     out = {}
     for name, rule in gate.items():
-        if name not in values:
+        kind = rule.get("eval", name)
+        if kind not in values:
             raise JobFailed(f"unknown gate {name!r} (known: {', '.join(sorted(values))})")
         op = rule.get("op", ">=")
         if op not in OPS:
             raise JobFailed(f"gate {name}: unknown op {op!r}")
-        value = values[name]
+        value = values[kind]
         out[name] = {"value": value, "op": op, "threshold": float(rule["value"]),
                      "passed": bool(OPS[op](value, float(rule["value"])))}
     return out

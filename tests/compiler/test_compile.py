@@ -260,3 +260,24 @@ def test_posttrain_average_with_one_model_per_round_is_a_warning_not_a_job(tmp_p
     _, plan = compile_file(tmp_path / "tiny.herd")
     assert not any(j.kind == "model.average" and j.stage == "chat" for j in plan.jobs.values())
     assert any("averages nothing" in w for w in plan.warnings)
+
+
+def test_a_gate_reads_the_settings_of_the_eval_it_names(tmp_path: Path) -> None:
+    text = TINY.read_text(encoding="utf-8").replace(
+        "gate { short_context_recovery >= 0.9 }", "gate { short_context_recovery >= 0.9  hay >= 0.25 }")
+    text += "\neval hay { kind = needle  depths = [0.5]  trials = 2 }\n"
+    (tmp_path / "tiny.herd").write_text(text, encoding="utf-8")
+    _, plan = compile_file(tmp_path / "tiny.herd")
+    extend = next(j for j in plan.jobs.values() if j.kind == "train.extend")
+    assert extend.config["gate"]["hay"] == {"op": ">=", "value": 0.25, "eval": "needle"}
+    assert extend.config["needle"] == {"depths": [0.5], "lengths": None, "trials": 2}
+    assert extend.config["recovery_tokens"] == 65_536  # short_context_recovery's default
+
+
+def test_a_gate_compares_with_an_order_not_equality(tmp_path: Path) -> None:
+    text = TINY.read_text(encoding="utf-8").replace(
+        "gate { short_context_recovery >= 0.9 }", "gate { short_context_recovery == 0.9 }")
+    (tmp_path / "tiny.herd").write_text(text, encoding="utf-8")
+    with pytest.raises(HerdError) as err:
+        compile_file(tmp_path / "tiny.herd")
+    assert [d.code for d in err.value.diagnostics] == ["H0203"]

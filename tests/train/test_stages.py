@@ -53,6 +53,16 @@ def test_extend_passes_gates_and_reports_them(tmp_path, artifacts, base):
     assert (ctx.out / "plots" / "needle.png").is_file() and "### Gates" in (ctx.out / "report.md").read_text()
 
 
+def test_a_gate_named_after_a_spec_eval_reads_its_measurement_and_settings(tmp_path, artifacts, base):
+    gate = {"hay": {"op": ">=", "value": 0.0, "eval": "needle"}}
+    cfg = {**extend_config(gate), "needle": {"trials": 1, "depths": [0.5], "lengths": [96]}}
+    ctx = make_ctx(tmp_path, "ext", "train.extend", cfg, {**artifacts, "checkpoint": base})
+    get("train.extend")(ctx)
+    gates = json.loads((ctx.out / "gates.json").read_text())
+    assert gates["needle"]["lengths"] == [96] and gates["needle"]["depths"] == [0.5]
+    assert gates["rounds"][-1]["gates"]["hay"]["passed"]
+
+
 def test_failing_gate_trains_extra_then_fails_clearly(tmp_path, artifacts, base):
     gate = {"needle": {"op": ">=", "value": 2.0}}
     ctx = make_ctx(tmp_path, "bad", "train.extend", extend_config(gate, max_extra=1.0),
