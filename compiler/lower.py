@@ -39,6 +39,7 @@ class Lowering:
         self.stage_data: dict[str, dict[str, Any]] = {}  # stage → {"weights", "max_epochs", "seed"}
         self.stage_batch: dict[str, list[dict[str, Any]]] = {}
         self.stage_optimizer: dict[str, dict[str, Any]] = {}
+        self.stage_model: dict[str, dict[str, Any]] = {}  # stage → the model its checkpoint holds
         self.dataset_job: dict[str, str] = {}
 
     # -- settings -------------------------------------------------------------------------------
@@ -310,6 +311,13 @@ class Lowering:
         name = self.res.stage_model.get(stage)
         return self.res.models.get(name) if name else None
 
+    def _continued_model(self, stage: str, source: str | None) -> dict[str, Any] | None:
+        """The model a stage continues: its block's as the stages before changed it (an
+        extension's context and RoPE travel with its checkpoint)."""
+        if source is not None and source in self.stage_model:
+            return self.stage_model[source]
+        return self._model_of(stage)
+
     def _pretrain(self, defined: Defined) -> None:
         cfg = defined.config
         model = self._model_of(defined.name)
@@ -351,12 +359,13 @@ class Lowering:
                           resources={"gpus": self.plan.settings["hardware"]["count"]},
                           estimates={k: est_[k] for k in ("tokens", "steps", "flops", "wall_clock_seconds")},
                           description=f"pre-train {model['name']} on {est.humanize(cfg.tokens)} tokens"))
-        self._remember(defined.name, job_id, cfg.context, mix, batch, optimizer)
+        self._remember(defined.name, job_id, cfg.context, mix, batch, optimizer, model)
         self._evals(defined.name, cfg.evals, job_id, model, mix)
 
     def _remember(self, stage: str, job_id: str, context: int, mix: dict[str, Any], batch: list[dict[str, Any]],
-                  optimizer: dict[str, Any]) -> None:
+                  optimizer: dict[str, Any], model: dict[str, Any]) -> None:
         self.stage_out[stage] = job_id
+        self.stage_model[stage] = model
         self.stage_ctx[stage] = context
         self.stage_data[stage] = mix
         self.stage_batch[stage] = batch
@@ -397,7 +406,7 @@ class Lowering:
     def _extend(self, defined: Defined) -> None:
         cfg = defined.config
         source = self.res.stage_source.get(defined.name)
-        model = self._model_of(defined.name)
+        model = self._continued_model(defined.name, source)
         if source not in self.stage_out or model is None:
             return
         lengths = [s.value for s in cfg.context]
@@ -420,6 +429,7 @@ class Lowering:
             kind, params = self._eval_config(name)
             gate[name] = {"op": cond.op, "value": cond.value, "eval": kind}
             measure[kind] = params
+        m = model
         for ctx in increments:
             m = {**model, "max_context": ctx}
             if rope:
@@ -452,9 +462,8 @@ class Lowering:
         self._estimates(defined.name, {**model, "max_context": lengths[-1]}, per * len(increments), lengths[-1], total_steps,
                             {"increments": increments, "tokens_per_increment": per})
         self.plan.stages[defined.name]["flops_total"] = flops
-        self._remember(defined.name, prev, lengths[-1], mix, self.stage_batch[source], optimizer)
-        self._evals(defined.name, cfg.evals, prev, {**model, "max_context": lengths[-1]}, mix,
-                    baseline=(self.stage_out[source], base_ctx))
+        self._remember(defined.name, prev, lengths[-1], mix, self.stage_batch[source], optimizer, m)
+        self._evals(defined.name, cfg.evals, prev, m, mix, baseline=(self.stage_out[source], base_ctx))
 
     def _weights(self, parts: dict[str, float]) -> dict[str, float]:
         """Inline mix weights over data stages or mixes → flat weights over data stages."""
@@ -492,7 +501,7 @@ class Lowering:
     def _anneal(self, defined: Defined) -> None:
         cfg = defined.config
         source = self.res.stage_source.get(defined.name)
-        model = self._model_of(defined.name)
+        model = self._continued_model(defined.name, source)
         if source not in self.stage_out or model is None:
             return
         if cfg.mix is not None:
@@ -510,8 +519,9 @@ class Lowering:
             out = f"average.{defined.name}"
             self.plan.add(Job(out, "model.average", defined.name, {"last": cfg.average.k}, {"checkpoints": job_id},
                               output="checkpoint", description=f"average the last {cfg.average.k} checkpoints"))
+        model = {**model, "max_context": max(model["max_context"], made["context"])}
         self._estimates(defined.name, model, cfg.tokens, made["context"], made["steps"], {"average": keep})
-        self._remember(defined.name, out, made["context"], mix, made["batch"], made["optimizer"])
+        self._remember(defined.name, out, made["context"], mix, made["batch"], made["optimizer"], model)
         self._evals(defined.name, list(cfg.evals), out, model, mix)
 
     # -- scaling laws and data probes ---------------------------------------------------------------
@@ -572,9 +582,10 @@ class Lowering:
         """Two anneals of the same checkpoint — control mix vs a share of the candidate — and their deltas."""
         cfg = defined.config
         source = cfg.from_
-        model = self._model_of(source)
+        model = self._continued_model(source, source)
         if source not in self.stage_out or model is None:
             return
+        self.stage_ctx[defined.name] = self.stage_ctx[source]  # its evals run at that context
         base = self.stage_data[source]
         cand = {d: w * (1 - cfg.share) for d, w in base["weights"].items()}
         cand[cfg.new] = cand.get(cfg.new, 0.0) + cfg.share
@@ -584,7 +595,6 @@ class Lowering:
         for arm, mix in arms.items():
             job_id = f"probe.{defined.name}.{arm}"
             self._anneal_job(job_id, defined.name, source, model, mix, cfg.tokens, cfg.lr, seed=cfg.seed)
-            self.stage_ctx.setdefault(job_id, self.stage_ctx[source])
             for ev in self._evals(defined.name, cfg.evals, job_id, model, union, prefix=f"{arm}."):
                 compare_inputs[f"{arm}:{ev.rsplit('.', 1)[-1]}"] = ev
         self.plan.add(Job(f"probe.{defined.name}.compare", "probe.compare", defined.name,
@@ -596,9 +606,11 @@ class Lowering:
     def _posttrain(self, defined: Defined) -> None:
         cfg = defined.config
         source = self.res.stage_source.get(defined.name)
-        model = self._model_of(defined.name)
+        model = self._continued_model(defined.name, source)
         if source not in self.stage_out or model is None:
             return
+        self.stage_ctx[defined.name] = self.stage_ctx.get(source, model["max_context"])  # for its evals
+        self.stage_model[defined.name] = model
         tok = self.tokenizer_job.get(model.get("tokenizer") or "")
         common = {"model": model, "seed": cfg.seed if cfg.seed is not None else self.seed,
                   "precision": self.plan.settings["precision"]}
@@ -695,7 +707,6 @@ class Lowering:
                               {"points": [label for label, _ in points], "evals": list(cfg.evals)}, summary_inputs,
                               output="eval", description="held-out results after each post-training step"))
         self.stage_out[defined.name] = policy
-        self.stage_ctx[defined.name] = self.stage_ctx.get(source, model["max_context"])
         self.plan.stages[defined.name] = {"model": model["name"], "rounds": cfg.rounds, "tokens": 0, "flops": 0.0,
                                           "params": est.param_counts(model)["total"]}
 

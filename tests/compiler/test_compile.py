@@ -281,3 +281,16 @@ def test_a_gate_compares_with_an_order_not_equality(tmp_path: Path) -> None:
     with pytest.raises(HerdError) as err:
         compile_file(tmp_path / "tiny.herd")
     assert [d.code for d in err.value.diagnostics] == ["H0203"]
+
+
+def test_stages_after_an_extension_keep_its_rope_and_context(tmp_path: Path) -> None:
+    """The RoPE an extension trains with is not stored in the checkpoint: every later stage
+    must build the model with it, or it silently trains with the old frequencies."""
+    text = TINY.read_text(encoding="utf-8").replace(
+        "  tokens    = 400K tokens\n", "  tokens    = 400K tokens\n  rope      = rope(theta = 50_000)\n", 1)
+    (tmp_path / "tiny.herd").write_text(text, encoding="utf-8")
+    _, plan = compile_file(tmp_path / "tiny.herd")
+    assert plan.jobs["train.long_context.1K"].config["model"]["rope_theta"] == 50_000
+    for job_id in ("train.final", "post.chat.r1.sft", "post.chat.r1.dpo", "eval.final.perplexity"):
+        model = plan.jobs[job_id].config["model"]
+        assert (model["rope_theta"], model["max_context"]) == (50_000, 1024), job_id
