@@ -275,6 +275,9 @@ def _check_posttrain(res: Resolved, stage: Defined) -> None:
         ref(res, stage, ("sft", "data"), cfg.sft.data, ("dataset",), "dataset", extra)
     if cfg.dpo and cfg.dpo.data:
         ref(res, stage, ("dpo", "data"), cfg.dpo.data, ("dataset",), "dataset")
+    if cfg.sft and cfg.sft.schedule and cfg.sft.schedule.warmup.tokens is not None:
+        res.error("H0207", "post-training warmup is counted in steps or as a share of the steps",
+                  stage.span("sft", "schedule"), "e.g. schedule = cosine(warmup = 10%) or warmup = 20 steps")
     if not any((cfg.sft, cfg.dpo, cfg.reward_model)):
         res.error("H0204", f"posttrain '{stage.name}' has nothing to do", stage.name_span,
                   "add sft { }, dpo { } or reward_model NAME { }")

@@ -30,6 +30,7 @@ from runtime.post import datasets as D
 from runtime.post import tasks as T
 from runtime.post import train as P
 from runtime.post.chat import encode_completion, encode_dialog, encode_prompt, shifted
+from runtime.train.schedule import lr_at
 
 
 def _need(ctx: JobContext, *roles: str) -> None:
@@ -71,9 +72,31 @@ def _save(ctx: JobContext, model: Llama, steps: int) -> None:
         shutil.copyfile(tok_dir / name, Path(ctx.out) / name)
 
 
-def _warmup(ctx: JobContext, steps: int) -> int:
-    schedule = ctx.config.get("schedule") or {}
-    return int(schedule.get("warmup", max(1, steps // 10))) if isinstance(schedule, dict) else max(1, steps // 10)
+def post_schedule(cfg: dict[str, Any], steps: int) -> dict[str, Any]:
+    """The job's LR schedule relative to its peak (each parameter group scales it), in the
+    pre-training schedules' terms (`runtime.train.schedule`). Without a spec `schedule`: 10%
+    warmup, then cosine to 10% of the peak. With one: its kind and warmup (steps or a share),
+    decaying to `min_lr` (or `to`) as a share of the job's `lr`."""
+    spec = cfg.get("schedule")
+    if not spec:
+        return {"kind": "cosine", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": max(1, steps // 10),
+                "total_steps": steps}
+    warm = spec.get("warmup") or {}
+    if warm.get("fraction") is not None:
+        warmup = round(float(warm["fraction"]) * steps)
+    else:
+        warmup = int(warm.get("steps") or 0)
+    low = spec.get("min_lr") if spec.get("min_lr") is not None else spec.get("to")
+    ratio = 0.1 if low is None else float(low) / float(cfg.get("lr", 1.0))
+    return {"kind": spec.get("kind", "cosine"), "peak_lr": 1.0, "min_lr": ratio,
+            "warmup_steps": min(warmup, steps), "total_steps": steps,
+            "decay_fraction": float(spec.get("decay", 0.2))}
+
+
+def describe_schedule(schedule: dict[str, Any]) -> str:
+    """`warmup 40 steps then cosine to 10%` for reports."""
+    return (f"warmup {schedule['warmup_steps']} steps then {schedule['kind']} to "
+            f"{schedule['min_lr']:.0%} of the peak")
 
 
 # --- the shared, resumable training loop ------------------------------------------------
@@ -100,13 +123,13 @@ StepFn = Callable[[int, list[int]], tuple[torch.Tensor, dict[str, float]]]
 def train_loop(ctx: JobContext, module: torch.nn.Module,
                groups: list[tuple[list[torch.nn.Parameter], float]], n_examples: int,
                step_fn: StepFn) -> tuple[int, list[dict[str, float]]]:
-    """AdamW with warmup + cosine, gradient clipping, metrics and progress; state is saved to
+    """AdamW on `post_schedule`, gradient clipping, metrics and progress; state is saved to
     `ctx.work` every `save_every` steps and a killed job resumes from it exactly.
     Returns (steps, per-step history of {"loss", **info})."""
     cfg = ctx.config
     batch = int(cfg.get("batch", 16))
     steps = int(cfg.get("steps") or max(1, round(float(cfg.get("epochs", 1.0)) * n_examples / batch)))
-    warmup = _warmup(ctx, steps)
+    schedule = post_schedule(cfg, steps)
     save_every = int(cfg.get("save_every", 50))
     opt = torch.optim.AdamW([{"params": p, "lr": lr} for p, lr in groups], betas=(0.9, 0.95),
                             weight_decay=0.0)
@@ -126,7 +149,7 @@ def train_loop(ctx: JobContext, module: torch.nn.Module,
     ctx.progress.start(steps, "steps")
     ctx.progress.set(start)
     for step in range(start, steps):
-        scale = P.lr_at(step, steps, 1.0, warmup)
+        scale = lr_at(step, schedule)
         for g, (_, lr) in zip(opt.param_groups, groups, strict=True):
             g["lr"] = lr * scale
         with autocast:
@@ -293,7 +316,7 @@ def post_sft(ctx: JobContext) -> None:
                                               "rows": len(rows), "loss_first": first, "loss_last": last})
     _report(ctx, "SFT", [f"- {len(records):,} conversations packed into {len(rows):,} rows of "
                          f"<= {context} tokens", f"- {steps} steps, peak lr {lr:g}, "
-                         f"warmup {_warmup(ctx, steps)} steps then cosine",
+                         + describe_schedule(post_schedule(cfg, steps)),
                          f"- masked loss {first:.3f} -> {last:.3f} "
                          f"({time.perf_counter() - t0:.1f} s)"])
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,14 +44,6 @@ def pad_rows(rows: list[tuple[list[int], list[int], list[int]]]
         tokens[i, :n], targets[i, :n], docs[i, :n] = torch.tensor(inp), torch.tensor(tgt), torch.tensor(doc)
         docs[i, n:] = (doc[-1] + 1) if doc else 0
     return tokens, targets, docs
-
-
-def lr_at(step: int, total: int, peak: float, warmup: int, min_ratio: float = 0.1) -> float:
-    """Linear warmup to `peak`, then cosine decay to `min_ratio * peak` at `total`."""
-    if warmup > 0 and step < warmup:
-        return peak * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def sequence_logprobs(model: Llama, tokens: torch.Tensor, targets: torch.Tensor

@@ -108,3 +108,15 @@ def test_duplicated_ngrams_applies_the_rules_the_spec_names(tmp_path: Path, fiel
     limits = get_filter("duplicated_ngrams").thresholds(job.config["params"])
     assert len(limits) == rules
     assert {k: limits[k] for k in checked} == pytest.approx(checked)
+
+
+def test_a_compiled_sft_schedule_is_read_by_the_post_training_loop(tmp_path: Path) -> None:
+    from runtime.jobs.post_jobs import post_schedule
+
+    tiny = (SPECS[0].parent / "tiny.herd").read_text(encoding="utf-8")
+    tiny = tiny.replace("batch = 2 }", "batch = 2  schedule = wsd(warmup = 10%, min_lr = 1e-4, decay = 50%) }", 1)
+    (tmp_path / "tiny.herd").write_text(tiny, encoding="utf-8")
+    _, plan = compile_file(tmp_path / "tiny.herd")
+    schedule = post_schedule(plan.jobs["post.chat.r1.sft"].config, 400)
+    assert schedule == {"kind": "wsd", "peak_lr": 1.0, "min_lr": pytest.approx(0.1), "warmup_steps": 40,
+                        "total_steps": 400, "decay_fraction": 0.5}

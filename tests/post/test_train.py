@@ -11,8 +11,9 @@ from safetensors.torch import load_file
 
 from runtime.jobs import registry
 from runtime.jobs.context import JobFailed
-from runtime.jobs.post_jobs import batch_indices
+from runtime.jobs.post_jobs import batch_indices, post_schedule
 from runtime.post import train as P
+from runtime.train.schedule import lr_at
 
 from .conftest import make_ctx
 
@@ -48,9 +49,24 @@ def test_packing_keeps_conversations_apart():
 
 
 def test_lr_schedule_warms_up_then_decays_to_the_floor():
-    lrs = [P.lr_at(s, 100, 1.0, 10) for s in range(100)]
+    schedule = post_schedule({"lr": 1e-4}, 100)
+    lrs = [lr_at(s, schedule) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False)) and lrs[-1] >= 0.1
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert lrs[-1] == pytest.approx(0.1)
+
+
+def test_a_spec_schedule_sets_kind_warmup_and_floor():
+    """What `sft { lr = 1e-4  schedule = linear(warmup = 20%, min_lr = 1e-5) }` compiles to."""
+    cfg = {"lr": 1e-4, "schedule": {"kind": "linear", "warmup": {"steps": None, "tokens": None,
+                                                                  "fraction": 0.2},
+                                    "min_lr": 1e-5, "to": None, "decay": 0.2}}
+    schedule = post_schedule(cfg, 50)
+    assert (schedule["kind"], schedule["warmup_steps"]) == ("linear", 10)
+    assert schedule["min_lr"] == pytest.approx(0.1)
+    lrs = [lr_at(s, schedule) for s in range(50)]
+    assert lrs[9] == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.1)
+    assert lrs[30] == pytest.approx(1.0 - 0.9 * 21 / 40)  # linear, not cosine
 
 
 def test_sft_loss_falls(job, dataset, checkpoint, tokenizer_dir):
