@@ -62,7 +62,10 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _lookup(record: dict[str, Any], dotted: str) -> Any:
+def _lookup(record: dict[str, Any], dotted: str | None) -> Any:
+    """The value at a dotted path; None when absent, or when the field is mapped to none."""
+    if dotted is None:
+        return None
     value: Any = record
     for part in dotted.split("."):
         if not isinstance(value, dict) or part not in value:
@@ -72,7 +75,7 @@ def _lookup(record: dict[str, Any], dotted: str) -> Any:
 
 
 def _record_to_doc(
-    record: Any, fields: dict[str, str], default_id: str, source: str
+    record: Any, fields: dict[str, str | None], default_id: str, source: str
 ) -> tuple[Document | None, str]:
     if not isinstance(record, dict):
         return None, f"expected a JSON object, got {type(record).__name__}"
@@ -123,7 +126,7 @@ def read_parquet(path: Path, fields: dict[str, str], bad: BadRecords) -> Iterato
     except (pa.ArrowException, OSError) as e:
         raise JobFailed(f"{path}: not a readable Parquet file ({e}); hint: re-export it") from None
     present = set(pf.schema_arrow.names)
-    columns = sorted({c.split(".")[0] for c in fields.values()} & present)
+    columns = sorted({c.split(".")[0] for c in fields.values() if c} & present)
     if fields.get("text", "text").split(".")[0] not in present:
         raise JobFailed(
             f"{path}: no column {fields.get('text', 'text')!r} (columns: {', '.join(sorted(present))}); "

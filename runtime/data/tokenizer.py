@@ -27,7 +27,9 @@ LLAMA3_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-PATTERNS = {"llama3": LLAMA3_PATTERN}
+# GPT-2's split (no case-insensitive contractions, digits in runs of any length)
+GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+PATTERNS = {"llama3": LLAMA3_PATTERN, "gpt2": GPT2_PATTERN}
 # Llama 3's special-token order (meta-llama/llama3 tokenizer.py): with 128,000 ranks,
 # begin_of_text = 128000 and eot_id = 128009.
 LLAMA3_SPECIALS_HEAD = [

@@ -37,6 +37,25 @@ def test_jsonl_fields_are_mapped_including_nested_ones(tmp_path: Path) -> None:
     assert docs[1].text == "document number 1" and docs[1].url == "https://x.org/1"
 
 
+@pytest.mark.parametrize("kind", ["jsonl", "parquet"])
+def test_a_field_mapped_to_none_is_not_read(tmp_path: Path, kind: str) -> None:
+    """`url = none` in a spec: the records' `link`/`url` are ignored, the documents have none."""
+    records = [json.loads(r) | {"url": "https://ignored"} for r in _records(2)]
+    if kind == "jsonl":
+        _jsonl(tmp_path / "a.jsonl", [json.dumps(r) for r in records])
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(records), tmp_path / "a.parquet")
+    fields = {"text": "content", "url": None, "id": None, "timestamp": None}
+    out = run_job(tmp_path, "data.source", {"source": kind, "paths": [str(tmp_path / f"*.{kind}")],
+                                            "fields": fields})
+    docs = list(read_documents(out))
+    assert [d.text for d in docs] == ["document number 0", "document number 1"]
+    assert all(d.url is None for d in docs) and docs[0].id != docs[1].id
+
+
 def test_corrupt_lines_are_counted_with_file_and_line_but_not_fatal(tmp_path: Path) -> None:
     lines = _records(200)
     lines[10] = '{"content": "broken'

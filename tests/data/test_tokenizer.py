@@ -12,6 +12,7 @@ from data.helpers import run_job, stats_of, write_docs
 from runtime.data.documents import Document
 from runtime.data.tokenizer import (
     LLAMA3_PATTERN,
+    PATTERNS,
     Tokenizer,
     _byte_decoder,
     load_tokenizer,
@@ -101,14 +102,16 @@ def test_bad_rank_files_are_reported_with_file_and_line(tmp_path: Path) -> None:
         run_job(tmp_path, "tokenizer.load", {"file": str(tmp_path / "missing.model")}, name="missing")
 
 
-def test_train_job_writes_a_rank_file_that_loads(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pattern", ["llama3", "gpt2"])
+def test_train_job_writes_a_rank_file_that_loads(tmp_path: Path, pattern: str) -> None:
     docs = [Document(f"d{i}", t) for i, t in enumerate(HARD_TEXTS * 20)]
     src = write_docs(tmp_path / "in", docs)
-    out = run_job(tmp_path, "tokenizer.train", {"vocab": 300, "pattern": "llama3",
+    out = run_job(tmp_path, "tokenizer.train", {"vocab": 300, "pattern": pattern,
                                                 "special_tokens": 256, "max_bytes": 10_000_000},
                   {"documents": src})
     tok = load_tokenizer(out)
     assert all(tok.decode(tok.encode(t)) == t for t in HARD_TEXTS)
+    assert tok.encoding._pat_str == PATTERNS[pattern]  # the split the spec named
     assert stats_of(out)["n_ranks"] == 300 and "MB/s" in (out / "report.md").read_text()
 
 
