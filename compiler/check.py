@@ -37,6 +37,10 @@ def check(res: Resolved) -> None:
     for kind in STAGES[1:]:
         for stage in spec.of(kind).values():
             _check_same_model(res, stage)
+    for ev in spec.of("eval").values():
+        data = (ev.config.model_extra or {}).get("data")
+        if str(ev.config.kind) == "tasks" and isinstance(data, str):
+            ref(res, ev, ("data",), data, ("dataset",), "dataset")
     for sweep in spec.of("scaling").values():
         _check_scaling(res, sweep)
     for probe in spec.of("probe").values():

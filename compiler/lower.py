@@ -389,7 +389,8 @@ class Lowering:
             job_id = f"eval.{stage}.{prefix}{name}"
             inputs = {"checkpoint": checkpoint_job, **self._data_inputs(mix, model.get("tokenizer"))}
             if kind == "tasks":
-                ds = self.dataset_job.get(dataset or "") or next(iter(self.dataset_job.values()), None)
+                ds = (self.dataset_job.get(comp.get("data") or dataset or "")
+                      or next(iter(self.dataset_job.values()), None))
                 if ds:
                     inputs["dataset"] = ds
                     inputs["tokenizer"] = self.tokenizer_job.get(model.get("tokenizer") or "", inputs.get("tokenizer", ""))

@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from herdlang.components import component
-from herdlang.types import CallModel, Int, Length, ListOf, Number, Tokens
+from herdlang.types import CallModel, Int, Length, ListOf, Number, Ref, Tokens
 
 
 @component("eval", "needle")
@@ -36,10 +36,12 @@ class Perplexity(CallModel):
 
 @component("eval", "tasks")
 class Tasks(CallModel):
-    """Accuracy on held-out generated tasks (or a JSONL set with answers)."""
+    """Greedy accuracy on a dataset's held-out prompts, checked by its verifier: generated
+    tasks recompute the answer, a JSONL set compares with its `answer` fields. `data` names
+    that dataset block (default: the stage's own post-training data)."""
 
     count: Int = Field(200, ge=1)
-    data: str | None = None
+    data: Ref | None = None
 
 
 @component("eval", "choice")

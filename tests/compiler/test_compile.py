@@ -294,3 +294,18 @@ def test_stages_after_an_extension_keep_its_rope_and_context(tmp_path: Path) -> 
     for job_id in ("train.final", "post.chat.r1.sft", "post.chat.r1.dpo", "eval.final.perplexity"):
         model = plan.jobs[job_id].config["model"]
         assert (model["rope_theta"], model["max_context"]) == (50_000, 1024), job_id
+
+
+def test_a_tasks_eval_scores_the_dataset_it_names(tmp_path: Path) -> None:
+    text = TINY.read_text(encoding="utf-8").replace("  evals = [tasks]\n", "  evals = [tasks, held]\n")
+    text += ("\ndataset heldout {\n  format   = tasks\n"
+             "  generate = tasks(kinds = [sort], count = 100, seed = 7)\n}\n"
+             "eval held { kind = tasks  data = heldout  count = 50 }\n")
+    (tmp_path / "tiny.herd").write_text(text, encoding="utf-8")
+    _, plan = compile_file(tmp_path / "tiny.herd")
+    assert plan.jobs["eval.chat.r1.sft.held"].inputs["dataset"] == "dataset.heldout"
+    assert plan.jobs["eval.chat.r1.sft.tasks"].inputs["dataset"] == "dataset.tasks"
+    (tmp_path / "tiny.herd").write_text(text.replace("data = heldout", "data = tiny"), encoding="utf-8")
+    with pytest.raises(HerdError) as err:
+        compile_file(tmp_path / "tiny.herd")
+    assert [d.code for d in err.value.diagnostics] == ["H0302"]
