@@ -14,7 +14,8 @@ from herdlang.types import CallModel, Int, Length, ListOf, Number, Ref, Tokens
 class Needle(CallModel):
     """Needle-in-a-haystack: a passkey hidden at several depths; retrieval accuracy."""
 
-    depths: Annotated[list[Number], ListOf] = [0.1, 0.3, 0.5, 0.7, 0.9]
+    # where the passkey sits, as a share of the haystack (0 = start, 1 = end)
+    depths: Annotated[list[Annotated[Number, Field(ge=0, le=1)]], ListOf] = [0.1, 0.3, 0.5, 0.7, 0.9]
     lengths: Annotated[list[Length], ListOf] | None = None
     trials: Int = Field(4, ge=1)
 

@@ -309,3 +309,12 @@ def test_a_tasks_eval_scores_the_dataset_it_names(tmp_path: Path) -> None:
     with pytest.raises(HerdError) as err:
         compile_file(tmp_path / "tiny.herd")
     assert [d.code for d in err.value.diagnostics] == ["H0302"]
+
+
+def test_needle_depths_are_shares_of_the_haystack(tmp_path: Path) -> None:
+    spec = tmp_path / "n.herd"
+    spec.write_text("eval hay { kind = needle  depths = [0.5, 1.5] }\n", encoding="utf-8")
+    with pytest.raises(HerdError) as err:
+        compile_file(spec)
+    [d] = err.value.diagnostics
+    assert d.code == "H0203" and "less than or equal to 1" in d.message
