@@ -307,6 +307,12 @@ class Lowering:
         self.plan.stages[stage] = {**self.plan.stages.get(stage, {}), **out}
         return out
 
+    def _one_batch_size(self, defined: Defined, used: str) -> None:
+        span = defined.span("batch")
+        self.plan.warnings.append(
+            f"{span.path}:{span.line}:{span.column}: warning: {defined.kind} {defined.name} trains "
+            f"with one batch size, {used}; a batch ramp belongs to pre-training")
+
     def _model_of(self, stage: str) -> dict[str, Any] | None:
         name = self.res.stage_model.get(stage)
         return self.res.models.get(name) if name else None
@@ -415,6 +421,8 @@ class Lowering:
         per = cfg.tokens // len(increments)
         mix = self._mix_of(cfg.data) if cfg.data else self.stage_data[source]
         src_batch = self.stage_batch[source]
+        if cfg.batch and len(cfg.batch) > 1:
+            self._one_batch_size(defined, "the ramp's last step")
         batch_tokens = (self._batch(cfg.batch, lengths[-1]) if cfg.batch else src_batch)[-1]["tokens"]
         optimizer = cfg.optimizer.model_dump(mode="json") if cfg.optimizer else self.stage_optimizer[source]
         rope = cfg.rope.model_dump(mode="json") if cfg.rope else None
@@ -531,6 +539,8 @@ class Lowering:
         """IsoFLOP grid: for each budget C and model N, a run of C / (6N) tokens, its eval, one fit."""
         cfg = defined.config
         mix = self._mix_of(cfg.data)
+        if len(cfg.batch) > 1:
+            self._one_batch_size(defined, "the ramp's first step")
         batch = self._batch(cfg.batch[:1], cfg.context)
         seed = cfg.seed if cfg.seed is not None else self.seed
         runs, fit_inputs, total_flops = [], {}, 0.0

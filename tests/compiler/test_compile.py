@@ -318,3 +318,12 @@ def test_needle_depths_are_shares_of_the_haystack(tmp_path: Path) -> None:
         compile_file(spec)
     [d] = err.value.diagnostics
     assert d.code == "H0203" and "less than or equal to 1" in d.message
+
+
+def test_a_batch_ramp_outside_pretraining_warns_which_size_is_used(tmp_path: Path) -> None:
+    text = TINY.read_text(encoding="utf-8").replace(
+        "  tokens    = 400K tokens\n", "  tokens    = 400K tokens\n  batch     = 4K tokens -> 8K tokens at 100K tokens\n", 1)
+    (tmp_path / "tiny.herd").write_text(text, encoding="utf-8")
+    _, plan = compile_file(tmp_path / "tiny.herd")
+    assert any("extend long_context trains with one batch size, the ramp's last step" in w
+               for w in plan.warnings)
