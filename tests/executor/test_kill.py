@@ -24,9 +24,14 @@ from .support import slow_plan
 TESTS_DIR = Path(__file__).resolve().parents[1]
 REPO = TESTS_DIR.parent
 
+# A shell starts background commands with SIGINT ignored, and Python then installs no
+# KeyboardInterrupt handler; restore it, as a terminal would have it, so Ctrl-C is testable
+# from a backgrounded test run too.
 SCRIPT = """
+import signal
 import sys
 from pathlib import Path
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {tests!r})
 from executor.support import slow_plan
 from runtime.executor import run_plan
