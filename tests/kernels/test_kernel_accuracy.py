@@ -60,3 +60,19 @@ def test_a_wrong_kernel_fails_the_rule():
 def test_bf16_kernels_are_as_accurate_as_torch_on_gpu(case):
     for m in measure(case, fused_ops(), torch.bfloat16, "cuda"):
         assert m.ok, m
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("chunk_rows", [512, 128], ids=["4-chunks-in-bf16", "16-chunks-in-fp32"])
+def test_the_weight_gradient_stays_accurate_over_many_chunks_on_gpu(chunk_rows):
+    """Up to 4 chunks the weight gradient accumulates in bf16, past that in fp32 (through
+    `addmm(out_dtype=float32)` where CUDA has it): either way within the rule."""
+    from types import SimpleNamespace
+
+    from runtime.kernels.fused.linear_cross_entropy import linear_cross_entropy
+
+    ops = SimpleNamespace(linear_cross_entropy=lambda h, w, t, *a: linear_cross_entropy(
+        h, w, t, *a, chunk_rows=chunk_rows))
+    case = next(c for c in LLAMA_8B if c.name == "linear_cross_entropy[mean]")
+    for m in measure(case, ops, torch.bfloat16, "cuda"):
+        assert m.ok, m
