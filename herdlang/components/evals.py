@@ -43,6 +43,7 @@ class Tasks(CallModel):
 
     count: Int = Field(200, ge=1)
     data: Ref | None = None
+    max_new_tokens: Int = Field(32, ge=1)  # an answer longer than this is wrong
 
 
 @component("eval", "choice")

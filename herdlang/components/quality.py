@@ -18,3 +18,6 @@ class NgramLogReg(CallModel):
     # what good text looks like: "python_docs" (the interpreter's documentation topics) or
     # a glob of .jsonl / .txt files, relative to the spec's folder
     reference: str = Field("python_docs", min_length=1)
+    ngram: Int = Field(2, ge=1, le=5)  # word 1..ngram-grams
+    epochs: Int = Field(8, ge=1)
+    max_docs: Int = Field(2000, ge=1)  # reference documents (and as many corpus samples)
