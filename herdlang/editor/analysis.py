@@ -448,8 +448,8 @@ def ref_kinds(chain: list[tuple[str, str | None]], key: str) -> tuple[str, ...] 
         "new": _DATA,
         "average": STAGES,
     }
-    if key == "data":
-        return ("dataset",) if top == "posttrain" and nested else _DATA
+    if key == "data":  # post-training steps and a tasks eval score datasets
+        return ("dataset",) if (top == "posttrain" and nested) or top == "eval" else _DATA
     if key == "kind" and top == "eval":
         return ("eval",)
     return table.get(key)

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 from herdlang.editor.lsp import _values_for
-from herdlang.schema import ProbeBlock, ScalingBlock
+from herdlang.schema import EvalBlock, ProbeBlock, ScalingBlock
 
 TEXT = """model xs { layers = 1 }
 data web { source python_stdlib }
+dataset heldout { format = tasks }
 eval long_choice { kind = choice  context = 96 }
 scaling iso {
   forecast =
@@ -27,3 +28,7 @@ def test_forecast_completes_evals_and_models_complete_models() -> None:
 
 def test_probe_new_completes_data_stages() -> None:
     assert labels(ProbeBlock, "new", "probe") == {"web"}
+
+
+def test_a_tasks_eval_data_completes_datasets() -> None:
+    assert labels(EvalBlock, "data", "eval") == {"heldout"}
