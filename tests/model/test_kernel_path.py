@@ -47,3 +47,28 @@ def test_kernel_and_reference_paths_train_the_same(monkeypatch):
     tri_losses, tri_logits = train("triton", monkeypatch)
     assert tri_losses == pytest.approx(ref_losses, rel=1e-4, abs=1e-5)
     torch.testing.assert_close(tri_logits, ref_logits, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+def test_a_bf16_autocast_step_over_fp32_weights_runs_and_learns(backend, monkeypatch):
+    """How training runs on a GPU: fp32 master weights, bf16 autocast. The fused loss once
+    crashed there (its `out=` matmuls met autocast's bf16 logits); here on CPU autocast."""
+    monkeypatch.setenv("HERD_KERNELS", backend)
+    model = from_config(SMALL, seed=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 96, (2, 12), generator=g)
+    doc_ids = torch.tensor([[0] * 5 + [1] * 7, [0] * 12])
+    targets = tokens.roll(-1, 1)
+    losses = []
+    for _ in range(5):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(tokens, doc_ids, targets)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert {p.grad.dtype for p in model.parameters()} == {torch.float32}
+    assert losses[-1] < losses[0]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # evaluation path too
+        assert torch.isfinite(model(tokens, doc_ids, targets))

@@ -258,13 +258,26 @@ def linear_cross_entropy(
     or per token in targets' shape for reduction="none"). `chunk_rows` overrides how many
     tokens share one chunk of logits (default: as many as fit in CHUNK_BYTES).
     """
+    hidden, weight = _autocast_inputs(hidden, weight)
     _check(hidden, weight, targets, reduction)
-    if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
-        return _LinearCrossEntropy.apply(
-            hidden, weight, targets, ignore_index, reduction, chunk_rows
-        )
-    # Evaluation (no_grad, or nothing to train): losses only. Checked here because inside
-    # an autograd.Function `needs_input_grad` stays True under no_grad.
-    h, weight, t, rows = _flatten(hidden, weight, targets, chunk_rows)
-    losses, _, _ = _chunked_pass(h, weight, t, ignore_index, None, False, False, rows)
-    return _reduce(losses, t != ignore_index, reduction, targets.shape)
+    with torch.autocast(hidden.device.type, enabled=False):
+        if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+            return _LinearCrossEntropy.apply(
+                hidden, weight, targets, ignore_index, reduction, chunk_rows
+            )
+        # Evaluation (no_grad, or nothing to train): losses only. Checked here because inside
+        # an autograd.Function `needs_input_grad` stays True under no_grad.
+        h, weight, t, rows = _flatten(hidden, weight, targets, chunk_rows)
+        losses, _, _ = _chunked_pass(h, weight, t, ignore_index, None, False, False, rows)
+        return _reduce(losses, t != ignore_index, reduction, targets.shape)
+
+
+def _autocast_inputs(hidden: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Under autocast the matmuls run in its dtype, as `hidden @ weight.T` would. The casts
+    happen here, where autograd records them (fp32 master weights get fp32 gradients), and
+    the chunked pass then runs with autocast off: its `out=` matmuls need one dtype."""
+    device = hidden.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        return hidden.to(dtype), weight.to(dtype)
+    return hidden, weight
