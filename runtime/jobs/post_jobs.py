@@ -9,7 +9,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from runtime.post import datasets as D
 from runtime.post import tasks as T
 from runtime.post import train as P
 from runtime.post.chat import encode_completion, encode_dialog, encode_prompt, shifted
+from runtime.train.precision import training_autocast
 from runtime.train.schedule import lr_at
 
 
@@ -53,10 +54,8 @@ def _device_of(module: torch.nn.Module) -> torch.device:
 
 
 def _autocast(ctx: JobContext, device: torch.device) -> AbstractContextManager[Any]:
-    """bf16 autocast for training steps on CUDA (fp32 master weights), as pre-training does."""
-    if device.type == "cuda" and ctx.settings.get("precision", "bf16") == "bf16":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+    """bf16 autocast for training steps (fp32 master weights), as pre-training does."""
+    return training_autocast(device, ctx.config.get("precision") or ctx.settings.get("precision", "bf16"))
 
 
 def _report(ctx: JobContext, title: str, lines: list[str]) -> None:

@@ -10,7 +10,6 @@ in fp32 a resumed run ends with the same weights as one that was never stopped.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from runtime.model import Llama, load_optimizer_state, save_optimizer_state
 from runtime.model.checkpoint import atomic_directory, load_state, write_checkpoint
 from runtime.train import dist
 from runtime.train.evals import val_loss
+from runtime.train.precision import training_autocast
 from runtime.train.schedule import lr_at
 
 StepHook = Callable[[int, "TrainState"], None]
@@ -146,7 +146,7 @@ class Trainer:
             model.to(ctx.torch_device())
         self.device = next(model.parameters()).device
         self.opt = make_optimizer(model, cfg)
-        self.autocast = cfg.get("precision") == "bf16" and self.device.type == "cuda"
+        self.precision = cfg.get("precision")
         self.step_fn = torch.compile(model) if cfg.get("compile") else model
         self.peak_flops = peak_flops(ctx.settings, self.device)
         self.resumed = latest is not None and self._resume(latest)
@@ -241,9 +241,7 @@ class Trainer:
         for i in range(lo, lo + local, micro):
             tok, ids, tgt = (t[i : i + micro].to(self.device)
                              for t in (batch.tokens, batch.doc_ids, batch.targets))
-            ctx = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast
-                   else contextlib.nullcontext())
-            with ctx:
+            with training_autocast(self.device, self.precision):
                 loss = self.step_fn(tok, ids, tgt, reduction="sum") / n_targets
             (loss * self.world if self.world > 1 else loss).backward()
             total += float(loss.detach())

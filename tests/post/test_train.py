@@ -154,3 +154,23 @@ def test_a_round_average_is_the_mean_of_its_members_and_carries_the_tokenizer(
     assert "Uniform average of 2 checkpoints: a, b" in (out / "report.md").read_text()
     with pytest.raises(JobFailed, match="member0"):
         job("model.average", {"round": 1}, {"tokenizer": tokenizer_dir}, name="none")
+
+
+def test_post_training_steps_run_under_bf16_autocast(job, dataset, checkpoint, tokenizer_dir,
+                                                     monkeypatch):
+    """The GPU's mixed-precision path (fp32 weights, bf16 autocast) through SFT, the reward
+    model and DPO, run on a CPU by letting `runtime.train.precision` autocast there."""
+    from runtime.train import precision
+
+    monkeypatch.setattr(precision, "AUTOCAST_DEVICES", {"cuda", "cpu"})
+    monkeypatch.setenv("HERD_KERNELS", "reference")
+    inputs = {"checkpoint": checkpoint, "tokenizer": tokenizer_dir, "dataset": dataset}
+    common = {"lr": 3e-3, "steps": 4, "batch": 4, "seed": 0, "precision": "bf16"}
+    sft = job("post.sft", common, inputs, name="sft16")
+    assert math.isfinite(json.loads((sft / "train.json").read_text())["loss_last"])
+    job("post.reward_model", common, inputs, name="rm16")
+    ref = job("post.dpo_reference", {"mask": "formatting_tokens", "precision": "bf16"}, inputs,
+              name="ref16")
+    dpo = job("post.dpo", {**common, "beta": 0.5, "nll": 0.2, "mask": "formatting_tokens"},
+              {**inputs, "reference": ref}, name="dpo16")
+    assert math.isfinite(json.loads((dpo / "train.json").read_text())["final"]["reward_margin"])
