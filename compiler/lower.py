@@ -279,6 +279,18 @@ class Lowering:
         return {"kind": sched.kind, "peak_lr": lr, "min_lr": float(min_lr), "warmup_steps": min(warmup, steps),
                 "total_steps": steps, "decay_fraction": sched.decay}
 
+    @staticmethod
+    def _post_schedule(sched: Any, lr: float) -> dict[str, Any] | None:
+        """A post-training schedule whose step count the job learns from its data: warmup as
+        steps or a share of them, the floor as a share of the peak (`runtime.jobs.post_jobs`)."""
+        if sched is None:
+            return None
+        w = sched.warmup
+        low = sched.min_lr if sched.min_lr is not None else sched.to
+        return {"kind": sched.kind, "warmup_steps": w.steps or 0, "warmup_fraction": w.fraction,
+                "min_ratio": 1.0 if sched.kind == "constant" else (0.1 if low is None else low / lr),
+                "decay_fraction": sched.decay}
+
     def _estimates(self, stage: str, model: dict[str, Any], tokens: int, context: int, steps: int,
                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
         s = self.plan.settings
@@ -668,7 +680,9 @@ class Lowering:
                     if rs_job:
                         inputs["samples"] = rs_job
                 sft_job = f"{p}.sft"
-                self.plan.add(Job(sft_job, "post.sft", defined.name, {**common, **sft.model_dump(mode="json"), "round": r},
+                sft_config = {**common, **sft.model_dump(mode="json"), "round": r,
+                              "schedule": self._post_schedule(sft.schedule, sft.lr)}
+                self.plan.add(Job(sft_job, "post.sft", defined.name, sft_config,
                                   inputs, output="checkpoint", description="supervised fine-tuning on assistant tokens"))
                 policy = sft_job
                 trained.append(sft_job)

@@ -73,23 +73,18 @@ def _save(ctx: JobContext, model: Llama, steps: int) -> None:
 
 def post_schedule(cfg: dict[str, Any], steps: int) -> dict[str, Any]:
     """The job's LR schedule relative to its peak (each parameter group scales it), in the
-    pre-training schedules' terms (`runtime.train.schedule`). Without a spec `schedule`: 10%
-    warmup, then cosine to 10% of the peak. With one: its kind and warmup (steps or a share),
-    decaying to `min_lr` (or `to`) as a share of the job's `lr`."""
+    pre-training schedules' terms (`runtime.train.schedule`), once the step count is known.
+    Without a `schedule`: 10% warmup, then cosine to 10% of the peak. With one (as the
+    compiler resolves it): its kind, warmup steps or share, floor and decay share."""
     spec = cfg.get("schedule")
     if not spec:
         return {"kind": "cosine", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": max(1, steps // 10),
                 "total_steps": steps}
-    warm = spec.get("warmup") or {}
-    if warm.get("fraction") is not None:
-        warmup = round(float(warm["fraction"]) * steps)
-    else:
-        warmup = int(warm.get("steps") or 0)
-    low = spec.get("min_lr") if spec.get("min_lr") is not None else spec.get("to")
-    ratio = 0.1 if low is None else float(low) / float(cfg.get("lr", 1.0))
-    return {"kind": spec.get("kind", "cosine"), "peak_lr": 1.0, "min_lr": ratio,
+    fraction = spec.get("warmup_fraction")
+    warmup = round(float(fraction) * steps) if fraction is not None else int(spec.get("warmup_steps", 0))
+    return {"kind": spec.get("kind", "cosine"), "peak_lr": 1.0, "min_lr": float(spec.get("min_ratio", 0.1)),
             "warmup_steps": min(warmup, steps), "total_steps": steps,
-            "decay_fraction": float(spec.get("decay", 0.2))}
+            "decay_fraction": float(spec.get("decay_fraction", 0.2))}
 
 
 def describe_schedule(schedule: dict[str, Any]) -> str:

@@ -58,9 +58,8 @@ def test_lr_schedule_warms_up_then_decays_to_the_floor():
 
 def test_a_spec_schedule_sets_kind_warmup_and_floor():
     """What `sft { lr = 1e-4  schedule = linear(warmup = 20%, min_lr = 1e-5) }` compiles to."""
-    cfg = {"lr": 1e-4, "schedule": {"kind": "linear", "warmup": {"steps": None, "tokens": None,
-                                                                  "fraction": 0.2},
-                                    "min_lr": 1e-5, "to": None, "decay": 0.2}}
+    cfg = {"lr": 1e-4, "schedule": {"kind": "linear", "warmup_steps": 0, "warmup_fraction": 0.2,
+                                    "min_ratio": 0.1, "decay_fraction": 0.2}}
     schedule = post_schedule(cfg, 50)
     assert (schedule["kind"], schedule["warmup_steps"]) == ("linear", 10)
     assert schedule["min_lr"] == pytest.approx(0.1)
