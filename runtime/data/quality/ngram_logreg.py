@@ -52,8 +52,8 @@ def reference_texts(reference: str, limit: int) -> list[str]:
 
 
 def _with_defaults(params: dict[str, Any]) -> dict[str, Any]:
-    """The spec sends every schema field, unset ones as None: those take the defaults."""
-    return {**DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
+    """A compiled spec sends every field; a direct call may send none."""
+    return {**DEFAULTS, **params}
 
 
 @register_classifier
