@@ -19,7 +19,9 @@ def row_block(n_cols: int) -> tuple[int, int]:
     block = triton.next_power_of_2(n_cols)
     if block > MAX_ROW_BLOCK:
         raise ValueError(f"rows of {n_cols} elements exceed the kernel limit of {MAX_ROW_BLOCK}")
-    if block >= 32768:
+    # At 16 warps a 16K-wide fp32 backward needs all 128 registers and spills (ptxas,
+    # sm_90: `python -m runtime.kernels.compile_check`); 32 warps halve each thread's share.
+    if block >= 16384:
         return block, 32
     if block >= 8192:
         return block, 16
