@@ -222,8 +222,9 @@ class Lowering:
             return {"weights": {}, "max_epochs": 4.0, "seed": self.seed}
         if defined.kind == "data":
             return {"weights": {name: 1.0}, "max_epochs": 4.0, "seed": self.seed}
+        seed = defined.config.seed
         return {"weights": self._weights(defined.config.weights), "max_epochs": defined.config.max_epochs,
-                "seed": defined.config.seed}
+                "seed": seed if seed is not None else self.seed}
 
     def _data_inputs(self, mix: dict[str, Any], tokenizer: str | None) -> dict[str, str]:
         inputs: dict[str, str] = {}
@@ -621,7 +622,8 @@ class Lowering:
             for ev in self._evals(defined.name, cfg.evals, job_id, model, union, prefix=f"{arm}."):
                 compare_inputs[f"{arm}:{ev.rsplit('.', 1)[-1]}"] = ev
         self.plan.add(Job(f"probe.{defined.name}.compare", "probe.compare", defined.name,
-                          {"new": cfg.new, "share": cfg.share, "evals": list(cfg.evals)}, compare_inputs,
+                          {"new": cfg.new, "share": cfg.share, "evals": list(cfg.evals),
+                           "threshold": cfg.threshold}, compare_inputs,
                           output="eval", description=f"eval deltas of {cfg.share:.0%} {cfg.new} vs control"))
         self.plan.stages[defined.name] = {"kind": "probe", "model": model["name"], "tokens": 2 * cfg.tokens,
                                           "new": cfg.new, "share": cfg.share}

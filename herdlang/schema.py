@@ -179,7 +179,11 @@ class Condition(Strict):
 
 class TokenizerBlock(Block):
     doc: ClassVar[str] = "A byte-level BPE trained on a data stage, or a tiktoken rank file."
-    kind: Annotated[Literal["tiktoken"], Word] = "tiktoken"
+    #: the one format the runtime writes (tokenizer.json's "tiktoken-bpe"), so the compiler does
+    #: not pass it on; tests/data/test_layers_agree.py fails if a second kind appears here
+    kind: Annotated[Literal["tiktoken"], Word] = Field("tiktoken", description=(
+        "The tokenizer's format: `tiktoken`, the only kind (and the default). Trained or loaded, "
+        "it is a byte-level BPE in tiktoken's rank-file format, encoded by tiktoken."))
     pattern: Annotated[Literal["llama3", "gpt2"], Word] = "llama3"
     vocab: Count | None = Field(None, ge=256)
     special_tokens: Int = Field(256, ge=16)
@@ -220,7 +224,9 @@ class DataBlock(Block):
     doc: ClassVar[str] = "Documents: sources, then dedup and filter steps in order."
     steps: list[DataStep] = Field(default_factory=list)
     val_fraction: Fraction = Field(0.01, ge=0, lt=1)
-    seed: Int = 0
+    seed: Int = Field(0, ge=0, description=(
+        "Seeds the validation split (which documents are held out) and the order in which "
+        "training reads this stage's documents."))
 
 
 class MixBlock(Block):
@@ -228,7 +234,8 @@ class MixBlock(Block):
     options: ClassVar[tuple[str, ...]] = ("max_epochs", "seed")
     weights: dict[str, Fraction] = Field(default_factory=dict)
     max_epochs: Number = Field(4.0, gt=0)
-    seed: Int = 0
+    seed: Int | None = Field(None, ge=0, description=(
+        "Seeds the order in which training reads each stage's documents; unset, the run's seed."))
 
     @model_validator(mode="before")
     @classmethod
@@ -299,6 +306,13 @@ class AnnealBlock(Block):
     seed: Int | None = None
 
 
+def _post_checkpoint_every() -> Any:
+    """A post-training step's state-saving interval (`runtime.jobs.post_jobs.train_loop`)."""
+    return Field(50, gt=0, description=(
+        "Save the training state every this many steps; a killed job resumes from the last save "
+        "and ends with the weights of an uninterrupted run."))
+
+
 class RewardModelStep(Strict):
     name: Ref
     data: Ref
@@ -306,6 +320,7 @@ class RewardModelStep(Strict):
     steps: Steps | None = Field(None, gt=0)
     epochs: Number = Field(1.0, gt=0)
     batch: Int = Field(16, ge=1)
+    checkpoint_every: Steps = _post_checkpoint_every()
 
 
 class RejectionSamplingStep(Strict):
@@ -324,6 +339,7 @@ class SFTStep(Strict):
     steps: Steps | None = Field(None, gt=0)
     epochs: Number = Field(1.0, gt=0)
     batch: Int = Field(16, ge=1)
+    checkpoint_every: Steps = _post_checkpoint_every()
     schedule: Schedule | None = None
 
 
@@ -336,6 +352,7 @@ class DPOStep(Strict):
     nll: Number = Field(0.2, ge=0)
     mask: Annotated[Literal["formatting_tokens", "none"], Word] = "formatting_tokens"
     batch: Int = Field(8, ge=1)
+    checkpoint_every: Steps = _post_checkpoint_every()
 
 
 class PosttrainBlock(Block):
@@ -386,6 +403,9 @@ class ProbeBlock(Block):
     tokens: Tokens = Field(gt=0)
     lr: Schedule = Schedule(kind="linear", to=0.0)
     evals: Annotated[list[Ref], ListOf] = ["perplexity"]
+    threshold: Number = Field(0.01, ge=0, description=(
+        "The smallest mean change that counts: a loss (nats) or an accuracy (`2%`) that moves "
+        "less than this either way is called neutral, not helps or hurts."))
     seed: Int | None = None
 
 
@@ -408,7 +428,7 @@ class Parallel(Strict):
 class RunBlock(Block):
     doc: ClassVar[str] = "Run settings: seed, device, workers, hardware and parallel layout."
     named: ClassVar[bool] = False
-    seed: Int = 0
+    seed: Int = Field(0, ge=0)
     device: Annotated[Literal["auto", "cpu", "cuda"], Word] = "auto"
     workers: Int = Field(2, ge=1)
     precision: Annotated[Literal["bf16", "fp32"], Word] = "bf16"

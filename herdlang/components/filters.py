@@ -55,5 +55,9 @@ class Length(Filter):
 
 @component("filter", "symbol_ratio")
 class SymbolRatio(Filter):
-    thresholds = ("max",)
+    """Gopher's symbol-to-word ratio (`#` and ellipses per word) and, when `max_non_alnum` is
+    set, the share of visible characters that are neither letters nor digits."""
+
+    thresholds = ("max", "max_non_alnum")
     max: Fraction = Field(0.1, ge=0, le=1)
+    max_non_alnum: Fraction | None = Field(None, gt=0, le=1)

@@ -12,7 +12,8 @@ this one". The end-of-text token itself *is* a target, so models learn to stop.
 
 Mixing (train): before each document the source with the smallest consumed_tokens / weight
 is chosen (deterministic, exact proportions in tokens). Within a source, documents come in a
-seeded permutation, reshuffled per epoch; a source stops after `max_epochs` passes (its
+permutation seeded by the loader's seed and the seed the source's data stage was tokenized
+with (its `meta.json`), reshuffled per epoch; a source stops after `max_epochs` passes (its
 upsampling cap) and the others continue. The train stream is infinite while any source
 remains; val streams every source's val documents once, in order, unweighted.
 
@@ -49,6 +50,8 @@ class TokenSource:
     def __init__(self, name: str, directory: Path, split: str) -> None:
         meta = read_meta(directory)
         self.name, self.eos_id = name, int(meta["eos_id"])
+        #: the data stage's seed (`data NAME { seed }`), which also chose its validation split
+        self.data_seed = int(meta.get("seed", 0))
         self.arrays: list[np.ndarray] = []
         shard_ids, starts, lengths = [], [], []
         for i, sh in enumerate(meta["splits"][split]["shards"]):
@@ -74,6 +77,8 @@ class TokenSource:
             return pos
         if self._perm is None or self._perm[0] != epoch:
             key = [seed, zlib.crc32(self.name.encode()), epoch]
+            if self.data_seed:  # 0 adds nothing: the order of runs from before it counted
+                key.append(self.data_seed)
             self._perm = (epoch, np.random.default_rng(key).permutation(self.n_docs))
         return int(self._perm[1][pos])
 

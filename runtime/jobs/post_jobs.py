@@ -113,18 +113,21 @@ def batch_indices(n: int, batch: int, step: int, seed: int) -> list[int]:
 
 StepFn = Callable[[int, list[int]], tuple[torch.Tensor, dict[str, float]]]
 
+#: steps between saved training states when a config has no `checkpoint_every` (the schema's default)
+DEFAULT_CHECKPOINT_EVERY = 50
+
 
 def train_loop(ctx: JobContext, module: torch.nn.Module,
                groups: list[tuple[list[torch.nn.Parameter], float]], n_examples: int,
                step_fn: StepFn) -> tuple[int, list[dict[str, float]]]:
     """AdamW on `post_schedule`, gradient clipping, metrics and progress; state is saved to
-    `ctx.work` every `save_every` steps and a killed job resumes from it exactly.
+    `ctx.work` every `checkpoint_every` steps and a killed job resumes from it exactly.
     Returns (steps, per-step history of {"loss", **info})."""
     cfg = ctx.config
     batch = int(cfg.get("batch", 16))
     steps = int(cfg.get("steps") or max(1, round(float(cfg.get("epochs", 1.0)) * n_examples / batch)))
     schedule = post_schedule(cfg, steps)
-    save_every = int(cfg.get("save_every", 50))
+    every = int(cfg.get("checkpoint_every", DEFAULT_CHECKPOINT_EVERY))  # >= 1: the schema checks
     opt = torch.optim.AdamW([{"params": p, "lr": lr} for p, lr in groups], betas=(0.9, 0.95),
                             weight_decay=0.0)
     work = Path(ctx.work)
@@ -155,7 +158,7 @@ def train_loop(ctx: JobContext, module: torch.nn.Module,
         history.append({"loss": loss.item(), **info})
         ctx.metric(stage=ctx.kind, step=step, lr=opt.param_groups[0]["lr"], **history[-1])
         ctx.progress.advance(1, loss=round(history[-1]["loss"], 4))
-        if (step + 1) % save_every == 0 and step + 1 < steps:
+        if (step + 1) % every == 0 and step + 1 < steps:
             tmp = weights_file.with_suffix(".tmp")
             save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
                       str(tmp))

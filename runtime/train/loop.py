@@ -78,6 +78,17 @@ def batch_seqs(cfg: dict[str, Any], tokens: int) -> int:
     return seqs
 
 
+def train_loader(sources: dict[str, Path], cfg: dict[str, Any]) -> PackedLoader:
+    """The training stream of a `train.*` job config: its `mix` (weights, `max_epochs`, the
+    loader's `seed`) over the `data:<name>` token artifacts, each of which brings the seed
+    its data stage was tokenized with; rows of `context` tokens, the ramp's first batch."""
+    mix = cfg.get("mix", {})
+    weights = mix.get("weights") or dict.fromkeys(sources, 1.0)
+    return PackedLoader(sources, weights, int(cfg["context"]), batch_seqs(cfg, 0),
+                        split="train", seed=int(mix.get("seed", 0)),
+                        max_epochs=float(mix.get("max_epochs", 4.0)))
+
+
 def param_order(model: torch.nn.Module) -> list[str]:
     """Parameter names in the optimizer's order (matrices, then the rest): the key that maps
     a single-process optimizer state onto a sharded one and back."""
@@ -122,12 +133,8 @@ class Trainer:
         self.is_main = self.rank == 0
         self.exported: dict[str, torch.Tensor] | None = None
         self.sources = data_sources(ctx)
-        mix = cfg.get("mix", {})
-        weights = mix.get("weights") or dict.fromkeys(self.sources, 1.0)
         self.seq_len = int(cfg["context"])
-        self.loader = PackedLoader(self.sources, weights, self.seq_len, batch_seqs(cfg, 0),
-                                   split="train", seed=int(mix.get("seed", 0)),
-                                   max_epochs=float(mix.get("max_epochs", 4.0)))
+        self.loader = train_loader(self.sources, cfg)
         self.state = TrainState()
         self.on_step, self.on_checkpoint = on_step, on_checkpoint
         self.val_tokens = val_tokens

@@ -153,7 +153,10 @@ def test_adding_a_round_keeps_earlier_rounds_cached() -> None:
 @pytest.mark.parametrize(
     ("override", "changed_root"),
     [("base.tokens=4M tokens", "train.base"), ("tiny_bpe.vocab=4_096", "tokenizer.tiny_bpe"),
-     ("final.tokens=400K tokens", "train.final")],
+     ("final.tokens=400K tokens", "train.final"),
+     # a data stage's seed re-splits and re-orders its tokens: everything trained on them re-runs
+     ("stdlib.seed=3", "tokens.stdlib.tiny_bpe"),
+     ("chat.sft.checkpoint_every=25 steps", "post.chat.r1.sft")],
 )
 def test_set_changes_exactly_downstream_fingerprints(override: str, changed_root: str) -> None:
     before, plan = fingerprints()
@@ -327,3 +330,47 @@ def test_a_batch_ramp_outside_pretraining_warns_which_size_is_used(tmp_path: Pat
     _, plan = compile_file(tmp_path / "tiny.herd")
     assert any("extend long_context trains with one batch size, the ramp's last step" in w
                for w in plan.warnings)
+
+
+# -- runtime knobs a spec sets ---------------------------------------------------------------------
+
+
+def test_each_post_training_step_carries_its_checkpoint_interval() -> None:
+    _, plan = compile_file(TINY, ["chat.sft.checkpoint_every=25 steps", "chat.dpo.checkpoint_every=10"])
+    every = {j.id: j.config.get("checkpoint_every") for j in plan.jobs.values()
+             if j.kind in ("post.reward_model", "post.sft", "post.dpo")}
+    assert every == {"post.chat.r1.reward_model": 50, "post.chat.r2.reward_model": 50,  # the default
+                     "post.chat.r1.sft": 25, "post.chat.r2.sft": 25,
+                     "post.chat.r1.dpo": 10, "post.chat.r2.dpo": 10}
+
+
+def test_a_probe_compares_with_its_threshold() -> None:
+    spec = SPECS / "scaling_tiny.herd"
+    _, plan = compile_file(spec)
+    assert plan.jobs["probe.more_docs.compare"].config["threshold"] == 0.01
+    _, plan = compile_file(spec, ["more_docs.threshold=2%"])
+    assert plan.jobs["probe.more_docs.compare"].config["threshold"] == 0.02
+
+
+def test_a_mix_without_a_seed_shuffles_with_the_runs() -> None:
+    _, plan = compile_file(TINY, ["run.seed=9"])
+    assert plan.jobs["train.base"].config["mix"]["seed"] == 9
+    _, plan = compile_file(TINY, ["run.seed=9", "tiny_mix.seed=4"])
+    assert plan.jobs["train.base"].config["mix"]["seed"] == 4
+
+
+@pytest.mark.parametrize(
+    ("spec", "override", "code", "message"),
+    [("tiny", "chat.sft.checkpoint_every=0", "H0203", "sft.checkpoint_every: Input should be greater than 0"),
+     ("tiny", "chat.dpo.checkpoint_every=10 tokens", "H0207",
+      "dpo.checkpoint_every: expected a step count (like `8000 steps`), got '10 tokens'"),
+     ("scaling_tiny", "more_docs.threshold=-0.1", "H0203", "threshold: Input should be greater than or equal to 0"),
+     ("tiny", "stdlib.seed=-1", "H0203", "seed: Input should be greater than or equal to 0"),
+     ("tiny", "tiny_mix.seed=-1", "H0203", "seed: Input should be greater than or equal to 0"),
+     ("tiny", "run.seed=-1", "H0203", "seed: Input should be greater than or equal to 0"),
+     ("tiny", "tiny_bpe.kind=sentencepiece", "H0203", "'sentencepiece' is not a valid value for kind")],
+)
+def test_a_bad_knob_is_a_diagnostic_that_names_it(spec: str, override: str, code: str, message: str) -> None:
+    with pytest.raises(HerdError) as exc:
+        compile_file(SPECS / f"{spec}.herd", [override])
+    assert [(d.code, d.message) for d in exc.value.diagnostics] == [(code, message)]

@@ -90,6 +90,18 @@ def test_symbol_ratio_counts_hashes_and_ellipses_per_word(tmp_path: Path) -> Non
     assert kept_ids(tmp_path, docs, "symbol_ratio", {"max": 0.1}) == ["ok"]
 
 
+def test_symbol_ratio_drops_mostly_punctuation_only_when_max_non_alnum_is_set(tmp_path: Path) -> None:
+    # few '#' or ellipses, but two thirds of the visible characters are punctuation
+    ascii_art = " ".join("+--+" for _ in range(40)) + " " + prose(20)
+    docs = [Document("ok", prose(100)), Document("art", ascii_art)]
+    assert get_filter("symbol_ratio").score(ascii_art, {}, None)["non_alnum_fraction"] > 0.4
+    assert kept_ids(tmp_path, docs, "symbol_ratio", {"max": 0.1, "max_non_alnum": None}) == ["ok", "art"]
+    assert kept_ids(tmp_path, docs, "symbol_ratio", {"max": 0.1, "max_non_alnum": 0.4},
+                    job="strict") == ["ok"]
+    with pytest.raises(JobFailed, match=r"max_non_alnum must be a share in \(0, 1\]"):
+        kept_ids(tmp_path, docs, "symbol_ratio", {"max": 0.1, "max_non_alnum": 0}, job="zero")
+
+
 def test_changing_only_a_threshold_reuses_cached_scores(tmp_path: Path) -> None:
     docs = [Document(f"d{i}", prose(20 * (i + 1))) for i in range(6)]
     src = write_docs(tmp_path / "in", docs)

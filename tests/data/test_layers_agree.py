@@ -14,10 +14,12 @@ import pytest
 from compiler import compile_file
 from data.helpers import run_job, write_docs
 from herdlang import components
+from herdlang.schema import TokenizerBlock, literal_values
 from runtime.data.documents import Document, read_documents
 from runtime.data.filters import filter_names, get_filter
 from runtime.data.quality import get_classifier
 from runtime.data.sources import plan_shards
+from runtime.data.tokenizer import META_FILE, save_tokenizer
 from runtime.jobs import registry
 
 SPECS = sorted((Path(__file__).resolve().parents[2] / "specs").glob("*.herd"))
@@ -120,3 +122,68 @@ def test_a_compiled_sft_schedule_is_read_by_the_post_training_loop(tmp_path: Pat
     schedule = post_schedule(plan.jobs["post.chat.r1.sft"].config, 400)
     assert schedule == {"kind": "wsd", "peak_lr": 1.0, "min_lr": pytest.approx(0.1), "warmup_steps": 40,
                         "total_steps": 400, "decay_fraction": 0.5}
+
+
+def test_a_compiled_symbol_ratio_applies_max_non_alnum_only_when_the_spec_sets_it(tmp_path: Path) -> None:
+    ascii_art = " ".join("+--+" for _ in range(40)) + " " + " ".join(f"word{i}" for i in range(20))
+    docs = [Document("prose", "plain words and nothing else " * 10), Document("art", ascii_art)]
+    src = write_docs(tmp_path / "in", docs)
+    kept = {}
+    for name, fields in (("unset", ""), ("set", "max_non_alnum = 40%")):
+        spec = tmp_path / f"{name}.herd"
+        spec.write_text("data d {\n  source text { paths = [\"*.md\"] }\n"
+                        f"  filter symbol_ratio {{ {fields} }}\n}}\n")
+        _, plan = compile_file(spec)
+        [job] = [j for j in plan.jobs.values() if j.kind == "data.filter"]
+        assert "max_non_alnum" in job.config["thresholds"]  # re-deciding never re-scores
+        out = run_job(tmp_path, "data.filter", job.config, {"documents": src}, name=name)
+        kept[name] = [d.id for d in read_documents(out)]
+    assert kept == {"unset": ["prose", "art"], "set": ["prose"]}
+
+
+TRAIN_ON_D = """tokenizer tok {{ vocab = 300  train_on = d }}
+model m {{ tokenizer = tok  layers = 1  dim = 32  heads = 2  context = 32 }}
+data d {{ source text {{ paths = ["*.md"] }}  val_fraction = 0  {seed} }}
+pretrain p {{ model = m  data = d  tokens = 64K tokens  context = 32  batch = 1K tokens
+  optimizer = adamw(lr = 1e-3) }}
+"""
+
+
+def test_a_data_stages_seed_decides_the_order_training_reads_it(tmp_path: Path) -> None:
+    """Through the compiled plan: the data seed reaches the tokens artifact (and, through
+    it, the training job's fingerprint), and the training job's loader reads it."""
+    from runtime.train.loop import train_loader
+
+    docs = write_docs(tmp_path / "docs", [Document(f"doc{i}", f"document {i} " * (5 + i % 4))
+                                          for i in range(40)])
+    tok = tmp_path / "tok"
+    tok.mkdir()
+    save_tokenizer(tok, {bytes([i]): i for i in range(256)}, "llama3", 16)
+
+    def trained_order(name: str, seed: str) -> tuple[list[str], str]:
+        (tmp_path / f"{name}.herd").write_text(TRAIN_ON_D.format(seed=seed))
+        _, plan = compile_file(tmp_path / f"{name}.herd")
+        tokens = run_job(tmp_path, "data.tokenize", plan.jobs["tokens.d.tok"].config,
+                         {"documents": docs, "tokenizer": tok}, name=name)
+        train = plan.jobs["train.p"]
+        loader = train_loader({"d": tokens}, train.config)
+        text = b"".join(bytes(t for t in row if t < 256) for b in (next(loader) for _ in range(8))
+                        for row in b.tokens.tolist()).decode()
+        return list(dict.fromkeys(w for w in text.split() if w.isdigit())), train.fingerprint
+
+    one, fp_one = trained_order("one", "seed = 1")
+    assert trained_order("one_again", "seed = 1") == (one, fp_one)
+    two, fp_two = trained_order("two", "seed = 2")
+    assert two != one and fp_two != fp_one
+    unset, _ = trained_order("unset", "")
+    assert unset == trained_order("zero", "seed = 0")[0] != one
+
+
+def test_the_tokenizer_kind_a_spec_names_is_the_format_the_runtime_writes(tmp_path: Path) -> None:
+    """The runtime builds one kind of tokenizer, so the compiler does not pass `kind` on; a
+    second kind in the schema must come with a runtime that builds it (and reads `kind`)."""
+    import json
+
+    save_tokenizer(tmp_path, {bytes([i]): i for i in range(256)}, "llama3", 16)
+    written = json.loads((tmp_path / META_FILE).read_text())["format"]
+    assert [f"{kind}-bpe" for kind in literal_values(TokenizerBlock.model_fields["kind"].annotation)] == [written]

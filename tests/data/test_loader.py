@@ -16,11 +16,15 @@ from runtime.jobs.context import JobFailed
 EOS = 0
 
 
-def make_tokens(directory: Path, train: list[list[int]], val: list[list[int]] | None = None) -> Path:
-    """A tokens artifact in the data.tokenize format, from explicit documents (EOS appended)."""
+def make_tokens(directory: Path, train: list[list[int]], val: list[list[int]] | None = None,
+                seed: int | None = None) -> Path:
+    """A tokens artifact in the data.tokenize format, from explicit documents (EOS appended);
+    `seed` is the data stage's, as data.tokenize records it (None: not recorded)."""
     directory.mkdir(parents=True)
     meta = {"format": FORMAT, "dtype": "uint32", "eos_id": EOS, "bos_id": 1, "n_vocab": 1 << 20,
             "splits": {}}
+    if seed is not None:
+        meta["seed"] = seed
     for split, docs in (("train", train), ("val", val or [])):
         arrays = [np.asarray(d + [EOS], dtype=np.uint32) for d in docs]
         index = np.r_[0, np.cumsum([len(a) for a in arrays])].astype(np.int64)
@@ -105,6 +109,31 @@ def test_the_seed_changes_document_order_but_not_the_mix(two_sources) -> None:
     a = take(PackedLoader(two_sources, {"web": 1, "code": 1}, seq_len=16, batch_size=2, seed=0), 3)
     b = take(PackedLoader(two_sources, {"web": 1, "code": 1}, seq_len=16, batch_size=2, seed=1), 3)
     assert not same(a, b)
+
+
+def doc_order(batches: list, source: int) -> list[int]:
+    """The documents of `source` in the order the batches start them (see `docs_of`)."""
+    tokens = torch.cat([b.tokens.flatten() for b in batches])
+    docs = (tokens[(tokens // 1_000_000) == source] // 1000 % 1000).tolist()
+    return list(dict.fromkeys(docs))
+
+
+def test_a_sources_data_seed_reorders_its_own_documents(tmp_path: Path) -> None:
+    code = make_tokens(tmp_path / "code", docs_of(2, 40, 20))
+
+    def orders(name: str, seed: int | None) -> tuple[list[int], list[int]]:
+        web = make_tokens(tmp_path / name, docs_of(1, 50, 30), seed=seed)
+        batches = take(PackedLoader({"web": web, "code": code}, {"web": 1, "code": 1},
+                                    seq_len=16, batch_size=4, seed=5), 60)  # > one epoch of web
+        return doc_order(batches, 1), doc_order(batches, 2)
+
+    web_1, code_1 = orders("web-1", 1)
+    assert orders("web-1-again", 1) == (web_1, code_1)  # the same seed: the same order
+    web_2, code_2 = orders("web-2", 2)
+    assert sorted(web_2) == sorted(web_1) == list(range(50)) and web_2 != web_1  # reordered
+    assert code_2 == code_1  # the other source keeps its order
+    # seed 0 adds nothing: artifacts tokenized before the seed was recorded read alike
+    assert orders("web-0", 0) == orders("web-unrecorded", None)
 
 
 def test_set_batch_size_changes_rows_per_batch_not_the_stream(two_sources) -> None:

@@ -104,7 +104,7 @@ def test_batches_cover_each_epoch_once():
 
 def test_a_killed_sft_run_resumes_to_the_same_weights(tmp_path, dataset, checkpoint, tokenizer_dir):
     inputs = {"checkpoint": checkpoint, "tokenizer": tokenizer_dir, "dataset": dataset}
-    config = {"lr": 3e-3, "steps": 6, "batch": 4, "save_every": 2}
+    config = {"lr": 3e-3, "steps": 6, "batch": 4, "checkpoint_every": 2}
     whole = make_ctx(tmp_path, "post.sft", config, inputs, "whole")
     registry.get("post.sft")(whole)
 

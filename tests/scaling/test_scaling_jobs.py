@@ -164,6 +164,21 @@ def test_probe_compare(tmp_path: Path, shift: float, verdict: str) -> None:
     assert f"30% docs {verdict}" in report and "| docs | 3.0000 |" in report
 
 
+@pytest.mark.parametrize(("override", "verdict"), [(None, "helps"), ("more_docs.threshold=0.1", "neutral")])
+def test_a_probe_calls_a_change_within_its_threshold_neutral(tmp_path: Path, override, verdict) -> None:
+    from compiler import compile_file
+
+    spec = Path(__file__).resolve().parents[2] / "specs" / "scaling_tiny.herd"
+    _, plan = compile_file(spec, [override] if override else None)
+    control = write_eval(tmp_path / "control", {"docs": 3.0, "stdlib": 2.5})
+    candidate = write_eval(tmp_path / "candidate", {"docs": 2.9, "stdlib": 2.5})  # mean -0.05 nats
+    ctx = make_ctx(tmp_path, "probe.compare", plan.jobs["probe.more_docs.compare"].config,
+                   {"control:perplexity": control, "candidate:perplexity": candidate})
+    probe_compare(ctx)
+    result = json.loads((ctx.out / "compare.json").read_text())
+    assert (result["verdict"], result["threshold"]) == (verdict, 0.1 if override else 0.01)
+
+
 def test_probe_compare_fails_on_mismatched_sources(tmp_path: Path) -> None:
     control = write_eval(tmp_path / "control", {"docs": 3.0})
     candidate = write_eval(tmp_path / "candidate", {"stdlib": 2.5})

@@ -1,7 +1,8 @@
 """Symbol-to-word ratio (Gopher: '#' and ellipses per word > 0.1) and non-alphanumeric share.
 
-`max` bounds the symbol-to-word ratio; optional `max_non_alnum` bounds the fraction of
-non-space characters that are neither letters nor digits.
+`max` bounds the symbol-to-word ratio; `max_non_alnum` (None or absent: no such rule) bounds
+the fraction of non-space characters that are neither letters nor digits. Both are
+thresholds: the scores never depend on them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 from runtime.data.filters import Filter, Scores, register_filter
 from runtime.data.text import WORD_RE
+from runtime.jobs.context import JobFailed
 
 
 @register_filter
@@ -24,10 +26,16 @@ class SymbolRatio(Filter):
         return {"symbol_per_word": symbols / n_words,
                 "non_alnum_fraction": non_alnum / max(1, len(visible))}
 
+    def check_params(self, params: dict[str, Any]) -> None:
+        share = params.get("max_non_alnum")
+        if share is not None and not 0 < float(share) <= 1:
+            raise JobFailed(f"symbol_ratio: max_non_alnum must be a share in (0, 1], not {share!r}")
+
     def keep(self, scores: Scores, params: dict[str, Any]) -> tuple[bool, str]:
         limit = float(params.get("max", 0.1))
         if scores["symbol_per_word"] > limit:
             return False, f"symbol_per_word={scores['symbol_per_word']:.3f}>{limit:g}"
-        if "max_non_alnum" in params and scores["non_alnum_fraction"] > params["max_non_alnum"]:
-            return False, f"non_alnum_fraction={scores['non_alnum_fraction']:.3f}>{params['max_non_alnum']:g}"
+        share = params.get("max_non_alnum")
+        if share is not None and scores["non_alnum_fraction"] > float(share):
+            return False, f"non_alnum_fraction={scores['non_alnum_fraction']:.3f}>{float(share):g}"
         return True, ""
