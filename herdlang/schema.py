@@ -265,7 +265,7 @@ class PretrainBlock(Block):
     optimizer: AdamW
     schedule: Schedule = Schedule()
     clip: Number = Field(1.0, gt=0)
-    seed: Int | None = None
+    seed: Int | None = Field(None, ge=0)
     checkpoint_every: Steps | None = Field(None, gt=0)
     eval_every: Steps | None = Field(None, gt=0)
     evals: Annotated[list[Ref], ListOf] = ["perplexity"]
@@ -287,7 +287,7 @@ class ExtendBlock(Block):
     gate: dict[str, Annotated[Condition, CondOf]] = Field(default_factory=dict)
     max_extra: Fraction = Field(0.5, ge=0)
     evals: Annotated[list[Ref], ListOf] = []  # run after the last increment (reported, not gating)
-    seed: Int | None = None
+    seed: Int | None = Field(None, ge=0)
 
 
 class AnnealBlock(Block):
@@ -303,7 +303,7 @@ class AnnealBlock(Block):
     batch: Annotated[list[BatchStep], RampOf] | None = None
     context: Length | None = Field(None, gt=0)
     evals: Annotated[list[Ref], ListOf] = ["perplexity"]
-    seed: Int | None = None
+    seed: Int | None = Field(None, ge=0)
 
 
 def _post_checkpoint_every() -> Any:
@@ -367,7 +367,7 @@ class PosttrainBlock(Block):
     dpo: DPOStep | None = None
     average: bool | Annotated[list[Ref], ListOf] = False
     evals: Annotated[list[Ref], ListOf] = ["tasks"]
-    seed: Int | None = None
+    seed: Int | None = Field(None, ge=0)
 
 
 class EvalBlock(Block):
@@ -391,7 +391,7 @@ class ScalingBlock(Block):
     forecast: Ref | None = Field(None, description=(
         "An eval that reports accuracy and the answer's NLL (`choice`): each run is scored "
         "on it and the fit forecasts its accuracy at `target` (the paper's two steps)."))
-    seed: Int | None = None
+    seed: Int | None = Field(None, ge=0)
 
 
 class ProbeBlock(Block):
@@ -406,7 +406,7 @@ class ProbeBlock(Block):
     threshold: Number = Field(0.01, ge=0, description=(
         "The smallest mean change that counts: a loss (nats) or an accuracy (`2%`) that moves "
         "less than this either way is called neutral, not helps or hurts."))
-    seed: Int | None = None
+    seed: Int | None = Field(None, ge=0)
 
 
 class Hardware(Strict):

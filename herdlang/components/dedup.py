@@ -30,7 +30,7 @@ class MinhashDedup(CallModel):
     bands: Int = Field(14, ge=1)
     rows: Int = Field(8, ge=1)
     threshold: Fraction = Field(0.8, gt=0, le=1)
-    seed: Int = 0
+    seed: Int = Field(0, ge=0)
 
 
 @component("dedup", "lines")

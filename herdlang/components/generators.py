@@ -17,4 +17,4 @@ class TaskGenerator(CallModel):
     kinds: Annotated[list[TaskKind], ListOf] = ["add", "subtract", "sort", "count", "reverse"]
     count: Int = Field(2000, ge=1)
     difficulty: Int = Field(1, ge=1, le=5)
-    seed: Int = 0
+    seed: Int = Field(0, ge=0)

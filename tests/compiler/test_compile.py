@@ -368,6 +368,8 @@ def test_a_mix_without_a_seed_shuffles_with_the_runs() -> None:
      ("tiny", "stdlib.seed=-1", "H0203", "seed: Input should be greater than or equal to 0"),
      ("tiny", "tiny_mix.seed=-1", "H0203", "seed: Input should be greater than or equal to 0"),
      ("tiny", "run.seed=-1", "H0203", "seed: Input should be greater than or equal to 0"),
+     ("tiny", "long_context.seed=-1", "H0203", "seed: Input should be greater than or equal to 0"),
+     ("tiny", "chat.seed=-2", "H0203", "seed: Input should be greater than or equal to 0"),
      ("tiny", "tiny_bpe.kind=sentencepiece", "H0203", "'sentencepiece' is not a valid value for kind")],
 )
 def test_a_bad_knob_is_a_diagnostic_that_names_it(spec: str, override: str, code: str, message: str) -> None:
