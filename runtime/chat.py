@@ -2,7 +2,7 @@
 
 The tokenizer is found next to the weights: a post-training checkpoint carries a copy of
 its tokenizer; otherwise `--tokenizer DIR`, or the store entry named by the checkpoint's
-`tokenizer_id` (a sibling directory in the same store).
+`tokenizer_id` (a sibling directory in the same store; every training job records it).
 """
 
 from __future__ import annotations
@@ -61,7 +61,9 @@ def find_tokenizer(checkpoint: Path, meta: dict[str, object], explicit: str | No
     candidates = [Path(explicit)] if explicit else []
     candidates.append(checkpoint)
     if meta.get("tokenizer_id"):
-        candidates.append(checkpoint.parent / str(meta["tokenizer_id"]))
+        # a sibling in the store; an annealing snapshot (artifact/ckpt-N) sits one level deeper
+        for store in (checkpoint.resolve().parent, checkpoint.resolve().parent.parent):
+            candidates.append(store / str(meta["tokenizer_id"]))
     for c in candidates:
         if (c / META_FILE).is_file():
             return c

@@ -43,6 +43,12 @@ def _from_checkpoint(ctx: JobContext) -> Llama:
     return model
 
 
+def _tokenizer_id(ctx: JobContext) -> str | None:
+    """The tokenizer artifact's store name, so `herd generate`/`chat` find it beside the
+    checkpoint (runtime/chat.py `find_tokenizer`)."""
+    return Path(ctx.inputs["tokenizer"]).name if "tokenizer" in ctx.inputs else None
+
+
 def _finish(ctx: JobContext, trainer: Trainer, extra: dict[str, Any] | None = None,
             sections: Callable[[], list[str]] | None = None) -> dict[str, Any]:
     """Final validation, the checkpoint into ctx.out (which replaces the directory, hence
@@ -59,7 +65,8 @@ def _finish(ctx: JobContext, trainer: Trainer, extra: dict[str, Any] | None = No
     if weights is None:  # not rank 0: rank 0 writes the artifact
         return stats
     write_checkpoint(weights, trainer.model_config, ctx.out, step=st.step,
-                     fingerprint=ctx.fingerprint or None, extra=stats)
+                     tokenizer_id=_tokenizer_id(ctx), fingerprint=ctx.fingerprint or None,
+                     extra=stats)
     write_json(Path(ctx.out) / "stats.json", stats)
     lines = (report.loss_section(Path(ctx.out), st, unigram, final_val)
              + report.throughput_section(Path(ctx.out), st, trainer.world)
@@ -232,7 +239,8 @@ def run_anneal(ctx: JobContext, on_step: StepHook | None = None) -> TrainState |
         weights = holder[0].exported if holder else None
         if weights is None:
             return
-        write_checkpoint(weights, config, snaps / f"ckpt-{step:06d}", step=step)
+        write_checkpoint(weights, config, snaps / f"ckpt-{step:06d}", step=step,
+                         tokenizer_id=_tokenizer_id(ctx))
         for old in sorted(snaps.glob("ckpt-*"))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -128,3 +129,23 @@ def test_short_context_recovery_eval_against_a_baseline(tmp_path, artifacts, bas
     alone = make_ctx(tmp_path, "scr1", "eval.short_context_recovery", cfg, {**artifacts, "checkpoint": base})
     get("eval.short_context_recovery")(alone)
     assert "recovery" not in json.loads((alone.out / "eval.json").read_text())
+
+
+def test_training_checkpoints_name_their_tokenizer_so_generate_finds_it(tmp_path, artifacts, base):
+    """`herd generate STORE/<train fp>` needs no --tokenizer: the checkpoint names the
+    tokenizer artifact beside it in the store, and so do annealing's kept snapshots."""
+    from runtime.chat import find_tokenizer
+    from runtime.model.checkpoint import read_meta
+
+    cfg = train_config(steps=2, checkpoint_every=1, keep_last=1, eval_every=0)
+    ann = make_ctx(tmp_path, "ann", "train.anneal", cfg, {**artifacts, "checkpoint": base})
+    get("train.anneal")(ann)
+    store = tmp_path / "store"  # runs/<spec>/store/<fingerprint>/ per artifact
+    tok_id = artifacts["tokenizer"].name
+    shutil.copytree(artifacts["tokenizer"], store / tok_id)
+    shutil.copytree(base, store / "basefp")
+    shutil.copytree(ann.out, store / "annfp")
+    for checkpoint in (store / "basefp", store / "annfp", store / "annfp" / "ckpt-000002"):
+        meta = read_meta(checkpoint)
+        assert meta["tokenizer_id"] == tok_id
+        assert find_tokenizer(checkpoint, meta, None) == store.resolve() / tok_id
