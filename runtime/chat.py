@@ -131,6 +131,10 @@ def generate_cli(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return 0
 
 
+CHAT_HELP = ("commands: /reset clears the conversation, /exit ends it (so does EOF), /help "
+             "shows this; start a line with // to send one that begins with /\n")
+
+
 def chat_cli(args: argparse.Namespace, inp: TextIO | None = None, out: TextIO | None = None) -> int:
     """An interactive conversation in the Llama 3 chat format; /reset clears it, /exit ends it.
     The oldest turns are dropped when the conversation outgrows the model's context."""
@@ -146,14 +150,21 @@ def chat_cli(args: argparse.Namespace, inp: TextIO | None = None, out: TextIO | 
         out.write("> ")
         out.flush()
         line = inp.readline()
-        if not line or line.strip() == "/exit":
+        command = line.strip()
+        if not line or command == "/exit":
             return 0
-        if line.strip() == "/reset":
+        if command == "/reset":
             history = []
+            out.write("(conversation cleared)\n")
             continue
-        if not line.strip():
+        if command.startswith("/") and not command.startswith("//"):
+            out.write(CHAT_HELP if command == "/help" else
+                      f"unknown command {command.split()[0]}; {CHAT_HELP}")
             continue
-        history.append({"role": "user", "content": line.rstrip("\n")})
+        if not command:
+            continue
+        text = line.rstrip("\n")
+        history.append({"role": "user", "content": text[1:] if command.startswith("//") else text})
         limit = model.args.max_context - int(args.max_new_tokens)
         while len(history) > 1 and len(encode_prompt(tok, system + history)) > limit:
             history = history[2:] if len(history) > 2 else history[1:]

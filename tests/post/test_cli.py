@@ -53,6 +53,16 @@ def test_chat_cli_answers_each_line_until_exit(sft_checkpoint):
     assert chat_cli(_args(sft_checkpoint), inp=io.StringIO("add 1 2\n/reset\nsort 3 1\n/exit\n"),
                     out=out) == 0
     assert out.getvalue().count("> ") == 4
+    assert "(conversation cleared)" in out.getvalue()
+
+
+def test_chat_commands_are_never_sent_to_the_model_by_mistake(sft_checkpoint):
+    out = io.StringIO()
+    assert chat_cli(_args(sft_checkpoint), inp=io.StringIO("/rest\n/help\n"), out=out) == 0
+    text = out.getvalue()
+    assert "unknown command /rest; commands: /reset" in text
+    assert text.count("commands: /reset clears the conversation") == 2  # the error and /help
+    assert out.getvalue().count("> ") == 3  # no reply was generated
 
 
 def test_a_missing_checkpoint_is_an_error_not_a_traceback(tmp_path, capsys):
