@@ -79,9 +79,14 @@ def _record_to_doc(
 ) -> tuple[Document | None, str]:
     if not isinstance(record, dict):
         return None, f"expected a JSON object, got {type(record).__name__}"
-    text = _lookup(record, fields.get("text", "text"))
+    text_field = fields.get("text", "text")
+    text = _lookup(record, text_field)
+    if text is None:
+        keys = ", ".join(repr(k) for k in list(record)[:12]) or "none"
+        return None, (f"no field {text_field!r} (this record has {keys}); "
+                      "hint: map the text with fields { text = \"...\" }")
     if not isinstance(text, str):
-        return None, f"field {fields.get('text', 'text')!r} missing or not a string"
+        return None, f"field {text_field!r} is a {type(text).__name__}, not a string"
     doc_id = _lookup(record, fields.get("id", "id"))
     url = _lookup(record, fields.get("url", "url"))
     ts = _lookup(record, fields.get("timestamp", "timestamp"))

@@ -75,7 +75,7 @@ def test_too_many_bad_lines_fail_the_job_with_their_locations(tmp_path: Path) ->
         run_job(tmp_path, "data.source", {"source": "jsonl", "paths": [str(path)], "fields": FIELDS,
                                           "max_bad_fraction": 0.1})
     assert f"{path}:11" in str(err.value) and f"{path}:13" in str(err.value)
-    assert "'content' missing" in str(err.value)
+    assert "no field 'content' (this record has 'other')" in str(err.value)
 
 
 def test_truncated_gzip_keeps_the_readable_part_and_reports_it(tmp_path: Path) -> None:
@@ -157,3 +157,15 @@ def test_stdlib_documents_have_stable_ids_urls_and_order(tmp_path: Path) -> None
 def test_stdlib_include_selects_docs_only(tmp_path: Path) -> None:
     out = run_job(tmp_path, "data.source", {"source": "python_stdlib", "paths": [], "include": ["docs"]})
     assert all(d.id.startswith("python:docs/") for d in read_documents(out))
+
+
+def test_a_record_without_the_text_field_names_the_fields_it_has(tmp_path: Path) -> None:
+    lines = _records(20) + [json.dumps({"body": "x", "meta": {}}), json.dumps({"content": 5})]
+    path = _jsonl(tmp_path / "a.jsonl", lines)
+    out = run_job(tmp_path, "data.source", {"source": "jsonl", "paths": [str(path)],
+                                            "fields": FIELDS, "max_bad_fraction": 0.2})
+    assert stats_of(out)["bad_samples"] == [
+        f"{path}:21: no field 'content' (this record has 'body', 'meta'); "
+        'hint: map the text with fields { text = "..." }',
+        f"{path}:22: field 'content' is a int, not a string",
+    ]
