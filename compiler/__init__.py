@@ -17,13 +17,29 @@ from herdlang.spec import Spec, load_spec
 
 
 def compile_spec(spec: Spec) -> Plan:
-    """Raise HerdError with every semantic problem, else return the sealed plan."""
+    """Raise HerdError with every semantic problem, else return the sealed plan (its
+    `warnings` hold each warning's one-line form)."""
+    return compile_with_warnings(spec)[0]
+
+
+def compile_with_warnings(spec: Spec) -> tuple[Plan, list[Diagnostic]]:
+    """The plan and the warnings (H06xx) as diagnostics, for callers that render them with
+    their source line (the language server, golden tests). Errors raise HerdError, with the
+    warnings found so far among them."""
     res = resolve(spec)
     check(res)
     errors = [d for d in res.diags if d.severity is Severity.ERROR]
     if errors:
         raise HerdError(_dedupe(res.diags))
-    return lower(res)
+    plan = lower(res)
+    warnings = _dedupe([d for d in res.diags if d.severity is Severity.WARNING])
+    plan.warnings[:0] = [warning_line(d) for d in warnings]
+    return plan, warnings
+
+
+def warning_line(d: Diagnostic) -> str:
+    """`path:line:col: warning[H0604]: message; hint` — a warning on one line, as plans store them."""
+    return d.headline() + (f"; {d.hint}" if d.hint else "")
 
 
 def compile_file(path: str | Path, overrides: list[str] | None = None) -> tuple[Spec, Plan]:
@@ -52,4 +68,5 @@ def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:
     return out
 
 
-__all__ = ["Job", "Plan", "PlanError", "compile_file", "compile_spec", "model_config"]
+__all__ = ["Job", "Plan", "PlanError", "compile_file", "compile_spec", "compile_with_warnings", "model_config",
+           "warning_line"]

@@ -6,6 +6,13 @@ continues from a checkpoint of the same model and tokenizer, budgets are usable.
 
 from __future__ import annotations
 
+import glob
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
 from compiler.resolve import Resolved, ref
 from herdlang import components
 from herdlang.diagnostics import Diagnostic, Severity, suggestion
@@ -45,6 +52,11 @@ def check(res: Resolved) -> None:
         _check_scaling(res, sweep)
     for probe in spec.of("probe").values():
         _check_probe(res, probe)
+    run = spec.of("run").get("run")
+    if run is not None:
+        _check_hardware(res, run)
+        _check_parallel(res, run)
+    _check_inputs(res)
 
 
 def _check_scaling(res: Resolved, sweep: Defined) -> None:
@@ -155,6 +167,11 @@ def _check_pretrain(res: Resolved, stage: Defined) -> None:
             break
     if cfg.batch[0].value > cfg.tokens:
         res.error("H0406", f"the stage's {cfg.tokens:,} tokens are fewer than one batch", stage.span("tokens"))
+    for step in cfg.batch[1:]:
+        if step.at is not None and step.at >= cfg.tokens:
+            res.warn("H0603", f"batch size {step.value:,} takes over at {step.at:,} tokens, but '{stage.name}' "
+                     f"trains on {cfg.tokens:,}: it is never used", stage.span("batch"),
+                     "move its `at` inside the stage's tokens, or drop the step")
     for i, ev in enumerate(cfg.evals):
         _check_eval_name(res, stage, ev, ("evals", i))
 
@@ -177,7 +194,8 @@ def _check_extend(res: Resolved, stage: Defined) -> None:
         res.error("H0402", "context increments must be strictly increasing", stage.span("context"),
                   " -> ".join(f"{n:,}" for n in lengths))
     source = res.stage_source.get(stage.name)
-    src_ctx = _stage_context(res, source) if source else None
+    # a broken `from` chain (reported once, in resolve) says nothing about where the ramp starts
+    src_ctx = _stage_context(res, source) if source and stage.name not in res.broken_chain else None
     if src_ctx is not None and lengths and lengths[0] != src_ctx:
         res.error("H0407", f"the first context ({lengths[0]:,}) must be the context '{source}' ends at ({src_ctx:,})",
                   stage.span("context"), "the ramp starts where the previous stage left off")
@@ -249,7 +267,8 @@ def _check_anneal(res: Resolved, stage: Defined) -> None:
         _check_weights(res, stage, cfg.mix, ("mix",), ("data", "mix"), "mix")
     if cfg.data is not None:
         _check_training_data(res, stage, cfg.data, ("data",))
-    if cfg.mix is None and cfg.data is None and _stage_data(res, stage.name) is None:
+    if (cfg.mix is None and cfg.data is None and stage.name not in res.broken_chain
+            and _stage_data(res, stage.name) is None):
         res.error("H0204", f"anneal '{stage.name}' needs data (a mix or data stage)", stage.name_span)
     for i, ev in enumerate(cfg.evals):
         _check_eval_name(res, stage, ev, ("evals", i))
@@ -315,3 +334,162 @@ def _check_probe(res: Resolved, probe: Defined) -> None:
     ref(res, probe, ("new",), cfg.new, ("data",), "data stage")
     for i, ev in enumerate(cfg.evals):
         _check_eval_name(res, probe, ev, ("evals", i))
+
+
+# -- the run's hardware and layout ----------------------------------------------------------------
+
+
+def _check_hardware(res: Resolved, run: Defined) -> None:
+    """A GPU the estimates know, or one whose peak and memory the spec states."""
+    from compiler.estimates import GPUS
+
+    hw = run.config.hardware
+    if hw.gpu in GPUS:
+        return
+    stated = {"peak_bf16_tflops": hw.peak_bf16_tflops, "memory": hw.memory}
+    known = ", ".join(GPUS)
+    example = f"hardware {{ gpu = {hw.gpu}  peak_bf16_tflops = 400  memory = 96 GiB }}"
+    if not any(v is not None for v in stated.values()):
+        best = suggestion(hw.gpu, GPUS)
+        hint = best if best and best.startswith("did you mean") else f"known GPUs: {known}"
+        res.error("H0203", f"unknown GPU '{hw.gpu}'", run.span("hardware", "gpu"), hint,
+                  notes=[f"known GPUs: {known}", f"for another GPU, state its figures: `{example}`"])
+        return
+    for key, value in stated.items():
+        if value is None:
+            res.error("H0204", f"GPU '{hw.gpu}' is not one herd knows: it needs '{key}' as well",
+                      run.span("hardware", "gpu"), f"e.g. `{example}`", notes=[f"known GPUs: {known}"])
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _check_parallel(res: Resolved, run: Defined) -> None:
+    """tensor × pipeline × context × data = the GPU count; tensor parallelism splits every
+    trained model's query and KV heads; each pipeline stage holds at least one layer."""
+    hw, par = run.config.hardware, run.config.parallel
+    tp, pp, cp, dp = par.tensor, par.pipeline, par.context, par.data
+    inner = tp * pp * cp
+    where = run.span("parallel", key=True)
+    if dp is not None and inner * dp != hw.count:
+        fix = (f"data = {hw.count // inner:,} fits" if hw.count % inner == 0
+               else f"{hw.count:,} is not a multiple of tensor × pipeline × context = {inner:,}")
+        res.error("H0408", f"parallel layout tensor {tp} × pipeline {pp} × context {cp} × data {dp} = "
+                  f"{inner * dp:,} GPUs, but hardware.count is {hw.count:,}", where,
+                  f"the four must multiply to the GPU count ({fix})")
+    elif dp is None and hw.count % inner:
+        res.error("H0408", f"tensor {tp} × pipeline {pp} × context {cp} = {inner:,} does not divide the "
+                  f"{hw.count:,} GPUs of hardware.count", where,
+                  "data parallelism takes the rest, so the count must be a multiple of their product")
+    trained = list(dict.fromkeys([*res.stage_model.values(),
+                                  *(m for d in res.spec.of("scaling").values() for m in d.config.models)]))
+    for name in trained:
+        model = res.models.get(name)
+        if model is None:
+            continue
+        heads, kv = model["heads"], model["kv_heads"]
+        if heads % tp or kv % tp:
+            fits = ", ".join(str(d) for d in _divisors(math.gcd(heads, kv)))
+            res.error("H0408", f"tensor = {tp} does not divide the {heads} query heads and {kv} KV heads "
+                      f"of model '{name}'", run.span("parallel", "tensor"),
+                      f"tensor parallelism gives each GPU whole heads: use one of {fits}")
+        if pp > model["layers"]:
+            res.error("H0408", f"pipeline = {pp} is more than the {model['layers']} layers of model '{name}'",
+                      run.span("parallel", "pipeline"), "each pipeline stage holds at least one layer")
+
+
+# -- local inputs -------------------------------------------------------------------------------------
+
+
+_MAGIC = re.compile(r"[*?[]")
+
+
+def _check_inputs(res: Resolved) -> None:
+    """H0604: a data file, glob, word list, dataset or tokenizer file that is not there.
+
+    A warning, not an error: the files may be written later or exist only where the plan
+    runs. One stat or one lazy glob per path, nothing read. Paths under one folder that is
+    missing altogether (the whole data tree of a cluster spec) are one warning."""
+    spec = res.spec
+    if not Path(spec.path).is_file():  # a spec held in memory (an unsaved editor buffer) has no folder
+        return
+    found: list[tuple[str, str, Any]] = []  # (what, path, span)
+    for data in spec.of("data").values():
+        for i, step in enumerate(data.config.steps):
+            cls = components.get(step.step, step.kind)
+            if cls is None or not getattr(cls, "input_paths", ()):
+                continue
+            try:
+                config = cls.model_validate(step.model_extra or {})
+            except ValueError:  # reported by validation already
+                continue
+            for field_name, index, path in components.input_paths(config):
+                found.append((f"{step.step} {step.kind}", path, _input_span(data, i, cls, field_name, index)))
+    for ds in spec.of("dataset").values():
+        if ds.config.path:
+            found.append((f"dataset {ds.name}", ds.config.path, ds.span("path")))
+    for tok in spec.of("tokenizer").values():
+        if tok.config.file:
+            found.append((f"tokenizer {tok.name}", tok.config.file, tok.span("file")))
+    missing: dict[Path | None, list[tuple[str, str, Any]]] = {}
+    for what, path, span in found:
+        full = Path(path) if Path(path).is_absolute() else spec.root / path
+        if not _exists(full):
+            missing.setdefault(_missing_folder(full), []).append((what, path, span))
+    hint = "fine if it is made later or exists only where the plan runs; otherwise check the path"
+    for folder, paths in missing.items():
+        if folder is None or len(paths) == 1:
+            for what, path, span in paths:
+                shown = _shown_path(Path(path) if Path(path).is_absolute() else spec.root / path)
+                verb = "matches no file" if _MAGIC.search(path) else "does not exist"
+                res.warn("H0604", f"{what}: '{path}' {verb}", span, hint,
+                         notes=[f"looked for {shown}"] if shown != path else [])
+            continue
+        what, path, span = paths[0]
+        shown = _shown_path(folder) + "/"
+        res.warn("H0604", f"the folder {shown} does not exist: {len(paths)} input paths under it are missing",
+                 span, hint,
+                 notes=[f"{p.path}:{p.line}: {w}: '{q}'" for w, q, p in paths])
+
+
+def _input_span(data: Defined, i: int, cls: Any, field_name: str, index: int | None) -> Any:
+    """The span of a path inside a data step, written positionally (`jsonl("a")`) or by key."""
+    locs = []
+    positional = getattr(cls, "positional", ())
+    if field_name in positional:
+        pos = f"#{positional.index(field_name)}"
+        locs += [("steps", i, pos, index), ("steps", i, pos)] if index is not None else [("steps", i, pos)]
+    locs += [("steps", i, field_name, index), ("steps", i, field_name)] if index is not None else \
+        [("steps", i, field_name)]
+    for loc in locs:
+        if tuple(loc) in data.smap.values:
+            return data.smap.values[tuple(loc)]
+    return data.span("steps", i, key=True)
+
+
+def _shown_path(path: Path) -> str:
+    """A path as the diagnostics show it: relative to the working directory when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _exists(path: Path) -> bool:
+    text = str(path)
+    if not _MAGIC.search(text):
+        return path.exists()
+    return any(os.path.isfile(p) for p in glob.iglob(text, recursive=True))
+
+
+def _missing_folder(path: Path) -> Path | None:
+    """The outermost missing folder above `path` (None when its own folder exists)."""
+    text = str(path)
+    magic = _MAGIC.search(text)
+    base = Path(text[:magic.start()]).parent if magic else path.parent
+    if base.exists():
+        return None
+    while not base.parent.exists() and base.parent != base:
+        base = base.parent
+    return base

@@ -52,6 +52,10 @@ class Lowering:
         tp, pp, cp = (par.tensor, par.pipeline, par.context) if par else (1, 1, 1)
         dp = (par.data if par and par.data else max(1, gpus // (tp * pp * cp)))
         gpu = est.GPUS.get(hw.gpu if hw else "h100")
+        # a custom GPU (or an override) states its own figures; check.py insists on both for one
+        # the table does not know
+        peak = hw.peak_bf16_tflops if hw and hw.peak_bf16_tflops else (gpu.peak_bf16_tflops if gpu else None)
+        memory_gib = hw.memory / 2**30 if hw and hw.memory else (gpu.memory_gib if gpu else None)
         return {
             "seed": self.seed,
             "device": run.device if run else "auto",
@@ -62,8 +66,8 @@ class Lowering:
                 "gpu": gpu.name if gpu else (hw.gpu if hw else "h100"),
                 "count": gpus,
                 "mfu": hw.mfu if hw else 0.4,
-                "peak_bf16_tflops": gpu.peak_bf16_tflops if gpu else None,
-                "memory_gib": gpu.memory_gib if gpu else None,
+                "peak_bf16_tflops": peak,
+                "memory_gib": memory_gib,
             },
             "parallel": {
                 "tensor": tp, "pipeline": pp, "context": cp, "data": dp,
@@ -300,6 +304,8 @@ class Lowering:
         mem = est.memory_per_gpu(model, tp=par["tensor"], pp=par["pipeline"], cp=par["context"], dp=par["data"],
                                  fsdp=par["fsdp"], micro_batch=par["micro_batch"], context=context,
                                  activation_checkpointing=par["activation_checkpointing"])
+        if hw["memory_gib"] and mem["total"] > hw["memory_gib"] * 2**30:
+            self._too_big(stage, mem, context)
         seconds = None
         if hw["peak_bf16_tflops"]:
             seconds = est.wall_clock_seconds(flops["total"], hw["count"], hw["peak_bf16_tflops"], hw["mfu"])
@@ -319,6 +325,21 @@ class Lowering:
         }
         self.plan.stages[stage] = {**self.plan.stages.get(stage, {}), **out}
         return out
+
+    def _too_big(self, stage: str, mem: dict[str, int], context: int) -> None:
+        """H0602: the estimate of one GPU's training memory exceeds what the GPU has."""
+        hw, par = self.plan.settings["hardware"], self.plan.settings["parallel"]
+        defined = self.spec.find(stage)
+        parts = ", ".join(f"{k} {est.humanize(mem[k], 'B')}" for k in ("weights", "grads", "optimizer", "activations"))
+        self.res.warn(
+            "H0602", f"'{stage}' needs about {est.humanize(mem['total'], 'B')} per GPU, more than one "
+            f"{hw['gpu']} holds ({hw['memory_gib']:g} GiB)", defined.name_span if defined else None,
+            "shard it further: raise parallel tensor or pipeline (or context, for long sequences), turn on "
+            "fsdp or activation_checkpointing, or lower micro_batch",
+            [f"{parts} at context {context:,}", f"layout: tensor {par['tensor']}, pipeline {par['pipeline']}, "
+             f"context {par['context']}, data {par['data']}, fsdp {'on' if par['fsdp'] else 'off'}, "
+             f"activation checkpointing {'on' if par['activation_checkpointing'] else 'off'}, "
+             f"micro_batch {par['micro_batch']}"])
 
     def _one_batch_size(self, defined: Defined, used: str) -> None:
         span = defined.span("batch")
@@ -367,12 +388,10 @@ class Lowering:
             params = est.param_counts(model)["total"]
             ratio = params / opt["params"]
             if abs(ratio - 1) > cfg.law.tolerance:
-                span = defined.span("law")
-                self.plan.warnings.append(
-                    f"{span.path}:{span.line}:{span.column}: warning[H0601]: "
-                    f"{defined.name}: model '{model['name']}' has {est.humanize(params)} parameters; the law gives "
-                    f"{est.humanize(opt['params'])} as compute-optimal for {est.humanize(flops)} FLOPs "
-                    f"({ratio:.2f}x, tolerance {cfg.law.tolerance:.0%})")
+                self.res.warn(
+                    "H0601", f"{defined.name}: model '{model['name']}' has {est.humanize(params)} parameters; the law "
+                    f"gives {est.humanize(opt['params'])} as compute-optimal for {est.humanize(flops)} FLOPs "
+                    f"({ratio:.2f}x, tolerance {cfg.law.tolerance:.0%})", defined.span("law"))
         est_ = self._estimates(defined.name, model, cfg.tokens, cfg.context, steps, extra)
         self.plan.add(Job(job_id, "train.pretrain", defined.name, config, inputs, output="checkpoint",
                           resources={"gpus": self.plan.settings["hardware"]["count"]},

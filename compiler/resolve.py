@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from compiler.estimates import ffn_hidden_dim
-from herdlang.diagnostics import Diagnostic, suggestion
+from herdlang.diagnostics import Diagnostic, Severity, suggestion
 from herdlang.schema import STAGES
 from herdlang.spec import Defined, Spec
 
@@ -32,10 +32,25 @@ class Resolved:
     model_tokenizer: dict[str, str | None] = field(default_factory=dict)
     stage_model: dict[str, str] = field(default_factory=dict)  # stage → model name
     stage_source: dict[str, str | None] = field(default_factory=dict)  # stage → the stage it continues
+    #: stages whose `from` chain never reaches a pre-training stage (a cycle, or an undefined
+    #: name on the way): that error is reported once, and checks that follow the chain skip them
+    broken_chain: set[str] = field(default_factory=set)
     diags: list[Diagnostic] = field(default_factory=list)
+    _cycles: set[frozenset[str]] = field(default_factory=set)  # cycles already reported
 
-    def error(self, code: str, message: str, span, hint: str | None = None) -> None:
-        self.diags.append(Diagnostic(code, message, span, hint))
+    def error(self, code: str, message: str, span, hint: str | None = None, notes: list[str] | None = None) -> None:
+        self.diags.append(Diagnostic(code, message, span, hint, notes=notes or []))
+
+    def warn(self, code: str, message: str, span, hint: str | None = None, notes: list[str] | None = None) -> None:
+        self.diags.append(Diagnostic(code, message, span, hint, Severity.WARNING, notes or []))
+
+    def first_report_of_cycle(self, members: list[str]) -> bool:
+        """True once per cycle (whichever member it is found from)."""
+        key = frozenset(members)
+        if key in self._cycles:
+            return False
+        self._cycles.add(key)
+        return True
 
 
 def ref(res: Resolved, owner: Defined, loc: tuple, name: str, kinds: tuple[str, ...],
@@ -79,8 +94,11 @@ def _merged_fields(res: Resolved, name: str, stack: tuple[str, ...]) -> dict[str
     if defined.parent is None:
         return own
     if defined.parent in stack or defined.parent == name:
-        res.error("H0303", f"model '{name}' extends itself through '{defined.parent}'",
-                  defined.block.parent_span, "remove the cycle of `extends`")
+        chain = [*stack, name]
+        cycle = chain[chain.index(defined.parent):]
+        if res.first_report_of_cycle(cycle):
+            _report_cycle(res, cycle, "model", "extends", lambda d: d.block.parent_span,
+                          "remove `extends` from one of them")
         return None
     target = res.spec.find(defined.parent)
     if target is None or target.kind != "model":
@@ -195,19 +213,45 @@ def _resolve_stage_chain(res: Resolved) -> None:
             source = defined.config.from_
             target = ref(res, defined, ("from",), source, STAGES, "stage")
             res.stage_source[name] = target.name if target else None
+    pretrained = set(spec.of("pretrain"))
     for kind in STAGES[1:]:
         for name in spec.of(kind):
             seen = [name]
             current = res.stage_source.get(name)
-            while current is not None and current not in res.stage_model:
+            while current is not None and current not in pretrained and current not in res.stage_model:
+                if current in res.broken_chain:
+                    current = None
+                    break
                 if current in seen:
-                    defined = spec.find(name)
-                    res.error("H0303", f"stage '{name}' continues from itself (via {' -> '.join(seen)})",
-                              defined.span("from"), "a stage must continue from an earlier one")
+                    cycle = seen[seen.index(current):]
+                    if res.first_report_of_cycle(cycle):
+                        _report_cycle(res, cycle, "stage", "continues from", lambda d: d.span("from"),
+                                      "a stage continues from an earlier one: fix one `from`")
                     current = None
                     break
                 seen.append(current)
                 current = res.stage_source.get(current)
-            if current is not None:
+            if current is None:
+                res.broken_chain.update(seen)  # the chain ends in a cycle or an unresolved `from`
+            elif current in res.stage_model:
                 for stage in seen:
                     res.stage_model[stage] = res.stage_model[current]
+
+
+def _report_cycle(res: Resolved, cycle: list[str], what: str, verb: str, span_of, hint: str) -> None:
+    """One H0303 for a cycle of `extends` or `from`, at its first member in the file, naming
+    the whole loop: `a continues from b, which continues from a`."""
+    order = {d.name: i for i, d in enumerate(res.spec.order)}
+    start = min(range(len(cycle)), key=lambda i: order.get(cycle[i], len(order)))
+    loop = cycle[start:] + cycle[:start]
+    first = res.spec.find(loop[0])
+    if len(loop) == 1:
+        message = f"{what} '{loop[0]}' {verb} itself"
+    else:
+        keyword = "extends" if what == "model" else "from"
+        chain = [*loop, loop[0]]
+        message = f"cycle of `{keyword}`: {chain[0]} {verb} {chain[1]}" + "".join(
+            f", which {verb} {n}" for n in chain[2:])
+    if len(loop) == 1:
+        hint = f"a {what} cannot {'extend' if what == 'model' else 'continue from'} itself"
+    res.error("H0303", message, span_of(first), hint)

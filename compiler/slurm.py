@@ -2,7 +2,8 @@
 
 Each script runs `herd run plan.json --only JOB` (training jobs under torchrun through
 `--nproc`), so a cluster runs exactly the compiled plan and the store's caching still
-applies: a job whose artifact exists is skipped even if resubmitted.
+applies: a job whose artifact exists is skipped even if resubmitted. Training jobs ask
+for `hardware { count }` GPUs, at most `gpus_per_node` per node; a CPU spec asks for none.
 """
 
 from __future__ import annotations
@@ -27,12 +28,16 @@ def write_slurm(plan: Plan, out_dir: Path, *, partition: str | None = None, gpus
     plan_path = out_dir / "plan.json"
     plan.save(plan_path)
     hw = plan.settings.get("hardware", {})
-    total_gpus = int(hw.get("count", 1))
+    total = int(hw.get("count", 1))
+    # a CPU spec (`gpu = cpu`, or `device = cpu`) requests no GPU; its training jobs run
+    # `count` processes on one node
+    on_cpu = hw.get("gpu") == "cpu" or plan.settings.get("device") == "cpu"
     written: list[Path] = []
     for job in plan:
         training = job.kind.startswith(TRAINING_PREFIXES)
-        nodes = max(1, total_gpus // gpus_per_node) if training else 1
-        gpus = min(total_gpus, gpus_per_node) if training else 0
+        nodes = max(1, total // gpus_per_node) if training and not on_cpu else 1
+        gpus = min(total, gpus_per_node) if training and not on_cpu else 0
+        procs = gpus if gpus else (total if training and total > 1 else 0)
         lines = [
             "#!/bin/bash",
             f"#SBATCH --job-name={job.id[:64]}",
@@ -49,8 +54,8 @@ def write_slurm(plan: Plan, out_dir: Path, *, partition: str | None = None, gpus
             f"# {job.kind}: {job.description}",
         ]
         cmd = [herd, "run", str(plan_path.resolve()), "--only", job.id, "--runs-dir", runs_dir]
-        if training and gpus:
-            cmd += ["--nproc", str(gpus)]
+        if procs:
+            cmd += ["--nproc", str(procs)]
         lines.append(" ".join(shlex.quote(c) for c in cmd))
         path = out_dir / _script_name(job.id)
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")

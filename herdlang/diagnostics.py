@@ -28,7 +28,7 @@ CODES: dict[str, str] = {
     "H0001": "file cannot be read (missing, unreadable or not UTF-8)",
     "H0101": "syntax error: unexpected character",
     "H0102": "syntax error: unexpected token",
-    "H0103": "syntax error: unexpected end of file",
+    "H0103": "syntax error: unexpected end of file (a block left open)",
     "H0104": "import cycle or import that cannot be resolved",
     "H0105": "import path escapes the spec's directory",
     "H0201": "unknown field in a block",
@@ -37,7 +37,7 @@ CODES: dict[str, str] = {
     "H0204": "required field missing",
     "H0205": "duplicate definition",
     "H0206": "unknown component (source, dedup, filter, eval, ...) name",
-    "H0207": "wrong unit for a number",
+    "H0207": "wrong or unknown unit for a number",
     "H0301": "reference to an undefined name",
     "H0302": "reference to a block of the wrong kind",
     "H0303": "cyclic reference (extends or from)",
@@ -48,8 +48,12 @@ CODES: dict[str, str] = {
     "H0405": "stage continues from a checkpoint of another model or tokenizer",
     "H0406": "budget must be positive",
     "H0407": "inconsistent stage settings",
+    "H0408": "parallel layout does not fit the GPU count or the model",
     "H0501": "bad --set override",
     "H0601": "model far from compute-optimal (warning)",
+    "H0602": "estimated memory per GPU exceeds the GPU's memory (warning)",
+    "H0603": "batch-size ramp step beyond the stage's tokens (warning)",
+    "H0604": "local input file or glob not found (warning)",
 }
 
 

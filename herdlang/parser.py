@@ -15,7 +15,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from herdlang import ast
-from herdlang.diagnostics import Diagnostic, HerdError
+from herdlang.diagnostics import Diagnostic, HerdError, did_you_mean
 
 GRAMMAR_PATH = Path(__file__).with_name("herd.lark")
 
@@ -292,7 +292,9 @@ def _expected(names: set[str]) -> str:
     return "expected " + ", ".join(pretty)
 
 
-def _syntax_diagnostic(exc: UnexpectedInput, path: str, text: str) -> Diagnostic:
+def _syntax_diagnostic(exc: UnexpectedInput, path: str, text: str, chunk: str | None = None) -> Diagnostic:
+    """The diagnostic for Lark's error; `chunk` is the top-level block being re-parsed
+    (the file with every other block blanked), where an unclosed block is looked for."""
     def span_at(pos: int, length: int) -> ast.Span:
         line = text.count("\n", 0, pos) + 1
         col = pos - (text.rfind("\n", 0, pos) + 1) + 1
@@ -315,6 +317,10 @@ def _syntax_diagnostic(exc: UnexpectedInput, path: str, text: str) -> Diagnostic
     ):
         pos = len(text.rstrip())
         expected = set(getattr(exc, "expected", ()) or ())
+        if "RBRACE" in expected:
+            unclosed = _unclosed_block(chunk if chunk is not None else text, path)
+            if unclosed is not None:
+                return unclosed
         hint = "a block is missing its closing '}'" if "RBRACE" in expected else _expected(expected)
         return Diagnostic("H0103", "unexpected end of file", span_at(max(pos - 1, 0), 1), hint or None)
     assert isinstance(exc, UnexpectedToken)
@@ -372,6 +378,164 @@ def _top_level_chunks(text: str) -> list[tuple[int, int]]:
     return chunks
 
 
+def _chunk_diagnostics(piece: str, path: str, text: str) -> list[Diagnostic]:
+    """Syntax errors of one top-level block (`piece`: the file with the others blanked).
+
+    An unknown unit (`2M tokenz`) would otherwise surface as a confusing error on a later
+    line (`tokenz` reads as the start of a nested block): it is reported at the word, the
+    word is blanked, and the block is parsed again so that later errors still show."""
+    try:
+        _lark().parse(piece)
+        return []
+    except UnexpectedInput as exc:
+        first = exc
+    units = _unknown_units(piece, path)
+    if not units:
+        return [_syntax_diagnostic(first, path, text, piece)]
+    fixed = list(piece)
+    for d in units:
+        assert d.span is not None
+        fixed[d.span.start:d.span.end] = " " * (d.span.end - d.span.start)
+    fixed_text = "".join(fixed)
+    try:
+        _lark().parse(fixed_text)
+    except UnexpectedInput as exc:
+        return [*units, _syntax_diagnostic(exc, path, text, fixed_text)]
+    return units
+
+
+def _tokens(text: str) -> list[Token]:
+    """The text's tokens up to the first character that cannot be lexed."""
+    out: list[Token] = []
+    try:
+        for tok in _lark().lex(text):
+            out.append(tok)
+    except UnexpectedInput:
+        pass
+    return out
+
+
+def _tok_span(tok: Token, path: str) -> ast.Span:
+    return ast.Span(path, tok.line, tok.column, tok.end_line, tok.end_column, tok.start_pos, tok.end_pos)
+
+
+# what may follow a number's unit: the end of the value, or the next `key =`
+_AFTER_VALUE = {"RBRACE", "RPAR", "RSQB", "COMMA", "SEMICOLON", "ARROW", "AT"}
+
+
+def _unknown_units(text: str, path: str) -> list[Diagnostic]:
+    """Words written as a number's unit that are not units (`2M tokenz`, `5 setps`).
+
+    A word right after a number on the same line is taken for a unit when it ends the
+    value: the line ends, or a closing bracket, separator, `->`, `at` or the next
+    `key =` follows. Anything else (`3 dedup exact`) is left to the grammar."""
+    toks = _tokens(text)
+    units = unit_words()
+    plural = [u for u in units if u not in ("token", "step", "doc")]
+    out: list[Diagnostic] = []
+    for i, num in enumerate(toks[:-1]):
+        word = toks[i + 1]
+        if num.type != "NUMBER" or word.type != "NAME" or word.line != num.end_line:
+            continue
+        after = toks[i + 2] if i + 2 < len(toks) else None
+        third = toks[i + 3] if i + 3 < len(toks) else None
+        ends_value = (
+            after is None
+            or after.line != word.line
+            or after.type in _AFTER_VALUE
+            or (after.type == "UNIT" and str(word) in _SUFFIXES)  # `2 M tokens`
+            or (after.type == "NAME" and third is not None and third.line == after.line
+                and third.type in ("EQUAL", "COMPARE"))
+        )
+        if not ends_value:
+            continue
+        span = _tok_span(word, path)
+        if str(word) in _SUFFIXES:
+            out.append(Diagnostic("H0207", f"'{num} {word}': a scale suffix goes right after the digits", span,
+                                  f"write `{num}{word}`"))
+            continue
+        best = {u.lower(): u for u in plural}.get(str(word).lower()) or did_you_mean(str(word), plural)
+        hint = f"did you mean '{best}'?" if best else "units are: " + ", ".join(plural)
+        out.append(Diagnostic("H0207", f"unknown unit '{word}'", span, hint))
+    return out
+
+
+def _unclosed_block(text: str, path: str) -> Diagnostic | None:
+    """H0103 for a block whose '}' is missing, pointing at the block's head.
+
+    Braces are matched in order; the unclosed block is the innermost one still open at
+    the end of the file, unless some '}' is indented less than the line that opened the
+    block it closes: then that block is the one whose '}' is missing (a later '}' closes
+    it instead of its parent)."""
+    toks = _tokens(text)
+    stack: list[int] = []
+    misplaced: tuple[int, Token] | None = None
+    for i, tok in enumerate(toks):
+        if tok.type == "LBRACE":
+            stack.append(i)
+        elif tok.type == "RBRACE" and stack:
+            opened = stack.pop()
+            open_tok = toks[opened]
+            if (misplaced is None and tok.line != open_tok.line
+                    and _indent(text, tok) < _indent(text, open_tok)):
+                misplaced = (opened, tok)
+    if not stack:
+        return None
+    opened = misplaced[0] if misplaced else stack[-1]
+    head = _block_head(toks, opened)
+    first, brace = toks[head[0]], toks[opened]
+    words = " ".join(str(toks[j]) for j in head[1])
+    span = ast.Span(path, first.line, first.column, first.line,
+                    brace.end_column if brace.line == first.line else first.end_column,
+                    first.start_pos, brace.end_pos if brace.line == first.line else first.end_pos)
+    last_line = text.rstrip().count("\n") + 1
+    notes = []
+    if misplaced:
+        notes.append(f"the '}}' on line {misplaced[1].line} closes it, but is indented like the end of an "
+                     "enclosing block")
+    else:
+        notes.append(f"the file ends on line {last_line} with it still open")
+    others = [" ".join(str(toks[j]) for j in _block_head(toks, k)[1]) for k in stack if k != opened]
+    if others and not misplaced:  # (with a misplaced '}', the others are its consequence)
+        notes.append("also open at the end of the file: " + ", ".join(f"`{o}`" for o in others))
+    return Diagnostic("H0103", f"unexpected end of file: `{words}` (line {first.line}) has no closing '}}'",
+                      span, "add '}' where this block ends", notes=notes)
+
+
+def _indent(text: str, tok: Token) -> int:
+    start = text.rfind("\n", 0, tok.start_pos) + 1
+    line = text[start:tok.start_pos]
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def _block_head(toks: list[Token], brace: int) -> tuple[int, list[int]]:
+    """(index of the head's first token, indices of its words) for the block opened at
+    `toks[brace]`: `KIND [NAME [extends PARENT]] [(ARGS)]`, written on one line."""
+    j = brace - 1
+    if j >= 0 and toks[j].type == "RPAR":  # skip the arguments: `source jsonl("...") {`
+        depth = 0
+        while j >= 0:
+            depth += {"RPAR": 1, "LPAR": -1}.get(toks[j].type, 0)
+            if depth == 0:
+                break
+            j -= 1
+        j -= 1
+    if j < 0:
+        return brace, [brace]
+    line = toks[j].line
+    run: list[int] = []
+    while j >= 0 and len(run) < 4 and toks[j].type in ("NAME", "EXTENDS") and toks[j].line == line:
+        run.insert(0, j)
+        j -= 1
+    if run and j >= 0 and toks[j].type in ("EQUAL", "COMPARE", "ARROW", "AT") and toks[j].line == line:
+        run = run[1:]  # `data = web  gate {`: `web` is the previous entry's value
+    if not run:
+        return brace, [brace]
+    ext = [k for k in run if toks[k].type == "EXTENDS"]
+    words = run[run.index(ext[-1]) - 2:] if ext and run.index(ext[-1]) >= 2 else run[-2:]
+    return words[0], words
+
+
 def _blank_outside(text: str, lo: int, hi: int) -> str:
     def blank(s: str) -> str:
         return "".join(c if c == "\n" else " " for c in s)
@@ -394,14 +558,8 @@ def _parse(text: str, path: str) -> ast.Module:
         tree = _lark().parse(text)
     except UnexpectedInput as first:
         diags: list[Diagnostic] = []
-        items: list[ast.Import | ast.Block] = []
         for lo, hi in _top_level_chunks(text):
-            piece = _blank_outside(text, lo, hi)
-            try:
-                module = _Builder(path).transform(_lark().parse(piece))
-                items.extend(module.items)
-            except UnexpectedInput as exc:
-                diags.append(_syntax_diagnostic(exc, path, text))
+            diags.extend(_chunk_diagnostics(_blank_outside(text, lo, hi), path, text))
         if not diags:  # the chunks parse alone but not together: report the original error
             diags.append(_syntax_diagnostic(first, path, text))
         raise HerdError(diags) from None

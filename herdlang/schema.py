@@ -170,6 +170,11 @@ class ContextStep(Strict):
 class Condition(Strict):
     """`name >= value` in a gate: a measured quality against a threshold."""
 
+    #: how a diagnostic describes a value written where a condition belongs (`needle = 1.0`)
+    written_as: ClassVar[dict[str, str]] = {
+        "what": "a gate condition compares with >=, <=, > or < (`=` sets a value)",
+        "example": "{key} >= {value}",
+    }
     op: Literal[">=", "<=", ">", "<"]
     value: Number
 
@@ -410,9 +415,15 @@ class ProbeBlock(Block):
 
 
 class Hardware(Strict):
-    gpu: Annotated[str, Word] = "h100"
+    gpu: Annotated[str, Word] = Field("h100", description=(
+        "A GPU the estimates know (`compiler.estimates.GPUS`: h100, h200, a100, b200, mi300x, l40s, "
+        "cpu), or any name with `peak_bf16_tflops` and `memory` stated."))
     count: Int = Field(1, ge=1)
     mfu: Fraction = Field(0.4, gt=0, le=1)
+    peak_bf16_tflops: Number | None = Field(None, gt=0, description=(
+        "Dense bf16 peak in TFLOP/s, for a GPU not in the table (or to override its figure)."))
+    memory: Bytes | None = Field(None, gt=0, description=(
+        "Memory per GPU (`80 GiB`), for a GPU not in the table (or to override its figure)."))
 
 
 class Parallel(Strict):

@@ -21,18 +21,9 @@ from herdlang.schema import (
     Block,
     DataBlock,
     EvalBlock,
-    field_names,
-    literal_values,
-    model_in,
 )
+from herdlang.validation import pydantic_diagnostics
 from herdlang.values import Loc, SourceMap, block_to_dict, to_py
-
-# pydantic error type → (diagnostic code, short prefix)
-_ERROR_CODES = {
-    "extra_forbidden": "H0201",
-    "missing": "H0204",
-    "unit": "H0207",
-}
 
 
 @dataclass
@@ -85,18 +76,23 @@ class _Loader:
         self.diags: list[Diagnostic] = []
         self.modules: list[ast.Module] = []
         self._seen: set[Path] = set()
+        self._names: dict[Path, str] = {}  # resolved path → the name diagnostics use
 
     def load(self, path: Path, display: str, via: ast.Import | None = None, stack: tuple = ()) -> None:
         real = path.resolve()
         if real in stack:
+            # name the whole chain: a.herd → b.herd → a.herd (stack holds the importers, outermost first)
+            chain = [self._names[p] for p in stack[stack.index(real):]] + [display]
+            what = f"{display} imports itself" if len(chain) == 2 else " → ".join(chain)
             self.diags.append(
-                Diagnostic("H0104", f"import cycle: {display} imports itself", via.span if via else None,
-                           "remove one of the imports")
+                Diagnostic("H0104", f"import cycle: {what}", via.span if via else None,
+                           "remove this import (or another import of the cycle)")
             )
             return
         if real in self._seen:
             return
         self._seen.add(real)
+        self._names[real] = display
         text = self._read(path, via)
         if text is None:
             return
@@ -236,7 +232,7 @@ def validate_block(model: type[Block], data: dict[str, Any], smap: SourceMap, bl
     try:
         config = model.model_validate(data)
     except ValidationError as exc:
-        diags.extend(_pydantic_diagnostics(exc, model, smap, block))
+        diags.extend(pydantic_diagnostics(exc, model, smap, block))
         return None
     if isinstance(config, DataBlock):
         ok = True
@@ -275,113 +271,9 @@ def _validate_component(category: str, kind: str, params: dict[str, Any], loc: L
     try:
         cls.model_validate(params)
     except ValidationError as exc:
-        diags.extend(_pydantic_diagnostics(exc, cls, smap, block, prefix=loc, what=f"{category} '{kind}'"))
+        diags.extend(pydantic_diagnostics(exc, cls, smap, block, prefix=loc, what=f"{category} '{kind}'"))
         return False
     return True
-
-
-def _pydantic_diagnostics(exc: ValidationError, model: type[BaseModel], smap: SourceMap, block: ast.Block,
-                          prefix: Loc = (), what: str | None = None) -> list[Diagnostic]:
-    out: list[Diagnostic] = []
-    seen: set[tuple] = set()
-    label = what or f"{block.kind} '{block.name or block.kind}'"
-    for err in exc.errors():
-        loc = tuple(prefix) + tuple(_clean_loc(err["loc"]))
-        etype = err["type"]
-        key = (loc, etype)
-        if key in seen:
-            continue
-        seen.add(key)
-        code = _ERROR_CODES.get(etype, "H0203")
-        if etype == "extra_forbidden":
-            span = smap.find(loc, key=True) or block.head_span
-            field_name = str(loc[-1]) if loc else "?"
-            owner = _owner(model, err["loc"])
-            hint = suggestion(field_name, field_names(owner) if owner else [], "a field")
-            out.append(Diagnostic(code, f"{label} has no field '{field_name}'", span, hint))
-        elif etype == "missing":
-            field_name = str(loc[-1]) if loc else "?"
-            span = smap.find(loc[:-1]) if len(loc) > 1 else None
-            out.append(
-                Diagnostic(code, f"{label} needs '{field_name}'", span or block.head_span,
-                           f"add `{field_name} = ...`")
-            )
-        elif etype in ("literal_error", "enum"):
-            span = smap.find(loc) or block.head_span
-            expected = err.get("ctx", {}).get("expected", "")
-            got = err.get("input")
-            words = [w.strip().strip("'") for w in str(expected).replace(" or ", ",").split(",") if w.strip()]
-            hint = suggestion(str(got), words) if isinstance(got, str) else f"expected {expected}"
-            where = _where(loc, block)
-            out.append(Diagnostic("H0203", f"'{got}' is not a valid value for {where or label}", span, hint))
-        elif etype in ("model_type", "dict_type", "model_attributes_type") and (calls := _calls_at(model, err["loc"])):
-            span = smap.find(loc) or block.head_span
-            where = _where(loc, block) or label
-            got = err.get("input")
-            shown = f"'{got}'" if isinstance(got, str) else "this value"
-            out.append(Diagnostic("H0203", f"{where}: expected a call, got {shown}", span,
-                                  suggestion(str(got), calls) if isinstance(got, str) and suggestion(str(got), calls)
-                                  else "write " + " or ".join(f"`{c}(...)`" for c in calls)))
-        else:
-            span = smap.find(loc) or block.head_span
-            where = _where(loc, block) or label
-            msg = err["msg"].removeprefix("Value error, ")
-            out.append(Diagnostic(code, f"{where}: {msg}", span, None))
-    return out
-
-
-def _where(loc: Loc, block: ast.Block) -> str:
-    """A loc path in the user's words: ('steps', 1, 'keep') → 'dedup url: keep'."""
-    parts = [p for p in loc if not str(p).startswith("#")]
-    if len(parts) >= 2 and parts[0] == "steps" and isinstance(parts[1], int):
-        steps = [b for b in block.blocks() if b.name is not None]
-        if parts[1] < len(steps):
-            step = steps[parts[1]]
-            rest = ".".join(str(p) for p in parts[2:])
-            return f"{step.kind} {step.name}" + (f": {rest}" if rest else "")
-    return ".".join(str(p) for p in parts)
-
-
-def _clean_loc(loc: tuple) -> list:
-    """Drop pydantic's union/tag components so the path matches the source map."""
-    out = []
-    for part in loc:
-        if isinstance(part, str) and ("[" in part or part.startswith("function-")):
-            continue
-        if part in ("weights",) and not out:
-            continue
-        out.append(part)
-    return out
-
-
-def _owner(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
-    """The model class that owns the field at loc (for did-you-mean of nested keys)."""
-    current: Any = model
-    for part in loc[:-1]:
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return None
-        info = current.model_fields.get(str(part)) or next(
-            (f for f in current.model_fields.values() if f.alias == part), None
-        )
-        if info is None:
-            continue
-        current = model_in(info.annotation)
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
-def _calls_at(model: type[BaseModel], loc: tuple) -> list[str]:
-    """Call names a field accepts (`rmsnorm`, `adamw`, ...), from its models' `kind` literals."""
-    owner = _owner(model, tuple(loc)) if loc else None
-    if owner is None:
-        return []
-    info = owner.model_fields.get(str(loc[-1])) or next(
-        (f for f in owner.model_fields.values() if f.alias == loc[-1]), None)
-    target = model_in(info.annotation) if info else None
-    if target is None or "kind" not in target.model_fields:
-        return []
-    return literal_values(target.model_fields["kind"].annotation)
-
-
 
 
 # -- --set overrides ---------------------------------------------------------------------------
@@ -404,9 +296,11 @@ def _apply_overrides(spec: Spec, overrides: list[str], diags: list[Diagnostic]) 
             continue
         try:
             value = parse_value(text.strip())
-        except HerdError:
-            diags.append(Diagnostic("H0501", f"--set {raw!r}: '{text}' is not a valid value", None,
-                                    "values are written as in a spec: 2M tokens, 3e-4, 50%, name"))
+        except HerdError as exc:
+            unit = next((d for d in exc.diagnostics if d.code == "H0207"), None)
+            hint = (f"{unit.message}: {unit.hint}" if unit else
+                    "values are written as in a spec: 2M tokens, 3e-4, 50%, name")
+            diags.append(Diagnostic("H0501", f"--set {raw!r}: '{text}' is not a valid value", None, hint))
             continue
         block = defined.block
         entries = block.entries

@@ -170,10 +170,15 @@ class CallModel(Strict):
             data = dict(data)
             pos = data.pop("_pos")
             if len(pos) > len(cls.positional):
+                kind = str(data.get("kind") or getattr(cls, "component_name", cls.__name__))
+                if not cls.positional:
+                    named = next((f for f in cls.model_fields if f != "kind"), "name")
+                    raise PydanticCustomError(
+                        "too_many_args", "{kind}(...) takes its arguments by name, like `{kind}({named} = ...)`",
+                        {"kind": kind, "named": named})
                 raise PydanticCustomError(
-                    "too_many_args", "{kind} takes at most {n} positional argument(s): {names}",
-                    {"kind": str(data.get("kind", cls.__name__)), "n": len(cls.positional),
-                     "names": ", ".join(cls.positional) or "none"},
+                    "too_many_args", "{kind}(...) takes at most {n} unnamed argument(s): {names}",
+                    {"kind": kind, "n": len(cls.positional), "names": ", ".join(cls.positional)},
                 )
             for name, value in zip(cls.positional, pos, strict=False):
                 if name in data:

@@ -3,6 +3,10 @@ evals and task generators. Each is a Pydantic config registered by (category, na
 adding one is one class in one module of this package (or a plugin module named by the
 `herd.components` entry-point group). The runtime registers the matching implementation
 under the same name; the compiler only ever sees these configs.
+
+A component that reads local files names the fields holding their paths (or globs) in
+`input_paths`, and values that are not paths (`reference = python_docs`) in
+`builtin_inputs`: `herd check` warns when such a path matches no file.
 """
 
 from __future__ import annotations
@@ -64,3 +68,14 @@ def names(category: str) -> list[str]:
     _load()
     _load_plugins()
     return sorted(_REGISTRY[category])
+
+
+def input_paths(config: Strict) -> list[tuple[str, int | None, str]]:
+    """(field, index in a list or None, path) for every local input a component config names."""
+    out: list[tuple[str, int | None, str]] = []
+    builtin = getattr(config, "builtin_inputs", frozenset())
+    for name in getattr(config, "input_paths", ()):
+        value = getattr(config, name, None)
+        items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+        out.extend((name, i, v) for i, v in items if isinstance(v, str) and v not in builtin)
+    return out

@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from herdlang.components import component
-from herdlang.types import CallModel, Int, Length, ListOf, Number, Ref, Tokens
+from herdlang.types import CallModel, Fraction, Int, Length, ListOf, Ref, Tokens
 
 
 @component("eval", "needle")
@@ -15,7 +15,7 @@ class Needle(CallModel):
     """Needle-in-a-haystack: a passkey hidden at several depths; retrieval accuracy."""
 
     # where the passkey sits, as a share of the haystack (0 = start, 1 = end)
-    depths: Annotated[list[Annotated[Number, Field(ge=0, le=1)]], ListOf] = [0.1, 0.3, 0.5, 0.7, 0.9]
+    depths: Annotated[list[Annotated[Fraction, Field(ge=0, le=1)]], ListOf] = [0.1, 0.3, 0.5, 0.7, 0.9]
     lengths: Annotated[list[Length], ListOf] | None = None
     trials: Int = Field(4, ge=1)
 

@@ -34,6 +34,7 @@ class DirtyWords(Filter):
 
     thresholds = ("max_fraction",)
     positional = ("list",)
+    input_paths: ClassVar[tuple[str, ...]] = ("list",)
     list: str
     max_fraction: Fraction = Field(0.01, ge=0, le=1)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
 from herdlang.components import component
@@ -13,6 +15,8 @@ class NgramLogReg(CallModel):
     """A tiny logistic regression on hashed word n-grams, trained against a reference
     set on the fly (the paper trains fastText/RoBERTa classifiers on Llama 2 labels)."""
 
+    input_paths: ClassVar[tuple[str, ...]] = ("reference",)
+    builtin_inputs: ClassVar[frozenset[str]] = frozenset({"python_docs"})  # not a path
     min_score: Fraction = Field(0.5, ge=0, le=1)
     features: Int = Field(2**18, gt=0)
     # what good text looks like: "python_docs" (the interpreter's documentation topics) or

@@ -19,6 +19,7 @@ class Fields(CallModel):
 
 class FileSource(CallModel):
     positional: ClassVar[tuple[str, ...]] = ("paths",)
+    input_paths: ClassVar[tuple[str, ...]] = ("paths",)  # globs `herd check` looks for
     paths: Annotated[list[str], ListOf] = Field(min_length=1)
     text: str = "text"
     url: str | None = "url"

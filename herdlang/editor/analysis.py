@@ -478,16 +478,16 @@ def check(ws: Workspace, path: Path | None, text: str, name: str = "<untitled>")
             spec = _load_with_overlays(ws, path, text)
     except HerdError as exc:
         return exc.diagnostics
-    plan = None
+    plan, warnings = None, []
     try:
-        plan = _compile(spec)
+        plan, warnings = _compile(spec)
     except HerdError as exc:
         return exc.diagnostics
     except Exception:  # noqa: BLE001 - a compiler bug must not take the editor down
         plan = None
     if path is not None:
         ws.results[path] = (spec, plan)
-    return []
+    return warnings
 
 
 def _load_with_overlays(ws: Workspace, path: Path, text: str) -> Any:
@@ -495,15 +495,16 @@ def _load_with_overlays(ws: Workspace, path: Path, text: str) -> Any:
     return spec_mod.load_spec(path, overlays={**ws.overlays, path: text})
 
 
-def _compile(spec: Any) -> Any:
+def _compile(spec: Any) -> tuple[Any, list[Diagnostic]]:
+    """(plan, warnings as diagnostics), or (None, []) without the compiler."""
     try:
         import compiler
     except ImportError:
-        return None
-    compile_spec = getattr(compiler, "compile_spec", None)
-    if compile_spec is None:
-        return None
-    return compile_spec(spec)
+        return None, []
+    compile_with_warnings = getattr(compiler, "compile_with_warnings", None)
+    if compile_with_warnings is None:
+        return None, []
+    return compile_with_warnings(spec)
 
 
 # -- completion context from plain text ------------------------------------------------------

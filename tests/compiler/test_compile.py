@@ -69,7 +69,10 @@ def test_405b_compute_optimal(plans: dict) -> None:
     base = plans["llama3_405b"]["stages"]["base_405b"]
     assert base["compute_optimal_params"] == pytest.approx(605e9, rel=0.01)
     assert base["compute_optimal_tokens"] == pytest.approx(10.5e12, rel=0.01)
-    assert plans["llama3_405b"]["warnings"] == []  # within the law's tolerance
+    warnings = plans["llama3_405b"]["warnings"]
+    assert not [w for w in warnings if "H0601" in w]  # within the law's tolerance
+    # the one warning: the paper's data is not on this machine (the recipe is for a cluster)
+    assert len(warnings) == 1 and "warning[H0604]: the folder specs/data/ does not exist" in warnings[0]
 
 
 def test_stage_tokens_8b_70b(plans: dict) -> None:
@@ -219,12 +222,20 @@ def test_import_escaping_the_spec_dir_is_H0105(tmp_path: Path) -> None:
     assert "H0105" in {d.code for d in exc.value.diagnostics}
 
 
-def test_import_cycle_is_H0104(tmp_path: Path) -> None:
+def test_import_cycle_is_H0104_and_names_the_chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "a.herd").write_text('import "b.herd"\n' + MAIN.replace('import "common.herd"\n', ""))
     (tmp_path / "b.herd").write_text('import "a.herd"\n' + COMMON)
     with pytest.raises(HerdError) as exc:
-        compile_file(tmp_path / "a.herd")
-    assert [d.code for d in exc.value.diagnostics] == ["H0104"]
+        compile_file("a.herd")
+    [diag] = exc.value.diagnostics
+    assert diag.code == "H0104"
+    assert diag.message == "import cycle: a.herd → b.herd → a.herd"
+    assert (diag.span.path, diag.span.line) == ("b.herd", 1)  # the import that closes the cycle
+    (tmp_path / "self.herd").write_text('import "self.herd"\n')
+    with pytest.raises(HerdError) as exc:
+        compile_file("self.herd")
+    assert [d.message for d in exc.value.diagnostics] == ["import cycle: self.herd imports itself"]
 
 
 def test_shipped_specs_check_clean() -> None:
@@ -320,7 +331,7 @@ def test_needle_depths_are_shares_of_the_haystack(tmp_path: Path) -> None:
     with pytest.raises(HerdError) as err:
         compile_file(spec)
     [d] = err.value.diagnostics
-    assert d.code == "H0203" and "less than or equal to 1" in d.message
+    assert d.code == "H0203" and d.message == "depths.1: must be at most 100%, got 150%"
 
 
 def test_a_batch_ramp_outside_pretraining_warns_which_size_is_used(tmp_path: Path) -> None:
@@ -361,15 +372,15 @@ def test_a_mix_without_a_seed_shuffles_with_the_runs() -> None:
 
 @pytest.mark.parametrize(
     ("spec", "override", "code", "message"),
-    [("tiny", "chat.sft.checkpoint_every=0", "H0203", "sft.checkpoint_every: Input should be greater than 0"),
+    [("tiny", "chat.sft.checkpoint_every=0", "H0203", "sft.checkpoint_every: must be positive, got 0"),
      ("tiny", "chat.dpo.checkpoint_every=10 tokens", "H0207",
       "dpo.checkpoint_every: expected a step count (like `8000 steps`), got '10 tokens'"),
-     ("scaling_tiny", "more_docs.threshold=-0.1", "H0203", "threshold: Input should be greater than or equal to 0"),
-     ("tiny", "stdlib.seed=-1", "H0203", "seed: Input should be greater than or equal to 0"),
-     ("tiny", "tiny_mix.seed=-1", "H0203", "seed: Input should be greater than or equal to 0"),
-     ("tiny", "run.seed=-1", "H0203", "seed: Input should be greater than or equal to 0"),
-     ("tiny", "long_context.seed=-1", "H0203", "seed: Input should be greater than or equal to 0"),
-     ("tiny", "chat.seed=-2", "H0203", "seed: Input should be greater than or equal to 0"),
+     ("scaling_tiny", "more_docs.threshold=-0.1", "H0203", "threshold: cannot be negative, got -0.1"),
+     ("tiny", "stdlib.seed=-1", "H0203", "seed: cannot be negative, got -1"),
+     ("tiny", "tiny_mix.seed=-1", "H0203", "seed: cannot be negative, got -1"),
+     ("tiny", "run.seed=-1", "H0203", "seed: cannot be negative, got -1"),
+     ("tiny", "long_context.seed=-1", "H0203", "seed: cannot be negative, got -1"),
+     ("tiny", "chat.seed=-2", "H0203", "seed: cannot be negative, got -2"),
      ("tiny", "tiny_bpe.kind=sentencepiece", "H0203", "'sentencepiece' is not a valid value for kind")],
 )
 def test_a_bad_knob_is_a_diagnostic_that_names_it(spec: str, override: str, code: str, message: str) -> None:

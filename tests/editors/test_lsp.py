@@ -93,6 +93,16 @@ async def test_diagnostics_as_you_type_with_exact_ranges(client: LanguageClient)
     assert await _change(client, uri, text, 5) == []
 
 
+async def test_warnings_show_as_warnings(client: LanguageClient):
+    text = MAIN.read_text()
+    uri = MAIN.as_uri()
+    bad = text.replace("batch   = 16K tokens", "batch   = 16K tokens -> 32K tokens at 5M tokens")
+    [d] = await _change(client, uri, bad, 20)
+    assert d.code == "H0603" and d.severity == lsp.DiagnosticSeverity.Warning
+    assert "never used" in d.message and d.range.start.line == _pos(bad, "16K tokens ->").line
+    assert await _change(client, uri, text, 21) == []
+
+
 async def test_error_in_imported_file_is_shown_on_the_import(client: LanguageClient):
     uri = MAIN.as_uri()
     common = COMMON.read_text().replace("max_repeats = 6", "max_repeat = 6")

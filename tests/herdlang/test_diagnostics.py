@@ -1,8 +1,10 @@
 """Golden diagnostics: one broken spec per code, rendered exactly as `herd check` shows it.
 
 Each `golden/diagnostics/NAME.herd` is compiled (load + compile, imports followed) and the
-rendered diagnostics are compared with `NAME.expected`. The code a file is about is the
-prefix of its name (`H0201_unknown_field.herd` must report H0201).
+rendered diagnostics — the errors, or for a spec that compiles its warnings — are compared
+with `NAME.expected`. The code a file is about is the prefix of its name
+(`H0201_unknown_field.herd` must report H0201); an H06xx file must compile, with warnings only.
+Files a golden spec imports live in subfolders (`cycle/`), so they are not cases themselves.
 
 Regenerate after an intended change with `HERD_UPDATE_GOLDEN=1 pytest tests/herdlang/test_diagnostics.py`
 and review the diff.
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler import compile_spec
+from compiler import compile_spec, compile_with_warnings
 from herdlang.diagnostics import (
     CODES,
     Diagnostic,
@@ -46,14 +48,15 @@ def diagnose(name: str, monkeypatch: pytest.MonkeyPatch) -> tuple[list[Diagnosti
     path = f"{name}.herd"
     try:
         spec = load_spec(path)
-    except HerdError as exc:
-        sources = {path: (GOLDEN / path).read_text(encoding="utf-8")}
+    except HerdError as exc:  # (the sources of every file a diagnostic is in, as `herd check` reads them)
+        sources = {d.span.path: (GOLDEN / d.span.path).read_text(encoding="utf-8")
+                   for d in exc.diagnostics if d.span}
         return exc.diagnostics, sources
     try:
-        compile_spec(spec)
+        _, warnings = compile_with_warnings(spec)
     except HerdError as exc:
         return exc.diagnostics, spec.sources
-    return [], spec.sources
+    return warnings, spec.sources
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -62,6 +65,8 @@ def test_golden(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert diags, f"{name}.herd compiles cleanly: it should be broken"
     code = name.split("_", 1)[0]
     assert code in {d.code for d in diags}, [d.headline() for d in diags]
+    if code.startswith("H06"):
+        assert {d.severity for d in diags} == {Severity.WARNING}, [d.headline() for d in diags]
     rendered = render_all(diags, sources) + "\n"
     assert "Traceback" not in rendered
     expected_path = GOLDEN / f"{name}.expected"
@@ -178,6 +183,13 @@ def test_bad_set_override_is_H0501() -> None:
             load_spec(Path("specs/tiny.herd").resolve(), [override])
         codes = {d.code for d in exc.value.diagnostics}
         assert "H0501" in codes, (override, codes)
+
+
+def test_a_misspelt_unit_in_set_says_so() -> None:
+    with pytest.raises(HerdError) as exc:
+        load_spec(Path("specs/tiny.herd").resolve(), ["base.tokens=2M tokenz"])
+    [d] = exc.value.diagnostics
+    assert d.code == "H0501" and d.hint == "unknown unit 'tokenz': did you mean 'tokens'?"
 
 
 def test_compute_optimal_warning_H0601() -> None:

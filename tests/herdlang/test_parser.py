@@ -204,3 +204,84 @@ def test_absurd_nesting_is_a_diagnostic_not_a_recursion_error(text: str) -> None
         parse(text, "deep.herd")
     assert [d.code for d in exc.value.diagnostics] == ["H0102"]
     assert "nested too deeply" in exc.value.diagnostics[0].message
+
+
+# -- errors a person makes: a misspelt unit, a block left open -----------------------------------
+
+
+def syntax_errors(text: str) -> list:
+    with pytest.raises(HerdError) as exc:
+        parse(text, "e.herd")
+    return exc.value.diagnostics
+
+
+def test_a_misspelt_unit_is_reported_at_the_word() -> None:
+    # `tokenz` would otherwise read as the kind of a nested block and fail on the next line
+    [d] = syntax_errors("pretrain p {\n  tokens = 2M tokenz\n  context = 8K\n}\n")
+    assert (d.code, d.message, d.hint) == ("H0207", "unknown unit 'tokenz'", "did you mean 'tokens'?")
+    assert (d.span.line, d.span.column, d.span.end_column) == (2, 15, 21)
+
+
+@pytest.mark.parametrize(
+    ("value", "word", "hint"),
+    [("5 setps", "setps", "did you mean 'steps'?"),
+     ("80 GIB", "GIB", "did you mean 'GiB'?"),
+     ("4M tokenz -> 8M tokens at 1B tokens", "tokenz", "did you mean 'tokens'?"),
+     ("[8K tokns, 16K]", "tokns", "did you mean 'tokens'?"),
+     ("30M dogs", "dogs", "did you mean 'docs'?")],
+)
+def test_a_misspelt_unit_anywhere_in_a_value(value: str, word: str, hint: str) -> None:
+    [d] = syntax_errors(f"x {{\n  v = {value}\n}}\n")
+    assert (d.code, d.message, d.hint) == ("H0207", f"unknown unit '{word}'", hint)
+
+
+def test_an_unknown_word_after_a_number_lists_the_units() -> None:
+    [d] = syntax_errors("x { v = 5 zebras }\n")
+    assert d.message == "unknown unit 'zebras'" and d.hint.startswith("units are: ") and "tokens" in d.hint
+
+
+def test_a_scale_suffix_apart_from_its_digits() -> None:
+    [d] = syntax_errors("x {\n  v = 2 M\n  w = 1\n}\n")
+    assert d.code == "H0207" and d.hint == "write `2M`"
+
+
+def test_errors_after_a_misspelt_unit_are_still_reported() -> None:
+    text = "pretrain p {\n  tokens = 2M tokenz\n  context = = 8K\n}\nmodel m { dim = 3 $ }\nmodel n { x = 1 stepz }\n"
+    got = [(d.code, d.span.line) for d in syntax_errors(text)]
+    assert got == [("H0207", 2), ("H0102", 3), ("H0101", 5), ("H0207", 6)]
+
+
+def test_a_nested_block_after_a_number_is_not_a_unit() -> None:
+    # `3 dedup exact`: a body-less step on the same line, not a unit
+    m = parse("data d { max = 3 dedup exact\n  limit = 5 steps }\n", "ok.herd")
+    assert [b.kind for b in m.blocks[0].blocks()] == ["dedup"]
+
+
+def test_an_unclosed_block_is_named_where_it_opens() -> None:
+    [d] = syntax_errors("model tiny {\n  layers = 2\n  dim = 64\n")
+    assert d.code == "H0103"
+    assert d.message == "unexpected end of file: `model tiny` (line 1) has no closing '}'"
+    assert (d.span.line, d.span.column) == (1, 1)
+    assert d.notes == ["the file ends on line 3 with it still open"]
+
+
+def test_an_unclosed_block_in_the_middle_of_a_file() -> None:
+    # the blocks after it parse as its contents; the one left open is still the one named
+    text = "model a { layers = 2 }\nmodel b extends a {\n  dim = 64\n\ndata web { source python_stdlib }\n"
+    [d] = syntax_errors(text)
+    assert "`model b extends a` (line 2)" in d.message
+
+
+def test_a_missing_inner_brace_is_found_by_indentation() -> None:
+    # the stage's '}' closes the gate, so the stage seems open; the indentation says otherwise
+    text = ("extend long {\n  from = base\n  gate { needle >= 0.5\n  tokens = 1M tokens\n}\n\n"
+            "anneal final {\n  source jsonl(\"x\") {\n  }\n}\n")
+    [d] = syntax_errors(text)
+    assert d.message == "unexpected end of file: `gate` (line 3) has no closing '}'"
+    assert d.notes == ["the '}' on line 5 closes it, but is indented like the end of an enclosing block"]
+
+
+def test_several_unclosed_blocks_are_all_named() -> None:
+    [d] = syntax_errors("model a {\n  layers = 2\nmodel b {\n  dim = 2\n")
+    assert "`model b` (line 3)" in d.message
+    assert d.notes[-1] == "also open at the end of the file: `model a`"

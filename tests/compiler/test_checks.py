@@ -1,0 +1,241 @@
+"""What `herd check` catches before anything runs: broken `from` chains reported once, the
+hardware and parallel layout, memory that does not fit, batch ramps past the budget, and
+local inputs that are not there (warnings, since they may appear later or on the cluster)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from compiler import compile_file, compile_spec, compile_with_warnings
+from herdlang.diagnostics import Diagnostic, HerdError, Severity
+from herdlang.spec import load_spec, load_text
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "specs" / "tiny.herd"
+L405 = ROOT / "specs" / "llama3_405b.herd"
+
+
+def tiny(*edits: tuple[str, str]) -> str:
+    text = TINY.read_text(encoding="utf-8")
+    for old, new in edits:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    return text
+
+
+def errors_of(text: str) -> list[Diagnostic]:
+    with pytest.raises(HerdError) as exc:
+        compile_spec(load_text(text, "t.herd"))
+    return [d for d in exc.value.diagnostics if d.severity is Severity.ERROR]
+
+
+def warnings_of(text: str, path: Path | None = None) -> list[Diagnostic]:
+    if path is not None:
+        path.write_text(text, encoding="utf-8")
+        spec = load_spec(path)
+    else:
+        spec = load_text(text, "t.herd")
+    return compile_with_warnings(spec)[1]
+
+
+# -- a broken `from` chain is one error --------------------------------------------------------------
+
+
+def test_a_stage_continuing_from_itself_is_one_error_without_knock_on_errors() -> None:
+    # final and chat continue from long_context; its context ramp cannot be checked either
+    diags = errors_of(tiny(("  from      = base", "  from      = long_context")))
+    assert [(d.code, d.message) for d in diags] == [("H0303", "stage 'long_context' continues from itself")]
+    assert diags[0].span.line == 53
+
+
+def test_a_cycle_of_stages_is_reported_once_with_its_chain() -> None:
+    text = tiny(("  from      = base", "  from      = chat"))
+    [diag] = errors_of(text)
+    assert diag.code == "H0303"
+    assert diag.message == ("cycle of `from`: long_context continues from chat, which continues from final, "
+                            "which continues from long_context")
+
+
+def test_an_anneal_after_a_cycle_is_not_asked_for_data() -> None:
+    text = tiny(("  from      = base", "  from      = long_context"), ("  mix { tiny_mix = 100% }\n", ""))
+    assert [d.code for d in errors_of(text)] == ["H0303"]
+
+
+def test_a_cycle_of_extends_is_reported_once() -> None:
+    text = "model a extends b { layers = 2 }\nmodel b extends c { dim = 64 }\nmodel c extends a { heads = 4 }\n"
+    [diag] = errors_of(text)
+    assert diag.message == "cycle of `extends`: a extends b, which extends c, which extends a"
+    [diag] = errors_of("model a extends a { layers = 2 }\n")
+    assert diag.message == "model 'a' extends itself"
+
+
+# -- hardware ----------------------------------------------------------------------------------------
+
+
+def test_an_unknown_gpu_is_an_error_that_lists_the_known_ones() -> None:
+    [diag] = errors_of(tiny(("gpu = cpu ", "gpu = h1000 ")))
+    assert (diag.code, diag.message, diag.hint) == ("H0203", "unknown GPU 'h1000'", "did you mean 'h100'?")
+    assert any("h100, h200, a100" in n for n in diag.notes)
+    assert any("peak_bf16_tflops" in n and "memory" in n for n in diag.notes)
+
+
+def test_a_custom_gpu_states_its_peak_and_memory() -> None:
+    text = tiny(("gpu = cpu  count = 1", "gpu = tpu_x  count = 4  peak_bf16_tflops = 459  memory = 32 GiB"))
+    plan = compile_spec(load_text(text, "t.herd"))
+    hw = plan.settings["hardware"]
+    assert (hw["gpu"], hw["peak_bf16_tflops"], hw["memory_gib"]) == ("tpu_x", 459, 32.0)
+    assert plan.stages["base"]["wall_clock_seconds"] > 0
+    [diag] = errors_of(tiny(("gpu = cpu ", "gpu = tpu_x  peak_bf16_tflops = 459 ")))
+    assert diag.code == "H0204" and "'memory'" in diag.message
+
+
+def test_a_known_gpus_figures_can_be_overridden() -> None:
+    plan = compile_spec(load_text(tiny(("gpu = cpu ", "gpu = h100  peak_bf16_tflops = 700 ")), "t.herd"))
+    assert plan.settings["hardware"]["peak_bf16_tflops"] == 700
+    assert plan.settings["hardware"]["memory_gib"] == 80.0
+
+
+# -- parallel layout ---------------------------------------------------------------------------------
+
+
+def layout(hardware: str, parallel: str) -> str:
+    return tiny(("hardware { gpu = cpu  count = 1  mfu = 30% }", f"hardware {{ {hardware} }}\n  parallel {{ {parallel} }}"))
+
+
+def test_the_layout_must_multiply_to_the_gpu_count() -> None:
+    [diag] = errors_of(layout("gpu = h100  count = 8", "tensor = 2  data = 2"))
+    assert diag.code == "H0408"
+    assert diag.message == ("parallel layout tensor 2 × pipeline 1 × context 1 × data 2 = 4 GPUs, "
+                            "but hardware.count is 8")
+    assert "data = 4 fits" in diag.hint
+    # without `data`, data parallelism takes the rest: the count must be a multiple
+    [diag] = errors_of(layout("gpu = h100  count = 8", "pipeline = 3"))
+    assert diag.code == "H0408" and "does not divide the 8 GPUs" in diag.message
+    compile_spec(load_text(layout("gpu = h100  count = 8", "tensor = 2"), "t.herd"))
+
+
+def test_tensor_parallelism_must_split_the_heads() -> None:
+    # tiny has 4 query heads and 2 KV heads
+    diags = errors_of(layout("gpu = h100  count = 8", "tensor = 3  data = 2"))
+    assert [d.code for d in diags] == ["H0408", "H0408"]
+    heads = diags[1]
+    assert heads.message == "tensor = 3 does not divide the 4 query heads and 2 KV heads of model 'tiny'"
+    assert heads.hint.endswith("use one of 1, 2")
+    [diag] = errors_of(layout("gpu = h100  count = 8", "tensor = 4  data = 2"))
+    assert "2 KV heads" in diag.message
+
+
+def test_a_pipeline_stage_holds_at_least_one_layer() -> None:
+    [diag] = errors_of(layout("gpu = h100  count = 8", "pipeline = 8"))
+    assert diag.message == "pipeline = 8 is more than the 4 layers of model 'tiny'"
+
+
+# -- memory per GPU ----------------------------------------------------------------------------------
+
+
+def test_memory_beyond_the_gpu_is_a_warning() -> None:
+    _, plan = compile_file(L405, ["run.parallel.tensor=1", "run.parallel.pipeline=1", "run.parallel.data=16384"])
+    memory = [w for w in plan.warnings if "H0602" in w]
+    assert len(memory) == 3  # pre-training, the extension, the anneal
+    assert "'base_405b' needs about 536 GiB per GPU, more than one h100 holds (80 GiB)" in memory[0]
+    assert plan.stages["base_405b"]["memory_per_gpu"]["total"] > 80 * 2**30
+    _, plan = compile_file(L405)  # the paper's layout fits
+    assert not [w for w in plan.warnings if "H0602" in w]
+
+
+# -- batch ramps ---------------------------------------------------------------------------------------
+
+
+def test_a_batch_step_after_the_stage_ends_is_a_warning() -> None:
+    text = tiny(("16K tokens at 1M tokens", "16K tokens at 5M tokens"))
+    [diag] = warnings_of(text)
+    assert diag.code == "H0603" and diag.severity is Severity.WARNING
+    assert diag.message == ("batch size 16,384 takes over at 5,000,000 tokens, but 'base' trains on 2,000,000: "
+                            "it is never used")
+    assert diag.span.line == 46
+    assert not warnings_of(TINY.read_text(encoding="utf-8"))
+
+
+# -- local inputs --------------------------------------------------------------------------------------
+
+
+SOURCES = """data web {
+  source jsonl("corpus/*.jsonl")
+  filter dirty_words { list = "words.txt" }
+  quality ngram_logreg { reference = "good/*.txt" }
+}
+dataset sft { format = messages  path = "post/sft.jsonl" }
+tokenizer tok { file = "tokenizer.model" }
+"""
+
+
+def test_missing_inputs_are_warnings_that_name_the_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    diags = warnings_of(SOURCES, tmp_path / "s.herd")
+    assert all(d.code == "H0604" and d.severity is Severity.WARNING for d in diags)
+    got = {(d.span.line, d.message) for d in diags}
+    assert got == {
+        (2, "source jsonl: 'corpus/*.jsonl' matches no file"),
+        (3, "filter dirty_words: 'words.txt' does not exist"),
+        (4, "quality ngram_logreg: 'good/*.txt' matches no file"),
+        (6, "dataset sft: 'post/sft.jsonl' does not exist"),
+        (7, "tokenizer tok: 'tokenizer.model' does not exist"),
+    }
+    span = next(d.span for d in diags if d.span.line == 2)
+    assert SOURCES.splitlines()[1][span.column - 1:span.end_column - 1] == '"corpus/*.jsonl"'
+
+
+def test_inputs_that_exist_do_not_warn(tmp_path: Path) -> None:
+    for name in ("corpus/a.jsonl", "words.txt", "good/x.txt", "post/sft.jsonl", "tokenizer.model"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("{}\n")
+    assert warnings_of(SOURCES, tmp_path / "s.herd") == []
+    # paths are relative to the spec's folder, wherever herd runs from; reading outside it is fine
+    (tmp_path / "sub").mkdir()
+    up = SOURCES.replace('("', '("../').replace('= "', '= "../')
+    assert warnings_of(up, tmp_path / "sub" / "s.herd") == []
+
+
+def test_a_missing_folder_is_one_warning_for_all_the_paths_under_it(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    text = SOURCES.replace('"corpus/', '"data/corpus/').replace('"post/', '"data/post/')
+    diags = warnings_of(text, tmp_path / "s.herd")
+    [folder] = [d for d in diags if "folder" in d.message]
+    assert folder.message == "the folder data/ does not exist: 2 input paths under it are missing"
+    assert len(folder.notes) == 2 and "data/post/sft.jsonl" in folder.notes[1]
+    assert len(diags) == 4  # and the three paths in folders that exist
+
+
+def test_the_shipped_recipes_warn_once_that_their_data_is_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    _, plan = compile_file(L405)
+    assert plan.warnings == [
+        "specs/llama3_common.herd:22:16: warning[H0604]: the folder specs/data/ does not exist: 9 input paths "
+        "under it are missing; fine if it is made later or exists only where the plan runs; otherwise check the path"]
+    _, plan = compile_file(TINY)
+    assert plan.warnings == []
+
+
+def test_the_input_check_globs_lazily(tmp_path: Path) -> None:
+    """One match is enough: a folder of many files costs no more than a folder of one."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(2000):
+        (corpus / f"{i:05d}.jsonl").write_text("")
+    (tmp_path / "s.herd").write_text('data web { source jsonl("corpus/**/*.jsonl") }\n')
+    start = time.perf_counter()
+    assert warnings_of((tmp_path / "s.herd").read_text(), tmp_path / "s.herd") == []
+    assert time.perf_counter() - start < 0.5
+
+
+# -- how warnings reach the plan -------------------------------------------------------------------------
+
+
+def test_warnings_are_one_line_each_in_the_plan() -> None:
+    text = tiny(("16K tokens at 1M tokens", "16K tokens at 5M tokens"))
+    plan, [diag] = compile_with_warnings(load_text(text, "t.herd"))
+    assert plan.warnings == [f"t.herd:46:15: warning[H0603]: {diag.message}; {diag.hint}"]
