@@ -19,6 +19,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     herd = [sys.executable, "-m", "herdlang.cli", "compile", args.spec, "--format", args.format,
-            "--runs-dir", os.devnull]
+            "--runs-dir", tempfile.mkdtemp(prefix="herd-compile-speed-")]  # empty: no run states
     bare = [sys.executable, "-c", "pass"]
     herd_t = _time(herd, args.repeats)
     bare_t = _time(bare, args.repeats)

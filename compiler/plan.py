@@ -206,13 +206,14 @@ class Plan:
     def from_json(cls, data: dict[str, Any]) -> Plan:
         if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
             raise PlanError(f"not a herd plan (expected format {PLAN_FORMAT!r})")
-        spec = data.get("spec", {})
+        _check_structure(data)
+        spec = data["spec"]
         plan = cls(
-            spec_name=spec.get("name", "plan"),
+            spec_name=spec["name"],
             spec_path=spec.get("path", ""),
             spec_sha256=spec.get("sha256", ""),
-            herd_version=data.get("herd_version", HERD_VERSION),
-            settings=data.get("settings", {}),
+            herd_version=data["herd_version"],
+            settings=data["settings"],
             models=data.get("models", {}),
             stages=data.get("stages", {}),
             warnings=data.get("warnings", []),
@@ -235,6 +236,9 @@ class Plan:
                     f"job {job_id!r}: fingerprint {job.fingerprint!r} does not match its config "
                     f"({expected!r}); the plan was edited by hand or made by another herd version"
                 )
+        for raw in data["jobs"]:  # derived from inputs: only a hand edit makes them differ
+            if "deps" in raw and raw["deps"] != plan.jobs[raw["id"]].deps:
+                raise PlanError(f"malformed plan: job {raw['id']!r}: 'deps' {raw['deps']} do not match its inputs")
         return plan
 
     @classmethod
@@ -243,6 +247,56 @@ class Plan:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise PlanError(f"{path}: no such plan file") from exc
+        except IsADirectoryError as exc:
+            raise PlanError(f"{path} is a folder, not a plan file") from exc
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise PlanError(f"{path}: not valid JSON ({exc})") from exc
-        return cls.from_json(data)
+        except OSError as exc:
+            raise PlanError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        try:
+            return cls.from_json(data)
+        except PlanError as exc:
+            raise PlanError(f"{path}: {exc}\nhint: a plan is used exactly as `herd compile SPEC -o "
+                            f"{Path(path).name}` wrote it; compile it again") from None
+
+
+# What `Plan.to_json` writes: required keys, and the type of every key that may appear.
+_PLAN_KEYS = {"herd_version": str, "spec": dict, "settings": dict, "jobs": list}
+_PLAN_OPTIONAL = {"models": dict, "stages": dict, "warnings": list}
+_JOB_KEYS = {"id": str, "kind": str, "config": dict, "inputs": dict, "fingerprint": str}
+_JOB_OPTIONAL = {"stage": str, "description": str, "deps": list, "output": str, "resources": dict,
+                 "estimates": dict}
+_TYPE_NAMES = {str: "a string", dict: "an object", list: "a list"}
+
+
+def _check_structure(data: dict[str, Any]) -> None:
+    """Refuse a plan file that `Plan.to_json` cannot have written (missing jobs, wrong types).
+
+    Fingerprints then catch any edit to what a job does; this catches the rest, so a
+    truncated or hand-made file is refused before anything runs or is created.
+    """
+
+    def check(obj: dict[str, Any], required: dict[str, type], optional: dict[str, type], where: str) -> None:
+        for key, typ in {**required, **optional}.items():
+            if key not in obj:
+                if key in required:
+                    raise PlanError(f"malformed plan: {where}missing {key!r}")
+            elif not isinstance(obj[key], typ):
+                raise PlanError(f"malformed plan: {where}{key!r} must be {_TYPE_NAMES[typ]}, "
+                                f"not {type(obj[key]).__name__}")
+
+    check(data, _PLAN_KEYS, _PLAN_OPTIONAL, "")
+    name = data["spec"].get("name")
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise PlanError(f"malformed plan: spec name {name!r} is not a usable run folder name")
+    if not all(isinstance(w, str) for w in data.get("warnings", [])):
+        raise PlanError("malformed plan: 'warnings' must be a list of strings")
+    for i, raw in enumerate(data["jobs"]):
+        if not isinstance(raw, dict):
+            raise PlanError(f"malformed plan: job #{i + 1} is not an object")
+        where = f"job {raw['id']!r}: " if isinstance(raw.get("id"), str) else f"job #{i + 1}: "
+        check(raw, _JOB_KEYS, _JOB_OPTIONAL, where)
+        if not raw["id"] or not raw["kind"] or not raw["fingerprint"]:
+            raise PlanError(f"malformed plan: {where}empty id, kind or fingerprint")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in raw["inputs"].items()):
+            raise PlanError(f"malformed plan: {where}'inputs' must map role names to job ids")

@@ -5,6 +5,7 @@ Every resolved integer is printed so nothing is hidden (`128K` → 131,072).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,10 @@ def render_text(plan: Plan, runs_dir: Path | None = None, color: bool = False,
         def on_broken_pipe(self) -> None:  # rich would exit 1; the CLI stops quietly with 0
             raise BrokenPipeError
 
-    console = PipeConsole(force_terminal=color, no_color=not color, highlight=False, width=150)
+    # A terminal's own width; off a terminal (a pipe, a CI log) nothing is wrapped or cut.
+    tty = sys.stdout.isatty()
+    console = PipeConsole(force_terminal=color, no_color=not color, highlight=False,
+                          width=None if tty else 1000, soft_wrap=not tty)
     s = plan.settings
     hw, par = s.get("hardware", {}), s.get("parallel", {})
     console.print(f"[bold]plan[/] {plan.spec_name}  ({len(plan.jobs)} jobs)  "

@@ -9,13 +9,19 @@ import torch (tests assert it).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import math
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
-from herdlang.diagnostics import Diagnostic, HerdError, render_all
+from herdlang import cli_paths
+from herdlang.cli_paths import UsageError
+from herdlang.diagnostics import HerdError, render_all
 from herdlang.version import HERD_VERSION
 
 EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
@@ -67,31 +73,55 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from compiler import compile_file
     from compiler.render import render_dot, render_mermaid, render_text
 
-    spec, plan = compile_file(args.spec, args.set)
-    _bind_fitted_laws(plan, Path(args.runs_dir))
+    if args.target != "slurm":
+        if args.partition is not None:
+            raise UsageError("--partition applies to --target slurm only")
+    elif args.format is not None:
+        raise UsageError("--format does not apply to --target slurm, which writes plan.json, "
+                         "one sbatch script per job and submit.sh")
+    runs_dir = cli_paths.runs_dir(args.runs_dir)
+    output = cli_paths.output_file(args.output) if args.output and args.target != "slurm" else None
+    _, plan = compile_file(args.spec, args.set)
+    cli_paths.runs_dir(args.runs_dir, plan.spec_name)
+    _bind_fitted_laws(plan, runs_dir)
     if args.target == "slurm":
         from compiler.slurm import write_slurm
 
-        out = Path(args.output or f"slurm-{plan.spec_name}")
-        paths = write_slurm(plan, out, partition=args.partition)
+        out = cli_paths.output_folder(Path(args.output or f"slurm-{plan.spec_name}"), "the Slurm scripts")
+        try:
+            paths = write_slurm(plan, out, partition=args.partition, runs_dir=args.runs_dir)
+        except OSError as exc:
+            raise UsageError(f"cannot write the Slurm scripts to {out}: {exc.strerror or exc}") from None
         print(f"wrote plan.json, {len(paths)} sbatch scripts and submit.sh to {out}/ (run: bash {out}/submit.sh)")
         return EXIT_OK
-    if args.output:
-        plan.save(args.output)
     fmt = args.format or "text"
-    if fmt == "json":
-        if not args.output:
-            sys.stdout.write(plan.dumps())
-    elif fmt == "dot":
-        print(render_dot(plan))
-    elif fmt == "mermaid":
-        print(render_mermaid(plan))
-    else:
-        render_text(plan, color=_color(sys.stdout), states=_states(plan, Path(args.runs_dir)))
+
+    def rendered(fmt: str) -> str:
+        """The plan in `fmt`, as text without colour (for a file, or stdout off the text view)."""
+        if fmt == "json":
+            return plan.dumps()
+        if fmt == "dot":
+            return render_dot(plan) + "\n"
+        if fmt == "mermaid":
+            return render_mermaid(plan) + "\n"
+        buf = io.StringIO()  # render_text prints to sys.stdout
+        with contextlib.redirect_stdout(buf):
+            render_text(plan, color=False, states=_states(plan, runs_dir))
+        return buf.getvalue()
+
+    if output is not None:
+        # -o writes the chosen format; without --format, the plan JSON (and the text view to stdout)
+        cli_paths.write_file(output, rendered(args.format or "json"))
+    if output is None or args.format is None:
+        if fmt == "text":
+            render_text(plan, color=_color(sys.stdout), states=_states(plan, runs_dir))
+        else:
+            sys.stdout.write(rendered(fmt))
     for w in plan.warnings:
         print(w if "warning[" in w else f"warning: {w}", file=sys.stderr)
-    if args.output:
-        print(f"plan written to {args.output}", file=sys.stderr)
+    if output is not None:
+        what = "plan" if args.format in (None, "json") else f"plan ({args.format})"
+        print(f"{what} written to {output}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -142,14 +172,12 @@ def _states(plan, runs_dir: Path) -> dict[str, tuple[str, str]] | None:
 
 def cmd_fmt(args: argparse.Namespace) -> int:
     from herdlang.formatter import format_text
+    from herdlang.parser import read_source
 
     status = EXIT_OK
     for name in args.specs:
         path = Path(name)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise HerdError([Diagnostic("H0001", f"cannot read {path}: {exc}", None)]) from None
+        text = read_source(path)  # H0001 with the same words and hint as `herd check`
         formatted = format_text(text, str(path))
         if args.check:
             if formatted != text:
@@ -176,12 +204,17 @@ def _load_plan(target: str, overrides: list[str] | None):
     return compile_file(target, overrides)[1]
 
 
-class UsageError(Exception):
-    pass
+def _run_console():
+    """The console for `herd run`: off a terminal, lines are never wrapped or cut at 80 columns."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(soft_wrap=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    cli_paths.runs_dir(args.runs_dir)
     plan = _load_plan(args.target, args.set)
+    run_dir = cli_paths.runs_dir(args.runs_dir, plan.spec_name) / plan.spec_name
     if args.nproc and args.nproc > 1:
         plan.settings = {**plan.settings, "nproc": args.nproc}
     if args.device:
@@ -195,12 +228,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         except JobFailed as exc:
             raise UsageError(str(exc)) from None
 
-    run_dir = Path(args.runs_dir) / plan.spec_name
     try:
         result = run_plan(
             plan, run_dir, only=args.only or None, from_=args.from_, dry_run=args.dry_run,
             workers=args.workers or int(plan.settings.get("workers", 1)), force=args.force or None,
-            verify=args.verify,
+            verify=args.verify, console=_run_console(),
         )
     except ExecutorError as exc:
         raise UsageError(str(exc)) from None
@@ -213,8 +245,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from runtime.executor import ExecutorError
     from runtime.executor.gc import collect, find_garbage
 
+    cli_paths.runs_dir(args.runs_dir)
     plan = _load_plan(args.target, args.set)
-    run_dir = Path(args.runs_dir) / plan.spec_name
+    run_dir = cli_paths.runs_dir(args.runs_dir, plan.spec_name) / plan.spec_name
     if not run_dir.is_dir():
         print(f"{run_dir}: no runs yet, nothing to collect")
         return EXIT_OK
@@ -239,8 +272,12 @@ def cmd_gc(args: argparse.Namespace) -> int:
     if args.yes:
         print(f"deleted {summary}: {total} freed")
     else:
+        # the same selection: every --set and --runs-dir the user gave, quoted for a shell
+        again = [args.target, *(x for s in args.set for x in ("--set", s))]
+        if args.runs_dir != "runs":
+            again += ["--runs-dir", args.runs_dir]
         print(f"{summary}: {total} not used by the current plan of {args.target}\n"
-              f"nothing deleted; run `herd gc {args.target} --yes` to delete it "
+              f"nothing deleted; run `herd gc {shlex.join(again)} --yes` to delete it "
               "(changing a setting back will then re-run its jobs)")
     return EXIT_OK
 
@@ -253,30 +290,51 @@ def cmd_lsp(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    cli_paths.model_checkpoint(args.checkpoint)
+    from runtime.data.tokenizer import checkpoint_tokenizer
     from runtime.model import export_hf
+    from runtime.model.checkpoint import OutputExistsError, read_meta
 
-    if args.format != "hf":
-        raise UsageError(f"unknown export format {args.format!r} (supported: hf)")
-    export_hf(args.checkpoint, args.output)
-    print(f"exported {args.checkpoint} to {args.output} (Hugging Face Llama layout)")
+    if args.tokenizer and not cli_paths.is_tokenizer(args.tokenizer):
+        raise UsageError(f"--tokenizer {args.tokenizer}: not a herd tokenizer artifact (no tokenizer.json "
+                         "with a tokenizer.model beside it)\nhint: pass the output folder of a "
+                         "tokenizer.train or tokenizer.load job")
+    tokenizer = checkpoint_tokenizer(Path(args.checkpoint), read_meta(args.checkpoint), args.tokenizer)
+    try:
+        export_hf(args.checkpoint, args.output, force=args.force, tokenizer_dir=tokenizer)
+    except OutputExistsError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"exported {args.checkpoint} to {args.output} (Hugging Face Llama layout"
+          + (f", tokenizer from {tokenizer})" if tokenizer else ", no tokenizer)"))
+    if tokenizer is None:
+        print("note: no tokenizer found for this checkpoint, so none was exported; "
+              "hint: pass --tokenizer DIR (its tokenizer.* job's output folder)", file=sys.stderr)
     return EXIT_OK
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     from runtime.model import import_hf
+    from runtime.model.checkpoint import OutputExistsError
 
-    import_hf(args.hf_dir, args.output)
+    try:
+        import_hf(args.hf_dir, args.output, force=args.force)
+    except OutputExistsError as exc:
+        raise UsageError(str(exc)) from None
     print(f"imported {args.hf_dir} into herd checkpoint {args.output}")
     return EXIT_OK
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    if args.system is not None and not args.chat:
+        raise UsageError("--system needs --chat (a raw completion has no system message)")
+    cli_paths.model_checkpoint(args.checkpoint)
     from runtime.chat import generate_cli
 
     return generate_cli(args)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
+    cli_paths.model_checkpoint(args.checkpoint)
     from runtime.chat import chat_cli
 
     return chat_cli(args)
@@ -300,6 +358,27 @@ def _at_least(low: int):
     return parse
 
 
+def _between(low: float, high: float, *, low_open: bool = False, integer: bool = False):
+    """An argparse type: a finite number in [low, high] (or (low, high]), else a usage error."""
+
+    def parse(text: str) -> float:
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if integer else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not math.isfinite(value) or value > high or (value <= low if low_open else value < low):
+            def show(v: float) -> str:
+                return str(int(v)) if integer else f"{v:g}"
+
+            bounds = f"{'above' if low_open else 'at least'} {show(low)}" + (
+                f" and at most {show(high)}" if math.isfinite(high) else "")
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="herd", description="One spec for a whole Llama-3-style model family.")
     p.add_argument("--version", action="version", version=f"herd {HERD_VERSION}")
@@ -310,12 +389,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override a value (validated like the spec), e.g. --set base.tokens=2M")
 
     def sampling(sp: argparse.ArgumentParser, max_new_tokens: int) -> None:
-        sp.add_argument("--max-new-tokens", type=_at_least(1), default=max_new_tokens)
-        sp.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
-        sp.add_argument("--top-p", type=float, default=0.95)
-        sp.add_argument("--top-k", type=_at_least(0), default=0, help="0 = no limit")
+        sp.add_argument("--max-new-tokens", type=_at_least(1), default=max_new_tokens,
+                        help=f"at most this many tokens per reply (>= 1, default {max_new_tokens})")
+        sp.add_argument("--temperature", type=_between(0, math.inf), default=0.7,
+                        help=">= 0; 0 = greedy (default 0.7)")
+        sp.add_argument("--top-p", type=_between(0, 1, low_open=True), default=0.95,
+                        help="nucleus sampling, 0 < P <= 1; 1 = off (default 0.95)")
+        sp.add_argument("--top-k", type=_at_least(0), default=0, help="sample from the K likeliest; 0 = no limit")
         sp.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the checkpoint's own)")
-        sp.add_argument("--seed", type=int, default=0)
+        sp.add_argument("--seed", type=_between(0, 2**63 - 1, integer=True), default=0,
+                        help="sampling seed (default 0)")
         sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="where the model runs (auto: CUDA when there is one)")
 
@@ -327,11 +410,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compile", help="compile a spec to a plan: jobs, why they run, estimates")
     c.add_argument("spec")
-    c.add_argument("-o", "--output", help="write the plan JSON here (or the Slurm folder with --target slurm)")
+    c.add_argument("-o", "--output", metavar="PATH",
+                   help="write the chosen --format here (the plan JSON without --format; the text view "
+                        "then still goes to stdout); with --target slurm, the folder (default slurm-SPEC/)")
     c.add_argument("--format", choices=["text", "json", "dot", "mermaid"], default=None)
     c.add_argument("--runs-dir", default="runs", help="where runs live (to say new/changed/cached)")
     c.add_argument("--target", choices=["local", "slurm"], default="local",
-                   help="slurm: write sbatch scripts chained with afterok into -o DIR")
+                   help="slurm: write plan.json and sbatch scripts chained with afterok into -o DIR")
     c.add_argument("--partition", default=None, help="Slurm partition for --target slurm")
     with_set(c)
     c.set_defaults(fn=cmd_compile)
@@ -353,30 +438,40 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--workers", type=_at_least(1), default=None, help="processes for data jobs")
     c.add_argument("--nproc", type=_at_least(1), default=None, help="processes per training job (torchrun)")
     c.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
-    c.add_argument("--runs-dir", default="runs")
+    c.add_argument("--runs-dir", default="runs", help="where runs live: RUNS_DIR/SPEC/ (default runs)")
     with_set(c)
     c.set_defaults(fn=cmd_run)
 
     c = sub.add_parser("gc", help="list (or --yes: delete) artifacts the current plan no longer uses")
     c.add_argument("target", help="a .herd spec or a plan .json")
     c.add_argument("--yes", action="store_true", help="delete (default: only list)")
-    c.add_argument("--verbose", action="store_true", help="list every item")
-    c.add_argument("--runs-dir", default="runs")
+    c.add_argument("--verbose", action="store_true", help="list every item (default: the first 15)")
+    c.add_argument("--runs-dir", default="runs", help="where runs live: RUNS_DIR/SPEC/ (default runs)")
     with_set(c)
     c.set_defaults(fn=cmd_gc)
 
     c = sub.add_parser("lsp", help="language server over stdio")
     c.set_defaults(fn=cmd_lsp)
 
+    force_help = ("overwrite what is there: the files herd writes in a folder that holds others "
+                  "(those are kept), or a file of that name; a herd run folder is refused even so")
     c = sub.add_parser("export", help="export a checkpoint (Hugging Face Llama layout)")
     c.add_argument("checkpoint")
-    c.add_argument("-o", "--output", required=True)
-    c.add_argument("--format", default="hf")
+    c.add_argument("-o", "--output", required=True, metavar="DIR", help="a new or empty folder")
+    c.add_argument("--format", choices=["hf"], default="hf",
+                   help="hf: config.json + model.safetensors for transformers' LlamaForCausalLM, "
+                        "and the tokenizer (tokenizer.json, tokenizer_config.json, "
+                        "generation_config.json) when one is found")
+    c.add_argument("--tokenizer", metavar="DIR",
+                   help="the tokenizer to export with it (default: the one inside the checkpoint "
+                        "or named by its tokenizer_id in the same store)")
+    c.add_argument("--force", action="store_true", help=force_help)
     c.set_defaults(fn=cmd_export)
 
     c = sub.add_parser("import", help="import a Hugging Face Llama checkpoint")
     c.add_argument("hf_dir")
-    c.add_argument("-o", "--output", required=True)
+    c.add_argument("-o", "--output", required=True, metavar="CKPT", help="a new or empty folder")
+    c.add_argument("--force", action="store_true", help=force_help)
     c.set_defaults(fn=cmd_import)
 
     c = sub.add_parser("generate", help="generate text from a checkpoint")

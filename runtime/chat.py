@@ -14,7 +14,7 @@ from typing import TextIO
 
 import torch
 
-from runtime.data.tokenizer import META_FILE, Tokenizer, load_tokenizer
+from runtime.data.tokenizer import Tokenizer, checkpoint_tokenizer, load_tokenizer
 from runtime.jobs.context import JobFailed, resolve_device
 from runtime.model import CheckpointError, generate, load_checkpoint
 from runtime.model.llama import Llama
@@ -58,17 +58,13 @@ PADDING_AT_MOST = 128
 
 
 def find_tokenizer(checkpoint: Path, meta: dict[str, object], explicit: str | None) -> Path:
-    candidates = [Path(explicit)] if explicit else []
-    candidates.append(checkpoint)
-    if meta.get("tokenizer_id"):
-        # a sibling in the store; an annealing snapshot (artifact/ckpt-N) sits one level deeper
-        for store in (checkpoint.resolve().parent, checkpoint.resolve().parent.parent):
-            candidates.append(store / str(meta["tokenizer_id"]))
-    for c in candidates:
-        if (c / META_FILE).is_file():
-            return c
-    raise JobFailed(f"{checkpoint}: no tokenizer found (looked in "
-                    f"{', '.join(map(str, candidates))}); hint: pass --tokenizer DIR")
+    found = checkpoint_tokenizer(checkpoint, meta, explicit)
+    if found is None:
+        raise JobFailed(f"{checkpoint}: no tokenizer found (not inside it"
+                        + (f", not in {explicit}" if explicit else "")
+                        + (f", no store entry {meta['tokenizer_id']!r} beside it" if meta.get("tokenizer_id") else "")
+                        + "); hint: pass --tokenizer DIR")
+    return found
 
 
 def _load(args: argparse.Namespace) -> tuple[Llama, Tokenizer, torch.Generator]:

@@ -65,9 +65,20 @@ def test_check_json_reports_errors_as_json_too() -> None:
 @pytest.mark.parametrize(
     "args",
     [[], ["frobnicate"], ["check"], ["compile", str(TINY), "--format", "yaml"], ["check", "--bogus", str(TINY)],
-     ["run", str(TINY), "--dry-run", "--workers", "0"], ["run", str(TINY), "--dry-run", "--nproc", "x"]],
+     ["run", str(TINY), "--dry-run", "--workers", "0"], ["run", str(TINY), "--dry-run", "--nproc", "x"],
+     ["compile", str(TINY), "--partition", "gpu"], ["compile", str(TINY), "--target", "slurm", "--format", "json"],
+     ["export", "ckpt", "-o", "out", "--format", "gguf"],
+     ["generate", "ckpt", "--prompt", "x", "--temperature", "-1"],
+     ["generate", "ckpt", "--prompt", "x", "--temperature", "nan"],
+     ["generate", "ckpt", "--prompt", "x", "--top-p", "5"], ["generate", "ckpt", "--prompt", "x", "--top-p", "0"],
+     ["generate", "ckpt", "--prompt", "x", "--top-k", "-1"],
+     ["generate", "ckpt", "--prompt", "x", "--max-new-tokens", "0"],
+     ["generate", "ckpt", "--prompt", "x", "--seed", "-1"], ["chat", "ckpt", "--top-p", "1.5"],
+     ["generate", "ckpt", "--prompt", "x", "--system", "be brief"]],
     ids=["no-command", "unknown-command", "missing-arg", "bad-format", "bad-flag", "zero-workers",
-         "non-integer-nproc"],
+         "non-integer-nproc", "partition-without-slurm", "format-with-slurm", "unknown-export-format",
+         "negative-temperature", "nan-temperature", "top-p-above-1", "top-p-0", "negative-top-k",
+         "no-new-tokens", "negative-seed", "chat-top-p", "system-without-chat"],
 )
 def test_usage_errors_are_2(args: list[str]) -> None:
     assert herd(*args).returncode == 2
@@ -135,6 +146,7 @@ def test_check_and_compile_never_import_torch(tmp_path: Path) -> None:
         ["compile", str(TINY), "--format", "mermaid"],
         ["compile", str(TINY), "--format", "text"],  # may look at runs/ for new/changed/cached
         ["compile", str(TINY), "-o", str(tmp_path / "p.json")],
+        ["compile", str(TINY), "--format", "text", "-o", str(tmp_path / "p.txt")],
         ["check", str(GOLDEN / "H0201_unknown_field.herd")],
     ]
     code = (
@@ -199,3 +211,274 @@ def test_run_on_cuda_without_one_stops_before_any_job(tmp_path: Path) -> None:
     out = herd("run", TINY, "--device", "cuda", "--runs-dir", tmp_path)
     assert out.returncode == 2 and "no CUDA device is visible" in out.stderr
     assert not (tmp_path / "tiny").exists()  # nothing ran, nothing written
+
+
+def test_partition_without_slurm_says_why() -> None:
+    out = herd("compile", TINY, "--partition", "gpu")
+    assert out.returncode == 2 and "--partition applies to --target slurm only" in out.stderr
+    assert out.stdout == ""
+
+
+# -- -o: what compile writes where ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["json", "dot", "mermaid", "text"])
+def test_compile_output_file_gets_the_chosen_format(tmp_path: Path, fmt: str) -> None:
+    target = tmp_path / f"plan.{fmt}"
+    out = herd("compile", TINY, "--format", fmt, "-o", target, "--runs-dir", tmp_path / "runs")
+    assert out.returncode == 0 and out.stdout == ""  # the chosen format goes to the file only
+    assert target.read_text(encoding="utf-8") == herd("compile", TINY, "--format", fmt,
+                                                      "--runs-dir", tmp_path / "runs").stdout
+
+
+def test_compile_output_file_without_format_is_the_plan_json_and_the_text_view_still_prints(tmp_path: Path) -> None:
+    target = tmp_path / "plan.json"
+    out = herd("compile", TINY, "-o", target, "--runs-dir", tmp_path / "runs")
+    assert out.returncode == 0 and "plan tiny" in out.stdout
+    assert json.loads(target.read_text(encoding="utf-8"))["format"] == "herd.plan/1"
+
+
+def test_compile_output_that_cannot_be_written_is_a_clear_error_before_any_output(tmp_path: Path) -> None:
+    for target, words in ((tmp_path / "nonexist" / "x.json", "does not exist"),
+                          (tmp_path, "is a folder")):
+        out = herd("compile", TINY, "-o", target)
+        assert out.returncode == 2 and words in out.stderr and "hint:" in out.stderr
+        assert "Errno" not in out.stderr
+        assert out.stdout == ""  # nothing printed before the error
+
+
+def test_slurm_output_that_is_a_file_is_refused_and_kept(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_text("x\n", encoding="utf-8")
+    out = herd("compile", TINY, "--target", "slurm", "-o", f)
+    assert out.returncode == 2 and "is a file" in out.stderr and "folder" in out.stderr
+    assert f.read_text(encoding="utf-8") == "x\n"
+
+
+def test_slurm_without_output_writes_slurm_spec_folder_and_scripts_use_the_runs_dir(tmp_path: Path) -> None:
+    out = herd("compile", TINY, "--target", "slurm", "--runs-dir", "cluster-runs", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    folder = tmp_path / "slurm-tiny"
+    assert (folder / "submit.sh").is_file() and (folder / "plan.json").is_file()
+    scripts = list(folder.glob("*.sbatch"))
+    assert scripts and all("--runs-dir cluster-runs" in p.read_text(encoding="utf-8") for p in scripts)
+
+
+def test_fmt_of_a_missing_file_reads_like_check() -> None:
+    fmt, check = herd("fmt", "nonexist.herd"), herd("check", "nonexist.herd")
+    assert fmt.returncode == check.returncode == 1
+    assert fmt.stderr == check.stderr
+    assert "no such file: nonexist.herd" in fmt.stderr and "hint: check the path" in fmt.stderr
+    assert "Errno" not in fmt.stderr
+
+
+# -- --runs-dir -----------------------------------------------------------------------------------
+
+
+def test_runs_dir_that_is_a_file_is_a_usage_error(tmp_path: Path) -> None:
+    rfile = tmp_path / "rfile"
+    rfile.write_text("mine\n", encoding="utf-8")
+    for args in (["run", TINY, "--only", "data.stdlib.source"], ["run", TINY, "--dry-run"], ["gc", TINY],
+                 ["compile", TINY]):
+        out = herd(*args, "--runs-dir", rfile)
+        assert out.returncode == 2, (args, out.stderr)
+        assert "is a file, not a folder" in out.stderr and "hint:" in out.stderr
+    taken = tmp_path / "runs"
+    taken.mkdir()
+    (taken / "tiny").write_text("mine\n", encoding="utf-8")  # where the spec's runs would go
+    out = herd("run", TINY, "--dry-run", "--runs-dir", taken)
+    assert out.returncode == 2 and "keeps the runs of 'tiny' in a folder" in out.stderr
+    assert rfile.read_text(encoding="utf-8") == (taken / "tiny").read_text(encoding="utf-8") == "mine\n"
+
+
+def test_output_off_a_terminal_is_never_cut_at_80_columns(tmp_path: Path) -> None:
+    out = herd("run", TINY, "--dry-run", "--force", "data.stdlib.filter_duplicated_ngrams",
+               "--runs-dir", tmp_path)
+    assert out.returncode == 0
+    [line] = [x for x in out.stdout.splitlines() if "data.stdlib.filter_duplicated_ngrams" in x]
+    assert line.rstrip().endswith("(will run: forced (--force))") and len(line) > 80
+
+
+def test_compile_off_a_terminal_prints_every_job_line_whole(tmp_path: Path) -> None:
+    stage = "long_context_" + "x" * 120  # job lines far wider than any fixed width
+    spec = tmp_path / "wide.herd"
+    spec.write_text(TINY.read_text(encoding="utf-8").replace("long_context", stage), encoding="utf-8")
+    out = herd("compile", spec, "--runs-dir", tmp_path / "runs")
+    assert out.returncode == 0, out.stderr
+    [line] = [x for x in out.stdout.splitlines() if f"train.{stage}.512 " in x]
+    assert line.rstrip().endswith("extend to 512 tokens, then gate short_context_recovery >= 0.9")
+    assert len(line) > 200 and "\u2026" not in line  # neither wrapped nor cut with an ellipsis
+
+
+# -- saved plans ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['{"format": "herd.plan/1"}',
+     '{"format": "herd.plan/1", "herd_version": "0.1.0", "spec": {"name": "x"}, "settings": {}, "jobs": {}}',
+     '{"format": "herd.plan/1", "herd_version": "0.1.0", "spec": {"name": "x"}, "settings": {}, '
+     '"jobs": [{"id": "a", "kind": "data.source", "config": {}, "inputs": {}}]}'],
+    ids=["no-jobs", "jobs-not-a-list", "job-without-fingerprint"],
+)
+def test_an_incomplete_plan_file_is_refused_and_nothing_is_created(tmp_path: Path, content: str) -> None:
+    (tmp_path / "bad.json").write_text(content, encoding="utf-8")
+    out = herd("run", "bad.json", cwd=tmp_path)
+    assert out.returncode == 1
+    assert "bad.json: malformed plan" in out.stderr and "hint:" in out.stderr
+    assert "nothing to do" not in out.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json"]  # no runs/ folder
+
+
+# -- gc -------------------------------------------------------------------------------------------
+
+
+def test_gc_hint_repeats_the_options_that_select_what_it_lists(tmp_path: Path) -> None:
+    leftover = tmp_path / "my runs" / "tiny" / "tmp" / "killed-run"
+    leftover.mkdir(parents=True)
+    (leftover / "part").write_text("x", encoding="utf-8")
+    out = herd("gc", TINY, "--set", "base.tokens=400K", "--runs-dir", tmp_path / "my runs")
+    assert out.returncode == 0 and "nothing deleted" in out.stdout
+    assert (f"run `herd gc {TINY} --set base.tokens=400K --runs-dir '{tmp_path / 'my runs'}' --yes`"
+            in out.stdout)
+    assert leftover.is_dir()
+
+
+# -- export / import ------------------------------------------------------------------------------
+
+SMALL = {"name": "small", "vocab_size": 64, "dim": 32, "layers": 1, "heads": 2, "kv_heads": 1, "head_dim": 16,
+         "ffn_dim": 64, "norm_eps": 1e-5, "rope_theta": 10000.0, "rope_scaling": None, "tied_embeddings": False,
+         "init_std": 0.02, "max_context": 64, "document_mask": True}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> tuple[Path, Path]:
+    """A herd checkpoint and its Hugging Face export, to point export and import at."""
+    from runtime.model import export_hf, from_config, save_checkpoint
+
+    root = tmp_path_factory.mktemp("ckpts")
+    ckpt = save_checkpoint(from_config(SMALL, seed=0), root / "ckpt")
+    return ckpt, export_hf(ckpt, root / "hf")
+
+
+def _convert(kind: str, checkpoints: tuple[Path, Path], output: Path, *extra: str, cwd: Path = ROOT):
+    ckpt, hf = checkpoints
+    return herd(kind, ckpt if kind == "export" else hf, "-o", output, *extra, cwd=cwd)
+
+
+WRITES = {"export": {"config.json", "model.safetensors"}, "import": {"meta.json", "model.safetensors"}}
+
+
+@pytest.mark.parametrize("kind", ["export", "import"])
+def test_an_output_that_holds_files_is_refused_unless_forced_and_force_keeps_the_others(
+        tmp_path: Path, checkpoints, kind: str) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me", encoding="utf-8")
+    out = _convert(kind, checkpoints, folder)
+    assert out.returncode == 2 and "already exists and holds files (notes.txt)" in out.stderr
+    assert "--force" in out.stderr
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    out = _convert(kind, checkpoints, folder, "--force")
+    assert out.returncode == 0, out.stderr
+    assert {p.name for p in folder.iterdir()} == WRITES[kind] | {"notes.txt"}  # nothing else, no temp left
+    assert (folder / "notes.txt").read_text(encoding="utf-8") == "keep me"
+
+    file = tmp_path / "a-file"
+    file.write_text("data", encoding="utf-8")
+    out = _convert(kind, checkpoints, file)
+    assert out.returncode == 2 and "already exists and is a file" in out.stderr
+    assert file.read_text(encoding="utf-8") == "data"
+    assert _convert(kind, checkpoints, file, "--force").returncode == 0
+    assert {p.name for p in file.iterdir()} == WRITES[kind]
+
+
+@pytest.mark.parametrize("kind", ["export", "import"])
+def test_an_existing_empty_folder_is_written_into_even_the_current_one(
+        tmp_path: Path, checkpoints, kind: str) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = _convert(kind, checkpoints, Path("."), cwd=empty)
+    assert out.returncode == 0, out.stderr
+    assert {p.name for p in empty.iterdir()} == WRITES[kind]
+    assert _convert(kind, checkpoints, tmp_path / "new" / "deeper").returncode == 0
+    assert {p.name for p in (tmp_path / "new" / "deeper").iterdir()} == WRITES[kind]
+
+
+def _fake_run(tmp_path: Path) -> tuple[Path, Path]:
+    """runs/<spec>/ as the executor leaves it: a lock, a store with one complete entry."""
+    run = tmp_path / "runs" / "s"
+    entry = run / "store" / "0123456789abcdef0123"
+    entry.mkdir(parents=True)
+    (run / "lock").write_text("1\n", encoding="utf-8")
+    (entry / "tokenizer.json").write_text("{}", encoding="utf-8")
+    (entry / "manifest.json").write_text(json.dumps(
+        {"format": "herd.store/1", "job": "tokenizer.tok", "kind": "tokenizer.train",
+         "fingerprint": entry.name, "files": []}), encoding="utf-8")
+    return run, entry
+
+
+@pytest.mark.parametrize("kind", ["export", "import"])
+def test_a_herd_run_folder_is_never_written_even_with_force(tmp_path: Path, checkpoints, kind: str) -> None:
+    run, entry = _fake_run(tmp_path)
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    for target in (entry, run / "store" / "new-entry", run / "store", run):
+        out = _convert(kind, checkpoints, target, "--force")
+        assert out.returncode == 2, (target, out.stderr)
+        assert "refusing to write into" in out.stderr and "hint:" in out.stderr
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+
+
+def test_writing_onto_the_input_is_refused_even_with_force(checkpoints) -> None:
+    ckpt, hf = checkpoints
+    for args in (["export", ckpt, "-o", ckpt], ["import", hf, "-o", hf]):
+        out = herd(*args, "--force")
+        assert out.returncode == 2 and "it is the input itself" in out.stderr
+
+
+def test_export_brings_the_checkpoints_tokenizer_for_transformers(tmp_path: Path) -> None:
+    from runtime.data.tokenizer import load_tokenizer, save_tokenizer, train_bpe
+    from runtime.model import from_config, save_checkpoint
+
+    store = tmp_path / "store"  # the tokenizer beside the checkpoint that names it, as in a run
+    (store / "tokfp").mkdir(parents=True)
+    _, ranks = train_bpe(["def add(a, b):\n    return a + b\n"] * 20, 300, "llama3")
+    save_tokenizer(store / "tokfp", ranks, "llama3", 16)
+    ckpt = save_checkpoint(from_config({**SMALL, "vocab_size": 320}, seed=0), store / "ckptfp",
+                           tokenizer_id="tokfp")
+    out = herd("export", ckpt, "-o", tmp_path / "hf")
+    assert out.returncode == 0, out.stderr
+    assert f"tokenizer from {store / 'tokfp'}" in out.stdout.replace("\n", "")
+    assert {p.name for p in (tmp_path / "hf").iterdir()} == {
+        "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+        "generation_config.json"}
+    tok = load_tokenizer(store / "tokfp")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["eos_token_id"] == [tok.eos_id, tok.eot_id] and config["bos_token_id"] == tok.bos_id
+    transformers = pytest.importorskip("transformers")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    assert hf_tok("def add(x):")["input_ids"] == tok.encode("def add(x):")
+
+
+def test_export_without_a_tokenizer_says_so_and_a_wrong_one_is_refused(tmp_path: Path, checkpoints) -> None:
+    ckpt, _ = checkpoints
+    out = herd("export", ckpt, "-o", tmp_path / "a")
+    assert out.returncode == 0 and "no tokenizer" in out.stdout
+    assert "hint: pass --tokenizer DIR" in out.stderr
+    out = herd("export", ckpt, "-o", tmp_path / "b", "--tokenizer", ckpt)
+    assert out.returncode == 2 and "not a herd tokenizer artifact" in out.stderr
+
+
+def test_exporting_another_kind_of_artifact_names_its_kind(tmp_path: Path, checkpoints) -> None:
+    _, entry = _fake_run(tmp_path)
+    out = herd("export", entry, "-o", tmp_path / "out")
+    assert out.returncode == 1
+    assert "is a tokenizer.train artifact of job tokenizer.tok, not a model checkpoint" in out.stderr
+    assert "hint:" in out.stderr and "train.pretrain" in out.stderr
+    out = herd("generate", entry, "--prompt", "hi")
+    assert out.returncode == 1 and "not a model checkpoint" in out.stderr
+    _, hf = checkpoints
+    out = herd("export", hf, "-o", tmp_path / "out")
+    assert out.returncode == 1 and "looks like a Hugging Face model folder" in out.stderr
+    assert "herd import" in out.stderr
+    assert not (tmp_path / "out").exists()

@@ -245,3 +245,18 @@ def load_tokenizer(directory: Path) -> Tokenizer:
 
 def tokenizer_from_file(path: Path, pattern_name: str, n_special: int) -> Tokenizer:
     return Tokenizer(load_ranks(path), resolve_pattern(pattern_name), special_token_names(n_special))
+
+
+def checkpoint_tokenizer(checkpoint: Path, meta: dict[str, Any], explicit: str | None = None) -> Path | None:
+    """The tokenizer artifact that goes with a checkpoint, or None: `explicit` (a user's
+    --tokenizer), a copy inside the checkpoint (post-training ones carry one), or the store
+    entry its `tokenizer_id` names (a sibling in the store; an annealing snapshot,
+    artifact/ckpt-N, sits one level deeper)."""
+    checkpoint = Path(checkpoint)
+    candidates = [Path(explicit)] if explicit else []
+    candidates.append(checkpoint)
+    if meta.get("tokenizer_id"):
+        for store in (checkpoint.resolve().parent, checkpoint.resolve().parent.parent):
+            candidates.append(store / str(meta["tokenizer_id"]))
+    return next((c for c in candidates if (c / META_FILE).is_file()), None)
+

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -74,6 +75,135 @@ def atomic_directory(directory: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+class OutputExistsError(CheckpointError):
+    """An export/import destination that already holds something, or that herd manages."""
+
+
+# The run store's own names (runtime/executor/store.py); not imported, so that loading a
+# model never pulls in the executor.
+_STORE_MANIFEST, _STORE_FORMAT = "manifest.json", "herd.store/1"
+
+
+# What the executor writes in a run folder (runtime/executor/): never a destination.
+_RUN_PARTS = ("store", "tmp", "work", "cache", "logs", "metrics", "report", "report.md", "index.json", "lock")
+
+
+def _managed_by_herd(path: Path) -> str | None:
+    """Why `path` must not be written by hand: it is a run folder (`runs/<spec>/`), inside the
+    store or another folder the executor owns there, or inside a store entry (even a copied one)."""
+    resolved = path.resolve()
+    for folder in (resolved, *resolved.parents):
+        if (folder / "store").is_dir() and any((folder / name).is_file() for name in ("lock", "index.json")):
+            parts = resolved.relative_to(folder).parts
+            if not parts:
+                return f"it is herd's run folder for {folder.name!r}"
+            if parts[0] in _RUN_PARTS:
+                return f"it is inside {folder / parts[0]}, part of herd's run folder {folder}"
+            return None
+        manifest = folder / _STORE_MANIFEST
+        if manifest.is_file():
+            try:
+                data = json.loads(manifest.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict) and data.get("format") == _STORE_FORMAT:
+                return f"{folder} is a herd store entry (job {data.get('job', '?')})"
+    return None
+
+
+def check_output(
+    directory: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    sources: Sequence[str | os.PathLike[str]] = (),
+) -> Path:
+    """Refuse a destination whose contents would be lost: an existing file or a folder that
+    holds files (unless `force`), the input itself, or anything in a herd run folder (never:
+    `herd run` owns it, and a store entry changed by hand is no longer trusted)."""
+    out = Path(directory)
+    why = _managed_by_herd(out)
+    if why:
+        raise OutputExistsError(
+            f"refusing to write into {out}: {why}, which `herd run` and `herd gc` manage\n"
+            "hint: write the result to a folder outside runs/ (e.g. -o exported/NAME)"
+        )
+    for source in sources:
+        if Path(source).exists() and out.exists() and out.resolve() == Path(source).resolve():
+            raise OutputExistsError(f"refusing to write into {out}: it is the input itself\n"
+                                    "hint: choose another output folder")
+    blocked = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise OutputExistsError(f"cannot write {out}: {blocked} is a file, not a folder\n"
+                                "hint: choose another path")
+    if out.is_symlink() and not out.exists():
+        raise OutputExistsError(f"{out} is a broken symbolic link\nhint: remove it or choose another path")
+    if out.exists() and not out.is_dir() and not force:
+        raise OutputExistsError(f"{out} already exists and is a file\n"
+                                "hint: choose another path, or pass --force to replace the file")
+    if out.is_dir() and not force:
+        try:
+            held = sorted(p.name for p in out.iterdir())
+        except OSError as exc:
+            raise CheckpointError(f"cannot read folder {out}: {exc.strerror or exc}") from None
+        if held:
+            listed = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+            raise OutputExistsError(
+                f"{out} already exists and holds files ({listed})\n"
+                "hint: choose a new or empty folder, or pass --force to overwrite the files herd "
+                "writes there (other files are kept)"
+            )
+    return out
+
+
+def _metadata_last(names: list[str]) -> list[str]:
+    """Publishing order: weights first, then the files that describe them."""
+    return sorted(names, key=lambda n: (n in (META_FILE, "config.json"), n))
+
+
+@contextmanager
+def output_directory(directory: str | os.PathLike[str], *, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder whose files become `directory` (for `herd export`/`import`).
+
+    A new `directory` appears by one rename when complete. An existing folder (empty, or
+    any with `force`) receives the files one by one, weights before the metadata that
+    names their checksum, and keeps any other files; `.` works. An existing file is
+    replaced only with `force`. See `check_output` for what is refused.
+    """
+    out = check_output(directory, force=force)
+    try:
+        if out.is_dir():
+            tmp = Path(tempfile.mkdtemp(prefix=".herd-tmp-", dir=out))
+            try:
+                yield tmp
+                names = _metadata_last([p.name for p in tmp.iterdir()])
+                for name in names:  # all checked before the first file moves
+                    if (out / name).is_dir() and not (out / name).is_symlink():
+                        raise CheckpointError(f"cannot write {out / name}: a folder of that name is in the way\n"
+                                              "hint: move it, or choose another output folder")
+                for name in names:
+                    os.replace(tmp / name, out / name)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            return
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            yield tmp
+            old = None
+            if out.exists() or out.is_symlink():  # a file, and `force` was given
+                old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+                out.rename(old)
+            tmp.rename(out)
+            if old is not None:
+                old.unlink()
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    except OSError as exc:
+        raise CheckpointError(f"cannot write {out}: {exc.strerror or exc}") from None
+
+
 def _dtype_name(tensors: dict[str, torch.Tensor]) -> str:
     floats = {str(t.dtype).removeprefix("torch.") for t in tensors.values() if t.is_floating_point()}
     return floats.pop() if len(floats) == 1 else "mixed"
@@ -89,28 +219,47 @@ def write_checkpoint(
     fingerprint: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint from a plain state dict (used by save, averaging and HF import)."""
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    """Write a checkpoint from a plain state dict (used by save, averaging and training).
+
+    An existing `directory` is replaced as a whole; `herd import` uses `output_directory`
+    instead, which never deletes what it did not write.
+    """
     with atomic_directory(directory) as tmp:
-        weights = tmp / WEIGHTS_FILE
-        save_file(tensors, str(weights), metadata={"format": "pt", "herd": CHECKPOINT_FORMAT})
-        meta = {
-            "format": CHECKPOINT_FORMAT,
-            "model": config,
-            "step": int(step),
-            "tokenizer_id": tokenizer_id,
-            "fingerprint": fingerprint,
-            "dtype": _dtype_name(tensors),
-            "num_params": sum(t.numel() for t in tensors.values()),
-            "weights": {
-                "file": WEIGHTS_FILE,
-                "sha256": sha256_file(weights),
-                "bytes": weights.stat().st_size,
-            },
-            "extra": extra or {},
-        }
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        write_checkpoint_files(tmp, tensors, config, step=step, tokenizer_id=tokenizer_id,
+                               fingerprint=fingerprint, extra=extra)
     return Path(directory)
+
+
+def write_checkpoint_files(
+    folder: Path,
+    tensors: dict[str, torch.Tensor],
+    config: dict[str, Any],
+    *,
+    step: int = 0,
+    tokenizer_id: str | None = None,
+    fingerprint: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """model.safetensors and meta.json (with the weights' checksum) into an existing folder."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    weights = folder / WEIGHTS_FILE
+    save_file(tensors, str(weights), metadata={"format": "pt", "herd": CHECKPOINT_FORMAT})
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "model": config,
+        "step": int(step),
+        "tokenizer_id": tokenizer_id,
+        "fingerprint": fingerprint,
+        "dtype": _dtype_name(tensors),
+        "num_params": sum(t.numel() for t in tensors.values()),
+        "weights": {
+            "file": WEIGHTS_FILE,
+            "sha256": sha256_file(weights),
+            "bytes": weights.stat().st_size,
+        },
+        "extra": extra or {},
+    }
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
 def save_checkpoint(

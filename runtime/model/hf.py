@@ -21,11 +21,12 @@ from safetensors.torch import save_file
 
 from runtime.model.checkpoint import (
     CheckpointError,
-    atomic_directory,
+    check_output,
     check_shapes,
     expected_shapes,
     load_state,
-    write_checkpoint,
+    output_directory,
+    write_checkpoint_files,
 )
 
 HF_WEIGHTS = "model.safetensors"
@@ -121,23 +122,49 @@ def export_hf(
     out_dir: str | os.PathLike[str],
     *,
     dtype: torch.dtype | None = None,
+    force: bool = False,
+    tokenizer_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """Write `config.json` + `model.safetensors` that `LlamaForCausalLM.from_pretrained` loads.
+    """Write `config.json` + `model.safetensors` that `LlamaForCausalLM.from_pretrained` loads,
+    and with `tokenizer_dir` (a herd tokenizer artifact) the tokenizer transformers'
+    `AutoTokenizer` loads, plus `generation_config.json` that stops at end of turn.
 
     The checkpoint is verified first (checksum, shapes). A tied model has no `lm_head`
     tensor (transformers ties it from `tie_word_embeddings`). `dtype` converts floats.
+    `out_dir` must be new or an empty folder; `force` overwrites the two files in a folder
+    that holds others (and keeps those) or replaces a file. Folders of a herd run (the
+    store above all) are refused either way (`output_directory`).
     """
+    check_output(out_dir, force=force, sources=[checkpoint_dir])  # before reading any weights
     tensors, meta = load_state(checkpoint_dir)
     hf_tensors = {
         to_hf_key(k): (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
         for k, v in tensors.items()
     }
     dtype_name = str(next(iter(hf_tensors.values())).dtype).removeprefix("torch.")
-    with atomic_directory(out_dir) as tmp:
+    with output_directory(out_dir, force=force) as tmp:
         save_file(hf_tensors, str(tmp / HF_WEIGHTS), metadata={"format": "pt"})
         config = hf_config(meta["model"], dtype_name)
+        if tokenizer_dir is not None:
+            config.update(_tokenizer_files(Path(tokenizer_dir), tmp, config))
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return Path(out_dir)
+
+
+def _tokenizer_files(tokenizer_dir: Path, out: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """Write the tokenizer and generation config; returns the token ids config.json names."""
+    from runtime.data.hf_tokenizer import write_hf_tokenizer
+    from runtime.data.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tokenizer_dir)
+    if tok.n_vocab > config["vocab_size"]:
+        raise CheckpointError(f"{tokenizer_dir}: this tokenizer has {tok.n_vocab:,} tokens but the model "
+                              f"has a vocabulary of {config['vocab_size']:,}\nhint: pass the tokenizer "
+                              "it was trained with (--tokenizer DIR)")
+    write_hf_tokenizer(tokenizer_dir, out, int(config["max_position_embeddings"]))
+    ids = {"bos_token_id": tok.bos_id, "eos_token_id": [tok.eos_id, tok.eot_id]}
+    (out / "generation_config.json").write_text(json.dumps(ids, indent=2) + "\n")
+    return ids
 
 
 def herd_config(hf: dict[str, Any], name: str) -> dict[str, Any]:
@@ -224,8 +251,13 @@ def import_hf(
     step: int = 0,
     tokenizer_id: str | None = None,
     dtype: torch.dtype | None = None,
+    force: bool = False,
 ) -> Path:
-    """Turn a transformers Llama directory (single file or sharded) into a herd checkpoint."""
+    """Turn a transformers Llama directory (single file or sharded) into a herd checkpoint.
+
+    `out_dir` is checked like `export_hf`'s: new or empty, or `force`; never in a herd run.
+    """
+    check_output(out_dir, force=force, sources=[hf_dir])  # before reading any weights
     root = Path(hf_dir)
     config_path = root / "config.json"
     if not config_path.is_file():
@@ -257,7 +289,7 @@ def import_hf(
     if dtype is not None:
         tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     check_shapes({k: tuple(v.shape) for k, v in tensors.items()}, expected_shapes(config), str(root))
-    return write_checkpoint(
-        tensors, config, out_dir,
-        step=step, tokenizer_id=tokenizer_id, extra={"imported_from": str(root.resolve())},
-    )
+    with output_directory(out_dir, force=force) as tmp:
+        write_checkpoint_files(tmp, tensors, config, step=step, tokenizer_id=tokenizer_id,
+                               extra={"imported_from": str(root.resolve())})
+    return Path(out_dir)

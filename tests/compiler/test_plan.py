@@ -108,3 +108,27 @@ def test_order_is_topological_and_graph_matches(tiny: Plan) -> None:
     g = tiny.graph
     assert set(g.nodes) == set(tiny.jobs)
     assert g.number_of_edges() == sum(len(j.deps) for j in tiny.jobs.values())
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda d: d.pop("jobs"), "missing 'jobs'"),
+        (lambda d: d.__setitem__("jobs", {}), "'jobs' must be a list"),
+        (lambda d: d.pop("spec"), "missing 'spec'"),
+        (lambda d: d["spec"].__setitem__("name", "../elsewhere"), "not a usable run folder name"),
+        (lambda d: d.__setitem__("settings", []), "'settings' must be an object"),
+        (lambda d: _job(d, "train.base").pop("fingerprint"), "job 'train.base': missing 'fingerprint'"),
+        (lambda d: _job(d, "train.base").__setitem__("config", "lr=1"), "'config' must be an object"),
+        (lambda d: d["jobs"].append("train.extra"), "is not an object"),
+        (lambda d: _job(d, "train.base").__setitem__("deps", []), "'deps' .* do not match its inputs"),
+    ],
+    ids=["no-jobs", "jobs-not-a-list", "no-spec", "unsafe-name", "settings-not-object", "no-fingerprint",
+         "config-not-object", "job-not-object", "deps-edited"],
+)
+def test_a_plan_file_of_the_wrong_structure_is_refused_with_its_path(tiny: Plan, tmp_path: Path, edit,
+                                                                     match: str) -> None:
+    path = _tampered(tiny, tmp_path, edit)
+    with pytest.raises(PlanError, match=match) as err:
+        Plan.load(path)
+    assert str(err.value).startswith(f"{path}: malformed plan") and "hint:" in str(err.value)

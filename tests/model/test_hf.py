@@ -140,3 +140,20 @@ def test_a_transformers_model_imports_with_its_logits(tmp_path, tiny_config):
     tokens = torch.randint(0, 256, (1, 50), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(ours(tokens), hf(tokens).logits, rtol=1e-4, atol=1e-4)
+
+
+def test_export_and_import_never_delete_what_they_did_not_write(model, exported, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    (folder / "README.md").write_text("mine")
+    with pytest.raises(CheckpointError, match="already exists and holds files"):
+        export_hf(ckpt, folder)
+    with pytest.raises(CheckpointError, match="already exists and holds files"):
+        import_hf(exported, folder)
+    assert [p.name for p in folder.iterdir()] == ["README.md"]
+    export_hf(ckpt, folder, force=True)  # the two HF files land beside the user's
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    back, _ = load_checkpoint(import_hf(folder, tmp_path / "back"))
+    assert all(torch.equal(back.state_dict()[k], v) for k, v in model.state_dict().items())
+    assert (folder / "README.md").read_text() == "mine"
