@@ -48,22 +48,28 @@ def _print_diags(exc: HerdError, sources: dict[str, str] | None = None) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from compiler import compile_file
+    from compiler import compile_with_warnings
+    from herdlang.spec import load_spec
 
     try:
-        spec, plan = compile_file(args.spec, args.set)
+        spec = load_spec(args.spec, args.set)
+        plan, warnings = compile_with_warnings(spec)
     except HerdError as exc:
         if args.format != "json":
             raise
-        # machine readers (CI annotations, editors without the LSP) get JSON either way
-        print(json.dumps({"ok": False, "diagnostics": [d.to_json() for d in exc.diagnostics]}))
+        # machine readers (CI annotations, editors without the LSP) get JSON either way, with
+        # the same keys: every diagnostic (errors and warnings) with its location, and the
+        # warnings as one-line texts
+        print(json.dumps({"ok": False, "diagnostics": [d.to_json() for d in exc.diagnostics],
+                          "warnings": []}))
         return EXIT_SPEC
     for w in plan.warnings:
         print(w if "warning[" in w else f"warning: {w}", file=sys.stderr)
     if not spec.order:
         print(f"warning: {args.spec} defines no blocks", file=sys.stderr)
     if args.format == "json":
-        print(json.dumps({"ok": True, "warnings": plan.warnings}))
+        print(json.dumps({"ok": True, "diagnostics": [d.to_json() for d in warnings],
+                          "warnings": plan.warnings}))
     else:
         print(f"{args.spec}: ok ({len(spec.order)} blocks, {len(plan.jobs)} jobs)")
     return EXIT_OK

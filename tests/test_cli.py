@@ -60,6 +60,17 @@ def test_check_json_reports_errors_as_json_too() -> None:
     assert report["ok"] is False
     [d] = report["diagnostics"]
     assert (d["code"], d["line"], d["column"], d["hint"]) == ("H0201", 3, 3, "did you mean 'layers'?")
+    assert report["warnings"] == []
+
+
+def test_check_json_has_the_same_keys_when_the_spec_is_fine() -> None:
+    """A clean spec with warnings: each is a located diagnostic as errors are, and a line."""
+    report = json.loads(herd("check", ROOT / "specs" / "llama3_8b.herd", "--format", "json").stdout)
+    assert report["ok"] is True and set(report) == {"ok", "diagnostics", "warnings"}
+    [d] = report["diagnostics"]
+    assert (d["code"], d["severity"]) == ("H0604", "warning")  # specs/data/ is not shipped
+    assert d["path"].endswith("llama3_common.herd")
+    assert d["line"] > 0 and report["warnings"][0].endswith(d["hint"])
 
 
 @pytest.mark.parametrize(
