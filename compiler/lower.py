@@ -450,7 +450,9 @@ class Lowering:
             return
         lengths = [s.value for s in cfg.context]
         increments = lengths[1:]
-        per = cfg.tokens // len(increments)
+        # the budget split evenly, the remainder to the first increments: every token counted
+        shares = [cfg.tokens // len(increments) + (i < cfg.tokens % len(increments))
+                  for i in range(len(increments))]
         mix = self._mix_of(cfg.data) if cfg.data else self.stage_data[source]
         src_batch = self.stage_batch[source]
         if cfg.batch and len(cfg.batch) > 1:
@@ -471,7 +473,7 @@ class Lowering:
             gate[name] = {"op": cond.op, "value": cond.value, "eval": kind}
             measure[kind] = params
         m = model
-        for ctx in increments:
+        for ctx, per in zip(increments, shares, strict=True):
             m = {**model, "max_context": ctx}
             if rope:
                 m["rope_theta"] = float(rope["theta"])
@@ -500,8 +502,8 @@ class Lowering:
             prev = job_id
             total_steps += steps
             flops += est.training_flops(m, per, ctx)["total"]
-        self._estimates(defined.name, {**model, "max_context": lengths[-1]}, per * len(increments), lengths[-1], total_steps,
-                            {"increments": increments, "tokens_per_increment": per})
+        self._estimates(defined.name, {**model, "max_context": lengths[-1]}, cfg.tokens, lengths[-1], total_steps,
+                            {"increments": increments, "tokens_per_increment": shares})
         self.plan.stages[defined.name]["flops_total"] = flops
         self._remember(defined.name, prev, lengths[-1], mix, self.stage_batch[source], optimizer, m)
         self._evals(defined.name, cfg.evals, prev, m, mix, baseline=(self.stage_out[source], base_ctx))

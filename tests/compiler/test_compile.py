@@ -387,3 +387,11 @@ def test_a_bad_knob_is_a_diagnostic_that_names_it(spec: str, override: str, code
     with pytest.raises(HerdError) as exc:
         compile_file(SPECS / f"{spec}.herd", [override])
     assert [(d.code, d.message) for d in exc.value.diagnostics] == [(code, message)]
+
+
+def test_an_extension_budget_is_split_over_its_increments_without_losing_a_token() -> None:
+    _, plan = compile_file(TINY, ["long_context.tokens=100K", "long_context.context=256 -> 512 -> 1K -> 2K"])
+    shares = [j.estimates["tokens"] for j in plan.jobs.values() if j.kind == "train.extend"]
+    assert shares == [33_334, 33_333, 33_333]
+    assert plan.stages["long_context"]["tokens"] == 100_000
+    assert [j.config["tokens"] for j in plan.jobs.values() if j.kind == "train.extend"] == shares
