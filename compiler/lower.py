@@ -755,7 +755,9 @@ class Lowering:
                               {"points": [label for label, _ in points], "evals": list(cfg.evals)}, summary_inputs,
                               output="eval", description="held-out results after each post-training step"))
         self.stage_out[defined.name] = policy
-        self.plan.stages[defined.name] = {"model": model["name"], "rounds": cfg.rounds, "tokens": 0, "flops": 0.0,
+        # tokens: the datasets' size, known only once they are read (0 here, "—" in the text view)
+        self.plan.stages[defined.name] = {"kind": "posttrain", "model": model["name"], "rounds": cfg.rounds,
+                                          "tokens": 0, "flops": 0.0,
                                           "params": est.param_counts(model)["total"]}
 
 

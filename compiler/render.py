@@ -55,8 +55,9 @@ def render_text(plan: Plan, runs_dir: Path | None = None, color: bool = False,
         for name, st in plan.stages.items():
             mem = st.get("memory_per_gpu", {}).get("total")
             wall = st.get("wall_clock_seconds")
+            unknown = st.get("kind") == "posttrain"  # sized by its datasets, read at run time
             stages.add_row(
-                name, st.get("model", ""), f"{st.get('tokens', 0):,}", f"{st.get('steps', 0):,}" if st.get("steps") else "",
+                name, st.get("model", ""), "—" if unknown else f"{st.get('tokens', 0):,}", f"{st.get('steps', 0):,}" if st.get("steps") else "",
                 humanize(st.get("flops", 0)) if st.get("flops") else "",
                 humanize(st.get("flops_attention", 0)) if st.get("flops_attention") else "",
                 humanize(mem, "B") if mem else "", humanize(st["kv_cache_bytes"], "B") if st.get("kv_cache_bytes") else "",
@@ -64,6 +65,9 @@ def render_text(plan: Plan, runs_dir: Path | None = None, color: bool = False,
             )
         console.print(stages)
         for name, st in plan.stages.items():
+            if st.get("kind") == "posttrain":
+                console.print(f"  {name}: post-training, {st['rounds']} round{'s' * (st['rounds'] != 1)}; "
+                              "its tokens, steps and time follow from its datasets' size, known when it runs")
             if "compute_optimal_params" in st:
                 console.print(f"  {name}: scaling law (alpha={st['law']['alpha']:.3g}, A={st['law']['A']:.3g}) → compute-optimal "
                               f"{humanize(st['compute_optimal_params'])} params on {humanize(st['compute_optimal_tokens'])} tokens "

@@ -310,6 +310,13 @@ def test_output_off_a_terminal_is_never_cut_at_80_columns(tmp_path: Path) -> Non
     assert line.rstrip().endswith("(will run: forced (--force))") and len(line) > 80
 
 
+def test_post_training_sizes_are_shown_as_unknown_until_its_data_is_read(tmp_path: Path) -> None:
+    out = herd("compile", TINY, "--runs-dir", tmp_path)
+    [row] = [x for x in out.stdout.splitlines() if x.lstrip().startswith("chat ")]
+    assert "—" in row and " 0 " not in row
+    assert "chat: post-training, 2 rounds; its tokens, steps and time follow from its datasets" in out.stdout
+
+
 def test_compile_off_a_terminal_prints_every_job_line_whole(tmp_path: Path) -> None:
     stage = "long_context_" + "x" * 120  # job lines far wider than any fixed width
     spec = tmp_path / "wide.herd"
