@@ -12,6 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
 from herdlang.types import (
+    Bool,
     Bytes,
     CallModel,
     CondOf,
@@ -59,7 +60,7 @@ class FFN(CallModel):
 class Attention(CallModel):
     kind: Literal["gqa", "mha"] = "gqa"
     kv_heads: Int | None = Field(None, ge=1)
-    document_mask: bool = True
+    document_mask: Bool = True
 
 
 class RopeScaling(CallModel):
@@ -211,7 +212,7 @@ class ModelBlock(Block):
     ffn: FFN | None = None
     attention: Attention | None = None
     rope: Rope | None = None
-    tied: bool | None = None
+    tied: Bool | None = None
     context: Length | None = Field(None, gt=0)
     init_std: Number | None = Field(None, gt=0)
 
@@ -274,7 +275,7 @@ class PretrainBlock(Block):
     checkpoint_every: Steps | None = Field(None, gt=0)
     eval_every: Steps | None = Field(None, gt=0)
     evals: Annotated[list[Ref], ListOf] = ["perplexity"]
-    compile: bool = False
+    compile: Bool = False
     law: Law | Ref | None = None  # power_law(alpha, A) or the name of a scaling block
 
 
@@ -370,7 +371,7 @@ class PosttrainBlock(Block):
     rejection_sampling: RejectionSamplingStep | None = None
     sft: SFTStep | None = None
     dpo: DPOStep | None = None
-    average: bool | Annotated[list[Ref], ListOf] = False
+    average: Bool | Annotated[list[Ref], ListOf] = False
     evals: Annotated[list[Ref], ListOf] = ["tasks"]
     seed: Int | None = Field(None, ge=0)
 
@@ -431,8 +432,8 @@ class Parallel(Strict):
     pipeline: Int = Field(1, ge=1)
     context: Int = Field(1, ge=1)
     data: Int | None = Field(None, ge=1)
-    fsdp: bool = True
-    activation_checkpointing: bool = False
+    fsdp: Bool = True
+    activation_checkpointing: Bool = False
     micro_batch: Int = Field(1, ge=1)
 
 

@@ -11,6 +11,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
+from pydantic import Strict as StrictMode
 from pydantic_core import PydanticCustomError
 
 from herdlang import ast
@@ -142,6 +143,8 @@ Docs = Annotated[int, _counter({"docs"}, "a document count", "30M docs")]
 Length = Annotated[int, _counter({"tokens"}, "a sequence length", "8K", binary=True)]
 Number = Annotated[float, BeforeValidator(_number)]
 Int = Annotated[int, BeforeValidator(_number)]
+# `true` or `false` only: a bare word such as `yes` or `on` is text, never a boolean
+Bool = Annotated[bool, StrictMode()]
 Fraction = Annotated[float, BeforeValidator(_fraction)]
 Bytes = Annotated[int, BeforeValidator(_bytes)]
 Ref = Annotated[str, BeforeValidator(_name)]

@@ -381,7 +381,8 @@ def test_a_mix_without_a_seed_shuffles_with_the_runs() -> None:
      ("tiny", "run.seed=-1", "H0203", "seed: cannot be negative, got -1"),
      ("tiny", "long_context.seed=-1", "H0203", "seed: cannot be negative, got -1"),
      ("tiny", "chat.seed=-2", "H0203", "seed: cannot be negative, got -2"),
-     ("tiny", "tiny_bpe.kind=sentencepiece", "H0203", "'sentencepiece' is not a valid value for kind")],
+     ("tiny", "tiny_bpe.kind=sentencepiece", "H0203", "'sentencepiece' is not a valid value for kind"),
+     ("tiny", "tiny.tied=yes", "H0203", "tied: expected true or false, got 'yes'")],
 )
 def test_a_bad_knob_is_a_diagnostic_that_names_it(spec: str, override: str, code: str, message: str) -> None:
     with pytest.raises(HerdError) as exc:
