@@ -245,6 +245,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     return int(result.exit_code)
 
 
+def cmd_path(args: argparse.Namespace) -> int:
+    """Where each named job's artifact lives (or will): RUNS_DIR/SPEC/store/FINGERPRINT."""
+    import difflib
+
+    cli_paths.runs_dir(args.runs_dir)
+    plan = _load_plan(args.target, args.set)
+    store = cli_paths.runs_dir(args.runs_dir, plan.spec_name) / plan.spec_name / "store"
+    for name in args.jobs:
+        job = plan.jobs.get(name)
+        if job is None:
+            in_stage = [j.id for j in plan if j.stage == name]
+            if in_stage:
+                hint = f"'{name}' is a stage; its jobs: {', '.join(in_stage)}"
+            else:
+                close = difflib.get_close_matches(name, list(plan.jobs), n=3)
+                hint = (f"did you mean {' or '.join(close)}?" if close
+                        else "`herd compile SPEC` lists every job")
+            raise UsageError(f"{args.target}: no job '{name}' in the plan\nhint: {hint}")
+        entry = store / job.fingerprint
+        print(entry)
+        if not (entry / "manifest.json").is_file():
+            print(f"note: {name} has not run with this configuration yet; "
+                  f"hint: herd run {args.target} --only {name}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_gc(args: argparse.Namespace) -> int:
     """List (default) or delete (--yes) what the spec's current plan no longer uses."""
     from compiler.estimates import humanize
@@ -447,6 +473,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--runs-dir", default="runs", help="where runs live: RUNS_DIR/SPEC/ (default runs)")
     with_set(c)
     c.set_defaults(fn=cmd_run)
+
+    c = sub.add_parser("path", help="print where jobs' artifacts live (e.g. a checkpoint to "
+                                    "export or chat with)")
+    c.add_argument("target", help="a .herd spec or a plan .json")
+    c.add_argument("jobs", nargs="+", metavar="JOB", help="job ids, as `herd compile` lists them")
+    c.add_argument("--runs-dir", default="runs", help="where runs live: RUNS_DIR/SPEC/ (default runs)")
+    with_set(c)
+    c.set_defaults(fn=cmd_path)
 
     c = sub.add_parser("gc", help="list (or --yes: delete) artifacts the current plan no longer uses")
     c.add_argument("target", help="a .herd spec or a plan .json")

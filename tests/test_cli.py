@@ -152,6 +152,7 @@ def test_check_and_compile_never_import_torch(tmp_path: Path) -> None:
     calls = [
         ["check", str(TINY)],
         ["check", str(L405)],
+        ["path", str(TINY), "train.base"],
         ["compile", str(L405), "--format", "json"],
         ["compile", str(TINY), "--format", "dot"],
         ["compile", str(TINY), "--format", "mermaid"],
@@ -308,6 +309,31 @@ def test_output_off_a_terminal_is_never_cut_at_80_columns(tmp_path: Path) -> Non
     assert out.returncode == 0
     [line] = [x for x in out.stdout.splitlines() if "data.stdlib.filter_duplicated_ngrams" in x]
     assert line.rstrip().endswith("(will run: forced (--force))") and len(line) > 80
+
+
+def test_path_prints_where_a_jobs_artifact_lives(tmp_path: Path) -> None:
+    from compiler import compile_file
+
+    _, plan = compile_file(TINY)
+    out = herd("path", TINY, "train.base", "post.chat.r2.dpo", "--runs-dir", tmp_path)
+    assert out.returncode == 0
+    assert out.stdout.splitlines() == [
+        str(tmp_path / "tiny" / "store" / plan.jobs["train.base"].fingerprint),
+        str(tmp_path / "tiny" / "store" / plan.jobs["post.chat.r2.dpo"].fingerprint)]
+    assert "note: train.base has not run with this configuration yet" in out.stderr
+    entry = tmp_path / "tiny" / "store" / plan.jobs["train.base"].fingerprint
+    entry.mkdir(parents=True)
+    (entry / "manifest.json").write_text("{}", encoding="utf-8")
+    out = herd("path", TINY, "train.base", "--runs-dir", tmp_path)
+    assert out.returncode == 0 and out.stderr == ""
+
+
+def test_path_of_an_unknown_job_suggests_one_and_a_stage_lists_its_jobs() -> None:
+    out = herd("path", TINY, "train.bse")
+    assert out.returncode == 2 and "no job 'train.bse'" in out.stderr
+    assert "did you mean train.base" in out.stderr
+    out = herd("path", TINY, "base")
+    assert out.returncode == 2 and "'base' is a stage; its jobs: train.base," in out.stderr
 
 
 def test_post_training_sizes_are_shown_as_unknown_until_its_data_is_read(tmp_path: Path) -> None:
