@@ -56,7 +56,8 @@ def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
 
 @contextmanager
 def atomic_directory(directory: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary sibling directory; on success it replaces `directory` in one rename."""
+    """Yield a temporary sibling directory; on success it replaces `directory` (a folder, or
+    a file or link of that name) in one rename."""
     final = Path(directory)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -64,12 +65,15 @@ def atomic_directory(directory: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         old = None
-        if final.exists():
+        if final.exists() or final.is_symlink():
             old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
             final.rename(old)
         tmp.rename(final)
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -185,21 +189,8 @@ def output_directory(directory: str | os.PathLike[str], *, force: bool = False) 
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
             return
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
+        with atomic_directory(out) as tmp:  # a new folder, or a file `force` replaces
             yield tmp
-            old = None
-            if out.exists() or out.is_symlink():  # a file, and `force` was given
-                old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-                out.rename(old)
-            tmp.rename(out)
-            if old is not None:
-                old.unlink()
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     except OSError as exc:
         raise CheckpointError(f"cannot write {out}: {exc.strerror or exc}") from None
 
