@@ -21,7 +21,7 @@ from typing import Any
 
 from herdlang import cli_paths
 from herdlang.cli_paths import UsageError
-from herdlang.diagnostics import HerdError, render_all
+from herdlang.diagnostics import HerdError, render, render_all
 from herdlang.version import HERD_VERSION
 
 EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
@@ -63,7 +63,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(json.dumps({"ok": False, "diagnostics": [d.to_json() for d in exc.diagnostics],
                           "warnings": []}))
         return EXIT_SPEC
-    for w in plan.warnings:
+    # located warnings as errors are shown (source line, caret, hint); the rest one a line
+    for d in warnings:
+        print(render(d, spec.sources, color=_color(sys.stderr)) + "\n", file=sys.stderr)
+    for w in plan.warnings[len(warnings):]:
         print(w if "warning[" in w else f"warning: {w}", file=sys.stderr)
     if not spec.order:
         print(f"warning: {args.spec} defines no blocks", file=sys.stderr)

@@ -63,6 +63,15 @@ def test_check_json_reports_errors_as_json_too() -> None:
     assert report["warnings"] == []
 
 
+def test_check_shows_a_warning_with_its_source_line_as_it_shows_errors() -> None:
+    out = herd("check", ROOT / "specs" / "llama3_8b.herd")
+    assert out.returncode == 0 and "ok (" in out.stdout
+    lines = out.stderr.splitlines()
+    head = next(i for i, x in enumerate(lines) if "warning[H0604]" in x)
+    assert lines[head + 2].startswith("22 |   source jsonl(\"data/web/*.jsonl.gz\")")
+    assert lines[head + 3].lstrip(" |").startswith("^^^^") and "fine if it is made later" in lines[head + 3]
+
+
 def test_check_json_has_the_same_keys_when_the_spec_is_fine() -> None:
     """A clean spec with warnings: each is a located diagnostic as errors are, and a line."""
     report = json.loads(herd("check", ROOT / "specs" / "llama3_8b.herd", "--format", "json").stdout)
