@@ -432,25 +432,25 @@ def _check_inputs(res: Resolved) -> None:
     for tok in spec.of("tokenizer").values():
         if tok.config.file:
             found.append((f"tokenizer {tok.name}", tok.config.file, tok.span("file")))
-    missing: dict[Path | None, list[tuple[str, str, Any]]] = {}
+    missing: dict[Path | None, list[tuple[str, str, Any, Path]]] = {}
     for what, path, span in found:
         full = Path(path) if Path(path).is_absolute() else spec.root / path
         if not _exists(full):
-            missing.setdefault(_missing_folder(full), []).append((what, path, span))
+            missing.setdefault(_missing_folder(full), []).append((what, path, span, full))
     hint = "fine if it is made later or exists only where the plan runs; otherwise check the path"
     for folder, paths in missing.items():
         if folder is None or len(paths) == 1:
-            for what, path, span in paths:
-                shown = _shown_path(Path(path) if Path(path).is_absolute() else spec.root / path)
+            for what, path, span, full in paths:
+                shown = _shown_path(full)
                 verb = "matches no file" if _MAGIC.search(path) else "does not exist"
                 res.warn("H0604", f"{what}: '{path}' {verb}", span, hint,
                          notes=[f"looked for {shown}"] if shown != path else [])
             continue
-        what, path, span = paths[0]
+        span = paths[0][2]
         shown = _shown_path(folder) + "/"
         res.warn("H0604", f"the folder {shown} does not exist: {len(paths)} input paths under it are missing",
                  span, hint,
-                 notes=[f"{p.path}:{p.line}: {w}: '{q}'" for w, q, p in paths])
+                 notes=[f"{p.path}:{p.line}: {w}: '{q}'" for w, q, p, _ in paths])
 
 
 def _input_span(data: Defined, i: int, cls: Any, field_name: str, index: int | None) -> Any:

@@ -247,11 +247,10 @@ def _report_cycle(res: Resolved, cycle: list[str], what: str, verb: str, span_of
     first = res.spec.find(loop[0])
     if len(loop) == 1:
         message = f"{what} '{loop[0]}' {verb} itself"
+        hint = f"a {what} cannot {'extend' if what == 'model' else 'continue from'} itself"
     else:
         keyword = "extends" if what == "model" else "from"
         chain = [*loop, loop[0]]
         message = f"cycle of `{keyword}`: {chain[0]} {verb} {chain[1]}" + "".join(
             f", which {verb} {n}" for n in chain[2:])
-    if len(loop) == 1:
-        hint = f"a {what} cannot {'extend' if what == 'model' else 'continue from'} itself"
     res.error("H0303", message, span_of(first), hint)

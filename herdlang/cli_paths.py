@@ -19,17 +19,21 @@ class UsageError(Exception):
     """Bad usage of the command line (exit 2)."""
 
 
+def _file_in_the_way(path: Path) -> Path | None:
+    """The nearest existing one of `path` and its parents when it is a file, not a folder."""
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    return existing if existing is not None and not existing.is_dir() else None
+
+
 def runs_dir(path: str, spec_name: str | None = None) -> Path:
     """`--runs-dir`: a folder (created when missing), never a file; the same for `<runs>/<spec>`."""
     root = Path(path)
-    for p in (root, *root.parents):
-        if p.exists():
-            if not p.is_dir():
-                raise UsageError(
-                    f"--runs-dir {path}: {p} is a file, not a folder\n"
-                    "hint: pass a folder for runs (it is created when missing), e.g. --runs-dir runs"
-                )
-            break
+    blocked = _file_in_the_way(root)
+    if blocked is not None:
+        raise UsageError(
+            f"--runs-dir {path}: {blocked} is a file, not a folder\n"
+            "hint: pass a folder for runs (it is created when missing), e.g. --runs-dir runs"
+        )
     if spec_name is not None:
         run = root / spec_name
         if run.exists() and not run.is_dir():
@@ -70,13 +74,11 @@ def write_file(path: Path, text: str) -> None:
 
 def output_folder(path: Path, what: str) -> Path:
     """A folder to write into (created when missing): not a file, not below a file."""
-    for p in (path, *path.parents):
-        if p.exists():
-            if not p.is_dir():
-                which = f"{path} is a file" if p == path else f"{p} (in {path}) is a file"
-                raise UsageError(f"cannot write {what} to {path}: {which}, and they go into a folder\n"
-                                 "hint: pass a folder path with -o (it is created when missing)")
-            break
+    blocked = _file_in_the_way(path)
+    if blocked is not None:
+        which = f"{path} is a file" if blocked == path else f"{blocked} (in {path}) is a file"
+        raise UsageError(f"cannot write {what} to {path}: {which}, and they go into a folder\n"
+                         "hint: pass a folder path with -o (it is created when missing)")
     return path
 
 
@@ -111,7 +113,7 @@ def model_checkpoint(path: str) -> None:
         raise UserError(
             f"{path} is a {manifest['kind']} artifact{job}, not a model checkpoint\n"
             f"hint: pass the store entry of a job that makes a model ({', '.join(CHECKPOINT_KINDS)}); "
-            "runs/<spec>/index.json lists each job's fingerprint, the entry's folder name"
+            "`herd path SPEC JOB` prints a job's entry"
         )
     if not (root / "meta.json").exists() and (root / "config.json").is_file():
         raise UserError(f"{path} looks like a Hugging Face model folder, not a herd checkpoint\n"
