@@ -563,6 +563,10 @@ def _parse(text: str, path: str) -> ast.Module:
         if not diags:  # the chunks parse alone but not together: report the original error
             diags.append(_syntax_diagnostic(first, path, text))
         raise HerdError(diags) from None
+    # `tokens = 2 M tokens` parses (as `tokens = 2` and a block `M tokens`) but means `2M tokens`
+    units = _unknown_units(text, path)
+    if units:
+        raise HerdError(units)
     module = _Builder(path).transform(tree)
     module.path, module.text = path, text
     module.comments = _comments(text, path)

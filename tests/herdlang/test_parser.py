@@ -245,6 +245,14 @@ def test_a_scale_suffix_apart_from_its_digits() -> None:
     assert d.code == "H0207" and d.hint == "write `2M`"
 
 
+@pytest.mark.parametrize("line", ["tokens = 2 M tokens", "batch = 4 M tokens -> 8M tokens at 1B tokens"])
+def test_a_suffix_apart_from_its_digits_mid_value(line: str) -> None:
+    # `2 M tokens` is valid grammar (`tokens = 2`, then a body-less block `M tokens`),
+    # so the check runs on files that parse too
+    [d] = syntax_errors(f"pretrain p {{\n  {line}\n  context = 8K\n}}\n")
+    assert (d.code, d.hint, d.span.line) == ("H0207", "write `2M`" if "2" in line else "write `4M`", 2)
+
+
 def test_errors_after_a_misspelt_unit_are_still_reported() -> None:
     text = "pretrain p {\n  tokens = 2M tokenz\n  context = = 8K\n}\nmodel m { dim = 3 $ }\nmodel n { x = 1 stepz }\n"
     got = [(d.code, d.span.line) for d in syntax_errors(text)]
