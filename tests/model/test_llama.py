@@ -156,6 +156,33 @@ def test_flex_attention_block_mask_matches_the_dense_mask(tiny_config):
     torch.testing.assert_close(flex, dense, rtol=1e-5, atol=1e-5)
 
 
+def test_compiled_flex_attention_is_not_recompiled_for_each_batch_of_documents():
+    """On the GPU, FlexAttention runs compiled and each batch brings a new mask_mod closure
+    over new document ids. If Dynamo guarded on the closure, every step would recompile
+    (then fall back to eager, which materialises the scores). Checked with the CPU backend."""
+    from torch._dynamo.utils import counters
+    from torch.nn.attention.flex_attention import flex_attention
+
+    from runtime.model.attention import _flex_block_mask
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(flex_attention, dynamic=False)
+    batch, length = 2, 128
+    g = torch.Generator().manual_seed(0)
+    for cuts in ([5, 70], [40, 41], [127, 127]):
+        doc_ids = torch.zeros(batch, length, dtype=torch.long)
+        for cut in cuts:
+            doc_ids[:, cut:] += 1
+        q = torch.randn(batch, 4, length, 16, generator=g)
+        k, v = (torch.randn(batch, 2, length, 16, generator=g) for _ in range(2))
+        got = compiled(q, k, v, block_mask=_flex_block_mask(doc_ids), enable_gqa=True)
+        dense = document_mask(doc_ids, "dense").dense
+        want = F.scaled_dot_product_attention(q, k, v, attn_mask=dense, enable_gqa=True)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert counters["stats"]["unique_graphs"] == 1
+
+
 def test_document_positions_restart_at_each_boundary():
     doc_ids = torch.tensor([[0, 0, 0, 1, 1, 2], [5, 5, 5, 5, 5, 5]])
     assert document_positions(doc_ids).tolist() == [[0, 1, 2, 0, 1, 0], [0, 1, 2, 3, 4, 5]]
