@@ -183,6 +183,32 @@ def test_compiled_flex_attention_is_not_recompiled_for_each_batch_of_documents()
     assert counters["stats"]["unique_graphs"] == 1
 
 
+def test_the_whole_model_under_torch_compile_matches_eager_without_recompiling():
+    """`compile = true` in a pretrain block wraps the model in torch.compile: same loss and
+    gradients as eager, and one graph across batches whose document boundaries differ."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    config = {"vocab_size": 256, "dim": 64, "layers": 1, "heads": 4, "kv_heads": 2, "ffn_dim": 128,
+              "tied_embeddings": True}
+    eager, compiled = from_config(config, seed=0), from_config(config, seed=0)
+    step = torch.compile(compiled)
+    for boundary in (10, 21):
+        tokens = torch.randint(0, 256, (2, 33), generator=torch.Generator().manual_seed(boundary))
+        doc_ids = torch.zeros(2, 32, dtype=torch.long)
+        doc_ids[:, boundary:] = 1
+        want = eager(tokens[:, :-1], doc_ids, tokens[:, 1:])
+        got = step(tokens[:, :-1], doc_ids, tokens[:, 1:])
+        want.backward()
+        got.backward()
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        for a, b in zip(compiled.parameters(), eager.parameters(), strict=True):
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6)
+            a.grad = b.grad = None
+    assert counters["stats"]["unique_graphs"] == 1
+
+
 def test_document_positions_restart_at_each_boundary():
     doc_ids = torch.tensor([[0, 0, 0, 1, 1, 2], [5, 5, 5, 5, 5, 5]])
     assert document_positions(doc_ids).tolist() == [[0, 1, 2, 0, 1, 0], [0, 1, 2, 3, 4, 5]]
