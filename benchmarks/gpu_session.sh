@@ -43,7 +43,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $RESULTS/NAME
 }
 
 step gpu_check 200 python3 benchmarks/gpu_check.py --out "$RESULTS/gpu_check.json"
-step train_step 220 python3 benchmarks/train_step.py --out "$RESULTS/train_step.json"
+step train_step 220 python3 benchmarks/train_step.py --variant-timeout 90 --out "$RESULTS/train_step.json"
 # compiled kernels, not the interpreter the CPU suite uses; only the tests that need CUDA
 step cuda_tests 150 env TRITON_INTERPRET=0 python3 -m pytest -q -p no:cacheprovider -rs \
     -k "cuda or gpu" tests/kernels/test_kernel_accuracy.py tests/kernels/test_kernel_dispatch.py \
