@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         "dispatch": backend_for(probe) if not args.smoke else "n/a",
         "accuracy": accuracy(args.model, args.tokens, args.smoke),
     }
+    write_result("gpu_check", report, args.out)  # the accuracy half survives a speed run cut short
     if not args.no_speed:
         speed_args = ["--model", args.model, "--tokens", str(args.tokens)]
         speed_args += ["--smoke"] if args.smoke else []

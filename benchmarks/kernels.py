@@ -215,11 +215,25 @@ def peak_mib(fn: Callable[[], None], device: str) -> float | None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every op's table rows; the JSON is rewritten after each op, so a run cut short (a GPU
+    lease's time limit) keeps what it measured."""
     device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     shape = MODELS["smoke" if args.smoke else args.model]
     tokens = 64 if args.smoke else args.tokens
     rows: list[dict[str, Any]] = []
+    report = {
+        "benchmark": "kernels",
+        "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
+        "dtype": str(dtype).removeprefix("torch."),
+        "model": "smoke" if args.smoke else args.model,
+        "shape": shape,
+        "tokens": tokens,
+        "elementwise_batch": ELEMENTWISE_BATCH,
+        "torch": torch.__version__,
+        "smoke": args.smoke,
+        "results": rows,
+    }
     for op in args.only:
         impls = [herd_impl(op), Impl("eager", _reference_call(op))]
         if not args.smoke:
@@ -245,18 +259,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if herd_ms and res.get("ms"):
                     res["speedup_of_herd"] = res["ms"] / herd_ms
                 rows.append({"op": op, "pass": label, "impl": name, **res})
-    return {
-        "benchmark": "kernels",
-        "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
-        "dtype": str(dtype).removeprefix("torch."),
-        "model": "smoke" if args.smoke else args.model,
-        "shape": shape,
-        "tokens": tokens,
-        "elementwise_batch": ELEMENTWISE_BATCH,
-        "torch": torch.__version__,
-        "smoke": args.smoke,
-        "results": rows,
-    }
+        write_result("kernels", report, args.out)
+    return report
 
 
 def print_table(report: dict[str, Any]) -> None:
