@@ -7,13 +7,12 @@ bad fraction is fatal (`max_bad_fraction`).
 
 from __future__ import annotations
 
-import glob
 import gzip
 import json
 import os
 import sysconfig
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 from runtime.data.documents import Document, write_shard
 from runtime.data.text import stable_hash64
+from runtime.executor.external import matched_files
 from runtime.jobs.context import JobFailed
 
 DEFAULT_FIELDS = {"text": "text", "url": "url", "id": "id", "timestamp": "timestamp"}
@@ -47,15 +47,27 @@ def expand_globs(patterns: list[str]) -> list[Path]:
     """Every file matched by the globs, sorted, de-duplicated; an empty glob is a user error."""
     files: list[Path] = []
     for pattern in patterns:
-        matched = sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True)
-                         if os.path.isfile(p))
+        matched = [str(p) for p in matched_files(pattern)]
         if not matched:
+            plain = os.path.expanduser(pattern)
+            if os.path.isdir(plain):
+                raise JobFailed(
+                    f"source path {pattern!r} is a folder, not a file; "
+                    f"hint: name the files in it with a glob, e.g. \"{pattern.rstrip('/')}/*.jsonl\" "
+                    f"(\"/**/*.jsonl\" for subfolders too)"
+                )
+            if os.path.lexists(plain) and not os.path.exists(plain):
+                raise JobFailed(f"source path {pattern!r} is a symbolic link to a missing file "
+                                f"({os.readlink(plain)}); hint: fix the link or the path")
             raise JobFailed(
                 f"source path {pattern!r} matches no files; "
                 "hint: check the glob and that the data is where the spec says"
             )
         files.extend(Path(p) for p in matched)
-    return list(dict.fromkeys(files))
+    unique: dict[str, Path] = {}
+    for f in files:  # across globs too: each real file once
+        unique.setdefault(os.path.realpath(f), f)
+    return list(unique.values())
 
 
 def _iso(ts: float) -> str:
@@ -74,6 +86,19 @@ def _lookup(record: dict[str, Any], dotted: str | None) -> Any:
     return value
 
 
+def _has(record: dict[str, Any], dotted: str | None) -> bool:
+    """Whether the dotted path exists (with any value, null included)."""
+    if dotted is None:
+        return False
+    *parents, last = dotted.split(".")
+    value: Any = record
+    for part in parents:
+        if not isinstance(value, dict) or part not in value:
+            return False
+        value = value[part]
+    return isinstance(value, dict) and last in value
+
+
 def _record_to_doc(
     record: Any, fields: dict[str, str | None], default_id: str, source: str
 ) -> tuple[Document | None, str]:
@@ -81,6 +106,8 @@ def _record_to_doc(
         return None, f"expected a JSON object, got {type(record).__name__}"
     text_field = fields.get("text", "text")
     text = _lookup(record, text_field)
+    if text is None and _has(record, text_field):
+        return None, f"field {text_field!r} is null"
     if text is None:
         keys = ", ".join(repr(k) for k in list(record)[:12]) or "none"
         return None, (f"no field {text_field!r} (this record has {keys}); "
@@ -106,6 +133,8 @@ def read_jsonl(path: Path, fields: dict[str, str], bad: BadRecords) -> Iterator[
     try:
         with opener(path, "rb") as f:
             for lineno, raw in enumerate(f, start=1):  # noqa: B007 - lineno used after loop
+                if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]  # a UTF-8 byte-order mark, as some editors and exporters write
                 if not raw.strip():
                     continue
                 try:
@@ -119,6 +148,10 @@ def read_jsonl(path: Path, fields: dict[str, str], bad: BadRecords) -> Iterator[
                 else:
                     yield doc
     except (EOFError, OSError, zlib.error) as e:
+        if lineno == 0:  # nothing readable at all: a whole file must not vanish as "one record"
+            hint = ("it is not gzip-compressed: drop the .gz suffix" if "gzip" in str(e).lower()
+                    else "check the file")
+            raise JobFailed(f"{path}: unreadable ({e}); hint: {hint}") from None
         bad.add(f"{path}:{lineno + 1}", f"unreadable or truncated file ({e})")
 
 
@@ -150,12 +183,18 @@ def read_parquet(path: Path, fields: dict[str, str], bad: BadRecords) -> Iterato
 
 def read_text_file(path: Path, bad: BadRecords) -> Iterator[Document]:
     try:
-        text = path.read_bytes().decode("utf-8")
+        raw = path.read_bytes()
+        mtime = path.stat().st_mtime
+    except OSError as e:  # removed or made unreadable since the glob matched it
+        bad.add(f"{path}:1", f"unreadable ({e.strerror or e})")
+        return
+    try:
+        text = raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
     except UnicodeDecodeError as e:
         bad.add(f"{path}:1", f"not UTF-8 ({e})")
         return
     yield Document(id=str(path), text=text, url=path.resolve().as_uri(),
-                   timestamp=_iso(path.stat().st_mtime), source="text")
+                   timestamp=_iso(mtime), source="text")
 
 
 # --- the embedded default corpus -------------------------------------------------------
@@ -187,6 +226,19 @@ def stdlib_items(include: list[str], seed: int) -> list[tuple[str, str]]:
                 if name.endswith(".py"):
                     items.append(("source", (Path(dirpath) / name).relative_to(root).as_posix()))
     return sorted(items, key=lambda it: (stable_hash64(f"{it[0]}:{it[1]}", seed), it))
+
+
+def stdlib_files(entries: Iterable[tuple[str, str]]) -> list[str]:
+    """The files behind stdlib items: each module's source, and the docs topics module."""
+    files: set[str] = set()
+    for kind, name in entries:
+        if kind == "docs":
+            import pydoc_data.topics as topics_module
+
+            files.add(str(topics_module.__file__))
+        else:
+            files.add(str(stdlib_dir() / name))
+    return sorted(files)
 
 
 def stdlib_document(kind: str, name: str, bad: BadRecords) -> Document | None:

@@ -253,8 +253,14 @@ def checkpoint_tokenizer(checkpoint: Path, meta: dict[str, Any], explicit: str |
     entry its `tokenizer_id` names (a sibling in the store; an annealing snapshot,
     artifact/ckpt-N, sits one level deeper)."""
     checkpoint = Path(checkpoint)
-    candidates = [Path(explicit)] if explicit else []
-    candidates.append(checkpoint)
+    if explicit:  # what the user named is used or refused, never silently replaced
+        if not (Path(explicit) / META_FILE).is_file() or not (Path(explicit) / MODEL_FILE).is_file():
+            raise JobFailed(f"--tokenizer {explicit}: not a herd tokenizer artifact (no {META_FILE} "
+                            f"and {MODEL_FILE} in it); hint: pass the store entry of a tokenizer "
+                            "job (`herd path SPEC tokenizer.NAME`), or leave --tokenizer out to use "
+                            "the checkpoint's own")
+        return Path(explicit)
+    candidates = [checkpoint]
     if meta.get("tokenizer_id"):
         for store in (checkpoint.resolve().parent, checkpoint.resolve().parent.parent):
             candidates.append(store / str(meta["tokenizer_id"]))

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.text import Text
 
 from compiler.plan import Plan
+from runtime.executor import external
 from runtime.executor.index import RunIndex
 from runtime.executor.selection import Decision
 from runtime.executor.store import Store
@@ -109,11 +110,14 @@ def plan_diff(plan: Plan, run_dir: Path, *, verify: bool = False) -> list[JobDif
     """Each job's state against the store and the run index, in plan order.
 
     A store entry whose files fail the size check (or, with `verify`, the hash check)
-    is reported as `new` with a note: it will be rebuilt, not trusted.
+    is reported as `new` with a note: it will be rebuilt, not trusted. One built from outside
+    files that changed since (`external.json`) is `changed`, and so is every complete job
+    downstream of it: they run again under the same fingerprints.
     """
     store = Store(run_dir)
     index = RunIndex(run_dir).load()
     diffs: list[JobDiff] = []
+    stale: set[str] = set()  # built from outside files that changed, or from such a job
     for job in plan:
         fp = job.fingerprint
         diff = JobDiff(job.id, job.kind, job.stage, "new", fp)
@@ -121,6 +125,16 @@ def plan_diff(plan: Plan, run_dir: Path, *, verify: bool = False) -> list[JobDif
             problems = store.verify(fp, full=verify)
             if not problems:
                 diff.state = "cached"
+                why = external.changed(store.path(fp))
+                upstream = sorted(d for d in job.deps if d in stale)
+                if why is not None:
+                    diff.state = "changed"
+                    diff.notes.append(f"its input files changed since it ran: {why}")
+                elif upstream:
+                    diff.state = "changed"
+                    diff.inputs_changed += upstream
+                if diff.state == "changed":
+                    stale.add(job.id)
                 diffs.append(diff)
                 continue
             diff.notes.append("stored artifact is damaged: " + "; ".join(problems[:3]))

@@ -3,12 +3,14 @@
 Every changed setting leaves its old artifacts in the store (that is what makes changing it
 back free), so a run directory only grows. Garbage is defined against the plan as it
 compiles now: store entries and resumable work of fingerprints no job has, logs, metrics and
-report fragments of job ids that no longer exist, and temp dirs of killed runs. Nothing is
+report fragments of job ids that no longer exist, temp dirs of killed runs, and run-dir
+caches (filter scores) of input artifacts no live job reads. Nothing is
 deleted without `--yes`, and never while a run holds the directory's lock.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,6 +20,9 @@ from compiler.plan import Plan
 from runtime.executor.lock import RunLock
 from runtime.executor.runner import job_file_stem
 from runtime.executor.store import Store
+
+#: written into a run-dir cache folder: {"input": the fingerprint of the artifact it scores}
+OWNER = "owner.json"
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,27 @@ def _size(path: Path) -> int:
 
 def _entries(folder: Path) -> Iterable[Path]:
     return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+def _cache_in_use(path: Path, store: Store, live_fps: set[str], live_inputs: set[str]) -> bool:
+    """Whether a run-dir cache folder (`cache/scores/<key>`) may still be used: its
+    `owner.json` names an input artifact a live job reads (a threshold change or a resume
+    reuses it), or — for caches from before owner.json — a live artifact's stats.json names
+    it as its `scores_key`."""
+    try:
+        owner = json.loads((path / OWNER).read_text(encoding="utf-8"))
+        if isinstance(owner, dict) and owner.get("input") in live_inputs:
+            return True
+    except (OSError, ValueError):
+        pass
+    for fp in live_fps:
+        try:
+            stats = json.loads((store.path(fp) / "stats.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(stats, dict) and stats.get("scores_key") == path.name:
+            return True
+    return False
 
 
 def find_garbage(plan: Plan, run_dir: Path) -> list[Garbage]:
@@ -59,6 +85,13 @@ def find_garbage(plan: Plan, run_dir: Path) -> list[Garbage]:
             stem = path.name.removesuffix(suffix)
             if path.name.endswith(suffix) and stem not in stems:
                 found.append(Garbage(path, what, stem, _size(path)))
+    live_inputs = {plan.jobs[dep].fingerprint for job in plan.jobs.values()
+                   for dep in job.inputs.values()}
+    for kind_dir in _entries(run_dir / "cache"):
+        for path in _entries(kind_dir):
+            if path.is_dir() and not _cache_in_use(path, store, live_fps, live_inputs):
+                # listed as work: `herd gc` names only the kinds it knows (see the docs)
+                found.append(Garbage(path, "work", path.relative_to(run_dir).as_posix(), _size(path)))
     for path in _entries(run_dir / "report"):  # rebuilt by every run; stale until the next
         if path.is_dir() and path.name not in live_ids:
             found.append(Garbage(path, "report", path.name, _size(path)))

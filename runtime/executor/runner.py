@@ -8,6 +8,7 @@ everything that completed stays usable and a re-run resumes where this one stopp
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -23,6 +24,7 @@ from rich.console import Console
 from rich.text import Text
 
 from compiler.plan import Plan
+from runtime.executor import external
 from runtime.executor.diff import JobDiff, plan_diff, render_diff
 from runtime.executor.errors import ExecutorError
 from runtime.executor.index import RunIndex
@@ -30,7 +32,7 @@ from runtime.executor.live import View, make_view
 from runtime.executor.lock import RunLock
 from runtime.executor.report import assemble_report
 from runtime.executor.selection import Decision, schedule
-from runtime.executor.store import Store
+from runtime.executor.store import Store, owned_by_a_run
 from runtime.jobs import registry
 from runtime.jobs.context import JobContext, JobFailed, Progress
 from runtime.jobs.registry import JobFn
@@ -68,6 +70,7 @@ class RunResult:
     report_path: Path | None = None
     interrupted: bool = False
     dry_run: bool = False
+    interrupted_job: str | None = None  # the job running when Ctrl-C / SIGTERM came
 
     @property
     def states(self) -> dict[str, str]:
@@ -150,8 +153,13 @@ class _Run:
         functions: dict[str, JobFn],
         settings: dict[str, Any],
         view: View,
+        stale: set[str] | None = None,
     ) -> None:
         self.plan, self.run_dir, self.decisions = plan, run_dir, decisions
+        # complete in the store but built from outside files that changed (or downstream of
+        # such a job): rebuilt only while something they read really changed
+        self.stale = set(stale or ())
+        self.changed_outputs: set[str] = set()
         self.functions, self.settings, self.view = functions, settings, view
         self.store = Store(run_dir)
         self.index = RunIndex(run_dir)
@@ -159,6 +167,7 @@ class _Run:
         self.metrics = run_dir / "metrics"
         self.outcomes: dict[str, JobOutcome] = {}
         self.blocked_by: dict[str, str] = {}  # job -> the failed job that stopped it
+        self.interrupted_job: str | None = None
 
     def step(self, job_id: str) -> None:
         job = self.plan.jobs[job_id]
@@ -174,8 +183,23 @@ class _Run:
                 self.blocked_by[job_id] = failed_up[0]
                 reason = f"upstream job {', '.join(failed_up)} failed"
                 self._finish(JobOutcome(job_id, job.kind, "skipped", reason))
+            elif self._unchanged_after_all(job_id):
+                self.index.record(self.plan, [job_id])
+                self._finish(JobOutcome(job_id, job.kind, "cached",
+                                        "its inputs were rebuilt with the same content"))
             else:
                 self._execute(job_id)
+
+    def _unchanged_after_all(self, job_id: str) -> bool:
+        """A stale job need not run when its own outside files are as recorded and every
+        upstream job that was rebuilt produced the same files (e.g. a data file was only
+        touched): a new mtime must not retrain a model."""
+        job = self.plan.jobs[job_id]
+        if job_id not in self.stale or self.decisions[job_id].reason.startswith("forced"):
+            return False
+        if external.changed(self.store.path(job.fingerprint)) is not None:
+            return False
+        return not any(dep in self.changed_outputs for dep in job.deps)
 
     def _finish(self, outcome: JobOutcome) -> None:
         self.outcomes[outcome.job_id] = outcome
@@ -185,7 +209,7 @@ class _Run:
         if outcome.state == "failed" and outcome.log_path is not None:
             note = f"{outcome.error} (log: {_display(outcome.log_path)})"
         if outcome.state == "skipped" and outcome.job_id not in self.blocked_by:
-            note = ""  # not selected: no need to explain each one
+            note = "not selected"  # as the closing line counts it; nothing failed
         self.view.set_state(outcome.job_id, outcome.state, note)  # type: ignore[arg-type]
 
     def _execute(self, job_id: str) -> None:
@@ -226,10 +250,11 @@ class _Run:
         logger.addHandler(forward)
         started = time.time()
         error: str | None = None
+        before = (self.store.manifest(fp) or {}).get("files") if job_id in self.stale else None
         try:
             self.functions[job_id](ctx)
             logger.removeHandler(forward)
-            self.store.commit(
+            committed = self.store.commit(
                 temp,
                 job_id=job_id,
                 kind=job.kind,
@@ -245,11 +270,14 @@ class _Run:
             logger.error("job failed: %s", error)
         except (Exception, SystemExit) as exc:
             logger.removeHandler(forward)
-            error = "".join(f"{type(exc).__name__}: {exc}".splitlines()[:1])
+            error = "".join(f"{type(exc).__name__}: {exc}".splitlines()[:1]) + disk_hint(exc)
             logger.error("job raised an exception", exc_info=exc)
         except KeyboardInterrupt:
             logger.removeHandler(forward)
             logger.warning("interrupted; the temp output is discarded, the work dir kept for resume")
+            self.interrupted_job = job_id
+            self.view.message(f"interrupted {job_id} after {time.time() - started:.1f}s; "
+                              "its work dir is kept for resume")
             self.store.discard(temp)
             _close_logger(logger)
             raise
@@ -263,10 +291,39 @@ class _Run:
             self.blocked_by[job_id] = job_id
             self._finish(JobOutcome(job_id, job.kind, "failed", "", error, log_path, duration))
             return
+        if not external.same_content(before, committed.get("files")):
+            self.changed_outputs.add(job_id)
         logger.info("=== done in %.1fs", duration)
         _close_logger(logger)
         self.index.record(self.plan, [job_id])
         self._finish(JobOutcome(job_id, job.kind, "done", "", None, log_path, duration))
+
+
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+_NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def disk_hint(exc: BaseException) -> str:
+    """What to do about an OSError writing the run folder ('' for other errors)."""
+    if isinstance(exc, OSError) and exc.errno in _FULL:
+        return ("; hint: free space on that disk (`herd gc SPEC` lists what the plan no longer "
+                "uses) and re-run: finished jobs are kept and a stopped one resumes")
+    if isinstance(exc, OSError) and exc.errno in _NOT_WRITABLE:
+        return "; hint: make the folder writable or pass --runs-dir a writable folder"
+    return ""
+
+
+@contextmanager
+def _run_folder_errors(run_dir: Path) -> Iterator[None]:
+    """The executor's own writes (lock, index, logs, temp dirs, report) failing — a full or
+    read-only disk — end the run with one message, not a traceback. Job functions' errors
+    are caught per job, earlier."""
+    try:
+        yield
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise ExecutorError(f"cannot write in the run folder {_display(run_dir)}: "
+                            f"{exc.strerror or exc}{where}{disk_hint(exc)}") from None
 
 
 def _resolve(plan: Plan, decisions: dict[str, Decision]) -> dict[str, JobFn]:
@@ -314,6 +371,10 @@ def run_plan(
     """
     console = console or Console()
     run_dir = Path(run_dir)
+    owner = owned_by_a_run(run_dir)
+    if owner is not None:
+        raise ExecutorError(f"cannot use {run_dir} as a run directory: {owner}; "
+                            "hint: pass --runs-dir a folder outside herd's run folders, e.g. --runs-dir runs")
 
     if dry_run:
         diffs = plan_diff(plan, run_dir, verify=verify)
@@ -329,7 +390,7 @@ def run_plan(
         "device": device or (settings or {}).get("device") or plan.settings.get("device", "auto"),
     }
     started = time.monotonic()
-    with RunLock(run_dir):
+    with _run_folder_errors(run_dir), RunLock(run_dir):
         store = Store(run_dir)
         store.clean_stale()
         diffs = plan_diff(plan, run_dir, verify=verify)
@@ -339,7 +400,8 @@ def run_plan(
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
         (run_dir / "metrics").mkdir(parents=True, exist_ok=True)
         view = make_view(plan, console, live)
-        run = _Run(plan, run_dir, decisions, functions, job_settings, view)
+        stale = {d.job_id for d in diffs if d.state == "changed" and store.is_complete(d.fingerprint)}
+        run = _Run(plan, run_dir, decisions, functions, job_settings, view, stale)
         for job_id, decision in decisions.items():
             if decision.action == "run" and decision.reason.startswith("needed by"):
                 view.message(f"note: running {job_id}: {decision.reason}")
@@ -365,6 +427,7 @@ def run_plan(
         decisions,
         report,
         interrupted,
+        interrupted_job=run.interrupted_job,
     )
     _summarise(console, result, time.monotonic() - started)
     return result
@@ -385,6 +448,7 @@ def _summarise(console: Console, result: RunResult, elapsed: float) -> None:
         console.print(Text(f"✗ job {outcome.job_id} failed: {outcome.error}", style="bold red"), soft_wrap=True)
         console.print(Text(f"  log: {_display(outcome.log_path)}" if outcome.log_path else ""), soft_wrap=True)
     if result.interrupted:
-        console.print(Text("interrupted; re-run to resume", style="bold yellow"), soft_wrap=True)
+        during = f" during {result.interrupted_job}" if result.interrupted_job else ""
+        console.print(Text(f"interrupted{during}; re-run to resume", style="bold yellow"), soft_wrap=True)
     if result.report_path is not None:
         console.print(Text(f"report: {_display(result.report_path)}"), soft_wrap=True)

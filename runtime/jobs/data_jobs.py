@@ -25,7 +25,7 @@ from runtime.data.filters import runner as frunner
 from runtime.data.quality import QualityFilter, get_classifier
 from runtime.data.report import merge_counts, samples, write_report, write_stats
 from runtime.data.shards import process_shards, publish, write_json_atomic
-from runtime.data.sources import SourceShard, plan_shards, write_source_shard
+from runtime.data.sources import SourceShard, plan_shards, stdlib_files, write_source_shard
 from runtime.data.tokenizer import (
     Tokenizer,
     load_ranks,
@@ -34,6 +34,8 @@ from runtime.data.tokenizer import (
     special_token_names,
     train_bpe,
 )
+from runtime.executor import external
+from runtime.executor.gc import OWNER
 from runtime.jobs.context import JobContext, JobFailed
 from runtime.jobs.registry import register
 
@@ -78,11 +80,33 @@ def _finish(ctx: JobContext, parts: list[dict[str, Any]], t0: float,
 # --- sources ---------------------------------------------------------------------------
 
 
+def _snapshot_sources(ctx: JobContext, globs: list[str], files: list[str] | None = None) -> None:
+    """Record the files the globs match (size, mtime) before reading them, so the executor
+    rebuilds this artifact when they change. Shards a stopped attempt committed from files
+    that have changed since are discarded rather than mixed with the new files."""
+    snap = external.snapshot(globs, files or [])
+    kept = Path(ctx.work) / external.EXTERNAL
+    if kept.is_file():
+        why = external.difference(json.loads(kept.read_text(encoding="utf-8")), snap)
+        if why is not None:
+            ctx.log.warning("the source files changed since the stopped attempt (%s); "
+                            "reading them again from the start", why)
+            for part in Path(ctx.work).iterdir():
+                if part.is_dir():
+                    shutil.rmtree(part)
+    external.record(ctx.work, snap)
+    external.record(ctx.out, snap)
+
+
 @register("data.source")
 def source(ctx: JobContext) -> None:
     t0 = time.perf_counter()
     cfg = ctx.config
     tasks = plan_shards(cfg, ctx.seed)
+    if cfg.get("source") == "python_stdlib":  # another interpreter's stdlib is another corpus
+        _snapshot_sources(ctx, [], stdlib_files(e for t in tasks for e in t.entries))
+    else:
+        _snapshot_sources(ctx, [str(p) for p in cfg.get("paths") or []])
     names = [shard_name(i) for i in range(len(tasks))]
     limit = cfg.get("limit_docs")
     if limit is not None and cfg.get("source") != "python_stdlib":
@@ -105,11 +129,17 @@ def source(ctx: JobContext) -> None:
     bad_samples = [s for p in parts for s in p["bad_samples"]][:20]
     max_bad = float(cfg.get("max_bad_fraction", 0.01))
     if seen == 0:
-        raise JobFailed(f"{ctx.job_id}: the source produced no documents; hint: check the paths")
+        files = [str(e) for t in tasks for e in t.entries]
+        named = f"its {len(files)} file(s) hold no records (first: {files[0]})" if files else "nothing matched"
+        raise JobFailed(f"{ctx.job_id}: the source produced no documents: {named}; "
+                        "hint: check the paths and that the files are not empty")
     if bad / seen > max_bad:
         listing = "\n  ".join(bad_samples)
         raise JobFailed(f"{ctx.job_id}: {bad} of {seen} records are malformed ({bad / seen:.1%} > "
                         f"max_bad_fraction {max_bad:g}):\n  {listing}")
+    if bad:  # shown in the run's output, not only in the report
+        ctx.log.warning("%d malformed record(s) skipped (within max_bad_fraction %g), first: %s",
+                        bad, max_bad, bad_samples[0])
     stats = {"docs_in": seen, "docs_out": seen - bad,
              "bytes_in": sum(p["bytes_out"] for p in parts),
              "bytes_out": sum(p["bytes_out"] for p in parts),
@@ -228,15 +258,36 @@ def dedup_lines(ctx: JobContext) -> None:
 # --- filters ---------------------------------------------------------------------------
 
 
+def _record_outside_files(ctx: JobContext, params: dict[str, Any]) -> None:
+    """A word list or a quality reference set is read from outside the run folder: record
+    it so the executor re-runs this job (and re-scores: its content is in the key) when it
+    changes."""
+    inner = params.get("params") if isinstance(params.get("params"), dict) else params
+    singles = [str(inner["list"])] if isinstance(inner.get("list"), str) else []
+    reference = inner.get("reference")
+    globs = [reference] if isinstance(reference, str) and reference != "python_docs" else []
+    if singles or globs:
+        external.record(ctx.out, external.snapshot(globs, singles))
+
+
 def run_filter(ctx: JobContext, flt: Filter, params: dict[str, Any]) -> dict[str, Any]:
     """Cached scoring, then the decision; shared by data.filter and data.quality."""
     t0 = time.perf_counter()
     flt.check_params(params)
+    _record_outside_files(ctx, params)
     shards = _docs_input(ctx)
     scoring = flt.scoring_params(params)
     key = frunner.scores_key(frunner.artifact_hash(ctx.inputs["documents"]), flt.name, scoring)
     cache = Path(ctx.run_dir) / "cache" / "scores" / key
+    cache.mkdir(parents=True, exist_ok=True)  # whose scores these are, for `herd gc`
+    (cache / OWNER).write_text(json.dumps({"input": Path(ctx.inputs["documents"]).name,
+                                           "filter": flt.name}), encoding="utf-8")
     names = [s.name + ".scores.npz" for s in shards]
+    for n in names:
+        if (cache / n).exists() and not frunner.scores_intact(cache / n):
+            ctx.log.warning("cached scores %s are damaged; scoring that shard again", cache / n)
+            (cache / n).unlink()
+            (cache / (n + ".done.json")).unlink(missing_ok=True)
     cached = all((cache / n).exists() and (cache / (n + ".done.json")).exists() for n in names)
     state = None if cached else flt.prepare(scoring, shards)
     process_shards(ctx, "scores", frunner.score_shard,
@@ -298,7 +349,8 @@ def tokenizer_train(ctx: JobContext) -> None:
         texts.append(doc.text)
         nbytes += len(doc.text.encode("utf-8"))
     if not texts:
-        raise JobFailed(f"{ctx.job_id}: no documents to train the tokenizer on")
+        raise JobFailed(f"{ctx.job_id}: no documents to train the tokenizer on; hint: its data "
+                        "stage kept none — see the dedup and filter counts in the run's report")
     ctx.progress.start(nbytes, "bytes")
     t0 = time.perf_counter()
     _, ranks = train_bpe(texts, vocab, pattern)
@@ -332,6 +384,7 @@ def tokenizer_load(ctx: JobContext) -> None:
     path = Path(cfg.get("file", ""))
     pattern_name = cfg.get("pattern", "llama3")
     n_special = int(cfg.get("special_tokens", 256))
+    external.record(ctx.out, external.snapshot([], [path]))  # rebuilt when the file changes
     ranks = load_ranks(path)
     save_tokenizer(ctx.out, ranks, pattern_name, n_special, extra={"loaded_from": str(path)})
     tok = Tokenizer(ranks, resolve_pattern(pattern_name), special_token_names(n_special))

@@ -119,6 +119,31 @@ def test_changing_only_a_threshold_reuses_cached_scores(tmp_path: Path) -> None:
     assert len(list((tmp_path / "cache" / "scores").iterdir())) == 1
 
 
+@pytest.mark.parametrize("damage", ["truncated", "short"])
+def test_damaged_cached_scores_are_recomputed_not_trusted(tmp_path: Path, damage: str) -> None:
+    """The score cache outlives runs; a damaged file must be re-scored with a warning, not
+    fail every later run of the filter with a bare BadZipFile."""
+    docs = [Document(f"d{i}", prose(20 * (i + 1))) for i in range(6)]
+    src = write_docs(tmp_path / "in", docs)
+
+    def run(name: str) -> Path:
+        ctx = make_ctx(tmp_path, "data.filter", {"filter": "length", "params": {"min_words": 50}},
+                       {"documents": src}, name=name)
+        registry.get("data.filter")(ctx)
+        return ctx.out
+
+    first = run("first")
+    (cached,) = (tmp_path / "cache" / "scores").glob("*/*.npz")
+    if damage == "truncated":
+        cached.write_bytes(cached.read_bytes()[:40])
+    else:  # a valid file with fewer rows than the shard has documents
+        np.savez(cached, words=np.zeros(2), chars=np.zeros(2))
+    second = run("second")
+    assert "scores computed" in (second / "report.md").read_text()
+    assert stats_of(second)["docs_out"] == stats_of(first)["docs_out"] == 4
+    assert (first / "part-00000.jsonl").read_bytes() == (second / "part-00000.jsonl").read_bytes()
+
+
 def test_filter_reports_a_sample_of_removed_documents(tmp_path: Path) -> None:
     src = write_docs(tmp_path / "in", [Document("tiny", "just a few words"), Document("ok", prose(80))])
     out = run_job(tmp_path, "data.filter", {"filter": "length", "params": {"min_words": 50}},

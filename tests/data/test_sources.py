@@ -169,3 +169,96 @@ def test_a_record_without_the_text_field_names_the_fields_it_has(tmp_path: Path)
         'hint: map the text with fields { text = "..." }',
         f"{path}:22: field 'content' is a int, not a string",
     ]
+
+
+def test_a_folder_where_files_are_expected_says_so(tmp_path: Path) -> None:
+    (tmp_path / "corpus").mkdir()
+    _jsonl(tmp_path / "corpus" / "a.jsonl", _records(2))
+    with pytest.raises(JobFailed, match=r"is a folder, not a file; hint: .*corpus/\*\.jsonl"):
+        run_job(tmp_path, "data.source", {"source": "jsonl", "paths": [str(tmp_path / "corpus")]})
+
+
+def test_empty_files_name_themselves(tmp_path: Path) -> None:
+    (tmp_path / "empty.jsonl").write_text("\n\n")
+    with pytest.raises(JobFailed, match=r"1 file\(s\) hold no records \(first: .*empty.jsonl\)"):
+        run_job(tmp_path, "data.source", {"source": "jsonl", "paths": [str(tmp_path / "*.jsonl")]})
+
+
+def test_a_null_text_is_reported_as_null_not_as_missing(tmp_path: Path) -> None:
+    path = _jsonl(tmp_path / "a.jsonl", _records(200) + [json.dumps({"content": None})])
+    out = run_job(tmp_path, "data.source", {"source": "jsonl", "paths": [str(path)], "fields": FIELDS})
+    assert stats_of(out)["bad_samples"] == [f"{path}:201: field 'content' is null"]
+
+
+def test_a_source_records_its_files_and_rereads_them_when_they_changed_mid_job(tmp_path: Path) -> None:
+    """The artifact lists the files it read (the executor rebuilds it when they change);
+    shards a stopped attempt committed are dropped when the files changed since."""
+    from data.helpers import make_ctx
+    from runtime.executor import external
+    from runtime.jobs import registry
+
+    (tmp_path / "data").mkdir()
+    path = _jsonl(tmp_path / "data" / "a.jsonl", _records(3))
+    config = {"source": "jsonl", "paths": [str(tmp_path / "data" / "*.jsonl")], "fields": FIELDS}
+    first = run_job(tmp_path, "data.source", config, name="src")
+    assert external.changed(first) is None
+    assert [f["path"] for f in json.loads((first / "external.json").read_text())["files"]] == [str(path)]
+    _jsonl(path, _records(5))
+    assert "changed size" in (external.changed(first) or "")
+    ctx = make_ctx(tmp_path, "data.source", config, name="src")  # same work dir: a resume
+    for f in ctx.out.iterdir():
+        f.unlink()
+    registry.get("data.source")(ctx)
+    assert len(list(read_documents(ctx.out))) == 5 and external.changed(ctx.out) is None
+
+
+def test_each_real_file_is_read_once_through_links_and_loops(tmp_path: Path) -> None:
+    """A symlinked folder that points back up made `**` match one file dozens of times,
+    multiplying its documents; a link beside its target read it twice."""
+    (tmp_path / "data" / "sub").mkdir(parents=True)
+    _jsonl(tmp_path / "data" / "sub" / "a.jsonl", _records(3))
+    (tmp_path / "data" / "sub" / "up").symlink_to("..")
+    (tmp_path / "data" / "link.jsonl").symlink_to(tmp_path / "data" / "sub" / "a.jsonl")
+    out = run_job(tmp_path, "data.source", {"source": "jsonl", "fields": FIELDS,
+                                            "paths": [str(tmp_path / "data" / "**" / "*.jsonl")]})
+    assert [d.id for d in read_documents(out)] == ["d0", "d1", "d2"]
+
+
+def test_a_byte_order_mark_does_not_cost_the_first_record(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + ("\n".join(_records(2)) + "\n").encode())
+    (tmp_path / "t.txt").write_bytes(b"\xef\xbb\xbfplain text")
+    out = run_job(tmp_path, "data.source", {"source": "jsonl", "paths": [str(path)], "fields": FIELDS})
+    assert [d.id for d in read_documents(out)] == ["d0", "d1"] and stats_of(out)["bad_records"] == 0
+    text = run_job(tmp_path, "data.source", {"source": "text", "paths": [str(tmp_path / "t.txt")]},
+                   name="text")
+    assert [d.text for d in read_documents(text)] == ["plain text"]
+
+
+def test_a_gz_file_that_is_not_gzip_fails_instead_of_vanishing(tmp_path: Path) -> None:
+    """It used to count as one bad record: beside a large good file that stayed under
+    max_bad_fraction and the whole file's documents were silently dropped."""
+    _jsonl(tmp_path / "good.jsonl", _records(500))
+    _jsonl(tmp_path / "plain.jsonl.gz", _records(300))  # not compressed
+    with pytest.raises(JobFailed, match=r"plain.jsonl.gz: unreadable .*drop the .gz suffix"):
+        run_job(tmp_path, "data.source", {"source": "jsonl", "fields": FIELDS,
+                                          "paths": [str(tmp_path / "*.jsonl*")]})
+
+
+def test_the_stdlib_source_records_the_files_it_read(tmp_path: Path) -> None:
+    """Another interpreter's stdlib is another corpus: the artifact lists its files, so the
+    executor rebuilds it after a Python upgrade instead of reusing the old documents."""
+    from runtime.executor import external
+
+    out = run_job(tmp_path, "data.source", {"source": "python_stdlib", "paths": [],
+                                            "include": ["source"], "limit_docs": 5})
+    files = [f["path"] for f in json.loads((out / "external.json").read_text())["files"]]
+    assert len(files) == 5 and all(f.endswith(".py") and Path(f).is_file() for f in files)
+    assert external.changed(out) is None
+
+
+def test_a_file_named_like_a_glob_is_read_as_named(tmp_path: Path) -> None:
+    """`data[1].jsonl` is a glob for data1.jsonl; a file of exactly that name is meant."""
+    path = _jsonl(tmp_path / "data[1] ü.jsonl", _records(2))
+    out = run_job(tmp_path, "data.source", {"source": "jsonl", "paths": [str(path)], "fields": FIELDS})
+    assert [d.id for d in read_documents(out)] == ["d0", "d1"]

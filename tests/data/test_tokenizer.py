@@ -119,3 +119,20 @@ def test_unknown_pattern_is_a_clear_error(tmp_path: Path) -> None:
     src = write_docs(tmp_path / "in", [Document("a", "x")])
     with pytest.raises(JobFailed, match="unknown pre-tokenization pattern 'gpt9'"):
         run_job(tmp_path, "tokenizer.train", {"vocab": 300, "pattern": "gpt9"}, {"documents": src})
+
+
+def test_an_explicit_tokenizer_that_is_not_one_is_refused_not_replaced(tmp_path) -> None:
+    """`herd chat CKPT --tokenizer DIR` with a wrong DIR used to fall back silently to the
+    checkpoint's own tokenizer; what the user names is used or refused."""
+    from runtime.data.tokenizer import checkpoint_tokenizer, save_tokenizer, train_bpe
+
+    ckpt, tok, wrong = tmp_path / "ckpt", tmp_path / "tok", tmp_path / "wrong"
+    for d in (ckpt, tok, wrong):
+        d.mkdir()
+    _, ranks = train_bpe(["hello world"] * 4, 260, "llama3")
+    save_tokenizer(ckpt, ranks, "llama3", 16)  # a checkpoint carrying its own copy
+    save_tokenizer(tok, ranks, "llama3", 16)
+    assert checkpoint_tokenizer(ckpt, {}) == ckpt
+    assert checkpoint_tokenizer(ckpt, {}, str(tok)) == tok
+    with pytest.raises(JobFailed, match=r"--tokenizer .*wrong: not a herd tokenizer artifact"):
+        checkpoint_tokenizer(ckpt, {}, str(wrong))

@@ -41,6 +41,19 @@ def crash(ctx: JobContext) -> None:
     return {"a": 1}["missing"]
 
 
+@register("test.read_files")
+def read_files(ctx: JobContext) -> None:
+    """out.txt = the files the config's `glob` matches, concatenated; records them as the
+    outside inputs of the artifact (as data.source does)."""
+    from runtime.executor import external
+
+    CALLS.append(ctx.job_id)
+    snap = external.snapshot([ctx.config["glob"]])
+    external.record(ctx.out, snap)
+    files = external.matched_files(ctx.config["glob"])
+    (ctx.out / "out.txt").write_text("".join(p.read_text() for p in files))
+
+
 @register("test.settings")
 def record_settings(ctx: JobContext) -> None:
     CALLS.append(ctx.job_id)

@@ -87,3 +87,19 @@ def test_gc_refuses_while_a_run_holds_the_lock(run_dir: tuple[Path, str], capsys
 def test_gc_without_runs_says_so(tmp_path: Path, capsys) -> None:
     assert main(["gc", str(TINY), "--runs-dir", str(tmp_path)]) == 0
     assert "no runs yet" in capsys.readouterr().out
+
+
+def test_score_caches_are_kept_while_a_live_job_reads_their_input(run_dir: tuple[Path, str]) -> None:
+    """`cache/scores/<key>` outlives runs (a threshold change reuses it): it is garbage only
+    once no job of the current plan reads the artifact it scored."""
+    runs, _ = run_dir
+    _, plan = compile_file(TINY)
+    flt = next(j for j in plan.jobs.values() if j.kind == "data.filter")
+    scores = runs / "tiny" / "cache" / "scores"
+    for key, owner in (("live", plan.jobs[flt.inputs["documents"]].fingerprint), ("gone", "9" * 20)):
+        (scores / key).mkdir(parents=True)
+        (scores / key / "owner.json").write_text(f'{{"input": "{owner}", "filter": "x"}}')
+        (scores / key / "part-00000.jsonl.scores.npz").write_bytes(b"z" * 10)
+    listed = {g.path.name: g for g in find_garbage(plan, runs / "tiny")}
+    assert "gone" in listed and "live" not in listed
+    assert listed["gone"].job == "cache/scores/gone"

@@ -92,7 +92,8 @@ def test_ctrl_c_stops_cleanly_without_a_traceback(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
-    assert "interrupted; re-run to resume" in out
+    assert "interrupted during slow; re-run to resume" in out  # names the stopped job
+    assert "interrupted slow after" in out
     assert "Traceback" not in out + err
     assert list((run_dir / "tmp").iterdir()) == []  # the interrupted job's output discarded
     slow_fp = slow_plan().jobs["slow"].fingerprint
@@ -104,5 +105,5 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path) -> None:
     proc, _ = start_and_wait(tmp_path, run_dir)
     proc.terminate()
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "interrupted; re-run to resume" in out
+    assert proc.returncode == 130 and "interrupted during slow; re-run to resume" in out
     assert "Traceback" not in err

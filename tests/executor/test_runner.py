@@ -11,6 +11,7 @@ import pytest
 from rich.console import Console
 
 from runtime.executor import ExecutorError, Store, run_plan
+from runtime.executor.diff import plan_diff
 from runtime.executor.lock import RunLock
 
 from . import support
@@ -102,6 +103,7 @@ def test_only_runs_the_named_job_and_its_missing_ancestors(run_dir, console, out
     assert "note: running a: needed by b" in out.getvalue()
     assert result.states["c"] == result.states["d"] == result.states["e"] == "skipped"
     assert "run: 2 done, 3 not selected in" in out.getvalue()  # not "skipped": nothing failed
+    assert "skipped  e: not selected" in out.getvalue()  # each line says so too
 
 
 def test_only_a_cached_job_runs_nothing(run_dir, console) -> None:
@@ -150,6 +152,107 @@ def test_an_unregistered_job_kind_stops_the_run_before_anything_starts(run_dir, 
 def test_a_second_run_on_the_same_directory_is_refused(run_dir, console) -> None:
     with RunLock(run_dir), pytest.raises(ExecutorError, match="another herd run"):
         run(diamond(), run_dir, console)
+
+
+@pytest.mark.parametrize("inside", ["store entry", "logs"])
+def test_a_run_directory_inside_another_runs_folders_is_refused(run_dir, console, inside) -> None:
+    """`--runs-dir runs/t/store/<fp>` would add files to a finished artifact (it would then
+    fail its manifest check and be rebuilt): refused before anything is written."""
+    plan = diamond()
+    run(plan, run_dir, console)
+    store = Store(run_dir)
+    entry = store.path(plan.jobs["a"].fingerprint)
+    parent = entry if inside == "store entry" else run_dir / "logs"
+    before = sorted(p.name for p in parent.iterdir())
+    with pytest.raises(ExecutorError, match="cannot use .* as a run directory"):
+        run(plan, parent / "t", console)
+    assert sorted(p.name for p in parent.iterdir()) == before
+    assert store.verify(plan.jobs["a"].fingerprint) == []
+
+
+def test_changed_outside_files_rebuild_the_job_and_everything_downstream(tmp_path, run_dir, console) -> None:
+    """A source's fingerprint hashes its glob, not the files: editing, adding or removing a
+    matched file must not leave the old documents (and a model trained on them) cached."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("one\n")
+    plan = make_plan(job("src", "test.read_files", glob=str(data / "*.txt")),
+                     job("b", inputs={"src": "src"}), job("e"))
+    run(plan, run_dir, console)
+    out = Store(run_dir).path(plan.jobs["b"].fingerprint) / "out.txt"
+    assert out.read_text() == "one\nb\n"
+
+    (data / "b.txt").write_text("two\n")
+    diff = {d.job_id: d for d in plan_diff(plan, run_dir)}
+    assert diff["src"].state == "changed" and "b.txt is new" in diff["src"].notes[0]
+    assert diff["b"].state == "changed" and diff["b"].inputs_changed == ["src"]
+    assert diff["e"].state == "cached"
+    support.CALLS.clear()
+    result = run(plan, run_dir, console)
+    assert support.CALLS == ["src", "b"] and result.exit_code == 0
+    assert out.read_text() == "one\ntwo\nb\n"
+
+    support.CALLS.clear()
+    run(plan, run_dir, console)
+    assert support.CALLS == []  # unchanged files: cached again
+    (data / "a.txt").write_text("ONE, edited\n")
+    support.CALLS.clear()
+    run(plan, run_dir, console)
+    assert support.CALLS == ["src", "b"] and out.read_text() == "ONE, edited\ntwo\nb\n"
+
+
+def test_a_full_disk_ends_the_run_with_a_message_not_a_traceback(run_dir, console, monkeypatch) -> None:
+    """The executor's own writes (here the run index) failing with ENOSPC used to escape as
+    a traceback; now it is one ExecutorError with a hint, and the lock is released."""
+    import errno
+
+    from runtime.executor.index import RunIndex
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(run_dir / "index.json"))
+
+    monkeypatch.setattr(RunIndex, "record", full)
+    with pytest.raises(ExecutorError, match=r"No space left on device .*index.json.*hint: free space"):
+        run(diamond(), run_dir, console)
+    monkeypatch.undo()
+    assert run(diamond(), run_dir, console).exit_code == 0  # lock released, work resumes
+
+
+def test_a_job_that_fills_the_disk_fails_with_a_hint(run_dir, console, monkeypatch) -> None:
+    import errno
+
+    def full(ctx):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    from runtime.jobs import registry
+
+    monkeypatch.setitem(registry._REGISTRY, "test.write", full)
+    result = run(make_plan(job("a")), run_dir, console)
+    assert result.exit_code == 1
+    assert "hint: free space on that disk" in result.outcomes["a"].error
+
+
+def test_a_touched_outside_file_rebuilds_only_the_job_that_reads_it(tmp_path, run_dir, console, out) -> None:
+    """A new mtime with the same bytes (a copy, a checkout) re-runs the source; its output
+    is identical, so nothing downstream — a model, say — is rebuilt."""
+    import os
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("one\n")
+    plan = make_plan(job("src", "test.read_files", glob=str(data / "*.txt")),
+                     job("b", inputs={"src": "src"}), job("c", inputs={"src": "b"}))
+    run(plan, run_dir, console)
+    st = (data / "a.txt").stat()
+    os.utime(data / "a.txt", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    support.CALLS.clear()
+    result = run(plan, run_dir, console)
+    assert support.CALLS == ["src"]
+    assert result.states == {"src": "done", "b": "cached", "c": "cached"}
+    assert "cached   b: its inputs were rebuilt with the same content" in out.getvalue()
+    support.CALLS.clear()
+    run(plan, run_dir, console)
+    assert support.CALLS == []
 
 
 def test_a_damaged_artifact_is_rebuilt_not_trusted(run_dir, console) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,20 @@ def load_scores(path: Path) -> list[dict[str, float]]:
     return [{k: float(v[i]) for k, v in cols.items()} for i in range(n)]
 
 
+def scores_intact(path: Path) -> bool:
+    """Whether a cached score file loads and has one row per document its marker counted:
+    the cache outlives runs and may be damaged by hand or a full disk, and a bad file must
+    be re-scored rather than fail every later run."""
+    marker = path.with_name(path.name + ".done.json")
+    try:
+        expected = int(json.loads(marker.read_text(encoding="utf-8"))["docs_in"])
+        with np.load(path) as z:
+            lengths = {len(z[k]) for k in z.files}
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+        return False
+    return lengths <= {expected} and (expected == 0 or lengths == {expected})
+
+
 def decide_shard(item: tuple[Path, Path, Filter, dict[str, Any]], out: Path) -> dict[str, Any]:
     """Write the kept documents; count drop reasons and keep a sample of dropped ones."""
     shard, score_file, flt, params = item
@@ -90,4 +105,5 @@ def decide_shard(item: tuple[Path, Path, Filter, dict[str, Any]], out: Path) -> 
     return stats
 
 
-__all__ = ["artifact_hash", "decide_shard", "get_filter", "load_scores", "score_shard", "scores_key"]
+__all__ = ["artifact_hash", "decide_shard", "get_filter", "load_scores", "score_shard", "scores_intact",
+           "scores_key"]
