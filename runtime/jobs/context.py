@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -97,6 +98,26 @@ class JobContext:
         record = {"time": time.time(), "job": self.job_id, **values}
         with self.metrics_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def rewind_metrics(self, step: int | None) -> None:
+        """Drop the metrics rows a resumed job is about to write again: those with a `step`
+        after `step` (the checkpoint it resumed from), or every row when `step` is None (it
+        starts over). Without this a curve repeats the steps between checkpoint and kill."""
+        path = self.metrics_path
+        if path is None or not path.is_file():
+            return
+        kept: list[str] = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a line cut by the kill
+            at = row.get("step") if isinstance(row, dict) else None
+            if step is not None and (not isinstance(at, int | float) or at <= step):
+                kept.append(line)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        os.replace(tmp, path)
 
     def torch_device(self):  # -> torch.device (torch imported lazily: the executor stays light)
         """The device a single-process job runs on: `run { device = auto|cpu|cuda }`."""

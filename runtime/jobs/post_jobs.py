@@ -17,16 +17,16 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from runtime.data.tokenizer import META_FILE, MODEL_FILE, Tokenizer, load_tokenizer
+from runtime.executor import external
 from runtime.jobs.context import JobContext, JobFailed, write_json
 from runtime.jobs.registry import register
 from runtime.model import (
     generate,
-    load_optimizer_state,
     save_checkpoint,
-    save_optimizer_state,
 )
 from runtime.model.llama import Llama
 from runtime.post import datasets as D
+from runtime.post import resume
 from runtime.post import tasks as T
 from runtime.post import train as P
 from runtime.post.chat import encode_completion, encode_dialog, encode_prompt, shifted
@@ -130,17 +130,15 @@ def train_loop(ctx: JobContext, module: torch.nn.Module,
     every = int(cfg.get("checkpoint_every", DEFAULT_CHECKPOINT_EVERY))  # >= 1: the schema checks
     opt = torch.optim.AdamW([{"params": p, "lr": lr} for p, lr in groups], betas=(0.9, 0.95),
                             weight_decay=0.0)
-    work = Path(ctx.work)
-    state_file, weights_file = work / "state.json", work / "weights.safetensors"
-    opt_file = work / "optimizer.safetensors"
     history: list[dict[str, float]] = []
     start = 0
-    if state_file.is_file():
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-        module.load_state_dict(load_file(str(weights_file)))
-        load_optimizer_state(opt, opt_file)
-        start, history = int(state["step"]), state["history"]
+    restored = resume.load(Path(ctx.work), module, opt, ctx.log)
+    if restored is not None:
+        start, history = restored
+        ctx.rewind_metrics(start - 1)  # steps from `start` on were logged by the stopped attempt
         ctx.log.info("%s: resuming at step %d of %d", ctx.job_id, start, steps)
+    elif any(Path(ctx.work).iterdir()):
+        ctx.rewind_metrics(None)  # a damaged state was set aside: the curve starts over too
     module.train()
     autocast = _autocast(ctx, _device_of(module))
     ctx.progress.start(steps, "steps")
@@ -159,14 +157,7 @@ def train_loop(ctx: JobContext, module: torch.nn.Module,
         ctx.metric(stage=ctx.kind, step=step, lr=opt.param_groups[0]["lr"], **history[-1])
         ctx.progress.advance(1, loss=round(history[-1]["loss"], 4))
         if (step + 1) % every == 0 and step + 1 < steps:
-            tmp = weights_file.with_suffix(".tmp")
-            save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
-                      str(tmp))
-            tmp.replace(weights_file)
-            save_optimizer_state(opt, opt_file)
-            state_tmp = state_file.with_suffix(".tmp")
-            state_tmp.write_text(json.dumps({"step": step + 1, "history": history}), encoding="utf-8")
-            state_tmp.replace(state_file)
+            resume.save(Path(ctx.work), step + 1, module, opt, history)
     return steps, history
 
 
@@ -199,6 +190,7 @@ def data_dataset(ctx: JobContext) -> None:
         path = Path(cfg.get("path", ""))
         if not path.is_file():
             raise JobFailed(f"{ctx.job_id}: dataset file {str(path)!r} not found")
+        external.record(ctx.out, external.snapshot([], [path]))  # rebuilt when the file changes
         parse_as = "prompts" if fmt == "tasks" else fmt
         records, bad = D.read_jsonl(path, parse_as)
         seen = len(records) + len(bad)

@@ -112,9 +112,16 @@ def read_jsonl(path: Path, fmt: str) -> tuple[list[Record], list[str]]:
     parse = PARSERS[fmt]
     good: list[Record] = []
     bad: list[str] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
+    with open(path, "rb") as f:  # bytes: one line of bad UTF-8 is one bad record, not a crash
+        for lineno, raw in enumerate(f, start=1):
+            if lineno == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                bad.append(f"{path}:{lineno}: not UTF-8 (byte {e.start + 1})")
                 continue
             try:
                 good.append(parse(json.loads(line)))

@@ -2,7 +2,8 @@
 resumable checkpoints in the job's work directory.
 
 A resumable checkpoint `work/state/step-NNNNNN/` holds the model, the optimizer state and
-`state.json` (step, tokens seen, loader position, history) plus the torch RNG; `work/state/
+`state.json` (step, tokens seen, loader position, history) plus the torch RNG
+(`rng.safetensors`); `work/state/
 LATEST` names the newest one and is replaced atomically after it is complete. Resuming
 loads it and continues: the loader replays nothing and the model has no dropout, so on CPU
 in fp32 a resumed run ends with the same weights as one that was never stopped.
@@ -20,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from runtime.data.loader import IGNORE, PackedLoader
 from runtime.jobs.context import JobContext, JobFailed
 from runtime.model import Llama, load_optimizer_state, save_optimizer_state
-from runtime.model.checkpoint import atomic_directory, load_state, write_checkpoint
+from runtime.model.checkpoint import CheckpointError, atomic_directory, load_state, write_checkpoint
 from runtime.train import dist
 from runtime.train.evals import val_loss
 from runtime.train.precision import training_autocast
@@ -119,6 +121,38 @@ def make_optimizer(model: torch.nn.Module, cfg: dict[str, Any]) -> torch.optim.A
                              eps=float(opt.get("eps", 1e-8)), fused=fused)
 
 
+RNG_FILE, RNG_KEY = "rng.safetensors", "torch"
+
+
+@dataclass
+class SavedState:
+    """One resumable checkpoint, fully read (so a damaged one is found before it is used)."""
+
+    name: str
+    tensors: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    meta: dict[str, Any]
+    rng: torch.Tensor
+
+
+def read_saved_state(directory: Path) -> SavedState:
+    """Read `work/state/step-N/`; any damage raises (CheckpointError, OSError, ValueError...)."""
+    tensors, _ = load_state(directory)
+    view = dist.StateView()
+    load_optimizer_state(view, directory / "optimizer.safetensors")  # type: ignore[arg-type]
+    meta = json.loads((directory / "state.json").read_text(encoding="utf-8"))
+    for key in ("step", "tokens", "loader", "history", "val"):
+        meta[key]  # noqa: B018 - a KeyError names the missing part
+    if (directory / RNG_FILE).is_file():
+        try:
+            rng = load_file(str(directory / RNG_FILE))[RNG_KEY]
+        except Exception as exc:  # safetensors raises its own error types
+            raise CheckpointError(f"{directory / RNG_FILE} is not readable ({exc})") from exc
+    else:  # written before the RNG moved to safetensors: tensors only, no code runs
+        rng = torch.load(directory / "rng.pt", weights_only=True)
+    return SavedState(directory.name, tensors, view.sd, meta, rng)
+
+
 class Trainer:
     """One training run of a job: `run(steps)` trains up to `steps` optimizer steps and can
     be called again with more steps (extra training after a failed gate)."""
@@ -142,10 +176,9 @@ class Trainer:
         torch.manual_seed(ctx.seed)
         # weights are loaded before sharding (a full state dict fits the plain module), the
         # optimizer state after it (set_optimizer_state_dict scatters it to the shards)
-        latest = self._latest()
-        if latest is not None:
-            tensors, _ = load_state(latest)
-            self.model.load_state_dict(tensors, strict=True)
+        saved = self._read_latest()
+        if saved is not None:
+            self.model.load_state_dict(saved.tensors, strict=True)
         self.names = param_order(model)
         if self.world > 1:
             dist.shard(model)
@@ -156,7 +189,7 @@ class Trainer:
         self.precision = cfg.get("precision")
         self.step_fn = torch.compile(model) if cfg.get("compile") else model
         self.peak_flops = peak_flops(ctx.settings, self.device)
-        self.resumed = latest is not None and self._resume(latest)
+        self.resumed = saved is not None and self._resume(saved)
 
     # --- checkpoints ------------------------------------------------------------------
 
@@ -164,16 +197,43 @@ class Trainer:
         latest = self.root / "LATEST"
         return self.root / latest.read_text().strip() if latest.is_file() else None
 
-    def _resume(self, directory: Path) -> bool:
-        view = dist.StateView()
-        load_optimizer_state(view, directory / "optimizer.safetensors")  # type: ignore[arg-type]
-        dist.load_full_optim_state(self.model, self.opt, view.sd, self.names)
-        meta = json.loads((directory / "state.json").read_text())
+    def _read_latest(self) -> SavedState | None:
+        """Everything the newest resumable checkpoint holds, read before anything is applied.
+
+        A damaged one (truncated file, bad JSON, missing part) would otherwise fail the job on
+        every re-run: it is moved aside to `state/damaged-<name>` (kept for inspection, never
+        deleted), the warning says so, and the job starts again from step 0."""
+        directory = self._latest()
+        if directory is None:
+            return None
+        try:
+            return read_saved_state(directory)
+        except (CheckpointError, OSError, ValueError, KeyError, TypeError) as exc:
+            self.ctx.log.warning("the resumable state %s is damaged (%s); it is kept as %s and "
+                                 "this job starts again from step 0", directory,
+                                 str(exc).splitlines()[0], self.root / f"damaged-{directory.name}")
+            if self.is_main:
+                self._set_aside(directory)
+            self.ctx.rewind_metrics(None)
+            return None
+
+    def _set_aside(self, directory: Path) -> None:
+        (self.root / "LATEST").unlink(missing_ok=True)
+        if directory.exists():
+            target = self.root / f"damaged-{directory.name}"
+            shutil.rmtree(target, ignore_errors=True)  # an older damaged copy of the same step
+            directory.rename(target)
+
+    def _resume(self, saved: SavedState) -> bool:
+        dist.load_full_optim_state(self.model, self.opt, saved.optimizer, self.names)
+        meta = saved.meta
         self.loader.load_state_dict(meta["loader"])
         self.state = TrainState(step=meta["step"], tokens=meta["tokens"],
                                 history=meta["history"], val=meta["val"])
-        torch.set_rng_state(torch.load(directory / "rng.pt"))
-        self.ctx.log.info("resumed from %s (step %d, %d tokens)", directory.name,
+        torch.set_rng_state(saved.rng)
+        # steps after the checkpoint were logged by the stopped attempt and run again now
+        self.ctx.rewind_metrics(self.state.step)
+        self.ctx.log.info("resumed from %s (step %d, %d tokens)", saved.name,
                           self.state.step, self.state.tokens)
         return True
 
@@ -198,7 +258,7 @@ class Trainer:
                     f.rename(tmp / f.name)
                 (tmp / "model").rmdir()
                 save_optimizer_state(dist.StateView(optim), tmp / "optimizer.safetensors")  # type: ignore[arg-type]
-                torch.save(torch.get_rng_state(), tmp / "rng.pt")
+                save_file({RNG_KEY: torch.get_rng_state()}, str(tmp / RNG_FILE))
                 (tmp / "state.json").write_text(json.dumps({
                     "step": self.state.step, "tokens": self.state.tokens,
                     "loader": self.loader.state_dict(), "history": self.state.history,

@@ -52,6 +52,15 @@ def test_bad_jsonl_records_are_reported_with_file_and_line(tmp_path):
     assert "robot" in bad[3]
 
 
+def test_invalid_utf8_is_one_bad_record_and_a_byte_order_mark_is_skipped(tmp_path):
+    """A line of bad UTF-8 used to abort the whole read with a bare UnicodeDecodeError."""
+    path = tmp_path / "prefs.jsonl"
+    ok = json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}).encode()
+    path.write_bytes(b"\xef\xbb\xbf" + ok + b"\n" + b'{"prompt": "\xff"}\n' + ok + b"\n")
+    good, bad = D.read_jsonl(path, "preferences")
+    assert len(good) == 2 and bad == [f"{path}:2: not UTF-8 (byte 13)"]
+
+
 def test_dataset_job_generates_tasks_with_disjoint_splits(job):
     out = job("data.dataset", {"format": "tasks", "val_fraction": 0.2,
                                "generate": {"kinds": ["add", "sort"], "count": 50, "seed": 0}})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -117,9 +118,55 @@ def test_a_killed_sft_run_resumes_to_the_same_weights(tmp_path, dataset, checkpo
     killed.progress.on_change = kill
     with pytest.raises(KeyboardInterrupt):
         registry.get("post.sft")(killed)
-    assert json.loads((killed.work / "state.json").read_text())["step"] == 4
+    latest = (killed.work / "post-state" / "LATEST").read_text()
+    assert json.loads((killed.work / "post-state" / latest / "state.json").read_text())["step"] == 4
     killed.progress.on_change = None
     registry.get("post.sft")(killed)
+    a = load_file(str(whole.out / "model.safetensors"))
+    b = load_file(str(killed.out / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _killed_at_5(tmp_path, config, inputs, name):
+    killed = make_ctx(tmp_path, "post.sft", config, inputs, name)
+    killed.metrics_path = tmp_path / f"{name}.jsonl"
+
+    def kill(progress):
+        if progress.done == 5:
+            raise KeyboardInterrupt
+
+    killed.progress.on_change = kill
+    with pytest.raises(KeyboardInterrupt):
+        registry.get("post.sft")(killed)
+    killed.progress.on_change = None
+    return killed
+
+
+def _steps(metrics: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("damage", [None, "weights.safetensors", "optimizer.safetensors", "state.json"])
+def test_a_resumed_sft_run_logs_each_step_once_and_survives_a_damaged_state(
+        tmp_path, dataset, checkpoint, tokenizer_dir, damage):
+    """The state is one folder per step behind an atomic LATEST, so weights, optimizer and
+    step can never come from different steps. Step 4 (0-based) ran after the step-4 save
+    and runs again on resume: its metrics row is not repeated. A damaged state is kept
+    aside and the job starts over, reaching the same weights as an uninterrupted run."""
+    inputs = {"checkpoint": checkpoint, "tokenizer": tokenizer_dir, "dataset": dataset}
+    config = {"lr": 3e-3, "steps": 6, "batch": 4, "checkpoint_every": 2}
+    whole = make_ctx(tmp_path, "post.sft", config, inputs, "whole")
+    whole.metrics_path = tmp_path / "whole.jsonl"
+    registry.get("post.sft")(whole)
+    killed = _killed_at_5(tmp_path, config, inputs, "killed")
+    assert _steps(killed.metrics_path) == [0, 1, 2, 3, 4]
+    if damage is not None:
+        bad = killed.work / "post-state" / "step-000004" / damage
+        bad.write_bytes(bad.read_bytes()[:10])
+    registry.get("post.sft")(killed)
+    assert _steps(killed.metrics_path) == list(range(6))
+    if damage is not None:
+        assert (killed.work / "post-state" / "damaged-step-000004" / damage).stat().st_size == 10
     a = load_file(str(whole.out / "model.safetensors"))
     b = load_file(str(killed.out / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -43,12 +43,13 @@ def test_pretrain_learns_and_reports(tmp_path, artifacts):
     assert records[0]["tokens"] == 64 and records[-1]["tokens"] - records[-2]["tokens"] == 128
 
 
-def test_interrupted_run_resumes_to_the_same_weights(tmp_path, artifacts):
-    from runtime.jobs.train_jobs import run_pretrain
+def _loss_steps(metrics: Path) -> list[int]:
+    rows = [json.loads(x) for x in metrics.read_text().splitlines()]
+    return [r["step"] for r in rows if "loss" in r]
 
-    cfg = train_config(steps=6)
-    full = make_ctx(tmp_path, "full", "train.pretrain", cfg, artifacts)
-    run_pretrain(full)
+
+def _stopped_at_3(tmp_path: Path, artifacts, cfg):
+    from runtime.jobs.train_jobs import run_pretrain
 
     def stop_at_3(step: int, _state: object) -> None:
         if step == 3:
@@ -57,10 +58,56 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, artifacts):
     part = make_ctx(tmp_path, "part", "train.pretrain", cfg, artifacts)
     with pytest.raises(Stop):
         run_pretrain(part, on_step=stop_at_3)
+    return part
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, artifacts):
+    from runtime.jobs.train_jobs import run_pretrain
+
+    cfg = train_config(steps=6)
+    full = make_ctx(tmp_path, "full", "train.pretrain", cfg, artifacts)
+    run_pretrain(full)
+    part = _stopped_at_3(tmp_path, artifacts, cfg)
     assert (part.work / "state" / "LATEST").read_text() == "step-000002"
     resumed = make_ctx(tmp_path, "part", "train.pretrain", cfg, artifacts)
     state = run_pretrain(resumed)
     assert state.step == 6 and state.history["step"] == list(range(1, 7))
+    a, b = weights(full.out), weights(resumed.out)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_resumed_run_logs_each_step_once_and_saves_no_pickle(tmp_path, artifacts):
+    """Step 3 ran after the step-2 checkpoint and runs again on resume: its metrics row from
+    the stopped attempt is dropped, so the curve has every step exactly once."""
+    from runtime.jobs.train_jobs import run_pretrain
+
+    cfg = train_config(steps=6)
+    part = _stopped_at_3(tmp_path, artifacts, cfg)
+    assert _loss_steps(tmp_path / "part.jsonl") == [1, 2, 3]
+    saved = sorted(p.name for p in (part.work / "state" / "step-000002").iterdir())
+    assert "rng.safetensors" in saved and not [n for n in saved if n.endswith((".pt", ".pkl"))]
+    run_pretrain(make_ctx(tmp_path, "part", "train.pretrain", cfg, artifacts))
+    assert _loss_steps(tmp_path / "part.jsonl") == list(range(1, 7))
+
+
+@pytest.mark.parametrize("damage", ["optimizer.safetensors", "state.json", "rng.safetensors"])
+def test_a_damaged_resume_state_is_set_aside_and_the_job_starts_over(tmp_path, artifacts, damage):
+    """A truncated checkpoint in the work dir used to fail the job on every re-run; now it
+    is kept as state/damaged-step-N, a warning says so, and training restarts from step 0
+    to the same weights as an uninterrupted run."""
+    from runtime.jobs.train_jobs import run_pretrain
+
+    cfg = train_config(steps=6)
+    full = make_ctx(tmp_path, "full", "train.pretrain", cfg, artifacts)
+    run_pretrain(full)
+    part = _stopped_at_3(tmp_path, artifacts, cfg)
+    bad = part.work / "state" / "step-000002" / damage
+    bad.write_bytes(bad.read_bytes()[:20])
+    resumed = make_ctx(tmp_path, "part", "train.pretrain", cfg, artifacts)
+    state = run_pretrain(resumed)
+    assert state.step == 6
+    assert (part.work / "state" / "damaged-step-000002" / damage).stat().st_size == 20
+    assert _loss_steps(tmp_path / "part.jsonl") == list(range(1, 7))
     a, b = weights(full.out), weights(resumed.out)
     assert all(torch.equal(a[k], b[k]) for k in a)
 

@@ -1,0 +1,99 @@
+"""Resumable state of the post-training loops (reward model, SFT, DPO) in a job's work dir.
+
+`work/post-state/step-NNNNNN/` holds the weights, the optimizer state and `state.json`
+(step, history); `work/post-state/LATEST` names the newest one and is replaced only after
+that folder is complete. Writing the three files one after the other in place could leave
+weights of step N beside a `state.json` of step N - k after a kill, and the resumed run
+would silently differ from an uninterrupted one; one folder per step cannot mix them.
+A damaged state is set aside (`damaged-step-N`) and the job starts again from step 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from runtime.model import load_optimizer_state, save_optimizer_state
+from runtime.model.checkpoint import CheckpointError, atomic_directory
+from runtime.train.dist import StateView
+
+STATE_DIR = "post-state"
+WEIGHTS, OPTIMIZER, STATE = "weights.safetensors", "optimizer.safetensors", "state.json"
+
+
+def save(work: Path, step: int, module: torch.nn.Module, opt: torch.optim.Optimizer,
+         history: list[dict[str, float]]) -> None:
+    """Write the state after `step` steps as one folder, then point LATEST at it."""
+    root = Path(work) / STATE_DIR
+    name = f"step-{step:06d}"
+    with atomic_directory(root / name) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
+                  str(tmp / WEIGHTS))
+        save_optimizer_state(opt, tmp / OPTIMIZER)
+        (tmp / STATE).write_text(json.dumps({"step": step, "history": history}), encoding="utf-8")
+    pointer = root / "LATEST.tmp"
+    pointer.write_text(name, encoding="utf-8")
+    os.replace(pointer, root / "LATEST")
+    for old in root.glob("step-*"):
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _latest(work: Path) -> Path | None:
+    root = Path(work) / STATE_DIR
+    if (root / "LATEST").is_file():
+        return root / (root / "LATEST").read_text(encoding="utf-8").strip()
+    if (Path(work) / STATE).is_file():  # the flat layout of earlier versions
+        return Path(work)
+    return None
+
+
+def load(work: Path, module: torch.nn.Module, opt: torch.optim.Optimizer,
+         log: logging.Logger) -> tuple[int, list[dict[str, float]]] | None:
+    """Restore the newest state into `module` and `opt`: (step, history), or None to start
+    from step 0 (nothing saved, or the state was damaged and has been set aside)."""
+    directory = _latest(work)
+    if directory is None:
+        return None
+    try:  # read all three before applying any, so a damaged one leaves the module as it was
+        state = json.loads((directory / STATE).read_text(encoding="utf-8"))
+        start, history = int(state["step"]), list(state["history"])
+        try:
+            weights = load_file(str(directory / WEIGHTS))
+        except Exception as exc:  # safetensors raises its own error types
+            raise CheckpointError(f"{directory / WEIGHTS} is not readable ({exc})") from exc
+        view = StateView()
+        load_optimizer_state(view, directory / OPTIMIZER)  # type: ignore[arg-type]
+        module.load_state_dict(weights)
+        opt.load_state_dict(view.sd)
+    except (CheckpointError, OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        aside = _set_aside(Path(work), directory)
+        log.warning("the resumable state %s is damaged (%s); it is kept as %s and this job "
+                    "starts again from step 0", directory, str(exc).splitlines()[0], aside)
+        return None
+    return start, history
+
+
+def _set_aside(work: Path, directory: Path) -> Path:
+    root = work / STATE_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "LATEST").unlink(missing_ok=True)
+    target = root / f"damaged-{directory.name if directory != work else 'flat'}"
+    shutil.rmtree(target, ignore_errors=True)
+    if directory == work:  # the flat layout: move its three files
+        target.mkdir()
+        for name in (WEIGHTS, OPTIMIZER, STATE):
+            if (work / name).exists():
+                (work / name).rename(target / name)
+    else:
+        directory.rename(target)
+    return target
+
+
+__all__ = ["load", "save"]
