@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compiler.plan import Plan
+from runtime.executor import origins
+from runtime.executor.errors import ExecutorError
 from runtime.executor.lock import RunLock
 from runtime.executor.runner import job_file_stem
 from runtime.executor.store import Store
@@ -99,8 +101,12 @@ def find_garbage(plan: Plan, run_dir: Path) -> list[Garbage]:
 
 
 def collect(plan: Plan, run_dir: Path) -> list[Garbage]:
-    """Delete the garbage of `run_dir` under its run lock; returns what was removed."""
+    """Delete the garbage of `run_dir` under its run lock; returns what was removed.
+    Refused when another existing spec file also runs there (`origins`)."""
     with RunLock(run_dir):
+        others = origins.other_specs(run_dir, plan)
+        if others:
+            raise ExecutorError(origins.shared_message(run_dir, others))
         garbage = find_garbage(plan, run_dir)
         for g in garbage:
             if g.path.is_dir() and not g.path.is_symlink():

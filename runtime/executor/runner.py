@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.text import Text
 
 from compiler.plan import Plan
-from runtime.executor import external
+from runtime.executor import external, origins
 from runtime.executor.diff import JobDiff, plan_diff, render_diff
 from runtime.executor.errors import ExecutorError
 from runtime.executor.index import RunIndex
@@ -400,6 +400,10 @@ def run_plan(
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
         (run_dir / "metrics").mkdir(parents=True, exist_ok=True)
         view = make_view(plan, console, live)
+        others = origins.other_specs(run_dir, plan)
+        if others:
+            view.message("warning: " + origins.shared_message(_display(run_dir), others))
+        origins.record(run_dir, plan)
         stale = {d.job_id for d in diffs if d.state == "changed" and store.is_complete(d.fingerprint)}
         run = _Run(plan, run_dir, decisions, functions, job_settings, view, stale)
         for job_id, decision in decisions.items():

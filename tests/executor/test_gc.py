@@ -103,3 +103,41 @@ def test_score_caches_are_kept_while_a_live_job_reads_their_input(run_dir: tuple
     listed = {g.path.name: g for g in find_garbage(plan, runs / "tiny")}
     assert "gone" in listed and "live" not in listed
     assert listed["gone"].job == "cache/scores/gone"
+
+
+def test_gc_refuses_a_run_folder_another_spec_with_the_same_name_uses(tmp_path: Path, capsys) -> None:
+    """`a.herd` and `exp/a.herd` share `runs/a`: each run records its spec (specs.json) and
+    warns, and collecting for one spec — which would delete the other's artifacts — is refused
+    while the other file exists."""
+    import io
+
+    from rich.console import Console
+
+    from runtime.executor import ExecutorError, run_plan
+    from runtime.executor.gc import collect
+
+    from .support import job, make_plan
+
+    runs = tmp_path / "runs" / "a"
+    plans = []
+    for folder, text in (("one", "first"), ("two", "second")):
+        spec = tmp_path / folder / "a.herd"
+        spec.parent.mkdir()
+        spec.write_text("# a spec\n")
+        plan = make_plan(job("src", text=text), name="a")
+        plan.spec_path = str(spec)
+        plans.append(plan)
+    out = io.StringIO()
+    run_plan(plans[0], runs, console=Console(file=out, width=200), live=False)
+    assert "also the run folder" not in out.getvalue()
+    run_plan(plans[1], runs, console=Console(file=out, width=200), live=False)
+    assert f"also the run folder of {tmp_path / 'one' / 'a.herd'}" in out.getvalue()
+
+    assert [g.job for g in find_garbage(plans[1], runs)] == ["src"]  # listing still works
+    with pytest.raises(ExecutorError, match="give each spec its own --runs-dir"):
+        collect(plans[1], runs)
+    assert len(list((runs / "store").iterdir())) == 2
+
+    (tmp_path / "one" / "a.herd").unlink()  # the other spec is gone: its artifacts are garbage
+    assert [g.job for g in collect(plans[1], runs)] == ["src"]
+    assert len(list((runs / "store").iterdir())) == 1
