@@ -66,6 +66,10 @@ def _check_scaling(res: Resolved, sweep: Defined) -> None:
     _check_training_data(res, sweep, cfg.data, ("data",))
     tokenizers = set()
     for i, name in enumerate(cfg.models):
+        if name in cfg.models[:i]:  # one run per (budget, model): a size listed twice is a slip
+            res.error("H0205", f"model '{name}' is listed twice in the sweep's 'models'", sweep.span("models", i),
+                      "remove one of them")
+            continue
         target = ref(res, sweep, ("models", i), name, ("model",), "model")
         if target is not None and name in res.models:
             tokenizers.add(res.models[name]["tokenizer"])
@@ -136,7 +140,9 @@ def _check_weights(res: Resolved, owner: Defined, weights: dict[str, float], loc
                   "e.g. web = 60%  code = 40%")
         return
     for name in weights:
-        ref(res, owner, (*loc, name) if loc else (name,), name, kinds, "data stage")
+        at = (*loc, name) if loc else (name,)
+        # a mix names its parts by key (`web = 60%`): the caret goes under the name, not the share
+        ref(res, owner, at, name, kinds, "data stage", span=owner.span(*at, key=True))
         if weights[name] <= 0:
             res.error("H0406", f"weight of '{name}' must be positive", owner.span(*loc, name))
     total = sum(weights.values())
@@ -172,8 +178,17 @@ def _check_pretrain(res: Resolved, stage: Defined) -> None:
             res.warn("H0603", f"batch size {step.value:,} takes over at {step.at:,} tokens, but '{stage.name}' "
                      f"trains on {cfg.tokens:,}: it is never used", stage.span("batch"),
                      "move its `at` inside the stage's tokens, or drop the step")
-    for i, ev in enumerate(cfg.evals):
-        _check_eval_name(res, stage, ev, ("evals", i))
+    _check_evals(res, stage, cfg.evals)
+
+
+def _check_evals(res: Resolved, owner: Defined, evals: list[str]) -> None:
+    """A stage's `evals`: each a known eval, each once (one job per name: `eval.STAGE.NAME`)."""
+    for i, name in enumerate(evals):
+        if name in evals[:i]:
+            res.error("H0205", f"eval '{name}' is listed twice in 'evals'", owner.span("evals", i),
+                      "remove one of them")
+        else:
+            _check_eval_name(res, owner, name, ("evals", i))
 
 
 def _check_eval_name(res: Resolved, owner: Defined, name: str, loc: tuple) -> None:
@@ -220,8 +235,7 @@ def _check_extend(res: Resolved, stage: Defined) -> None:
             gated[kind] = key
     if cfg.data:
         _check_training_data(res, stage, cfg.data, ("data",))
-    for i, ev in enumerate(cfg.evals):
-        _check_eval_name(res, stage, ev, ("evals", i))
+    _check_evals(res, stage, cfg.evals)
 
 
 def _upstream(res: Resolved, name: str | None, pick):
@@ -270,8 +284,27 @@ def _check_anneal(res: Resolved, stage: Defined) -> None:
     if (cfg.mix is None and cfg.data is None and stage.name not in res.broken_chain
             and _stage_data(res, stage.name) is None):
         res.error("H0204", f"anneal '{stage.name}' needs data (a mix or data stage)", stage.name_span)
-    for i, ev in enumerate(cfg.evals):
-        _check_eval_name(res, stage, ev, ("evals", i))
+    _check_evals(res, stage, cfg.evals)
+
+
+# What each post-training step reads from its dataset, and which formats provide it
+# (runtime/post/datasets.py derives SFT conversations from preference pairs, not the reverse).
+_STEP_READS = {"reward_model": "preference pairs", "dpo": "preference pairs", "sft": "conversations"}
+_FORMAT_GIVES = {"messages": {"conversations"}, "preferences": {"conversations", "preference pairs"},
+                 "prompts": set(), "tasks": {"conversations", "preference pairs"}}
+
+
+def _check_dataset_format(res: Resolved, stage: Defined, step: str, data: str | None) -> None:
+    """H0302 when a dataset's format cannot feed the step: caught at compile time, not when
+    the job starts after days of pre-training ("the dataset has no preference pairs")."""
+    target = res.spec.find(data) if data else None
+    if target is None or target.kind != "dataset":
+        return
+    fmt, needs = target.config.format, _STEP_READS[step]
+    if needs not in _FORMAT_GIVES[fmt]:
+        usable = [f for f, gives in _FORMAT_GIVES.items() if needs in gives]
+        res.error("H0302", f"{step} needs {needs}, but dataset '{data}' has format = {fmt}",
+                  stage.span(step, "data"), f"use a dataset with format = {' or '.join(usable)}")
 
 
 def _stage_data(res: Resolved, name: str | None) -> str | None:
@@ -298,14 +331,16 @@ def _check_posttrain(res: Resolved, stage: Defined) -> None:
         ref(res, stage, ("sft", "data"), cfg.sft.data, ("dataset",), "dataset", extra)
     if cfg.dpo and cfg.dpo.data:
         ref(res, stage, ("dpo", "data"), cfg.dpo.data, ("dataset",), "dataset")
+    for step, data in (("reward_model", cfg.reward_model and cfg.reward_model.data),
+                       ("sft", cfg.sft and cfg.sft.data), ("dpo", cfg.dpo and cfg.dpo.data)):
+        _check_dataset_format(res, stage, step, data)
     if cfg.sft and cfg.sft.schedule and cfg.sft.schedule.warmup.tokens is not None:
         res.error("H0207", "post-training warmup is counted in steps or as a share of the steps",
                   stage.span("sft", "schedule"), "e.g. schedule = cosine(warmup = 10%) or warmup = 20 steps")
     if not any((cfg.sft, cfg.dpo, cfg.reward_model)):
         res.error("H0204", f"posttrain '{stage.name}' has nothing to do", stage.name_span,
                   "add sft { }, dpo { } or reward_model NAME { }")
-    for i, ev in enumerate(cfg.evals):
-        _check_eval_name(res, stage, ev, ("evals", i))
+    _check_evals(res, stage, cfg.evals)
 
 
 def _check_same_model(res: Resolved, stage: Defined) -> None:
@@ -332,8 +367,7 @@ def _check_probe(res: Resolved, probe: Defined) -> None:
     cfg = probe.config
     ref(res, probe, ("from",), cfg.from_, STAGES, "stage")
     ref(res, probe, ("new",), cfg.new, ("data",), "data stage")
-    for i, ev in enumerate(cfg.evals):
-        _check_eval_name(res, probe, ev, ("evals", i))
+    _check_evals(res, probe, cfg.evals)
 
 
 # -- the run's hardware and layout ----------------------------------------------------------------

@@ -297,10 +297,14 @@ class Lowering:
                 "decay_fraction": sched.decay}
 
     def _estimates(self, stage: str, model: dict[str, Any], tokens: int, context: int, steps: int,
-                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                   extra: dict[str, Any] | None = None, attention_flops: float | None = None) -> dict[str, Any]:
+        """A stage's estimates at `context` (memory and KV cache at that length); a stage whose
+        tokens run at several lengths (an extension's increments) passes its summed attention."""
         s = self.plan.settings
         hw, par = s["hardware"], s["parallel"]
         flops = est.training_flops(model, tokens, context)
+        if attention_flops is not None:
+            flops = {**flops, "attention": attention_flops, "total": flops["dense"] + attention_flops}
         mem = est.memory_per_gpu(model, tp=par["tensor"], pp=par["pipeline"], cp=par["context"], dp=par["data"],
                                  fsdp=par["fsdp"], micro_batch=par["micro_batch"], context=context,
                                  activation_checkpointing=par["activation_checkpointing"])
@@ -462,7 +466,7 @@ class Lowering:
         rope = cfg.rope.model_dump(mode="json") if cfg.rope else None
         prev = self.stage_out[source]
         base_ctx = lengths[0]
-        total_steps, flops = 0, 0.0
+        total_steps, attention = 0, 0.0
         seed = cfg.seed if cfg.seed is not None else self.seed
         # what the job measures after each increment: the needle test (reported, gated or
         # not) and the short-context loss, with the settings of the evals the gates name
@@ -501,10 +505,11 @@ class Lowering:
                                           + (", ".join(f"{k} {c['op']} {c['value']}" for k, c in gate.items()) or "(none)")))
             prev = job_id
             total_steps += steps
-            flops += est.training_flops(m, per, ctx)["total"]
+            attention += est.training_flops(m, per, ctx)["attention"]
+        # each increment's tokens at its own length: attention FLOPs, their total and the
+        # wall-clock sum the increments; memory and KV cache are the longest one's
         self._estimates(defined.name, {**model, "max_context": lengths[-1]}, cfg.tokens, lengths[-1], total_steps,
-                            {"increments": increments, "tokens_per_increment": shares})
-        self.plan.stages[defined.name]["flops_total"] = flops
+                        {"increments": increments, "tokens_per_increment": shares}, attention_flops=attention)
         self._remember(defined.name, prev, lengths[-1], mix, self.stage_batch[source], optimizer, m)
         self._evals(defined.name, cfg.evals, prev, m, mix, baseline=(self.stage_out[source], base_ctx))
 

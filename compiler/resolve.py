@@ -66,7 +66,9 @@ def ref(res: Resolved, owner: Defined, loc: tuple, name: str, kinds: tuple[str, 
         res.error("H0301", f"{what} '{name}' is not defined", span, suggestion(name, pool, what))
         return None
     if target.kind not in kinds:
-        res.error("H0302", f"'{name}' is a {target.kind}, but {what} must name a {' or '.join(kinds)}", span)
+        pool = [n for k in kinds for n in res.spec.of(k)] + list(extra)
+        res.error("H0302", f"'{name}' is a {target.kind} block, not a {what}", span,
+                  suggestion(name, pool, what) or f"name a {' or '.join(kinds)} block")
         return None
     return target
 

@@ -194,13 +194,29 @@ def cmd_fmt(args: argparse.Namespace) -> int:
                 status = EXIT_SPEC
         elif args.write:
             if formatted != text:
-                tmp = path.with_name(f".{path.name}.herdfmt")
-                tmp.write_text(formatted, encoding="utf-8")
-                os.replace(tmp, path)
+                _replace_text(path, formatted)
                 print(f"reformatted {path}", file=sys.stderr)
         else:
             sys.stdout.write(formatted)
     return status
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Rewrite a spec in place, atomically, as it was kept: through a symlink (the link
+    stays a link), with its permissions and its line endings (CRLF stays CRLF)."""
+    import shutil
+
+    target = path.resolve()
+    newline = "\r\n" if b"\r\n" in target.read_bytes() else "\n"
+    tmp = target.with_name(f".{target.name}.herdfmt")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline=newline) as f:
+            f.write(text)
+        shutil.copymode(target, tmp)
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _load_plan(target: str, overrides: list[str] | None):
@@ -545,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
         return code
     except HerdError as exc:
-        _print_diags(exc)
+        _print_diags(exc, {"<--set>": "\n".join(getattr(args, "set", None) or [])})
         return EXIT_SPEC
     except BrokenPipeError:
         return _stdout_gone()

@@ -11,6 +11,7 @@ Rendered like a compiler error:
 from __future__ import annotations
 
 import difflib
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -109,8 +110,14 @@ def suggestion(word: str, candidates: Iterable[str], what: str = "") -> str | No
     if best:
         return f"did you mean '{best}'?"
     if pool and len(pool) <= 12:
-        return f"expected {what + ' ' if what else ''}one of: " + ", ".join(pool)
+        return f"expected {what + ', ' if what else ''}one of: " + ", ".join(pool)
     return None
+
+
+def _cells(text: str) -> int:
+    """Terminal columns `text` takes: a wide (CJK) character two, a combining mark none."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+               for c in text)
 
 
 def render(diag: Diagnostic, sources: dict[str, str], color: bool = False) -> str:
@@ -130,9 +137,12 @@ def render(diag: Diagnostic, sources: dict[str, str], color: bool = False) -> st
         line_no = min(span.line, len(lines))
         line = lines[line_no - 1] if lines else ""
         gutter = " " * len(str(line_no))
-        width = (span.end_column - span.column) if span.end_line == span.line else len(line) - span.column + 1
-        width = max(1, width)
-        caret = " " * (span.column - 1) + "^" * width
+        end = span.end_column if span.end_line == span.line else len(line) + 1
+        # columns count characters; the caret is placed in terminal cells, so tabs are shown
+        # as spaces (a tab's width depends on where the line starts) and wide characters count 2
+        before, under = line[: span.column - 1].expandtabs(4), line[span.column - 1: end - 1]
+        line = line.expandtabs(4)
+        caret = " " * _cells(before) + "^" * max(1, _cells(under.expandtabs(4)))
         out.append(f"{blue}{gutter} |{reset}")
         out.append(f"{blue}{line_no} |{reset} {line}")
         tail = f" {diag.hint}" if diag.hint else ""

@@ -309,6 +309,10 @@ def _syntax_diagnostic(exc: UnexpectedInput, path: str, text: str, chunk: str | 
             hint = "use '=' to assign a value"
         elif ch == "}":
             hint = "this '}' closes no block"
+        elif ch == "%":
+            hint = "a percentage is digits and then '%', with no space or exponent: 30%, 0.5%"
+        elif ch.isalnum() and not ch.isascii():
+            hint = "names use ASCII letters, digits and '_' only; other text goes in a \"string\""
         else:
             hint = _expected(set(exc.allowed or ())) or None
         return Diagnostic("H0101", f"unexpected character {ch!r}", span_at(exc.pos_in_stream, 1), hint)
@@ -573,9 +577,12 @@ def _parse(text: str, path: str) -> ast.Module:
     return module
 
 
-def parse_value(text: str, path: str = "<--set>") -> ast.Value:
-    """Parse one value expression (used by `--set key=value` overrides)."""
-    wrapped = f"x {{ v = {text}\n}}"
+def parse_value(text: str, path: str = "<--set>", line: int = 1, column: int = 9) -> ast.Value:
+    """Parse one value expression (used by `--set key=value` overrides).
+
+    `line` and `column` (at least 5) say where the value starts in `path`, so that a
+    diagnostic in it points into the override as the user typed it."""
+    wrapped = "\n" * (line - 1) + "x{v=" + " " * (max(column, 5) - 5) + f"{text}\n}}"
     module = parse(wrapped, path)
     return module.blocks[0].entries[0].value  # type: ignore[union-attr]
 

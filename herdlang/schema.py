@@ -387,7 +387,7 @@ class ScalingBlock(Block):
                           "then a fitted law N*(C) = A * C^alpha.")
     models: Annotated[list[Ref], ListOf] = Field(min_length=3)
     data: Ref
-    budgets: Annotated[list[Number], ListOf] = Field(min_length=2)
+    budgets: Annotated[list[Annotated[Number, Field(gt=0)]], ListOf] = Field(min_length=2)
     context: Length = Field(gt=0)
     batch: Annotated[list[BatchStep], RampOf]
     optimizer: AdamW

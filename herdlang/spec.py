@@ -280,13 +280,21 @@ def _validate_component(category: str, kind: str, params: dict[str, Any], loc: L
 
 
 def _apply_overrides(spec: Spec, overrides: list[str], diags: list[Diagnostic]) -> None:
-    """`--set block.key=value`: replace the value in the AST and re-validate the block."""
-    for raw in overrides:
+    """`--set block.key=value`: replace the value in the AST and re-validate the block.
+
+    The overrides are a source of their own, `<--set>`, one per line, so a diagnostic in
+    the N-th one reads `<--set>:N:COL` and shows it with a caret (see `herd check`)."""
+    spec.sources["<--set>"] = "\n".join(overrides)
+    offset = 0
+    for number, raw in enumerate(overrides, start=1):
+        start, offset = offset, offset + len(raw) + 1
         target, sep, text = raw.partition("=")
         parts = target.strip().split(".")
         if not sep or len(parts) < 2:
+            stage = next((d.name for d in spec.order if d.kind == "pretrain"), None)
+            example = f"{stage}.tokens=2M tokens" if stage else f"{spec.order[0].name}.KEY=VALUE" if spec.order else ""
             diags.append(Diagnostic("H0501", f"--set {raw!r}: expected BLOCK.KEY=VALUE", None,
-                                    "e.g. --set pretrain_tiny.tokens=2M"))
+                                    f"e.g. --set {example}" if example else None))
             continue
         defined = spec.find(parts[0])
         if defined is None:
@@ -295,7 +303,7 @@ def _apply_overrides(spec: Spec, overrides: list[str], diags: list[Diagnostic]) 
                                     suggestion(parts[0], names, "a block")))
             continue
         try:
-            value = parse_value(text.strip())
+            value = parse_value(text.strip(), "<--set>", number, len(raw) - len(text.lstrip()) + 1)
         except HerdError as exc:
             unit = next((d for d in exc.diagnostics if d.code == "H0207"), None)
             hint = (f"{unit.message}: {unit.hint}" if unit else
@@ -312,7 +320,7 @@ def _apply_overrides(spec: Spec, overrides: list[str], diags: list[Diagnostic]) 
             entries = sub.entries
         else:
             key = parts[-1]
-            span = ast.Span("<--set>", 1, 1, 1, len(raw) + 1, 0, len(raw))
+            span = ast.Span("<--set>", number, 1, number, len(raw) + 1, start, start + len(raw))
             new = ast.Assignment(key, span, value, span)
             for i, e in enumerate(entries):
                 if isinstance(e, ast.Assignment) and e.key == key:
@@ -320,7 +328,6 @@ def _apply_overrides(spec: Spec, overrides: list[str], diags: list[Diagnostic]) 
                     break
             else:
                 entries.append(new)
-            spec.sources.setdefault("<--set>", raw)
             del spec.blocks[defined.kind][defined.name]
             spec.order.remove(defined)
             _define(spec, block, diags)

@@ -94,6 +94,9 @@ def _diagnostic(err: dict, loc: Loc, model: type[BaseModel], smap: SourceMap, bl
         return Diagnostic("H0203", f"{where}: expected a whole number, got {_shown(got)}", value_span, None)
     if etype in ("float_type", "float_parsing") and _is_standard(err):
         return Diagnostic("H0203", f"{where}: expected a number, got {_shown(got)}", value_span, None)
+    if etype == "finite_number":  # 1e400 overflows a float to infinity
+        return Diagnostic("H0203", f"{where}: must be a finite number (this one overflows a 64-bit float)",
+                          value_span, None)
     if etype in ("bool_type", "bool_parsing"):
         return Diagnostic("H0203", f"{where}: expected true or false, got {_shown(got)}", value_span, None)
     if etype == "string_type":
@@ -111,6 +114,8 @@ def _diagnostic(err: dict, loc: Loc, model: type[BaseModel], smap: SourceMap, bl
                               value_span, "write the values in order: `8K -> 16K -> 32K`")
         return Diagnostic("H0203", f"{where}: takes no value here", value_span, None)
     msg = err["msg"].removeprefix("Value error, ")
+    if msg.startswith("Input should be "):  # any Pydantic message left: in the spec's words
+        msg = "must be " + msg.removeprefix("Input should be ")
     return Diagnostic(code, f"{where}: {msg}", value_span, None)
 
 

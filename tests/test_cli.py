@@ -535,3 +535,33 @@ def test_exporting_another_kind_of_artifact_names_its_kind(tmp_path: Path, check
     assert out.returncode == 1 and "looks like a Hugging Face model folder" in out.stderr
     assert "herd import" in out.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_an_error_in_a_set_override_points_into_that_override() -> None:
+    # the overrides are their own source, one per line: `<--set>:LINE:COL`, shown with a caret
+    out = herd("check", TINY, "--set", "base.context=512", "--set", "base.tokens=4M steps")
+    assert out.returncode == 1
+    assert out.stderr.startswith("<--set>:2:13: error[H0207]: tokens: expected a token count")
+    assert "2 | base.tokens=4M steps\n  |             ^^^^^^^^" in out.stderr
+    # errors found after validation (an undefined reference) point there too
+    out = herd("compile", TINY, "--set", "base.model=nosuch")
+    assert "<--set>:1:12: error[H0301]: model 'nosuch' is not defined" in out.stderr
+    assert "1 | base.model=nosuch\n  |            ^^^^^^" in out.stderr
+    # a malformed override's example names a block of this spec
+    out = herd("check", TINY, "--set", "base=1")
+    assert "hint: e.g. --set base.tokens=2M tokens" in out.stderr
+
+
+def test_fmt_write_keeps_links_permissions_and_line_endings(tmp_path: Path) -> None:
+    messy = "model m {layers=2;dim=64}\r\n"
+    spec = tmp_path / "real.herd"
+    spec.write_bytes(messy.encode())
+    spec.chmod(0o600)
+    link = tmp_path / "link.herd"
+    link.symlink_to(spec.name)
+    out = herd("fmt", "--write", link)
+    assert out.returncode == 0 and out.stderr == f"reformatted {link}\n"
+    assert link.is_symlink()  # the file it points to was rewritten, not the link replaced
+    assert spec.read_bytes() == b"model m { layers = 2  dim = 64 }\r\n"
+    assert spec.stat().st_mode & 0o777 == 0o600
+    assert herd("fmt", "--check", spec).returncode == 0

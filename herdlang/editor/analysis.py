@@ -525,6 +525,25 @@ class Context:
 _HEAD = re.compile(r"^\s*([A-Za-z_]\w*)(?:\s+([A-Za-z_]\w*))?")
 
 
+_TAIL = re.compile(r"(?:\s+([A-Za-z_]\w*))?(?:\s+extends\s+[A-Za-z_]\w*)?\s*(?:\(.*\))?\s*$", re.S)
+
+
+def _block_head(head: str) -> tuple[str, str | None]:
+    """(kind, label) of the block a `{` opens. On a shared line (`from = long  gate {`) the
+    head is the first known kind, not a value after `=`, whose rest fits
+    `KIND [NAME] [extends P] [(args)]`."""
+    w = words()
+    kinds = {*w.block_kinds, *w.section_kinds, *w.step_kinds}
+    for m in re.finditer(r"\b([A-Za-z_]\w*)", head):
+        if m.group(1) not in kinds or head[: m.start()].rstrip().endswith("="):
+            continue
+        tail = _TAIL.match(head, m.end())
+        if tail and "=" not in head[m.end():].split("(", 1)[0]:
+            return m.group(1), tail.group(1)
+    m = _HEAD.match(head)
+    return (m.group(1), m.group(2)) if m else ("", None)
+
+
 def context_at(text: str, offset: int) -> Context:
     """Scan to the cursor, tracking `{ }` block heads, `( )` calls and `[ ]` lists."""
     blocks: list[tuple[str, str | None]] = []
@@ -552,9 +571,7 @@ def context_at(text: str, offset: int) -> Context:
             i = j
             continue
         elif c == "{":
-            head = text[seg_start:i]
-            m = _HEAD.match(head)
-            blocks.append((m.group(1), m.group(2)) if m else ("", None))
+            blocks.append(_block_head(text[seg_start:i]))
             parens, brackets, seg_start = [], 0, i + 1
         elif c == "}":
             if blocks:

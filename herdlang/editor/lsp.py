@@ -502,6 +502,12 @@ def _complete(ls: HerdServer, path: Path | None, text: str, ctx: an.Context) -> 
         return []
     # `key = partial`, `key >= partial`, `key = [a, par`, `key = a -> par`
     m = re.match(r"^\s*([A-Za-z_]\w*)\s*(?:=|>=|<=|==|!=|>|<)(.*)$", prefix, re.S)
+    if m and _value_is_done(m.group(2), ctx):
+        # entries may share a line (`ngram = 5  bands = 14`): the next one's key comes here,
+        # or after a number its unit (`tokens = 2M tokens`)
+        units = ([_item(u, _CK.Unit, "unit") for u in sorted(words().units)]
+                 if re.search(r"\d[\w.]*\s+$", m.group(2)) else [])
+        return units + _keys_for(ls, path, text, chain)
     if m:
         if not re.search(r"[\w.]*$", m.group(2)) or re.search(r"\d[\w.]*$", m.group(2)):
             return []
@@ -510,8 +516,8 @@ def _complete(ls: HerdServer, path: Path | None, text: str, ctx: an.Context) -> 
             return []
         return _values_for(ls, path, text, model, m.group(1), chain)
     m = re.match(r"^\s*([A-Za-z_]\w*)\s+([A-Za-z_]\w*)\s+extends\s+\w*$", prefix)
-    if m:
-        return _names_of(ls, path, text, ("model",))
+    if m:  # any model but the one being defined (a model cannot extend itself, H0303)
+        return [i for i in _names_of(ls, path, text, ("model",)) if i.label != m.group(2)]
     m = re.match(r"^\s*([A-Za-z_]\w*)\s+\w*$", prefix)
     if m:
         if chain and m.group(1) in an.STEP_KINDS:
@@ -523,6 +529,17 @@ def _complete(ls: HerdServer, path: Path | None, text: str, ctx: an.Context) -> 
     if re.match(r"^\s*\w*$", prefix):
         return _keys_for(ls, path, text, chain)
     return []
+
+
+_GATE_KINDS = ("short_context_recovery", "needle")
+
+
+def _value_is_done(value: str, ctx: an.Context) -> bool:
+    """Whether `value` (after `key =`) is complete and followed by a space, so that the
+    cursor starts a new entry; not inside a list or call, nor after `->` or `at`."""
+    if ctx.in_list or ctx.call is not None or not value.strip() or value[-1] not in " \t":
+        return False
+    return not re.search(r"(->|\bat|[=,(\[])\s*$", value)
 
 
 def _keys_for(ls: HerdServer, path: Path | None, text: str, chain: list[tuple[str, str | None]]) -> list[lsp.CompletionItem]:
@@ -539,8 +556,9 @@ def _keys_for(ls: HerdServer, path: Path | None, text: str, chain: list[tuple[st
         return items
     model = an.model_for_chain(chain)
     if model is None:
-        if chain[-1][0] == "gate":
-            items = _names_of(ls, path, text, ("eval",))
+        if chain[-1][0] == "gate":  # what train.extend measures (H0404 for any other eval)
+            items = [i for i in _names_of(ls, path, text, ("eval",))
+                     if i.detail != "eval component" or i.label in _GATE_KINDS]
             for it in items:
                 it.insert_text = f"{it.label} >= "
             return items
@@ -564,6 +582,13 @@ def _values_for(ls: HerdServer, path: Path | None, text: str, model: type, key: 
                 chain: list[tuple[str, str | None]]) -> list[lsp.CompletionItem]:
     info = an.field_of(model, key)
     kinds = an.ref_kinds(chain, key)
+    if key == "scorer":  # the verifier, or a reward model of the stage: `reward_model NAME { }`
+        names = dict.fromkeys(["verifier", *re.findall(r"\breward_model\s+([A-Za-z_]\w*)\s*\{", text)])
+        return [_item(n, _CK.Reference if n != "verifier" else _CK.EnumMember, "scorer") for n in names]
+    if key == "gpu" and chain and chain[-1][0] == "hardware":
+        from compiler.estimates import GPUS
+
+        return [_item(n, _CK.EnumMember, "gpu") for n in GPUS]
     if key == "kind" and chain and chain[0][0] == "eval":
         return [_item(n, _CK.Module, "eval component", doc=an.component_doc("eval", n)) for n in components.names("eval")]
     if info is None:

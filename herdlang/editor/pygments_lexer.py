@@ -88,6 +88,8 @@ class HerdLexer(RegexLexer):
                 rf"({_IDENT})(?:(\s+)({_IDENT})(?:(\s+)(extends)\b(?:(\s+)({_IDENT}))?)?)?",
                 bygroups(Name.Tag, Whitespace, Name.Class, Whitespace, Keyword, Whitespace, Name.Class),
             ),
+            # `extends` apart from the block's name (a comment between them ends the match above)
+            (rf"(extends)\b(?:(\s+)({_IDENT}))?", bygroups(Keyword, Whitespace, Name.Class)),
             (r"\(", Punctuation, "args"),
             (r"\{", Punctuation, "body"),
             (r"[;,]", Punctuation),

@@ -167,6 +167,14 @@ def build(words: Words) -> dict[str, Any]:
             "5": {"name": "entity.other.inherited-class.herd"},
         },
     }
+    repo["extends"] = {
+        "comment": "`extends PARENT` apart from the block's name (a comment between them)",
+        "match": rf"\b(extends)\b(?:\s+({name}))?",
+        "captures": {
+            "1": {"name": "keyword.other.extends.herd"},
+            "2": {"name": "entity.other.inherited-class.herd"},
+        },
+    }
     repo["block-arguments"] = {
         "begin": r"\(",
         "beginCaptures": {"0": {"name": "punctuation.section.parens.begin.herd"}},
@@ -255,6 +263,7 @@ def build(words: Words) -> dict[str, Any]:
             {"include": "#comment"},
             {"include": "#import"},
             {"include": "#string"},
+            {"include": "#extends"},
             {"include": "#block-header"},
             {"include": "#block-arguments"},
             {"include": "#body"},

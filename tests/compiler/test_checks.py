@@ -239,3 +239,50 @@ def test_warnings_are_one_line_each_in_the_plan() -> None:
     text = tiny(("16K tokens at 1M tokens", "16K tokens at 5M tokens"))
     plan, [diag] = compile_with_warnings(load_text(text, "t.herd"))
     assert plan.warnings == [f"t.herd:46:15: warning[H0603]: {diag.message}; {diag.hint}"]
+
+
+# -- post-training data ---------------------------------------------------------------------------
+
+
+def test_a_dataset_whose_format_cannot_feed_its_step_is_an_error() -> None:
+    # DPO and the reward model read preference pairs, SFT reads conversations; a messages
+    # dataset has no pairs and a prompts dataset no conversations. Said now, not when the job
+    # starts after pre-training ("the dataset has no preference pairs").
+    text = tiny(("format   = tasks", 'format   = messages  path = "chat.jsonl"'))
+    found = [(d.code, d.message, d.span.line) for d in errors_of(text)]
+    assert found == [
+        ("H0302", "reward_model needs preference pairs, but dataset 'tasks' has format = messages", 81),
+        ("H0302", "dpo needs preference pairs, but dataset 'tasks' has format = messages", 84),
+    ]
+    [d] = errors_of(tiny(("format   = tasks", 'format   = prompts  path = "p.jsonl"'),
+                         ("reward_model rm { data = tasks  steps = 100 steps }", ""),
+                         ("  dpo { data = tasks  beta = 0.1  lr = 5e-5  nll = 0.2  steps = 60 steps }", "")))
+    assert d.message == "sft needs conversations, but dataset 'tasks' has format = prompts"
+    assert d.hint == "use a dataset with format = messages or preferences or tasks"
+    # preferences feed all three (SFT on the chosen answers)
+    compile_spec(load_text(tiny(("format   = tasks", 'format   = preferences  path = "p.jsonl"')), "t.herd"))
+
+
+# -- names listed twice, and where a mix's reference is reported ------------------------------------
+
+
+def test_an_eval_listed_twice_is_a_duplicate_not_a_crash() -> None:
+    # each eval is one job, eval.STAGE.NAME: a second `perplexity` would be the same job
+    [d] = errors_of(tiny(("evals     = [perplexity, choice]", "evals     = [perplexity, perplexity]")))
+    assert (d.code, d.message, d.hint) == ("H0205", "eval 'perplexity' is listed twice in 'evals'", "remove one of them")
+    assert (d.span.line, d.span.column) == (49, 28)
+
+
+def test_a_sweep_size_listed_twice_is_a_duplicate_not_a_crash() -> None:
+    text = (ROOT / "specs" / "scaling_tiny.herd").read_text(encoding="utf-8")
+    [d] = errors_of(text.replace("models    = [xxs, xs, s, m, l]", "models    = [xxs, xs, xs, m, l]"))
+    assert (d.code, d.message) == ("H0205", "model 'xs' is listed twice in the sweep's 'models'")
+    assert (d.span.line, d.span.column) == (40, 25)
+
+
+def test_a_wrong_part_of_a_mix_is_reported_at_its_name() -> None:
+    [d] = errors_of(tiny(("mix tiny_mix { stdlib = 100% }",
+                          "mix tiny_mix { stdlib = 100% }\nmix twice { tiny_mix = 100% }")))
+    assert (d.code, d.message) == ("H0302", "'tiny_mix' is a mix block, not a data stage")
+    assert (d.span.line, d.span.column, d.span.end_column) == (40, 13, 21)  # `tiny_mix`, not `100%`
+    assert d.hint == "expected data stage, one of: stdlib"

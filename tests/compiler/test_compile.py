@@ -396,3 +396,15 @@ def test_an_extension_budget_is_split_over_its_increments_without_losing_a_token
     assert shares == [33_334, 33_333, 33_333]
     assert plan.stages["long_context"]["tokens"] == 100_000
     assert [j.config["tokens"] for j in plan.jobs.values() if j.kind == "train.extend"] == shares
+
+
+def test_an_extensions_attention_flops_and_wall_clock_count_each_increment_at_its_own_length(
+        plans: dict) -> None:
+    # 405B's 800B tokens run 160B each at 16K, 32K, 64K, 96K and 128K, not all at 128K
+    stage = plans["llama3_405b"]["stages"]["long_context_405b"]
+    per_increment = sum(6 * 126 * ctx * 16384 * 160e9 for ctx in (16384, 32768, 65536, 98304, 131072))
+    assert stage["flops_attention"] == pytest.approx(per_increment)
+    assert stage["flops_total"] == pytest.approx(stage["flops"] + stage["flops_attention"])
+    # the wall-clock spends the same total: 2.63e24 FLOPs on 16,384 H100s at 40% MFU ≈ 4.7 days
+    assert stage["wall_clock_seconds"] == pytest.approx(stage["flops_total"] / (16384 * 989e12 * 0.4))
+    assert stage["context"] == 131072  # memory and KV cache: the longest increment's

@@ -122,3 +122,11 @@ def test_textmate_scopes_with_vscode_tokenizer():
         pytest.skip("npm packages unavailable (offline?): " + proc.stderr.strip()[-200:])
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "run successfuly" in proc.stdout
+
+
+def test_extends_apart_from_the_block_name_is_a_keyword():
+    # `herd fmt` joins them again, but an unformatted spec still highlights without errors
+    text = "model child  # the parent follows\n  extends base { layers = 2 }\n"
+    tokens = [(t, v) for t, v in HerdLexer().get_tokens(text) if v.strip()]
+    assert not [v for t, v in tokens if t in Error]
+    assert (Keyword, "extends") in tokens

@@ -190,6 +190,33 @@ async def test_completion(client: LanguageClient):
     await _change(client, uri, MAIN.read_text(), 12)
 
 
+
+async def test_completion_on_one_line_blocks_and_of_names_that_fit(client: LanguageClient):
+    uri = MAIN.as_uri()
+    text = MAIN.read_text() + (
+        "\ndata d2 { dedup minhash { ngram = 5  } }\n"
+        "mix m2 { d2 = 50%  }\n"
+        "model child extends  { layers = 2 }\n"
+        "posttrain c2 { from = long  reward_model judge { }  rejection_sampling { scorer =  } }\n"
+        "extend e2 { from = long  gate {  } }\n"
+        "run { hardware { gpu =  } }\n"
+    )
+    await _change(client, uri, text, 20)
+    # entries share a line: after `ngram = 5  ` come the units of a number and the next key
+    after_number = await _labels(client, uri, text, "ngram = 5  ", 11)
+    assert {"tokens", "steps", "bands", "rows"} <= set(after_number)
+    # a mix's keys are data stages
+    assert "d2" in await _labels(client, uri, text, "d2 = 50%  ", 10)
+    # a model cannot extend itself
+    assert "child" not in await _labels(client, uri, text, "child extends ", 14)
+    # a scorer is the verifier or the stage's reward model, not an eval
+    assert await _labels(client, uri, text, "scorer = ", 9) == ["verifier", "judge"]
+    # a gate compares what an extension measures (any other eval is H0404)
+    gate = await _labels(client, uri, text, "gate {  }", 7)
+    assert {"needle", "short_context_recovery"} <= set(gate) and not {"perplexity", "choice"} & set(gate)
+    assert {"h100", "h200", "cpu"} <= set(await _labels(client, uri, text, "gpu = ", 6))
+    await _change(client, uri, MAIN.read_text(), 21)
+
 async def test_definition_and_references_across_imports(client: LanguageClient):
     text = MAIN.read_text()
     uri = MAIN.as_uri()

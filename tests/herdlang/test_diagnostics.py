@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from compiler import compile_spec, compile_with_warnings
+from herdlang.ast import Span
 from herdlang.diagnostics import (
     CODES,
     Diagnostic,
@@ -107,6 +108,19 @@ def test_rendering_has_location_caret_and_hint(monkeypatch: pytest.MonkeyPatch) 
     col = lines[2].index("laers")
     assert caret.index("^") == col
 
+
+
+@pytest.mark.parametrize("line", ["\tlayers = 4\tlaers = 3", 'name = "日本語" laers = 3'])
+def test_the_caret_sits_under_the_word_after_tabs_and_wide_characters(line: str) -> None:
+    # a tab is shown as spaces (its width on a terminal depends on the gutter), and a CJK
+    # character takes two columns: the caret is placed in the columns the terminal shows
+    col = line.index("laers") + 1
+    d = Diagnostic("H0201", "model 'm' has no field 'laers'", Span("m.herd", 1, col, 1, col + 5, col - 1, col + 4))
+    shown, caret = render(d, {"m.herd": line}).splitlines()[2:4]
+    assert "\t" not in shown
+    prefix = shown[: shown.index("laers")]
+    cells = len(prefix) + sum(1 for c in prefix if c in "日本語")
+    assert caret.index("^") == cells and caret.count("^") == 5
 
 def test_color_rendering_adds_escapes_only() -> None:
     d = Diagnostic("H0201", "no field 'x'", None, "did you mean 'y'?")

@@ -91,3 +91,26 @@ def test_the_caret_stays_on_the_value() -> None:
     [d] = diagnostics("mfu = 30%", "mfu = 300%")
     line = TINY.replace("mfu = 30%", "mfu = 300%").splitlines()[d.span.line - 1]
     assert line[d.span.column - 1:d.span.end_column - 1] == "300%"
+
+
+def test_the_list_of_valid_fields_reads_as_a_sentence() -> None:
+    # no close match: the hint lists what the block takes
+    [d] = diagnostics("filter length { min_words = 20 }", "filter length { shortest = 20 }")
+    assert d.message == "filter 'length' has no field 'shortest'"
+    assert d.hint.startswith("expected a field, one of: ") and "min_words" in d.hint
+
+
+def test_a_sweep_budget_must_be_positive() -> None:
+    # a FLOP budget of -1 is a typo, not a budget that is "not increasing" or "gives -0 tokens"
+    text = (Path(__file__).resolve().parents[2] / "specs" / "scaling_tiny.herd").read_text(encoding="utf-8")
+    with pytest.raises(HerdError) as exc:
+        load_text(text.replace("budgets   = [5e11, 1e12, 2e12]", "budgets   = [5e11, -1, 2e12]"), "s.herd")
+    [d] = exc.value.diagnostics
+    assert (d.code, d.message) == ("H0203", "budgets.1: must be positive, got -1")
+    assert (d.span.line, d.span.column) == (42, 22)
+
+
+def test_a_number_too_large_for_a_float_says_so_in_the_specs_words() -> None:
+    [d] = diagnostics("layers    = 4", "layers    = 1e400")
+    assert (d.code, d.message) == ("H0203", "layers: must be a finite number (this one overflows a 64-bit float)")
+    assert "Input should" not in d.message

@@ -293,3 +293,21 @@ def test_several_unclosed_blocks_are_all_named() -> None:
     [d] = syntax_errors("model a {\n  layers = 2\nmodel b {\n  dim = 2\n")
     assert "`model b` (line 3)" in d.message
     assert d.notes[-1] == "also open at the end of the file: `model a`"
+
+
+def test_a_non_ascii_letter_in_a_name_says_names_are_ascii() -> None:
+    # `modèle` is a name to its author: the hint says why it is not one to herd
+    with pytest.raises(HerdError) as exc:
+        parse("model modèle { layers = 4 }\n", "t.herd")
+    [d] = exc.value.diagnostics
+    assert (d.code, d.message, d.span.column) == ("H0101", "unexpected character 'è'", 10)
+    assert d.hint == "names use ASCII letters, digits and '_' only; other text goes in a \"string\""
+
+
+@pytest.mark.parametrize("share", ["30 %", "1e-3%"])
+def test_a_percentage_with_a_space_or_an_exponent_says_how_to_write_one(share: str) -> None:
+    with pytest.raises(HerdError) as exc:
+        parse(f"run {{ hardware {{ mfu = {share} }} }}\n", "t.herd")
+    [d] = exc.value.diagnostics
+    assert (d.code, d.message) == ("H0101", "unexpected character '%'")
+    assert d.hint == "a percentage is digits and then '%', with no space or exponent: 30%, 0.5%"
