@@ -8,6 +8,7 @@ resolved (no defaults left for the runtime to guess), so the fingerprint capture
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -169,8 +170,9 @@ class Lowering:
         }
 
     def _path(self, p: str) -> str:
-        """Input paths are relative to the spec's folder (absolute ones are kept)."""
-        return str((self.spec.root / p).resolve()) if not Path(p).is_absolute() else p
+        """Input paths are relative to the spec's folder (absolute ones are kept). Symlinks are
+        not followed: messages and recorded input files name the path the user wrote."""
+        return os.path.normpath(os.path.join(self.spec.root, p)) if not Path(p).is_absolute() else p
 
     def _tokenizer(self, defined: Defined) -> None:
         cfg = defined.config

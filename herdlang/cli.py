@@ -295,6 +295,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from compiler.estimates import humanize
     from runtime.executor import ExecutorError
     from runtime.executor.gc import collect, find_garbage
+    from runtime.executor.origins import other_specs, shared_message
 
     cli_paths.runs_dir(args.runs_dir)
     plan = _load_plan(args.target, args.set)
@@ -302,6 +303,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
     if not run_dir.is_dir():
         print(f"{run_dir}: no runs yet, nothing to collect")
         return EXIT_OK
+    others = other_specs(run_dir, plan)
+    if others and not args.yes:  # --yes refuses with the same words
+        print(f"warning: {shared_message(run_dir, others)}", file=sys.stderr)
     try:
         garbage = collect(plan, run_dir) if args.yes else find_garbage(plan, run_dir)
     except ExecutorError as exc:
@@ -317,7 +321,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     for g in garbage:
         counts[g.what] = counts.get(g.what, 0) + 1
     names = {"artifact": "artifact", "work": "work dir", "temp": "temp dir", "log": "log",
-             "metrics": "metrics file", "report": "report folder"}
+             "metrics": "metrics file", "report": "report folder", "cache": "score cache"}
     summary = ", ".join(f"{n} {names[what]}{'' if n == 1 else 's'}" for what, n in sorted(counts.items()))
     total = humanize(sum(g.bytes for g in garbage), "B")
     if args.yes:
@@ -340,16 +344,22 @@ def cmd_lsp(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _tokenizer_option(args: argparse.Namespace) -> None:
+    """An explicit --tokenizer must be one: a wrong folder is a usage error, never ignored."""
+    if args.tokenizer and not cli_paths.is_tokenizer(args.tokenizer):
+        raise UsageError(f"--tokenizer {args.tokenizer}: not a herd tokenizer artifact (no tokenizer.json "
+                         "with a tokenizer.model beside it)\nhint: pass the output folder of a "
+                         "tokenizer.train or tokenizer.load job (`herd path SPEC tokenizer.NAME`), "
+                         "or leave --tokenizer out to use the checkpoint's own")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     cli_paths.model_checkpoint(args.checkpoint)
     from runtime.data.tokenizer import checkpoint_tokenizer
     from runtime.model import export_hf
     from runtime.model.checkpoint import OutputExistsError, read_meta
 
-    if args.tokenizer and not cli_paths.is_tokenizer(args.tokenizer):
-        raise UsageError(f"--tokenizer {args.tokenizer}: not a herd tokenizer artifact (no tokenizer.json "
-                         "with a tokenizer.model beside it)\nhint: pass the output folder of a "
-                         "tokenizer.train or tokenizer.load job")
+    _tokenizer_option(args)
     tokenizer = checkpoint_tokenizer(Path(args.checkpoint), read_meta(args.checkpoint), args.tokenizer)
     try:
         export_hf(args.checkpoint, args.output, force=args.force, tokenizer_dir=tokenizer)
@@ -379,6 +389,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.system is not None and not args.chat:
         raise UsageError("--system needs --chat (a raw completion has no system message)")
     cli_paths.model_checkpoint(args.checkpoint)
+    _tokenizer_option(args)
     from runtime.chat import generate_cli
 
     return generate_cli(args)
@@ -386,6 +397,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     cli_paths.model_checkpoint(args.checkpoint)
+    _tokenizer_option(args)
     from runtime.chat import chat_cli
 
     return chat_cli(args)

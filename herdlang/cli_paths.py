@@ -108,7 +108,9 @@ def model_checkpoint(path: str) -> None:
     if isinstance(meta, dict) and meta.get("format") == "herd.checkpoint/1":
         return
     manifest = _json(root / "manifest.json")
-    if isinstance(manifest, dict) and manifest.get("format") == "herd.store/1" and manifest.get("kind"):
+    # a model job's entry with a damaged meta.json is left to the loader, which says what is wrong
+    if (isinstance(manifest, dict) and manifest.get("format") == "herd.store/1" and manifest.get("kind")
+            and manifest["kind"] not in CHECKPOINT_KINDS):
         job = f" of job {manifest['job']}" if manifest.get("job") else ""
         raise UserError(
             f"{path} is a {manifest['kind']} artifact{job}, not a model checkpoint\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -520,6 +521,23 @@ def test_export_without_a_tokenizer_says_so_and_a_wrong_one_is_refused(tmp_path:
     assert "hint: pass --tokenizer DIR" in out.stderr
     out = herd("export", ckpt, "-o", tmp_path / "b", "--tokenizer", ckpt)
     assert out.returncode == 2 and "not a herd tokenizer artifact" in out.stderr
+    for command in (["generate", ckpt, "--prompt", "hi"], ["chat", ckpt]):  # never silently ignored
+        out = herd(*command, "--tokenizer", ckpt)
+        assert out.returncode == 2 and "not a herd tokenizer artifact" in out.stderr
+
+
+def test_a_model_entry_with_a_damaged_meta_json_is_reported_as_damaged(tmp_path: Path, checkpoints) -> None:
+    """A train.pretrain store entry is a model checkpoint even when its meta.json is broken:
+    the loader says what is wrong with it, rather than "not a model checkpoint"."""
+    ckpt, _ = checkpoints
+    entry = tmp_path / "entry"
+    shutil.copytree(ckpt, entry)
+    (entry / "manifest.json").write_text(json.dumps({"format": "herd.store/1", "kind": "train.pretrain",
+                                                     "job": "train.base"}))
+    (entry / "meta.json").write_text("{ broken")
+    out = herd("generate", entry, "--prompt", "hi")
+    assert out.returncode == 1 and "not a model checkpoint" not in out.stderr
+    assert "meta.json" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_exporting_another_kind_of_artifact_names_its_kind(tmp_path: Path, checkpoints) -> None:

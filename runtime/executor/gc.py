@@ -30,7 +30,7 @@ OWNER = "owner.json"
 @dataclass(frozen=True)
 class Garbage:
     path: Path
-    what: str  # "artifact", "work", "log", "metrics", "report", "temp"
+    what: str  # "artifact", "work", "log", "metrics", "report", "temp", "cache"
     job: str  # the job it belonged to, when known
     bytes: int
 
@@ -92,8 +92,7 @@ def find_garbage(plan: Plan, run_dir: Path) -> list[Garbage]:
     for kind_dir in _entries(run_dir / "cache"):
         for path in _entries(kind_dir):
             if path.is_dir() and not _cache_in_use(path, store, live_fps, live_inputs):
-                # listed as work: `herd gc` names only the kinds it knows (see the docs)
-                found.append(Garbage(path, "work", path.relative_to(run_dir).as_posix(), _size(path)))
+                found.append(Garbage(path, "cache", path.relative_to(run_dir).as_posix(), _size(path)))
     for path in _entries(run_dir / "report"):  # rebuilt by every run; stale until the next
         if path.is_dir() and path.name not in live_ids:
             found.append(Garbage(path, "report", path.name, _size(path)))

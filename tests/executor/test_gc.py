@@ -102,7 +102,7 @@ def test_score_caches_are_kept_while_a_live_job_reads_their_input(run_dir: tuple
         (scores / key / "part-00000.jsonl.scores.npz").write_bytes(b"z" * 10)
     listed = {g.path.name: g for g in find_garbage(plan, runs / "tiny")}
     assert "gone" in listed and "live" not in listed
-    assert listed["gone"].job == "cache/scores/gone"
+    assert listed["gone"].job == "cache/scores/gone" and listed["gone"].what == "cache"
 
 
 def test_gc_refuses_a_run_folder_another_spec_with_the_same_name_uses(tmp_path: Path, capsys) -> None:
