@@ -30,6 +30,9 @@ from herdlang.types import (
     Word,
 )
 
+# Seeds reach torch.manual_seed and numpy after offsets (rank, round, step): 32 bits keeps
+# every sum in range, as torch's own seeds are.
+SEED_MAX = 2**32 - 1
 
 class Block(Strict):
     """A top-level block. `named` says whether `kind NAME { }` needs its NAME."""
@@ -230,7 +233,7 @@ class DataBlock(Block):
     doc: ClassVar[str] = "Documents: sources, then dedup and filter steps in order."
     steps: list[DataStep] = Field(default_factory=list)
     val_fraction: Fraction = Field(0.01, ge=0, lt=1)
-    seed: Int = Field(0, ge=0, description=(
+    seed: Int = Field(0, ge=0, le=SEED_MAX, description=(
         "Seeds the validation split (which documents are held out) and the order in which "
         "training reads this stage's documents."))
 
@@ -240,7 +243,7 @@ class MixBlock(Block):
     options: ClassVar[tuple[str, ...]] = ("max_epochs", "seed")
     weights: dict[str, Fraction] = Field(default_factory=dict)
     max_epochs: Number = Field(4.0, gt=0)
-    seed: Int | None = Field(None, ge=0, description=(
+    seed: Int | None = Field(None, ge=0, le=SEED_MAX, description=(
         "Seeds the order in which training reads each stage's documents; unset, the run's seed."))
 
     @model_validator(mode="before")
@@ -271,7 +274,7 @@ class PretrainBlock(Block):
     optimizer: AdamW
     schedule: Schedule = Schedule()
     clip: Number = Field(1.0, gt=0)
-    seed: Int | None = Field(None, ge=0)
+    seed: Int | None = Field(None, ge=0, le=SEED_MAX)
     checkpoint_every: Steps | None = Field(None, gt=0)
     eval_every: Steps | None = Field(None, gt=0)
     evals: Annotated[list[Ref], ListOf] = ["perplexity"]
@@ -293,7 +296,7 @@ class ExtendBlock(Block):
     gate: dict[str, Annotated[Condition, CondOf]] = Field(default_factory=dict)
     max_extra: Fraction = Field(0.5, ge=0)
     evals: Annotated[list[Ref], ListOf] = []  # run after the last increment (reported, not gating)
-    seed: Int | None = Field(None, ge=0)
+    seed: Int | None = Field(None, ge=0, le=SEED_MAX)
 
 
 class AnnealBlock(Block):
@@ -309,7 +312,7 @@ class AnnealBlock(Block):
     batch: Annotated[list[BatchStep], RampOf] | None = None
     context: Length | None = Field(None, gt=0)
     evals: Annotated[list[Ref], ListOf] = ["perplexity"]
-    seed: Int | None = Field(None, ge=0)
+    seed: Int | None = Field(None, ge=0, le=SEED_MAX)
 
 
 def _post_checkpoint_every() -> Any:
@@ -373,7 +376,7 @@ class PosttrainBlock(Block):
     dpo: DPOStep | None = None
     average: Bool | Annotated[list[Ref], ListOf] = False
     evals: Annotated[list[Ref], ListOf] = ["tasks"]
-    seed: Int | None = Field(None, ge=0)
+    seed: Int | None = Field(None, ge=0, le=SEED_MAX)
 
 
 class EvalBlock(Block):
@@ -397,7 +400,7 @@ class ScalingBlock(Block):
     forecast: Ref | None = Field(None, description=(
         "An eval that reports accuracy and the answer's NLL (`choice`): each run is scored "
         "on it and the fit forecasts its accuracy at `target` (the paper's two steps)."))
-    seed: Int | None = Field(None, ge=0)
+    seed: Int | None = Field(None, ge=0, le=SEED_MAX)
 
 
 class ProbeBlock(Block):
@@ -412,7 +415,7 @@ class ProbeBlock(Block):
     threshold: Number = Field(0.01, ge=0, description=(
         "The smallest mean change that counts: a loss (nats) or an accuracy (`2%`) that moves "
         "less than this either way is called neutral, not helps or hurts."))
-    seed: Int | None = Field(None, ge=0)
+    seed: Int | None = Field(None, ge=0, le=SEED_MAX)
 
 
 class Hardware(Strict):
@@ -440,7 +443,7 @@ class Parallel(Strict):
 class RunBlock(Block):
     doc: ClassVar[str] = "Run settings: seed, device, workers, hardware and parallel layout."
     named: ClassVar[bool] = False
-    seed: Int = Field(0, ge=0)
+    seed: Int = Field(0, ge=0, le=SEED_MAX)
     device: Annotated[Literal["auto", "cpu", "cuda"], Word] = "auto"
     workers: Int = Field(2, ge=1)
     precision: Annotated[Literal["bf16", "fp32"], Word] = "bf16"

@@ -37,6 +37,8 @@ CASES = [
     ("layers    = 4", "layers    = 0", "layers: must be at least 1, got 0"),
     ("eps = 1e-5", "eps = 0", "norm.eps: must be positive, got 0"),
     ("seed      = 0", "seed      = -1", "seed: cannot be negative, got -1"),
+    # torch.manual_seed overflows past 64 bits once offsets are added: seeds are 32-bit
+    ("seed      = 0", "seed      = 5_000_000_000", "seed: must be at most 4,294,967,295, got 5,000,000,000"),
     ("average = last(3)", "average = last(0)", "average: must be at least 1, got 0"),
     # the wrong kind of value
     ("layers    = 4", "layers    = four", "layers: expected a whole number, got 'four'"),
