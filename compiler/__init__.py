@@ -32,6 +32,8 @@ def compile_with_warnings(spec: Spec) -> tuple[Plan, list[Diagnostic]]:
     if errors:
         raise HerdError(_dedupe(res.diags))
     plan = lower(res)
+    if any(d.severity is Severity.ERROR for d in res.diags):  # found only once steps are known
+        raise HerdError(_dedupe(res.diags))
     warnings = _dedupe([d for d in res.diags if d.severity is Severity.WARNING])
     plan.warnings[:0] = [warning_line(d) for d in warnings]
     return plan, warnings

@@ -565,6 +565,10 @@ class Lowering:
         made = self._anneal_job(job_id, defined.name, source, model, mix, cfg.tokens, cfg.lr, context=cfg.context,
                                 batch_cfg=cfg.batch, peak_lr=cfg.peak_lr, keep=keep, seed=cfg.seed)
         out = job_id
+        if cfg.average and cfg.average.k > made["steps"]:  # one snapshot per step at most
+            self.res.error("H0407", f"anneal '{defined.name}' averages the last {cfg.average.k} checkpoints but "
+                           f"trains only {made['steps']:,} steps, keeping at most one checkpoint per step",
+                           defined.span("average"), f"average at most last({made['steps']}), or raise tokens")
         if cfg.average:
             out = f"average.{defined.name}"
             self.plan.add(Job(out, "model.average", defined.name, {"last": cfg.average.k}, {"checkpoints": job_id},

@@ -286,3 +286,11 @@ def test_a_wrong_part_of_a_mix_is_reported_at_its_name() -> None:
     assert (d.code, d.message) == ("H0302", "'tiny_mix' is a mix block, not a data stage")
     assert (d.span.line, d.span.column, d.span.end_column) == (40, 13, 21)  # `tiny_mix`, not `100%`
     assert d.hint == "expected data stage, one of: stdlib"
+
+
+def test_averaging_more_checkpoints_than_the_anneal_has_steps_is_an_error() -> None:
+    """The average job would fail only after annealing ("holds 13"): the plan knows the steps."""
+    [d] = errors_of(tiny(("average = last(3)", "average = last(1000)")))
+    assert d.code == "H0407" and "trains only 13 steps" in d.message and d.span.line == 69
+    assert d.hint == "average at most last(13), or raise tokens"
+    compile_spec(load_text(tiny(("average = last(3)", "average = last(13)")), "t.herd"))
