@@ -326,6 +326,8 @@ def humanize(n: float, unit: str = "") -> str:
         while x >= 1024 and i < len(_BINARY) - 1:
             x /= 1024
             i += 1
+        if x >= 1024:  # past the largest prefix: scientific, as counts past 1000T
+            return f"{sign}{abs(n):.2e}".replace("e+", "e") + " B"
         digits = _three_digits(x)
         if float(digits) >= 1024 and i < len(_BINARY) - 1:  # 1023.9 KiB rounds to 1024
             digits, i = _three_digits(float(digits) / 1024), i + 1

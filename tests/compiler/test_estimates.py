@@ -262,6 +262,7 @@ def test_the_papers_law_gives_605b_not_402b():
         (16 * GiB, "B", "16.0 GiB"),
         (1000, "B", "1000 B"),
         (1.5 * 2**50, "B", "1.50 PiB"),
+        (1e37, "B", "1.00e37 B"),  # past EiB: scientific, not 8 billion EiB
     ],
 )
 def test_humanize(value, unit, text):
