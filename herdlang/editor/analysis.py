@@ -520,6 +520,42 @@ class Context:
     call_key: str | None = None  # the key whose value holds that call
     in_string: bool = False
     in_list: bool = False
+    block_start: int | None = None  # offset just after the innermost enclosing `{`
+
+
+_GIVEN = re.compile(r"\b([A-Za-z_]\w*)\s*(?:>=|<=|>|<|=(?!=)|\{)")
+
+
+def given_keys(text: str, start: int) -> set[str]:
+    """The keys (and sections) already set in the block whose body starts at `start`, from
+    its own level only: nested blocks, calls, lists, strings and comments are blanked first."""
+    top: list[str] = []
+    depth, i, n = 0, start, len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':
+            j = i + 1
+            while j < n and text[j] not in '"\n':
+                j += 2 if text[j] == "\\" else 1
+            i = j + 1
+            top.append(" ")
+            continue
+        if c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        if c in "{([":
+            if depth == 0:
+                top.append(c)  # `gate {` is a section of this block
+            depth += 1
+        elif c in "})]":
+            if depth == 0:
+                break  # the block's own closing brace
+            depth -= 1
+        elif depth == 0:
+            top.append(c)
+        i += 1
+    return {m.group(1) for m in _GIVEN.finditer("".join(top))}
 
 
 _HEAD = re.compile(r"^\s*([A-Za-z_]\w*)(?:\s+([A-Za-z_]\w*))?")
@@ -547,6 +583,7 @@ def _block_head(head: str) -> tuple[str, str | None]:
 def context_at(text: str, offset: int) -> Context:
     """Scan to the cursor, tracking `{ }` block heads, `( )` calls and `[ ]` lists."""
     blocks: list[tuple[str, str | None]] = []
+    starts: list[int] = []  # where each open block's body begins
     parens: list[tuple[str | None, str | None]] = []  # (call name, key) per open paren
     brackets = 0
     seg_start = 0  # start of the current entry
@@ -572,10 +609,12 @@ def context_at(text: str, offset: int) -> Context:
             continue
         elif c == "{":
             blocks.append(_block_head(text[seg_start:i]))
+            starts.append(i + 1)
             parens, brackets, seg_start = [], 0, i + 1
         elif c == "}":
             if blocks:
                 blocks.pop()
+                starts.pop()
             parens, brackets, seg_start = [], 0, i + 1
         elif c == "(":
             before = text[seg_start:i]
@@ -596,4 +635,4 @@ def context_at(text: str, offset: int) -> Context:
         i += 1
     prefix = text[seg_start:offset]
     call, call_key = parens[-1] if parens else (None, None)
-    return Context(blocks, prefix, call, call_key, in_string, brackets > 0)
+    return Context(blocks, prefix, call, call_key, in_string, brackets > 0, starts[-1] if starts else None)

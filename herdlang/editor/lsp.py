@@ -507,7 +507,7 @@ def _complete(ls: HerdServer, path: Path | None, text: str, ctx: an.Context) -> 
         # or after a number its unit (`tokens = 2M tokens`)
         units = ([_item(u, _CK.Unit, "unit") for u in sorted(words().units)]
                  if re.search(r"\d[\w.]*\s+$", m.group(2)) else [])
-        return units + _keys_for(ls, path, text, chain)
+        return units + _not_given(_keys_for(ls, path, text, chain), text, ctx)
     if m:
         if not re.search(r"[\w.]*$", m.group(2)) or re.search(r"\d[\w.]*$", m.group(2)):
             return []
@@ -527,8 +527,17 @@ def _complete(ls: HerdServer, path: Path | None, text: str, ctx: an.Context) -> 
             return []
         return []
     if re.match(r"^\s*\w*$", prefix):
-        return _keys_for(ls, path, text, chain)
+        return _not_given(_keys_for(ls, path, text, chain), text, ctx)
     return []
+
+
+def _not_given(items: list[lsp.CompletionItem], text: str, ctx: an.Context) -> list[lsp.CompletionItem]:
+    """Drop keys and sections the block already sets (setting one twice is H0205); block and
+    step kinds (`dedup`, `filter`) may repeat and stay."""
+    if ctx.block_start is None:
+        return items
+    given = an.given_keys(text, ctx.block_start)
+    return [i for i in items if i.kind == _CK.Keyword or i.label not in given]
 
 
 _GATE_KINDS = ("short_context_recovery", "needle")

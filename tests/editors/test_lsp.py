@@ -205,8 +205,12 @@ async def test_completion_on_one_line_blocks_and_of_names_that_fit(client: Langu
     # entries share a line: after `ngram = 5  ` come the units of a number and the next key
     after_number = await _labels(client, uri, text, "ngram = 5  ", 11)
     assert {"tokens", "steps", "bands", "rows"} <= set(after_number)
-    # a mix's keys are data stages
-    assert "d2" in await _labels(client, uri, text, "d2 = 50%  ", 10)
+    # a mix's keys are data stages, each once: d2 is set already (twice would be H0205)
+    mix_keys = await _labels(client, uri, text, "d2 = 50%  ", 10)
+    assert "web" in mix_keys and "d2" not in mix_keys
+    # a block's keys already set are not offered again; nested calls' arguments do not count
+    assert "bands" in after_number and "ngram" not in after_number
+    assert "from" not in await _labels(client, uri, text, "gate {  } }", 10)
     # a model cannot extend itself
     assert "child" not in await _labels(client, uri, text, "child extends ", 14)
     # a scorer is the verifier or the stage's reward model, not an eval
