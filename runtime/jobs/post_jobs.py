@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from runtime.data.tokenizer import META_FILE, MODEL_FILE, Tokenizer, load_tokenizer
@@ -29,7 +30,7 @@ from runtime.post import datasets as D
 from runtime.post import resume
 from runtime.post import tasks as T
 from runtime.post import train as P
-from runtime.post.chat import encode_completion, encode_dialog, encode_prompt, shifted
+from runtime.post.chat import IGNORE, encode_completion, encode_dialog, encode_prompt, shifted
 from runtime.train.precision import training_autocast
 from runtime.train.schedule import lr_at
 
@@ -194,6 +195,10 @@ def data_dataset(ctx: JobContext) -> None:
         parse_as = "prompts" if fmt == "tasks" else fmt
         records, bad = D.read_jsonl(path, parse_as)
         seen = len(records) + len(bad)
+        if not seen:
+            raise JobFailed(f"{ctx.job_id}: {path} has no records (the file is empty or blank); "
+                            f"hint: one JSON object per line in the {fmt!r} format "
+                            "(see docs/posttraining.md)")
         max_bad = float(cfg.get("max_bad_fraction", 0.01))
         if not records or len(bad) / max(1, seen) > max_bad:
             listing = "\n  ".join(bad[:20])
@@ -207,12 +212,27 @@ def data_dataset(ctx: JobContext) -> None:
                             "bad_records": len(bad), "bad_samples": bad[:20]})
     lines = [f"- format `{fmt}`, verifier `{verifier}`, {seen:,} records"]
     lines += [f"- {k}: {v:,}" for k, v in meta["counts"].items() if v]
+    if meta.get("duplicates"):
+        lines += [f"- {meta['duplicates']:,} duplicated record(s), kept in the same split as their "
+                  "first copy"]
     if bad:
         lines += [f"- **{len(bad)} invalid record(s) skipped**:"] + [f"  - `{b}`" for b in bad[:5]]
     _report(ctx, "Dataset", lines)
 
 
 # --- eval.tasks -----------------------------------------------------------------------
+
+
+def checkable(meta: dict[str, Any], rec: dict[str, Any]) -> bool:
+    """Can the dataset's verifier judge a response to `rec`? (Generated tasks always can;
+    a JSONL record only with an `answer`.)"""
+    return (D.verifier(meta) or "exact") == "tasks" or "answer" in rec
+
+
+def _cell(text: str) -> str:
+    """Text for a markdown table cell in backticks: a `|`, newline or backtick in a model's
+    response would otherwise break the table."""
+    return text.replace("`", "'").replace("|", "\\|").replace("\n", "⏎")
 
 
 def check(meta: dict[str, Any], rec: dict[str, Any], response: str) -> bool:
@@ -244,9 +264,17 @@ def sample(model: Llama, tok: Tokenizer, prompts: list[dict[str, Any]], *, k: in
 def eval_tasks(ctx: JobContext) -> None:
     model, tok, meta = _load(ctx)
     params = ctx.config.get("params") or {}
-    prompts = D.load(ctx.inputs["dataset"], "val", "prompts")[: int(params.get("count", 200))]
+    held_out = D.load(ctx.inputs["dataset"], "val", "prompts")
+    if not held_out:
+        raise JobFailed(f"{ctx.job_id}: the dataset has no held-out prompts to evaluate; hint: "
+                        "raise its val_fraction or add records")
+    # A prompt with nothing to check against would count as wrong: 0% that means nothing.
+    prompts = [r for r in held_out if checkable(meta, r)][: int(params.get("count", 200))]
+    skipped = sum(1 for r in held_out if not checkable(meta, r))
     if not prompts:
-        raise JobFailed(f"{ctx.job_id}: the dataset has no held-out prompts to evaluate")
+        raise JobFailed(f"{ctx.job_id}: none of the dataset's {len(held_out)} held-out prompts has "
+                        "an answer to check; hint: give records an \"answer\" (format = prompts) or "
+                        "evaluate on a dataset with answers: eval held { kind = tasks  data = NAME }")
     ctx.progress.start(len(prompts), "prompts")
     results = sample(model, tok, prompts, max_new_tokens=int(params.get("max_new_tokens", 32)))
     ctx.progress.advance(len(prompts))
@@ -260,14 +288,16 @@ def eval_tasks(ctx: JobContext) -> None:
     correct = sum(sum(v) for v in per_kind.values())
     accuracy = correct / len(prompts)
     out = {"accuracy": accuracy, "correct": correct, "count": len(prompts),
-           "per_kind": {k: sum(v) / len(v) for k, v in sorted(per_kind.items())}}
+           "per_kind": {k: sum(v) / len(v) for k, v in sorted(per_kind.items())},
+           "skipped_without_answer": skipped}
     write_json(Path(ctx.out) / "eval.json", out)
     ctx.metric(stage="eval.tasks", accuracy=accuracy)
-    lines = [f"Greedy accuracy on {len(prompts)} held-out prompts: **{accuracy:.1%}**", "",
+    note = f" ({skipped} without an answer skipped)" if skipped else ""
+    lines = [f"Greedy accuracy on {len(prompts)} held-out prompts{note}: **{accuracy:.1%}**", "",
              "| kind | accuracy |", "|---|---|"]
     lines += [f"| {k} | {v:.1%} |" for k, v in out["per_kind"].items()]
     lines += ["", "| prompt | response | correct |", "|---|---|---|"]
-    lines += [f"| `{p}` | `{r}` | {'yes' if ok else 'no'} |" for p, r, ok in examples]
+    lines += [f"| `{_cell(p)}` | `{_cell(r)}` | {'yes' if ok else 'no'} |" for p, r, ok in examples]
     _report(ctx, "Task accuracy", lines)
 
 
@@ -278,6 +308,24 @@ def sft_examples(tok: Tokenizer, records: list[dict[str, Any]]) -> list[tuple[li
     return [shifted(encode_dialog(tok, r["messages"])) for r in records]
 
 
+def fit_context(examples: list[tuple[list[int], list[int]]], context: int
+                ) -> tuple[list[tuple[list[int], list[int]]], int, int]:
+    """(trainable examples, truncated, dropped): a conversation longer than the context is cut
+    to it (packing would do so anyway) and dropped when the cut leaves no assistant token to
+    train on — a batch of only such rows has a loss of 0/0 = NaN, which would turn every
+    weight into NaN without an error."""
+    kept, truncated, dropped = [], 0, 0
+    for inp, tgt in examples:
+        if len(inp) > context:
+            truncated += 1
+            inp, tgt = inp[:context], tgt[:context]
+        if all(t == IGNORE for t in tgt):
+            dropped += 1
+            continue
+        kept.append((inp, tgt))
+    return kept, truncated, dropped
+
+
 @register("post.sft")
 def post_sft(ctx: JobContext) -> None:
     model, tok, _ = _load(ctx)
@@ -286,9 +334,22 @@ def post_sft(ctx: JobContext) -> None:
     if "samples" in ctx.inputs:
         records += D.load(ctx.inputs["samples"], "train", "sft")
     if not records:
-        raise JobFailed(f"{ctx.job_id}: no SFT conversations in the dataset")
+        why = ""
+        if "samples" in ctx.inputs:
+            why = (" and rejection sampling accepted no sample; hint: raise its k, lower the task "
+                   "difficulty, or add SFT conversations (format = messages) to train on")
+        raise JobFailed(f"{ctx.job_id}: no SFT conversations in the dataset{why}")
     context = int(cfg.get("context", model.args.max_context))
-    rows = P.pack(sft_examples(tok, records), context)
+    examples, truncated, dropped = fit_context(sft_examples(tok, records), context)
+    if truncated:
+        ctx.log.warning("%s: %d of %d conversations are longer than the context (%d tokens) and "
+                        "were cut; %d lost every assistant token and were dropped", ctx.job_id,
+                        truncated, len(records), context, dropped)
+    if not examples:
+        raise JobFailed(f"{ctx.job_id}: all {len(records)} SFT conversations are longer than the "
+                        f"context ({context} tokens) before their first assistant token; hint: "
+                        "shorten the prompts or train a model with a longer context")
+    rows = P.pack(examples, context)
     lr = float(cfg.get("lr", 1e-4))
     t0 = time.perf_counter()
 
@@ -302,9 +363,12 @@ def post_sft(ctx: JobContext) -> None:
     _save(ctx, model, steps)
     first, last = _mean(history, "loss", False), _mean(history, "loss", True)
     write_json(Path(ctx.out) / "train.json", {"steps": steps, "conversations": len(records),
+                                              "truncated": truncated, "dropped_too_long": dropped,
                                               "rows": len(rows), "loss_first": first, "loss_last": last})
-    _report(ctx, "SFT", [f"- {len(records):,} conversations packed into {len(rows):,} rows of "
-                         f"<= {context} tokens", f"- {steps} steps, peak lr {lr:g}, "
+    cut = (f" ({truncated} cut to the context, {dropped} of them dropped: no assistant token "
+           "left)" if truncated else "")
+    _report(ctx, "SFT", [f"- {len(records) - dropped:,} conversations packed into {len(rows):,} rows of "
+                         f"<= {context} tokens{cut}", f"- {steps} steps, peak lr {lr:g}, "
                          + describe_schedule(post_schedule(cfg, steps)),
                          f"- masked loss {first:.3f} -> {last:.3f} "
                          f"({time.perf_counter() - t0:.1f} s)"])
@@ -329,6 +393,38 @@ def preference_batch(tok: Tokenizer, recs: list[dict[str, Any]], mask_formatting
     return tokens[:n], targets[:n], tokens[n:], targets[n:]
 
 
+def fitting_pairs(tok: Tokenizer, prefs: list[dict[str, Any]], context: int
+                  ) -> tuple[list[dict[str, Any]], int]:
+    """(pairs whose chosen and rejected conversations both fit the context, number left out).
+    A longer one would run the model past the positions it was trained on (RoPE extrapolates
+    without an error) and cutting it would cut the responses being compared. The reference
+    and DPO jobs select with the same rule, so their pairs line up index for index."""
+    kept = [r for r in prefs
+            if max(len(encode_completion(tok, r["prompt"], r[side]).tokens)
+                   for side in ("chosen", "rejected")) <= context]
+    return kept, len(prefs) - len(kept)
+
+
+def _pairs(ctx: JobContext, tok: Tokenizer, model: Llama, split: str = "train"
+           ) -> list[dict[str, Any]]:
+    """The dataset's preference pairs of `split` that fit the model's context, or a JobFailed."""
+    prefs = D.load(ctx.inputs["dataset"], split, "preferences")
+    if not prefs:
+        if split != "train":
+            return []
+        raise JobFailed(f"{ctx.job_id}: the dataset has no preference pairs")
+    context = int(model.args.max_context)
+    kept, left_out = fitting_pairs(tok, prefs, context)
+    if left_out:
+        ctx.log.warning("%s: %d of %d %s pairs are longer than the context (%d tokens) and are "
+                        "left out", ctx.job_id, left_out, len(prefs), split, context)
+    if not kept and split == "train":
+        raise JobFailed(f"{ctx.job_id}: all {len(prefs)} preference pairs are longer than the "
+                        f"model's context ({context} tokens); hint: shorten them or train a model "
+                        "with a longer context")
+    return kept
+
+
 def _mask_flag(ctx: JobContext) -> bool:
     mask = ctx.config.get("mask", "formatting_tokens")
     if mask not in ("formatting_tokens", "none"):
@@ -343,9 +439,7 @@ REFERENCE = "reference.safetensors"
 def post_dpo_reference(ctx: JobContext) -> None:
     """Reference log-probs once, so DPO never holds a second model."""
     model, tok, _ = _load(ctx)
-    prefs = D.load(ctx.inputs["dataset"], "train", "preferences")
-    if not prefs:
-        raise JobFailed(f"{ctx.job_id}: the dataset has no preference pairs")
+    prefs = _pairs(ctx, tok, model)
     masked = _mask_flag(ctx)
     chosen, rejected = [], []
     model.eval()
@@ -358,9 +452,31 @@ def post_dpo_reference(ctx: JobContext) -> None:
             ctx.progress.advance(len(prefs[i : i + 32]))
     save_file({"chosen": torch.cat(chosen).contiguous(), "rejected": torch.cat(rejected).contiguous()},
               str(Path(ctx.out) / REFERENCE), metadata={"mask": ctx.config.get("mask", "formatting_tokens"),
-                                                        "pairs": str(len(prefs))})
+                                                        "pairs": str(len(prefs)),
+                                                        "checkpoint": Path(ctx.inputs["checkpoint"]).name})
     _report(ctx, "DPO reference", [f"- reference log-probs of {len(prefs):,} pairs "
                                    f"(mask `{ctx.config.get('mask', 'formatting_tokens')}`)"])
+
+
+def check_reference(ctx: JobContext, path: Path) -> None:
+    """Refuse a reference computed under another mask or from another model than the policy
+    DPO starts from: the implicit rewards β·(π − r) would then measure the wrong thing and
+    training would go on without an error. (References written before these fields were
+    recorded are not checked for them.)"""
+    if not path.is_file():
+        raise JobFailed(f"{ctx.job_id}: {path} not found; hint: the 'reference' input must be the "
+                        "output of a post.dpo_reference job")
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    mask = ctx.config.get("mask", "formatting_tokens")
+    if meta.get("mask", mask) != mask:
+        raise JobFailed(f"{ctx.job_id}: the reference log-probs were computed with mask "
+                        f"{meta['mask']!r} but DPO uses {mask!r}; hint: give both the same mask")
+    start = Path(ctx.inputs["checkpoint"]).name
+    if meta.get("checkpoint", start) != start:
+        raise JobFailed(f"{ctx.job_id}: the reference log-probs come from checkpoint "
+                        f"{meta['checkpoint']!r} but DPO starts from {start!r}; hint: the "
+                        "reference model must be the policy DPO starts from")
 
 
 @register("post.dpo")
@@ -368,11 +484,11 @@ def post_dpo(ctx: JobContext) -> None:
     _need(ctx, "reference")
     model, tok, _ = _load(ctx)
     cfg = ctx.config
-    prefs = D.load(ctx.inputs["dataset"], "train", "preferences")
-    if not prefs:
-        raise JobFailed(f"{ctx.job_id}: the dataset has no preference pairs")
+    prefs = _pairs(ctx, tok, model)
     dev = _device_of(model)
-    ref = load_file(str(Path(ctx.inputs["reference"]) / REFERENCE), device=str(dev))
+    ref_path = Path(ctx.inputs["reference"]) / REFERENCE
+    check_reference(ctx, ref_path)
+    ref = load_file(str(ref_path), device=str(dev))
     if len(ref["chosen"]) != len(prefs):
         raise JobFailed(f"{ctx.job_id}: the reference has {len(ref['chosen'])} pairs, the dataset "
                         f"{len(prefs)}; hint: the reference must come from the same dataset")
@@ -411,16 +527,26 @@ def _pair_tensors(tok: Tokenizer, recs: list[dict[str, Any]], device: torch.devi
 
 
 def pair_accuracy(rm: P.RewardModel, tok: Tokenizer, recs: list[dict[str, Any]]) -> float:
-    """Fraction of pairs whose chosen response scores strictly above the rejected one."""
+    """Fraction of pairs whose chosen response scores strictly above the rejected one (a tie
+    counts as wrong; `pair_ties` says how many there are)."""
+    return pair_outcomes(rm, tok, recs)[0]
+
+
+def pair_outcomes(rm: P.RewardModel, tok: Tokenizer, recs: list[dict[str, Any]]
+                  ) -> tuple[float, int]:
+    """(accuracy, ties): a reward model that scores everything alike has 0% accuracy, and the
+    tie count tells that apart from one that prefers the rejected responses."""
     if not recs:
-        return float("nan")
+        return float("nan"), 0
     rm.eval()
-    wins = 0
+    wins = ties = 0
     with torch.no_grad():
         for i in range(0, len(recs), 32):
             ct, cl, rt, rl = _pair_tensors(tok, recs[i : i + 32], _device_of(rm))
-            wins += int((rm(ct, cl) > rm(rt, rl)).sum())
-    return wins / len(recs)
+            chosen, rejected = rm(ct, cl), rm(rt, rl)
+            wins += int((chosen > rejected).sum())
+            ties += int((chosen == rejected).sum())
+    return wins / len(recs), ties
 
 
 def load_reward_model(ctx: JobContext, role: str = "reward_model") -> P.RewardModel:
@@ -448,10 +574,8 @@ def score_responses(rm: P.RewardModel, tok: Tokenizer, prompt: list[dict[str, st
 def post_reward_model(ctx: JobContext) -> None:
     model, tok, _ = _load(ctx)
     cfg = ctx.config
-    train = D.load(ctx.inputs["dataset"], "train", "preferences")
-    val = D.load(ctx.inputs["dataset"], "val", "preferences")
-    if not train:
-        raise JobFailed(f"{ctx.job_id}: the dataset has no preference pairs")
+    train = _pairs(ctx, tok, model)
+    val = _pairs(ctx, tok, model, "val")
     rm = P.RewardModel(model).to(_device_of(model))
     lr = float(cfg.get("lr", 1e-5))
 
@@ -462,12 +586,13 @@ def post_reward_model(ctx: JobContext) -> None:
     # The fresh head starts at zero: it gets a larger rate than the pretrained body.
     steps, history = train_loop(ctx, rm, [(list(rm.base.parameters()), lr),
                                           (list(rm.head.parameters()), lr * 100)], len(train), step_fn)
-    accuracy = pair_accuracy(rm, tok, val)
-    train_accuracy = pair_accuracy(rm, tok, train[:256])
+    accuracy, ties = pair_outcomes(rm, tok, val)
+    train_accuracy, train_ties = pair_outcomes(rm, tok, train[:256])
     _save(ctx, rm.base, steps)
     save_file({k: v.detach().cpu().contiguous() for k, v in rm.head.state_dict().items()},
               str(Path(ctx.out) / HEAD))
     result = {"accuracy": accuracy, "train_accuracy": train_accuracy, "pairs": len(val),
+              "ties": ties, "train_ties": train_ties,
               "loss_first": _mean(history, "loss", False), "loss_last": _mean(history, "loss", True)}
     write_json(Path(ctx.out) / "eval.json", result)
     ctx.metric(stage="post.reward_model", heldout_pair_accuracy=accuracy)
@@ -475,6 +600,9 @@ def post_reward_model(ctx: JobContext) -> None:
             [f"- Bradley–Terry on {len(train):,} pairs, {steps} steps",
              f"- held-out pair accuracy **{accuracy:.1%}** ({len(val)} pairs), "
              f"train {train_accuracy:.1%}",
+             *([f"- **{ties} held-out and {train_ties} training pair(s) scored as ties** (counted "
+                "as wrong): the reward model does not tell these responses apart"]
+               if ties or train_ties else []),
              f"- loss {result['loss_first']:.3f} -> {result['loss_last']:.3f}"])
 
 
@@ -542,7 +670,12 @@ def post_rejection_sampling(ctx: JobContext) -> None:
                                          "counts": {"train.sft": len(kept)}, **stats})
     write_json(Path(ctx.out) / "stats.json", stats)
     ctx.metric(stage="post.rejection_sampling", acceptance_rate=stats["acceptance_rate"])
+    if not kept:
+        ctx.log.warning("%s: no sample was accepted; the next SFT trains on its dataset's "
+                        "conversations only", ctx.job_id)
     acc = "" if stats["sample_accuracy"] is None else f", sample accuracy {stats['sample_accuracy']:.1%}"
     _report(ctx, "Rejection sampling",
             [f"- {len(prompts)} prompts x {k} samples, scored by `{scorer}`{acc}",
-             f"- kept {len(kept)} ({stats['acceptance_rate']:.1%} of prompts) as new SFT data"])
+             f"- kept {len(kept)} ({stats['acceptance_rate']:.1%} of prompts) as new SFT data",
+             *(["- **no sample was accepted**: the next SFT trains on its dataset's conversations "
+                "only (and fails if it has none)"] if not kept else [])])

@@ -97,6 +97,7 @@ def scaling_fit(ctx: JobContext) -> None:
         "runs": [{k: r[k] for k in ("input", "budget", "model", "params", "tokens", "loss")}
                  for r in rows],
         "warnings": fit.warnings,
+        "determined": fit.determined,
     }
     out = Path(ctx.out)
     forecast = _forecast(ctx, fit, runs, float(target or 10 * max(r["budget"] for r in runs)))
@@ -107,7 +108,7 @@ def scaling_fit(ctx: JobContext) -> None:
     write_json(out / "law.json", law)
     stats: dict[str, Any] = {"alpha": round(fit.law.alpha, 4), "A": float(f"{fit.law.A:.4g}"),
                              "budgets": len(fit.optima), "runs": len(rows),
-                             "warnings": len(fit.warnings)}
+                             "warnings": len(fit.warnings), "determined": fit.determined}
     if prediction:
         stats["target"] = prediction["budget"]
         stats["optimal_tokens"] = round(prediction["tokens"])
@@ -144,10 +145,15 @@ def _forecast(ctx: JobContext, fit: ScalingFit, runs: list[dict[str, Any]],
             raise JobFailed(f"{ctx.job_id}: input {role!r}: eval.json lacks accuracy, nll or "
                             "chance (the forecast needs a choice eval)") from None
     try:
-        return forecast_accuracy([(o.budget, o.optimal_tokens) for o in fit.optima], points,
-                                 chance or 0.0, target)
+        forecast = forecast_accuracy([(o.budget, o.optimal_tokens) for o in fit.optima], points,
+                                     chance or 0.0, target)
     except FitError as exc:
         raise JobFailed(f"{ctx.job_id}: forecast: {exc}") from exc
+    if not fit.determined:  # step 1 reads each budget's NLL at an optimum that is only a grid edge
+        forecast.warnings.insert(0, "every budget's optimum is clamped to the edge of its sizes, "
+                                 "so the compute-optimal NLLs are not optima and the forecast is "
+                                 "not supported; widen the sweep's sizes")
+    return forecast
 
 
 def _forecast_report(name: str, f: AccuracyForecast) -> list[str]:
@@ -210,7 +216,12 @@ def _forecast_figure(path: Path, f: AccuracyForecast) -> None:
 def _fit_report(fit: ScalingFit, rows: list[dict[str, Any]],
                 prediction: dict[str, float] | None) -> list[str]:
     law = fit.law
-    lines = ["### Scaling law", "",
+    lines = ["### Scaling law", ""]
+    if not fit.determined:
+        lines += ["**Not determined: every budget's optimum lies at the edge of its sampled "
+                  "sizes, so the figures below follow the sweep's grid, not the data (see the "
+                  "warnings).**", ""]
+    lines += [
              f"N\\*(C) = A·C^α with **α = {law.alpha:.4f}**, **A = {law.A:.4g}** "
              f"(least squares in log space over {len(fit.optima)} budgets; "
              f"max |ln residual| = {max(abs(r) for r in law.residuals):.3g}).", ""]

@@ -37,7 +37,10 @@ class BadRecord(ValueError):
 
 def _messages(value: Any, field: str) -> list[dict[str, str]]:
     if isinstance(value, str):
-        return [{"role": "assistant" if field in ("chosen", "rejected") else "user", "content": value}]
+        role = "assistant" if field in ("chosen", "rejected") else "user"
+        if role == "assistant" and not value.strip():
+            raise BadRecord(f"{field!r} is empty; an empty response has nothing to train on")
+        return [{"role": role, "content": value}]
     if not isinstance(value, list) or not value:
         raise BadRecord(f"{field!r} must be a string or a non-empty list of messages")
     out = []
@@ -49,6 +52,9 @@ def _messages(value: Any, field: str) -> list[dict[str, str]]:
             raise BadRecord(f"{field}[{i}].role is {role!r}; expected one of {', '.join(ROLES)}")
         if not isinstance(content, str):
             raise BadRecord(f"{field}[{i}].content must be a string")
+        if role == "assistant" and not content.strip():
+            # SFT would teach the model to stop at once; DPO would compare nothing with it.
+            raise BadRecord(f"{field}[{i}] is an assistant turn with empty content")
         out.append({"role": role, "content": content})
     return out
 
@@ -169,11 +175,29 @@ def split(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]
     return sorted(order[n_val:]), sorted(order[:n_val])
 
 
+def split_unique(views: dict[str, list[Record]], val_fraction: float, seed: int
+                 ) -> tuple[list[int], list[int], int]:
+    """(train, val, duplicates): a `split` over the distinct source records, so copies of one
+    record all land in the same split — a duplicate in both would put a validation record in
+    training. Without duplicates this is exactly `split(n, ...)`."""
+    n = max(len(v) for v in views.values())
+    keys = [json.dumps([v[i] if i < len(v) else None for v in views.values()], sort_keys=True)
+            for i in range(n)]
+    first: dict[str, int] = {}
+    for key in keys:
+        first.setdefault(key, len(first))
+    train_u, val_u = split(len(first), val_fraction, seed)
+    in_val = set(val_u)
+    train = [i for i in range(n) if first[keys[i]] not in in_val]
+    val = [i for i in range(n) if first[keys[i]] in in_val]
+    return train, val, n - len(first)
+
+
 def write_dataset(out: Path, views: dict[str, list[Record]], val_fraction: float, seed: int,
                   meta: dict[str, Any]) -> dict[str, Any]:
-    """Write the artifact; every view splits by the same source indices (no val leakage)."""
-    n = max(len(v) for v in views.values())
-    train_idx, val_idx = split(n, val_fraction, seed)
+    """Write the artifact; every view splits by the same source indices (no val leakage),
+    duplicated records kept together (`duplicates` in the metadata counts the extra copies)."""
+    train_idx, val_idx, duplicates = split_unique(views, val_fraction, seed)
     counts: dict[str, int] = {}
     for kind in KINDS:
         recs = views.get(kind, [])
@@ -183,7 +207,7 @@ def write_dataset(out: Path, views: dict[str, list[Record]], val_fraction: float
                 for r in rows:
                     f.write(json.dumps(r, ensure_ascii=False) + "\n")
             counts[f"{name}.{kind}"] = len(rows)
-    full = {**meta, "counts": counts}
+    full = {**meta, "duplicates": duplicates, "counts": counts}
     (out / META).write_text(json.dumps(full, indent=1) + "\n", encoding="utf-8")
     return full
 

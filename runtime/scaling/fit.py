@@ -98,6 +98,12 @@ class ScalingFit:
     law: PowerLaw
     warnings: list[str]
 
+    @property
+    def determined(self) -> bool:
+        """Did at least one budget find its optimum inside its sampled sizes? When every
+        optimum is clamped, α and A only describe the edges of the sweep's grid."""
+        return any(not o.clamped for o in self.optima)
+
 
 def _finite_positive(values: Iterable[float], what: str) -> np.ndarray:
     arr = np.asarray(list(values), dtype=float)
@@ -189,6 +195,11 @@ def fit_isoflop(runs: Iterable[tuple[float, float, float]]) -> ScalingFit:
         optima.append(fit_budget(budget, [p[0] for p in pts], [p[1] for p in pts]))
     law = fit_power_law([o.budget for o in optima], [o.optimal_tokens for o in optima])
     warnings = [o.warning for o in optima if o.warning]
+    if all(o.clamped for o in optima):
+        warnings.insert(0, "every budget's optimum is clamped to the edge of its sampled sizes, so "
+                        "the law (and its prediction) describes the sweep's grid, not a compute-"
+                        "optimal size: do not use it; widen the sizes (or raise the budgets) until "
+                        "each budget's loss has a minimum between its smallest and largest model")
     if len(optima) == 2:
         warnings.append("only 2 budgets: the power law passes through both exactly, so its "
                         "residuals say nothing about how well it fits; add a third budget")

@@ -150,6 +150,9 @@ def forecast_accuracy(optima: Sequence[tuple[float, float]],
     if beta >= 0:
         warnings.append(f"the compute-optimal NLL does not fall with compute (beta = {beta:.3g}): "
                         "the forecast extrapolates no improvement")
+    if len(budgets) == 2:
+        warnings.append("only 2 budgets: the NLL-vs-compute line passes through both exactly, so "
+                        "nothing checks the extrapolation to the target; add a third budget")
     accs = [r[3] for r in runs]
     if max(accs) - min(accs) < 0.05:
         warnings.append("accuracy barely varies across the sweep: the sigmoid is poorly "

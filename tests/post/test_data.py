@@ -76,8 +76,9 @@ def test_dataset_job_generates_tasks_with_disjoint_splits(job):
 
 def test_dataset_job_counts_bad_records_and_fails_over_the_limit(job, tmp_path):
     path = tmp_path / "chat.jsonl"
-    good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
-    path.write_text("\n".join([json.dumps(good)] * 9 + ['{"messages": []}']) + "\n")
+    good = [{"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "yo"}]}
+            for i in range(9)]
+    path.write_text("\n".join([json.dumps(g) for g in good] + ['{"messages": []}']) + "\n")
     out = job("data.dataset", {"format": "messages", "path": str(path), "val_fraction": 0.1,
                                "max_bad_fraction": 0.2})
     meta = D.load_meta(out)

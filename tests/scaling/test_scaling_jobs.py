@@ -89,6 +89,28 @@ def test_scaling_fit_warns_when_the_minimum_is_off_the_grid(tmp_path: Path) -> N
     assert "outside the sampled range" in (ctx.out / "report.md").read_text()
 
 
+def test_a_law_from_optima_that_are_all_clamped_says_it_is_not_determined(tmp_path: Path) -> None:
+    """When no budget has its minimum inside its sizes, each optimum is a grid edge: the line
+    through them fits perfectly (here α comes out near 1: the same smallest size at every
+    budget) yet describes the grid, not the data. The law says so at the top of the report."""
+    config, inputs = sweep(tmp_path, sizes={"a": 2_000_000, "b": 4_000_000, "c": 8_000_000})
+    ctx = make_ctx(tmp_path, "scaling.fit", config, inputs)
+    scaling_fit(ctx)
+    law = json.loads((ctx.out / "law.json").read_text())
+    assert law["determined"] is False and "do not use it" in law["warnings"][0]
+    assert json.loads((ctx.out / "stats.json").read_text())["determined"] is False
+    report = (ctx.out / "report.md").read_text()
+    assert report.index("Not determined") < report.index("α =")
+
+
+def test_a_law_with_an_optimum_inside_the_sizes_is_determined(tmp_path: Path) -> None:
+    config, inputs = sweep(tmp_path)
+    ctx = make_ctx(tmp_path, "scaling.fit", config, inputs)
+    scaling_fit(ctx)
+    assert json.loads((ctx.out / "law.json").read_text())["determined"] is True
+    assert "Not determined" not in (ctx.out / "report.md").read_text()
+
+
 def test_scaling_fit_fails_clearly_with_two_sizes(tmp_path: Path) -> None:
     config, inputs = sweep(tmp_path, sizes={"xs": SIZES["xs"], "s": SIZES["s"]})
     ctx = make_ctx(tmp_path, "scaling.fit", config, inputs)
@@ -137,6 +159,18 @@ def test_scaling_fit_forecasts_downstream_accuracy(tmp_path: Path) -> None:
     report = (ctx.out / "report.md").read_text()
     assert "### Accuracy forecast" in report and "](forecast.png)" in report
     assert (ctx.out / "forecast.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_forecast_from_two_budgets_or_clamped_optima_carries_warnings(tmp_path: Path) -> None:
+    """Two budgets put the NLL line exactly through both points; clamped optima are not optima."""
+    config, inputs = sweep(tmp_path, budgets=BUDGETS[:2],
+                           sizes={"a": 2_000_000, "b": 4_000_000, "c": 8_000_000})
+    with_forecast(tmp_path, config, inputs)
+    ctx = make_ctx(tmp_path, "scaling.fit", config, inputs)
+    scaling_fit(ctx)
+    warnings = json.loads((ctx.out / "law.json").read_text())["forecast"]["warnings"]
+    assert "forecast is not supported" in warnings[0]
+    assert any("only 2 budgets" in w for w in warnings)
 
 
 def test_scaling_fit_forecast_needs_choice_results(tmp_path: Path) -> None:
