@@ -154,6 +154,10 @@ def _bind_fitted_laws(plan, runs_dir: Path) -> None:
         except (OSError, ValueError, KeyError, TypeError):
             stage["law_status"] = f"pending: run the sweep ({fit.id if fit else sweep}) to fit it"
             continue
+        if law.get("determined") is False:  # every optimum at the grid's edge: α and A are the grid's
+            stage["law_status"] = ("not determined: every budget's optimum lies at the edge of the sweep's "
+                                   "sizes; hint: add smaller or larger models to the sweep and run it again")
+            continue
         opt = compute_optimal(stage["flops"], alpha, a)
         stage.update({"law": {"alpha": alpha, "A": a, "from": sweep}, "compute_optimal_tokens": opt["tokens"],
                       "compute_optimal_params": opt["params"]})

@@ -67,3 +67,18 @@ def test_compile_reports_the_fitted_forecast_for_the_law_stage(tmp_path: Path) -
     assert base["forecast"]["nll"] == pytest.approx(nll)
     assert base["forecast"]["accuracy"] == pytest.approx(0.25 + 0.75 / (1 + 2.718281828459045 ** (-(2.5 - nll))))
     assert base["compute_optimal_params"] > 0
+
+
+def test_a_law_the_sweep_could_not_determine_is_not_reported_as_fact(tmp_path: Path) -> None:
+    """When every budget's optimum sat at the edge of the sweep's sizes, law.json says
+    `determined: false`: compile shows why instead of a compute-optimal size and forecast."""
+    _, plan = compile_file(SWEEP)
+    store = tmp_path / plan.spec_name / "store" / plan.jobs["scaling.iso.fit"].fingerprint
+    store.mkdir(parents=True)
+    (store / "law.json").write_text(json.dumps({"alpha": 1.01, "A": 0.02, "determined": False}))
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["compile", str(SWEEP), "--format", "json", "--runs-dir", str(tmp_path)]) == 0
+    base = json.loads(out.getvalue())["stages"]["base"]
+    assert "compute_optimal_params" not in base and "forecast" not in base
+    assert base["law_status"].startswith("not determined") and "hint:" in base["law_status"]
