@@ -135,6 +135,11 @@ def check_output(
         if Path(source).exists() and out.exists() and out.resolve() == Path(source).resolve():
             raise OutputExistsError(f"refusing to write into {out}: it is the input itself\n"
                                     "hint: choose another output folder")
+        if (Path(source).is_dir() and (out.exists() or out.is_symlink())
+                and Path(source).resolve() in out.resolve().parents):
+            # e.g. `-o CKPT/meta.json --force` would replace one of the input's own files.
+            raise OutputExistsError(f"refusing to write to {out}: it is inside the input {source}\n"
+                                    "hint: choose an output outside the input folder")
     blocked = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
     if blocked is not None:
         raise OutputExistsError(f"cannot write {out}: {blocked} is a file, not a folder\n"
@@ -212,13 +217,42 @@ def write_checkpoint(
 ) -> Path:
     """Write a checkpoint from a plain state dict (used by save, averaging and training).
 
-    An existing `directory` is replaced as a whole; `herd import` uses `output_directory`
-    instead, which never deletes what it did not write.
+    An existing checkpoint at `directory` (or an empty folder) is replaced as a whole;
+    anything else there (a file, a folder of other files) is refused, never deleted.
+    `herd import` uses `output_directory` instead, which never deletes what it did not write.
     """
+    check_replaceable(directory)
     with atomic_directory(directory) as tmp:
         write_checkpoint_files(tmp, tensors, config, step=step, tokenizer_id=tokenizer_id,
                                fingerprint=fingerprint, extra=extra)
     return Path(directory)
+
+
+def check_replaceable(directory: str | os.PathLike[str]) -> None:
+    """A save may replace nothing but an older checkpoint or an empty folder: a file or a
+    folder of other things at the destination would be lost with the rename."""
+    out = Path(directory)
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise CheckpointError(f"cannot save a checkpoint to {out}: a file is in the way\n"
+                              "hint: choose another path, or remove the file first")
+    if not out.is_dir():
+        return
+    try:
+        empty = not any(out.iterdir())
+    except OSError as exc:
+        raise CheckpointError(f"cannot read folder {out}: {exc.strerror or exc}") from None
+    if empty:
+        return
+    try:
+        meta = json.loads((out / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = None
+    if not (isinstance(meta, dict) and meta.get("format") == CHECKPOINT_FORMAT):
+        raise CheckpointError(
+            f"refusing to save a checkpoint to {out}: the folder holds files and is not a herd "
+            "checkpoint, and saving replaces the whole folder\n"
+            "hint: choose a new or empty folder (an older checkpoint there is replaced)"
+        )
 
 
 def write_checkpoint_files(
@@ -263,6 +297,9 @@ def save_checkpoint(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Save `model` (weights in their current dtype) with its config to `directory`."""
+    if any(p.is_meta for p in model.parameters()):
+        raise CheckpointError("cannot save a model built on the meta device: it has no weights\n"
+                              "hint: build it on a real device (device=\"cpu\") or load real weights first")
     return write_checkpoint(
         model.state_dict(), model.config, directory,
         step=step, tokenizer_id=tokenizer_id, fingerprint=fingerprint, extra=extra,
@@ -303,11 +340,21 @@ def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
+def weights_path(root: Path, meta: dict[str, Any]) -> Path:
+    """The weights file meta.json names: a plain file name inside the checkpoint, never a
+    path that leads elsewhere (a hand-edited meta.json must not load another model)."""
+    name = str(meta["weights"].get("file", WEIGHTS_FILE))
+    if Path(name).name != name or name in ("", ".", ".."):
+        raise CheckpointError(f"{root / META_FILE}: weights file {name!r} is not a file name inside "
+                              f"the checkpoint\nhint: it should be {WEIGHTS_FILE!r}")
+    return root / name
+
+
 def verify_weights(directory: str | os.PathLike[str], meta: dict[str, Any]) -> Path:
     """The weights file, after checking it exists and matches its recorded size and sha256."""
     root = Path(directory)
+    path = weights_path(root, meta)
     info = meta["weights"]
-    path = root / str(info.get("file", WEIGHTS_FILE))
     if not path.is_file():
         raise CheckpointError(f"checkpoint {root} is missing its weights file {path.name}")
     size = path.stat().st_size
@@ -360,6 +407,29 @@ def check_shapes(
         )
 
 
+# What a model's weights may be stored as: the dtypes its matmuls run in.
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+
+
+def check_float(tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Every weight must be a float dtype a model can compute in (not int, bool or fp8)."""
+    bad = sorted(f"{k} ({str(v.dtype).removeprefix('torch.')})" for k, v in tensors.items()
+                 if v.dtype not in FLOAT_DTYPES)
+    if bad:
+        raise CheckpointError(
+            f"{where}: weights must be float32, bfloat16, float16 or float64; found "
+            + ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
+            + "\nhint: quantized or integer weights must be converted to a float dtype first"
+        )
+
+
+def check_dtype(dtype: torch.dtype | None, what: str) -> None:
+    """A `dtype=` argument must be one of the float dtypes weights can be stored in."""
+    if dtype is not None and dtype not in FLOAT_DTYPES:
+        raise CheckpointError(f"{what}: dtype must be torch.float32, bfloat16, float16 or float64, "
+                              f"got {dtype!r}")
+
+
 def expected_shapes(config: dict[str, Any]) -> dict[str, torch.Size]:
     """Tensor names and shapes of a model config, computed on the meta device (free)."""
     try:
@@ -374,8 +444,9 @@ def load_state(
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state dict on CPU, meta) of a checkpoint, verified but without building a model."""
     meta = read_meta(directory)
-    path = verify_weights(directory, meta) if verify else Path(directory) / WEIGHTS_FILE
+    path = verify_weights(directory, meta) if verify else weights_path(Path(directory), meta)
     tensors = read_tensors(path)
+    check_float(tensors, str(path))
     check_shapes({k: tuple(v.shape) for k, v in tensors.items()}, expected_shapes(meta["model"]), str(path))
     return tensors, meta
 
@@ -388,6 +459,7 @@ def load_checkpoint(
     verify: bool = True,
 ) -> tuple[Llama, dict[str, Any]]:
     """(model, meta) from a checkpoint; weights keep their saved dtype unless `dtype` is given."""
+    check_dtype(dtype, "load_checkpoint")
     tensors, meta = load_state(directory, verify=verify)
     model = Llama.from_config(meta["model"], device="meta")
     state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v) for k, v in tensors.items()}

@@ -54,10 +54,13 @@ class ModelArgs:
         missing = [k for k in ("vocab_size", "dim", "layers", "heads", "ffn_dim") if k not in cfg]
         if missing:
             raise ConfigError(f"model config is missing {', '.join(missing)}")
-        heads = int(cfg["heads"])
-        kv_heads = int(cfg.get("kv_heads") or heads)
-        dim = int(cfg["dim"])
-        head_dim = int(cfg.get("head_dim") or dim // heads)
+        try:
+            heads = int(cfg["heads"])
+            kv_heads = int(cfg.get("kv_heads") or heads)
+            dim = int(cfg["dim"])
+            head_dim = int(cfg.get("head_dim") or dim // max(heads, 1))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"model config: heads, kv_heads, dim and head_dim must be whole numbers ({exc})") from None
         scaling = cfg.get("rope_scaling")
         try:
             rope_scaling = (
@@ -70,27 +73,31 @@ class ModelArgs:
                 if scaling
                 else None
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(
-                "rope_scaling needs factor, low_freq_factor, high_freq_factor and "
+                "rope_scaling needs numbers for factor, low_freq_factor, high_freq_factor and "
                 f"original_context; got {scaling!r}"
             ) from exc
-        args = cls(
-            vocab_size=int(cfg["vocab_size"]),
-            dim=dim,
-            layers=int(cfg["layers"]),
-            heads=heads,
-            kv_heads=kv_heads,
-            head_dim=head_dim,
-            ffn_dim=int(cfg["ffn_dim"]),
-            norm_eps=float(cfg.get("norm_eps", 1e-5)),
-            rope_theta=float(cfg.get("rope_theta", 500_000.0)),
-            rope_scaling=rope_scaling,
-            tied_embeddings=bool(cfg.get("tied_embeddings", False)),
-            max_context=int(cfg.get("max_context", 8192)),
-            document_mask=bool(cfg.get("document_mask", True)),
-            init_std=float(cfg.get("init_std", 0.02)),
-        )
+        try:
+            args = cls(
+                vocab_size=int(cfg["vocab_size"]),
+                dim=dim,
+                layers=int(cfg["layers"]),
+                heads=heads,
+                kv_heads=kv_heads,
+                head_dim=head_dim,
+                ffn_dim=int(cfg["ffn_dim"]),
+                norm_eps=float(cfg.get("norm_eps", 1e-5)),
+                rope_theta=float(cfg.get("rope_theta", 500_000.0)),
+                rope_scaling=rope_scaling,
+                tied_embeddings=bool(cfg.get("tied_embeddings", False)),
+                max_context=int(cfg.get("max_context", 8192)),
+                document_mask=bool(cfg.get("document_mask", True)),
+                init_std=float(cfg.get("init_std", 0.02)),
+            )
+        except (TypeError, ValueError) as exc:
+            # A hand-edited meta.json or config.json with a string or null where a number goes.
+            raise ConfigError(f"model config has a value that is not a number ({exc})") from None
         args.check()
         return args
 

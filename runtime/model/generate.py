@@ -7,6 +7,8 @@ and a validity mask that hides its padding, so a row decodes exactly as it would
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -59,11 +61,47 @@ def _stop_sets(stop_tokens: Iterable[int] | Sequence[Iterable[int]] | None, rows
     if stop_tokens is None:
         return [set() for _ in range(rows)]
     items = list(stop_tokens)
-    if all(isinstance(t, int) for t in items):
-        return [set(items) for _ in range(rows)]
+    if all(isinstance(t, numbers.Integral) for t in items):  # numpy ints too
+        return [{int(t) for t in items} for _ in range(rows)]
     if len(items) != rows:
         raise ValueError(f"stop_tokens has {len(items)} per-row sets for {rows} prompts")
-    return [set(row) for row in items]
+    return [{int(t) for t in row} for row in items]
+
+
+def _check_sampling(temperature: float, top_k: int, top_p: float) -> None:
+    """Settings that would make every token impossible (NaN probabilities) are refused."""
+    if math.isnan(temperature):
+        raise ValueError("temperature must be a number (<= 0 is greedy), got nan")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1] (1 keeps every token), got {top_p}")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 is no limit), got {top_k}")
+
+
+def _check_prompts(prompts: Sequence[Sequence[int]], vocab_size: int, context: int) -> list[list[int]]:
+    """Prompts as lists of in-vocabulary ids, each shorter than the model's context."""
+    if isinstance(prompts, torch.Tensor):
+        prompts = prompts.tolist()
+    out: list[list[int]] = []
+    for i, prompt in enumerate(prompts):
+        if isinstance(prompt, torch.Tensor):
+            prompt = prompt.tolist()
+        if isinstance(prompt, (str, bytes)) or not isinstance(prompt, Sequence) or not all(
+            isinstance(t, numbers.Integral) for t in prompt
+        ):
+            raise ValueError(f"prompt {i} must be a list of token ids (one list per prompt), got "
+                             f"{type(prompt).__name__}\nhint: encode text with the tokenizer first")
+        if len(prompt) == 0:
+            raise ValueError("every prompt needs at least one token (e.g. the BOS token)")
+        bad = next((int(t) for t in prompt if not 0 <= t < vocab_size), None)
+        if bad is not None:
+            raise ValueError(f"prompt {i} holds token id {bad}, outside the model's vocabulary "
+                             f"[0, {vocab_size})\nhint: use the tokenizer the model was trained with")
+        if len(prompt) > context:
+            raise ValueError(f"prompt {i} is {len(prompt)} tokens, longer than the model's context "
+                             f"of {context}\nhint: shorten it, e.g. keep its last {context} tokens")
+        out.append([int(t) for t in prompt])
+    return out
 
 
 def _decode_mask(valid: torch.Tensor, start: int, length: int) -> AttentionMask:
@@ -96,20 +134,26 @@ def generate(
 
     temperature <= 0 is greedy. stop_tokens: one collection for all rows, or one per row;
     a row stops at its first stop token (not included in its tokens). on_token(row, token)
-    is called for every kept token as it is produced (streaming).
+    is called for every kept token as it is produced (streaming). A row also ends
+    ("length") when it fills the model's context: positions past `max_context` were never
+    trained, so decoding there would be silent extrapolation. A prompt longer than the
+    context, a token id outside the vocabulary or top_p outside (0, 1] is a ValueError.
     """
-    if not prompts:
-        return []
-    if any(len(p) == 0 for p in prompts):
-        raise ValueError("every prompt needs at least one token (e.g. the BOS token)")
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    _check_sampling(temperature, top_k, top_p)
+    prompts = _check_prompts(prompts, model.args.vocab_size, model.args.max_context)
+    if not prompts:
+        return []
     device = model.tok_embeddings.weight.device
     if generator is None and seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
     rows = len(prompts)
     stops = _stop_sets(stop_tokens, rows)
     results = [Completion(tokens=[], finish_reason="length") for _ in range(rows)]
+    # Each row may grow to the model's context, as it could alone.
+    budgets = [min(max_new_tokens, model.args.max_context - len(p)) for p in prompts]
+    max_new_tokens = max(budgets)
     if max_new_tokens == 0:
         return results
 
@@ -133,7 +177,7 @@ def generate(
         tokens, positions=positions, mask=_decode_mask(valid, 0, width),
         kv_cache=cache, last_only=True,
     )[:, -1]
-    done = [False] * rows
+    done = [budget == 0 for budget in budgets]
     for step in range(max_new_tokens):
         chosen = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
         for row, token in enumerate(chosen.tolist()):
@@ -146,6 +190,8 @@ def generate(
             results[row].tokens.append(token)
             if on_token is not None:
                 on_token(row, token)
+            if len(results[row].tokens) == budgets[row]:
+                done[row] = True
         if all(done) or step == max_new_tokens - 1:
             break
         start = cache.length

@@ -21,6 +21,8 @@ from safetensors.torch import save_file
 
 from runtime.model.checkpoint import (
     CheckpointError,
+    check_dtype,
+    check_float,
     check_output,
     check_shapes,
     expected_shapes,
@@ -135,6 +137,7 @@ def export_hf(
     that holds others (and keeps those) or replaces a file. Folders of a herd run (the
     store above all) are refused either way (`output_directory`).
     """
+    check_dtype(dtype, "export_hf")
     check_output(out_dir, force=force, sources=[checkpoint_dir])  # before reading any weights
     tensors, meta = load_state(checkpoint_dir)
     hf_tensors = {
@@ -169,6 +172,8 @@ def _tokenizer_files(tokenizer_dir: Path, out: Path, config: dict[str, Any]) -> 
 
 def herd_config(hf: dict[str, Any], name: str) -> dict[str, Any]:
     """A herd model config from transformers' config.json (Llama architectures only)."""
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"config.json must hold a JSON object, found {type(hf).__name__}")
     if hf.get("model_type") != "llama":
         raise CheckpointError(
             f"config.json has model_type {hf.get('model_type')!r}; herd imports Llama models only"
@@ -187,12 +192,18 @@ def herd_config(hf: dict[str, Any], name: str) -> dict[str, Any]:
         if kind not in ("llama3", "default"):
             raise CheckpointError(f"RoPE scaling {kind!r} is not supported (herd implements 'llama3')")
         if kind == "llama3":
-            rope_scaling = {
-                "factor": float(scaling["factor"]),
-                "low_freq_factor": float(scaling["low_freq_factor"]),
-                "high_freq_factor": float(scaling["high_freq_factor"]),
-                "original_context": int(scaling["original_max_position_embeddings"]),
-            }
+            try:
+                rope_scaling = {
+                    "factor": float(scaling["factor"]),
+                    "low_freq_factor": float(scaling["low_freq_factor"]),
+                    "high_freq_factor": float(scaling["high_freq_factor"]),
+                    "original_context": int(scaling["original_max_position_embeddings"]),
+                }
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CheckpointError(
+                    "config.json: llama3 RoPE scaling needs factor, low_freq_factor, high_freq_factor "
+                    f"and original_max_position_embeddings as numbers; got {scaling!r}"
+                ) from exc
     try:
         heads = int(hf["num_attention_heads"])
         dim = int(hf["hidden_size"])
@@ -231,6 +242,12 @@ def _weight_files(root: Path) -> list[Path]:
             weight_map = json.loads(index.read_text())["weight_map"]
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{index} is not a valid safetensors index ({exc})") from exc
+        if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+            raise CheckpointError(f"{index}: weight_map must map tensor names to file names")
+        escaping = sorted({f for f in weight_map.values() if Path(f).name != f})
+        if escaping:
+            raise CheckpointError(f"{index} lists {escaping[0]!r}, which is not a file in {root}\n"
+                                  "hint: shards must sit next to the index")
         files = [root / f for f in sorted(set(weight_map.values()))]
         for f in files:
             if not f.is_file():
@@ -257,6 +274,7 @@ def import_hf(
 
     `out_dir` is checked like `export_hf`'s: new or empty, or `force`; never in a herd run.
     """
+    check_dtype(dtype, "import_hf")
     check_output(out_dir, force=force, sources=[hf_dir])  # before reading any weights
     root = Path(hf_dir)
     config_path = root / "config.json"
@@ -286,8 +304,9 @@ def import_hf(
             raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from exc
     if config["tied_embeddings"]:
         tensors.pop("output.weight", None)  # some tied exports still store the (shared) head
+    check_float(tensors, str(root))
     if dtype is not None:
-        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+        tensors = {k: v.to(dtype) for k, v in tensors.items()}
     check_shapes({k: tuple(v.shape) for k, v in tensors.items()}, expected_shapes(config), str(root))
     with output_directory(out_dir, force=force) as tmp:
         write_checkpoint_files(tmp, tensors, config, step=step, tokenizer_id=tokenizer_id,

@@ -197,3 +197,72 @@ def test_averaging_different_shapes_is_refused(saved, tmp_path, tiny_config):
     other = save_checkpoint(from_config({**tiny_config, "ffn_dim": 192}, seed=0), tmp_path / "o")
     with pytest.raises(CheckpointError, match="different model shape"):
         average_checkpoints([directory, other], tmp_path / "avg")
+
+
+# -- what a save may replace, and what a load may read ---------------------------------
+
+
+def test_a_save_replaces_an_older_checkpoint_or_an_empty_folder(tmp_path, tiny_config):
+    model = from_config(tiny_config, seed=0)
+    save_checkpoint(model, tmp_path / "ckpt", step=1)
+    save_checkpoint(model, tmp_path / "ckpt", step=2)  # an older checkpoint: replaced
+    assert load_checkpoint(tmp_path / "ckpt")[1]["step"] == 2
+    (tmp_path / "empty").mkdir()
+    save_checkpoint(model, tmp_path / "empty")
+    assert (tmp_path / "empty" / "meta.json").is_file()
+
+
+def test_a_save_never_deletes_a_folder_or_file_that_is_not_a_checkpoint(tmp_path, tiny_config):
+    model = from_config(tiny_config, seed=0)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "thesis.txt").write_text("keep me")
+    with pytest.raises(CheckpointError, match="not a herd checkpoint"):
+        save_checkpoint(model, tmp_path / "notes")
+    assert (tmp_path / "notes" / "thesis.txt").read_text() == "keep me"
+    (tmp_path / "file").write_text("keep me too")
+    with pytest.raises(CheckpointError, match="a file is in the way"):
+        save_checkpoint(model, tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "keep me too"
+
+
+def test_a_model_on_the_meta_device_cannot_be_saved(tmp_path, tiny_config):
+    with pytest.raises(CheckpointError, match="meta device"):
+        save_checkpoint(from_config(tiny_config, device="meta"), tmp_path / "ckpt")
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_meta_json_cannot_point_at_weights_outside_the_checkpoint(saved, tmp_path, tiny_config):
+    _, saved = saved
+    other = save_checkpoint(from_config(tiny_config, seed=1), tmp_path / "other")
+    meta = json.loads((saved / "meta.json").read_text())
+    meta["weights"] = json.loads((other / "meta.json").read_text())["weights"]
+    meta["weights"]["file"] = "../other/model.safetensors"
+    (saved / "meta.json").write_text(json.dumps(meta))
+    for verify in (True, False):
+        with pytest.raises(CheckpointError, match="not a file name inside the checkpoint"):
+            load_checkpoint(saved, verify=verify)
+
+
+@pytest.mark.parametrize("value", ["four", None])
+def test_a_hand_edited_config_with_a_non_number_is_a_checkpoint_error(saved, value):
+    _, saved = saved
+    meta = json.loads((saved / "meta.json").read_text())
+    meta["model"]["heads"] = value
+    (saved / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="whole numbers"):
+        load_checkpoint(saved)
+
+
+def test_integer_weights_and_non_float_dtypes_are_refused(tmp_path, saved, tiny_config):
+    from runtime.model.checkpoint import write_checkpoint
+
+    _, saved = saved
+    state = load_file(saved / "model.safetensors")
+    state["norm.weight"] = state["norm.weight"].to(torch.int32)
+    write_checkpoint(state, tiny_config, tmp_path / "ints")
+    with pytest.raises(CheckpointError, match=r"norm.weight \(int32\)"):
+        load_checkpoint(tmp_path / "ints")
+    with pytest.raises(CheckpointError, match="dtype must be"):
+        load_checkpoint(saved, dtype=torch.int8)
+    with pytest.raises(CheckpointError, match="dtype must be"):
+        load_checkpoint(saved, dtype="bfloat16")  # a string is not a dtype

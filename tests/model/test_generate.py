@@ -116,3 +116,44 @@ def test_max_new_tokens_bounds_the_output(model):
 def test_empty_prompts_are_refused(model):
     with pytest.raises(ValueError, match="at least one token"):
         generate(model, [[1], []], max_new_tokens=2)
+
+
+def test_a_row_ends_when_it_fills_the_context_as_it_would_alone(tiny_config):
+    model = from_config({**tiny_config, "max_context": 12}, seed=0)
+    long, short = [5] * 10, [7, 8]
+    out = generate(model, [long, short], max_new_tokens=8, temperature=0)
+    assert len(out[0].tokens) == 2 and out[0].finish_reason == "length"  # 10 + 2 = context
+    assert out[1].tokens == generate(model, [short], max_new_tokens=8, temperature=0)[0].tokens
+    assert len(out[1].tokens) == 8
+    assert generate(model, [[5] * 12], max_new_tokens=3)[0].tokens == []  # already full
+
+
+@pytest.mark.parametrize(("prompts", "message"), [
+    ([[1] * 300], "longer than the model's context of 256"),
+    ([[1, 256]], "token id 256, outside the model's vocabulary"),
+    ([[1, -1]], "token id -1"),
+    ([1, 2, 3], "must be a list of token ids"),
+    (["hello"], "encode text with the tokenizer first"),
+])
+def test_prompts_the_model_cannot_read_are_refused_with_a_reason(model, prompts, message):
+    with pytest.raises(ValueError, match=message):
+        generate(model, prompts, max_new_tokens=2)
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"top_p": 0.0}, "top_p must be in"),
+    ({"top_p": 1.5}, "top_p must be in"),
+    ({"top_k": -1}, "top_k must be >= 0"),
+    ({"temperature": float("nan")}, "temperature must be a number"),
+])
+def test_sampling_settings_that_leave_no_token_are_refused(model, settings, message):
+    with pytest.raises(ValueError, match=message):
+        generate(model, [[1, 2]], max_new_tokens=2, **settings)
+
+
+def test_numpy_and_tensor_ids_work_as_prompts_and_stop_tokens(model):
+    np = pytest.importorskip("numpy")
+    first = generate(model, [PROMPTS[0]], max_new_tokens=3, temperature=0)[0].tokens
+    out = generate(model, torch.tensor([PROMPTS[0]]), max_new_tokens=3, temperature=0,
+                   stop_tokens=[np.int64(first[1])])[0]
+    assert out.tokens == first[:1] and out.stop_token == first[1]

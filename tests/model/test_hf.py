@@ -157,3 +157,72 @@ def test_export_and_import_never_delete_what_they_did_not_write(model, exported,
     back, _ = load_checkpoint(import_hf(folder, tmp_path / "back"))
     assert all(torch.equal(back.state_dict()[k], v) for k, v in model.state_dict().items())
     assert (folder / "README.md").read_text() == "mine"
+
+
+@pytest.mark.parametrize("variant", ["tied", "llama3-rope", "head_dim-not-dim/heads+gqa", "bf16"])
+def test_transformers_models_of_every_llama_shape_import_with_their_logits(tmp_path, variant):
+    transformers = pytest.importorskip("transformers")
+    kw = dict(vocab_size=64, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+              num_attention_heads=4, num_key_value_heads=2, rope_theta=10000.0,
+              max_position_embeddings=128)
+    if variant == "tied":
+        kw["tie_word_embeddings"] = True
+    if variant == "llama3-rope":  # long wavelengths scaled: positions past 16 tell
+        kw["rope_scaling"] = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                              "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+    if variant == "head_dim-not-dim/heads+gqa":
+        kw.update(num_attention_heads=6, num_key_value_heads=2, head_dim=14)
+    torch.manual_seed(0)
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**kw)).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.normal_(0.0, 0.2)  # norms away from 1, so a swapped norm would show
+    if variant == "bf16":
+        hf = hf.to(torch.bfloat16)
+    hf.save_pretrained(tmp_path / "hf")
+    ours, meta = load_checkpoint(import_hf(tmp_path / "hf", tmp_path / "herd"), dtype=torch.float32)
+    assert meta["model"]["tied_embeddings"] == (variant == "tied")
+    assert meta["dtype"] == ("bfloat16" if variant == "bf16" else "float32")
+    tokens = torch.randint(0, 64, (2, 100), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        # reloaded in fp32: a model cast to bf16 keeps bf16-rounded RoPE frequencies
+        theirs = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32)
+        torch.testing.assert_close(ours(tokens), theirs.eval()(tokens).logits, rtol=1e-4, atol=1e-4)
+
+
+def _edit_config(folder, **changes):
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **changes}))
+
+
+def test_import_explains_broken_configs_instead_of_raising_python_errors(exported, tmp_path):
+    (exported / "config.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="must hold a JSON object"):
+        import_hf(exported, tmp_path / "a")
+    (exported / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    _edit_config(exported, rope_scaling={"rope_type": "llama3", "factor": 8.0})
+    with pytest.raises(CheckpointError, match="llama3 RoPE scaling needs"):
+        import_hf(exported, tmp_path / "b")
+
+
+def test_import_refuses_integer_or_fp8_weights_and_shards_outside_the_folder(exported, tmp_path):
+    weights = load_file(exported / "model.safetensors")
+    save_file({k: v.to(torch.float8_e4m3fn) for k, v in weights.items()}, exported / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"float8_e4m3fn.*\nhint: quantized"):
+        import_hf(exported, tmp_path / "a")
+    (exported / "model.safetensors").unlink()
+    index = {"weight_map": {k: "../elsewhere/model.safetensors" for k in weights}}
+    (exported / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match="shards must sit next to the index"):
+        import_hf(exported, tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_export_never_writes_inside_its_own_checkpoint(model, tmp_path):
+    ckpt = save_checkpoint(model, tmp_path / "ckpt")
+    before = (ckpt / "meta.json").read_bytes()
+    with pytest.raises(CheckpointError, match="inside the input"):
+        export_hf(ckpt, ckpt / "meta.json", force=True)
+    assert (ckpt / "meta.json").read_bytes() == before
+    with pytest.raises(CheckpointError, match="dtype must be"):
+        export_hf(ckpt, tmp_path / "ints", dtype=torch.int8)
