@@ -248,6 +248,10 @@ def sample(model: Llama, tok: Tokenizer, prompts: list[dict[str, Any]], *, k: in
            seed: int = 0, batch: int = 64) -> list[list[str]]:
     """k completions per prompt (chat format, stopping at <|eot_id|>), batched."""
     encoded = [encode_prompt(tok, p["prompt"]) for p in prompts for _ in range(k)]
+    for j, ids in enumerate(encoded[::k]):  # generation cannot start past the context
+        if len(ids) >= model.args.max_context:
+            raise JobFailed(f"prompt {j + 1} of {len(prompts)} is {len(ids):,} tokens in the chat format; the "
+                            f"model's context is {model.args.max_context:,}; hint: shorten or drop that record")
     gen = torch.Generator(device=_device_of(model)).manual_seed(seed)
     texts: list[str] = []
     model.eval()

@@ -56,3 +56,16 @@ def test_rejection_sampling_keeps_only_verified_samples(job, checkpoint, tokeniz
     assert all(T.verify(r["messages"][0]["content"], r["messages"][1]["content"]) for r in kept)
     with pytest.raises(JobFailed, match="reward_model"):
         job("post.rejection_sampling", {"scorer": "rm"}, inputs, name="no_rm")
+
+
+def test_a_prompt_longer_than_the_context_fails_the_sampling_job_by_name(checkpoint, tok):
+    """Generation cannot start past the model's context: the job names the record instead
+    of failing inside the generator."""
+    from runtime.jobs.post_jobs import sample
+    from runtime.model import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint)
+    prompts = [{"prompt": [{"role": "user", "content": text}]}
+               for text in ("add 1 2", "x" * (model.args.max_context + 5))]
+    with pytest.raises(JobFailed, match=r"prompt 2 of 2 is .* tokens .*context is"):
+        sample(model, tok, prompts, k=2, max_new_tokens=2)
