@@ -103,13 +103,20 @@ def test_batches_cover_each_epoch_once():
     assert seen[:10] != list(range(10))
 
 
-def test_a_killed_sft_run_resumes_to_the_same_weights(tmp_path, dataset, checkpoint, tokenizer_dir):
+@pytest.mark.parametrize("kind", ["post.sft", "post.dpo", "post.reward_model"])
+def test_a_killed_post_training_run_resumes_to_the_same_weights(
+        tmp_path, job, dataset, checkpoint, tokenizer_dir, kind):
+    """Each training step kind saves its state every `checkpoint_every` steps and, run again
+    after a kill, continues from it to exactly the weights of an uninterrupted run."""
     inputs = {"checkpoint": checkpoint, "tokenizer": tokenizer_dir, "dataset": dataset}
-    config = {"lr": 3e-3, "steps": 6, "batch": 4, "checkpoint_every": 2}
-    whole = make_ctx(tmp_path, "post.sft", config, inputs, "whole")
-    registry.get("post.sft")(whole)
+    config: dict = {"lr": 3e-3, "steps": 6, "batch": 4, "checkpoint_every": 2}
+    if kind == "post.dpo":
+        config |= {"beta": 0.5, "nll": 0.2, "mask": "formatting_tokens"}
+        inputs["reference"] = job("post.dpo_reference", {"mask": "formatting_tokens"}, dict(inputs))
+    whole = make_ctx(tmp_path, kind, config, inputs, "whole")
+    registry.get(kind)(whole)
 
-    killed = make_ctx(tmp_path, "post.sft", config, inputs, "killed")
+    killed = make_ctx(tmp_path, kind, config, inputs, "killed")
 
     def kill(progress):
         if progress.done == 5:
@@ -117,14 +124,16 @@ def test_a_killed_sft_run_resumes_to_the_same_weights(tmp_path, dataset, checkpo
 
     killed.progress.on_change = kill
     with pytest.raises(KeyboardInterrupt):
-        registry.get("post.sft")(killed)
+        registry.get(kind)(killed)
     latest = (killed.work / "post-state" / "LATEST").read_text()
     assert json.loads((killed.work / "post-state" / latest / "state.json").read_text())["step"] == 4
     killed.progress.on_change = None
-    registry.get("post.sft")(killed)
-    a = load_file(str(whole.out / "model.safetensors"))
-    b = load_file(str(killed.out / "model.safetensors"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    registry.get(kind)(killed)
+    weights = sorted(p.name for p in whole.out.glob("*.safetensors"))
+    assert weights and weights == sorted(p.name for p in killed.out.glob("*.safetensors"))
+    for name in weights:
+        a, b = load_file(str(whole.out / name)), load_file(str(killed.out / name))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
 
 
 def _killed_at_5(tmp_path, config, inputs, name):
