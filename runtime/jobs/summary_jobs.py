@@ -35,6 +35,12 @@ def summarize(inputs: dict[str, Path]) -> list[dict[str, Any]]:
         data = _read(inputs[role])
         if "accuracy" in data:
             value, measure = float(data["accuracy"]), "accuracy"
+        elif "acceptance_rate" in data and data.get("scorer", "verifier") != "verifier":
+            # a reward model keeps the best of k whatever it is: acceptance is 100% by
+            # construction; what the samples were worth is their verified accuracy, if any
+            if data.get("sample_accuracy") is None:
+                continue
+            value, measure = float(data["sample_accuracy"]), "sample accuracy"
         elif "acceptance_rate" in data:
             value, measure = float(data["acceptance_rate"]), "acceptance"
         elif "sources" in data:

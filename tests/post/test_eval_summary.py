@@ -46,6 +46,23 @@ def test_points_keep_their_order_and_measures(tmp_path: Path) -> None:
     assert (ctx.out / "accuracy.png").stat().st_size > 1000
 
 
+def test_reward_model_sampling_shows_sample_accuracy_not_its_constant_acceptance(tmp_path: Path) -> None:
+    """Scored by a reward model, the best of k is always kept (acceptance 100%): the summary
+    shows how many samples were right instead, or leaves the point out when none is checkable."""
+    rm = {"acceptance_rate": 1.0, "scorer": "judge", "sample_accuracy": 0.3}
+    unverifiable = {"acceptance_rate": 1.0, "scorer": "judge", "sample_accuracy": None}
+    inputs = {
+        "00:base:tasks": _artifact(tmp_path, "a", "eval.json", {"accuracy": 0.1}),
+        "01:r1 rejection sampling:rejection_sampling": _artifact(tmp_path, "b", "stats.json", rm),
+        "02:r2 rejection sampling:rejection_sampling": _artifact(tmp_path, "c", "stats.json", unverifiable),
+    }
+    ctx = _ctx(tmp_path, inputs)
+    summary(ctx)
+    rows = json.loads((ctx.out / "summary.json").read_text())
+    assert [(r["point"], r["measure"], r["value"]) for r in rows] == [
+        ("base", "accuracy", 0.1), ("r1 rejection sampling", "sample accuracy", 0.3)]
+
+
 def test_no_results_is_a_clear_failure(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path, {"00:base:tasks": _artifact(tmp_path, "a", "other.json", {})})
     with pytest.raises(JobFailed, match="none of its inputs"):
