@@ -25,7 +25,9 @@ from runtime.model import (
     generate,
     save_checkpoint,
 )
+from runtime.model.attention import document_mask
 from runtime.model.llama import Llama
+from runtime.model.rope import document_positions
 from runtime.post import datasets as D
 from runtime.post import resume
 from runtime.post import tasks as T
@@ -361,7 +363,12 @@ def post_sft(ctx: JobContext) -> None:
 
     def step_fn(step: int, idx: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
         tokens, targets, docs = (t.to(dev) for t in P.pad_rows([rows[i] for i in idx]))
-        return model(tokens, docs, targets), {}
+        if model.args.document_mask:
+            return model(tokens, docs, targets), {}
+        # packing is herd's, not the model's: conversations stay apart even in a model
+        # pre-trained without a document mask
+        return model(tokens, docs, targets, positions=document_positions(docs),
+                     mask=document_mask(docs, model.attention_backend)), {}
 
     steps, history = train_loop(ctx, model, [(list(model.parameters()), lr)], len(rows), step_fn)
     _save(ctx, model, steps)

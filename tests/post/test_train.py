@@ -229,3 +229,20 @@ def test_post_training_steps_run_under_bf16_autocast(job, dataset, checkpoint, t
     dpo = job("post.dpo", {**common, "beta": 0.5, "nll": 0.2, "mask": "formatting_tokens"},
               {**inputs, "reference": ref}, name="dpo16")
     assert math.isfinite(json.loads((dpo / "train.json").read_text())["final"]["reward_margin"])
+
+
+def test_sft_keeps_packed_conversations_apart_even_without_the_models_document_mask(
+        tmp_path, job, dataset, tokenizer_dir):
+    """Packing is herd's choice, not the model's: SFT masks attention per conversation (and
+    restarts positions) whatever `document_mask` the model was pre-trained with."""
+    from runtime.model import from_config, save_checkpoint
+
+    from .conftest import TINY
+
+    outs = []
+    for flag in (True, False):
+        ckpt = save_checkpoint(from_config({**TINY, "document_mask": flag}, seed=0), tmp_path / f"m{flag}")
+        outs.append(job("post.sft", {"lr": 3e-3, "steps": 3, "batch": 4},
+                        {"checkpoint": ckpt, "tokenizer": tokenizer_dir, "dataset": dataset}, name=f"sft{flag}"))
+    a, b = (load_file(str(o / "model.safetensors")) for o in outs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
