@@ -155,9 +155,12 @@ CondOf = BeforeValidator(_cond)
 
 
 class Strict(BaseModel):
-    """Every schema model: unknown keys are errors (with a did-you-mean)."""
+    """Every schema model: unknown keys are errors (with a did-you-mean). Validators are built
+    on first use (`defer_build`): `herd check` pays only for the blocks a spec has, ~50 ms less
+    at import."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, arbitrary_types_allowed=True,
+                              defer_build=True)
 
 
 class CallModel(Strict):
