@@ -62,9 +62,9 @@ def _messages(value: Any, field: str) -> list[dict[str, str]]:
 def _prompt_fields(prompt: list[dict[str, str]], rec: dict[str, Any]) -> Record:
     users = [m["content"] for m in prompt if m["role"] == "user"]
     out: Record = {"prompt": prompt, "prompt_text": users[-1] if users else prompt[-1]["content"]}
-    if "answer" in rec:
-        if not isinstance(rec["answer"], str | int | float):
-            raise BadRecord("'answer' must be a string or a number")
+    if rec.get("answer") is not None:  # null: no checkable answer, like a missing field
+        if isinstance(rec["answer"], bool) or not isinstance(rec["answer"], str | int | float):
+            raise BadRecord("'answer' must be a string or a number (or null for none)")
         out["answer"] = str(rec["answer"])
     if "kind" in rec:
         out["kind"] = str(rec["kind"])

@@ -52,6 +52,15 @@ def test_bad_jsonl_records_are_reported_with_file_and_line(tmp_path):
     assert "robot" in bad[3]
 
 
+def test_a_null_answer_means_none_and_a_boolean_is_a_bad_record(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    lines = [{"prompt": "q1", "answer": None}, {"prompt": "q2", "answer": 42}, {"prompt": "q3", "answer": True}]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    good, bad = D.read_jsonl(path, "prompts")
+    assert ["answer" in g for g in good] == [False, True] and good[1]["answer"] == "42"
+    assert len(bad) == 1 and bad[0].startswith(f"{path}:3") and "'answer' must be" in bad[0]
+
+
 def test_invalid_utf8_is_one_bad_record_and_a_byte_order_mark_is_skipped(tmp_path):
     """A line of bad UTF-8 used to abort the whole read with a bare UnicodeDecodeError."""
     path = tmp_path / "prefs.jsonl"
