@@ -31,6 +31,9 @@ def compile_with_warnings(spec: Spec) -> tuple[Plan, list[Diagnostic]]:
     errors = [d for d in res.diags if d.severity is Severity.ERROR]
     if errors:
         raise HerdError(_dedupe(res.diags))
+    if not spec.order:  # an empty file, or only comments: nothing to plan, likely a wrong path
+        res.warn("H0605", f"{spec.path} defines no blocks", None,
+                 "a spec declares blocks such as `model NAME { ... }` and `pretrain NAME { ... }`")
     plan = lower(res)
     if any(d.severity is Severity.ERROR for d in res.diags):  # found only once steps are known
         raise HerdError(_dedupe(res.diags))

@@ -68,8 +68,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(render(d, spec.sources, color=_color(sys.stderr)) + "\n", file=sys.stderr)
     for w in plan.warnings[len(warnings):]:
         print(w if "warning[" in w else f"warning: {w}", file=sys.stderr)
-    if not spec.order:
-        print(f"warning: {args.spec} defines no blocks", file=sys.stderr)
     if args.format == "json":
         print(json.dumps({"ok": True, "diagnostics": [d.to_json() for d in warnings],
                           "warnings": plan.warnings}))

@@ -55,6 +55,7 @@ CODES: dict[str, str] = {
     "H0602": "estimated memory per GPU exceeds the GPU's memory (warning)",
     "H0603": "batch-size ramp step beyond the stage's tokens (warning)",
     "H0604": "local input file or glob not found (warning)",
+    "H0605": "the spec defines no blocks (warning)",
 }
 
 

@@ -294,3 +294,9 @@ def test_averaging_more_checkpoints_than_the_anneal_has_steps_is_an_error() -> N
     assert d.code == "H0407" and "trains only 13 steps" in d.message and d.span.line == 69
     assert d.hint == "average at most last(13), or raise tokens"
     compile_spec(load_text(tiny(("average = last(3)", "average = last(13)")), "t.herd"))
+
+
+def test_a_spec_without_blocks_is_a_warning_for_check_and_compile_alike(tmp_path: Path) -> None:
+    """An empty file (or only comments) is most likely the wrong path: H0605, not silence."""
+    [w] = warnings_of("# only a comment\n", tmp_path / "empty.herd")
+    assert w.code == "H0605" and "defines no blocks" in w.message and w.hint
