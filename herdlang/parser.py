@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
+from typing import Any
 
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
@@ -396,11 +397,7 @@ def _chunk_diagnostics(piece: str, path: str, text: str) -> list[Diagnostic]:
     units = _unknown_units(piece, path)
     if not units:
         return [_syntax_diagnostic(first, path, text, piece)]
-    fixed = list(piece)
-    for d in units:
-        assert d.span is not None
-        fixed[d.span.start:d.span.end] = " " * (d.span.end - d.span.start)
-    fixed_text = "".join(fixed)
+    fixed_text = _blank(piece, units)
     try:
         _lark().parse(fixed_text)
     except UnexpectedInput as exc:
@@ -557,6 +554,16 @@ def parse(text: str, path: str = "<string>") -> ast.Module:
                                     "flatten the nesting (hundreds of levels are not supported)")]) from None
 
 
+class UnitErrors(HerdError):
+    """Only misspelt or detached units went wrong: `module` is the file parsed with those
+    words blanked, so the spec can still be validated and every other mistake reported in
+    the same pass (values on the units' lines are then judged by the unit error alone)."""
+
+    def __init__(self, diagnostics: list[Diagnostic], module: ast.Module) -> None:
+        super().__init__(diagnostics)
+        self.module = module
+
+
 def _parse(text: str, path: str) -> ast.Module:
     try:
         tree = _lark().parse(text)
@@ -566,12 +573,37 @@ def _parse(text: str, path: str) -> ast.Module:
             diags.extend(_chunk_diagnostics(_blank_outside(text, lo, hi), path, text))
         if not diags:  # the chunks parse alone but not together: report the original error
             diags.append(_syntax_diagnostic(first, path, text))
+        if all(d.code == "H0207" for d in diags):
+            _raise_unit_errors(diags, text, path)
         raise HerdError(diags) from None
     # `tokens = 2 M tokens` parses (as `tokens = 2` and a block `M tokens`) but means `2M tokens`
     units = _unknown_units(text, path)
     if units:
-        raise HerdError(units)
-    module = _Builder(path).transform(tree)
+        _raise_unit_errors(units, text, path)
+    return _module(text, path, text, tree)
+
+
+def _raise_unit_errors(units: list[Diagnostic], text: str, path: str) -> None:
+    """UnitErrors with the text parsed without those words, or plain HerdError when the text
+    does not parse without them either."""
+    try:
+        module = _module(_blank(text, units), path, text)
+    except UnexpectedInput:
+        raise HerdError(units) from None
+    raise UnitErrors(units, module) from None
+
+
+def _blank(text: str, diags: list[Diagnostic]) -> str:
+    chars = list(text)
+    for d in diags:
+        assert d.span is not None
+        chars[d.span.start:d.span.end] = " " * (d.span.end - d.span.start)
+    return "".join(chars)
+
+
+def _module(parsed: str, path: str, text: str, tree: Any = None) -> ast.Module:
+    """The AST of `parsed` (the text, or the text with some words blanked), keeping `text`."""
+    module = _Builder(path).transform(tree if tree is not None else _lark().parse(parsed))
     module.path, module.text = path, text
     module.comments = _comments(text, path)
     return module

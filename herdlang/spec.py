@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from herdlang import ast, components
 from herdlang.diagnostics import Diagnostic, HerdError, suggestion
-from herdlang.parser import parse, parse_value, read_source
+from herdlang.parser import UnitErrors, parse, parse_value, read_source
 from herdlang.schema import (
     BLOCKS,
     Block,
@@ -77,6 +77,7 @@ class _Loader:
         self.modules: list[ast.Module] = []
         self._seen: set[Path] = set()
         self._names: dict[Path, str] = {}  # resolved path → the name diagnostics use
+        self.unit_lines: set[tuple[str, int]] = set()  # (file, line) of each unit error
 
     def load(self, path: Path, display: str, via: ast.Import | None = None, stack: tuple = ()) -> None:
         real = path.resolve()
@@ -99,6 +100,10 @@ class _Loader:
         self.sources[display] = text
         try:
             module = parse(text, display)
+        except UnitErrors as exc:  # validate the rest too: one pass reports every mistake
+            self.diags.extend(exc.diagnostics)
+            self.unit_lines |= {(d.span.path, d.span.line) for d in exc.diagnostics if d.span}
+            module = exc.module
         except HerdError as exc:
             self.diags.extend(exc.diagnostics)
             return
@@ -160,6 +165,9 @@ def load_spec(path: str | Path, overrides: list[str] | None = None,
             _define(spec, block, diags)
     if overrides:
         _apply_overrides(spec, overrides, diags)
+    # a value whose unit was blanked is judged by its unit error alone, not also as unitless
+    diags = [d for d in diags if d.code == "H0207" or not d.span
+             or (d.span.path, d.span.line) not in loader.unit_lines]
     if any(d.severity.value == "error" for d in diags):
         raise HerdError(diags)
     return spec

@@ -259,6 +259,23 @@ def test_errors_after_a_misspelt_unit_are_still_reported() -> None:
     assert got == [("H0207", 2), ("H0102", 3), ("H0101", 5), ("H0207", 6)]
 
 
+@pytest.mark.parametrize("unit_line", ["tokens    = 2M tokenz", "tokens    = 2 M tokens"])
+def test_a_unit_error_does_not_hide_the_specs_other_mistakes(tmp_path, unit_line: str) -> None:
+    """Only units went wrong, so the spec is validated with those words left out: a misspelt
+    field elsewhere is reported in the same pass. The value on the unit's line is judged by
+    the unit error alone (not also as a unitless token count)."""
+    from pathlib import Path
+
+    from herdlang.spec import load_spec
+
+    tiny = (Path(__file__).resolve().parents[2] / "specs" / "tiny.herd").read_text(encoding="utf-8")
+    spec = tmp_path / "t.herd"
+    spec.write_text(tiny.replace("tokens    = 2M tokens", unit_line, 1).replace("layers    = 4", "laers     = 4"))
+    with pytest.raises(HerdError) as exc:
+        load_spec(spec)
+    assert sorted((d.code, d.span.line) for d in exc.value.diagnostics) == [("H0201", 15), ("H0207", 44)]
+
+
 def test_a_nested_block_after_a_number_is_not_a_unit() -> None:
     # `3 dedup exact`: a body-less step on the same line, not a unit
     m = parse("data d { max = 3 dedup exact\n  limit = 5 steps }\n", "ok.herd")
