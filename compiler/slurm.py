@@ -2,8 +2,24 @@
 
 Each script runs `herd run plan.json --only JOB` (training jobs under torchrun through
 `--nproc`), so a cluster runs exactly the compiled plan and the store's caching still
-applies: a job whose artifact exists is skipped even if resubmitted. Training jobs ask
-for `hardware { count }` GPUs, at most `gpus_per_node` per node; a CPU spec asks for none.
+applies: a job whose artifact exists is skipped even if resubmitted, and an interrupted
+training job resumes from its last checkpoint.
+
+What the scripts ask of Slurm follows what the runtime does:
+
+- `train.pretrain`, `train.extend` and `train.anneal` run under `torchrun --standalone`,
+  i.e. on one node: they ask for `hardware { count }` GPUs capped at `gpus_per_node` (one
+  node) and pass that as `--nproc`. A `count` above one node is noted in the script, not
+  requested: extra nodes would sit idle.
+- `post.*` and the model evaluations run in one process: one GPU on a GPU spec.
+- A CPU spec (`gpu = cpu`, or `device = cpu`) asks for no GPU; its training jobs ask for
+  `count` CPUs (`--cpus-per-task`), one per torchrun process.
+- Every job of a plan shares one job name and waits with `singleton` for the previous one
+  to end: `herd run` holds `runs/<spec>/lock` for the whole run, so two of the plan's jobs
+  running at once would fail on the lock (or, on a file system without working `flock`,
+  delete each other's temporary files).
+- A job whose input failed is cancelled (`--kill-on-invalid-dep=yes`) rather than left
+  pending forever; running `submit.sh` again resubmits the plan and skips what is done.
 """
 
 from __future__ import annotations
@@ -14,60 +30,92 @@ from pathlib import Path
 
 from compiler.plan import Plan
 
-TRAINING_PREFIXES = ("train.", "post.")
+DISTRIBUTED_KINDS = ("train.pretrain", "train.extend", "train.anneal")  # honour --nproc
+MODEL_PREFIXES = ("train.", "post.", "eval.")  # load a model: a GPU on a GPU spec
+CPU_ONLY_KINDS = ("eval.summary",)
 
 
 def _script_name(job_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", job_id) + ".sbatch"
 
 
+def _resources(kind: str, total: int, gpus_per_node: int, on_cpu: bool) -> tuple[int, int, int]:
+    """(GPUs on the one node, CPUs per task or 0 for Slurm's default, --nproc or 0)."""
+    distributed = kind in DISTRIBUTED_KINDS
+    if on_cpu:
+        procs = total if distributed and total > 1 else 0
+        return 0, procs, procs
+    if distributed:
+        gpus = max(1, min(total, gpus_per_node))
+        return gpus, 0, gpus
+    if kind.startswith(MODEL_PREFIXES) and kind not in CPU_ONLY_KINDS:
+        return 1, 0, 0
+    return 0, 0, 0
+
+
 def write_slurm(plan: Plan, out_dir: Path, *, partition: str | None = None, gpus_per_node: int = 8,
                 herd: str = "herd", runs_dir: str = "runs") -> list[Path]:
-    """Write `plan.json`, one sbatch file per job and `submit.sh`; return the sbatch paths."""
+    """Write `plan.json`, one sbatch file per job and `submit.sh`; return the sbatch paths.
+
+    Paths in the scripts are absolute, and a relative `runs_dir` is relative to the folder
+    this is called from (each script `cd`s there), so a job runs the same wherever `sbatch`
+    is called from."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    plan_path = out_dir / "plan.json"
+    plan_path = (out_dir / "plan.json").resolve()
     plan.save(plan_path)
+    logs = (out_dir / "slurm-logs").resolve()
+    logs.mkdir(exist_ok=True)
+    here = None if Path(runs_dir).is_absolute() else str(Path.cwd())
     hw = plan.settings.get("hardware", {})
     total = int(hw.get("count", 1))
-    # a CPU spec (`gpu = cpu`, or `device = cpu`) requests no GPU; its training jobs run
-    # `count` processes on one node
     on_cpu = hw.get("gpu") == "cpu" or plan.settings.get("device") == "cpu"
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"herd.{plan.spec_name}")[:64]
     written: list[Path] = []
     for job in plan:
-        training = job.kind.startswith(TRAINING_PREFIXES)
-        nodes = max(1, total // gpus_per_node) if training and not on_cpu else 1
-        gpus = min(total, gpus_per_node) if training and not on_cpu else 0
-        procs = gpus if gpus else (total if training and total > 1 else 0)
+        gpus, cpus, procs = _resources(job.kind, total, gpus_per_node, on_cpu)
         lines = [
             "#!/bin/bash",
-            f"#SBATCH --job-name={job.id[:64]}",
-            f"#SBATCH --output=slurm-logs/{job.id}-%j.out",
-            f"#SBATCH --nodes={nodes}",
+            f"#SBATCH --job-name={name}",  # shared: `singleton` runs the plan's jobs one at a time
+            "#SBATCH --nodes=1",
             "#SBATCH --ntasks-per-node=1",
+            "#SBATCH --requeue",  # a requeued job resumes from its checkpoint
+            "#SBATCH --open-mode=append",  # ... and its log keeps the first attempt
         ]
         if gpus:
             lines.append(f"#SBATCH --gpus-per-node={gpus}")
+        if cpus:
+            lines.append(f"#SBATCH --cpus-per-task={cpus}")
         if partition:
             lines.append(f"#SBATCH --partition={partition}")
-        lines += [
-            "set -euo pipefail",
-            f"# {job.kind}: {job.description}",
-        ]
-        cmd = [herd, "run", str(plan_path.resolve()), "--only", job.id, "--runs-dir", runs_dir]
+        lines += ["set -euo pipefail", f"# {job.id}: {job.kind}: {job.description}"]
+        if here:  # the relative --runs-dir is where `herd compile` ran, not where sbatch did
+            lines.append(f"cd {shlex.quote(here)}")
+        if job.kind in DISTRIBUTED_KINDS and not on_cpu and total > gpus:
+            lines.append(f"# run {{ hardware {{ count = {total} }} }} asks for {total} GPUs; herd trains on "
+                         f"one node (torchrun --standalone), so this job uses {gpus}")
+        cmd = [herd, "run", str(plan_path), "--only", job.id, "--runs-dir", runs_dir]
         if procs:
             cmd += ["--nproc", str(procs)]
         lines.append(" ".join(shlex.quote(c) for c in cmd))
         path = out_dir / _script_name(job.id)
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         written.append(path)
-    submit = ["#!/bin/bash", "# Submit the whole plan; each job waits for its inputs (afterok).", "set -euo pipefail",
-              "mkdir -p slurm-logs", "declare -A ID"]
+    # --output is given here, where the shell quotes it (an #SBATCH line ends at a space
+    # or `#`); `%` is Slurm's pattern character, `%%` a literal one
+    submit = ["#!/bin/bash", "# Submit the whole plan; each job waits for its inputs (afterok) and for the",
+              "# plan's previous job (singleton: one herd run per run directory at a time).",
+              "set -euo pipefail", f"LOGS={shlex.quote(str(logs))}", 'mkdir -p "$LOGS"', "declare -A ID",
+              "# the job id alone (--parsable prints `id;cluster` on a multi-cluster setup)",
+              'submit() { local id; id=$(sbatch --parsable "$@") || return 1; echo "${id%%;*}"; }']
     for job in plan:
         deps = ":".join(f"${{ID[{shlex.quote(d)}]}}" for d in job.deps)
-        dep_flag = f"--dependency=afterok:{deps} " if deps else ""
-        submit.append(f"ID[{shlex.quote(job.id)}]=$(sbatch --parsable {dep_flag}"
+        dep_flag = f"--dependency=afterok:{deps},singleton --kill-on-invalid-dep=yes " if deps \
+            else "--dependency=singleton "
+        log = shlex.quote(job.id.replace("%", "%%") + "-%j.out")
+        submit.append(f"ID[{shlex.quote(job.id)}]=$(submit {dep_flag}"
+                      f"--output=\"$LOGS\"/{log} "
                       f"{shlex.quote(str((out_dir / _script_name(job.id)).resolve()))})")
-    submit.append('echo "submitted ${#ID[@]} jobs"')
+    submit.append('echo "submitted ${#ID[@]} jobs; logs in $LOGS"')
     (out_dir / "submit.sh").write_text("\n".join(submit) + "\n", encoding="utf-8")
     (out_dir / "submit.sh").chmod(0o755)
     return written

@@ -210,8 +210,20 @@ def launch(ctx: JobContext, nproc: int, poll_s: float = 0.2) -> None:
     elif proc.returncode != 0:
         if error.is_file():
             raise JobFailed(error.read_text().strip())
-        tail = log.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"{ctx.job_id}: torchrun exited {proc.returncode}; log {log}:\n{tail}")
+        text = log.read_text(errors="replace")
+        cause = rank_error(text)
+        raise RuntimeError(f"{ctx.job_id}: {cause + ' ' if cause else ''}(torchrun exited "
+                           f"{proc.returncode}; log {log}):\n{text[-3000:]}")
+
+
+def rank_error(log_text: str) -> str | None:
+    """The first exception a rank printed (`[rank1]: IndexError: ...` in torchrun's log) as
+    `rank 1 failed: IndexError: ...`, so the job's one-line error says what went wrong;
+    None when no rank printed one (killed, or torchrun itself failed)."""
+    import re
+
+    m = re.search(r"^\[rank(\d+)\]:\s*([A-Za-z_][\w.]*(?:Error|Exception)\b.*)$", log_text, re.M)
+    return f"rank {m.group(1)} failed: {m.group(2).strip()}" if m else None
 
 
 def _relay(ctx: JobContext, path: Path, offset: int) -> int:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from compiler import compile_file
 from compiler.plan import Plan
@@ -21,6 +24,7 @@ def test_every_job_gets_a_script_and_waits_for_its_inputs(tmp_path: Path) -> Non
     for job in plan.jobs.values():
         line = next(ln for ln in submit.splitlines() if ln.startswith(f"ID[{job.id}]="))
         waits_for = set(re.findall(r"\$\{ID\[([^\]]+)\]\}", line))
+        assert "singleton" in line
         assert waits_for == set(job.deps)
     assert subprocess.run(["bash", "-n", str(tmp_path / "submit.sh")]).returncode == 0
 
@@ -46,12 +50,112 @@ def test_a_cpu_spec_requests_no_gpu(tmp_path: Path) -> None:
     assert "--gpus" not in script and "--nproc" not in script
     script = _training_script(tmp_path / "two", ["run.hardware.count=2"])
     assert "--gpus" not in script and "--nodes=1" in script and "--nproc 2" in script
+    # torchrun's two processes get a CPU each, not Slurm's default of one for the task
+    assert "--cpus-per-task=2" in script
 
 
-def test_a_gpu_spec_requests_its_gpus_up_to_8_per_node(tmp_path: Path) -> None:
+def test_a_gpu_spec_trains_on_one_node_of_up_to_8_gpus(tmp_path: Path) -> None:
     script = _training_script(tmp_path / "a", ["run.hardware.gpu=h100", "run.device=auto"])
     assert "--gpus-per-node=1" in script and "--nproc 1" in script
+    # herd trains under `torchrun --standalone`: a second node would sit idle, so 16 GPUs
+    # in the spec become one node of 8, and the script says so
     script = _training_script(tmp_path / "b", ["run.hardware.gpu=h100", "run.device=auto", "run.hardware.count=16"])
-    assert "--nodes=2" in script and "--gpus-per-node=8" in script and "--nproc 8" in script
+    assert "--nodes=1" in script and "--gpus-per-node=8" in script and "--nproc 8" in script
+    assert "asks for 16 GPUs" in script
     data_job = (tmp_path / "b" / "data.stdlib.source.sbatch").read_text()
     assert "--gpus" not in data_job
+
+
+def test_post_training_and_evals_run_in_one_process_on_one_gpu(tmp_path: Path) -> None:
+    # post.* and eval.* jobs ignore --nproc: they get one GPU, not the training allocation
+    _, plan = compile_file(SPEC, ["run.hardware.gpu=h100", "run.device=auto", "run.hardware.count=16"])
+    write_slurm(plan, tmp_path)
+    for job in plan:
+        if job.kind.startswith(("post.", "eval.")) and job.kind != "eval.summary":
+            script = (tmp_path / f"{job.id}.sbatch").read_text()
+            assert "--gpus-per-node=1" in script and "--nproc" not in script, job.id
+
+
+def test_jobs_of_a_plan_run_one_at_a_time(tmp_path: Path) -> None:
+    # `herd run` locks runs/<spec>/ for the whole run: two of the plan's jobs at once would
+    # fail on the lock, so all share a job name and wait for each other (singleton)
+    _, plan = compile_file(SPEC)
+    write_slurm(plan, tmp_path)
+    names = {re.search(r"--job-name=(\S+)", p.read_text()).group(1) for p in tmp_path.glob("*.sbatch")}
+    assert names == {"herd.tiny"}
+    submit = (tmp_path / "submit.sh").read_text()
+    first = next(ln for ln in submit.splitlines() if ln.startswith("ID["))
+    assert "--dependency=singleton" in first
+
+
+def test_a_relative_runs_dir_is_where_compile_ran_wherever_sbatch_is_called(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "my project").mkdir()
+    monkeypatch.chdir(tmp_path / "my project")
+    _, plan = compile_file(SPEC)
+    fake_herd = tmp_path / "herd"  # prints the folder it runs in
+    fake_herd.write_text("#!/bin/bash\npwd\n")
+    fake_herd.chmod(0o755)
+    write_slurm(plan, Path("out"), runs_dir="runs", herd=str(fake_herd))
+    done = subprocess.run(["bash", str(tmp_path / "my project" / "out" / "train.base.sbatch")],
+                          cwd="/", capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == str(tmp_path / "my project")
+
+
+def _stub(bin_dir: Path, fail_at: int | None = None) -> Path:
+    """An `sbatch` that records its arguments one per line and prints `id;cluster`."""
+    bin_dir.mkdir()
+    calls = bin_dir / "calls"
+    fail = f'[ "$n" = {fail_at} ] && {{ echo "sbatch: error: denied" >&2; exit 1; }}' if fail_at else ""
+    (bin_dir / "sbatch").write_text(f"""#!/bin/bash
+n=$(( $(cat {bin_dir}/n 2>/dev/null || echo 100) + 1 )); echo $n > {bin_dir}/n
+{fail}
+printf '%s\n' "$@" "--" >> {calls}
+echo "$n;cluster"
+""")
+    (bin_dir / "sbatch").chmod(0o755)
+    return calls
+
+
+@pytest.mark.parametrize("folder", ["slurm scripts", "plain"])
+def test_submit_sh_hands_sbatch_whole_paths_and_bare_job_ids(tmp_path: Path, folder: str) -> None:
+    _, plan = compile_file(SPEC)
+    out = tmp_path / folder
+    write_slurm(plan, out)
+    calls = _stub(tmp_path / "bin")
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", str(out / "submit.sh")], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    submissions = [c.strip("\n").split("\n") for c in calls.read_text().split("--\n") if c.strip()]
+    order = list(plan.jobs)
+    ids = {job_id: str(101 + i) for i, job_id in enumerate(order)}
+    for job_id, args in zip(order, submissions, strict=True):
+        assert args[-1] == str((out / f"{job_id}.sbatch").resolve())  # one argument, spaces and all
+        assert f"--output={(out / 'slurm-logs').resolve()}/{job_id}-%j.out" in args
+        deps = sorted(plan.jobs[job_id].deps)
+        if deps:  # the ids, without sbatch --parsable's `;cluster`
+            want = "--dependency=afterok:" + ":".join(ids[d] for d in plan.jobs[job_id].deps) + ",singleton"
+            assert want in args and "--kill-on-invalid-dep=yes" in args
+
+
+def test_submit_sh_stops_at_the_first_refused_submission(tmp_path: Path) -> None:
+    _, plan = compile_file(SPEC)
+    write_slurm(plan, tmp_path / "out")
+    calls = _stub(tmp_path / "bin", fail_at=103)
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", str(tmp_path / "out" / "submit.sh")], env=env, capture_output=True, text=True)
+    assert done.returncode != 0 and "denied" in done.stderr
+    assert calls.read_text().count("--\n") == 2  # nothing submitted after the refusal
+
+
+def test_each_script_runs_exactly_its_job(tmp_path: Path) -> None:
+    _, plan = compile_file(SPEC, ["run.hardware.count=2"])
+    out = tmp_path / "with space"
+    write_slurm(plan, out, herd=str(tmp_path / "bin" / "herd"))
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "herd").write_text('#!/bin/bash\nprintf "%s\\n" "$@"\n')
+    (tmp_path / "bin" / "herd").chmod(0o755)
+    for job in plan:
+        done = subprocess.run(["bash", str(out / f"{job.id}.sbatch")], capture_output=True, text=True, check=True)
+        args = done.stdout.splitlines()
+        assert args[:4] == ["run", str((out / "plan.json").resolve()), "--only", job.id]
+        assert ("--nproc" in args) == (job.kind in ("train.pretrain", "train.extend", "train.anneal"))
