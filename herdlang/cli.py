@@ -99,7 +99,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
             paths = write_slurm(plan, out, partition=args.partition, runs_dir=args.runs_dir)
         except OSError as exc:
             raise UsageError(f"cannot write the Slurm scripts to {out}: {exc.strerror or exc}") from None
-        print(f"wrote plan.json, {len(paths)} sbatch scripts and submit.sh to {out}/ (run: bash {out}/submit.sh)")
+        print(f"wrote plan.json, {len(paths)} sbatch scripts and submit.sh to {out}/ (run: bash {shlex.quote(str(out / 'submit.sh'))})")
         return EXIT_OK
     fmt = args.format or "text"
 
@@ -244,6 +244,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_dir = cli_paths.runs_dir(args.runs_dir, plan.spec_name) / plan.spec_name
     if args.nproc and args.nproc > 1:
         plan.settings = {**plan.settings, "nproc": args.nproc}
+        from compiler.slurm import DISTRIBUTED_KINDS  # the kinds launched under torchrun
+
+        named = [plan.jobs[j] for j in (args.only or plan.jobs) if j in plan.jobs]
+        if not any(job.kind in DISTRIBUTED_KINDS for job in named):
+            print(f"note: --nproc {args.nproc} applies to {', '.join(DISTRIBUTED_KINDS)} jobs, and none "
+                  "is selected; the others run in one process", file=sys.stderr)
     if args.device:
         plan.settings = {**plan.settings, "device": args.device}
     from runtime.executor import ExecutorError, run_plan

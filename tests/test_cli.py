@@ -583,3 +583,17 @@ def test_fmt_write_keeps_links_permissions_and_line_endings(tmp_path: Path) -> N
     assert spec.read_bytes() == b"model m { layers = 2  dim = 64 }\r\n"
     assert spec.stat().st_mode & 0o777 == 0o600
     assert herd("fmt", "--check", spec).returncode == 0
+
+
+def test_nproc_without_a_training_job_selected_says_it_does_nothing(tmp_path: Path) -> None:
+    out = herd("run", TINY, "--nproc", "2", "--only", "tokenizer.tiny_bpe", "--dry-run",
+               "--runs-dir", tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "note: --nproc 2 applies to train.pretrain" in out.stderr and "none is selected" in out.stderr
+
+
+def test_the_slurm_hint_quotes_a_folder_with_a_space(tmp_path: Path) -> None:
+    folder = tmp_path / "my runs"
+    out = herd("compile", TINY, "--target", "slurm", "-o", folder)
+    assert out.returncode == 0, out.stderr
+    assert f"(run: bash '{folder / 'submit.sh'}')" in out.stdout
