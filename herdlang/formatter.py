@@ -494,7 +494,7 @@ class _Formatter:
                 return None
             pieces.append(lines[0])
         inside = "  ".join(pieces)
-        return inside if head_width + len(inside) + 4 <= WIDTH else None
+        return inside if head_width + len(f" {{ {inside} }}") <= WIDTH else None
 
 
 def _cat(first: list[str], second: list[str]) -> list[str]:

@@ -324,6 +324,13 @@ def specs(draw: st.DrawFn) -> str:
     return text
 
 
+def test_a_one_line_block_one_character_too_wide_is_broken() -> None:
+    """Found by test_random_specs: the width check counted 4 characters for ` { ` and ` }`."""
+    text = "model { base = 0  model(0) { base = 0  model base { base = 0  base = 0  base = 50% } }  base = true }\n"
+    assert len(text) - 1 == WIDTH + 1
+    assert check_properties(text).splitlines()[0] == "model {"
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs())
 def test_random_specs(text: str) -> None:
