@@ -32,10 +32,11 @@ from runtime.executor.live import View, make_view
 from runtime.executor.lock import RunLock
 from runtime.executor.report import assemble_report
 from runtime.executor.selection import Decision, schedule
-from runtime.executor.store import Store, owned_by_a_run
+from runtime.executor.store import Store
 from runtime.jobs import registry
 from runtime.jobs.context import JobContext, JobFailed, Progress
 from runtime.jobs.registry import JobFn
+from runtime.run_folders import managed_by_a_run
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
@@ -371,7 +372,7 @@ def run_plan(
     """
     console = console or Console()
     run_dir = Path(run_dir)
-    owner = owned_by_a_run(run_dir)
+    owner = managed_by_a_run(run_dir)
     if owner is not None:
         raise ExecutorError(f"cannot use {run_dir} as a run directory: {owner}; "
                             "hint: pass --runs-dir a folder outside herd's run folders, e.g. --runs-dir runs")

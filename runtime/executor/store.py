@@ -27,9 +27,8 @@ from typing import Any
 
 from herdlang.errors import UserError
 from herdlang.version import HERD_VERSION
+from runtime.run_folders import MANIFEST, STORE_FORMAT
 
-MANIFEST = "manifest.json"
-STORE_FORMAT = "herd.store/1"
 _CHUNK = 1 << 20
 
 
@@ -68,31 +67,6 @@ def write_json_atomic(path: Path, data: Any) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(part, path)
-
-
-#: the folders of a run directory that the executor owns entry by entry
-MANAGED_PARTS = ("store", "tmp", "work", "cache", "logs", "metrics", "report")
-
-
-def owned_by_a_run(path: Path) -> str | None:
-    """Why `path` may not hold a run directory: it lies inside a store entry or inside a
-    folder another run directory manages (its files are hashed, collected or replaced)."""
-    resolved = Path(path).resolve()
-    for folder in (resolved, *resolved.parents):
-        manifest = folder / MANIFEST
-        if manifest.is_file():
-            try:
-                data = json.loads(manifest.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                data = None
-            if isinstance(data, dict) and data.get("format") == STORE_FORMAT:
-                return f"{folder} is a store entry (job {data.get('job', '?')})"
-        parent = folder.parent
-        if (folder.name in MANAGED_PARTS and parent != folder
-                and (parent / "store").is_dir()
-                and any((parent / name).is_file() for name in ("index.json", "lock"))):
-            return f"{folder} is the {folder.name!r} folder of the run directory {parent}"
-    return None
 
 
 def _walk_files(root: Path) -> Iterator[Path]:

@@ -31,6 +31,7 @@ from safetensors.torch import save_file
 from herdlang.errors import UserError
 from runtime.model.config import ConfigError
 from runtime.model.llama import Llama
+from runtime.run_folders import is_run_folder, managed_by_a_run
 
 CHECKPOINT_FORMAT = "herd.checkpoint/1"
 WEIGHTS_FILE = "model.safetensors"
@@ -83,38 +84,6 @@ class OutputExistsError(CheckpointError):
     """An export/import destination that already holds something, or that herd manages."""
 
 
-# The run store's own names (runtime/executor/store.py); not imported, so that loading a
-# model never pulls in the executor.
-_STORE_MANIFEST, _STORE_FORMAT = "manifest.json", "herd.store/1"
-
-
-# What the executor writes in a run folder (runtime/executor/): never a destination.
-_RUN_PARTS = ("store", "tmp", "work", "cache", "logs", "metrics", "report", "report.md", "index.json", "lock")
-
-
-def _managed_by_herd(path: Path) -> str | None:
-    """Why `path` must not be written by hand: it is a run folder (`runs/<spec>/`), inside the
-    store or another folder the executor owns there, or inside a store entry (even a copied one)."""
-    resolved = path.resolve()
-    for folder in (resolved, *resolved.parents):
-        if (folder / "store").is_dir() and any((folder / name).is_file() for name in ("lock", "index.json")):
-            parts = resolved.relative_to(folder).parts
-            if not parts:
-                return f"it is herd's run folder for {folder.name!r}"
-            if parts[0] in _RUN_PARTS:
-                return f"it is inside {folder / parts[0]}, part of herd's run folder {folder}"
-            return None
-        manifest = folder / _STORE_MANIFEST
-        if manifest.is_file():
-            try:
-                data = json.loads(manifest.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if isinstance(data, dict) and data.get("format") == _STORE_FORMAT:
-                return f"{folder} is a herd store entry (job {data.get('job', '?')})"
-    return None
-
-
 def check_output(
     directory: str | os.PathLike[str],
     *,
@@ -125,7 +94,8 @@ def check_output(
     holds files (unless `force`), the input itself, or anything in a herd run folder (never:
     `herd run` owns it, and a store entry changed by hand is no longer trusted)."""
     out = Path(directory)
-    why = _managed_by_herd(out)
+    why = (f"it is herd's run folder for {out.resolve().name!r}" if is_run_folder(out.resolve())
+           else managed_by_a_run(out))
     if why:
         raise OutputExistsError(
             f"refusing to write into {out}: {why}, which `herd run` and `herd gc` manage\n"
