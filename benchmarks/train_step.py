@@ -42,7 +42,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.record import write_result  # noqa: E402
+from benchmarks.record import result_path, write_result  # noqa: E402
 
 # The target's pair first, the compiled variants (minutes of compilation) last: on a short
 # GPU lease a time limit then costs the least informative rows.
@@ -407,8 +407,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         write_result("train_step", record, args.out)  # after each variant: a killed run keeps its rows
     print(table(results))
-    out = write_result("train_step", record, args.out)
-    print(f"wrote {out}")
+    print(f"wrote {result_path('train_step', args.out)}")
     return 0
 
 
