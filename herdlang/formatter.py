@@ -252,7 +252,9 @@ class _Formatter:
         inner = indent + STEP
         lines = self._atom(v.steps[0].value, indent, col, 0)
         for step in v.steps[1:]:
-            piece = _cat(["-> "], self._atom(step.value, inner, inner + 3, 0))
+            # a step's `at` follows its value on the value's last line: count it when the value fits
+            at_tail = 4 + len(self._flat_atom(step.at)) if step.at is not None else 0
+            piece = _cat(["-> "], self._atom(step.value, inner, inner + 3, at_tail))
             if step.at is not None:
                 width = len(piece[-1]) + 4 + (inner if len(piece) == 1 else 0)
                 piece = _cat(piece, _cat([" at "], self._atom(step.at, inner, width, 0)))

@@ -331,6 +331,14 @@ def test_a_one_line_block_one_character_too_wide_is_broken() -> None:
     assert check_properties(text).splitlines()[0] == "model {"
 
 
+def test_a_nested_ramp_followed_by_at_breaks_when_the_at_would_overflow() -> None:
+    """Found by test_random_specs: the inner ramp was measured without the ` at ...` after it."""
+    text = ("model { model { base = 0 -> (base.base.base -> 0 tokens at 1_00% -> base at 50% -> "
+            "base.base.base at 12.5%) at base.base } }\n")
+    out = check_properties(text)
+    assert "        -> base.base.base at 12.5%) at base.base" in out.splitlines()
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs())
 def test_random_specs(text: str) -> None:
