@@ -444,6 +444,7 @@ def _mask_flag(ctx: JobContext) -> bool:
 
 
 REFERENCE = "reference.safetensors"
+REFERENCE_META = "herd.reference"  # the safetensors metadata key of what a reference was computed under
 
 
 @register("post.dpo_reference")
@@ -462,9 +463,12 @@ def post_dpo_reference(ctx: JobContext) -> None:
             rejected.append(P.sequence_logprobs(model, rt, ry)[0].cpu())
             ctx.progress.advance(len(prefs[i : i + 32]))
     save_file({"chosen": torch.cat(chosen).contiguous(), "rejected": torch.cat(rejected).contiguous()},
-              str(Path(ctx.out) / REFERENCE), metadata={"mask": ctx.config.get("mask", "formatting_tokens"),
-                                                        "pairs": str(len(prefs)),
-                                                        "checkpoint": Path(ctx.inputs["checkpoint"]).name})
+              str(Path(ctx.out) / REFERENCE),
+              # one key (JSON): safetensors writes several in hash order, so the bytes would vary
+              metadata={REFERENCE_META: json.dumps({"mask": ctx.config.get("mask", "formatting_tokens"),
+                                                    "pairs": len(prefs),
+                                                    "checkpoint": Path(ctx.inputs["checkpoint"]).name},
+                                                   sort_keys=True)})
     _report(ctx, "DPO reference", [f"- reference log-probs of {len(prefs):,} pairs "
                                    f"(mask `{ctx.config.get('mask', 'formatting_tokens')}`)"])
 
@@ -479,6 +483,8 @@ def check_reference(ctx: JobContext, path: Path) -> None:
                         "output of a post.dpo_reference job")
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
+    if REFERENCE_META in meta:  # older references kept each field as its own key
+        meta = json.loads(meta[REFERENCE_META])
     mask = ctx.config.get("mask", "formatting_tokens")
     if meta.get("mask", mask) != mask:
         raise JobFailed(f"{ctx.job_id}: the reference log-probs were computed with mask "

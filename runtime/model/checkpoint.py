@@ -238,7 +238,10 @@ def write_checkpoint_files(
     """model.safetensors and meta.json (with the weights' checksum) into an existing folder."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     weights = folder / WEIGHTS_FILE
-    save_file(tensors, str(weights), metadata={"format": "pt", "herd": CHECKPOINT_FORMAT})
+    # one metadata key: safetensors writes a metadata map in hash order, so two keys give
+    # different bytes from run to run, and a rebuilt artifact would look changed (meta.json
+    # says what the file is)
+    save_file(tensors, str(weights), metadata={"format": "pt"})
     meta = {
         "format": CHECKPOINT_FORMAT,
         "model": config,

@@ -130,6 +130,7 @@ def test_dpo_refuses_a_reference_from_another_mask_or_model(job, tmp_path, check
     with pytest.raises(JobFailed, match="mask 'none' but DPO uses 'formatting_tokens'"):
         job("post.dpo", {"steps": 1}, {**inputs, "reference": ref}, name="dpo_mask")
     tensors = load_file(str(ref / REFERENCE))
+    # as earlier herd wrote it (one metadata key per field): old references are checked too
     save_file(tensors, str(ref / REFERENCE), metadata={"mask": "none", "checkpoint": "other-model"})
     with pytest.raises(JobFailed, match="come from checkpoint 'other-model'"):
         job("post.dpo", {"steps": 1, "mask": "none"}, {**inputs, "reference": ref}, name="dpo_model")
