@@ -28,6 +28,8 @@ def check(res: Resolved) -> None:
         _check_tokenizer(res, tok)
     for data in spec.of("data").values():
         _check_data(res, data)
+    for ckpt in spec.of("checkpoint").values():
+        _check_checkpoint(res, ckpt)
     for mix in spec.of("mix").values():
         _check_weights(res, mix, mix.config.weights, (), ("data",), "mix")
     for stage in spec.of("pretrain").values():
@@ -44,6 +46,7 @@ def check(res: Resolved) -> None:
     for kind in STAGES[1:]:
         for stage in spec.of(kind).values():
             _check_same_model(res, stage)
+            _check_after_checkpoint(res, stage)
     for ev in spec.of("eval").values():
         data = (ev.config.model_extra or {}).get("data")
         if str(ev.config.kind) == "tasks" and isinstance(data, str):
@@ -253,8 +256,11 @@ def _upstream(res: Resolved, name: str | None, pick):
     return None
 
 
-def _context_of(defined: Defined) -> int | None:
+def _context_of(res: Resolved, defined: Defined) -> int | None:
     cfg = defined.config
+    if defined.kind == "checkpoint":
+        model = res.models.get(cfg.model)
+        return cfg.context or (model["max_context"] if model else None)
     if defined.kind == "pretrain":
         return cfg.context
     if defined.kind == "extend":
@@ -265,12 +271,15 @@ def _context_of(defined: Defined) -> int | None:
 
 
 def _data_of(defined: Defined) -> str | None:
+    """The data a stage trains on: its `data`, or `mix` for an anneal's inline mix."""
+    if defined.kind == "anneal" and defined.config.mix is not None:
+        return "mix"
     data = getattr(defined.config, "data", None)
     return data if isinstance(data, str) and defined.kind in ("pretrain", "extend", "anneal") else None
 
 
 def _stage_context(res: Resolved, name: str | None) -> int | None:
-    return _upstream(res, name, _context_of)
+    return _upstream(res, name, lambda d: _context_of(res, d))
 
 
 def _check_anneal(res: Resolved, stage: Defined) -> None:
@@ -361,6 +370,84 @@ def _check_same_model(res: Resolved, stage: Defined) -> None:
             "H0405", f"'{stage.name}' continues from a checkpoint of model '{inherited}', not '{target.name}'",
             stage.span("model"), "the architecture, tokenizer and vocabulary must match the checkpoint",
             Severity.ERROR))
+
+
+def _check_checkpoint(res: Resolved, ckpt: Defined) -> None:
+    """A checkpoint made elsewhere: every stage after it reads text, so its model needs a tokenizer."""
+    model = res.models.get(ckpt.config.model)
+    if model is not None and model["tokenizer"] is None:
+        res.error("H0204", f"checkpoint '{ckpt.name}': model '{model['name']}' names no tokenizer", ckpt.span("model"),
+                  "the stages after it read text: give the model `tokenizer = NAME`, e.g. a block "
+                  "`tokenizer NAME { file = \"<checkpoint folder>/tokenizer.json\" }`")
+
+
+def _root_checkpoint(res: Resolved, name: str) -> str | None:
+    """The checkpoint block a stage's `from` chain starts at, or None (a pre-training stage,
+    or a broken chain, reported elsewhere)."""
+    if name in res.broken_chain:
+        return None
+    seen: set[str] = set()
+    current: str | None = name
+    while current is not None and current not in seen:
+        seen.add(current)
+        defined = res.spec.find(current)
+        if defined is None:
+            return None
+        if defined.kind == "checkpoint":
+            return current
+        current = res.stage_source.get(current)
+    return None
+
+
+def _sets_batch(defined: Defined) -> bool | None:
+    if defined.kind == "pretrain" or (defined.kind in ("extend", "anneal") and defined.config.batch):
+        return True
+    return None
+
+
+def _sets_optimizer(defined: Defined) -> bool | None:
+    cfg = defined.config
+    if defined.kind == "pretrain" or (defined.kind == "extend" and cfg.optimizer) \
+            or (defined.kind == "anneal" and cfg.peak_lr):
+        return True
+    return None
+
+
+def _check_after_checkpoint(res: Resolved, stage: Defined) -> None:
+    """A checkpoint made elsewhere brings weights only. A stage after it that trains on text
+    needs the data, batch and optimizer a pre-training stage would otherwise pass on; a
+    post-training stage's evals that read the pre-training mix need a stage with data on the
+    way. Each gap is reported once, at the first stage that has it."""
+    root = _root_checkpoint(res, stage.name)
+    if root is None:
+        return
+    source = res.stage_source.get(stage.name)
+    inherited = source is not None and source != root and res.spec.find(source).kind in ("extend", "anneal")
+    needs = {"batch": _sets_batch, ("optimizer" if stage.kind == "extend" else "peak_lr"): _sets_optimizer}
+    missing = []
+    if stage.kind == "extend" and _stage_data(res, stage.name) is None:
+        missing.append("data")  # anneal reports its own missing data
+    if stage.kind in ("extend", "anneal"):
+        for item, sets in needs.items():
+            if _upstream(res, stage.name, sets) is None and not (inherited and _upstream(res, source, sets) is None):
+                missing.append(item)
+    via = "" if source == root else f" (through '{source}')"
+    if missing:
+        example = {"data": "data = web", "batch": "batch = 1M tokens",
+                   "optimizer": "optimizer = adamw(lr = 1e-5)", "peak_lr": "peak_lr = 1e-5"}
+        res.error("H0204", f"{stage.kind} '{stage.name}' continues from checkpoint '{root}'{via}, which brings "
+                  f"weights only: set {', '.join(repr(m) for m in missing)}", stage.name_span,
+                  "e.g. " + "  ".join(example[m] for m in missing))
+    if stage.kind != "posttrain" or _stage_data(res, stage.name) is not None:
+        return
+    for i, name in enumerate(stage.config.evals):
+        defined = res.spec.of("eval").get(name)
+        kind = str(defined.config.kind) if defined else name
+        cls = components.get("eval", kind)
+        if cls is not None and getattr(cls, "reads_corpus", True):
+            res.error("H0204", f"eval '{name}' reads held-out pre-training text, and '{stage.name}' continues from "
+                      f"checkpoint '{root}'{via} with no data stage on the way", stage.span("evals", i),
+                      "use evals that read a dataset (tasks), or anneal on a data stage first")
 
 
 def _check_probe(res: Resolved, probe: Defined) -> None:
@@ -466,11 +553,15 @@ def _check_inputs(res: Resolved) -> None:
     for tok in spec.of("tokenizer").values():
         if tok.config.file:
             found.append((f"tokenizer {tok.name}", tok.config.file, tok.span("file")))
+    for ckpt in spec.of("checkpoint").values():
+        found.append((f"checkpoint {ckpt.name}", ckpt.config.path, ckpt.span("path")))
     missing: dict[Path | None, list[tuple[str, str, Any, Path]]] = {}
+    folders = {f"checkpoint {c.name}" for c in spec.of("checkpoint").values()}  # paths that name a folder
     for what, path, span in found:
         full = Path(path) if Path(path).is_absolute() else spec.root / path
         if not _exists(full):
-            missing.setdefault(_missing_folder(full), []).append((what, path, span, full))
+            group = _missing_folder(full / "-" if what in folders else full)
+            missing.setdefault(group, []).append((what, path, span, full))
     hint = "fine if it is made later or exists only where the plan runs; otherwise check the path"
     for folder, paths in missing.items():
         if folder is None or len(paths) == 1:

@@ -16,7 +16,7 @@ from compiler import estimates as est
 from compiler.plan import Job, Plan
 from compiler.resolve import Resolved
 from herdlang import components
-from herdlang.schema import STAGES
+from herdlang.schema import SOURCES, AdamW
 from herdlang.spec import Defined
 
 
@@ -101,7 +101,7 @@ class Lowering:
 
     def _stages_in_order(self) -> list[Defined]:
         """Stages sorted so that each comes after the stage it continues from."""
-        stages = [d for d in self.spec.order if d.kind in STAGES]
+        stages = [d for d in self.spec.order if d.kind in SOURCES]
         done: set[str] = set()
         ordered: list[Defined] = []
         while stages:
@@ -364,6 +364,26 @@ class Lowering:
             return self.stage_model[source]
         return self._model_of(stage)
 
+    def _checkpoint(self, defined: Defined) -> None:
+        """A checkpoint made elsewhere, loaded into the store as the start of a `from` chain.
+        It brings weights only: the stages after it state their data, batch and optimizer
+        (compiler/check.py insists)."""
+        cfg = defined.config
+        model = self._model_of(defined.name)
+        if model is None:
+            return
+        context = cfg.context or model["max_context"]
+        model = {**model, "max_context": max(model["max_context"], context)}
+        job_id = f"checkpoint.{defined.name}"
+        self.plan.add(Job(job_id, "model.load", defined.name, {"path": self._path(cfg.path), "model": model},
+                          output="checkpoint", description=f"load {cfg.path} as {model['name']}"))
+        self.stage_out[defined.name] = job_id
+        self.stage_model[defined.name] = model
+        self.stage_ctx[defined.name] = context
+        self.plan.stages[defined.name] = {"kind": "checkpoint", "model": model["name"], "path": cfg.path,
+                                          "context": context, "tokens": 0, "flops": 0.0,
+                                          "params": est.param_counts(model)["total"]}
+
     def _pretrain(self, defined: Defined) -> None:
         cfg = defined.config
         model = self._model_of(defined.name)
@@ -459,11 +479,11 @@ class Lowering:
         # the budget split evenly, the remainder to the first increments: every token counted
         shares = [cfg.tokens // len(increments) + (i < cfg.tokens % len(increments))
                   for i in range(len(increments))]
+        # after a checkpoint block, check.py made sure the stage sets what a source cannot pass on
         mix = self._mix_of(cfg.data) if cfg.data else self.stage_data[source]
-        src_batch = self.stage_batch[source]
         if cfg.batch and len(cfg.batch) > 1:
             self._one_batch_size(defined, "the ramp's last step")
-        batch_tokens = (self._batch(cfg.batch, lengths[-1]) if cfg.batch else src_batch)[-1]["tokens"]
+        batch_tokens = (self._batch(cfg.batch, lengths[-1]) if cfg.batch else self.stage_batch[source])[-1]["tokens"]
         optimizer = cfg.optimizer.model_dump(mode="json") if cfg.optimizer else self.stage_optimizer[source]
         rope = cfg.rope.model_dump(mode="json") if cfg.rope else None
         prev = self.stage_out[source]
@@ -482,7 +502,8 @@ class Lowering:
         for ctx, per in zip(increments, shares, strict=True):
             m = {**model, "max_context": ctx}
             if rope:
-                m["rope_theta"] = float(rope["theta"])
+                if "theta" in cfg.rope.model_fields_set:  # unset, θ stays the model's (not the default 10,000)
+                    m["rope_theta"] = float(rope["theta"])
                 if rope.get("scaling"):
                     sc = rope["scaling"]
                     m["rope_scaling"] = {"factor": sc["factor"], "low_freq_factor": sc["low_freq_factor"],
@@ -512,7 +533,7 @@ class Lowering:
         # wall-clock sum the increments; memory and KV cache are the longest one's
         self._estimates(defined.name, {**model, "max_context": lengths[-1]}, cfg.tokens, lengths[-1], total_steps,
                         {"increments": increments, "tokens_per_increment": shares}, attention_flops=attention)
-        self._remember(defined.name, prev, lengths[-1], mix, self.stage_batch[source], optimizer, m)
+        self._remember(defined.name, prev, lengths[-1], mix, self.stage_batch.get(source, batch), optimizer, m)
         self._evals(defined.name, cfg.evals, prev, m, mix, baseline=(self.stage_out[source], base_ctx))
 
     def _weights(self, parts: dict[str, float]) -> dict[str, float]:
@@ -534,7 +555,8 @@ class Lowering:
             seqs = max(1, round(self.stage_batch[source][-1]["tokens"] / context))
             batch = [{"seqs": seqs, "tokens": seqs * context, "from_tokens": 0}]
         steps = self._steps(batch, tokens)
-        optimizer = dict(self.stage_optimizer[source])
+        # after a checkpoint block there is no optimizer to continue: AdamW's defaults at `peak_lr`
+        optimizer = dict(self.stage_optimizer.get(source) or AdamW(lr=peak_lr or 1.0).model_dump(mode="json"))
         if peak_lr:
             optimizer["lr"] = peak_lr
         schedule = self._schedule(schedule_cfg, optimizer["lr"], steps, batch[0]["tokens"])

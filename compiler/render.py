@@ -56,8 +56,9 @@ def render_text(plan: Plan, runs_dir: Path | None = None, color: bool = False,
             mem = st.get("memory_per_gpu", {}).get("total")
             wall = st.get("wall_clock_seconds")
             unknown = st.get("kind") == "posttrain"  # sized by its datasets, read at run time
+            loaded = st.get("kind") == "checkpoint"  # made elsewhere: nothing trained here
             stages.add_row(
-                name, st.get("model", ""), "—" if unknown else f"{st.get('tokens', 0):,}", f"{st.get('steps', 0):,}" if st.get("steps") else "",
+                name, st.get("model", ""), "—" if unknown else "" if loaded else f"{st.get('tokens', 0):,}", f"{st.get('steps', 0):,}" if st.get("steps") else "",
                 humanize(st.get("flops", 0)) if st.get("flops") else "",
                 humanize(st.get("flops_attention", 0)) if st.get("flops_attention") else "",
                 humanize(mem, "B") if mem else "", humanize(st["kv_cache_bytes"], "B") if st.get("kv_cache_bytes") else "",
@@ -65,6 +66,9 @@ def render_text(plan: Plan, runs_dir: Path | None = None, color: bool = False,
             )
         console.print(stages)
         for name, st in plan.stages.items():
+            if st.get("kind") == "checkpoint":
+                console.print(f"  {name}: a checkpoint made elsewhere, loaded from {st['path']} and checked "
+                              f"against model '{st['model']}'; context {st['context']:,}")
             if st.get("kind") == "posttrain":
                 console.print(f"  {name}: post-training, {st['rounds']} round{'s' * (st['rounds'] != 1)}; "
                               "its tokens, steps and time follow from its datasets' size, known when it runs")

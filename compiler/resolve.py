@@ -12,7 +12,7 @@ from typing import Any
 
 from compiler.estimates import ffn_hidden_dim
 from herdlang.diagnostics import Diagnostic, Severity, suggestion
-from herdlang.schema import STAGES
+from herdlang.schema import SOURCES, STAGES, RopeScaling
 from herdlang.spec import Defined, Spec
 
 MODEL_DEFAULTS = {
@@ -77,6 +77,7 @@ def resolve(spec: Spec) -> Resolved:
     res = Resolved(spec)
     used = {d.config.model for d in spec.of("pretrain").values()}
     used |= {m for d in spec.of("scaling").values() for m in d.config.models}
+    used |= {d.config.model for d in spec.of("checkpoint").values()}
     for name in spec.of("model"):
         if name in used:
             _resolve_model(res, name, ())
@@ -173,7 +174,8 @@ def _resolve_model(res: Resolved, name: str, stack: tuple[str, ...]) -> dict[str
     ffn = {**MODEL_DEFAULTS["ffn"], **(fields.get("ffn") or {})}
     norm = {**MODEL_DEFAULTS["norm"], **(fields.get("norm") or {})}
     rope = {**MODEL_DEFAULTS["rope"], **(fields.get("rope") or {})}
-    scaling = rope.get("scaling")
+    # a nested call keeps only what the spec wrote (exclude_unset): the rest are its defaults
+    scaling = rope.get("scaling") and {**RopeScaling().model_dump(), **rope["scaling"]}
     model = {
         "name": name,
         "tokenizer": tok_name,
@@ -210,12 +212,17 @@ def _resolve_stage_chain(res: Resolved) -> None:
         if target is not None and name not in res.stage_model and target.name in res.models:
             res.stage_model[name] = target.name
         res.stage_source[name] = None
+    for name, defined in spec.of("checkpoint").items():  # a chain may start from a checkpoint made elsewhere
+        target = ref(res, defined, ("model",), defined.config.model, ("model",), "model")
+        if target is not None and target.name in res.models:
+            res.stage_model[name] = target.name
+        res.stage_source[name] = None
     for kind in STAGES[1:]:
         for name, defined in spec.of(kind).items():
             source = defined.config.from_
-            target = ref(res, defined, ("from",), source, STAGES, "stage")
+            target = ref(res, defined, ("from",), source, SOURCES, "stage")
             res.stage_source[name] = target.name if target else None
-    pretrained = set(spec.of("pretrain"))
+    pretrained = set(spec.of("pretrain")) | set(spec.of("checkpoint"))
     for kind in STAGES[1:]:
         for name in spec.of(kind):
             seen = [name]

@@ -383,13 +383,22 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from runtime.model import import_hf
-    from runtime.model.checkpoint import OutputExistsError
+    from runtime.model.checkpoint import OutputExistsError, read_meta
+    from runtime.model.hf import HF_TOKENIZER_PLACES
 
     try:
-        import_hf(args.hf_dir, args.output, force=args.force)
+        import_hf(args.hf_dir, args.output, force=args.force, tokenizer=not args.no_tokenizer)
     except OutputExistsError as exc:
         raise UsageError(str(exc)) from None
-    print(f"imported {args.hf_dir} into herd checkpoint {args.output}")
+    extra = read_meta(args.output).get("extra") or {}
+    source = (extra.get("tokenizer") or {}).get("from")
+    print(f"imported {args.hf_dir} into herd checkpoint {args.output}"
+          + (f" (tokenizer from {source})" if source else " (weights only, no tokenizer)"))
+    if not source:
+        why = ("--no-tokenizer" if args.no_tokenizer
+               else f"{args.hf_dir} has no {' or '.join(HF_TOKENIZER_PLACES)}")
+        print(f"note: no tokenizer imported ({why}); hint: pass --tokenizer DIR to herd generate "
+              "and herd chat (a tokenizer.* job's output folder)", file=sys.stderr)
     return EXIT_OK
 
 
@@ -547,10 +556,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--force", action="store_true", help=force_help)
     c.set_defaults(fn=cmd_export)
 
-    c = sub.add_parser("import", help="import a Hugging Face Llama checkpoint")
+    c = sub.add_parser("import", help="import a Hugging Face Llama checkpoint (and its tokenizer)")
     c.add_argument("hf_dir")
     c.add_argument("-o", "--output", required=True, metavar="CKPT", help="a new or empty folder")
     c.add_argument("--force", action="store_true", help=force_help)
+    c.add_argument("--no-tokenizer", action="store_true",
+                   help="import the weights alone, leaving out the folder's tokenizer "
+                        "(original/tokenizer.model or tokenizer.json)")
     c.set_defaults(fn=cmd_import)
 
     c = sub.add_parser("generate", help="generate text from a checkpoint")

@@ -263,6 +263,20 @@ class DatasetBlock(Block):
     val_fraction: Fraction = Field(0.1, ge=0, lt=1)
 
 
+class CheckpointBlock(Block):
+    doc: ClassVar[str] = ("A checkpoint made elsewhere (a Hugging Face Llama folder or a herd checkpoint) "
+                          "that stages continue `from`: fine-tune, extend or anneal a local Llama 3.")
+    path: str = Field(description=(
+        "The folder: a Hugging Face Llama (`config.json` + safetensors) or a herd checkpoint "
+        "(`meta.json`). Relative to the spec's folder; read, never written."))
+    model: Ref = Field(description=(
+        "The model block it holds. Loading compares every shape and RoPE setting with it and "
+        "fails on a difference, so the plan's estimates describe the real network."))
+    context: Length | None = Field(None, gt=0, description=(
+        "The length it was last trained at (where an extension's ramp starts); default: the "
+        "model's `context`."))
+
+
 class PretrainBlock(Block):
     doc: ClassVar[str] = "Pre-training from scratch on a mix or a data stage."
     model: Ref
@@ -457,6 +471,7 @@ BLOCKS: dict[str, type[Block]] = {
     "data": DataBlock,
     "mix": MixBlock,
     "dataset": DatasetBlock,
+    "checkpoint": CheckpointBlock,
     "pretrain": PretrainBlock,
     "extend": ExtendBlock,
     "anneal": AnnealBlock,
@@ -467,8 +482,10 @@ BLOCKS: dict[str, type[Block]] = {
     "run": RunBlock,
 }
 
-#: blocks that produce a checkpoint other stages can continue `from`
+#: blocks that train a checkpoint
 STAGES = ("pretrain", "extend", "anneal", "posttrain")
+#: what a stage's `from` may name: a stage, or a checkpoint block (one made elsewhere)
+SOURCES = ("checkpoint", *STAGES)
 
 
 def model_in(annotation: Any) -> type[BaseModel] | None:

@@ -41,6 +41,7 @@ class Tasks(CallModel):
     tasks recompute the answer, a JSONL set compares with its `answer` fields. `data` names
     that dataset block (default: the stage's own post-training data)."""
 
+    reads_corpus: ClassVar[bool] = False  # it reads a dataset, not a stage's pre-training mix
     count: Int = Field(200, ge=1)
     data: Ref | None = None
     max_new_tokens: Int = Field(32, ge=1)  # an answer longer than this is wrong

@@ -22,7 +22,7 @@ from herdlang import ast, components, parser
 from herdlang import spec as spec_mod
 from herdlang.diagnostics import Diagnostic, HerdError
 from herdlang.editor.keywords import call_models, literal_values, model_in, words
-from herdlang.schema import BLOCKS, STAGES, DataBlock, field_names
+from herdlang.schema import BLOCKS, SOURCES, STAGES, DataBlock, field_names
 from herdlang.types import CallModel, Strict
 
 # -- lenient parsing -------------------------------------------------------------------------
@@ -439,7 +439,7 @@ def ref_kinds(chain: list[tuple[str, str | None]], key: str) -> tuple[str, ...] 
         "model": ("model",),
         "tokenizer": ("tokenizer",),
         "train_on": _DATA,
-        "from": STAGES,
+        "from": SOURCES,
         "prompts": ("dataset",),
         "scorer": ("eval",),
         "evals": ("eval",),

@@ -23,7 +23,7 @@ from herdlang import ast, components
 from herdlang.diagnostics import Diagnostic, Severity
 from herdlang.editor import analysis as an
 from herdlang.editor.keywords import call_models, literal_values, model_in, words
-from herdlang.schema import BLOCKS, STAGES, DataBlock, MixBlock, field_names
+from herdlang.schema import BLOCKS, SOURCES, DataBlock, MixBlock, field_names
 from herdlang.types import CallModel
 from herdlang.version import HERD_VERSION
 
@@ -298,7 +298,7 @@ def _definition_text(ls: HerdServer, path: Path, d: an.Definition) -> str:
     spec, plan = _results(ls, path)
     if d.kind == "model":
         lines.append(_model_text(spec, plan, d.name))
-    elif d.kind in STAGES:
+    elif d.kind in SOURCES:
         lines.append(_stage_text(plan, d.name))
     elif d.kind == "eval":
         kind = next((e.value.name for e in d.block.assignments() if e.key == "kind" and isinstance(e.value, ast.Ref)), None)

@@ -39,6 +39,9 @@ LLAMA3_SPECIALS_HEAD = [
     "<|start_header_id|>", "<|end_header_id|>",
     "<|reserved_special_token_4|>", "<|eot_id|>",
 ]
+#: the special tokens herd's chat format and generation use, by name
+REQUIRED_SPECIALS = ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
+                     "<|eot_id|>")
 MODEL_FILE = "tokenizer.model"
 META_FILE = "tokenizer.json"
 
@@ -130,12 +133,15 @@ def ranks_from_hf(tok: Any) -> dict[bytes, int]:
 
 
 def save_tokenizer(directory: Path, ranks: dict[bytes, int], pattern_name: str,
-                   n_special: int, extra: dict[str, Any] | None = None) -> None:
+                   n_special: int, extra: dict[str, Any] | None = None,
+                   names: Sequence[str] | None = None) -> None:
+    """The artifact: the rank file and meta.json. Special tokens take `names` (a loaded
+    tokenizer's own: Llama 3.1 renames reserved ones) or herd's Llama 3 names."""
     directory = Path(directory)
     with open(directory / MODEL_FILE, "w", encoding="ascii") as f:
         for tok, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
             f.write(f"{base64.b64encode(tok).decode('ascii')} {rank}\n")
-    names = special_token_names(n_special)
+    names = list(names) if names else special_token_names(n_special)
     meta = {
         "format": "tiktoken-bpe",
         "pattern_name": pattern_name,
@@ -264,5 +270,28 @@ def checkpoint_tokenizer(checkpoint: Path, meta: dict[str, Any], explicit: str |
     if meta.get("tokenizer_id"):
         for store in (checkpoint.resolve().parent, checkpoint.resolve().parent.parent):
             candidates.append(store / str(meta["tokenizer_id"]))
-    return next((c for c in candidates if (c / META_FILE).is_file()), None)
+    found = next((c for c in candidates if (c / META_FILE).is_file()), None)
+    if found == checkpoint:
+        verify_recorded_tokenizer(checkpoint, meta)
+    return found
+
+
+def verify_recorded_tokenizer(checkpoint: Path, meta: dict[str, Any]) -> None:
+    """The tokenizer files inside a checkpoint whose meta.json records them (`herd import`
+    does: extra.tokenizer.files, name -> size and sha256) must still be those files."""
+    import hashlib
+
+    extra = meta.get("extra") if isinstance(meta.get("extra"), dict) else {}
+    recorded = extra.get("tokenizer") if isinstance(extra.get("tokenizer"), dict) else {}
+    files = recorded.get("files") if isinstance(recorded.get("files"), dict) else {}
+    for name, info in files.items():
+        if name not in (MODEL_FILE, META_FILE) or not isinstance(info, dict):
+            continue  # only the two files of the artifact, inside the checkpoint
+        path = Path(checkpoint) / name
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+        if digest != info.get("sha256"):
+            raise JobFailed(f"{path} {'is missing' if digest is None else 'has changed'}: it "
+                            "fails the sha256 its checkpoint's meta.json records, so the tokenizer "
+                            "was changed or damaged since the import; hint: import the model "
+                            "again, or pass --tokenizer DIR")
 

@@ -22,13 +22,13 @@ from runtime.data.dedup.apply import keep_masked
 from runtime.data.documents import list_shards, read_documents, shard_name
 from runtime.data.filters import Filter, get_filter
 from runtime.data.filters import runner as frunner
+from runtime.data.hf_tokenizer import load_ranks_or_hf
 from runtime.data.quality import QualityFilter, get_classifier
 from runtime.data.report import merge_counts, samples, write_report, write_stats
 from runtime.data.shards import process_shards, publish, write_json_atomic
 from runtime.data.sources import SourceShard, plan_shards, stdlib_files, write_source_shard
 from runtime.data.tokenizer import (
     Tokenizer,
-    load_ranks,
     resolve_pattern,
     save_tokenizer,
     special_token_names,
@@ -385,15 +385,19 @@ def tokenizer_load(ctx: JobContext) -> None:
     pattern_name = cfg.get("pattern", "llama3")
     n_special = int(cfg.get("special_tokens", 256))
     external.record(ctx.out, external.snapshot([], [path]))  # rebuilt when the file changes
-    ranks = load_ranks(path)
-    save_tokenizer(ctx.out, ranks, pattern_name, n_special, extra={"loaded_from": str(path)})
-    tok = Tokenizer(ranks, resolve_pattern(pattern_name), special_token_names(n_special))
+    # a tiktoken rank file, or a Hugging Face tokenizer.json (by its content) checked against
+    # the block's pattern and special_tokens
+    ranks, fmt, names = load_ranks_or_hf(path, pattern_name, n_special)
+    names = names or special_token_names(n_special)  # a tokenizer.json keeps its own names
+    save_tokenizer(ctx.out, ranks, pattern_name, n_special, extra={"loaded_from": str(path)}, names=names)
+    tok = Tokenizer(ranks, resolve_pattern(pattern_name), names)
     probe = "Hello, world! 日本語 😀\r\n\t"
     if tok.decode(tok.encode(probe)) != probe:
         raise JobFailed(f"{path}: the rank file does not round-trip text")
-    stats = {"n_ranks": len(ranks), "n_vocab": tok.n_vocab, "file": str(path)}
+    stats = {"n_ranks": len(ranks), "n_vocab": tok.n_vocab, "file": str(path), "format": fmt}
     write_stats(ctx, stats)
-    write_report(ctx, stats, 0.0, notes=[f"loaded {len(ranks):,} ranks from `{path}`",
+    what = "a Hugging Face tokenizer.json" if fmt == "huggingface" else "a tiktoken rank file"
+    write_report(ctx, stats, 0.0, notes=[f"loaded {len(ranks):,} ranks from `{path}` ({what})",
                                          f"begin_of_text = {tok.bos_id}, eot_id = {tok.eot_id}"])
 
 

@@ -28,6 +28,7 @@ from runtime.model.checkpoint import (
     expected_shapes,
     load_state,
     output_directory,
+    sha256_file,
     write_checkpoint_files,
 )
 
@@ -261,22 +262,75 @@ def _weight_files(root: Path) -> list[Path]:
     raise CheckpointError(f"{root} has neither {HF_WEIGHTS} nor {HF_INDEX}")
 
 
-def import_hf(
-    hf_dir: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str],
-    *,
-    step: int = 0,
-    tokenizer_id: str | None = None,
-    dtype: torch.dtype | None = None,
-    force: bool = False,
-) -> Path:
-    """Turn a transformers Llama directory (single file or sharded) into a herd checkpoint.
+# Where a model folder keeps its tokenizer, in the order `herd import` looks: Meta's tiktoken
+# rank file (the names of special tokens are herd's), then the Hugging Face tokenizer.json.
+HF_TOKENIZER_PLACES = ("original/tokenizer.model", "tokenizer.json")
+NO_TOKENIZER_HINT = ("hint: pass --no-tokenizer to import the weights alone (then give herd "
+                     "generate and herd chat --tokenizer DIR)")
 
-    `out_dir` is checked like `export_hf`'s: new or empty, or `force`; never in a herd run.
-    """
-    check_dtype(dtype, "import_hf")
-    check_output(out_dir, force=force, sources=[hf_dir])  # before reading any weights
-    root = Path(hf_dir)
+
+def find_hf_tokenizer(root: Path) -> Path | None:
+    """The tokenizer file of a Hugging Face model folder, or None."""
+    return next((root / p for p in HF_TOKENIZER_PLACES if (root / p).is_file()), None)
+
+
+def _read_hf_tokenizer(source: Path, vocab_size: int) -> tuple[dict[bytes, int], str, int, list[str] | None]:
+    """(ranks, pattern name, special-token count, their names or None for herd's) of a model
+    folder's tokenizer, checked to fit the model's vocabulary (which may be padded, as
+    `herd chat` allows)."""
+    from runtime.chat import PADDING_AT_MOST
+    from runtime.data.hf_tokenizer import is_hf_tokenizer_file, read_hf_tokenizer
+    from runtime.data.tokenizer import LLAMA3_SPECIALS_HEAD, load_ranks
+    from runtime.jobs.context import JobFailed
+
+    try:
+        if is_hf_tokenizer_file(source):
+            found = read_hf_tokenizer(source)
+            ranks, pattern_name, n_special = found.ranks, found.pattern_name, len(found.specials)
+            names = found.specials or None
+        else:  # Meta's rank file: Llama 3's split, its special tokens in what the model has room for
+            ranks, pattern_name, n_special, names = load_ranks(source), "llama3", 0, None
+    except JobFailed as exc:
+        raise CheckpointError(f"{exc}\n{NO_TOKENIZER_HINT}") from None
+    n_special = n_special or max(0, min(256, vocab_size - len(ranks)))
+    n_vocab = len(ranks) + n_special
+    if (n_special < len(LLAMA3_SPECIALS_HEAD) or n_vocab > vocab_size
+            or vocab_size - n_vocab >= PADDING_AT_MOST):
+        raise CheckpointError(
+            f"{source}: the tokenizer has {len(ranks):,} ranks and {n_special} special tokens, "
+            f"{n_vocab:,} in all, but config.json gives the model a vocabulary of {vocab_size:,}"
+            + (f" (no room for Llama 3's {len(LLAMA3_SPECIALS_HEAD)} special tokens)"
+               if n_special < len(LLAMA3_SPECIALS_HEAD) else "")
+            + f": it is not this model's tokenizer\n{NO_TOKENIZER_HINT}")
+    return ranks, pattern_name, n_special, names
+
+
+def _write_tokenizer(folder: Path, source: Path, root: Path, ranks: dict[bytes, int],
+                     pattern_name: str, n_special: int, names: list[str] | None) -> dict[str, Any]:
+    """herd's tokenizer artifact (the files `save_tokenizer` writes) into the checkpoint
+    folder; returns what meta.json records of it (source, and each file's size and sha256)."""
+    from runtime.data.tokenizer import META_FILE as TOKENIZER_META
+    from runtime.data.tokenizer import MODEL_FILE as TOKENIZER_MODEL
+    from runtime.data.tokenizer import save_tokenizer
+
+    save_tokenizer(folder, ranks, pattern_name, n_special,
+                   extra={"imported_from": str(source.resolve())}, names=names)
+    return {"from": source.relative_to(root).as_posix(),
+            "files": {name: {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}
+                      for name in (TOKENIZER_MODEL, TOKENIZER_META)}}
+
+
+def _stale_tokenizer(out: Path) -> str | None:
+    """A tokenizer file left in an existing output folder, which herd would take for the
+    imported model's (`checkpoint_tokenizer` looks inside the checkpoint first)."""
+    from runtime.data.tokenizer import META_FILE as TOKENIZER_META
+    from runtime.data.tokenizer import MODEL_FILE as TOKENIZER_MODEL
+
+    return next((n for n in (TOKENIZER_META, TOKENIZER_MODEL) if (out / n).exists()), None)
+
+
+def _folder_config(root: Path) -> dict[str, Any]:
+    """The herd config of a transformers Llama folder's config.json."""
     config_path = root / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"{root} is not a Hugging Face model directory (no config.json)")
@@ -284,10 +338,14 @@ def import_hf(
         hf = json.loads(config_path.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{config_path} is not valid JSON ({exc})") from exc
-    files = _weight_files(root)
-    config = herd_config(hf, name=root.name)
+    _weight_files(root)  # no weights (or pickle only) is reported before anything else is read
+    return herd_config(hf, name=root.name)
+
+
+def _folder_tensors(root: Path, config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The folder's weights under herd's names, in their stored dtype, checked to be floats."""
     tensors: dict[str, torch.Tensor] = {}
-    for path in files:
+    for path in _weight_files(root):
         try:
             with safe_open(str(path), framework="pt") as f:
                 for key in f.keys():  # noqa: SIM118
@@ -305,10 +363,58 @@ def import_hf(
     if config["tied_embeddings"]:
         tensors.pop("output.weight", None)  # some tied exports still store the (shared) head
     check_float(tensors, str(root))
+    return tensors
+
+
+def read_hf(hf_dir: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(herd-named tensors in their stored dtype, herd config) of a transformers Llama
+    folder, shapes checked against the config; nothing is written (a spec's `checkpoint`
+    block loads it into the store this way)."""
+    root = Path(hf_dir)
+    config = _folder_config(root)
+    tensors = _folder_tensors(root, config)
+    check_shapes({k: tuple(v.shape) for k, v in tensors.items()}, expected_shapes(config), str(root))
+    return tensors, config
+
+
+def import_hf(
+    hf_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    step: int = 0,
+    tokenizer_id: str | None = None,
+    dtype: torch.dtype | None = None,
+    force: bool = False,
+    tokenizer: bool = True,
+) -> Path:
+    """Turn a transformers Llama directory (single file or sharded) into a herd checkpoint.
+
+    `out_dir` is checked like `export_hf`'s: new or empty, or `force`; never in a herd run.
+    With `tokenizer` (the default), the folder's tokenizer — Meta's `original/tokenizer.model`
+    or else `tokenizer.json` — becomes a herd tokenizer artifact inside the checkpoint
+    (`checkpoint_tokenizer` finds it), its files' checksums recorded in meta.json; one herd
+    cannot serve, or whose size does not fit the model's vocabulary, fails the import before
+    anything is written. A folder without one imports the weights alone.
+    """
+    check_dtype(dtype, "import_hf")
+    check_output(out_dir, force=force, sources=[hf_dir])  # before reading any weights
+    root = Path(hf_dir)
+    config = _folder_config(root)
+    source = find_hf_tokenizer(root) if tokenizer else None
+    tok = _read_hf_tokenizer(source, config["vocab_size"]) if source is not None else None
+    stale = _stale_tokenizer(Path(out_dir)) if tok is None and Path(out_dir).is_dir() else None
+    if stale is not None:
+        raise CheckpointError(f"{Path(out_dir) / stale} is in the way: this import brings no tokenizer, "
+                              "and herd would take that file for the model's\nhint: remove it, or "
+                              "import into a new folder")
+    tensors = _folder_tensors(root, config)
     if dtype is not None:
         tensors = {k: v.to(dtype) for k, v in tensors.items()}
     check_shapes({k: tuple(v.shape) for k, v in tensors.items()}, expected_shapes(config), str(root))
     with output_directory(out_dir, force=force) as tmp:
-        write_checkpoint_files(tmp, tensors, config, step=step, tokenizer_id=tokenizer_id,
-                               extra={"imported_from": str(root.resolve())})
+        extra: dict[str, Any] = {"imported_from": str(root.resolve())}
+        if tok is not None and source is not None:
+            extra["tokenizer"] = _write_tokenizer(tmp, source, root, *tok)
+        write_checkpoint_files(tmp, tensors, config, step=step, tokenizer_id=tokenizer_id, extra=extra)
     return Path(out_dir)
+

@@ -77,6 +77,13 @@ def filler_tokens(source: Path, name: str, count: int, eos_id: int) -> np.ndarra
 
 
 @torch.no_grad()
+def needle_prompt_tokens(tokenizer: Any) -> int:
+    """The most tokens the pass-key sentences take (a haystack must be longer to hold them)."""
+    return max(len(tokenizer.encode(f"\nThe pass key is {key}. Remember it.\n"))
+               + len(tokenizer.encode("\nWhat is the pass key? The pass key is")) + len(tokenizer.encode(f" {key}"))
+               for key in ("10000", "99999", "55555", "12345"))
+
+
 def needle(model: Llama, tokenizer: Any, filler: np.ndarray, lengths: list[int],
            depths: list[float], trials: int, seed: int) -> dict[str, Any]:
     """Passkey retrieval: a random 5-digit key stated at `depth` of a `length`-token haystack,
@@ -97,7 +104,8 @@ def needle(model: Llama, tokenizer: Any, filler: np.ndarray, lengths: list[int],
                 answer = tokenizer.encode(f" {key}")
                 room = length - len(fact) - len(question) - len(answer)
                 if room < 0:
-                    raise ValueError(f"needle: length {length} is too short for the prompt")
+                    raise ValueError(f"needle: a {length}-token haystack cannot hold the "
+                                     f"{length - room}-token pass-key prompt; hint: measure at longer lengths")
                 start = int(rng.integers(0, max(1, len(filler) - room)))
                 hay = filler[start : start + room].tolist()
                 at = round(depth * len(hay))

@@ -408,3 +408,29 @@ def test_an_extensions_attention_flops_and_wall_clock_count_each_increment_at_it
     # the wall-clock spends the same total: 2.63e24 FLOPs on 16,384 H100s at 40% MFU ≈ 4.7 days
     assert stage["wall_clock_seconds"] == pytest.approx(stage["flops_total"] / (16384 * 989e12 * 0.4))
     assert stage["context"] == 131072  # memory and KV cache: the longest increment's
+
+
+def test_rope_scaling_written_in_part_takes_the_other_fields_defaults(tmp_path: Path) -> None:
+    """`scaling = llama3(factor = 32, original_context = 8K)` leaves the frequency factors at
+    Llama 3.1's 1 and 4 (it used to end `herd check` with a KeyError)."""
+    text = (TINY.read_text(encoding="utf-8")
+            .replace("rope      = rope(theta = 10_000)",
+                     "rope      = rope(theta = 500_000, scaling = llama3(factor = 32, original_context = 128))"))
+    spec = tmp_path / "t.herd"
+    spec.write_text(text, encoding="utf-8")
+    _, plan = compile_file(spec)
+    assert plan.models["tiny"]["rope_scaling"] == {"factor": 32.0, "low_freq_factor": 1.0,
+                                                   "high_freq_factor": 4.0, "original_context": 128}
+
+
+def test_an_extension_that_adds_rope_scaling_keeps_the_models_theta(tmp_path: Path) -> None:
+    """An extend's `rope = rope(scaling = ...)` changes the scaling only; θ is not reset to
+    the default 10,000."""
+    text = (TINY.read_text(encoding="utf-8")
+            .replace("rope      = rope(theta = 10_000)", "rope      = rope(theta = 500_000)")
+            .replace("  tokens    = 400K tokens\n", "  tokens    = 400K tokens\n  rope = rope(scaling = llama3(factor = 4))\n", 1))
+    spec = tmp_path / "t.herd"
+    spec.write_text(text, encoding="utf-8")
+    _, plan = compile_file(spec)
+    model = plan.jobs["train.long_context.1K"].config["model"]
+    assert model["rope_theta"] == 500_000.0 and model["rope_scaling"]["factor"] == 4.0

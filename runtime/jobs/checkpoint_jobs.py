@@ -1,0 +1,132 @@
+"""`model.load`: a checkpoint made elsewhere — a Hugging Face Llama folder or a herd
+checkpoint — brought into the store as the start of a `from` chain.
+
+The spec's `checkpoint` block names the model block it holds, so the plan's estimates and
+every later stage build that model. Loading compares the two field by field and fails on a
+difference: a wrong RoPE θ or scaling loads without a shape error and trains a broken
+model, so shapes alone are not enough.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from runtime.executor import external
+from runtime.jobs.context import JobContext, JobFailed, write_json
+from runtime.jobs.registry import register
+
+#: the fields that decide what the weights mean, with the words a model block uses for them
+COMPARED = {
+    "vocab_size": "vocab",
+    "dim": "dim",
+    "layers": "layers",
+    "heads": "heads",
+    "kv_heads": "kv_heads",
+    "head_dim": "head_dim",
+    "ffn_dim": "FFN hidden size",
+    "tied_embeddings": "tied",
+    "norm_eps": "norm eps",
+    "rope_theta": "RoPE theta",
+    "rope_scaling": "RoPE scaling",
+}
+
+#: how to write each field in a model block, for the hint
+SPELLING = {
+    "vocab_size": "vocab = {}",
+    "dim": "dim = {}",
+    "layers": "layers = {}",
+    "heads": "heads = {}",
+    "kv_heads": "attention = gqa(kv_heads = {})",
+    "head_dim": "head_dim = {}",
+    "ffn_dim": "ffn = swiglu(hidden = {})",
+    "tied_embeddings": "tied = {}",
+    "norm_eps": "norm = rmsnorm(eps = {})",
+    "rope_theta": "rope = rope(theta = {})",
+}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return a is not None and b is not None and math.isclose(float(a), float(b), rel_tol=1e-6)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b
+
+
+def _spelled(key: str, value: Any) -> str:
+    if key == "rope_scaling":
+        if not value:
+            return "rope = rope(theta = ...)  (no scaling)"
+        return ("rope = rope(theta = ..., scaling = llama3(factor = {factor:g}, low_freq_factor = "
+                "{low_freq_factor:g}, high_freq_factor = {high_freq_factor:g}, original_context = "
+                "{original_context}))").format(**value)
+    if isinstance(value, bool):
+        return SPELLING[key].format(str(value).lower())
+    return SPELLING[key].format(f"{value:g}" if isinstance(value, float) else value)
+
+
+def differences(want: dict[str, Any], have: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(field, spec's value, checkpoint's value) for each field that decides what the weights mean."""
+    return [(k, want.get(k), have.get(k)) for k in COMPARED if not _same(want.get(k), have.get(k))]
+
+
+def _describe(key: str, value: Any) -> str:
+    if key == "rope_scaling" and value:
+        return "llama3(" + ", ".join(f"{k} {v:g}" for k, v in value.items()) + ")"
+    return "none" if value is None else str(value).lower() if isinstance(value, bool) else f"{value:g}" \
+        if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _files(root: Path) -> list[Path]:
+    """The folder's files (not sub-folders: a Meta download's `original/` is not read)."""
+    return sorted(p for p in root.iterdir() if p.is_file())
+
+
+@register("model.load")
+def model_load(ctx: JobContext) -> None:
+    from runtime.model.checkpoint import (
+        META_FILE,
+        CheckpointError,
+        load_state,
+        write_checkpoint_files,
+    )
+    from runtime.model.hf import read_hf
+
+    root = Path(ctx.config["path"])
+    want = ctx.config["model"]
+    block = ctx.job_id.split(".", 1)[-1]
+    if not root.is_dir():
+        raise JobFailed(f"checkpoint '{block}': {root} is not a folder\nhint: `path` names the folder "
+                        "that holds config.json and the safetensors weights (or a herd checkpoint's meta.json)")
+    herd_format = (root / META_FILE).is_file()
+    if not herd_format and not (root / "config.json").is_file():
+        raise JobFailed(f"checkpoint '{block}': {root} is neither a Hugging Face model folder (no config.json) "
+                        f"nor a herd checkpoint (no {META_FILE})\nhint: point `path` at the folder that holds them")
+    external.record(ctx.out, external.snapshot([], _files(root)))  # a replaced file rebuilds this and what follows
+    try:
+        if herd_format:
+            tensors, meta = load_state(root)
+            have = meta["model"]
+        else:
+            tensors, have = read_hf(root)
+    except CheckpointError as exc:
+        raise JobFailed(f"checkpoint '{block}': {exc}") from None
+    diffs = differences(want, have)
+    if diffs:
+        lines = [f"  {COMPARED[k]}: the spec's model '{want['name']}' has {_describe(k, w)}, the checkpoint "
+                 f"{_describe(k, h)}" for k, w, h in diffs]
+        fixes = "  ".join(_spelled(k, h) for k, _, h in diffs)
+        raise JobFailed(f"checkpoint '{block}': {root} does not hold model '{want['name']}':\n" + "\n".join(lines)
+                        + f"\nhint: describe the checkpoint in the model block: {fixes}")
+    write_checkpoint_files(Path(ctx.out), tensors, want, extra={"loaded_from": str(root.resolve()),
+                                                                "format": "herd" if herd_format else "hf"})
+    params = sum(t.numel() for t in tensors.values())
+    dtype = str(next(iter(tensors.values())).dtype).removeprefix("torch.") if tensors else "?"
+    stats = {"path": str(root), "format": "herd" if herd_format else "hf", "params": params, "dtype": dtype}
+    write_json(Path(ctx.out) / "stats.json", stats)
+    ctx.log.info(f"loaded {params:,} parameters ({dtype}) from {root}")
+    (Path(ctx.out) / "report.md").write_text(
+        f"### checkpoint {block}\n\n`{root}` ({'herd checkpoint' if herd_format else 'Hugging Face Llama'}): "
+        f"{params:,} parameters in {dtype}, matching model `{want['name']}`.\n", encoding="utf-8")

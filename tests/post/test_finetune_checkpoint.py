@@ -1,0 +1,162 @@
+"""Fine-tuning a model made elsewhere: a spec's `checkpoint` block names a Hugging Face
+Llama folder (or a herd checkpoint) and post-training continues `from` it — the way a team
+fine-tunes a local Llama 3 download. Runs the real CLI on a 64K-parameter model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from compiler import compile_file
+from runtime.data.tokenizer import save_tokenizer
+from runtime.model import export_hf, from_config, save_checkpoint
+from runtime.model.checkpoint import load_state
+
+from .conftest import TINY
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SPEC = """
+tokenizer bytes {{ file = "tok/tokenizer.model"  vocab = 256  special_tokens = 16 }}
+model small {{
+  tokenizer = bytes  layers = 2  dim = 48  heads = 4  attention = gqa(kv_heads = 2)
+  ffn = swiglu(hidden = 128)  tied = true  context = 128  rope = rope(theta = {theta})
+}}
+checkpoint base {{ path = "{path}"  model = small }}
+dataset tasks {{ format = tasks  generate = tasks(kinds = [add], count = 200, seed = 0) }}
+posttrain chat {{
+  from = base
+  sft {{ data = tasks  lr = 1e-3  steps = 4 steps  batch = 2 }}
+  evals = []
+}}
+run {{ device = cpu  precision = fp32 }}
+"""
+
+
+def herd(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "herdlang.cli", *args], cwd=cwd, capture_output=True,
+                         text=True, timeout=300, env=env)
+    assert "Traceback" not in out.stdout + out.stderr, out.stdout + out.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A byte-level tokenizer (256 ranks + 16 specials = TINY's 272 ids), a herd checkpoint
+    of TINY at θ = 500,000 and its Hugging Face export."""
+    d = tmp_path_factory.mktemp("finetune")
+    (d / "tok").mkdir()
+    save_tokenizer(d / "tok", {bytes([i]): i for i in range(256)}, "llama3", 16)
+    save_checkpoint(from_config({**TINY, "rope_theta": 500_000.0}, seed=0), d / "herd_ckpt")
+    export_hf(d / "herd_ckpt", d / "hf")
+    return d
+
+
+def write_spec(folder: Path, name: str, path: str, theta: str = "500_000") -> str:
+    (folder / f"{name}.herd").write_text(SPEC.format(path=path, theta=theta), encoding="utf-8")
+    return f"{name}.herd"
+
+
+def artifact(folder: Path, spec: str, job: str) -> Path:
+    """Where `herd path` says the job's artifact is (the store entry of its fingerprint)."""
+    _, plan = compile_file(folder / spec)
+    return folder / "runs" / plan.spec_name / "store" / plan.jobs[job].fingerprint
+
+
+@pytest.mark.parametrize("path", ["hf", "herd_ckpt"])
+def test_post_training_fine_tunes_a_checkpoint_made_elsewhere(folder: Path, path: str) -> None:
+    spec = write_spec(folder, f"ft_{path}", path)
+    out = herd("run", spec, cwd=folder)
+    assert out.returncode == 0, out.stdout + out.stderr
+    loaded = artifact(folder, spec, "checkpoint.base")
+    stats = json.loads((loaded / "stats.json").read_text())
+    assert stats["format"] == ("hf" if path == "hf" else "herd") and stats["params"] == 63_984
+    original, _ = load_state(folder / "herd_ckpt")
+    weights, meta = load_state(loaded)
+    assert all(torch.equal(original[k], weights[k]) for k in original)  # loaded exactly
+    assert meta["model"]["name"] == "small" and meta["extra"]["loaded_from"] == str((folder / path).resolve())
+    tuned, _ = load_state(artifact(folder, spec, "post.chat.r1.sft"))
+    assert not torch.equal(tuned["tok_embeddings.weight"], original["tok_embeddings.weight"])  # it trained
+    assert "checkpoint base" in (folder / "runs" / f"ft_{path}" / "report.md").read_text()
+    assert herd("path", spec, "checkpoint.base", cwd=folder).stdout.strip() == str(loaded.relative_to(folder))
+
+
+def test_a_checkpoint_that_is_not_the_declared_model_fails_with_the_fix(folder: Path) -> None:
+    """θ differs: no shape tells, so the loader compares the settings and names the fix."""
+    spec = write_spec(folder, "wrong_theta", "hf", theta="10_000")
+    out = herd("run", spec, cwd=folder)
+    assert out.returncode == 1
+    assert ("does not hold model 'small':\n  RoPE theta: the spec's model 'small' has 10000, the checkpoint "
+            "500000\nhint: describe the checkpoint in the model block: rope = rope(theta = 500000)") in out.stdout
+    assert "skipped  post.chat.r1.sft: upstream job checkpoint.base failed" in out.stdout
+
+
+def test_a_folder_that_holds_no_checkpoint_is_named(folder: Path) -> None:
+    (folder / "empty").mkdir(exist_ok=True)
+    out = herd("run", write_spec(folder, "empty_dir", "empty"), cwd=folder)
+    assert out.returncode == 1
+    assert "is neither a Hugging Face model folder (no config.json) nor a herd checkpoint (no meta.json)" in out.stdout
+
+
+def test_replacing_the_checkpoint_files_reloads_it_and_retrains(folder: Path, tmp_path: Path) -> None:
+    """A fingerprint hashes the path, not the weights: the files are recorded and checked."""
+    spec = write_spec(folder, "replaced", "hf2")
+    export_hf(folder / "herd_ckpt", folder / "hf2")
+    assert herd("run", spec, cwd=folder).returncode == 0
+    other = from_config({**TINY, "rope_theta": 500_000.0}, seed=1)
+    save_checkpoint(other, tmp_path / "other")
+    export_hf(tmp_path / "other", tmp_path / "other_hf")
+    os.replace(tmp_path / "other_hf" / "model.safetensors", folder / "hf2" / "model.safetensors")
+    dry = herd("run", spec, "--dry-run", cwd=folder).stdout
+    assert "its input files changed since it ran" in dry and "hf2/model.safetensors" in dry
+    assert herd("run", spec, cwd=folder).returncode == 0
+    weights, _ = load_state(artifact(folder, spec, "checkpoint.base"))
+    assert torch.equal(weights["tok_embeddings.weight"], other.state_dict()["tok_embeddings.weight"])
+
+
+EXTEND = """
+tokenizer bytes {{ file = "tok/tokenizer.model"  vocab = 256  special_tokens = 16 }}
+model small {{
+  tokenizer = bytes  layers = 2  dim = 48  heads = 4  attention = gqa(kv_heads = 2)
+  ffn = swiglu(hidden = 128)  tied = true  context = 128  rope = rope(theta = 500_000)
+}}
+checkpoint base {{ path = "hf"  model = small  context = 64 }}
+data notes {{ source jsonl("notes/*.jsonl") {{ text = "text" }} }}
+extend long {{
+  from = base  context = 64 -> 128  tokens = 4K tokens  data = notes
+  batch = 512 tokens  optimizer = adamw(lr = 1e-3)
+  gate {{ {gate} }}
+}}
+anneal final {{ from = long  tokens = 2K tokens  data = notes }}
+run {{ device = cpu  precision = fp32 }}
+"""
+
+
+def test_a_checkpoint_is_extended_and_annealed_and_a_needle_too_long_for_its_haystacks_is_skipped(
+        folder: Path) -> None:
+    """The pass-key prompt takes 81 byte tokens: at 64 it cannot be measured, at 128 it is;
+    a needle gate that no length can measure fails with what to do, not a ValueError."""
+    (folder / "notes").mkdir(exist_ok=True)
+    words = "model data token layer loss small train text value".split()
+    (folder / "notes" / "a.jsonl").write_text("".join(
+        json.dumps({"text": " ".join(words[(i * j) % len(words)] for j in range(60))}) + "\n"
+        for i in range(200)), encoding="utf-8")
+    (folder / "extend.herd").write_text(EXTEND.format(gate="short_context_recovery >= 0.0"), encoding="utf-8")
+    out = herd("run", "extend.herd", cwd=folder)
+    assert out.returncode == 0, out.stdout + out.stderr
+    gates = json.loads((artifact(folder, "extend.herd", "train.long.128") / "gates.json").read_text())
+    assert gates["needle"]["lengths"] == [128]  # 64 skipped
+    assert "needle: not measured at 64 tokens" in (folder / "runs" / "extend" / "logs" / "train.long.128.log").read_text()
+    (folder / "short.herd").write_text(EXTEND.format(gate="needle >= 0.5").replace("64 -> 128", "64 -> 80"),
+                                       encoding="utf-8")
+    out = herd("run", "short.herd", cwd=folder)
+    assert out.returncode == 1
+    assert "the needle gate cannot be measured: the pass-key prompt takes" in out.stdout
+    assert "hint: gate on short_context_recovery alone at these lengths, or extend to longer contexts" in out.stdout
