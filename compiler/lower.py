@@ -126,8 +126,15 @@ class Lowering:
         for step in cfg.steps:
             params = {k: v for k, v in (step.model_extra or {}).items()}
             comp_cls = components.get(step.step, step.kind)
-            comp = comp_cls.model_validate(params).model_dump(mode="json")
+            validated = comp_cls.model_validate(params)
+            comp = validated.model_dump(mode="json")
             comp.pop("kind", None)
+            # every path a component declares (a plugin's too) is relative to the spec's folder
+            for field_name, index, path in components.input_paths(validated):
+                if index is None:
+                    comp[field_name] = self._path(path)
+                else:
+                    comp[field_name][index] = self._path(path)
             if step.step == "source":
                 job_id = f"data.{defined.name}.source"
                 config = self._source_config(step.kind, comp)
@@ -140,14 +147,10 @@ class Lowering:
                 if step.step == "dedup":
                     kind, config = f"data.dedup.{step.kind}", comp
                 elif step.step == "filter":
-                    if "list" in comp:
-                        comp["list"] = self._path(comp["list"])
                     kind, config = "data.filter", {"filter": step.kind, "params": comp,
                                                     "thresholds": list(getattr(comp_cls, "thresholds", ()))}
                 else:
                     min_score = comp.pop("min_score", 0.5)
-                    if comp.get("reference", "python_docs") != "python_docs":
-                        comp["reference"] = self._path(comp["reference"])
                     kind, config = "data.quality", {"classifier": step.kind, "params": comp, "min_score": min_score}
             inputs = {"documents": prev} if prev else {}
             self.plan.add(Job(job_id, kind, defined.name, config, inputs, output="documents",
@@ -162,7 +165,7 @@ class Lowering:
                     "max_bad_fraction": 0.0, "limit_docs": comp.get("limit_docs"), "seed": self.seed}
         return {
             "source": kind,
-            "paths": [self._path(p) for p in comp["paths"]],
+            "paths": comp["paths"],  # resolved with every declared input path
             "fields": {k: comp.get(k) for k in ("text", "url", "id", "timestamp")},
             "max_bad_fraction": comp["max_bad_fraction"],
             "limit_docs": comp.get("limit_docs"),

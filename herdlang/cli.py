@@ -72,7 +72,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(json.dumps({"ok": True, "diagnostics": [d.to_json() for d in warnings],
                           "warnings": plan.warnings}))
     else:
-        print(f"{args.spec}: ok ({len(spec.order)} blocks, {len(plan.jobs)} jobs)")
+        blocks, jobs = len(spec.order), len(plan.jobs)
+        print(f"{args.spec}: ok ({blocks} block{'s' * (blocks != 1)}, {jobs} job{'s' * (jobs != 1)})")
     return EXIT_OK
 
 
@@ -382,6 +383,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    if args.blocks:
+        if args.output or args.force or args.no_tokenizer:
+            raise UsageError("--blocks prints spec blocks and writes nothing: it takes no -o, --force "
+                             "or --no-tokenizer")
+        from runtime.model.spec_blocks import describe_folder
+
+        print(describe_folder(args.hf_dir, args.name), end="")
+        return EXIT_OK
+    if args.name:
+        raise UsageError("--name goes with --blocks")
+    if not args.output:
+        raise UsageError("herd import needs -o CKPT (the checkpoint folder to write), or --blocks")
     from runtime.model import import_hf
     from runtime.model.checkpoint import OutputExistsError, read_meta
     from runtime.model.hf import HF_TOKENIZER_PLACES
@@ -558,11 +571,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("import", help="import a Hugging Face Llama checkpoint (and its tokenizer)")
     c.add_argument("hf_dir")
-    c.add_argument("-o", "--output", required=True, metavar="CKPT", help="a new or empty folder")
+    c.add_argument("-o", "--output", metavar="CKPT", help="a new or empty folder")
     c.add_argument("--force", action="store_true", help=force_help)
     c.add_argument("--no-tokenizer", action="store_true",
                    help="import the weights alone, leaving out the folder's tokenizer "
                         "(original/tokenizer.model or tokenizer.json)")
+    c.add_argument("--blocks", action="store_true",
+                   help="print the tokenizer, model and checkpoint blocks that describe the folder "
+                        "(for a spec's `checkpoint` block; reads config.json and the tokenizer, "
+                        "writes nothing)")
+    c.add_argument("--name", default=None, help="with --blocks: the model block's name (default: "
+                   "from the folder's name)")
     c.set_defaults(fn=cmd_import)
 
     c = sub.add_parser("generate", help="generate text from a checkpoint")

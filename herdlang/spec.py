@@ -271,10 +271,13 @@ def _validate_component(category: str, kind: str, params: dict[str, Any], loc: L
     cls = components.get(category, kind)
     if cls is None:
         span = smap.find((*loc, *(kind_loc or ("kind",)))) or smap.find(loc, key=True) or block.head_span
-        diags.append(
-            Diagnostic("H0206", f"unknown {category} '{kind}'", span,
-                       suggestion(kind, components.names(category), category))
-        )
+        hint = suggestion(kind, components.names(category), category)
+        notes = []
+        if category == "quality" and not (hint or "").startswith("did you mean"):
+            notes = ["a plugin adds a quality classifier: an installed package that registers it under the "
+                     "`herd.components` and `herd.quality` entry-point groups (docs/data.md, "
+                     "examples/quality_plugin/)"]
+        diags.append(Diagnostic("H0206", f"unknown {category} '{kind}'", span, hint, notes=notes))
         return False
     try:
         cls.model_validate(params)
@@ -314,8 +317,15 @@ def _apply_overrides(spec: Spec, overrides: list[str], diags: list[Diagnostic]) 
             value = parse_value(text.strip(), "<--set>", number, len(raw) - len(text.lstrip()) + 1)
         except HerdError as exc:
             unit = next((d for d in exc.diagnostics if d.code == "H0207"), None)
-            hint = (f"{unit.message}: {unit.hint}" if unit else
-                    "values are written as in a spec: 2M tokens, 3e-4, 50%, name")
+            stripped = text.strip()
+            if unit:
+                hint = f"{unit.message}: {unit.hint}"
+            elif stripped and not stripped.startswith('"') and any(c in stripped for c in "/\\ ~"):
+                # the shell ate the quotes of a path: `--set base.path="/models/x"`
+                hint = (f"a string keeps its quotes, protected from the shell: "
+                        f"--set '{target.strip()}=\"{stripped}\"'")
+            else:
+                hint = "values are written as in a spec: 2M tokens, 3e-4, 50%, name, \"a string\""
             diags.append(Diagnostic("H0501", f"--set {raw!r}: '{text}' is not a valid value", None, hint))
             continue
         block = defined.block

@@ -119,7 +119,8 @@ def model_load(ctx: JobContext) -> None:
                  f"{_describe(k, h)}" for k, w, h in diffs]
         fixes = "  ".join(_spelled(k, h) for k, _, h in diffs)
         raise JobFailed(f"checkpoint '{block}': {root} does not hold model '{want['name']}':\n" + "\n".join(lines)
-                        + f"\nhint: describe the checkpoint in the model block: {fixes}")
+                        + f"\nhint: describe the checkpoint in the model block: {fixes} "
+                        f"(`herd import {root} --blocks` prints a model block that matches)")
     write_checkpoint_files(Path(ctx.out), tensors, want, extra={"loaded_from": str(root.resolve()),
                                                                 "format": "herd" if herd_format else "hf"})
     params = sum(t.numel() for t in tensors.values())

@@ -292,11 +292,16 @@ def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
         )
     meta_path = root / META_FILE
     if not meta_path.is_file():
-        raise CheckpointError(
-            f"checkpoint {root} has no {META_FILE}\n"
-            "hint: an interrupted save never produces a partial directory; this one was "
-            "made by something else or damaged — re-create it from its job"
-        )
+        if (root / "config.json").is_file():
+            hint = f"it is a Hugging Face model folder: `herd import {root} -o CKPT` makes a herd checkpoint of it"
+        elif (root / "tokenizer.model").is_file():
+            hint = "it holds a tokenizer, not a model: pass the folder of a training job's checkpoint"
+        elif (root / "manifest.json").is_file():
+            hint = "it is a store entry of another kind of job (`herd path SPEC JOB` names a model's)"
+        else:
+            hint = ("an interrupted save never produces a partial directory; this one was made by "
+                    "something else or damaged — re-create it from its job")
+        raise CheckpointError(f"checkpoint {root} has no {META_FILE}\nhint: {hint}")
     try:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

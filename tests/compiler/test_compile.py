@@ -434,3 +434,29 @@ def test_an_extension_that_adds_rope_scaling_keeps_the_models_theta(tmp_path: Pa
     _, plan = compile_file(spec)
     model = plan.jobs["train.long_context.1K"].config["model"]
     assert model["rope_theta"] == 500_000.0 and model["rope_scaling"]["factor"] == 4.0
+
+
+def test_a_plugins_input_paths_are_relative_to_the_specs_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every field a component names in `input_paths` is resolved against the spec's folder,
+    a plugin's as well as the built-in `list` and `reference` (the runtime would otherwise
+    open it relative to wherever herd was started)."""
+    from typing import ClassVar
+
+    from herdlang import components
+    from herdlang.types import Strict
+
+    class Blocklist(Strict):
+        input_paths: ClassVar[tuple[str, ...]] = ("wordlist", "extra")
+        wordlist: str
+        extra: list[str] = []
+
+    monkeypatch.setitem(components._REGISTRY["filter"], "blocklist", Blocklist)
+    spec = tmp_path / "spec" / "s.herd"
+    spec.parent.mkdir()
+    spec.write_text(TINY.read_text(encoding="utf-8").replace(
+        "filter length { min_words = 20 }",
+        'filter blocklist { wordlist = "words.txt"  extra = ["a.txt", "/abs/b.txt"] }'), encoding="utf-8")
+    _, plan = compile_file(spec)
+    params = plan.jobs["data.stdlib.filter_blocklist"].config["params"]
+    assert params["wordlist"] == str(spec.parent / "words.txt")
+    assert params["extra"] == [str(spec.parent / "a.txt"), "/abs/b.txt"]

@@ -206,6 +206,14 @@ def test_a_misspelt_unit_in_set_says_so() -> None:
     assert d.code == "H0501" and d.hint == "unknown unit 'tokenz': did you mean 'tokens'?"
 
 
+def test_a_path_whose_quotes_the_shell_ate_in_set_says_how_to_keep_them() -> None:
+    with pytest.raises(HerdError) as exc:
+        load_spec(Path("specs/tiny.herd").resolve(), ["tasks.path=/data/tasks.jsonl"])
+    [d] = exc.value.diagnostics
+    assert d.code == "H0501"
+    assert d.hint == "a string keeps its quotes, protected from the shell: --set 'tasks.path=\"/data/tasks.jsonl\"'"
+
+
 def test_compute_optimal_warning_H0601() -> None:
     assert "warning" in CODES["H0601"]
     text = (GOLDEN / "H0204_missing_field.herd").read_text().replace("1M tokens", "1T tokens").replace(

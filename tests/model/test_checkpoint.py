@@ -276,3 +276,17 @@ def test_the_same_weights_give_the_same_bytes_every_time(tmp_path, tiny_config):
     files = {save_checkpoint(model, tmp_path / f"c{i}").joinpath("model.safetensors").read_bytes()
              for i in range(12)}
     assert len(files) == 1
+
+
+@pytest.mark.parametrize("files, says", [
+    ({"config.json": "{}"}, "it is a Hugging Face model folder: `herd import"),
+    ({"tokenizer.model": "", "tokenizer.json": "{}"}, "it holds a tokenizer, not a model"),
+    ({"manifest.json": "{}", "eval.json": "{}"}, "it is a store entry of another kind of job"),
+    ({"notes.txt": ""}, "made by something else or damaged"),
+])
+def test_a_folder_that_is_no_checkpoint_says_what_it_is(tmp_path, files, says):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(CheckpointError, match="has no meta.json") as info:
+        load_checkpoint(tmp_path)
+    assert says in str(info.value)

@@ -94,7 +94,8 @@ def test_a_checkpoint_that_is_not_the_declared_model_fails_with_the_fix(folder: 
     out = herd("run", spec, cwd=folder)
     assert out.returncode == 1
     assert ("does not hold model 'small':\n  RoPE theta: the spec's model 'small' has 10000, the checkpoint "
-            "500000\nhint: describe the checkpoint in the model block: rope = rope(theta = 500000)") in out.stdout
+            "500000\nhint: describe the checkpoint in the model block: rope = rope(theta = 500000) (`herd import "
+            f"{folder / 'hf'} --blocks` prints a model block that matches)") in out.stdout
     assert "skipped  post.chat.r1.sft: upstream job checkpoint.base failed" in out.stdout
 
 
@@ -160,3 +161,48 @@ def test_a_checkpoint_is_extended_and_annealed_and_a_needle_too_long_for_its_hay
     assert out.returncode == 1
     assert "the needle gate cannot be measured: the pass-key prompt takes" in out.stdout
     assert "hint: gate on short_context_recovery alone at these lengths, or extend to longer contexts" in out.stdout
+
+
+LLAMA_32_1B = {  # config.json of meta-llama/Llama-3.2-1B (transformers 4.45 layout)
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+    "hidden_size": 2048, "intermediate_size": 8192, "num_attention_heads": 32, "num_hidden_layers": 16,
+    "num_key_value_heads": 8, "head_dim": 64, "max_position_embeddings": 131072, "rms_norm_eps": 1e-05,
+    "rope_theta": 500000.0, "tie_word_embeddings": True, "vocab_size": 128256, "torch_dtype": "bfloat16",
+    "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "bos_token_id": 128000, "eos_token_id": 128001,
+}
+
+
+def test_import_blocks_prints_a_model_block_that_matches_the_folder(folder: Path, tmp_path: Path) -> None:
+    """`herd import DIR --blocks` writes the blocks a `checkpoint` needs, from config.json and
+    the tokenizer alone: pasted into a spec, they load the folder without a difference."""
+    export_hf(folder / "herd_ckpt", tmp_path / "with_tok", tokenizer_dir=folder / "tok")
+    blocks = herd("import", "with_tok", "--blocks", "--name", "small", cwd=tmp_path).stdout
+    assert 'file           = "with_tok/tokenizer.json"' in blocks and "special_tokens = 16" in blocks
+    (tmp_path / "ft.herd").write_text(blocks + """
+dataset tasks { format = tasks  generate = tasks(kinds = [add], count = 100, seed = 0) }
+posttrain chat { from = small_base  sft { data = tasks  steps = 2 steps  batch = 2 }  evals = [] }
+run { device = cpu  precision = fp32 }
+""", encoding="utf-8")
+    assert herd("fmt", "--check", "ft.herd", cwd=tmp_path).returncode == 0
+    out = herd("run", "ft.herd", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout
+
+    (tmp_path / "Llama-3.2-1B").mkdir()  # a config.json is all --blocks reads (the weights too big here)
+    (tmp_path / "Llama-3.2-1B" / "config.json").write_text(json.dumps(LLAMA_32_1B), encoding="utf-8")
+    (tmp_path / "Llama-3.2-1B" / "model.safetensors").write_bytes(b"")
+    blocks = herd("import", "Llama-3.2-1B", "--blocks", cwd=tmp_path).stdout
+    assert "model llama_3_2_1b {" in blocks and "checkpoint llama_3_2_1b_base {" in blocks
+    assert "theta = 500_000," in blocks and ("scaling = llama3(factor = 32, low_freq_factor = 1, "
+                                             "high_freq_factor = 4, original_context = 8K)") in blocks
+    (tmp_path / "l.herd").write_text(blocks, encoding="utf-8")
+    _, plan = compile_file(tmp_path / "l.herd")
+    assert plan.models["llama_3_2_1b"]["params"] == 1_235_814_400
+
+
+def test_import_blocks_refuses_output_options_and_a_folder_that_is_no_model(folder: Path) -> None:
+    out = herd("import", "hf", "--blocks", "-o", "x", cwd=folder)
+    assert out.returncode == 2 and "--blocks prints spec blocks and writes nothing" in out.stderr
+    out = herd("import", "tok", "--blocks", cwd=folder)
+    assert out.returncode == 1 and "is neither a Hugging Face model folder (no config.json)" in out.stderr

@@ -1,0 +1,126 @@
+"""The spec blocks that describe a model folder: `herd import DIR --blocks`.
+
+A `checkpoint` block needs a model block that matches the folder field by field (loading
+refuses a difference), and writing one by hand from config.json is where RoPE scaling and
+FFN sizes go wrong. This reads config.json and the tokenizer (never the weights) and prints
+`tokenizer`, `model` and `checkpoint` blocks in herd's canonical layout.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from runtime.model.checkpoint import CheckpointError
+
+
+def block_name(folder: Path) -> str:
+    """`Llama-3.2-1B` → `llama_3_2_1b`: a herd name (letters, digits, `_`, not a digit first)."""
+    name = re.sub(r"[^a-z0-9]+", "_", folder.resolve().name.lower()).strip("_") or "model"
+    return name if not name[0].isdigit() else f"m_{name}"
+
+
+def _count(n: int) -> str:
+    return f"{n:_}" if n >= 10_000 else str(n)
+
+
+def _length(n: int) -> str:
+    return f"{n // 1024}K" if n % 1024 == 0 and n >= 1024 else _count(n)
+
+
+def _number(x: float) -> str:
+    return _count(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _tokenizer_block(folder: Path, shown: str, name: str, vocab_size: int) -> tuple[str, bool]:
+    """(the tokenizer block, whether the folder has a tokenizer herd reads)."""
+    from runtime.data.hf_tokenizer import is_hf_tokenizer_file, read_hf_tokenizer
+    from runtime.data.tokenizer import load_ranks
+    from runtime.model.hf import find_hf_tokenizer
+
+    herd_tok = _herd_tokenizer(folder)
+    if herd_tok is not None:  # a herd checkpoint carrying its tokenizer (post-training, `herd import`)
+        ranks, pattern, specials = herd_tok
+        return _tokenizer_lines(name, f"{shown.rstrip('/')}/tokenizer.model", ranks, pattern, specials), True
+    source = find_hf_tokenizer(folder)
+    if source is None:
+        return (f"# {shown} has no tokenizer (original/tokenizer.model or tokenizer.json): name its file\n"
+                f'tokenizer {name} {{ file = "TOKENIZER FILE"  vocab = {_count(vocab_size - 256)} }}\n'), False
+    rel = f"{shown.rstrip('/')}/{source.relative_to(folder).as_posix()}"
+    if is_hf_tokenizer_file(source):
+        found = read_hf_tokenizer(source)
+        ranks, pattern, specials = len(found.ranks), found.pattern_name, len(found.specials) or 256
+    else:
+        ranks, pattern, specials = len(load_ranks(source)), "llama3", min(256, vocab_size - len(load_ranks(source)))
+    return _tokenizer_lines(name, rel, ranks, pattern, specials), True
+
+
+def _tokenizer_lines(name: str, file: str, ranks: int, pattern: str, specials: int) -> str:
+    lines = [f"tokenizer {name} {{", f'  file = "{file}"', f"  vocab = {_count(ranks)}",
+             f"  special_tokens = {specials}"]
+    if pattern != "llama3":
+        lines.append(f"  pattern = {pattern}")
+    return "\n".join([*lines, "}"]) + "\n"
+
+
+def _herd_tokenizer(folder: Path) -> tuple[int, str, int] | None:
+    """(ranks, pattern name, special tokens) of a herd tokenizer artifact inside `folder`."""
+    from runtime.data.tokenizer import META_FILE, MODEL_FILE
+
+    try:
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("format") != "tiktoken-bpe" or not (folder / MODEL_FILE).is_file():
+        return None
+    return int(meta["n_ranks"]), str(meta.get("pattern_name", "llama3")), len(meta.get("special_tokens", {}))
+
+
+def _model_block(config: dict[str, Any], name: str, tokenizer: str) -> str:
+    lines = [f"model {name} {{", f"  tokenizer = {tokenizer}", f"  layers = {config['layers']}",
+             f"  dim = {_count(config['dim'])}", f"  heads = {config['heads']}"]
+    if config["head_dim"] != config["dim"] // config["heads"]:
+        lines.append(f"  head_dim = {config['head_dim']}")
+    if config["kv_heads"] != config["heads"]:
+        lines.append(f"  attention = gqa(kv_heads = {config['kv_heads']})")
+    lines.append(f"  ffn = swiglu(hidden = {_count(config['ffn_dim'])})")
+    lines.append(f"  norm = rmsnorm(eps = {config['norm_eps']:g})")
+    rope = f"theta = {_number(config['rope_theta'])}"
+    if config.get("rope_scaling"):
+        sc = config["rope_scaling"]
+        rope += (f", scaling = llama3(factor = {sc['factor']:g}, low_freq_factor = {sc['low_freq_factor']:g}, "
+                 f"high_freq_factor = {sc['high_freq_factor']:g}, "
+                 f"original_context = {_length(sc['original_context'])})")
+    lines.append(f"  rope = rope({rope})")
+    lines.append(f"  tied = {str(config['tied_embeddings']).lower()}")
+    lines.append(f"  context = {_length(config['max_context'])}")
+    return "\n".join([*lines, "}"]) + "\n"
+
+
+def describe_folder(folder: str | Path, name: str | None = None) -> str:
+    """The blocks, formatted, for a Hugging Face Llama folder or a herd checkpoint. Paths are
+    written as `folder` was given: relative to the spec's folder once pasted."""
+    from herdlang.formatter import format_text
+    from runtime.model.checkpoint import META_FILE, read_meta
+    from runtime.model.hf import herd_config
+
+    root = Path(folder)
+    if (root / META_FILE).is_file():
+        config = read_meta(root)["model"]
+    elif (root / "config.json").is_file():
+        try:
+            config = herd_config(json.loads((root / "config.json").read_text(encoding="utf-8")), root.name)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{root / 'config.json'} is not valid JSON ({exc})") from exc
+    else:
+        raise CheckpointError(f"{root} is neither a Hugging Face model folder (no config.json) nor a herd "
+                              f"checkpoint (no {META_FILE})")
+    name = name or block_name(root)
+    shown = str(folder)
+    tokenizer, _ = _tokenizer_block(root, shown, f"{name}_tokenizer", int(config["vocab_size"]))
+    text = (f"# {shown}: {config['layers']} layers, dim {config['dim']:,}, vocabulary {config['vocab_size']:,}\n"
+            + tokenizer + "\n" + _model_block(config, name, f"{name}_tokenizer") + "\n"
+            + f'checkpoint {name}_base {{\n  path = "{shown}"\n  model = {name}\n}}\n')
+    return format_text(text)
