@@ -398,11 +398,17 @@ def _stage_text(plan: Any, name: str) -> str:
     out = []
     if stage.get("model"):
         out.append(f"- model: `{stage['model']}`")
+    if stage.get("kind") == "checkpoint":  # made elsewhere: nothing is trained here
+        return "\n".join([*out, f"- loaded from `{stage.get('path')}`, context **{stage.get('context', 0):,}**"])
+    sized_later = stage.get("kind") == "posttrain"  # its tokens follow from its datasets, read when it runs
     for key, label in (("tokens", "tokens"), ("steps", "steps"), ("context", "context")):
-        if isinstance(stage.get(key), (int, float)):
-            out.append(f"- {label}: **{_human(stage[key])}**")
+        if isinstance(stage.get(key), (int, float)) and not (sized_later and not stage[key]):
+            shown = f"{stage[key]:,}" if key == "context" else _human(stage[key])  # a length is exact
+            out.append(f"- {label}: **{shown}**")
+    if sized_later:
+        out.append("- tokens and steps follow from its datasets' size, known when it runs")
     total = stage.get("flops_total", stage.get("flops"))
-    if isinstance(total, (int, float)):
+    if isinstance(total, (int, float)) and not (sized_later and not total):
         out.append(f"- training FLOPs: **{total:.3g}**")
         if "flops_total" in stage and isinstance(stage.get("flops_attention"), (int, float)):
             out.append(f"  (dense {stage['flops']:.3g} + attention {stage['flops_attention']:.3g})")
