@@ -1,6 +1,6 @@
 """examples/finetune/: post-training a model made elsewhere from a `checkpoint` block.
 
-`tiny.herd` expects the embedded default's model exported to `tiny-llama/`. A real one takes
+`tiny_finetune.herd` expects the embedded default's model exported to `tiny-llama/`. A real one takes
 `make run`; here a model of the same shape (random weights, a BPE of the same size) is
 exported into a copy of the folder, and the example runs there unchanged.
 """
@@ -30,7 +30,7 @@ def example(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from runtime.model import export_hf, from_config, save_checkpoint
 
     folder = tmp_path_factory.mktemp("finetune")
-    for name in ("tiny.herd", "chats.jsonl", "prefs.jsonl"):
+    for name in ("tiny_finetune.herd", "chats.jsonl", "prefs.jsonl"):
         shutil.copy(FINETUNE / name, folder / name)
     texts = [p.read_text(encoding="utf-8") for p in sorted((EXAMPLES.parent / "docs").glob("*.md"))]
     _, ranks = train_bpe(texts, 2048, "llama3")
@@ -42,20 +42,20 @@ def example(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_tiny_example_fine_tunes_the_exported_model(example: Path) -> None:
-    out = herd("run", str(example / "tiny.herd"), "--runs-dir", str(example / "runs"), timeout=600)
+    out = herd("run", str(example / "tiny_finetune.herd"), "--runs-dir", str(example / "runs"), timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     for job in ("checkpoint.tiny_base", "post.docs_assistant.r1.sft", "post.docs_assistant.r1.dpo"):
         assert f"done     {job}" in out.stdout
-    dpo = herd("path", str(example / "tiny.herd"), "post.docs_assistant.r1.dpo", "--runs-dir",
+    dpo = herd("path", str(example / "tiny_finetune.herd"), "post.docs_assistant.r1.dpo", "--runs-dir",
                str(example / "runs")).stdout.strip()
     trained = json.loads((Path(dpo) / "train.json").read_text())
     assert trained["pairs"] > 0 and trained["steps"] > 0
 
 
 def test_import_blocks_prints_the_examples_three_blocks(example: Path) -> None:
-    """The comment in tiny.herd says `herd import ... --blocks --name tiny` prints its blocks."""
+    """The comment in tiny_finetune.herd says `herd import ... --blocks --name tiny` prints its blocks."""
     printed = herd("import", str(example / "tiny-llama"), "--blocks", "--name", "tiny").stdout
-    spec = (FINETUNE / "tiny.herd").read_text(encoding="utf-8")
+    spec = (FINETUNE / "tiny_finetune.herd").read_text(encoding="utf-8")
     body = printed.split("\n", 1)[1].replace(str(example / "tiny-llama"), "tiny-llama")
     assert body.strip() in spec
 
