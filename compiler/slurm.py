@@ -20,6 +20,11 @@ What the scripts ask of Slurm follows what the runtime does:
   delete each other's temporary files).
 - A job whose input failed is cancelled (`--kill-on-invalid-dep=yes`) rather than left
   pending forever; running `submit.sh` again resubmits the plan and skips what is done.
+- With a time limit (`--time`), Slurm sends the batch shell USR1 two minutes before it; the
+  script stops `herd run` (SIGTERM: it leaves its last checkpoint and work folders) and
+  requeues the job, which resumes from there. A job longer than the partition's limit thus
+  runs in slices instead of dying at the limit. `scancel` sends TERM, not USR1: a cancelled
+  job is not requeued.
 """
 
 from __future__ import annotations
@@ -53,8 +58,30 @@ def _resources(kind: str, total: int, gpus_per_node: int, on_cpu: bool) -> tuple
     return 0, 0, 0
 
 
+#: Slurm's --time formats: minutes, M:S, H:M:S, D-H, D-H:M, D-H:M:S
+TIME_FORMAT = re.compile(r"(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d{1,2}(:\d{1,2}(:\d{1,2})?)?)")
+REQUEUE_LEAD_SECONDS = 120  # how long before the limit a job stops and requeues itself
+
+
+def requeue_lines(command: str) -> list[str]:
+    """Run `command` so that USR1 (sent by `--signal`) stops it and requeues the job."""
+    return [
+        "requeue() {",
+        '  echo "herd: the time limit is near: stopping at the last checkpoint and requeueing job $SLURM_JOB_ID"',
+        '  kill -TERM "$pid" 2>/dev/null || true',
+        '  wait "$pid" || true',
+        '  scontrol requeue "$SLURM_JOB_ID"',
+        "  exit 0",
+        "}",
+        "trap requeue USR1",
+        f"{command} &",
+        "pid=$!",
+        'wait "$pid"',
+    ]
+
+
 def write_slurm(plan: Plan, out_dir: Path, *, partition: str | None = None, gpus_per_node: int = 8,
-                herd: str = "herd", runs_dir: str = "runs") -> list[Path]:
+                herd: str = "herd", runs_dir: str = "runs", time: str | None = None) -> list[Path]:
     """Write `plan.json`, one sbatch file per job and `submit.sh`; return the sbatch paths.
 
     Paths in the scripts are absolute, and a relative `runs_dir` is relative to the folder
@@ -87,6 +114,8 @@ def write_slurm(plan: Plan, out_dir: Path, *, partition: str | None = None, gpus
             lines.append(f"#SBATCH --cpus-per-task={cpus}")
         if partition:
             lines.append(f"#SBATCH --partition={partition}")
+        if time:
+            lines += [f"#SBATCH --time={time}", f"#SBATCH --signal=B:USR1@{REQUEUE_LEAD_SECONDS}"]
         lines += ["set -euo pipefail", f"# {job.id}: {job.kind}: {job.description}"]
         if here:  # the relative --runs-dir is where `herd compile` ran, not where sbatch did
             lines.append(f"cd {shlex.quote(here)}")
@@ -96,7 +125,8 @@ def write_slurm(plan: Plan, out_dir: Path, *, partition: str | None = None, gpus
         cmd = [herd, "run", str(plan_path), "--only", job.id, "--runs-dir", runs_dir]
         if procs:
             cmd += ["--nproc", str(procs)]
-        lines.append(" ".join(shlex.quote(c) for c in cmd))
+        command = " ".join(shlex.quote(c) for c in cmd)
+        lines += requeue_lines(command) if time else [command]
         path = out_dir / _script_name(job.id)
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         written.append(path)

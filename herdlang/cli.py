@@ -82,8 +82,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from compiler.render import render_dot, render_mermaid, render_text
 
     if args.target != "slurm":
-        if args.partition is not None:
-            raise UsageError("--partition applies to --target slurm only")
+        if args.partition is not None or args.time is not None:
+            raise UsageError(f"{'--partition' if args.partition is not None else '--time'} applies to "
+                             "--target slurm only")
     elif args.format is not None:
         raise UsageError("--format does not apply to --target slurm, which writes plan.json, "
                          "one sbatch script per job and submit.sh")
@@ -97,7 +98,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
         out = cli_paths.output_folder(Path(args.output or f"slurm-{plan.spec_name}"), "the Slurm scripts")
         try:
-            paths = write_slurm(plan, out, partition=args.partition, runs_dir=args.runs_dir)
+            paths = write_slurm(plan, out, partition=args.partition, runs_dir=args.runs_dir, time=args.time)
         except OSError as exc:
             raise UsageError(f"cannot write the Slurm scripts to {out}: {exc.strerror or exc}") from None
         print(f"wrote plan.json, {len(paths)} sbatch scripts and submit.sh to {out}/ (run: bash {shlex.quote(str(out / 'submit.sh'))})")
@@ -436,6 +437,16 @@ def cmd_chat(args: argparse.Namespace) -> int:
 # -- parser -------------------------------------------------------------------------------------
 
 
+def _slurm_time(text: str) -> str:
+    """An argparse type: a time limit in one of Slurm's formats."""
+    from compiler.slurm import TIME_FORMAT
+
+    if not TIME_FORMAT.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a Slurm time limit: use minutes (90), H:M:S "
+                                         "(12:00:00) or D-H:M:S (2-00:00:00)")
+    return text
+
+
 def _at_least(low: int):
     """An argparse type: an integer >= low, else a usage error naming the bound."""
 
@@ -511,6 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--target", choices=["local", "slurm"], default="local",
                    help="slurm: write plan.json and sbatch scripts chained with afterok into -o DIR")
     c.add_argument("--partition", default=None, help="Slurm partition for --target slurm")
+    c.add_argument("--time", default=None, type=_slurm_time, metavar="LIMIT",
+                   help="Slurm time limit per job for --target slurm (2-00:00:00, 12:00:00, 90); a job "
+                        "stops two minutes before it and requeues itself, resuming from its checkpoint")
     with_set(c)
     c.set_defaults(fn=cmd_compile)
 

@@ -95,11 +95,14 @@ def test_check_json_has_the_same_keys_when_the_spec_is_fine() -> None:
      ["generate", "ckpt", "--prompt", "x", "--top-k", "-1"],
      ["generate", "ckpt", "--prompt", "x", "--max-new-tokens", "0"],
      ["generate", "ckpt", "--prompt", "x", "--seed", "-1"], ["chat", "ckpt", "--top-p", "1.5"],
-     ["generate", "ckpt", "--prompt", "x", "--system", "be brief"]],
+     ["generate", "ckpt", "--prompt", "x", "--system", "be brief"],
+     ["compile", str(TINY), "--time", "90"], ["compile", str(TINY), "--target", "slurm", "--time", "2days"],
+     ["import", "hf", "--blocks", "-o", "x"], ["import", "hf"]],
     ids=["no-command", "unknown-command", "missing-arg", "bad-format", "bad-flag", "zero-workers",
          "non-integer-nproc", "partition-without-slurm", "format-with-slurm", "unknown-export-format",
          "negative-temperature", "nan-temperature", "top-p-above-1", "top-p-0", "negative-top-k",
-         "no-new-tokens", "negative-seed", "chat-top-p", "system-without-chat"],
+         "no-new-tokens", "negative-seed", "chat-top-p", "system-without-chat", "time-without-slurm",
+         "bad-slurm-time", "import-blocks-with-output", "import-without-output"],
 )
 def test_usage_errors_are_2(args: list[str]) -> None:
     assert herd(*args).returncode == 2

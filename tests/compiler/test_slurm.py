@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -159,3 +161,41 @@ def test_each_script_runs_exactly_its_job(tmp_path: Path) -> None:
         args = done.stdout.splitlines()
         assert args[:4] == ["run", str((out / "plan.json").resolve()), "--only", job.id]
         assert ("--nproc" in args) == (job.kind in ("train.pretrain", "train.extend", "train.anneal"))
+
+
+def test_with_a_time_limit_a_job_stops_before_it_and_requeues_itself(tmp_path: Path) -> None:
+    """Slurm sends the batch shell USR1 two minutes before `--time`: the script stops herd
+    with TERM (it resumes from its checkpoint) and requeues the job; herd's own exit code
+    passes through otherwise."""
+    _, plan = compile_file(SPEC)
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "herd").write_text('#!/bin/bash\ntrap \'echo TERM >> "$LOG"; exit 143\' TERM\n'
+                               'echo started >> "$LOG"\nfor i in $(seq 300); do sleep 0.1; done\n')
+    (bin_ / "scontrol").write_text('#!/bin/bash\necho "scontrol $*" >> "$LOG"\n')
+    for stub in bin_.iterdir():
+        stub.chmod(0o755)
+    write_slurm(plan, tmp_path / "out", herd=str(bin_ / "herd"), time="2-00:00:00")
+    script = tmp_path / "out" / "train.base.sbatch"
+    head = script.read_text().splitlines()
+    assert "#SBATCH --time=2-00:00:00" in head and "#SBATCH --signal=B:USR1@120" in head
+    log = tmp_path / "log"
+    env = {**os.environ, "PATH": f"{bin_}:{os.environ['PATH']}", "SLURM_JOB_ID": "42", "LOG": str(log)}
+    proc = subprocess.Popen(["bash", str(script)], env=env, stdout=subprocess.PIPE, text=True)
+    for _ in range(100):
+        if log.is_file() and "started" in log.read_text():
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR1)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "requeueing job 42" in out
+    assert log.read_text().splitlines() == ["started", "TERM", "scontrol requeue 42"]
+
+
+def test_without_a_signal_the_script_ends_with_herds_exit_code(tmp_path: Path) -> None:
+    _, plan = compile_file(SPEC)
+    (tmp_path / "herd").write_text("#!/bin/bash\nexit 3\n")
+    (tmp_path / "herd").chmod(0o755)
+    write_slurm(plan, tmp_path / "out", herd=str(tmp_path / "herd"), time="90")
+    done = subprocess.run(["bash", str(tmp_path / "out" / "train.base.sbatch")], capture_output=True, text=True)
+    assert done.returncode == 3
