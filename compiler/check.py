@@ -47,10 +47,10 @@ def check(res: Resolved) -> None:
         for stage in spec.of(kind).values():
             _check_same_model(res, stage)
             _check_after_checkpoint(res, stage)
+    for ds in spec.of("dataset").values():
+        _check_dataset(res, ds)
     for ev in spec.of("eval").values():
-        data = (ev.config.model_extra or {}).get("data")
-        if str(ev.config.kind) == "tasks" and isinstance(data, str):
-            ref(res, ev, ("data",), data, ("dataset",), "dataset")
+        _check_eval_dataset(res, ev)
     for sweep in spec.of("scaling").values():
         _check_scaling(res, sweep)
     for probe in spec.of("probe").values():
@@ -104,6 +104,8 @@ def _check_forecast(res: Resolved, sweep: Defined, name: str) -> None:
     kind = str(defined.config.kind) if defined else name
     if components.get("eval", kind) is None:
         _check_eval_name(res, sweep, name, ("forecast",))
+        return
+    if defined is None and not _check_bare_eval(res, sweep, name, ("forecast",)):
         return
     usable = [n for n in components.names("eval") if getattr(components.get("eval", n), "forecastable", False)]
     if kind not in usable:
@@ -190,15 +192,72 @@ def _check_evals(res: Resolved, owner: Defined, evals: list[str]) -> None:
         if name in evals[:i]:
             res.error("H0205", f"eval '{name}' is listed twice in 'evals'", owner.span("evals", i),
                       "remove one of them")
-        else:
-            _check_eval_name(res, owner, name, ("evals", i))
+        elif _check_eval_name(res, owner, name, ("evals", i)) and name not in res.spec.of("eval"):
+            _check_bare_eval(res, owner, name, ("evals", i))
 
 
-def _check_eval_name(res: Resolved, owner: Defined, name: str, loc: tuple) -> None:
+def _check_bare_eval(res: Resolved, owner: Defined, name: str, loc: tuple) -> bool:
+    """An eval component named directly (`evals = [multiple_choice]`) runs with its defaults;
+    one with a required field (the dataset a multiple_choice eval scores) needs a named eval
+    block that sets it: H0204, not a crash when the plan is made."""
+    cls = components.get("eval", name)
+    missing = [f for f, info in cls.model_fields.items() if info.is_required()] if cls else []
+    if not missing:
+        return True
+    sets = "  ".join(f"{f} = ..." for f in missing)
+    res.error("H0204", f"eval '{name}' needs {', '.join(repr(f) for f in missing)}, which only an eval "
+              "block can set", owner.span(*loc),
+              f"define one and list its name here: eval my_{name} {{ kind = {name}  {sets} }}")
+    return False
+
+
+def _check_eval_name(res: Resolved, owner: Defined, name: str, loc: tuple) -> bool:
     if components.get("eval", name) is not None or name in res.spec.of("eval"):
-        return
+        return True
     pool = components.names("eval") + list(res.spec.of("eval"))
     res.error("H0404", f"'{name}' is not a known eval", owner.span(*loc), suggestion(name, pool, "eval"))
+    return False
+
+
+def _check_eval_dataset(res: Resolved, ev: Defined) -> None:
+    """An eval block whose component reads a dataset (`dataset_field` in
+    herdlang/components/evals.py): the name must be a dataset block (H0301/H0302) of a
+    format the component reads (H0302), so `data = mmlu` pointing at a chat dataset is said
+    now, not when the job starts."""
+    kind = str(ev.config.kind)
+    cls = components.get("eval", kind)
+    field = getattr(cls, "dataset_field", None)
+    data = (ev.config.model_extra or {}).get(field) if field else None
+    if not isinstance(data, str):
+        return
+    target = ref(res, ev, (field,), data, ("dataset",), "dataset")
+    formats = getattr(cls, "dataset_formats", None)
+    if target is None or not formats or target.config.format in formats:
+        return
+    fits = [n for n, d in res.spec.of("dataset").items() if d.config.format in formats]
+    hint = suggestion(data, fits, "dataset") if fits else \
+        f'define one: dataset NAME {{ format = {formats[0]}  path = "..." }}'
+    res.error("H0302", f"a {kind} eval reads a dataset with format = {' or '.join(formats)}, but "
+              f"dataset '{data}' has format = {target.config.format}", ev.span(field), hint)
+
+
+def _check_dataset(res: Resolved, ds: Defined) -> None:
+    """A `format = choices` dataset is a benchmark read from a file and held out whole."""
+    cfg = ds.config
+    if cfg.format != "choices":
+        return
+    if cfg.generate is not None:
+        res.error("H0407", f"dataset '{ds.name}' has format = choices, which is read from a file; "
+                  "generate makes tasks", ds.span("generate"),
+                  'use path = "questions.jsonl", or format = tasks to generate tasks')
+    elif cfg.path is None:
+        res.error("H0204", f"dataset '{ds.name}' has format = choices and needs 'path' (a JSONL file of "
+                  "questions)", ds.name_span,
+                  'e.g. path = "mmlu.jsonl" with lines like {"question": "...", "choices": [...], "answer": 0}')
+    if "val_fraction" in cfg.model_fields_set:
+        res.error("H0407", f"dataset '{ds.name}' has format = choices: a benchmark is all held out, so "
+                  "val_fraction does not apply", ds.span("val_fraction"),
+                  "remove it; the eval's count limits how many questions are scored")
 
 
 # what train.extend measures after each increment, so what its gates can compare
@@ -298,12 +357,16 @@ def _check_anneal(res: Resolved, stage: Defined) -> None:
 
 # What each post-training step reads from its dataset, and which formats provide it
 # (runtime/post/datasets.py derives SFT conversations from preference pairs, not the reverse).
-_STEP_READS = {"reward_model": "preference pairs", "dpo": "preference pairs", "sft": "conversations"}
-_FORMAT_GIVES = {"messages": {"conversations"}, "preferences": {"conversations", "preference pairs"},
-                 "prompts": set(), "tasks": {"conversations", "preference pairs"}}
+_STEP_READS = {"reward_model": "preference pairs", "dpo": "preference pairs", "sft": "conversations",
+               "rejection_sampling": "prompts"}
+_FORMAT_GIVES = {"messages": {"conversations", "prompts"},
+                 "preferences": {"conversations", "preference pairs", "prompts"},
+                 "prompts": {"prompts"}, "tasks": {"conversations", "preference pairs", "prompts"},
+                 "choices": set()}  # a benchmark: evaluated (multiple_choice), never trained on
 
 
-def _check_dataset_format(res: Resolved, stage: Defined, step: str, data: str | None) -> None:
+def _check_dataset_format(res: Resolved, stage: Defined, step: str, data: str | None,
+                          field: str = "data") -> None:
     """H0302 when a dataset's format cannot feed the step: caught at compile time, not when
     the job starts after days of pre-training ("the dataset has no preference pairs")."""
     target = res.spec.find(data) if data else None
@@ -312,8 +375,9 @@ def _check_dataset_format(res: Resolved, stage: Defined, step: str, data: str | 
     fmt, needs = target.config.format, _STEP_READS[step]
     if needs not in _FORMAT_GIVES[fmt]:
         usable = [f for f, gives in _FORMAT_GIVES.items() if needs in gives]
-        res.error("H0302", f"{step} needs {needs}, but dataset '{data}' has format = {fmt}",
-                  stage.span(step, "data"), f"use a dataset with format = {' or '.join(usable)}")
+        note = " (a benchmark, for the multiple_choice eval)" if fmt == "choices" else ""
+        res.error("H0302", f"{step} needs {needs}, but dataset '{data}' has format = {fmt}{note}",
+                  stage.span(step, field), f"use a dataset with format = {' or '.join(usable)}")
 
 
 def _stage_data(res: Resolved, name: str | None) -> str | None:
@@ -343,6 +407,8 @@ def _check_posttrain(res: Resolved, stage: Defined) -> None:
     for step, data in (("reward_model", cfg.reward_model and cfg.reward_model.data),
                        ("sft", cfg.sft and cfg.sft.data), ("dpo", cfg.dpo and cfg.dpo.data)):
         _check_dataset_format(res, stage, step, data)
+    if cfg.rejection_sampling and cfg.rejection_sampling.prompts:
+        _check_dataset_format(res, stage, "rejection_sampling", cfg.rejection_sampling.prompts, "prompts")
     if cfg.sft and cfg.sft.schedule and cfg.sft.schedule.warmup.tokens is not None:
         res.error("H0207", "post-training warmup is counted in steps or as a share of the steps",
                   stage.span("sft", "schedule"), "e.g. schedule = cosine(warmup = 10%) or warmup = 20 steps")
@@ -447,7 +513,7 @@ def _check_after_checkpoint(res: Resolved, stage: Defined) -> None:
         if cls is not None and getattr(cls, "reads_corpus", True):
             res.error("H0204", f"eval '{name}' reads held-out pre-training text, and '{stage.name}' continues from "
                       f"checkpoint '{root}'{via} with no data stage on the way", stage.span("evals", i),
-                      "use evals that read a dataset (tasks), or anneal on a data stage first")
+                      "use evals that read a dataset (tasks, multiple_choice), or anneal on a data stage first")
 
 
 def _check_probe(res: Resolved, probe: Defined) -> None:

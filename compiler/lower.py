@@ -210,7 +210,9 @@ class Lowering:
 
     def _dataset(self, defined: Defined) -> None:
         cfg = defined.config
-        config: dict[str, Any] = {"format": cfg.format, "val_fraction": cfg.val_fraction}
+        config: dict[str, Any] = {"format": cfg.format}
+        if cfg.format != "choices":  # a benchmark is all held out: no split, no val_fraction
+            config["val_fraction"] = cfg.val_fraction
         if cfg.path:
             config["path"] = self._path(cfg.path)
         if cfg.generate:
@@ -454,13 +456,18 @@ class Lowering:
         for name in names:
             kind, comp = self._eval_config(name)
             job_id = f"eval.{stage}.{prefix}{name}"
-            inputs = {"checkpoint": checkpoint_job, **self._data_inputs(mix, model.get("tokenizer"))}
-            if kind == "tasks":
-                ds = (self.dataset_job.get(comp.get("data") or dataset or "")
-                      or next(iter(self.dataset_job.values()), None))
+            cls = components.get("eval", kind)
+            inputs = {"checkpoint": checkpoint_job}
+            if getattr(cls, "reads_corpus", True):
+                inputs.update(self._data_inputs(mix, model.get("tokenizer")))
+            field = getattr(cls, "dataset_field", None)
+            if field:  # the component reads a dataset block (components/evals.py says which field)
+                ds = self._eval_dataset(cls, comp.get(field), dataset)
+                tok = self.tokenizer_job.get(model.get("tokenizer") or "")
                 if ds:
                     inputs["dataset"] = ds
-                    inputs["tokenizer"] = self.tokenizer_job.get(model.get("tokenizer") or "", inputs.get("tokenizer", ""))
+                if tok:
+                    inputs["tokenizer"] = tok
             config = {"eval": kind, "params": comp, "model": model, "context": self.stage_ctx.get(stage, model["max_context"]),
                       "seed": self.seed}
             if kind == "short_context_recovery" and baseline:
@@ -470,6 +477,18 @@ class Lowering:
                               description=f"{kind} on {stage}" + (f" ({prefix.rstrip('.')})" if prefix else "")))
             jobs.append(job_id)
         return jobs
+
+    def _eval_dataset(self, cls: Any, named: str | None, stage_dataset: str | None) -> str | None:
+        """The dataset job a dataset-reading eval scores: the one it names, else the stage's
+        post-training data, else the spec's first dataset — of a format it reads."""
+        if named:
+            return self.dataset_job.get(named)
+        formats = getattr(cls, "dataset_formats", None)
+        usable = [job for name, job in self.dataset_job.items()
+                  if formats is None or self.spec.of("dataset")[name].config.format in formats]
+        if stage_dataset and self.dataset_job.get(stage_dataset) in usable:
+            return self.dataset_job[stage_dataset]
+        return usable[0] if usable else None
 
     def _extend(self, defined: Defined) -> None:
         cfg = defined.config

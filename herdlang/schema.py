@@ -256,10 +256,12 @@ class MixBlock(Block):
 
 
 class DatasetBlock(Block):
-    doc: ClassVar[str] = "Post-training data: JSONL files (TRL conventions) or generated tasks."
-    format: Annotated[Literal["messages", "preferences", "prompts", "tasks"], Word] = "messages"
+    doc: ClassVar[str] = ("Post-training data: JSONL files (TRL conventions) or generated tasks; or a "
+                          "multiple-choice benchmark (format = choices) for the multiple_choice eval.")
+    format: Annotated[Literal["messages", "preferences", "prompts", "tasks", "choices"], Word] = "messages"
     path: str | None = None
     generate: dict[str, Any] | None = None
+    # the held-out share; a choices dataset is a benchmark, all held out, and refuses it (H0407)
     val_fraction: Fraction = Field(0.1, ge=0, lt=1)
 
 

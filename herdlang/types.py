@@ -114,6 +114,10 @@ def _name(v: Any) -> Any:
 
 
 def _word(v: Any) -> Any:
+    """A bare word as its text; `none` (which the language reads as no value) as the word
+    "none", for enum fields that offer it (`preset = none`, `mask = none`)."""
+    if v is None:
+        return "none"
     return str(v) if isinstance(v, Name) else v
 
 

@@ -1,13 +1,26 @@
-"""Evaluations: usable as stages' evals and as gate conditions."""
+"""Evaluations: usable as stages' evals and as gate conditions.
+
+Class attributes the compiler reads (so a new eval is one class here and one job kind in
+`runtime/jobs/`, no compiler edit):
+
+- `reads_corpus` (default True): it reads held-out pre-training text (the stage's `data:`
+  inputs). False for evals that read a dataset block instead.
+- `dataset_field` (default none): the field naming the dataset block it reads; the job gets
+  that dataset as its `dataset` input (and the model's tokenizer), and `herd check` reports
+  a name that is not a dataset (H0301/H0302).
+- `dataset_formats`: the dataset formats it can read; another is H0302.
+- `forecastable`: its `eval.json` has `accuracy`, `nll` and `chance`, so a scaling sweep can
+  forecast it.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
 from herdlang.components import component
-from herdlang.types import CallModel, Fraction, Int, Length, ListOf, Ref, Tokens
+from herdlang.types import CallModel, Fraction, Int, Length, ListOf, Ref, Tokens, Word
 
 
 @component("eval", "needle")
@@ -42,6 +55,8 @@ class Tasks(CallModel):
     that dataset block (default: the stage's own post-training data)."""
 
     reads_corpus: ClassVar[bool] = False  # it reads a dataset, not a stage's pre-training mix
+    dataset_field: ClassVar[str] = "data"
+    dataset_formats: ClassVar[tuple[str, ...]] = ("messages", "preferences", "prompts", "tasks")
     count: Int = Field(200, ge=1)
     data: Ref | None = None
     max_new_tokens: Int = Field(32, ge=1)  # an answer longer than this is wrong
@@ -59,3 +74,24 @@ class Choice(CallModel):
     options: Int = Field(4, ge=2)
     context: Int = Field(48, ge=1)
     continuation: Int = Field(16, ge=1)
+
+
+@component("eval", "multiple_choice")
+class MultipleChoice(CallModel):
+    """A multiple-choice benchmark (MMLU, ARC, HellaSwag style) from a `format = choices`
+    dataset, scored as a cloze task: each choice's log-likelihood after the question, the
+    most likely one is the model's answer. `normalize` divides the log-likelihood by the
+    choice's tokens or characters (acc_norm) or not at all (acc). Reports accuracy, chance
+    (the mean of 1/choices) and the correct answer's NLL per token, so a scaling sweep can
+    forecast it."""
+
+    reads_corpus: ClassVar[bool] = False
+    dataset_field: ClassVar[str] = "data"
+    dataset_formats: ClassVar[tuple[str, ...]] = ("choices",)
+    forecastable: ClassVar[bool] = True  # eval.json has accuracy, nll and chance
+    data: Ref  # the dataset block (format = choices)
+    count: Int | None = Field(None, ge=1)  # at most this many questions (a seeded sample); default all
+    normalize: Annotated[Literal["none", "tokens", "chars"], Word] = "none"
+    # qa: "Question: {question}\nAnswer:" then " {choice}"; plain: "{question}" then " {choice}"
+    # (a context to continue, as HellaSwag)
+    prompt: Annotated[Literal["qa", "plain"], Word] = "qa"

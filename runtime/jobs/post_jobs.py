@@ -181,6 +181,10 @@ def data_dataset(ctx: JobContext) -> None:
     val_fraction = float(cfg.get("val_fraction", 0.1))
     bad: list[str] = []
     seen = 0
+    held_out_only = fmt in D.HELD_OUT_ONLY  # a benchmark: every record held out, val_fraction unused
+    if held_out_only and cfg.get("generate"):
+        raise JobFailed(f"{ctx.job_id}: a {fmt} dataset is read from a file (path = ...); generate "
+                        "makes tasks (format = tasks)")
     if cfg.get("generate"):
         gen = cfg["generate"]
         try:
@@ -195,7 +199,7 @@ def data_dataset(ctx: JobContext) -> None:
             raise JobFailed(f"{ctx.job_id}: dataset file {str(path)!r} not found")
         external.record(ctx.out, external.snapshot([], [path]))  # rebuilt when the file changes
         parse_as = "prompts" if fmt == "tasks" else fmt
-        records, bad = D.read_jsonl(path, parse_as)
+        records, bad = D.read_choices(path) if fmt == "choices" else D.read_jsonl(path, parse_as)
         seen = len(records) + len(bad)
         if not seen:
             raise JobFailed(f"{ctx.job_id}: {path} has no records (the file is empty or blank); "
@@ -209,17 +213,34 @@ def data_dataset(ctx: JobContext) -> None:
         views = D.derive(parse_as, records)
         verifier = "tasks" if fmt == "tasks" else ("exact" if views["prompts"] and all(
             "answer" in r for r in views["prompts"]) else None)
-    meta = D.write_dataset(Path(ctx.out), views, val_fraction, ctx.seed,
+    meta = D.write_dataset(Path(ctx.out), views, 1.0 if held_out_only else val_fraction, ctx.seed,
                            {"format": fmt, "verifier": verifier, "records": seen,
                             "bad_records": len(bad), "bad_samples": bad[:20]})
     lines = [f"- format `{fmt}`, verifier `{verifier}`, {seen:,} records"]
+    if fmt == "choices":
+        lines = [f"- format `choices` (a benchmark: every question held out), {seen:,} records"]
+        lines += _choices_summary(views["choices"])
     lines += [f"- {k}: {v:,}" for k, v in meta["counts"].items() if v]
-    if meta.get("duplicates"):
+    if meta.get("duplicates") and held_out_only:
+        lines += [f"- {meta['duplicates']:,} duplicated question(s): each copy is scored"]
+    elif meta.get("duplicates"):
         lines += [f"- {meta['duplicates']:,} duplicated record(s), kept in the same split as their "
                   "first copy"]
     if bad:
         lines += [f"- **{len(bad)} invalid record(s) skipped**:"] + [f"  - `{b}`" for b in bad[:5]]
     _report(ctx, "Dataset", lines)
+
+
+def _choices_summary(records: list[dict[str, Any]]) -> list[str]:
+    """Report lines on a multiple-choice benchmark: choices per question and subjects."""
+    sizes = sorted({len(r["choices"]) for r in records})
+    lines = [f"- {len(records):,} questions with " + (f"{sizes[0]} choices each" if len(sizes) == 1
+                                                      else f"{sizes[0]} to {sizes[-1]} choices")]
+    subjects = {r["subject"] for r in records if "subject" in r}
+    if subjects:
+        lines += [f"- {len(subjects)} subject(s): " + ", ".join(sorted(subjects)[:10])
+                  + (", ..." if len(subjects) > 10 else "")]
+    return lines
 
 
 # --- eval.tasks -----------------------------------------------------------------------

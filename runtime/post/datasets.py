@@ -7,11 +7,15 @@ Accepted records (one JSON object per line):
                    "rejected": "..." | [messages]}      (or chosen/rejected as whole
                    conversations sharing a prefix, TRL's "implicit prompt")
     prompts:      {"prompt": "..." | [messages], "answer": "..." (optional)}
+    choices:      {"question": "...", "choices": ["...", "...", ...], "answer": 2 | "C" | "text",
+                   "subject": "..." (optional)}      (a multiple-choice benchmark)
 
-Everything is normalised to message lists. A `data.dataset` artifact holds
+Everything is normalised to message lists (a choices record to its question, choices, the
+answer's index and subject). A `data.dataset` artifact holds
 `{train,val}.{sft,preferences,prompts}.jsonl` plus `dataset.json` (counts, bad records,
 and the verifier that checks answers: "tasks" recomputes them, "exact" compares to
-`answer`).
+`answer`); a choices dataset holds `val.choices.jsonl` instead — a benchmark is all held
+out, so its `val_fraction` does not apply.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from typing import Any
 
 from runtime.post.chat import ROLES
 
-FORMATS = ("messages", "preferences", "prompts", "tasks")
-KINDS = ("sft", "preferences", "prompts")
+FORMATS = ("messages", "preferences", "prompts", "tasks", "choices")
+KINDS = ("sft", "preferences", "prompts")  # the views every dataset has (empty when its format lacks one)
+HELD_OUT_ONLY = ("choices",)  # formats whose records are all held out: a benchmark, never trained on
 META = "dataset.json"
 
 Record = dict[str, Any]
@@ -110,14 +115,80 @@ def parse_prompt(rec: Any) -> Record:
     return _prompt_fields(prompt, rec)
 
 
-PARSERS = {"messages": parse_sft, "preferences": parse_preference, "prompts": parse_prompt}
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _answer_index(answer: Any, choices: list[str]) -> int:
+    """A choices record's `answer` as an index: an integer index (0-based), a capital letter
+    (`"C"` = 2) or the text of one of the choices. A string that reads both ways (choices
+    `["B", "A"]`, answer `"A"`) is refused unless both readings agree."""
+    n = len(choices)
+    if isinstance(answer, bool) or not isinstance(answer, int | str):
+        raise BadRecord("'answer' must be an index (0-based integer), a letter (\"A\" = the first "
+                        "choice) or the text of a choice")
+    if isinstance(answer, int):
+        if not 0 <= answer < n:
+            raise BadRecord(f"'answer' is index {answer}, but there are {n} choices (0 to {n - 1})")
+        return answer
+    text = [i for i, c in enumerate(choices) if c.strip() == answer.strip()]
+    letter = LETTERS.index(answer) if len(answer) == 1 and answer in LETTERS else None
+    if text:
+        if letter is not None and letter < n and letter != text[0]:
+            raise BadRecord(f"'answer' {answer!r} is both the letter of choices[{letter}] and the text "
+                            f"of choices[{text[0]}]; write the index instead")
+        return text[0]
+    if letter is None:
+        raise BadRecord(f"'answer' {answer!r} is neither a letter {LETTERS[0]} to {LETTERS[n - 1]} "
+                        "nor the text of a choice")
+    if letter >= n:
+        raise BadRecord(f"'answer' is letter {answer!r} (choice {letter + 1}), but there are {n} "
+                        f"choices ({LETTERS[0]} to {LETTERS[n - 1]})")
+    return letter
+
+
+def parse_choices(rec: Any) -> Record:
+    """A multiple-choice question: a non-empty `question`, at least two distinct non-empty
+    `choices`, and the `answer` (index, letter or text); optional `subject` (per-subject
+    accuracy in the report). Other fields are ignored."""
+    if not isinstance(rec, dict) or any(k not in rec for k in ("question", "choices", "answer")):
+        raise BadRecord("expected an object with 'question', 'choices' and 'answer'")
+    question, choices = rec["question"], rec["choices"]
+    if not isinstance(question, str) or not question.strip():
+        raise BadRecord("'question' must be a non-empty string")
+    if not isinstance(choices, list) or len(choices) < 2:
+        raise BadRecord("'choices' must be a list of at least two strings")
+    seen: dict[str, int] = {}
+    for i, c in enumerate(choices):
+        if not isinstance(c, str) or not c.strip():
+            raise BadRecord(f"choices[{i}] must be a non-empty string")
+        if c.strip() in seen:  # two copies would tie, and an answer given as text is ambiguous
+            raise BadRecord(f"choices[{i}] repeats choices[{seen[c.strip()]}] ({c.strip()!r})")
+        seen[c.strip()] = i
+    out: Record = {"question": question.strip(), "choices": [c.strip() for c in choices],
+                   "answer": _answer_index(rec["answer"], choices)}
+    if rec.get("subject") is not None:
+        if not isinstance(rec["subject"], str) or not rec["subject"].strip():
+            raise BadRecord("'subject' must be a non-empty string (or left out)")
+        out["subject"] = rec["subject"].strip()
+    return out
+
+
+PARSERS = {"messages": parse_sft, "preferences": parse_preference, "prompts": parse_prompt,
+           "choices": parse_choices}
 
 
 def read_jsonl(path: Path, fmt: str) -> tuple[list[Record], list[str]]:
     """Valid records and 'file:line: problem' for each invalid one (none silently dropped)."""
+    good, bad, _ = read_jsonl_lines(path, fmt)
+    return good, bad
+
+
+def read_jsonl_lines(path: Path, fmt: str) -> tuple[list[Record], list[str], list[int]]:
+    """`read_jsonl` plus the line number of each valid record."""
     parse = PARSERS[fmt]
     good: list[Record] = []
     bad: list[str] = []
+    lines: list[int] = []
     with open(path, "rb") as f:  # bytes: one line of bad UTF-8 is one bad record, not a crash
         for lineno, raw in enumerate(f, start=1):
             if lineno == 1:
@@ -131,11 +202,33 @@ def read_jsonl(path: Path, fmt: str) -> tuple[list[Record], list[str]]:
                 continue
             try:
                 good.append(parse(json.loads(line)))
+                lines.append(lineno)
             except json.JSONDecodeError as e:
                 bad.append(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})")
             except BadRecord as e:
                 bad.append(f"{path}:{lineno}: {e}")
-    return good, bad
+    return good, bad, lines
+
+
+def read_choices(path: Path) -> tuple[list[Record], list[str]]:
+    """A multiple-choice benchmark: `read_jsonl` with format choices, and a question asked
+    again with the same choices but another answer is a bad record (which copy is right
+    cannot be told; keeping both would score one of them wrong whatever the model says).
+    Exact copies stay, as duplicates do in every format."""
+    records, bad, lines = read_jsonl_lines(path, "choices")
+    first: dict[str, tuple[int, int]] = {}  # (question, choices) -> (answer, line)
+    kept = []
+    for rec, lineno in zip(records, lines, strict=True):
+        key = json.dumps([rec["question"], rec["choices"]])
+        answer, line = first.setdefault(key, (rec["answer"], lineno))
+        if answer != rec["answer"]:
+            bad.append(f"{path}:{lineno}: repeats the question and choices of line {line} with another "
+                       f"answer (choice {rec['answer']} here, {answer} there)")
+            continue
+        kept.append(rec)
+    prefix = len(f"{path}:")
+    bad.sort(key=lambda message: int(message[prefix:].split(":", 1)[0]))  # in file order
+    return kept, bad
 
 
 def derive(fmt: str, records: list[Record]) -> dict[str, list[Record]]:
@@ -151,6 +244,8 @@ def derive(fmt: str, records: list[Record]) -> dict[str, list[Record]]:
         sft = [{"messages": r["prompt"] + r["chosen"]} for r in records]
         prompts = [{k: v for k, v in r.items() if k not in ("chosen", "rejected")} for r in records]
         return {"sft": sft, "preferences": records, "prompts": prompts}
+    if fmt == "choices":
+        return {"sft": [], "preferences": [], "prompts": [], "choices": records}
     return {"sft": [], "preferences": [], "prompts": records}
 
 
@@ -179,13 +274,16 @@ def split_unique(views: dict[str, list[Record]], val_fraction: float, seed: int
                  ) -> tuple[list[int], list[int], int]:
     """(train, val, duplicates): a `split` over the distinct source records, so copies of one
     record all land in the same split — a duplicate in both would put a validation record in
-    training. Without duplicates this is exactly `split(n, ...)`."""
+    training. Without duplicates this is exactly `split(n, ...)`. `val_fraction` >= 1 holds
+    every record out (a benchmark)."""
     n = max(len(v) for v in views.values())
     keys = [json.dumps([v[i] if i < len(v) else None for v in views.values()], sort_keys=True)
             for i in range(n)]
     first: dict[str, int] = {}
     for key in keys:
         first.setdefault(key, len(first))
+    if val_fraction >= 1:
+        return [], list(range(n)), n - len(first)
     train_u, val_u = split(len(first), val_fraction, seed)
     in_val = set(val_u)
     train = [i for i in range(n) if first[keys[i]] not in in_val]
@@ -199,7 +297,7 @@ def write_dataset(out: Path, views: dict[str, list[Record]], val_fraction: float
     duplicated records kept together (`duplicates` in the metadata counts the extra copies)."""
     train_idx, val_idx, duplicates = split_unique(views, val_fraction, seed)
     counts: dict[str, int] = {}
-    for kind in KINDS:
+    for kind in KINDS + tuple(k for k in views if k not in KINDS):
         recs = views.get(kind, [])
         for name, idx in (("train", train_idx), ("val", val_idx)):
             rows = [recs[i] for i in idx] if recs else []

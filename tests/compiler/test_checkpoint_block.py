@@ -91,7 +91,7 @@ anneal final { from = chat  tokens = 100M tokens  data = web }
 def test_post_training_evals_that_read_pretraining_text_need_a_data_stage_on_the_way() -> None:
     [err] = errors_of("posttrain chat { from = base  sft { data = chats }  evals = [tasks, perplexity] }")
     assert err.code == "H0204" and "eval 'perplexity' reads held-out pre-training text" in err.message
-    assert err.hint == "use evals that read a dataset (tasks), or anneal on a data stage first"
+    assert err.hint == "use evals that read a dataset (tasks, multiple_choice), or anneal on a data stage first"
     compiled("""
 anneal warm { from = base  tokens = 10M tokens  data = web  batch = 1M tokens  peak_lr = 1e-5 }
 posttrain chat { from = warm  sft { data = chats }  evals = [tasks, perplexity] }

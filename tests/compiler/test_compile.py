@@ -460,3 +460,16 @@ def test_a_plugins_input_paths_are_relative_to_the_specs_folder(tmp_path: Path, 
     params = plan.jobs["data.stdlib.filter_blocklist"].config["params"]
     assert params["wordlist"] == str(spec.parent / "words.txt")
     assert params["extra"] == [str(spec.parent / "a.txt"), "/abs/b.txt"]
+
+
+def test_the_word_none_is_a_value_of_enum_fields_that_offer_it(tmp_path: Path) -> None:
+    """`none` reads as no value elsewhere; `preset = none` and `mask = none` mean the word
+    (both used to fail with "expected 'gopher' or 'none'")."""
+    text = (TINY.read_text(encoding="utf-8")
+            .replace("filter duplicated_ngrams { n = 10", "filter duplicated_ngrams { preset = none  n = 10")
+            .replace("dpo { data = tasks  beta = 0.1", "dpo { data = tasks  mask = none  beta = 0.1"))
+    spec = tmp_path / "t.herd"
+    spec.write_text(text, encoding="utf-8")
+    _, plan = compile_file(spec)
+    assert plan.jobs["data.stdlib.filter_duplicated_ngrams"].config["params"]["preset"] == "none"
+    assert plan.jobs["post.chat.r1.dpo"].config["mask"] == "none"

@@ -19,10 +19,10 @@ def _artifact(root: Path, name: str, file: str, data: dict) -> Path:
     return d
 
 
-def _ctx(tmp_path: Path, inputs: dict[str, Path]) -> JobContext:
+def _ctx(tmp_path: Path, inputs: dict[str, Path], config: dict | None = None) -> JobContext:
     out = tmp_path / "out"
     out.mkdir()
-    return JobContext("eval.chat.summary", "eval.summary", "chat", {}, inputs, out, tmp_path / "work",
+    return JobContext("eval.chat.summary", "eval.summary", "chat", config or {}, inputs, out, tmp_path / "work",
                       tmp_path, {}, logging.getLogger("test"))
 
 
@@ -67,3 +67,20 @@ def test_no_results_is_a_clear_failure(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path, {"00:base:tasks": _artifact(tmp_path, "a", "other.json", {})})
     with pytest.raises(JobFailed, match="none of its inputs"):
         summary(ctx)
+
+
+def test_two_accuracy_evals_are_kept_apart(tmp_path: Path) -> None:
+    """First and last accuracy come from one eval (the stage's first), and each eval's bars
+    are their own series: a task accuracy is never compared with a benchmark's."""
+    inputs = {
+        "00:base:tasks": _artifact(tmp_path, "a", "eval.json", {"accuracy": 0.1}),
+        "00:base:mmlu": _artifact(tmp_path, "b", "eval.json", {"accuracy": 0.3}),
+        "01:r1 sft:tasks": _artifact(tmp_path, "c", "eval.json", {"accuracy": 0.5}),
+        "01:r1 sft:mmlu": _artifact(tmp_path, "d", "eval.json", {"accuracy": 0.25}),
+    }
+    ctx = _ctx(tmp_path, inputs, {"evals": ["tasks", "mmlu"]})
+    summary(ctx)
+    stats = json.loads((ctx.out / "stats.json").read_text())
+    assert (stats["first_accuracy"], stats["last_accuracy"]) == (0.1, 0.5)  # tasks: the stage lists it first
+    assert stats["accuracy_by_eval"] == {"mmlu": {"first": 0.3, "last": 0.25}, "tasks": {"first": 0.1, "last": 0.5}}
+    assert (ctx.out / "accuracy.png").stat().st_size > 0
