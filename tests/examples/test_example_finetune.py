@@ -30,7 +30,7 @@ def example(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from runtime.model import export_hf, from_config, save_checkpoint
 
     folder = tmp_path_factory.mktemp("finetune")
-    for name in ("tiny_finetune.herd", "chats.jsonl", "prefs.jsonl"):
+    for name in ("tiny_finetune.herd", "chats.jsonl", "prefs.jsonl", "quiz.jsonl"):
         shutil.copy(FINETUNE / name, folder / name)
     texts = [p.read_text(encoding="utf-8") for p in sorted((EXAMPLES.parent / "docs").glob("*.md"))]
     _, ranks = train_bpe(texts, 2048, "llama3")
@@ -44,8 +44,13 @@ def example(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_tiny_example_fine_tunes_the_exported_model(example: Path) -> None:
     out = herd("run", str(example / "tiny_finetune.herd"), "--runs-dir", str(example / "runs"), timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
-    for job in ("checkpoint.tiny_base", "post.docs_assistant.r1.sft", "post.docs_assistant.r1.dpo"):
+    for job in ("checkpoint.tiny_base", "post.docs_assistant.r1.sft", "post.docs_assistant.r1.dpo",
+                "eval.docs_assistant.r0.docs_quiz", "eval.docs_assistant.summary"):
         assert f"done     {job}" in out.stdout
+    quiz = herd("path", str(example / "tiny_finetune.herd"), "eval.docs_assistant.r1.dpo.docs_quiz", "--runs-dir",
+                str(example / "runs")).stdout.strip()
+    result = json.loads((Path(quiz) / "eval.json").read_text())
+    assert result["count"] == 31 and result["chance"] == 0.25 and 0 <= result["accuracy"] <= 1
     dpo = herd("path", str(example / "tiny_finetune.herd"), "post.docs_assistant.r1.dpo", "--runs-dir",
                str(example / "runs")).stdout.strip()
     trained = json.loads((Path(dpo) / "train.json").read_text())
