@@ -375,8 +375,10 @@ def read_hf_tokenizer(path: Path) -> HFTokenizerFile:
     return HFTokenizerFile(ranks, pattern_name, specials)
 
 
-def check_block(found: HFTokenizerFile, path: Path, pattern_name: str, n_special: int) -> None:
-    """The tokenizer block's `pattern` and `special_tokens` must say what the file does."""
+def check_block(found: HFTokenizerFile, path: Path, pattern_name: str, n_special: int,
+                n_ranks: int | None = None) -> None:
+    """The tokenizer block's `pattern`, `special_tokens` (and `vocab`, when given) must say
+    what the file does."""
     if pattern_name != found.pattern_name:
         raise _fail(Path(path), f"the file splits text with herd's {found.pattern_name!r} pattern "
                     f"but the tokenizer block says pattern = {pattern_name}",
@@ -385,15 +387,33 @@ def check_block(found: HFTokenizerFile, path: Path, pattern_name: str, n_special
         raise _fail(Path(path), f"the file has {len(found.specials)} special tokens but the "
                     f"tokenizer block says special_tokens = {n_special}",
                     f"set `special_tokens = {len(found.specials)}` in the tokenizer block")
+    check_ranks(found.ranks, path, n_ranks)
 
 
-def load_ranks_or_hf(path: Path, pattern_name: str,
-                     n_special: int) -> tuple[dict[bytes, int], str, list[str] | None]:
+def check_ranks(ranks: dict[bytes, int], path: Path, n_ranks: int | None) -> None:
+    """The block's `vocab` (its BPE ranks) is the file's: the model's vocabulary is `vocab` +
+    `special_tokens`, so a smaller one gives token ids the embedding does not have (an index
+    error in the middle of training) and a larger one ids no text ever uses."""
+    if n_ranks is not None and int(n_ranks) != len(ranks):
+        raise _fail(Path(path), f"the file has {len(ranks):,} ranks but the tokenizer block says "
+                    f"vocab = {int(n_ranks):,}",
+                    f"set `vocab = {_spelled_count(len(ranks))}` in the tokenizer block (the BPE ranks, "
+                    "without the special tokens)")
+
+
+def _spelled_count(n: int) -> str:
+    return f"{n:_}" if n >= 10_000 else str(n)
+
+
+def load_ranks_or_hf(path: Path, pattern_name: str, n_special: int,
+                     n_ranks: int | None = None) -> tuple[dict[bytes, int], str, list[str] | None]:
     """(ranks, format, special-token names or None for herd's) of a tokenizer block's `file`:
     a Hugging Face tokenizer.json (found by its content) checked against the block, or a
-    tiktoken rank file."""
+    tiktoken rank file; with `n_ranks` (the block's `vocab`) the file must have that many."""
     if is_hf_tokenizer_file(path):
         found = read_hf_tokenizer(path)
-        check_block(found, path, pattern_name, n_special)
+        check_block(found, path, pattern_name, n_special, n_ranks)
         return found.ranks, "huggingface", found.specials or None
-    return load_ranks(path), "tiktoken", None
+    ranks = load_ranks(path)
+    check_ranks(ranks, path, n_ranks)
+    return ranks, "tiktoken", None

@@ -9,7 +9,9 @@ model, so shapes alone are not enough.
 
 from __future__ import annotations
 
+import glob
 import math
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -55,16 +57,54 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
+def _rope(have: dict[str, Any]) -> str:
+    """The checkpoint's whole `rope = rope(...)`: θ and scaling go together, so a hint that
+    fixes one never drops the other."""
+    text = f"rope = rope(theta = {_number(have.get('rope_theta'))}"
+    scaling = have.get("rope_scaling")
+    if scaling:
+        text += (", scaling = llama3(factor = {factor:g}, low_freq_factor = {low_freq_factor:g}, "
+                 "high_freq_factor = {high_freq_factor:g}, original_context = {original_context})").format(**scaling)
+    return text + ")"
+
+
+def _number(x: Any) -> str:
+    """A number as a spec may write it: `500000`, `1e-05`."""
+    if isinstance(x, float) and x.is_integer():
+        return str(int(x))
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
 def _spelled(key: str, value: Any) -> str:
-    if key == "rope_scaling":
-        if not value:
-            return "rope = rope(theta = ...)  (no scaling)"
-        return ("rope = rope(theta = ..., scaling = llama3(factor = {factor:g}, low_freq_factor = "
-                "{low_freq_factor:g}, high_freq_factor = {high_freq_factor:g}, original_context = "
-                "{original_context}))").format(**value)
     if isinstance(value, bool):
         return SPELLING[key].format(str(value).lower())
     return SPELLING[key].format(f"{value:g}" if isinstance(value, float) else value)
+
+
+def _fixes(want: dict[str, Any], have: dict[str, Any], diffs: list[tuple[str, Any, Any]]) -> list[str]:
+    """The model-block lines that describe the checkpoint, one per difference (RoPE θ and
+    scaling as one `rope = ...`; a head size that follows from the corrected dim and heads
+    is not asked for)."""
+    keys = [k for k, _, _ in diffs]
+    fixes = []
+    for key in keys:
+        if key in ("rope_theta", "rope_scaling"):
+            if "rope = " not in " ".join(fixes):
+                fixes.append(_rope(have))
+        elif key == "head_dim" and ("dim" in keys or "heads" in keys) and _derived_head_dim(want) \
+                and _derived_head_dim(have):
+            continue  # the spec does not set head_dim, and the checkpoint's follows from its dim and heads
+        elif key == "vocab_size":
+            fixes.append(f"vocab = {have[key]} (a model's vocabulary is its tokenizer block's vocab + "
+                         f"special_tokens: check those against the checkpoint's tokenizer file)")
+        else:
+            fixes.append(_spelled(key, have.get(key)))
+    return fixes
+
+
+def _derived_head_dim(config: dict[str, Any]) -> bool:
+    heads = config.get("heads") or 0
+    return bool(heads) and config.get("head_dim") == (config.get("dim") or 0) // heads
 
 
 def differences(want: dict[str, Any], have: dict[str, Any]) -> list[tuple[str, Any, Any]]:
@@ -79,9 +119,30 @@ def _describe(key: str, value: Any) -> str:
         if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def _files(root: Path) -> list[Path]:
-    """The folder's files (not sub-folders: a Meta download's `original/` is not read)."""
-    return sorted(p for p in root.iterdir() if p.is_file())
+def _folder_glob(root: Path) -> str:
+    """The folder's files as a glob (the folder's own name escaped): recorded as a glob, a
+    file added later — a consolidated model.safetensors beside the shards it replaces, say —
+    rebuilds the checkpoint too, not only a changed or removed one. Sub-folders (a Meta
+    download's `original/`) are not read, so not watched."""
+    return glob.escape(str(root)) + "/*"
+
+
+def _where(root: Path, exc: Exception) -> str:
+    """A loading error with the folder named (config.json problems name only the file)."""
+    text = str(exc)
+    return text if str(root) in text else f"{root}: {text}"
+
+
+def _not_a_folder(block: str, root: Path) -> JobFailed:
+    hint = ("hint: `path` names the folder that holds config.json and the safetensors weights "
+            "(or a herd checkpoint's meta.json)")
+    if root.is_file():
+        return JobFailed(f"checkpoint '{block}': {root} is a file, not a folder\n{hint}: "
+                         f"the one that holds this file is {root.parent}")
+    if not root.exists():
+        return JobFailed(f"checkpoint '{block}': {root} does not exist (or is a broken link)\n{hint}; a "
+                         "relative path is relative to the spec's folder")
+    return JobFailed(f"checkpoint '{block}': {root} is not a folder\n{hint}")
 
 
 @register("model.load")
@@ -98,13 +159,13 @@ def model_load(ctx: JobContext) -> None:
     want = ctx.config["model"]
     block = ctx.job_id.split(".", 1)[-1]
     if not root.is_dir():
-        raise JobFailed(f"checkpoint '{block}': {root} is not a folder\nhint: `path` names the folder "
-                        "that holds config.json and the safetensors weights (or a herd checkpoint's meta.json)")
+        raise _not_a_folder(block, root)
     herd_format = (root / META_FILE).is_file()
     if not herd_format and not (root / "config.json").is_file():
         raise JobFailed(f"checkpoint '{block}': {root} is neither a Hugging Face model folder (no config.json) "
                         f"nor a herd checkpoint (no {META_FILE})\nhint: point `path` at the folder that holds them")
-    external.record(ctx.out, external.snapshot([], _files(root)))  # a replaced file rebuilds this and what follows
+    # a replaced, removed or added file rebuilds this (and what follows, if the weights changed)
+    external.record(ctx.out, external.snapshot([_folder_glob(root)]))
     try:
         if herd_format:
             tensors, meta = load_state(root)
@@ -112,17 +173,20 @@ def model_load(ctx: JobContext) -> None:
         else:
             tensors, have = read_hf(root)
     except CheckpointError as exc:
-        raise JobFailed(f"checkpoint '{block}': {exc}") from None
+        raise JobFailed(f"checkpoint '{block}': {_where(root, exc)}") from None
     diffs = differences(want, have)
     if diffs:
         lines = [f"  {COMPARED[k]}: the spec's model '{want['name']}' has {_describe(k, w)}, the checkpoint "
                  f"{_describe(k, h)}" for k, w, h in diffs]
-        fixes = "  ".join(_spelled(k, h) for k, _, h in diffs)
+        fixes = "  ".join(_fixes(want, have, diffs))
         raise JobFailed(f"checkpoint '{block}': {root} does not hold model '{want['name']}':\n" + "\n".join(lines)
                         + f"\nhint: describe the checkpoint in the model block: {fixes} "
-                        f"(`herd import {root} --blocks` prints a model block that matches)")
-    write_checkpoint_files(Path(ctx.out), tensors, want, extra={"loaded_from": str(root.resolve()),
-                                                                "format": "herd" if herd_format else "hf"})
+                        f"(`herd import {shlex.quote(str(root))} --blocks` prints a model block that matches)")
+    # the tokenizer's store entry, when the plan passes it: `herd generate`, `chat` and `export`
+    # find it beside the loaded checkpoint as they do for a trained one
+    tokenizer_id = Path(ctx.inputs["tokenizer"]).name if "tokenizer" in ctx.inputs else None
+    write_checkpoint_files(Path(ctx.out), tensors, want, tokenizer_id=tokenizer_id,
+                           extra={"loaded_from": str(root.resolve()), "format": "herd" if herd_format else "hf"})
     params = sum(t.numel() for t in tensors.values())
     dtype = str(next(iter(tensors.values())).dtype).removeprefix("torch.") if tensors else "?"
     stats = {"path": str(root), "format": "herd" if herd_format else "hf", "params": params, "dtype": dtype}

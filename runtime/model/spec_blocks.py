@@ -10,16 +10,55 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
 from runtime.model.checkpoint import CheckpointError
 
+#: a herd name, as the grammar's NAME token
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _folder_name(folder: Path) -> str:
+    """The name the user knows the model by: the folder as given (a symlink's own name, not
+    its target's), or for a Hugging Face cache snapshot
+    (`models--meta-llama--Llama-3.2-1B/snapshots/<commit>`) the model's."""
+    given = Path(folder)
+    name = given.name if given.name not in ("", ".", "..") else given.resolve().name
+    parent = given.parent if given.name not in ("", ".", "..") else given.resolve().parent
+    if parent.name == "snapshots" and parent.parent.name.startswith("models--"):
+        return parent.parent.name.split("--")[-1]
+    return name
+
 
 def block_name(folder: Path) -> str:
     """`Llama-3.2-1B` → `llama_3_2_1b`: a herd name (letters, digits, `_`, not a digit first)."""
-    name = re.sub(r"[^a-z0-9]+", "_", folder.resolve().name.lower()).strip("_") or "model"
+    name = re.sub(r"[^a-z0-9]+", "_", _folder_name(folder).lower()).strip("_") or "model"
     return name if not name[0].isdigit() else f"m_{name}"
+
+
+def _check_name(name: str) -> None:
+    """`--name` becomes three block names: it must be one the grammar reads as a name."""
+    from herdlang.parser import keywords
+
+    if not NAME.fullmatch(name) or name in keywords():
+        suggestion = block_name(Path(name)) if name not in keywords() else f"{name}_model"
+        raise CheckpointError(f"--name {name!r} is not a herd name: letters, digits and _, not starting "
+                              f"with a digit, and not one of {', '.join(keywords())}\n"
+                              f"hint: e.g. --name {suggestion}")
+
+
+def _string(text: str) -> str:
+    """A herd string literal: `\\`, `"` and control characters escaped, as the parser reads them."""
+    escaped = (text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+               .replace("\t", "\\t").replace("\r", "\\r").replace("\0", "\\0"))
+    return f'"{escaped}"'
+
+
+def _comment(text: str) -> str:
+    """Text for a `#` comment: one line."""
+    return text.replace("\r", " ").replace("\n", " ")
 
 
 def _count(n: int) -> str:
@@ -46,7 +85,7 @@ def _tokenizer_block(folder: Path, shown: str, name: str, vocab_size: int) -> tu
         return _tokenizer_lines(name, f"{shown.rstrip('/')}/tokenizer.model", ranks, pattern, specials), True
     source = find_hf_tokenizer(folder)
     if source is None:
-        return (f"# {shown} has no tokenizer (original/tokenizer.model or tokenizer.json): name its file\n"
+        return (f"# {_comment(shown)} has no tokenizer (original/tokenizer.model or tokenizer.json): name its file\n"
                 f'tokenizer {name} {{ file = "TOKENIZER FILE"  vocab = {_count(vocab_size - 256)} }}\n'), False
     rel = f"{shown.rstrip('/')}/{source.relative_to(folder).as_posix()}"
     if is_hf_tokenizer_file(source):
@@ -58,7 +97,7 @@ def _tokenizer_block(folder: Path, shown: str, name: str, vocab_size: int) -> tu
 
 
 def _tokenizer_lines(name: str, file: str, ranks: int, pattern: str, specials: int) -> str:
-    lines = [f"tokenizer {name} {{", f'  file = "{file}"', f"  vocab = {_count(ranks)}",
+    lines = [f"tokenizer {name} {{", f"  file = {_string(file)}", f"  vocab = {_count(ranks)}",
              f"  special_tokens = {specials}"]
     if pattern != "llama3":
         lines.append(f"  pattern = {pattern}")
@@ -107,6 +146,14 @@ def describe_folder(folder: str | Path, name: str | None = None) -> str:
     from runtime.model.hf import herd_config
 
     root = Path(folder)
+    if name:
+        _check_name(name)
+    if root.is_file():
+        raise CheckpointError(f"{root} is a file: herd import --blocks takes the model's folder\n"
+                              f"hint: herd import {shlex.quote(str(root.parent))} --blocks")
+    if not root.exists():
+        raise CheckpointError(f"{root} does not exist (or is a broken link)\nhint: name the folder that "
+                              "holds the model's config.json and weights")
     if (root / META_FILE).is_file():
         config = read_meta(root)["model"]
     elif (root / "config.json").is_file():
@@ -120,7 +167,8 @@ def describe_folder(folder: str | Path, name: str | None = None) -> str:
     name = name or block_name(root)
     shown = str(folder)
     tokenizer, _ = _tokenizer_block(root, shown, f"{name}_tokenizer", int(config["vocab_size"]))
-    text = (f"# {shown}: {config['layers']} layers, dim {config['dim']:,}, vocabulary {config['vocab_size']:,}\n"
+    text = (f"# {_comment(shown)}: {config['layers']} layers, dim {config['dim']:,}, "
+            f"vocabulary {config['vocab_size']:,}\n"
             + tokenizer + "\n" + _model_block(config, name, f"{name}_tokenizer") + "\n"
-            + f'checkpoint {name}_base {{\n  path = "{shown}"\n  model = {name}\n}}\n')
+            + f"checkpoint {name}_base {{\n  path = {_string(shown)}\n  model = {name}\n}}\n")
     return format_text(text)
