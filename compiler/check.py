@@ -628,6 +628,11 @@ def _check_inputs(res: Resolved) -> None:
         if not _exists(full):
             group = _missing_folder(full / "-" if what in folders else full)
             missing.setdefault(group, []).append((what, path, span, full))
+        elif what in folders and not any((full / name).is_file() for name in ("config.json", "meta.json")):
+            found_what = "is a file" if full.is_file() else "holds no config.json (Hugging Face) or meta.json (herd)"
+            res.warn("H0604", f"{what}: '{path}' {found_what}", span,
+                     "`path` names the folder of a Hugging Face Llama (config.json + safetensors) or a herd "
+                     "checkpoint" + (f": '{Path(path).parent}'?" if full.is_file() else ""))
     hint = "fine if it is made later or exists only where the plan runs; otherwise check the path"
     for folder, paths in missing.items():
         if folder is None or len(paths) == 1:
@@ -669,7 +674,7 @@ def _shown_path(path: Path) -> str:
 
 def _exists(path: Path) -> bool:
     text = str(path)
-    if not _MAGIC.search(text):
+    if not _MAGIC.search(text) or path.exists():  # a real name with glob characters: `data[v3]`
         return path.exists()
     return any(os.path.isfile(p) for p in glob.iglob(text, recursive=True))
 

@@ -189,10 +189,10 @@ class Lowering:
                                "max_bytes": cfg.max_bytes},
                               {"documents": source}, output="tokenizer",
                               description=f"train a {cfg.vocab:,}-rank BPE on {cfg.train_on}"))
-        else:
+        else:  # `vocab`, when given, is checked against the file's ranks
             self.plan.add(Job(job_id, "tokenizer.load", defined.name,
                               {"file": self._path(cfg.file), "pattern": cfg.pattern,
-                               "special_tokens": cfg.special_tokens},
+                               "special_tokens": cfg.special_tokens, "vocab": cfg.vocab},
                               output="tokenizer", description=f"load {cfg.file}"))
         self.tokenizer_job[defined.name] = job_id
 
@@ -380,8 +380,11 @@ class Lowering:
         context = cfg.context or model["max_context"]
         model = {**model, "max_context": max(model["max_context"], context)}
         job_id = f"checkpoint.{defined.name}"
+        tok = self.tokenizer_job.get(model.get("tokenizer") or "")
+        # the tokenizer goes with the loaded weights, so `herd generate`, `chat` and `export` find it
         self.plan.add(Job(job_id, "model.load", defined.name, {"path": self._path(cfg.path), "model": model},
-                          output="checkpoint", description=f"load {cfg.path} as {model['name']}"))
+                          {"tokenizer": tok} if tok else {}, output="checkpoint",
+                          description=f"load {cfg.path} as {model['name']}"))
         self.stage_out[defined.name] = job_id
         self.stage_model[defined.name] = model
         self.stage_ctx[defined.name] = context

@@ -21,6 +21,7 @@ def render_text(plan: Plan, runs_dir: Path | None = None, color: bool = False,
     folder exists (computed by the caller, which may consult the runtime's store).
     """
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
     from rich.tree import Tree
 
@@ -67,7 +68,7 @@ def render_text(plan: Plan, runs_dir: Path | None = None, color: bool = False,
         console.print(stages)
         for name, st in plan.stages.items():
             if st.get("kind") == "checkpoint":
-                console.print(f"  {name}: a checkpoint made elsewhere, loaded from {st['path']} and checked "
+                console.print(f"  {name}: a checkpoint made elsewhere, loaded from {escape(st['path'])} and checked "
                               f"against model '{st['model']}'; context {st['context']:,}")
             if st.get("kind") == "posttrain":
                 console.print(f"  {name}: post-training, {st['rounds']} round{'s' * (st['rounds'] != 1)}; "
@@ -91,11 +92,11 @@ def render_text(plan: Plan, runs_dir: Path | None = None, color: bool = False,
             node = by_stage[job.stage] = tree.add(f"[bold]{job.stage}[/]")
         state, reason = (states or {}).get(job.id, ("new", ""))
         tag = {"new": "[green]+ new[/]", "changed": "[yellow]~ changed[/]", "cached": "[dim]= cached[/]"}.get(state, state)
-        line = f"{tag}  {job.id}  [dim]{job.kind}[/]"
-        if job.description:
-            line += f" — {job.description}"
+        line = f"{tag}  {escape(job.id)}  [dim]{job.kind}[/]"
+        if job.description:  # paths in descriptions and reasons are text, never markup: `data[v3]`
+            line += f" — {escape(job.description)}"
         if reason:
-            line += f"  [yellow]({reason})[/]"
+            line += f"  [yellow]({escape(reason)})[/]"
         node.add(line)
     console.print(tree)
 

@@ -386,8 +386,9 @@ def tokenizer_load(ctx: JobContext) -> None:
     n_special = int(cfg.get("special_tokens", 256))
     external.record(ctx.out, external.snapshot([], [path]))  # rebuilt when the file changes
     # a tiktoken rank file, or a Hugging Face tokenizer.json (by its content) checked against
-    # the block's pattern and special_tokens
-    ranks, fmt, names = load_ranks_or_hf(path, pattern_name, n_special)
+    # the block's pattern, special_tokens and vocab
+    vocab = cfg.get("vocab")
+    ranks, fmt, names = load_ranks_or_hf(path, pattern_name, n_special, int(vocab) if vocab is not None else None)
     names = names or special_token_names(n_special)  # a tokenizer.json keeps its own names
     save_tokenizer(ctx.out, ranks, pattern_name, n_special, extra={"loaded_from": str(path)}, names=names)
     tok = Tokenizer(ranks, resolve_pattern(pattern_name), names)

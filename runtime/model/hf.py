@@ -262,16 +262,27 @@ def _weight_files(root: Path) -> list[Path]:
     raise CheckpointError(f"{root} has neither {HF_WEIGHTS} nor {HF_INDEX}")
 
 
-# Where a model folder keeps its tokenizer, in the order `herd import` looks: Meta's tiktoken
-# rank file (the names of special tokens are herd's), then the Hugging Face tokenizer.json.
-HF_TOKENIZER_PLACES = ("original/tokenizer.model", "tokenizer.json")
+# Where a model folder keeps its tokenizer, in the order `herd import` tries them: the Hugging
+# Face tokenizer.json (it keeps Llama 3.1's special-token names), then Meta's tiktoken rank
+# file (special tokens get herd's Llama 3 names), used when tokenizer.json cannot be served.
+HF_TOKENIZER_PLACES = ("tokenizer.json", "original/tokenizer.model")
 NO_TOKENIZER_HINT = ("hint: pass --no-tokenizer to import the weights alone (then give herd "
                      "generate and herd chat --tokenizer DIR)")
 
 
-def find_hf_tokenizer(root: Path) -> Path | None:
-    """The tokenizer file of a Hugging Face model folder, or None."""
-    return next((root / p for p in HF_TOKENIZER_PLACES if (root / p).is_file()), None)
+def folder_tokenizer(root: Path, vocab_size: int) -> tuple[Path | None, Any]:
+    """(file, what `_read_hf_tokenizer` read) of the first place whose tokenizer herd can
+    serve; a failure is raised only when no place works (the first one's, which says most)."""
+    places = [root / p for p in HF_TOKENIZER_PLACES if (root / p).is_file()]
+    first: CheckpointError | None = None
+    for source in places:
+        try:
+            return source, _read_hf_tokenizer(source, vocab_size)
+        except CheckpointError as exc:
+            first = first or exc
+    if first is not None:
+        raise first
+    return None, None
 
 
 def _read_hf_tokenizer(source: Path, vocab_size: int) -> tuple[dict[bytes, int], str, int, list[str] | None]:
@@ -400,8 +411,7 @@ def import_hf(
     check_output(out_dir, force=force, sources=[hf_dir])  # before reading any weights
     root = Path(hf_dir)
     config = _folder_config(root)
-    source = find_hf_tokenizer(root) if tokenizer else None
-    tok = _read_hf_tokenizer(source, config["vocab_size"]) if source is not None else None
+    source, tok = folder_tokenizer(root, config["vocab_size"]) if tokenizer else (None, None)
     stale = _stale_tokenizer(Path(out_dir)) if tok is None and Path(out_dir).is_dir() else None
     if stale is not None:
         raise CheckpointError(f"{Path(out_dir) / stale} is in the way: this import brings no tokenizer, "

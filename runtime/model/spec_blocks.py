@@ -74,26 +74,21 @@ def _number(x: float) -> str:
 
 
 def _tokenizer_block(folder: Path, shown: str, name: str, vocab_size: int) -> tuple[str, bool]:
-    """(the tokenizer block, whether the folder has a tokenizer herd reads)."""
-    from runtime.data.hf_tokenizer import is_hf_tokenizer_file, read_hf_tokenizer
-    from runtime.data.tokenizer import load_ranks
-    from runtime.model.hf import find_hf_tokenizer
+    """(the tokenizer block, whether the folder has a tokenizer herd reads): the one `herd
+    import` would take, with the same checks."""
+    from runtime.model.hf import HF_TOKENIZER_PLACES, folder_tokenizer
 
     herd_tok = _herd_tokenizer(folder)
     if herd_tok is not None:  # a herd checkpoint carrying its tokenizer (post-training, `herd import`)
         ranks, pattern, specials = herd_tok
         return _tokenizer_lines(name, f"{shown.rstrip('/')}/tokenizer.model", ranks, pattern, specials), True
-    source = find_hf_tokenizer(folder)
+    source, found = folder_tokenizer(folder, vocab_size)
     if source is None:
-        return (f"# {_comment(shown)} has no tokenizer (original/tokenizer.model or tokenizer.json): name its file\n"
+        return (f"# {_comment(shown)} has no tokenizer ({' or '.join(HF_TOKENIZER_PLACES)}): name its file\n"
                 f'tokenizer {name} {{ file = "TOKENIZER FILE"  vocab = {_count(vocab_size - 256)} }}\n'), False
     rel = f"{shown.rstrip('/')}/{source.relative_to(folder).as_posix()}"
-    if is_hf_tokenizer_file(source):
-        found = read_hf_tokenizer(source)
-        ranks, pattern, specials = len(found.ranks), found.pattern_name, len(found.specials) or 256
-    else:
-        ranks, pattern, specials = len(load_ranks(source)), "llama3", min(256, vocab_size - len(load_ranks(source)))
-    return _tokenizer_lines(name, rel, ranks, pattern, specials), True
+    ranks, pattern, specials, _ = found
+    return _tokenizer_lines(name, rel, len(ranks), pattern, specials), True
 
 
 def _tokenizer_lines(name: str, file: str, ranks: int, pattern: str, specials: int) -> str:

@@ -42,7 +42,7 @@ def errors_of(body: str) -> list[Diagnostic]:
 def test_post_training_starts_from_a_loaded_checkpoint() -> None:
     plan = compiled("posttrain chat { from = base  sft { data = chats } }")
     load = plan.jobs["checkpoint.base"]
-    assert load.kind == "model.load" and load.inputs == {}
+    assert load.kind == "model.load" and load.inputs == {"tokenizer": "tokenizer.llama3"}
     assert Path(load.config["path"]).is_absolute() and load.config["path"].endswith("llama")
     assert load.config["model"]["rope_scaling"]["factor"] == 32.0
     assert plan.jobs["post.chat.r1.sft"].inputs["checkpoint"] == "checkpoint.base"
@@ -145,3 +145,35 @@ def test_a_missing_checkpoint_folder_is_a_warning(tmp_path: Path) -> None:
                          "posttrain chat { from = base  sft { data = chats } }", encoding="utf-8")
     _, warnings = compile_with_warnings(load_spec(spec_file))
     assert [w.message for w in warnings if "llama" in w.message] == ["checkpoint base: 'llama' does not exist"]
+
+
+def test_the_loaded_checkpoint_carries_its_tokenizer_and_the_tokenizer_its_vocab() -> None:
+    """`herd generate`/`export` on `checkpoint.base` find the tokenizer beside it; the
+    tokenizer job checks the block's `vocab` against the file's ranks."""
+    plan = compiled("posttrain chat { from = base  sft { data = chats } }")
+    assert plan.jobs["checkpoint.base"].inputs == {"tokenizer": "tokenizer.llama3"}
+    assert plan.jobs["tokenizer.llama3"].config["vocab"] == 128_000
+
+
+def test_a_path_that_is_a_file_or_no_checkpoint_folder_is_a_warning(tmp_path: Path) -> None:
+    (tmp_path / "llama").mkdir()
+    (tmp_path / "llama" / "config.json").write_text("{}")
+    spec_file = tmp_path / "ft.herd"
+    for path, says in (("llama/config.json", "'llama/config.json' is a file"),
+                       ("empty[v3]", "'empty[v3]' holds no config.json (Hugging Face) or meta.json (herd)")):
+        (tmp_path / "empty[v3]").mkdir(exist_ok=True)  # glob characters in a real name: it exists
+        spec_file.write_text(HEAD.replace('path = "llama"', f'path = "{path}"') +
+                             "posttrain chat { from = base  sft { data = chats } }", encoding="utf-8")
+        _, warnings = compile_with_warnings(load_spec(spec_file))
+        assert [w.message for w in warnings if w.message.startswith("checkpoint")] == [f"checkpoint base: {says}"]
+
+
+def test_the_text_view_prints_brackets_in_paths(capsys: pytest.CaptureFixture[str]) -> None:
+    """rich reads `[v3]` as markup: descriptions and paths are escaped, not swallowed."""
+    from compiler.render import render_text
+
+    plan = compile_spec(load_text(HEAD.replace('path = "llama"', 'path = "models/llama[v3]"')
+                                  + "posttrain chat { from = base  sft { data = chats } }", "t.herd"))
+    render_text(plan)
+    out = capsys.readouterr().out
+    assert "load models/llama[v3] as llama32_1b" in out and "loaded from models/llama[v3]" in out

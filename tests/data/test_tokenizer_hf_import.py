@@ -355,3 +355,15 @@ def test_the_split_pattern_must_be_the_blocks(llama3_json, tmp_path: Path) -> No
         data["pre_tokenizer"]["pretokenizers"][1]["add_prefix_space"] = True
 
     _refused(tmp_path, _edited(llama3_json, prefix), "add_prefix_space", "no prefix space")
+
+
+def test_the_blocks_vocab_must_be_the_files_rank_count(herd_tok, tmp_path: Path) -> None:
+    """The model's vocabulary is `vocab` + `special_tokens`: a `vocab` below the file's would
+    give token ids the embedding lacks, an IndexError deep in training."""
+    herd_dir, hf_json, pattern, _ = herd_tok
+    for file in (hf_json, herd_dir / "tokenizer.model"):
+        with pytest.raises(JobFailed, match="the file has 700 ranks but the tokenizer block says vocab = 600"):
+            run_job(tmp_path, "tokenizer.load", {"file": str(file), "pattern": pattern, "special_tokens": 256,
+                                                 "vocab": 600}, name=f"v600_{file.suffix[1:]}")
+        run_job(tmp_path, "tokenizer.load", {"file": str(file), "pattern": pattern, "special_tokens": 256,
+                                             "vocab": 700}, name=f"v700_{file.suffix[1:]}")

@@ -104,16 +104,24 @@ def test_import_brings_the_tokenizer_and_generate_and_export_use_it(made, tmp_pa
         assert json.loads((tmp_path / "again" / name).read_text()) == json.loads((made["hf"] / name).read_text())
 
 
-def test_metas_rank_file_comes_first_with_the_special_tokens_the_model_has_room_for(made, tmp_path: Path) -> None:
+def test_metas_rank_file_gets_the_special_tokens_the_model_has_room_for(made, tmp_path: Path) -> None:
     folder = _model_folder(made, tmp_path / "meta-layout", "original/tokenizer.model")
     ckpt = import_hf(folder, tmp_path / "a")
     tok = load_tokenizer(ckpt)
     assert read_meta(ckpt)["extra"]["tokenizer"]["from"] == "original/tokenizer.model"
     assert tok.n_vocab == 320 and tok.bos_id == 300 and tok.eot_id == 309  # 20 special tokens
     assert load_ranks(ckpt / "tokenizer.model") == load_ranks(made["tok"] / "tokenizer.model")
+
+
+def test_tokenizer_json_comes_first_and_the_rank_file_stands_in_when_it_cannot_be_served(
+        made, tmp_path: Path) -> None:
+    """tokenizer.json keeps the file's special-token names (Llama 3.1's <|eom_id|>, ...),
+    which Meta's rank file does not carry; a tokenizer.json herd cannot serve gives way."""
+    folder = _model_folder(made, tmp_path / "both", "original/tokenizer.model")
     shutil.copyfile(made["hf"] / "tokenizer.json", folder / "tokenizer.json")
-    ckpt = import_hf(folder, tmp_path / "b")
-    assert read_meta(ckpt)["extra"]["tokenizer"]["from"] == "original/tokenizer.model"
+    assert read_meta(import_hf(folder, tmp_path / "b"))["extra"]["tokenizer"]["from"] == "tokenizer.json"
+    (folder / "tokenizer.json").write_text('{"model": {"type": "Unigram"}}')
+    assert read_meta(import_hf(folder, tmp_path / "c"))["extra"]["tokenizer"]["from"] == "original/tokenizer.model"
 
 
 def test_a_folder_without_a_tokenizer_imports_the_weights_and_says_so(made, tmp_path: Path) -> None:
@@ -122,7 +130,7 @@ def test_a_folder_without_a_tokenizer_imports_the_weights_and_says_so(made, tmp_
     assert out.returncode == 0, out.stderr
     assert "weights only" in out.stdout
     [note] = out.stderr.splitlines()
-    assert note.startswith("note: no tokenizer imported") and "original/tokenizer.model or tokenizer.json" in note
+    assert note.startswith("note: no tokenizer imported") and "tokenizer.json or original/tokenizer.model" in note
     assert "hint: pass --tokenizer DIR to herd generate and herd chat" in note
     assert {p.name for p in (tmp_path / "a").iterdir()} == WEIGHTS_ONLY
     out = herd("import", made["hf"], "-o", tmp_path / "b", "--no-tokenizer")
