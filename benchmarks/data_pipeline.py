@@ -2,6 +2,11 @@
 dedup side by side with datatrove's when it is importable.
 
     .venv/bin/python benchmarks/data_pipeline.py [--workers N] [--limit-docs N]
+    .venv/bin/python benchmarks/data_pipeline.py --jsonl "corpus/*.jsonl.gz" --no-datatrove
+
+`--jsonl` reads a corpus of your own instead (fields `text`, `url`, `id`, `timestamp`), to see
+how the stages hold up beyond the embedded corpus (results go to
+`data_pipeline_jsonl-<host>.json`). Each row shows the process's peak RSS so far (MB).
 
 Prints docs/s and MB/s per stage (MB of input text) and writes
 benchmarks/results/data_pipeline-<hostname>.json. Compare MB/s, not docs/s: document sizes
@@ -14,6 +19,7 @@ import argparse
 import json
 import logging
 import platform
+import resource
 import shutil
 import socket
 import sys
@@ -108,16 +114,20 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--limit-docs", type=int, default=None)
     ap.add_argument("--no-datatrove", action="store_true")
+    ap.add_argument("--jsonl", help="a JSONL(.gz) glob to read instead of python_stdlib")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     registry.kinds()  # import every job module now, not inside the first timed stage
     tmp = Path(tempfile.mkdtemp(prefix="herd-bench-"))
     results: dict[str, Any] = {"host": socket.gethostname(), "python": platform.python_version(),
-                               "workers": args.workers, "stages": {}}
+                               "workers": args.workers, "corpus": args.jsonl or "python_stdlib",
+                               "stages": {}}
     try:
         plan = [
-            ("source", "data.source", {"source": "python_stdlib", "paths": [],
-                                       "limit_docs": args.limit_docs}, {}),
+            ("source", "data.source",
+             {"source": "jsonl", "paths": [str(Path(args.jsonl).expanduser().resolve())],
+              "limit_docs": args.limit_docs} if args.jsonl else
+             {"source": "python_stdlib", "paths": [], "limit_docs": args.limit_docs}, {}),
             ("url", "data.dedup.url", {"keep": "newest"}, {"documents": "source"}),
             ("exact", "data.dedup.exact", {}, {"documents": "url"}),
             ("minhash", "data.dedup.minhash", MINHASH, {"documents": "exact"}),
@@ -132,7 +142,8 @@ def main() -> None:
             ("tokenize", "data.tokenize", {"val_fraction": 0.01}, {"documents": "exact", "tokenizer": "tokenizer"}),
         ]
         outs: dict[str, Path] = {}
-        print(f"{'stage':<10} {'docs':>7} {'MB':>7} {'seconds':>8} {'docs/s':>9} {'MB/s':>7}")
+        print(f"{'stage':<10} {'docs':>7} {'MB':>7} {'seconds':>8} {'docs/s':>9} {'MB/s':>7} "
+              f"{'peak MB':>8}")
         for name, kind, config, inputs in plan:
             resolved = {role: outs[stage] for role, stage in inputs.items()}
             out, seconds = run_stage(tmp, name, kind, config, resolved, args.workers)
@@ -142,9 +153,10 @@ def main() -> None:
                    "docs_per_s": docs / seconds, "mb_per_s": nbytes / 1e6 / seconds}
             stats = json.loads((out / "stats.json").read_text())
             row["docs_out"] = stats.get("docs_out")
+            row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             results["stages"][name] = row
             print(f"{name:<10} {docs:>7} {row['mb']:>7.2f} {seconds:>8.2f} {row['docs_per_s']:>9.0f} "
-                  f"{row['mb_per_s']:>7.2f}")
+                  f"{row['mb_per_s']:>7.2f} {row['peak_rss_mb']:>8.0f}")
         meta = json.loads((outs["tokenize"] / "meta.json").read_text())
         loader = PackedLoader({"stdlib": outs["tokenize"]}, {"stdlib": 1.0}, seq_len=2048,
                               batch_size=8, seed=0, max_epochs=1e6)  # small --limit-docs corpora repeat
@@ -172,7 +184,8 @@ def main() -> None:
         results["datatrove_minhash"] = dt
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    dest = write_result("data_pipeline", results)
+    # a corpus of your own gets its own file: the stdlib numbers stay comparable across runs
+    dest = write_result("data_pipeline_jsonl" if args.jsonl else "data_pipeline", results)
     print(f"wrote {dest.relative_to(ROOT)}")
 
 

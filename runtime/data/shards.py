@@ -8,6 +8,7 @@ uninterrupted run as long as the shard function is deterministic.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -15,6 +16,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from runtime.jobs.context import JobContext
 
@@ -84,8 +87,63 @@ def process_shards(
     return [results[i] for i in range(len(outs))]
 
 
+def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+class NpyAppender:
+    """Rows appended to an .npy file whose length is known only at the end: memory holds one
+    write, not the array. The header's space is reserved up front (numpy pads it to 64-byte
+    blocks, so it has the same size for any row count) and written on `close`; the file is
+    byte for byte what `np.save` writes for the same array."""
+
+    def __init__(self, path: Path, dtype: Any, row_shape: tuple[int, ...] = ()) -> None:
+        self.path, self.dtype, self.row_shape = Path(path), np.dtype(dtype), tuple(row_shape)
+        self.rows = 0
+        self._reserved = len(_npy_header(self.dtype, (10**18, *self.row_shape)))
+        self._f = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        self._f.write(b"\0" * self._reserved)
+
+    def append(self, rows: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        if rows.shape[1:] != self.row_shape:
+            raise ValueError(f"rows of shape {rows.shape[1:]}, expected {self.row_shape}")
+        self._f.write(rows.tobytes())
+        self.rows += rows.shape[0]
+
+    def close(self) -> None:
+        header = _npy_header(self.dtype, (self.rows, *self.row_shape))
+        if len(header) == self._reserved:
+            self._f.seek(0)
+            self._f.write(header)
+            self._f.close()
+            return
+        self._f.close()  # a header of another size (not seen in practice): rewrite the file
+        tmp = self.path.with_name(self.path.name + ".hdr")
+        with open(self.path, "rb") as src, open(tmp, "wb") as dst:
+            src.seek(self._reserved)
+            dst.write(header)
+            shutil.copyfileobj(src, dst, 1 << 24)
+        os.replace(tmp, self.path)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Put `src`'s bytes at `dst`: a hard link where the filesystem allows (work and out
+    share the run folder: no second copy of a stage's output on disk, no copying time),
+    else a copy. Work files are only ever replaced (tmp + rename), never rewritten in place,
+    so the link never sees a later change."""
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
 def publish(ctx: JobContext, stage: str, names: Sequence[str]) -> None:
-    """Copy committed shard files from the work dir into the job's output directory."""
+    """Put committed shard files from the work dir into the job's output directory."""
     work = Path(ctx.work) / stage
     for name in names:
-        shutil.copyfile(work / name, Path(ctx.out) / name)
+        link_or_copy(work / name, Path(ctx.out) / name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -66,6 +67,8 @@ def mix64(x: np.ndarray) -> np.ndarray:
     return x
 
 
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _NGRAM_MULTS = mix64(np.arange(1, 33, dtype=np.uint64)) | np.uint64(1)
 
 
@@ -79,3 +82,24 @@ def ngram_hashes(word_hashes: np.ndarray, n: int) -> np.ndarray:
         for j in range(n):
             acc += word_hashes[j : j + m] * _NGRAM_MULTS[j]
     return mix64(acc)
+
+
+def ngram_hashes_upto(word_hashes: np.ndarray, n_max: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(n, `ngram_hashes(word_hashes, n)`) for n = 1..n_max, built incrementally: the n-gram
+    sum is the (n-1)-gram sum plus one term, so a document costs one pass per n, not n.
+    (Whole-array uint64 arithmetic wraps without warnings: no errstate needed.)"""
+    acc = np.asarray(word_hashes, dtype=np.uint64) * _NGRAM_MULTS[0]
+    for n in range(1, n_max + 1):
+        m = len(word_hashes) - n + 1
+        if m <= 0:
+            yield n, np.empty(0, dtype=np.uint64)
+            continue
+        if n > 1:
+            acc = acc[:m] + word_hashes[n - 1 :] * _NGRAM_MULTS[n - 1]
+        x = acc.copy()  # mix64, in place on a copy
+        x ^= x >> _S30
+        x *= _M1
+        x ^= x >> _S27
+        x *= _M2
+        x ^= x >> _S31
+        yield n, x

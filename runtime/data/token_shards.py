@@ -13,14 +13,17 @@ lowest-hash document whenever `val_fraction > 0` selects none (tiny corpora stil
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+from array import array
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from runtime.data.documents import Document, read_shard
+from runtime.data.shards import NpyAppender
 from runtime.data.text import stable_hash64
 from runtime.data.tokenizer import Tokenizer, load_tokenizer
 
@@ -64,36 +67,49 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
 
 def tokenize_shard(item: tuple[Path, str, float, int, str | None, int], out: Path
                    ) -> dict[str, Any]:
-    """Tokenize one document shard into train/val token files next to `out`."""
+    """Tokenize one document shard into train/val token files next to `out`.
+
+    Tokens are streamed to the files batch by batch (`NpyAppender`): memory holds one batch
+    and the document offsets, not the shard's tokens."""
     shard, tok_dir, val_fraction, seed, forced, threads = item
     tok = _tokenizer(tok_dir)
-    parts: dict[str, tuple[list[np.ndarray], list[int]]] = {s: ([], [0]) for s in SPLITS}
+    bases = {split: out.with_name(f"{out.name}.{split}") for split in SPLITS}
+    tmp_tokens = {split: b.with_name(b.name + ".tokens.tmp.npy") for split, b in bases.items()}
+    writers = {split: NpyAppender(tmp_tokens[split], np.uint32) for split in SPLITS}
+    offsets = {split: array("q", [0]) for split in SPLITS}
     stats: dict[str, Any] = {"docs_in": 0, "bytes_in": 0}
 
     def flush(batch: list[Document]) -> None:
+        pending: dict[str, list[list[int]]] = {split: [] for split in SPLITS}
         for doc, ids in zip(batch, tok.encode_batch([d.text for d in batch], threads), strict=True):
             split = "val" if (val_score(doc.id, seed) < val_fraction or doc.id == forced) else "train"
-            arrays, offsets = parts[split]
-            arrays.append(np.asarray(ids + [tok.eos_id], dtype=np.uint32))
-            offsets.append(offsets[-1] + len(ids) + 1)
+            ids.append(tok.eos_id)
+            pending[split].append(ids)
+            offsets[split].append(offsets[split][-1] + len(ids))
+        for split, docs in pending.items():
+            if docs:
+                writers[split].append(np.fromiter(itertools.chain.from_iterable(docs), np.uint32,
+                                                  sum(map(len, docs))))
 
-    batch: list[Document] = []
-    for doc in read_shard(shard):
-        stats["docs_in"] += 1
-        stats["bytes_in"] += len(doc.text.encode("utf-8"))
-        batch.append(doc)
-        if len(batch) == BATCH_DOCS:
+    try:
+        batch: list[Document] = []
+        for doc in read_shard(shard):
+            stats["docs_in"] += 1
+            stats["bytes_in"] += len(doc.text.encode("utf-8"))
+            batch.append(doc)
+            if len(batch) == BATCH_DOCS:
+                flush(batch)
+                batch = []
+        if batch:
             flush(batch)
-            batch = []
-    if batch:
-        flush(batch)
-    for split, (arrays, offsets) in parts.items():
-        base = out.with_name(f"{out.name}.{split}")
-        tokens = np.concatenate(arrays) if arrays else np.empty(0, np.uint32)
-        _save_npy(base.with_name(base.name + ".tokens.npy"), tokens)
-        _save_npy(base.with_name(base.name + ".index.npy"), np.asarray(offsets, dtype=np.int64))
-        stats[f"{split}_docs"] = len(offsets) - 1
-        stats[f"{split}_tokens"] = int(offsets[-1])
+    finally:
+        for w in writers.values():
+            w.close()
+    for split, base in bases.items():
+        os.replace(tmp_tokens[split], base.with_name(base.name + ".tokens.npy"))
+        _save_npy(base.with_name(base.name + ".index.npy"), np.asarray(offsets[split], dtype=np.int64))
+        stats[f"{split}_docs"] = len(offsets[split]) - 1
+        stats[f"{split}_tokens"] = int(offsets[split][-1])
     out.write_text(json.dumps(stats, sort_keys=True), encoding="utf-8")
     return stats
 

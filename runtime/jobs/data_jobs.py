@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from runtime.data.filters import runner as frunner
 from runtime.data.hf_tokenizer import load_ranks_or_hf
 from runtime.data.quality import QualityFilter, get_classifier
 from runtime.data.report import merge_counts, samples, write_report, write_stats
-from runtime.data.shards import process_shards, publish, write_json_atomic
+from runtime.data.shards import link_or_copy, process_shards, publish, write_json_atomic
 from runtime.data.sources import SourceShard, plan_shards, stdlib_files, write_source_shard
 from runtime.data.tokenizer import (
     Tokenizer,
@@ -120,7 +121,7 @@ def source(ctx: JobContext) -> None:
             parts += process_shards(ctx, f"source-{i:05d}", write_source_shard, [limited], [names[i]])
             remaining -= parts[-1]["docs_out"]
         for i, name in enumerate(names):
-            shutil.copyfile(Path(ctx.work) / f"source-{i:05d}" / name, Path(ctx.out) / name)
+            link_or_copy(Path(ctx.work) / f"source-{i:05d}" / name, Path(ctx.out) / name)
     else:
         parts = process_shards(ctx, "source", write_source_shard, tasks, names, unit="docs")
         publish(ctx, "source", names)
@@ -197,22 +198,48 @@ def dedup_minhash(ctx: JobContext) -> None:
     t_sig = time.perf_counter() - t0
     counts = [p["docs_in"] for p in sig_parts]
     n_docs = sum(counts)
-    bucket_dir = Path(ctx.work) / "buckets"
+    work = Path(ctx.work)
+    bucket_dir = work / "buckets"
     n_buckets = max(1, min(256, n_docs // 50_000 + 1)) * params.bands
     done = bucket_dir / "done.json"
-    if not done.exists():  # buckets are rewritten from scratch unless complete
+    cand_file = work / "candidates.npy"
+    if not cand_file.exists() and not done.exists():  # rewritten from scratch unless complete
         shutil.rmtree(bucket_dir, ignore_errors=True)
-        mh.write_buckets([Path(ctx.work) / "signatures" / n for n in sig_names], params,
-                         bucket_dir, n_buckets)
+        ctx.progress.start(float(n_docs), "docs")
+        mh.write_buckets([work / "signatures" / n for n in sig_names], params, bucket_dir,
+                         n_buckets, advance=lambda k: ctx.progress.advance(k, phase="buckets"))
         write_json_atomic(done, {"buckets": n_buckets})
-    ctx.progress.start(n_buckets, "buckets")
-    pairs_list = []
-    for i in range(n_buckets):
-        pairs_list.append(mh.candidate_pairs(bucket_dir / f"bucket-{i:04d}.bin"))
-        ctx.progress.advance(1)
-    cand = np.unique(np.concatenate(pairs_list), axis=0) if pairs_list else np.empty((0, 2), np.int64)
-    ctx.progress.start(None, "pairs")
-    pairs, _ = mh.verified_pairs(cand, shards, params)
+    if not cand_file.exists():  # candidate pairs, deduplicated as they come
+        ctx.progress.start(n_buckets, "buckets")
+        acc = mh.PairAccumulator(n_docs)
+        for i in range(n_buckets):
+            acc.add(mh.candidate_pairs(bucket_dir / f"bucket-{i:04d}.bin"))
+            ctx.progress.advance(1, phase="candidates")
+        mh.save_npy_atomic(cand_file, acc.result())
+        shutil.rmtree(bucket_dir, ignore_errors=True)  # no longer needed: free the disk
+    cand = np.load(cand_file, mmap_mode="r")
+    # the exact re-check: shingle sets of the documents in some pair go to disk, shard by
+    # shard, then blocks of pairs are compared from there (both resumable, with progress)
+    wanted = np.unique(cand) if len(cand) else np.empty(0, dtype=np.int64)
+    wanted_file = work / "wanted.npy"
+    if not wanted_file.exists():
+        mh.save_npy_atomic(wanted_file, wanted)
+    bounds = np.cumsum([0] + counts)
+    cuts = np.searchsorted(wanted, bounds)
+    sh_names = [s.name + ".shingles.npy" for s in shards]
+    sh_items = [(s, wanted[cuts[i] : cuts[i + 1]] - bounds[i], params)
+                for i, s in enumerate(shards)]
+    process_shards(ctx, "shingles", mh.shingle_shard, sh_items, sh_names, total=float(len(wanted)))
+    offset_files = [work / "shingles" / n for n in sh_names]
+    block = mh.PAIRS_PER_BLOCK
+    starts = list(range(0, len(cand), block))
+    process_shards(ctx, "verify", mh.verify_block,
+                   [(cand_file, lo, min(lo + block, len(cand)), wanted_file, offset_files,
+                     params.threshold) for lo in starts],
+                   [f"block-{k:05d}.npy" for k in range(len(starts))],
+                   unit="pairs", count_key="pairs", total=float(len(cand)))
+    oks = [np.load(work / "verify" / f"block-{k:05d}.npy") for k in range(len(starts))]
+    pairs = np.asarray(cand)[np.concatenate(oks)] if oks else np.empty((0, 2), dtype=np.int64)
     keep, roots = mh.clusters_keep_mask(n_docs, pairs)
     parts = _apply_mask(ctx, shards, keep, counts)
     clusters = int(len(np.unique(roots[~keep]))) if (~keep).any() else 0
@@ -235,7 +262,7 @@ def dedup_lines(ctx: JobContext) -> None:
     shards = _docs_input(ctx)
     counts = [dlines.count_docs(s) for s in shards]
     firsts = np.cumsum([0] + counts)[:-1].tolist()
-    cnames = [s.name + ".lines.npz" for s in shards]
+    cnames = [s.name + ".lines.npy" for s in shards]
     process_shards(ctx, "line-counts", dlines.count_lines_shard,
                    [(s, f, bucket) for s, f in zip(shards, firsts, strict=True)], cnames,
                    total=float(sum(counts)))
@@ -270,6 +297,24 @@ def _record_outside_files(ctx: JobContext, params: dict[str, Any]) -> None:
         external.record(ctx.out, external.snapshot(globs, singles))
 
 
+class _ShardsWithProgress(list):
+    """The shard list a filter's `prepare` pass (a classifier's training) reads: iterating
+    it moves the job's progress bar shard by shard, so a corpus pass of minutes shows."""
+
+    def __init__(self, ctx: JobContext, shards: list[Path]) -> None:
+        super().__init__(shards)
+        self._progress = ctx.progress
+
+    def __iter__(self) -> Iterator[Path]:
+        self._progress.start(float(len(self)), "shards")
+        for path in super().__iter__():
+            yield path
+            self._progress.advance(1, phase="prepare")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # a prepared state that keeps it pickles plain
+        return (list, (list(self),))
+
+
 def run_filter(ctx: JobContext, flt: Filter, params: dict[str, Any]) -> dict[str, Any]:
     """Cached scoring, then the decision; shared by data.filter and data.quality."""
     t0 = time.perf_counter()
@@ -289,7 +334,7 @@ def run_filter(ctx: JobContext, flt: Filter, params: dict[str, Any]) -> dict[str
             (cache / n).unlink()
             (cache / (n + ".done.json")).unlink(missing_ok=True)
     cached = all((cache / n).exists() and (cache / (n + ".done.json")).exists() for n in names)
-    state = None if cached else flt.prepare(scoring, shards)
+    state = None if cached else flt.prepare(scoring, _ShardsWithProgress(ctx, shards))
     process_shards(ctx, "scores", frunner.score_shard,
                    [(s, flt, scoring, state) for s in shards], names, directory=cache,
                    total=_input_docs(ctx))
@@ -423,7 +468,7 @@ def data_tokenize(ctx: JobContext) -> None:
                            total=_input_docs(ctx))
     for n in names:
         for f in token_shards.shard_files(n):
-            shutil.copyfile(Path(ctx.work) / "tokenize" / f, Path(ctx.out) / f)
+            link_or_copy(Path(ctx.work) / "tokenize" / f, Path(ctx.out) / f)
     meta = token_shards.write_meta(ctx.out, names, parts, tok, ctx.config)
     stats = {**merge_counts(parts, ("docs_in", "bytes_in")),
              "train_docs": meta["splits"]["train"]["docs"],

@@ -28,8 +28,13 @@ def line_key(line: str) -> int:
     return stable_hash64(line.strip())
 
 
+PARTITION_ENTRIES = 1_000_000  # (line, bucket) counts merged at a time: bounds the merge's memory
+
+
 def count_lines_shard(item: tuple[Path, int, int], out: Path) -> dict[str, Any]:
-    """Per (bucket, line hash) occurrence counts of one shard, saved as .npz."""
+    """Per (bucket, line hash) occurrence counts of one shard, saved as a (3, n) uint64 .npy
+    (rows: hash, bucket, count) sorted by hash, so the merge can read one hash range of
+    every shard at a time."""
     shard, first_index, bucket = item
     counters: dict[int, Counter[int]] = {}
     n = 0
@@ -37,37 +42,50 @@ def count_lines_shard(item: tuple[Path, int, int], out: Path) -> dict[str, Any]:
         b = (first_index + n - 1) // bucket
         counter = counters.setdefault(b, Counter())
         counter.update(line_key(ln) for ln in doc.text.splitlines() if ln.strip())
-    buckets, hashes, counts = [], [], []
+    size = sum(len(c) for c in counters.values())
+    table = np.empty((3, size), dtype=np.uint64)
+    at = 0
     for b, counter in sorted(counters.items()):
-        buckets.append(np.full(len(counter), b, dtype=np.int64))
-        hashes.append(np.fromiter(counter.keys(), np.uint64, len(counter)))
-        counts.append(np.fromiter(counter.values(), np.int64, len(counter)))
-    tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez(
-        tmp,
-        bucket=np.concatenate(buckets) if buckets else np.empty(0, np.int64),
-        hash=np.concatenate(hashes) if hashes else np.empty(0, np.uint64),
-        count=np.concatenate(counts) if counts else np.empty(0, np.int64),
-    )
+        k = len(counter)
+        table[0, at : at + k] = np.fromiter(counter.keys(), np.uint64, k)
+        table[1, at : at + k] = b
+        table[2, at : at + k] = np.fromiter(counter.values(), np.uint64, k)
+        at += k
+    del counters
+    table = table[:, np.lexsort((table[1], table[0]))]  # by hash, then bucket
+    tmp = out.with_name(out.name + ".tmp.npy")
+    np.save(tmp, table)
     tmp.replace(out)
     return {"docs_in": n}
 
 
+def _hash_range(table: np.ndarray, lo: int, hi: int | None) -> np.ndarray:
+    hashes = table[0]
+    a = int(np.searchsorted(hashes, np.uint64(lo))) if lo else 0
+    b = int(np.searchsorted(hashes, np.uint64(hi))) if hi is not None else len(hashes)
+    return np.array(table[:, a:b])
+
+
 def frequent_lines(count_files: list[Path], max_repeats: int) -> dict[int, np.ndarray]:
-    """bucket -> sorted hashes of lines occurring more than `max_repeats` times in it."""
-    parts: dict[str, list[np.ndarray]] = {"bucket": [], "hash": [], "count": []}
-    for p in count_files:
-        with np.load(p) as z:
-            for k in parts:
-                parts[k].append(z[k])
-    bucket, hashes, counts = (np.concatenate(parts[k]) for k in ("bucket", "hash", "count"))
-    result: dict[int, np.ndarray] = {}
-    for b in np.unique(bucket):
-        sel = bucket == b
-        uniq, inverse = np.unique(hashes[sel], return_inverse=True)
-        totals = np.bincount(inverse, weights=counts[sel])
-        result[int(b)] = uniq[totals > max_repeats]
-    return result
+    """bucket -> sorted hashes of lines occurring more than `max_repeats` times in it.
+
+    Merged one hash range at a time (each about PARTITION_ENTRIES counts, every shard's file
+    memory-mapped): memory is bounded by the range, not by the corpus's distinct lines."""
+    total = sum(np.load(p, mmap_mode="r").shape[1] for p in count_files)
+    n_parts = max(1, -(-total // PARTITION_ENTRIES))
+    edges: list[int | None] = [(k << 64) // n_parts for k in range(n_parts)] + [None]
+    found: dict[int, list[np.ndarray]] = {}
+    for k in range(n_parts):
+        pieces = [_hash_range(np.load(p, mmap_mode="r"), edges[k] or 0, edges[k + 1])
+                  for p in count_files]
+        hashes, bucket, counts = np.concatenate(pieces, axis=1)
+        del pieces
+        for b in np.unique(bucket):
+            sel = bucket == b
+            uniq, inverse = np.unique(hashes[sel], return_inverse=True)
+            totals = np.bincount(inverse, weights=counts[sel])
+            found.setdefault(int(b), []).append(uniq[totals > max_repeats])
+    return {b: np.concatenate(v) for b, v in sorted(found.items())}
 
 
 def remove_lines_shard(item: tuple[Path, int, int, dict[int, np.ndarray]], out: Path

@@ -12,18 +12,21 @@ A and C far apart are only joined when both links really are above the threshold
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from runtime.data.documents import read_shard
+from runtime.data.shards import NpyAppender
 from runtime.data.text import WordHasher, mix64, ngram_hashes, words
 
 _MERSENNE_61 = np.uint64((1 << 61) - 1)
 CHUNK = 512  # shingles processed per step: bounds the (chunk x hashes) matrix
 MAX_GROUP_ALL_PAIRS = 64
+PAIRS_PER_BLOCK = 100_000  # candidate pairs per re-check block (a unit of resume and progress)
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,12 @@ def signature(sh: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return sig
 
 
+def save_npy_atomic(path: Path, arr: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, arr)
+    tmp.replace(path)
+
+
 def band_keys(sigs: np.ndarray, params: MinHashParams) -> np.ndarray:
     """(docs, bands) 64-bit keys: a hash of each band's rows plus the band index."""
     n = sigs.shape[0]
@@ -94,24 +103,29 @@ def band_keys(sigs: np.ndarray, params: MinHashParams) -> np.ndarray:
 
 
 def signature_shard(item: tuple[Path, MinHashParams], out: Path) -> dict[str, int]:
-    """Signatures of one shard as a (docs, bands*rows) uint64 .npy, plus text bytes."""
+    """Signatures of one shard as a (docs, bands*rows) uint64 .npy, plus text bytes; rows are
+    streamed to the file as they are made (memory: one row, not the shard's)."""
     shard, params = item
     a, b = _hash_coefficients(params)
     hasher = WordHasher(params.seed)
-    sigs, nbytes = [], 0
-    for doc in read_shard(shard):
-        nbytes += len(doc.text.encode("utf-8"))
-        sigs.append(signature(shingles(doc.text, params.ngram, hasher), a, b))
-    arr = np.stack(sigs) if sigs else np.empty((0, params.num_hashes), dtype=np.uint64)
+    n = nbytes = 0
     tmp = out.with_name(out.name + ".tmp.npy")
-    np.save(tmp, arr)
+    writer = NpyAppender(tmp, np.uint64, (params.num_hashes,))
+    try:
+        for doc in read_shard(shard):
+            nbytes += len(doc.text.encode("utf-8"))
+            writer.append(signature(shingles(doc.text, params.ngram, hasher), a, b)[None, :])
+            n += 1
+    finally:
+        writer.close()
     tmp.replace(out)
-    return {"docs_in": len(sigs), "bytes_in": nbytes}
+    return {"docs_in": n, "bytes_in": nbytes}
 
 
 def write_buckets(sig_files: list[Path], params: MinHashParams, bucket_dir: Path,
-                  n_buckets: int) -> None:
-    """Append (band key, global doc index) records to bucket files chosen by key."""
+                  n_buckets: int, advance: Callable[[int], None] | None = None) -> None:
+    """Append (band key, global doc index) records to bucket files chosen by key;
+    `advance(docs)` is called after each block of documents."""
     bucket_dir.mkdir(parents=True, exist_ok=True)
     handles = [open(bucket_dir / f"bucket-{i:04d}.bin", "wb") for i in range(n_buckets)]
     rec = np.dtype([("key", "<u8"), ("doc", "<u8")])
@@ -132,6 +146,8 @@ def write_buckets(sig_files: list[Path], params: MinHashParams, bucket_dir: Path
                 for i in range(n_buckets):
                     if bounds[i + 1] > bounds[i]:
                         handles[i].write(records[bounds[i] : bounds[i + 1]].tobytes())
+                if advance is not None:
+                    advance(min(n, start + 8192) - start)
             offset += n
     finally:
         for h in handles:
@@ -198,6 +214,126 @@ class UnionFind:
             self.parent[hi] = lo
 
 
+def unique_pairs(pairs: np.ndarray, n_docs: int) -> np.ndarray:
+    """`np.unique(pairs, axis=0)` for (i, j) pairs of document indices below n_docs, through
+    one int64 key per pair (i * n_docs + j sorts as (i, j) does): same rows, same order."""
+    if len(pairs) == 0:
+        return np.empty((0, 2), dtype=np.int64)
+    n = max(int(n_docs), 1)
+    if n >= 3_000_000_000:  # i * n + j would overflow int64
+        return np.unique(pairs.astype(np.int64), axis=0)
+    keys = np.unique(pairs[:, 0].astype(np.int64) * n + pairs[:, 1].astype(np.int64))
+    return np.stack([keys // n, keys % n], axis=1)
+
+
+class PairAccumulator:
+    """Candidate pairs from bucket after bucket, kept unique as they come so that memory
+    holds the distinct pairs (plus one merge's worth), not every band's copy of each."""
+
+    def __init__(self, n_docs: int, merge_every: int = 4_000_000) -> None:
+        self.n_docs, self.merge_every = n_docs, merge_every
+        self.merged = np.empty((0, 2), dtype=np.int64)
+        self.pending: list[np.ndarray] = []
+        self.pending_rows = 0
+
+    def add(self, pairs: np.ndarray) -> None:
+        if len(pairs):
+            self.pending.append(pairs)
+            self.pending_rows += len(pairs)
+        if self.pending_rows >= max(self.merge_every, len(self.merged)):
+            self._merge()
+
+    def _merge(self) -> None:
+        if self.pending:
+            self.merged = unique_pairs(np.concatenate([self.merged, *self.pending]), self.n_docs)
+            self.pending, self.pending_rows = [], 0
+
+    def result(self) -> np.ndarray:
+        self._merge()
+        return self.merged
+
+
+def shingle_shard(item: tuple[Path, np.ndarray, MinHashParams], out: Path) -> dict[str, int]:
+    """Shingle sets of the wanted documents of one shard (sorted local indices), streamed to
+    `out`.bin as concatenated uint64 arrays; `out` (.npy) holds the len(wanted)+1 offsets."""
+    shard, wanted_arr, params = item
+    wanted = [int(w) for w in wanted_arr]
+    hasher = WordHasher(params.seed)
+    offsets = np.zeros(len(wanted) + 1, dtype=np.int64)
+    data = out.with_name(out.name + ".bin")
+    tmp = data.with_name(data.name + ".tmp")
+    k = 0
+    with open(tmp, "wb") as f:
+        if len(wanted):
+            for i, doc in enumerate(read_shard(shard)):
+                if i != wanted[k]:
+                    continue
+                sh = shingles(doc.text, params.ngram, hasher)
+                f.write(sh.tobytes())
+                offsets[k + 1] = offsets[k] + len(sh)
+                k += 1
+                if k == len(wanted):
+                    break
+    if k != len(wanted):
+        raise ValueError(f"{shard}: {len(wanted) - k} wanted documents are missing")
+    tmp.replace(data)
+    tmp_off = out.with_name(out.name + ".tmp.npy")
+    np.save(tmp_off, offsets)
+    tmp_off.replace(out)
+    return {"docs_in": len(wanted)}
+
+
+class ShingleStore:
+    """Shingle sets written by `shingle_shard`, read back by global document index through
+    memory maps (a few open at a time), so the re-check holds no set it is not comparing."""
+
+    OPEN_FILES = 32
+
+    def __init__(self, wanted: np.ndarray, offset_files: list[Path]) -> None:
+        self.wanted = wanted  # global indices, sorted; their sets follow shard by shard
+        self.offsets = [np.load(p) for p in offset_files]
+        self.files = [p.with_name(p.name + ".bin") for p in offset_files]
+        self.first = np.cumsum([0] + [len(o) - 1 for o in self.offsets])
+        self._maps: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def _map(self, f: int) -> np.ndarray:
+        m = self._maps.get(f)
+        if m is None:
+            if len(self._maps) >= self.OPEN_FILES:
+                self._maps.popitem(last=False)
+            size = self.files[f].stat().st_size
+            m = np.memmap(self.files[f], dtype=np.uint64, mode="r") if size else \
+                np.empty(0, dtype=np.uint64)
+            self._maps[f] = m
+        else:
+            self._maps.move_to_end(f)
+        return m
+
+    def get(self, doc: int) -> np.ndarray:
+        g = int(np.searchsorted(self.wanted, doc))
+        f = int(np.searchsorted(self.first, g, side="right")) - 1
+        local = g - int(self.first[f])
+        off = self.offsets[f]
+        return np.array(self._map(f)[off[local] : off[local + 1]])
+
+
+def verify_block(item: tuple[Path, int, int, Path, list[Path], float], out: Path) -> dict[str, int]:
+    """Exact Jaccard >= threshold for candidate pairs [lo, hi): a boolean .npy at `out`."""
+    cand_file, lo, hi, wanted_file, offset_files, threshold = item
+    pairs = np.load(cand_file, mmap_mode="r")[lo:hi]
+    store = ShingleStore(np.load(wanted_file), offset_files)
+    ok = np.zeros(len(pairs), dtype=bool)
+    cached: tuple[int, np.ndarray] = (-1, np.empty(0, dtype=np.uint64))
+    for k, (i, j) in enumerate(np.asarray(pairs).tolist()):
+        if cached[0] != i:  # pairs come sorted by i: one read per first document
+            cached = (i, store.get(i))
+        ok[k] = jaccard(cached[1], store.get(j)) >= threshold
+    tmp = out.with_name(out.name + ".tmp.npy")
+    np.save(tmp, ok)
+    tmp.replace(out)
+    return {"pairs": len(pairs), "verified": int(ok.sum())}
+
+
 def iter_docs_by_index(shards: list[Path], wanted: set[int]) -> Iterator[tuple[int, str]]:
     """Text of the wanted global document indices, reading shards sequentially."""
     index = 0
@@ -212,7 +348,8 @@ def verified_pairs(pairs: np.ndarray, shards: list[Path], params: MinHashParams
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Exact Jaccard of every candidate pair: (pairs at or above threshold, their scores).
 
-    Only documents that appear in some candidate pair are re-shingled.
+    In memory, for small inputs and tests; the job streams the sets through disk instead
+    (`shingle_shard`, `verify_block`).
     """
     if len(pairs) == 0:
         return pairs, np.empty(0)

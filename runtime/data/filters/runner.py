@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
+from array import array
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,24 +47,31 @@ def scores_key(input_hash: str, name: str, scoring: dict[str, Any]) -> str:
 def score_shard(item: tuple[Path, Filter, dict[str, Any], Any], out: Path) -> dict[str, Any]:
     """Scores of every document of a shard as named float64 columns in an .npz."""
     shard, flt, scoring, state = item
-    columns: dict[str, list[float]] = {}
+    columns: dict[str, array[float]] = {}  # 8 bytes a value, not a Python float in a list
     n = nbytes = 0
     for doc in read_shard(shard):
         n += 1
         nbytes += text_bytes(doc)
         for k, v in flt.score(doc.text, scoring, state).items():
-            columns.setdefault(k, []).append(v)
+            columns.setdefault(k, array("d")).append(v)
     tmp = out.with_name(out.name + ".tmp.npz")
     np.savez(tmp, **{k: np.asarray(v, dtype=np.float64) for k, v in columns.items()})
     tmp.replace(out)
     return {"docs_in": n, "bytes_in": nbytes}
 
 
-def load_scores(path: Path) -> list[dict[str, float]]:
+def iter_scores(path: Path) -> Iterator[dict[str, float]]:
+    """One row of scores per document, made as it is read: a shard's scores stay compact
+    numpy columns (8 bytes a value) instead of a dict per document (about 1 KB each)."""
     with np.load(path) as z:
         cols = {k: z[k] for k in z.files}
     n = len(next(iter(cols.values()))) if cols else 0
-    return [{k: float(v[i]) for k, v in cols.items()} for i in range(n)]
+    for i in range(n):
+        yield {k: float(v[i]) for k, v in cols.items()}
+
+
+def load_scores(path: Path) -> list[dict[str, float]]:
+    return list(iter_scores(path))
 
 
 def scores_intact(path: Path) -> bool:
@@ -82,7 +91,7 @@ def scores_intact(path: Path) -> bool:
 def decide_shard(item: tuple[Path, Path, Filter, dict[str, Any]], out: Path) -> dict[str, Any]:
     """Write the kept documents; count drop reasons and keep a sample of dropped ones."""
     shard, score_file, flt, params = item
-    rows = load_scores(score_file)
+    rows = iter_scores(score_file)
     stats: dict[str, Any] = {"docs_in": 0, "bytes_in": 0, "reasons": {}, "removed_samples": [],
                              "score_sums": {}}
 
@@ -105,5 +114,5 @@ def decide_shard(item: tuple[Path, Path, Filter, dict[str, Any]], out: Path) -> 
     return stats
 
 
-__all__ = ["artifact_hash", "decide_shard", "get_filter", "load_scores", "score_shard", "scores_intact",
-           "scores_key"]
+__all__ = ["artifact_hash", "decide_shard", "get_filter", "iter_scores", "load_scores", "score_shard",
+           "scores_intact", "scores_key"]

@@ -8,6 +8,7 @@ is a fair stand-in for "looks like the reference" scoring.
 
 from __future__ import annotations
 
+import heapq
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,16 @@ def reference_texts(reference: str, limit: int) -> list[str]:
     return texts[:limit]
 
 
+def lowest_hash_texts(shards: list[Path], k: int, seed: int) -> list[str]:
+    """The k corpus texts with the lowest seeded hash (ties: input order), in that order.
+
+    One streaming pass holding k texts: the same sample as sorting the whole corpus by the
+    hash, without the whole corpus in memory."""
+    texts = (d.text for s in shards for d in read_shard(s))
+    keyed = ((stable_hash64(t, seed), i, t) for i, t in enumerate(texts))
+    return [t for _, _, t in heapq.nsmallest(k, keyed)]
+
+
 def _with_defaults(params: dict[str, Any]) -> dict[str, Any]:
     """A compiled spec sends every field; a direct call may send none."""
     return {**DEFAULTS, **params}
@@ -71,9 +82,7 @@ class NgramLogReg(Classifier):
     def fit(self, params: dict[str, Any], shards: list[Path]) -> Any:
         p = _with_defaults(params)
         positives = reference_texts(p["reference"], p["max_docs"])
-        corpus = [d.text for s in shards for d in read_shard(s)]
-        corpus.sort(key=lambda t: stable_hash64(t, p["seed"]))
-        negatives = corpus[: max(len(positives), 1)]
+        negatives = lowest_hash_texts(shards, max(len(positives), 1), p["seed"])
         data = [(features(t, p["features"], p["ngram"]), 1.0) for t in positives]
         data += [(features(t, p["features"], p["ngram"]), 0.0) for t in negatives]
         order = sorted(range(len(data)), key=lambda i: stable_hash64(str(i), p["seed"]))
