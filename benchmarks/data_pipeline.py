@@ -3,9 +3,11 @@ dedup side by side with datatrove's when it is importable.
 
     .venv/bin/python benchmarks/data_pipeline.py [--workers N] [--limit-docs N]
     .venv/bin/python benchmarks/data_pipeline.py --jsonl "corpus/*.jsonl.gz" --no-datatrove
+    .venv/bin/python benchmarks/data_pipeline.py --synthetic 300000 --no-datatrove  # ~700 MB
 
-`--jsonl` reads a corpus of your own instead (fields `text`, `url`, `id`, `timestamp`), to see
-how the stages hold up beyond the embedded corpus (results go to
+`--jsonl` reads a corpus of your own instead (fields `text`, `url`, `id`, `timestamp`) and
+`--synthetic` generates a web-like one (planted duplicates, boilerplate, spam; see
+`synthetic_corpus`), to see how the stages hold up beyond the embedded corpus (results go to
 `data_pipeline_jsonl-<host>.json`). Each row shows the process's peak RSS so far (MB).
 
 Prints docs/s and MB/s per stage (MB of input text) and writes
@@ -109,18 +111,135 @@ def datatrove_minhash(docs_dir: Path, tmp: Path) -> dict[str, Any] | None:
             "docs_out": kept}
 
 
+def synthetic_corpus(out: Path, n_docs: int, n_files: int, seed: int = 1) -> str:
+    """A web-like JSONL.gz crawl made from the running Python's docs and stdlib text (lines
+    with ~10% of words swapped), each page wrapped in its site's navigation and footer, with
+    planted URL re-crawls (2%), exact copies up to case and spacing (3%), near copies (3%),
+    families of 1%-edited templates (1.5%), spam with blocklisted words (1%), stubs (2%) and
+    repetitive pages (1%); pages ~1.2 KB median, 2% of 8-40 KB. 300,000 documents are about
+    700 MB of text. Returns the glob of the files written."""
+    import gzip
+    import random
+    import re
+    import sysconfig
+    from pydoc_data.topics import topics
+
+    rng = random.Random(seed)
+    lines = [ln.strip() for t in topics.values() for ln in t.splitlines() if len(ln.split()) >= 4]
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
+        if "test" in path.parts or "site-packages" in path.parts:
+            continue
+        try:
+            text = path.read_text("utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        lines += [s for s in (ln.strip().lstrip("#").strip() for ln in text.splitlines())
+                  if len(s.split()) >= 4]
+    vocab = sorted({w for ln in lines[:200_000] for w in re.findall(r"[A-Za-z]{3,}", ln)})
+    spam = ["casino", "jackpot", "viagra", "payday", "lottery", "xxxdeal", "bonusbet", "cheapmeds"]
+    sites = []
+    for i in range(300):
+        host = f"site{i}.example.com"
+        sites.append((host, [f"Home | About {host} | Contact | Blog | Archive {i}",
+                             f"Menu: News, Sports, Weather, Tech, Opinion - {host}", "Skip to main content"],
+                      [f"Copyright 2024 {host}. All rights reserved.",
+                       "We use cookies to improve your experience. Accept all cookies?",
+                       f"Subscribe to the {host} newsletter for weekly updates",
+                       "Share on Twitter | Share on Facebook | Email this page"]))
+
+    def body(chars: int) -> str:
+        paras: list[str] = []
+        size = 0
+        while size < chars:
+            k = rng.randint(2, 6)
+            i = rng.randrange(len(lines) - k)
+            words = " ".join(lines[i : i + k]).split()
+            for j in range(len(words)):
+                r = rng.random()
+                if r < 0.10:
+                    words[j] = rng.choice(vocab)
+                elif r < 0.12:
+                    words[j] = str(rng.randrange(10_000))
+            paras.append(" ".join(words))
+            size += len(paras[-1]) + 2
+        return "\n\n".join(paras)
+
+    def wrap(site: tuple[str, list[str], list[str]], text: str) -> str:
+        return "\n".join(site[1]) + "\n\n" + text + "\n\n" + "\n".join(rng.sample(site[2], 3))
+
+    def near(text: str, frac: float = 0.01) -> str:
+        words = text.split(" ")
+        for _ in range(max(1, int(len(words) * frac))):
+            words[rng.randrange(len(words))] = rng.choice(vocab)
+        return " ".join(words)
+
+    templates = [body(3000) for _ in range(60)]
+    earlier: list[dict[str, Any]] = []
+    out.mkdir(parents=True, exist_ok=True)
+    files = [gzip.open(out / f"crawl-{i:03d}.jsonl.gz", "wt", encoding="utf-8", compresslevel=1)
+             for i in range(n_files)]
+    per_file = -(-n_docs // n_files)
+    for n in range(n_docs):
+        site = sites[rng.randrange(len(sites))]
+        url, ts, kind, r = f"https://{site[0]}/p/{n}", 1_700_000_000 + rng.randrange(10**7), "doc", rng.random()
+        if earlier and r < 0.03:
+            kind, src = "exact", rng.choice(earlier)
+            text = src["text"].upper() if rng.random() < 0.3 else src["text"].replace(" ", "  ", 20)
+        elif earlier and r < 0.06:
+            kind, src = "near", rng.choice(earlier)
+            text = near(src["text"])
+        elif earlier and r < 0.08:
+            kind, src = "recrawl", rng.choice(earlier)
+            url, text, ts = src["url"] + "#top", near(src["text"], 0.05), src["timestamp"] + rng.randrange(1, 10**6)
+        elif r < 0.09:
+            kind, words = "spam", body(1200).split(" ")
+            for _ in range(len(words) // 20):
+                words[rng.randrange(len(words))] = rng.choice(spam)
+            text = wrap(site, " ".join(words))
+        elif r < 0.11:
+            kind, text = "stub", wrap(site, "Page not found. " + " ".join(rng.choice(vocab) for _ in range(5)))
+        elif r < 0.12:
+            kind, para = "repeat", body(300)
+            text = wrap(site, "\n\n".join([para] * rng.randint(4, 10)))
+        elif r < 0.135:
+            kind, text = "family", wrap(site, near(rng.choice(templates), 0.01))
+        else:
+            size = rng.randint(8000, 40000) if rng.random() < 0.02 else int(rng.lognormvariate(7.1, 0.6))
+            text = wrap(site, body(size))
+        doc = {"id": f"{kind}-{n}", "text": text, "url": url, "timestamp": ts}
+        if kind == "doc" and rng.random() < 0.05:
+            if len(earlier) < 5000:
+                earlier.append(doc)
+            else:
+                earlier[rng.randrange(5000)] = doc
+        files[n // per_file].write(json.dumps(doc, ensure_ascii=False) + "\n")
+    for f in files:
+        f.close()
+    return str(out / "crawl-*.jsonl.gz")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--limit-docs", type=int, default=None)
     ap.add_argument("--no-datatrove", action="store_true")
     ap.add_argument("--jsonl", help="a JSONL(.gz) glob to read instead of python_stdlib")
+    ap.add_argument("--synthetic", type=int, metavar="DOCS",
+                    help="generate a web-like crawl of DOCS documents (300000: ~700 MB) and use it")
+    ap.add_argument("--files", type=int, default=24, help="files of the --synthetic crawl")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     registry.kinds()  # import every job module now, not inside the first timed stage
     tmp = Path(tempfile.mkdtemp(prefix="herd-bench-"))
+    if args.synthetic:
+        t0 = time.perf_counter()
+        args.jsonl = synthetic_corpus(tmp / "crawl", args.synthetic, args.files)
+        print(f"synthetic crawl: {args.synthetic:,} documents in {args.files} files "
+              f"({time.perf_counter() - t0:.0f} s)")
     results: dict[str, Any] = {"host": socket.gethostname(), "python": platform.python_version(),
-                               "workers": args.workers, "corpus": args.jsonl or "python_stdlib",
+                               "workers": args.workers,
+                               "corpus": f"synthetic {args.synthetic} docs" if args.synthetic
+                               else args.jsonl or "python_stdlib",
                                "stages": {}}
     try:
         plan = [

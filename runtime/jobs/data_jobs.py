@@ -263,10 +263,13 @@ def dedup_lines(ctx: JobContext) -> None:
     counts = [dlines.count_docs(s) for s in shards]
     firsts = np.cumsum([0] + counts)[:-1].tolist()
     cnames = [s.name + ".lines.npy" for s in shards]
-    process_shards(ctx, "line-counts", dlines.count_lines_shard,
-                   [(s, f, bucket) for s, f in zip(shards, firsts, strict=True)], cnames,
-                   total=float(sum(counts)))
-    frequent = dlines.frequent_lines([Path(ctx.work) / "line-counts" / n for n in cnames], max_repeats)
+    cparts = process_shards(ctx, "line-counts", dlines.count_lines_shard,
+                            [(s, f, bucket) for s, f in zip(shards, firsts, strict=True)], cnames,
+                            total=float(sum(counts)))
+    count_files = [f for n, p in zip(cnames, cparts, strict=True)
+                   for f in dlines.count_file_names(Path(ctx.work) / "line-counts" / n,
+                                                    int(p.get("count_files", 1)))]
+    frequent = dlines.frequent_lines(count_files, max_repeats)
     items = [(s, f, bucket, {b: h for b, h in frequent.items()
                              if f // bucket <= b <= (f + max(c, 1) - 1) // bucket})
              for s, f, c in zip(shards, firsts, counts, strict=True)]

@@ -398,3 +398,24 @@ def test_tokenize_streams_tokens_to_disk_not_a_shard_in_memory(tmp_path: Path) -
     resaved = tmp_path / "resaved.npy"
     np.save(resaved, train)
     assert resaved.read_bytes() == (tmp_path / "part-00000.train.tokens.npy").read_bytes()
+
+
+def test_line_counting_of_one_big_shard_is_bounded_and_decides_the_same(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtime.data.dedup import lines as dlines
+
+    rng = np.random.default_rng(9)
+    docs = [Document(f"d{i}", "\n".join([f"u{i} {k} {random_text(rng, 2)}" for k in range(6)]
+                                        + ["menu | home | about"] * (i % 3)) + "\n")
+            for i in range(8_000)]
+    src = write_docs(tmp_path / "in", docs, per_shard=8_000)  # one input file, one shard
+    config = {"max_repeats": 6, "bucket": 3_000}
+    whole = run_job(tmp_path, "data.dedup.lines", config, {"documents": src}, name="whole")
+    monkeypatch.setattr(dlines, "COUNT_CHUNK_ENTRIES", 2_000, raising=False)
+    shard = next(src.glob("part-*.jsonl"))
+    peak = _peak_bytes(dlines.count_lines_shard, (shard, 0, 3_000), tmp_path / "counts.npy")
+    assert peak < 2_500_000, f"counting 48,000 distinct lines peaked at {peak / 1e6:.1f} MB"
+    chunked = run_job(tmp_path, "data.dedup.lines", config, {"documents": src}, name="chunked")
+    assert (chunked / "part-00000.jsonl").read_bytes() == (whole / "part-00000.jsonl").read_bytes()
+    assert stats_of(chunked) == stats_of(whole)
+    assert stats_of(whole)["lines_removed"] > 0

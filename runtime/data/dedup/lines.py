@@ -28,20 +28,16 @@ def line_key(line: str) -> int:
     return stable_hash64(line.strip())
 
 
-PARTITION_ENTRIES = 1_000_000  # (line, bucket) counts merged at a time: bounds the merge's memory
+PARTITION_ENTRIES = 500_000  # (line, bucket) counts merged at a time (~40 MB): bounds the merge
+COUNT_CHUNK_ENTRIES = 250_000  # distinct lines a shard counts in memory (~35 MB) before writing them
 
 
-def count_lines_shard(item: tuple[Path, int, int], out: Path) -> dict[str, Any]:
-    """Per (bucket, line hash) occurrence counts of one shard, saved as a (3, n) uint64 .npy
-    (rows: hash, bucket, count) sorted by hash, so the merge can read one hash range of
-    every shard at a time."""
-    shard, first_index, bucket = item
-    counters: dict[int, Counter[int]] = {}
-    n = 0
-    for n, doc in enumerate(read_shard(shard), start=1):
-        b = (first_index + n - 1) // bucket
-        counter = counters.setdefault(b, Counter())
-        counter.update(line_key(ln) for ln in doc.text.splitlines() if ln.strip())
+def count_file_names(out: Path, chunks: int) -> list[Path]:
+    """The count files of one shard: `out`, then `out`.1.npy, `out`.2.npy, ..."""
+    return [out] + [out.with_name(f"{out.name}.{k}.npy") for k in range(1, chunks)]
+
+
+def _save_counts(path: Path, counters: dict[int, Counter[int]]) -> None:
     size = sum(len(c) for c in counters.values())
     table = np.empty((3, size), dtype=np.uint64)
     at = 0
@@ -51,12 +47,34 @@ def count_lines_shard(item: tuple[Path, int, int], out: Path) -> dict[str, Any]:
         table[1, at : at + k] = b
         table[2, at : at + k] = np.fromiter(counter.values(), np.uint64, k)
         at += k
-    del counters
     table = table[:, np.lexsort((table[1], table[0]))]  # by hash, then bucket
-    tmp = out.with_name(out.name + ".tmp.npy")
+    tmp = path.with_name(path.name + ".tmp.npy")
     np.save(tmp, table)
-    tmp.replace(out)
-    return {"docs_in": n}
+    tmp.replace(path)
+
+
+def count_lines_shard(item: tuple[Path, int, int], out: Path) -> dict[str, Any]:
+    """Per (bucket, line hash) occurrence counts of one shard, saved as (3, n) uint64 .npy
+    tables (rows: hash, bucket, count) sorted by hash, so the merge can read one hash range
+    of every table at a time. A shard with more than COUNT_CHUNK_ENTRIES distinct lines
+    writes several tables (`count_file_names`; the merge adds their counts up), so one big
+    input file does not hold all its distinct lines in memory."""
+    shard, first_index, bucket = item
+    counters: dict[int, Counter[int]] = {}
+    size = chunks = n = 0
+    for n, doc in enumerate(read_shard(shard), start=1):
+        b = (first_index + n - 1) // bucket
+        counter = counters.setdefault(b, Counter())
+        before = len(counter)
+        counter.update(line_key(ln) for ln in doc.text.splitlines() if ln.strip())
+        size += len(counter) - before
+        if size >= COUNT_CHUNK_ENTRIES:
+            _save_counts(count_file_names(out, chunks + 1)[-1], counters)
+            counters, size, chunks = {}, 0, chunks + 1
+    if size or chunks == 0:
+        _save_counts(count_file_names(out, chunks + 1)[-1], counters)
+        chunks += 1
+    return {"docs_in": n, "count_files": chunks}
 
 
 def _hash_range(table: np.ndarray, lo: int, hi: int | None) -> np.ndarray:
