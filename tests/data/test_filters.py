@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,9 @@ import pytest
 from data.helpers import make_ctx, run_job, stats_of, write_docs
 from runtime.data.documents import Document, read_documents
 from runtime.data.filters import filter_names, get_filter
+from runtime.data.filters import runner as frunner
 from runtime.data.filters.duplicated_ngrams import GOPHER
+from runtime.executor import store
 from runtime.jobs import registry
 from runtime.jobs.context import JobFailed
 
@@ -117,6 +120,27 @@ def test_changing_only_a_threshold_reuses_cached_scores(tmp_path: Path) -> None:
     assert "reused from cache" in (second / "report.md").read_text()
     assert stats_of(first)["docs_out"] == 4 and stats_of(second)["docs_out"] == 2
     assert len(list((tmp_path / "cache" / "scores").iterdir())) == 1
+
+
+def test_scores_key_follows_shard_content_not_when_upstream_ran(tmp_path: Path) -> None:
+    """An upstream stage rebuilt with the same documents (a forced re-run, a new herd run)
+    seals a manifest with new timestamps; its downstream filter must reuse the scores. A
+    changed document must not."""
+    docs = [Document(f"d{i}", prose(30, seed=i)) for i in range(4)]
+
+    def sealed(name: str, docs: list[Document], started: float) -> Path:
+        src = write_docs(tmp_path / name, docs)
+        files = [{"path": f.name, "size": f.stat().st_size, "sha256": store.sha256_file(f)}
+                 for f in sorted(src.iterdir())]
+        (src / "manifest.json").write_text(json.dumps(
+            {"started": started, "finished": started + 1, "files": files}))
+        return src
+
+    first = frunner.artifact_hash(sealed("first", docs, 1.0))
+    assert frunner.artifact_hash(sealed("rebuilt", docs, 99.0)) == first
+    assert frunner.artifact_hash(write_docs(tmp_path / "unsealed", docs)) == first
+    changed = [*docs[:-1], Document("d3", prose(31, seed=3))]
+    assert frunner.artifact_hash(sealed("changed", changed, 1.0)) != first
 
 
 @pytest.mark.parametrize("damage", ["truncated", "short"])

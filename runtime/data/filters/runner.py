@@ -20,22 +20,25 @@ import numpy as np
 from runtime.data.dedup.apply import SAMPLES_PER_SHARD, sample_of
 from runtime.data.documents import list_shards, read_shard, text_bytes, write_shard
 from runtime.data.filters import Filter, get_filter
+from runtime.executor.store import sha256_file
+from runtime.run_folders import MANIFEST
 
 
 def artifact_hash(directory: Path) -> str:
-    """Content identity of an input artifact: its manifest when the store wrote one, else
-    the sha256 of its shards."""
+    """Content identity of an input artifact's shards, their names and sha256 only.
+
+    The store's manifest already holds each file's sha256, so a sealed artifact is not read
+    again; the rest of the manifest (timestamps, durations, the job's report) is left out,
+    so an upstream stage rebuilt with the same documents keeps its downstream scores."""
     directory = Path(directory)
-    h = hashlib.sha256()
-    manifest = directory / "manifest.json"
+    recorded: dict[str, str] = {}
+    manifest = directory / MANIFEST
     if manifest.exists():
-        h.update(manifest.read_bytes())
-        return h.hexdigest()
+        recorded = {f["path"]: f["sha256"] for f in json.loads(manifest.read_text())["files"]}
+    h = hashlib.sha256()
     for shard in list_shards(directory):
-        h.update(shard.name.encode())
-        with open(shard, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):  # noqa: B023 - f is loop-local
-                h.update(block)
+        name = shard.relative_to(directory).as_posix()
+        h.update(name.encode() + b"\0" + (recorded.get(name) or sha256_file(shard)).encode() + b"\n")
     return h.hexdigest()
 
 
