@@ -27,6 +27,7 @@ DEFAULT_FIELDS = {"text": "text", "url": "url", "id": "id", "timestamp": "timest
 MAX_BAD_SAMPLES = 20
 STDLIB_DOCS_PER_SHARD = 128
 TEXT_FILES_PER_SHARD = 256
+SPLIT_BYTES = 128 << 20  # a bigger JSONL or Parquet file is read as several shards
 _SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test"}
 
 
@@ -126,13 +127,24 @@ def _record_to_doc(
     ), ""
 
 
-def read_jsonl(path: Path, fields: dict[str, str], bad: BadRecords) -> Iterator[Document]:
-    """Records of a .jsonl or .jsonl.gz file; bad lines and a truncated gzip are counted."""
+def read_jsonl(path: Path, fields: dict[str, str], bad: BadRecords,
+               part: FilePart | None = None) -> Iterator[Document]:
+    """Records of a .jsonl or .jsonl.gz file, or of one byte range of a plain .jsonl; bad
+    lines and a truncated gzip are counted. Line numbers (and the ids of records without
+    one) are the whole file's, so a split file reads exactly as an unsplit one."""
     opener = gzip.open if path.name.endswith(".gz") else open
-    lineno = 0
+    lineno = part.first if part else 0
+    remaining = part.end - part.start if part else None
     try:
         with opener(path, "rb") as f:
-            for lineno, raw in enumerate(f, start=1):  # noqa: B007 - lineno used after loop
+            if part:
+                f.seek(part.start)
+            for raw in f:
+                if remaining is not None:
+                    if remaining <= 0:
+                        break
+                    remaining -= len(raw)
+                lineno += 1
                 if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                     raw = raw[3:]  # a UTF-8 byte-order mark, as some editors and exporters write
                 if not raw.strip():
@@ -155,7 +167,10 @@ def read_jsonl(path: Path, fields: dict[str, str], bad: BadRecords) -> Iterator[
         bad.add(f"{path}:{lineno + 1}", f"unreadable or truncated file ({e})")
 
 
-def read_parquet(path: Path, fields: dict[str, str], bad: BadRecords) -> Iterator[Document]:
+def read_parquet(path: Path, fields: dict[str, str], bad: BadRecords,
+                 part: FilePart | None = None) -> Iterator[Document]:
+    """Rows of a Parquet file, or of a range of its row groups (`part`), numbered as in
+    the whole file."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -170,8 +185,9 @@ def read_parquet(path: Path, fields: dict[str, str], bad: BadRecords) -> Iterato
             f"{path}: no column {fields.get('text', 'text')!r} (columns: {', '.join(sorted(present))}); "
             "hint: map it with fields { text = \"...\" }"
         )
-    row = 0
-    for batch in pf.iter_batches(columns=columns, batch_size=4096):
+    row = part.first if part else 0
+    groups = range(part.start, part.end) if part else range(pf.num_row_groups)
+    for batch in pf.iter_batches(row_groups=groups, columns=columns, batch_size=4096):
         for record in batch.to_pylist():
             row += 1
             doc, reason = _record_to_doc(record, fields, f"{path}:{row}", "parquet")
@@ -262,6 +278,88 @@ def stdlib_document(kind: str, name: str, bad: BadRecords) -> Document | None:
 # --- shard tasks (module level: they cross process boundaries) ---------------------------
 
 
+@dataclass(frozen=True)
+class FilePart:
+    """A slice of one input file read as its own shard: bytes [start, end) of a JSONL file
+    cut at line starts, or row groups [start, end) of a Parquet file; `first` is the number
+    of lines (rows) before it."""
+
+    path: str
+    start: int
+    end: int
+    first: int
+
+
+def split_jsonl(path: Path, size: int, target: int) -> list[FilePart]:
+    """Cut a plain JSONL file at line starts near every `target` bytes. One sequential pass
+    counts the lines before each cut, at disk speed, so records keep their line numbers."""
+    cuts = [0]
+    with open(path, "rb") as f:
+        for aim in range(target, size, target):
+            if aim <= cuts[-1]:
+                continue  # a line longer than `target` spans this aim
+            f.seek(aim - 1)
+            f.readline()  # to the end of the line holding byte aim - 1
+            if f.tell() >= size:
+                break
+            cuts.append(f.tell())
+        cuts.append(size)
+        f.seek(0)
+        lines = [0]
+        for start, end in zip(cuts, cuts[1:], strict=False):
+            left, count = end - start, lines[-1]
+            while left > 0:
+                chunk = f.read(min(1 << 24, left))
+                if not chunk:
+                    break
+                count += chunk.count(b"\n")
+                left -= len(chunk)
+            lines.append(count)
+    return [FilePart(str(path), a, b, lines[i]) for i, (a, b) in enumerate(zip(cuts, cuts[1:], strict=False))]
+
+
+def split_parquet(path: Path, target: int) -> list[FilePart] | None:
+    """Group a Parquet file's row groups into parts of about `target` uncompressed bytes;
+    None when it has one group (or none, or is unreadable: the reader says why)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except (pa.ArrowException, OSError):
+        return None
+    if meta.num_row_groups < 2:
+        return None
+    parts: list[FilePart] = []
+    start = row = first = size = 0
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        size += group.total_byte_size
+        row += group.num_rows
+        if size >= target or g == meta.num_row_groups - 1:
+            parts.append(FilePart(str(path), start, g + 1, first))
+            start, first, size = g + 1, row, 0
+    return parts if len(parts) > 1 else None
+
+
+def split_file(kind: str, path: Path, target: int | None = None) -> list[Any]:
+    """The entries one input file becomes: itself, or its parts when it is big enough to
+    be worth several workers. A gzip stream cannot be entered mid-way, so .gz stays whole."""
+    target = target or SPLIT_BYTES
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return [str(path)]  # the reader reports it
+    if size <= target or path.name.endswith(".gz"):
+        return [str(path)]
+    parts = split_jsonl(path, size, target) if kind == "jsonl" else split_parquet(path, target)
+    return list(parts) if parts else [str(path)]
+
+
+def entry_path(entry: Any) -> str:
+    return entry.path if isinstance(entry, FilePart) else str(entry)
+
+
 @dataclass
 class SourceShard:
     """One output shard of a source job: what to read and how many docs at most."""
@@ -279,9 +377,11 @@ def iter_shard_documents(task: SourceShard, bad: BadRecords) -> Iterator[Documen
             if doc is not None:
                 yield doc
         elif task.kind == "jsonl":
-            yield from read_jsonl(Path(entry), task.fields, bad)
+            part = entry if isinstance(entry, FilePart) else None
+            yield from read_jsonl(Path(entry_path(entry)), task.fields, bad, part)
         elif task.kind == "parquet":
-            yield from read_parquet(Path(entry), task.fields, bad)
+            part = entry if isinstance(entry, FilePart) else None
+            yield from read_parquet(Path(entry_path(entry)), task.fields, bad, part)
         elif task.kind == "text":
             yield from read_text_file(Path(entry), bad)
         else:
@@ -303,7 +403,8 @@ def write_source_shard(task: SourceShard, out: Path) -> dict[str, Any]:
 
 
 def plan_shards(config: dict[str, Any], seed: int) -> list[SourceShard]:
-    """Split a source config into shard tasks: one per input file, or fixed-size groups."""
+    """Split a source config into shard tasks: one per input file (one per part of a big
+    plain JSONL or Parquet file), or fixed-size groups of small ones."""
     kind = config.get("source", "jsonl")
     fields = {**DEFAULT_FIELDS, **(config.get("fields") or {})}
     if kind == "python_stdlib":
@@ -322,4 +423,4 @@ def plan_shards(config: dict[str, Any], seed: int) -> list[SourceShard]:
     if kind == "text":
         return [SourceShard(kind, files[i : i + TEXT_FILES_PER_SHARD], fields)
                 for i in range(0, len(files), TEXT_FILES_PER_SHARD)]
-    return [SourceShard(kind, [f], fields) for f in files]
+    return [SourceShard(kind, [entry], fields) for f in files for entry in split_file(kind, Path(f))]

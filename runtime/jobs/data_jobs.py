@@ -27,7 +27,13 @@ from runtime.data.hf_tokenizer import load_ranks_or_hf
 from runtime.data.quality import QualityFilter, get_classifier
 from runtime.data.report import merge_counts, samples, write_report, write_stats
 from runtime.data.shards import link_or_copy, process_shards, publish, write_json_atomic
-from runtime.data.sources import SourceShard, plan_shards, stdlib_files, write_source_shard
+from runtime.data.sources import (
+    SourceShard,
+    entry_path,
+    plan_shards,
+    stdlib_files,
+    write_source_shard,
+)
 from runtime.data.tokenizer import (
     Tokenizer,
     resolve_pattern,
@@ -130,7 +136,7 @@ def source(ctx: JobContext) -> None:
     bad_samples = [s for p in parts for s in p["bad_samples"]][:20]
     max_bad = float(cfg.get("max_bad_fraction", 0.01))
     if seen == 0:
-        files = [str(e) for t in tasks for e in t.entries]
+        files = list(dict.fromkeys(entry_path(e) for t in tasks for e in t.entries))
         named = f"its {len(files)} file(s) hold no records (first: {files[0]})" if files else "nothing matched"
         raise JobFailed(f"{ctx.job_id}: the source produced no documents: {named}; "
                         "hint: check the paths and that the files are not empty")

@@ -7,10 +7,19 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from data.helpers import run_job, stats_of
+from runtime.data import sources
 from runtime.data.documents import read_documents
-from runtime.data.sources import stdlib_items
+from runtime.data.sources import (
+    BadRecords,
+    SourceShard,
+    iter_shard_documents,
+    split_file,
+    stdlib_items,
+)
 from runtime.jobs.context import JobFailed
 
 
@@ -262,3 +271,61 @@ def test_a_file_named_like_a_glob_is_read_as_named(tmp_path: Path) -> None:
     path = _jsonl(tmp_path / "data[1] ü.jsonl", _records(2))
     out = run_job(tmp_path, "data.source", {"source": "jsonl", "paths": [str(path)], "fields": FIELDS})
     assert [d.id for d in read_documents(out)] == ["d0", "d1"]
+
+
+def _read_parts(kind: str, path: Path, target: int) -> tuple[list[tuple[str, str]], list[str], int]:
+    """(id, text) of every record, bad-record samples and the part count, reading `path`
+    the way a source job does once it is cut at `target` bytes."""
+    bad = BadRecords()
+    entries = split_file(kind, path, target)
+    docs = [(d.id, d.text) for e in entries
+            for d in iter_shard_documents(SourceShard(kind, [e], FIELDS), bad)]
+    return docs, bad.samples, len(entries)
+
+
+@given(lengths=st.lists(st.integers(0, 40), min_size=1, max_size=60),
+       target=st.integers(1, 400), bom=st.booleans(), trailing_newline=st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_a_big_jsonl_file_read_in_parts_reads_exactly_as_whole(
+        tmp_path_factory: pytest.TempPathFactory, lengths: list[int], target: int, bom: bool,
+        trailing_newline: bool) -> None:
+    """Cut anywhere, the parts give the same records, ids from line numbers (records
+    without an `id`) and bad-line locations as one reader of the whole file."""
+    lines = []
+    for i, n in enumerate(lengths):
+        record = {"content": "w" * n} | ({"meta": {"id": f"d{i}"}} if i % 3 else {})
+        lines.append("" if n == 0 else "{broken" if n == 7 else json.dumps(record))
+    data = "\n".join(lines) + ("\n" if trailing_newline else "")
+    path = tmp_path_factory.mktemp("split") / "big.jsonl"
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + data.encode())
+    whole = _read_parts("jsonl", path, 1 << 40)
+    assert whole[2] == 1
+    parts = _read_parts("jsonl", path, target)
+    assert parts[:2] == whole[:2]
+    if path.stat().st_size > 2 * (target + 80):  # longer than two parts and their longest lines
+        assert parts[2] >= 2
+
+
+def test_a_big_file_becomes_several_shards_with_the_same_documents(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A single large file is the unit of parallelism no more: each part is a shard."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _jsonl(tmp_path / "one.jsonl", _records(500))
+    pq.write_table(pa.Table.from_pylist([json.loads(r) for r in _records(500)]),
+                   tmp_path / "one.parquet", row_group_size=50)
+    for kind in ("jsonl", "parquet"):
+        config = {"source": kind, "paths": [str(tmp_path / f"one.{kind}")], "fields": FIELDS}
+        whole = run_job(tmp_path, "data.source", config, name=f"{kind}-whole")
+        monkeypatch.setattr(sources, "SPLIT_BYTES", 4096)
+        split = run_job(tmp_path, "data.source", config, name=f"{kind}-split")
+        monkeypatch.undo()
+        assert stats_of(whole)["shards"] == 1 and stats_of(split)["shards"] > 3
+        assert [d.id for d in read_documents(split)] == [d.id for d in read_documents(whole)]
+        assert [d.id for d in read_documents(split)] == [f"d{i}" for i in range(500)]
+
+
+def test_a_gzip_file_is_never_cut(tmp_path: Path) -> None:
+    path = _jsonl(tmp_path / "a.jsonl.gz", _records(300), gz=True)
+    assert split_file("jsonl", path, 16) == [str(path)]
