@@ -363,6 +363,23 @@ def _tokenizer_option(args: argparse.Namespace) -> None:
                          "or leave --tokenizer out to use the checkpoint's own")
 
 
+@contextlib.contextmanager
+def _weights_bar(what: str, total: int) -> Any:
+    """A bar on stderr over `total` bytes of weight passes (an 8B model is a minute of
+    them), gone when done; nothing on a pipe or a file, so scripts read plain output."""
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda n: None
+        return
+    with Progress(TextColumn(what), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task(what, total=total or None)
+        yield lambda n: bar.advance(task, n)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     cli_paths.model_checkpoint(args.checkpoint)
     from runtime.data.tokenizer import checkpoint_tokenizer
@@ -371,8 +388,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     _tokenizer_option(args)
     tokenizer = checkpoint_tokenizer(Path(args.checkpoint), read_meta(args.checkpoint), args.tokenizer)
+    size = int(read_meta(args.checkpoint)["weights"].get("bytes", 0))
     try:
-        export_hf(args.checkpoint, args.output, force=args.force, tokenizer_dir=tokenizer)
+        with _weights_bar("exporting", 3 * size) as on_bytes:
+            export_hf(args.checkpoint, args.output, force=args.force, tokenizer_dir=tokenizer, on_bytes=on_bytes)
     except OutputExistsError as exc:
         raise UsageError(str(exc)) from None
     print(f"exported {args.checkpoint} to {args.output} (Hugging Face Llama layout"
@@ -398,10 +417,12 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise UsageError("herd import needs -o CKPT (the checkpoint folder to write), or --blocks")
     from runtime.model import import_hf
     from runtime.model.checkpoint import OutputExistsError, read_meta
-    from runtime.model.hf import HF_TOKENIZER_PLACES
+    from runtime.model.hf import HF_TOKENIZER_PLACES, weight_bytes
 
     try:
-        import_hf(args.hf_dir, args.output, force=args.force, tokenizer=not args.no_tokenizer)
+        with _weights_bar("importing", 3 * weight_bytes(Path(args.hf_dir))) as on_bytes:
+            import_hf(args.hf_dir, args.output, force=args.force, tokenizer=not args.no_tokenizer,
+                      on_bytes=on_bytes)
     except OutputExistsError as exc:
         raise UsageError(str(exc)) from None
     extra = read_meta(args.output).get("extra") or {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import math
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -145,15 +146,35 @@ def _not_a_folder(block: str, root: Path) -> JobFailed:
     return JobFailed(f"checkpoint '{block}': {root} is not a folder\n{hint}")
 
 
+class _LoadBar:
+    """The job's bar in bytes over every pass the weights take (an 8B model is about a
+    minute of reading, writing and checksumming); each pass names its phase."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.progress = ctx.progress
+        self.total = 0
+
+    def start(self, total: int) -> None:
+        self.total = total
+        self.progress.start(float(total) or None, "bytes")
+
+    def phase(self, name: str) -> Callable[[int], None]:
+        return lambda n: self.progress.advance(n, phase=name)
+
+    def finish(self) -> None:  # the passes' sizes only estimate the total
+        self.progress.set(float(self.total or self.progress.done), phase="done")
+
+
 @register("model.load")
 def model_load(ctx: JobContext) -> None:
     from runtime.model.checkpoint import (
         META_FILE,
         CheckpointError,
         load_state,
+        read_meta,
         write_checkpoint_files,
     )
-    from runtime.model.hf import read_hf
+    from runtime.model.hf import read_hf, weight_bytes
 
     root = Path(ctx.config["path"])
     want = ctx.config["model"]
@@ -166,12 +187,16 @@ def model_load(ctx: JobContext) -> None:
                         f"nor a herd checkpoint (no {META_FILE})\nhint: point `path` at the folder that holds them")
     # a replaced, removed or added file rebuilds this (and what follows, if the weights changed)
     external.record(ctx.out, external.snapshot([_folder_glob(root)]))
+    bar = _LoadBar(ctx)
     try:
         if herd_format:
-            tensors, meta = load_state(root)
+            # read twice (checksum, then tensors), then written and checksummed here
+            bar.start(4 * int(read_meta(root)["weights"].get("bytes", 0)))
+            tensors, meta = load_state(root, on_bytes=bar.phase("reading"))
             have = meta["model"]
         else:
-            tensors, have = read_hf(root)
+            bar.start(3 * weight_bytes(root))
+            tensors, have = read_hf(root, on_bytes=bar.phase("reading"))
     except CheckpointError as exc:
         raise JobFailed(f"checkpoint '{block}': {_where(root, exc)}") from None
     diffs = differences(want, have)
@@ -186,7 +211,9 @@ def model_load(ctx: JobContext) -> None:
     # find it beside the loaded checkpoint as they do for a trained one
     tokenizer_id = Path(ctx.inputs["tokenizer"]).name if "tokenizer" in ctx.inputs else None
     write_checkpoint_files(Path(ctx.out), tensors, want, tokenizer_id=tokenizer_id,
-                           extra={"loaded_from": str(root.resolve()), "format": "herd" if herd_format else "hf"})
+                           extra={"loaded_from": str(root.resolve()), "format": "herd" if herd_format else "hf"},
+                           on_bytes=bar.phase("writing"))
+    bar.finish()
     params = sum(t.numel() for t in tensors.values())
     dtype = str(next(iter(tensors.values())).dtype).removeprefix("torch.") if tensors else "?"
     stats = {"path": str(root), "format": "herd" if herd_format else "hf", "params": params, "dtype": dtype}

@@ -388,6 +388,16 @@ def data_quality(ctx: JobContext) -> None:
 # --- tokenizer -------------------------------------------------------------------------
 
 
+def _counted(ctx: JobContext, texts: list[str], nbytes: int) -> Iterator[str]:
+    """The training texts, moving the bar as `tokenizers` pre-tokenises and counts them;
+    the merges come after the last one is taken, and the bar says so."""
+    ctx.progress.start(float(nbytes), "bytes")
+    for text in texts:
+        yield text
+        ctx.progress.advance(len(text.encode("utf-8")), phase="counting")
+    ctx.progress.set(float(nbytes), phase="merging")
+
+
 @register("tokenizer.train")
 def tokenizer_train(ctx: JobContext) -> None:
     cfg = ctx.config
@@ -397,19 +407,20 @@ def tokenizer_train(ctx: JobContext) -> None:
     special_token_names(n_special)  # validate before training
     max_bytes = int(cfg.get("max_bytes", 50_000_000))
     texts, nbytes = [], 0
+    ctx.progress.start(float(max_bytes), "bytes")
     for doc in read_documents(ctx.inputs["documents"]):
         if nbytes >= max_bytes:
             break
         texts.append(doc.text)
-        nbytes += len(doc.text.encode("utf-8"))
+        size = len(doc.text.encode("utf-8"))
+        nbytes += size
+        ctx.progress.advance(size, phase="reading")
     if not texts:
         raise JobFailed(f"{ctx.job_id}: no documents to train the tokenizer on; hint: its data "
                         "stage kept none — see the dedup and filter counts in the run's report")
-    ctx.progress.start(nbytes, "bytes")
     t0 = time.perf_counter()
-    _, ranks = train_bpe(texts, vocab, pattern)
+    _, ranks = train_bpe(_counted(ctx, texts, nbytes), vocab, pattern)
     seconds = time.perf_counter() - t0
-    ctx.progress.advance(nbytes)
     save_tokenizer(ctx.out, ranks, pattern_name, n_special)
     tok = Tokenizer(ranks, pattern, special_token_names(n_special))
     sample = texts[: min(len(texts), 64)]

@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -46,12 +46,17 @@ class CheckpointError(UserError):
 # -- writing ---------------------------------------------------------------------------
 
 
-def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
+OnBytes = Callable[[int], None]  # told how many bytes were just read, written or hashed
+
+
+def sha256_file(path: Path, chunk: int = 1 << 24, on_bytes: OnBytes | None = None) -> str:
     """Streaming sha256 (checkpoints can be far larger than memory)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
+            if on_bytes is not None:
+                on_bytes(len(block))
     return h.hexdigest()
 
 
@@ -234,14 +239,18 @@ def write_checkpoint_files(
     tokenizer_id: str | None = None,
     fingerprint: str | None = None,
     extra: dict[str, Any] | None = None,
+    on_bytes: OnBytes | None = None,
 ) -> None:
-    """model.safetensors and meta.json (with the weights' checksum) into an existing folder."""
+    """model.safetensors and meta.json (with the weights' checksum) into an existing folder;
+    `on_bytes` hears the weights' size once written, then again as they are checksummed."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     weights = folder / WEIGHTS_FILE
     # one metadata key: safetensors writes a metadata map in hash order, so two keys give
     # different bytes from run to run, and a rebuilt artifact would look changed (meta.json
     # says what the file is)
     save_file(tensors, str(weights), metadata={"format": "pt"})
+    if on_bytes is not None:
+        on_bytes(sum(t.numel() * t.element_size() for t in tensors.values()))
     meta = {
         "format": CHECKPOINT_FORMAT,
         "model": config,
@@ -252,7 +261,7 @@ def write_checkpoint_files(
         "num_params": sum(t.numel() for t in tensors.values()),
         "weights": {
             "file": WEIGHTS_FILE,
-            "sha256": sha256_file(weights),
+            "sha256": sha256_file(weights, on_bytes=on_bytes),
             "bytes": weights.stat().st_size,
         },
         "extra": extra or {},
@@ -328,7 +337,8 @@ def weights_path(root: Path, meta: dict[str, Any]) -> Path:
     return root / name
 
 
-def verify_weights(directory: str | os.PathLike[str], meta: dict[str, Any]) -> Path:
+def verify_weights(directory: str | os.PathLike[str], meta: dict[str, Any],
+                   on_bytes: OnBytes | None = None) -> Path:
     """The weights file, after checking it exists and matches its recorded size and sha256."""
     root = Path(directory)
     path = weights_path(root, meta)
@@ -341,7 +351,7 @@ def verify_weights(directory: str | os.PathLike[str], meta: dict[str, Any]) -> P
             f"{path} is {size} bytes but {META_FILE} records {info['bytes']}: the file is "
             "truncated or was replaced\nhint: restore it or re-run the job that wrote it"
         )
-    digest = sha256_file(path)
+    digest = sha256_file(path, on_bytes=on_bytes)
     if digest != info.get("sha256"):
         raise CheckpointError(
             f"{path} fails its checksum (sha256 {digest[:12]}..., expected "
@@ -351,11 +361,17 @@ def verify_weights(directory: str | os.PathLike[str], meta: dict[str, Any]) -> P
     return path
 
 
-def read_tensors(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+def read_tensors(path: Path, device: str | torch.device = "cpu",
+                 on_bytes: OnBytes | None = None) -> dict[str, torch.Tensor]:
     """All tensors of a safetensors file, with unreadable files reported as CheckpointError."""
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
-            return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+            tensors = {}
+            for k in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+                tensors[k] = f.get_tensor(k)
+                if on_bytes is not None:
+                    on_bytes(tensors[k].numel() * tensors[k].element_size())
+            return tensors
     except Exception as exc:  # safetensors raises its own error types for bad headers
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from exc
 
@@ -418,12 +434,13 @@ def expected_shapes(config: dict[str, Any]) -> dict[str, torch.Size]:
 
 
 def load_state(
-    directory: str | os.PathLike[str], *, verify: bool = True
+    directory: str | os.PathLike[str], *, verify: bool = True, on_bytes: OnBytes | None = None
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state dict on CPU, meta) of a checkpoint, verified but without building a model."""
+    """(state dict on CPU, meta) of a checkpoint, verified but without building a model;
+    `on_bytes` hears the weights go by twice: checksummed, then read."""
     meta = read_meta(directory)
-    path = verify_weights(directory, meta) if verify else weights_path(Path(directory), meta)
-    tensors = read_tensors(path)
+    path = verify_weights(directory, meta, on_bytes) if verify else weights_path(Path(directory), meta)
+    tensors = read_tensors(path, on_bytes=on_bytes)
     check_float(tensors, str(path))
     check_shapes({k: tuple(v.shape) for k, v in tensors.items()}, expected_shapes(meta["model"]), str(path))
     return tensors, meta

@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 
 from runtime.model.checkpoint import (
     CheckpointError,
+    OnBytes,
     check_dtype,
     check_float,
     check_output,
@@ -127,6 +128,7 @@ def export_hf(
     dtype: torch.dtype | None = None,
     force: bool = False,
     tokenizer_dir: str | os.PathLike[str] | None = None,
+    on_bytes: OnBytes | None = None,
 ) -> Path:
     """Write `config.json` + `model.safetensors` that `LlamaForCausalLM.from_pretrained` loads,
     and with `tokenizer_dir` (a herd tokenizer artifact) the tokenizer transformers'
@@ -136,11 +138,12 @@ def export_hf(
     tensor (transformers ties it from `tie_word_embeddings`). `dtype` converts floats.
     `out_dir` must be new or an empty folder; `force` overwrites the two files in a folder
     that holds others (and keeps those) or replaces a file. Folders of a herd run (the
-    store above all) are refused either way (`output_directory`).
+    store above all) are refused either way (`output_directory`). `on_bytes` hears the
+    weights checksummed, read, then written (three passes, for a progress bar).
     """
     check_dtype(dtype, "export_hf")
     check_output(out_dir, force=force, sources=[checkpoint_dir])  # before reading any weights
-    tensors, meta = load_state(checkpoint_dir)
+    tensors, meta = load_state(checkpoint_dir, on_bytes=on_bytes)
     hf_tensors = {
         to_hf_key(k): (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
         for k, v in tensors.items()
@@ -148,6 +151,8 @@ def export_hf(
     dtype_name = str(next(iter(hf_tensors.values())).dtype).removeprefix("torch.")
     with output_directory(out_dir, force=force) as tmp:
         save_file(hf_tensors, str(tmp / HF_WEIGHTS), metadata={"format": "pt"})
+        if on_bytes is not None:
+            on_bytes(sum(t.numel() * t.element_size() for t in hf_tensors.values()))
         config = hf_config(meta["model"], dtype_name)
         if tokenizer_dir is not None:
             config.update(_tokenizer_files(Path(tokenizer_dir), tmp, config))
@@ -231,6 +236,15 @@ def herd_config(hf: dict[str, Any], name: str) -> dict[str, Any]:
         if hf.get(key) is not None:
             config[key] = hf[key]
     return config
+
+
+def weight_bytes(root: Path) -> int:
+    """The size of a Hugging Face folder's weight files (a progress bar's total); 0 where
+    they cannot be listed, which the reader then reports properly."""
+    try:
+        return sum(p.stat().st_size for p in _weight_files(root) if p.is_file())
+    except (CheckpointError, OSError):
+        return 0
 
 
 def _weight_files(root: Path) -> list[Path]:
@@ -353,7 +367,8 @@ def _folder_config(root: Path) -> dict[str, Any]:
     return herd_config(hf, name=root.name)
 
 
-def _folder_tensors(root: Path, config: dict[str, Any]) -> dict[str, torch.Tensor]:
+def _folder_tensors(root: Path, config: dict[str, Any],
+                    on_bytes: OnBytes | None = None) -> dict[str, torch.Tensor]:
     """The folder's weights under herd's names, in their stored dtype, checked to be floats."""
     tensors: dict[str, torch.Tensor] = {}
     for path in _weight_files(root):
@@ -367,6 +382,8 @@ def _folder_tensors(root: Path, config: dict[str, Any]) -> dict[str, torch.Tenso
                     except KeyError as exc:
                         raise CheckpointError(f"{path.name}: {exc.args[0]}") from exc
                     tensors[name] = f.get_tensor(key)
+                    if on_bytes is not None:
+                        on_bytes(tensors[name].numel() * tensors[name].element_size())
         except CheckpointError:
             raise
         except Exception as exc:
@@ -377,13 +394,14 @@ def _folder_tensors(root: Path, config: dict[str, Any]) -> dict[str, torch.Tenso
     return tensors
 
 
-def read_hf(hf_dir: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def read_hf(hf_dir: str | os.PathLike[str], on_bytes: OnBytes | None = None,
+            ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(herd-named tensors in their stored dtype, herd config) of a transformers Llama
     folder, shapes checked against the config; nothing is written (a spec's `checkpoint`
     block loads it into the store this way)."""
     root = Path(hf_dir)
     config = _folder_config(root)
-    tensors = _folder_tensors(root, config)
+    tensors = _folder_tensors(root, config, on_bytes)
     check_shapes({k: tuple(v.shape) for k, v in tensors.items()}, expected_shapes(config), str(root))
     return tensors, config
 
@@ -397,6 +415,7 @@ def import_hf(
     dtype: torch.dtype | None = None,
     force: bool = False,
     tokenizer: bool = True,
+    on_bytes: OnBytes | None = None,
 ) -> Path:
     """Turn a transformers Llama directory (single file or sharded) into a herd checkpoint.
 
@@ -405,7 +424,8 @@ def import_hf(
     or else `tokenizer.json` — becomes a herd tokenizer artifact inside the checkpoint
     (`checkpoint_tokenizer` finds it), its files' checksums recorded in meta.json; one herd
     cannot serve, or whose size does not fit the model's vocabulary, fails the import before
-    anything is written. A folder without one imports the weights alone.
+    anything is written. A folder without one imports the weights alone. `on_bytes` hears
+    the weights read, written, then checksummed (three passes, for a progress bar).
     """
     check_dtype(dtype, "import_hf")
     check_output(out_dir, force=force, sources=[hf_dir])  # before reading any weights
@@ -417,7 +437,7 @@ def import_hf(
         raise CheckpointError(f"{Path(out_dir) / stale} is in the way: this import brings no tokenizer, "
                               "and herd would take that file for the model's\nhint: remove it, or "
                               "import into a new folder")
-    tensors = _folder_tensors(root, config)
+    tensors = _folder_tensors(root, config, on_bytes)
     if dtype is not None:
         tensors = {k: v.to(dtype) for k, v in tensors.items()}
     check_shapes({k: tuple(v.shape) for k, v in tensors.items()}, expected_shapes(config), str(root))
@@ -425,6 +445,7 @@ def import_hf(
         extra: dict[str, Any] = {"imported_from": str(root.resolve())}
         if tok is not None and source is not None:
             extra["tokenizer"] = _write_tokenizer(tmp, source, root, *tok)
-        write_checkpoint_files(tmp, tensors, config, step=step, tokenizer_id=tokenizer_id, extra=extra)
+        write_checkpoint_files(tmp, tensors, config, step=step, tokenizer_id=tokenizer_id, extra=extra,
+                               on_bytes=on_bytes)
     return Path(out_dir)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from data.helpers import run_job, stats_of, write_docs
+from data.helpers import make_ctx, run_job, stats_of, write_docs
 from runtime.data.documents import Document
 from runtime.data.tokenizer import (
     LLAMA3_PATTERN,
@@ -20,6 +20,7 @@ from runtime.data.tokenizer import (
     token_bytes,
     train_bpe,
 )
+from runtime.jobs import registry
 from runtime.jobs.context import JobFailed
 
 HARD_TEXTS = [
@@ -113,6 +114,24 @@ def test_train_job_writes_a_rank_file_that_loads(tmp_path: Path, pattern: str) -
     assert all(tok.decode(tok.encode(t)) == t for t in HARD_TEXTS)
     assert tok.encoding._pat_str == PATTERNS[pattern]  # the split the spec named
     assert stats_of(out)["n_ranks"] == 300 and "MB/s" in (out / "report.md").read_text()
+
+
+def test_training_a_tokenizer_moves_its_bar_through_reading_counting_and_merging(tmp_path: Path) -> None:
+    """Training on tens of MB takes minutes: the bar must move while `tokenizers` counts,
+    then say it is merging, instead of sitting at 0% until the end."""
+    docs = [Document(f"d{i}", t) for i, t in enumerate(HARD_TEXTS * 20)]
+    nbytes = sum(len(d.text.encode()) for d in docs)
+    ctx = make_ctx(tmp_path, "tokenizer.train", {"vocab": 300, "max_bytes": 10_000_000},
+                   {"documents": write_docs(tmp_path / "in", docs)})
+    seen: list[tuple[str, float, float | None]] = []
+    ctx.progress.on_change = lambda p: seen.append((p.info.get("phase", ""), p.done, p.total))
+    registry.get("tokenizer.train")(ctx)
+    phases = [phase for phase, _, _ in seen]
+    assert [k for i, k in enumerate(phases) if k and (i == 0 or phases[i - 1] != k)] == [
+        "reading", "counting", "merging"]
+    assert seen[-1] == ("merging", nbytes, nbytes)
+    counting = [done for phase, done, _ in seen if phase == "counting"]
+    assert counting == sorted(counting) and len(counting) == len(docs)
 
 
 def test_unknown_pattern_is_a_clear_error(tmp_path: Path) -> None:

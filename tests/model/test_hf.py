@@ -20,7 +20,7 @@ from runtime.model import (
     load_checkpoint,
     save_checkpoint,
 )
-from runtime.model.hf import from_hf_key, to_hf_key
+from runtime.model.hf import from_hf_key, to_hf_key, weight_bytes
 
 SCALING = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_context": 32}
 
@@ -80,6 +80,20 @@ def test_export_then_import_is_the_identity(model, exported, tmp_path):
     assert back.args == model.args
     for name, tensor in model.state_dict().items():
         assert torch.equal(back.state_dict()[name], tensor)
+
+
+def test_import_and_export_report_each_pass_of_the_weights(model, exported, tmp_path):
+    """`herd import`/`export` draw their bar over three passes of the weights (read, write,
+    checksum): the bytes they report add up to about three times the weights' files."""
+    heard: list[int] = []
+    import_hf(exported, tmp_path / "back", on_bytes=heard.append)
+    size = weight_bytes(exported)
+    assert 0.97 * 3 * size <= sum(heard) <= 3 * size
+    heard.clear()
+    export_hf(tmp_path / "back", tmp_path / "again", on_bytes=heard.append)
+    size = (tmp_path / "back" / "model.safetensors").stat().st_size
+    assert 0.97 * 3 * size <= sum(heard) <= 3 * size
+    assert weight_bytes(tmp_path / "nowhere") == 0  # the reader, not the bar, reports it
 
 
 def test_sharded_directories_import_like_a_single_file(model, exported, tmp_path):

@@ -226,3 +226,26 @@ def test_a_tokenizer_block_vocab_that_is_not_the_files_is_refused(made: Path, tm
                                             r"hint: set `vocab = 256` in the tokenizer block"):
             load_ranks_or_hf(file, "llama3", 16, 200)
     assert load_ranks_or_hf(made / "tok" / "tokenizer.model", "llama3", 16)[1] == "tiktoken"  # no vocab: unchecked
+
+
+@pytest.mark.parametrize("folder", ["hf", "herd_ckpt"])
+def test_loading_moves_a_bar_over_every_pass_of_the_weights(made: Path, tmp_path: Path, folder: str) -> None:
+    """An 8B model is a minute of reading, writing and checksumming: the bar moves through
+    each pass in bytes, names it, and ends full."""
+    from runtime.jobs import registry
+
+    from .conftest import make_ctx
+
+    ctx = make_ctx(tmp_path, "model.load", {"path": str(made / folder), "model": MODEL}, {},
+                   f"bar-{folder}/checkpoint.base", "cpu")
+    seen: list[tuple[str, float, float | None]] = []
+    ctx.progress.on_change = lambda p: seen.append((p.info.get("phase", ""), p.done, p.total))
+    registry.get("model.load")(ctx)
+    phases = [phase for phase, _, _ in seen if phase]
+    assert list(dict.fromkeys(phases)) == ["reading", "writing", "done"]
+    weights = sum(f.stat().st_size for f in (made / folder).glob("*.safetensors"))
+    total = seen[0][2]
+    assert total == (4 if folder == "herd_ckpt" else 3) * weights
+    done = [d for _, d, _ in seen]
+    assert done == sorted(done) and seen[-1][1] == total
+    assert all(d <= total for d in done)  # the estimate holds: no bar past 100%
