@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from compiler.resolve import Resolved, ref
+from compiler.resolve import Resolved, ref, stage_evals
 from herdlang import components
 from herdlang.diagnostics import Diagnostic, Severity, suggestion
 from herdlang.schema import STAGES
@@ -415,7 +415,7 @@ def _check_posttrain(res: Resolved, stage: Defined) -> None:
     if not any((cfg.sft, cfg.dpo, cfg.reward_model)):
         res.error("H0204", f"posttrain '{stage.name}' has nothing to do", stage.name_span,
                   "add sft { }, dpo { } or reward_model NAME { }")
-    _check_evals(res, stage, cfg.evals)
+    _check_evals(res, stage, stage_evals(res.spec, stage))
 
 
 def _check_same_model(res: Resolved, stage: Defined) -> None:
@@ -506,7 +506,7 @@ def _check_after_checkpoint(res: Resolved, stage: Defined) -> None:
                   "e.g. " + "  ".join(example[m] for m in missing))
     if stage.kind != "posttrain" or _stage_data(res, stage.name) is not None:
         return
-    for i, name in enumerate(stage.config.evals):
+    for i, name in enumerate(stage_evals(res.spec, stage)):
         defined = res.spec.of("eval").get(name)
         kind = str(defined.config.kind) if defined else name
         cls = components.get("eval", kind)

@@ -14,7 +14,7 @@ from typing import Any
 
 from compiler import estimates as est
 from compiler.plan import Job, Plan
-from compiler.resolve import Resolved
+from compiler.resolve import Resolved, posttrain_data, stage_evals
 from herdlang import components
 from herdlang.schema import SOURCES, AdamW
 from herdlang.spec import Defined
@@ -473,6 +473,8 @@ class Lowering:
                     inputs["tokenizer"] = tok
             config = {"eval": kind, "params": comp, "model": model, "context": self.stage_ctx.get(stage, model["max_context"]),
                       "seed": self.seed}
+            if field and inputs.get("dataset"):  # the block's name, for the eval's report
+                config["dataset"] = next(n for n, j in self.dataset_job.items() if j == inputs["dataset"])
             if kind == "short_context_recovery" and baseline:
                 inputs["baseline"] = baseline[0]
                 config["base_context"] = baseline[1]
@@ -721,13 +723,11 @@ class Lowering:
         policy = self.stage_out[source]
         base_inputs = {"tokenizer": tok} if tok else {}
         mix = self.stage_data.get(source, {"weights": {}})
-        datasets = [d for d in (cfg.sft.data if cfg.sft else None,
-                                cfg.rejection_sampling.prompts if cfg.rejection_sampling else None,
-                                cfg.dpo.data if cfg.dpo else None,
-                                cfg.reward_model.data if cfg.reward_model else None) if d in self.dataset_job]
+        datasets = [d for d in posttrain_data(self.spec, defined) if d in self.dataset_job]
         eval_ds = datasets[0] if datasets else None
+        evals = stage_evals(self.spec, defined)
         points: list[tuple[str, list[str]]] = [
-            ("base", self._evals(defined.name, cfg.evals, policy, model, mix, prefix="r0.", dataset=eval_ds))]
+            ("base", self._evals(defined.name, evals, policy, model, mix, prefix="r0.", dataset=eval_ds))]
         for r in range(1, cfg.rounds + 1):
             p = f"post.{defined.name}.r{r}"
             rm_job = None
@@ -767,7 +767,7 @@ class Lowering:
                                   inputs, output="checkpoint", description="supervised fine-tuning on assistant tokens"))
                 policy = sft_job
                 trained.append(sft_job)
-                points.append((f"r{r} sft", self._evals(defined.name, cfg.evals, policy, model, mix,
+                points.append((f"r{r} sft", self._evals(defined.name, evals, policy, model, mix,
                                                          prefix=f"r{r}.sft.", dataset=eval_ds)))
             if cfg.dpo:
                 dpo = cfg.dpo
@@ -783,7 +783,7 @@ class Lowering:
                                   output="checkpoint", description=f"DPO (beta {dpo.beta}, NLL {dpo.nll})"))
                 policy = dpo_job
                 trained.append(dpo_job)
-                points.append((f"r{r} dpo", self._evals(defined.name, cfg.evals, policy, model, mix,
+                points.append((f"r{r} dpo", self._evals(defined.name, evals, policy, model, mix,
                                                          prefix=f"r{r}.dpo.", dataset=eval_ds)))
             if cfg.average:
                 # true: the models this round trained (its SFT and DPO policies); a list: the
@@ -804,13 +804,13 @@ class Lowering:
                                       {**base_inputs, **members}, output="checkpoint",
                                       description=f"average {len(members)} models of the round"))
                     policy = avg
-                    points.append((f"r{r} average", self._evals(defined.name, cfg.evals, policy, model,
+                    points.append((f"r{r} average", self._evals(defined.name, evals, policy, model,
                                                                  mix, prefix=f"r{r}.", dataset=eval_ds)))
         summary_inputs = {f"{i:02d}:{label}:{job.rsplit('.', 1)[-1]}": job
                           for i, (label, jobs) in enumerate(points) for job in jobs}
         if summary_inputs:
             self.plan.add(Job(f"eval.{defined.name}.summary", "eval.summary", defined.name,
-                              {"points": [label for label, _ in points], "evals": list(cfg.evals)}, summary_inputs,
+                              {"points": [label for label, _ in points], "evals": list(evals)}, summary_inputs,
                               output="eval", description="held-out results after each post-training step"))
         self.stage_out[defined.name] = policy
         # tokens: the datasets' size, known only once they are read (0 here, "—" in the text view)

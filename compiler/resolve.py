@@ -91,6 +91,28 @@ def resolve(spec: Spec) -> Resolved:
     return res
 
 
+def posttrain_data(spec: Spec, stage: Defined) -> list[str]:
+    """The dataset blocks a post-training stage trains on, SFT's first: its evals score the
+    first of them unless they name one."""
+    cfg = stage.config
+    named = (cfg.sft and cfg.sft.data, cfg.rejection_sampling and cfg.rejection_sampling.prompts,
+             cfg.dpo and cfg.dpo.data, cfg.reward_model and cfg.reward_model.data)
+    return [d for d in named if d and d in spec.of("dataset")]
+
+
+def stage_evals(spec: Spec, stage: Defined) -> list[str]:
+    """A stage's evals. A post-training stage that lists none gets what its data can measure:
+    greedy accuracy (`tasks`) where records have checkable answers, the held-out response
+    loss (`response_loss`) on conversations and preference pairs, where an exact match with a
+    free-form reference reply would stay near zero whatever the model learnt."""
+    cfg = stage.config
+    if stage.kind != "posttrain" or "evals" in cfg.model_fields_set:
+        return list(cfg.evals)
+    data = posttrain_data(spec, stage)
+    fmt = spec.of("dataset")[data[0]].config.format if data else None
+    return ["response_loss"] if fmt in ("messages", "preferences") else ["tasks"]
+
+
 def _merged_fields(res: Resolved, name: str, stack: tuple[str, ...]) -> dict[str, Any] | None:
     defined = res.spec.of("model")[name]
     own = defined.config.model_dump(exclude_unset=True)

@@ -62,6 +62,21 @@ class Tasks(CallModel):
     max_new_tokens: Int = Field(32, ge=1)  # an answer longer than this is wrong
 
 
+@component("eval", "response_loss")
+class ResponseLoss(CallModel):
+    """Held-out loss on a dataset's reference responses: the NLL per token of each held-out
+    conversation's assistant turns given what precedes them (SFT's objective on records it
+    never trained on), and its perplexity. On preference pairs it also reports how often the
+    chosen response is the more likely one per token. The default eval of post-training on
+    conversations or preferences, where exact-match accuracy means little."""
+
+    reads_corpus: ClassVar[bool] = False
+    dataset_field: ClassVar[str] = "data"
+    dataset_formats: ClassVar[tuple[str, ...]] = ("messages", "preferences", "tasks")
+    count: Int = Field(200, ge=1)  # at most this many held-out records (the first ones)
+    data: Ref | None = None
+
+
 @component("eval", "choice")
 class Choice(CallModel):
     """Multiple-choice continuation on held-out text: after `context` tokens of a validation

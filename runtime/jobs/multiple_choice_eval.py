@@ -23,23 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from runtime.data.tokenizer import Tokenizer, load_tokenizer
 from runtime.jobs.context import JobContext, JobFailed, write_json
 from runtime.jobs.registry import register
-from runtime.kernels.dispatch import backend_for
 from runtime.model.llama import Llama
 from runtime.post import datasets as D
 from runtime.post.chat import IGNORE
-from runtime.post.train import pad_sequences
+from runtime.post.scoring import target_logprobs
 from runtime.train import report
 
 PROMPTS = {"qa": "Question: {question}\nAnswer:", "plain": "{question}"}
 NORMALIZE = ("none", "tokens", "chars")
 QUESTIONS_PER_CHUNK = 256  # progress is reported after each chunk (sorted and batched within it)
-BATCH_TOKENS = 1 << 14  # tokens per forward pass where the fused cross-entropy never holds all logits
-LOGIT_BUDGET = 1 << 26  # elsewhere (the torch reference), logits held at once: ~256 MiB in fp32
 
 
 @dataclass
@@ -65,44 +60,17 @@ def encode(tok: Tokenizer, rec: dict[str, Any], prompt: str, context: int) -> Qu
     return Question(ids, choices, [len(c) for c in rec["choices"]], int(rec["answer"]), truncated)
 
 
-def batch_tokens(model: Llama) -> int:
-    """Tokens per forward pass: the model's loss path scores the choices' tokens, which on
-    the Triton backend holds one chunk of the logits at a time and otherwise all of them."""
-    if backend_for(model.head_weight) == "triton":
-        return BATCH_TOKENS
-    return max(1, LOGIT_BUDGET // model.args.vocab_size)
-
-
-@torch.no_grad()
 def choice_logprobs(model: Llama, questions: list[Question]) -> list[list[tuple[float, int]]]:
     """(summed log-probability, token count) of every choice of every question after its
-    prompt, from the model's own per-token loss (`reduction="none"`). Sequences are sorted by
-    length and right-padded in batches of about `batch_tokens`; padding never changes a
-    causal model's earlier positions."""
-    device = next(model.parameters()).device
-    seqs = [(q, c) for q in range(len(questions)) for c in range(len(questions[q].choices))]
-    seqs.sort(key=lambda qc: -(len(questions[qc[0]].prompt) + len(questions[qc[0]].choices[qc[1]])))
+    prompt (`runtime.post.scoring`: batched, the model's own per-token loss)."""
+    where = [(q, c) for q in range(len(questions)) for c in range(len(questions[q].choices))]
+    sequences = []
+    for q, c in where:
+        prompt, cont = questions[q].prompt, questions[q].choices[c]
+        sequences.append(((prompt + cont)[:-1], [IGNORE] * (len(prompt) - 1) + cont))
     out: list[list[tuple[float, int]]] = [[(0.0, 0)] * len(q.choices) for q in questions]
-    budget = batch_tokens(model)
-    i = 0
-    while i < len(seqs):
-        q0, c0 = seqs[i]
-        width = len(questions[q0].prompt) + len(questions[q0].choices[c0]) - 1  # the longest in the batch
-        batch = seqs[i : i + max(1, budget // width)]
-        inputs, targets = [], []
-        for q, c in batch:
-            prompt, cont = questions[q].prompt, questions[q].choices[c]
-            full = prompt + cont
-            inputs.append(full[:-1])
-            targets.append([IGNORE] * (len(prompt) - 1) + cont)
-        tokens, _ = pad_sequences(inputs)
-        target, _ = pad_sequences(targets, fill=IGNORE)
-        target = target.to(device)
-        losses = model(tokens.to(device), None, target, reduction="none").view(target.shape)  # 0 where ignored
-        logp, count = -losses.float().sum(-1), (target != IGNORE).sum(-1)
-        for (q, c), lp, n in zip(batch, logp.tolist(), count.tolist(), strict=True):
-            out[q][c] = (float(lp), int(n))
-        i += len(batch)
+    for (q, c), scored in zip(where, target_logprobs(model, sequences), strict=True):
+        out[q][c] = scored
     return out
 
 

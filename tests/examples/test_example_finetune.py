@@ -55,6 +55,10 @@ def test_the_tiny_example_fine_tunes_the_exported_model(example: Path) -> None:
                str(example / "runs")).stdout.strip()
     trained = json.loads((Path(dpo) / "train.json").read_text())
     assert trained["pairs"] > 0 and trained["steps"] > 0
+    summary = herd("path", str(example / "tiny_finetune.herd"), "eval.docs_assistant.summary", "--runs-dir",
+                   str(example / "runs")).stdout.strip()
+    stats = json.loads((Path(summary) / "stats.json").read_text())
+    assert stats["last_response_loss"] < stats["first_response_loss"] - 0.5  # SFT taught the replies
 
 
 def test_import_blocks_prints_the_examples_three_blocks(example: Path) -> None:

@@ -116,13 +116,14 @@ def test_choice_logprobs_batched_equal_one_at_a_time(tmp_path, checkpoint, tok, 
     """Sorting, padding and batch splits change nothing: a tiny logit budget forces one
     sequence per batch, a large one all in one."""
     from runtime.jobs import multiple_choice_eval as M
+    from runtime.post import scoring
 
     records = benchmark(6, seed=9)
     questions = [M.encode(tok, {**r, "answer": index_of(r)}, "qa", 128) for r in records]
     model, _ = load_checkpoint(checkpoint)
     model.eval()
     together = M.choice_logprobs(model, questions)
-    monkeypatch.setattr(M, "LOGIT_BUDGET", 1)
+    monkeypatch.setattr(scoring, "LOGIT_BUDGET", 1)
     alone = M.choice_logprobs(model, questions)
     _, _, _, expected = reference(checkpoint, tok, records)
     for a, b, e in zip(together, alone, expected, strict=True):
