@@ -7,10 +7,11 @@ training job resumes from its last checkpoint.
 
 What the scripts ask of Slurm follows what the runtime does:
 
-- `train.pretrain`, `train.extend` and `train.anneal` run under `torchrun --standalone`,
-  i.e. on one node: they ask for `hardware { count }` GPUs capped at `gpus_per_node` (one
-  node) and pass that as `--nproc`. A `count` above one node is noted in the script, not
-  requested: extra nodes would sit idle.
+- `train.pretrain`, `train.extend` and `train.anneal` run under torchrun: they ask for
+  `hardware { count }` GPUs, on one node up to `gpus_per_node` (`--nproc`), else on
+  `count // gpus_per_node` whole nodes (`--nnodes` too: the job starts one torchrun per node
+  with srun, meeting at a rendezvous on the first). A count that is not a whole number of
+  nodes uses the whole nodes it holds, and the script says so.
 - `post.*` and the model evaluations run in one process: one GPU on a GPU spec.
 - A CPU spec (`gpu = cpu`, or `device = cpu`) asks for no GPU; its training jobs ask for
   `count` CPUs (`--cpus-per-task`), one per torchrun process.
@@ -44,18 +45,18 @@ def _script_name(job_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", job_id) + ".sbatch"
 
 
-def _resources(kind: str, total: int, gpus_per_node: int, on_cpu: bool) -> tuple[int, int, int]:
-    """(GPUs on the one node, CPUs per task or 0 for Slurm's default, --nproc or 0)."""
+def _resources(kind: str, total: int, gpus_per_node: int, on_cpu: bool) -> tuple[int, int, int, int]:
+    """(nodes, GPUs per node, CPUs per task or 0 for Slurm's default, --nproc or 0)."""
     distributed = kind in DISTRIBUTED_KINDS
     if on_cpu:
         procs = total if distributed and total > 1 else 0
-        return 0, procs, procs
+        return 1, 0, procs, procs
     if distributed:
         gpus = max(1, min(total, gpus_per_node))
-        return gpus, 0, gpus
+        return max(1, total // gpus), gpus, 0, gpus
     if kind.startswith(MODEL_PREFIXES) and kind not in CPU_ONLY_KINDS:
-        return 1, 0, 0
-    return 0, 0, 0
+        return 1, 1, 0, 0
+    return 1, 0, 0, 0
 
 
 #: Slurm's --time formats: minutes, M:S, H:M:S, D-H, D-H:M, D-H:M:S
@@ -99,12 +100,12 @@ def write_slurm(plan: Plan, out_dir: Path, *, partition: str | None = None, gpus
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"herd.{plan.spec_name}")[:64]
     written: list[Path] = []
     for job in plan:
-        gpus, cpus, procs = _resources(job.kind, total, gpus_per_node, on_cpu)
+        nodes, gpus, cpus, procs = _resources(job.kind, total, gpus_per_node, on_cpu)
         lines = [
             "#!/bin/bash",
             f"#SBATCH --job-name={name}",  # shared: `singleton` runs the plan's jobs one at a time
-            "#SBATCH --nodes=1",
-            "#SBATCH --ntasks-per-node=1",
+            f"#SBATCH --nodes={nodes}",
+            "#SBATCH --ntasks-per-node=1",  # the batch step; srun starts one torchrun per node
             "#SBATCH --requeue",  # a requeued job resumes from its checkpoint
             "#SBATCH --open-mode=append",  # ... and its log keeps the first attempt
         ]
@@ -119,12 +120,14 @@ def write_slurm(plan: Plan, out_dir: Path, *, partition: str | None = None, gpus
         lines += ["set -euo pipefail", f"# {job.id}: {job.kind}: {job.description}"]
         if here:  # the relative --runs-dir is where `herd compile` ran, not where sbatch did
             lines.append(f"cd {shlex.quote(here)}")
-        if job.kind in DISTRIBUTED_KINDS and not on_cpu and total > gpus:
-            lines.append(f"# run {{ hardware {{ count = {total} }} }} asks for {total} GPUs; herd trains on "
-                         f"one node (torchrun --standalone), so this job uses {gpus}")
+        if job.kind in DISTRIBUTED_KINDS and not on_cpu and total > nodes * gpus:
+            lines.append(f"# run {{ hardware {{ count = {total} }} }} asks for {total} GPUs, not a whole number of "
+                         f"{gpus_per_node}-GPU nodes; this job uses {nodes * gpus} ({nodes} × {gpus})")
         cmd = [herd, "run", str(plan_path), "--only", job.id, "--runs-dir", runs_dir]
         if procs:
             cmd += ["--nproc", str(procs)]
+        if nodes > 1:
+            cmd += ["--nnodes", str(nodes)]
         command = " ".join(shlex.quote(c) for c in cmd)
         lines += requeue_lines(command) if time else [command]
         path = out_dir / _script_name(job.id)

@@ -244,13 +244,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     cli_paths.runs_dir(args.runs_dir)
     plan = _load_plan(args.target, args.set)
     run_dir = cli_paths.runs_dir(args.runs_dir, plan.spec_name) / plan.spec_name
-    if args.nproc and args.nproc > 1:
-        plan.settings = {**plan.settings, "nproc": args.nproc}
+    if (args.nproc and args.nproc > 1) or (args.nnodes and args.nnodes > 1):
+        for key in ("nproc", "nnodes"):
+            if getattr(args, key) and getattr(args, key) > 1:
+                plan.settings = {**plan.settings, key: getattr(args, key)}
         from compiler.slurm import DISTRIBUTED_KINDS  # the kinds launched under torchrun
 
         named = [plan.jobs[j] for j in (args.only or plan.jobs) if j in plan.jobs]
         if not any(job.kind in DISTRIBUTED_KINDS for job in named):
-            print(f"note: --nproc {args.nproc} applies to {', '.join(DISTRIBUTED_KINDS)} jobs, and none "
+            asked = " ".join(f"--{k} {getattr(args, k)}" for k in ("nproc", "nnodes") if (getattr(args, k) or 1) > 1)
+            print(f"note: {asked} applies to {', '.join(DISTRIBUTED_KINDS)} jobs, and none "
                   "is selected; the others run in one process", file=sys.stderr)
     if args.device:
         plan.settings = {**plan.settings, "device": args.device}
@@ -564,7 +567,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dry-run", action="store_true", help="show what would run: new / changed / cached")
     c.add_argument("--verify", action="store_true", help="re-hash stored artifacts before trusting them")
     c.add_argument("--workers", type=_at_least(1), default=None, help="processes for data jobs")
-    c.add_argument("--nproc", type=_at_least(1), default=None, help="processes per training job (torchrun)")
+    c.add_argument("--nproc", type=_at_least(1), default=None,
+                   help="processes per node for each training job (torchrun)")
+    c.add_argument("--nnodes", type=_at_least(1), default=None,
+                   help="nodes for each training job, inside a Slurm allocation (srun starts torchrun on each)")
     c.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     c.add_argument("--runs-dir", default="runs", help="where runs live: RUNS_DIR/SPEC/ (default runs)")
     with_set(c)

@@ -593,6 +593,10 @@ def test_nproc_without_a_training_job_selected_says_it_does_nothing(tmp_path: Pa
                "--runs-dir", tmp_path)
     assert out.returncode == 0, out.stderr
     assert "note: --nproc 2 applies to train.pretrain" in out.stderr and "none is selected" in out.stderr
+    out = herd("run", TINY, "--nproc", "2", "--nnodes", "2", "--only", "tokenizer.tiny_bpe", "--dry-run",
+               "--runs-dir", tmp_path)
+    assert "note: --nproc 2 --nnodes 2 applies to train.pretrain" in out.stderr
+    assert herd("run", TINY, "--nnodes", "0", "--dry-run").returncode == 2
 
 
 def test_the_slurm_hint_quotes_a_folder_with_a_space(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """torch.distributed for training jobs: FSDP2 sharding, full-state gathering, and the
-launcher a job uses to re-run itself under torchrun when `herd run --nproc N` asks for it.
+launcher a job uses to re-run itself under torchrun when `herd run --nproc N` asks for it
+(and across nodes with `--nnodes M`, inside a Slurm allocation).
 
 Why the job re-runs itself rather than the executor spawning ranks: the executor stays a
 single process that knows nothing of torch; a training job that sees `nproc > 1` starts
@@ -7,6 +8,11 @@ single process that knows nothing of torch; a training job that sees `nproc > 1`
 every rank and calls the same job function. Inside a rank, `Trainer` shards the model with
 `fully_shard`, gives each rank a disjoint slice of every global batch and lets rank 0 write
 checkpoints in the single-process format, so checkpoints load at any world size.
+
+Across nodes the job, still one process on the allocation's first node, starts one torchrun
+per node with `srun` (`HERD_SRUN` names another launcher) and a c10d rendezvous on its own
+host; every node must see the same run folder and Python environment (a shared file system,
+as Slurm clusters have).
 """
 
 from __future__ import annotations
@@ -156,16 +162,56 @@ def use_cuda(settings: dict[str, Any]) -> bool:
 
 
 def wanted(ctx: JobContext) -> int:
-    """Processes the job should run on: `nproc` from `herd run --nproc`, unless this
-    process is already a rank."""
+    """Processes per node the job should run on: `nproc` from `herd run --nproc`, unless
+    this process is already a rank."""
     if os.environ.get(WORKER_ENV):
         return 1
     return max(1, int(ctx.settings.get("nproc", 1) or 1))
 
 
-def launch(ctx: JobContext, nproc: int, poll_s: float = 0.2) -> None:
-    """Run this job under `torchrun --standalone --nproc-per-node nproc` and relay rank 0's
-    progress; a JobFailed in a rank comes back as a JobFailed here with its message."""
+def nodes(ctx: JobContext) -> int:
+    """Nodes the job should run on: `nnodes` from `herd run --nnodes`, unless this process
+    is already a rank."""
+    if os.environ.get(WORKER_ENV):
+        return 1
+    return max(1, int(ctx.settings.get("nnodes", 1) or 1))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
+
+
+def torchrun_command(ctx: JobContext, nproc: int, nnodes: int, job_file: Path) -> list[str]:
+    """torchrun on this node (`--standalone`), or under `srun` on every node of the Slurm
+    allocation with a rendezvous on this host."""
+    import shutil
+    import socket
+
+    worker = ["-m", "runtime.train.worker", "--job-json", str(job_file)]
+    run = [sys.executable, "-m", "torch.distributed.run"]
+    if nnodes == 1:
+        return [*run, "--standalone", f"--nproc-per-node={nproc}", *worker]
+    srun = os.environ.get("HERD_SRUN", "srun")
+    if not os.environ.get("SLURM_JOB_ID"):
+        raise JobFailed(f"{ctx.job_id}: --nnodes {nnodes} starts ranks on the nodes of a Slurm allocation, and "
+                        "this process is not in one\nhint: `herd compile SPEC --target slurm` writes scripts "
+                        "that ask for the nodes; or drop --nnodes to train on this node")
+    if shutil.which(srun) is None:
+        raise JobFailed(f"{ctx.job_id}: --nnodes {nnodes} needs `{srun}` to start ranks on the other nodes, "
+                        "and it is not on PATH\nhint: run inside the Slurm job (sbatch), where srun is found")
+    endpoint = f"{socket.gethostname()}:{_free_port()}"
+    return [srun, f"--nodes={nnodes}", f"--ntasks={nnodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
+            *run, f"--nnodes={nnodes}", f"--nproc-per-node={nproc}", "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={endpoint}", f"--rdzv-id=herd-{os.getpid()}", *worker]
+
+
+def launch(ctx: JobContext, nproc: int, poll_s: float = 0.2, nnodes: int = 1) -> None:
+    """Run this job under torchrun, `nproc` ranks on each of `nnodes` nodes, and relay rank
+    0's progress; a JobFailed in a rank comes back as a JobFailed here with its message."""
     if use_cuda(ctx.settings) and nproc > torch.cuda.device_count():
         raise JobFailed(f"{ctx.job_id}: --nproc {nproc} needs {nproc} GPUs (one per rank) but "
                         f"{torch.cuda.device_count()} are visible; lower --nproc or run with "
@@ -173,7 +219,7 @@ def launch(ctx: JobContext, nproc: int, poll_s: float = 0.2) -> None:
     base = Path(ctx.work) / "dist"
     base.mkdir(parents=True, exist_ok=True)
     progress, error, log = base / "progress.jsonl", base / "error.txt", base / "torchrun.log"
-    done = [base / f"rank-{r}.done" for r in range(nproc)]
+    done = [base / f"rank-{r}.done" for r in range(nproc * nnodes)]
     for f in (progress, error, *done):
         f.unlink(missing_ok=True)
     job = {"job_id": ctx.job_id, "kind": ctx.kind, "stage": ctx.stage, "config": ctx.config,
@@ -181,15 +227,14 @@ def launch(ctx: JobContext, nproc: int, poll_s: float = 0.2) -> None:
            "work": str(ctx.work), "run_dir": str(ctx.run_dir), "settings": ctx.settings,
            "metrics_path": str(ctx.metrics_path) if ctx.metrics_path else None,
            "fingerprint": ctx.fingerprint, "progress_path": str(progress),
-           "error_path": str(error), "parent_pid": os.getpid()}
+           "error_path": str(error), "parent_pid": os.getpid(), "parent_host": _hostname()}
     job_file = base / "job.json"
     job_file.write_text(json.dumps(job, default=str))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc-per-node={nproc}", "-m", "runtime.train.worker", "--job-json", str(job_file)]
+    cmd = torchrun_command(ctx, nproc, nnodes, job_file)
     env = {**os.environ, WORKER_ENV: "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     root = Path(__file__).resolve().parents[2]
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
-    ctx.log.info("%s: launching %d ranks: %s", ctx.job_id, nproc, " ".join(cmd))
+    ctx.log.info("%s: launching %d ranks: %s", ctx.job_id, nproc * nnodes, " ".join(cmd))
     offset = 0
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -214,6 +259,12 @@ def launch(ctx: JobContext, nproc: int, poll_s: float = 0.2) -> None:
         cause = rank_error(text)
         raise RuntimeError(f"{ctx.job_id}: {cause + ' ' if cause else ''}(torchrun exited "
                            f"{proc.returncode}; log {log}):\n{text[-3000:]}")
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()
 
 
 def rank_error(log_text: str) -> str | None:

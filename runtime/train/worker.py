@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import socket
 import sys
 from pathlib import Path
 
@@ -64,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--job-json", required=True, type=Path)
     args = ap.parse_args(argv)
     job = json.loads(args.job_json.read_text())
-    if job.get("parent_pid"):
+    # the launching job process lives on the first node; ranks elsewhere cannot watch its
+    # pid (srun's --kill-on-bad-exit and torchrun end them when it goes)
+    if job.get("parent_pid") and job.get("parent_host", socket.gethostname()) == socket.gethostname():
         _exit_with_parent(int(job["parent_pid"]))
     from runtime.train.dist import use_cuda
 

@@ -56,16 +56,20 @@ def test_a_cpu_spec_requests_no_gpu(tmp_path: Path) -> None:
     assert "--cpus-per-task=2" in script
 
 
-def test_a_gpu_spec_trains_on_one_node_of_up_to_8_gpus(tmp_path: Path) -> None:
+def test_a_gpu_spec_trains_on_as_many_whole_nodes_as_it_asks_for(tmp_path: Path) -> None:
     script = _training_script(tmp_path / "a", ["run.hardware.gpu=h100", "run.device=auto"])
-    assert "--gpus-per-node=1" in script and "--nproc 1" in script
-    # herd trains under `torchrun --standalone`: a second node would sit idle, so 16 GPUs
-    # in the spec become one node of 8, and the script says so
+    assert "--nodes=1" in script and "--gpus-per-node=1" in script and "--nproc 1" in script
+    assert "--nnodes" not in script
+    # 16 GPUs are two nodes of 8: srun starts a torchrun on each (herd run --nnodes 2)
     script = _training_script(tmp_path / "b", ["run.hardware.gpu=h100", "run.device=auto", "run.hardware.count=16"])
-    assert "--nodes=1" in script and "--gpus-per-node=8" in script and "--nproc 8" in script
-    assert "asks for 16 GPUs" in script
+    assert "--nodes=2" in script and "--gpus-per-node=8" in script and "--nproc 8 --nnodes 2" in script
+    assert "asks for" not in script
+    # 12 is not a whole number of nodes: the one whole node it holds, and the script says so
+    script = _training_script(tmp_path / "c", ["run.hardware.gpu=h100", "run.device=auto", "run.hardware.count=12"])
+    assert "--nodes=1" in script and "--nproc 8" in script and "--nnodes" not in script
+    assert "asks for 12 GPUs, not a whole number of 8-GPU nodes; this job uses 8 (1 × 8)" in script
     data_job = (tmp_path / "b" / "data.stdlib.source.sbatch").read_text()
-    assert "--gpus" not in data_job
+    assert "--gpus" not in data_job and "--nodes=1" in data_job
 
 
 def test_post_training_and_evals_run_in_one_process_on_one_gpu(tmp_path: Path) -> None:

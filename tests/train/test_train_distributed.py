@@ -131,3 +131,56 @@ def test_a_crash_before_every_rank_finished_is_a_failure(tmp_path, artifacts, mo
     monkeypatch.setattr(dist_mod.subprocess, "Popen", OneRankOnly)
     with pytest.raises(RuntimeError, match="torchrun exited 1"):
         dist_mod.launch(ctx, 2, poll_s=0.0)
+
+
+FAKE_SRUN = """#!/usr/bin/env python3
+# srun for one machine: start the command once per "node" (--nodes=N), as Slurm would on N
+# hosts, and exit with the worst status; records the options it was given
+import os, subprocess, sys
+args = sys.argv[1:]
+options = []
+while args and args[0].startswith("--"):
+    options.append(args.pop(0))
+nodes = int(next(o for o in options if o.startswith("--nodes=")).split("=")[1])
+with open(os.environ["FAKE_SRUN_LOG"], "a") as log:
+    log.write(" ".join(options) + "\\n")
+procs = [subprocess.Popen(args, env={**os.environ, "SLURM_NODEID": str(i), "SLURM_PROCID": str(i)})
+         for i in range(nodes)]
+sys.exit(max(p.wait() for p in procs))
+"""
+
+
+def test_two_nodes_rendezvous_and_match_one_process(tmp_path, artifacts, monkeypatch):
+    """`--nnodes 2` inside a Slurm allocation: srun starts one torchrun per node, which meet
+    at a c10d rendezvous on the job's host (here two "nodes" on one machine, over gloo); the
+    ranks reproduce the single-process losses."""
+    srun = tmp_path / "srun"
+    srun.write_text(FAKE_SRUN)
+    srun.chmod(0o755)
+    monkeypatch.setenv("HERD_SRUN", str(srun))
+    monkeypatch.setenv("FAKE_SRUN_LOG", str(tmp_path / "srun.log"))
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    cfg = train_config(steps=3, eval_every=0)
+    one = make_ctx(tmp_path, "one", "train.pretrain", cfg, artifacts)
+    get("train.pretrain")(one)
+    two = make_ctx(tmp_path, "nodes", "train.pretrain", cfg, artifacts)
+    two.settings["nnodes"] = 2
+    get("train.pretrain")(two)
+    assert (tmp_path / "srun.log").read_text().split() == [
+        "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+    a, b = losses(tmp_path / "one.jsonl"), losses(tmp_path / "nodes.jsonl")
+    assert len(a) == len(b) == 3 and b == pytest.approx(a, rel=1e-4)
+    assert json.loads((two.out / "stats.json").read_text())["nproc"] == 2  # the world: 2 nodes × 1
+
+
+def test_nodes_outside_a_slurm_allocation_are_refused_before_anything_starts(tmp_path, artifacts, monkeypatch):
+    from runtime.jobs.context import JobFailed
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    ctx = make_ctx(tmp_path, "nowhere", "train.pretrain", train_config(steps=1), artifacts)
+    ctx.settings["nnodes"] = 2
+    with pytest.raises(JobFailed, match="not in one\nhint: `herd compile SPEC --target slurm`"):
+        get("train.pretrain")(ctx)
+    ctx.settings["nproc"] = 3
+    with pytest.raises(JobFailed, match=r"does not split over 6 processes \(2 nodes × 3\)"):
+        get("train.pretrain")(ctx)
