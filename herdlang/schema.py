@@ -391,7 +391,10 @@ class PosttrainBlock(Block):
     sft: SFTStep | None = None
     dpo: DPOStep | None = None
     average: Bool | Annotated[list[Ref], ListOf] = False
-    evals: Annotated[list[Ref], ListOf] = ["tasks"]
+    evals: Annotated[list[Ref], ListOf] = Field(["tasks"], description=(
+        "Run before training and after each step. Default: `tasks` (greedy accuracy) when the "
+        "post-training data has checkable answers (generated tasks, prompts), `response_loss` "
+        "(held-out loss on the reference replies) for conversations and preference pairs."))
     seed: Int | None = Field(None, ge=0, le=SEED_MAX)
 
 
