@@ -30,7 +30,7 @@ class Lowering:
         self.spec = res.spec
         run = self.spec.of("run").get("run")
         self.run = run.config if run else None
-        self.plan = Plan(spec_name=_safe_name(self.spec.name), spec_path=self.spec.path, spec_sha256=self.spec.sha256)
+        self.plan = Plan(spec_name=run_folder_name(self.spec.name), spec_path=self.spec.path, spec_sha256=self.spec.sha256)
         self.seed = self.run.seed if self.run else 0
         self.data_out: dict[str, str] = {}  # data stage → job id of its final documents
         self.tokenizer_job: dict[str, str] = {}
@@ -819,7 +819,7 @@ class Lowering:
                                           "params": est.param_counts(model)["total"]}
 
 
-def _safe_name(name: str) -> str:
+def run_folder_name(name: str) -> str:
     """The run folder's name: letters, digits, '-' and '_' only (a spec cannot write elsewhere)."""
     cleaned = "".join(c if c.isalnum() or c in "-_" else "_" for c in name).strip("_")
     return cleaned or "spec"

@@ -303,6 +303,46 @@ def cmd_path(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """What the spec's run is doing, from its status file: for a run in another terminal,
+    on another node, or one that ended. Reads no spec beyond its name (it may be mid-edit)."""
+    from rich.live import Live
+
+    from runtime.executor.status import liveness, read_status, render_status
+
+    cli_paths.runs_dir(args.runs_dir)
+    if args.target.endswith(".json"):
+        from compiler import Plan
+
+        name = Plan.load(args.target).spec_name
+    else:
+        from compiler.lower import run_folder_name
+
+        name = run_folder_name(Path(args.target).stem)
+    run_dir = cli_paths.runs_dir(args.runs_dir, name) / name
+    status = read_status(run_dir)
+    if status is None:
+        print(f"no run of {name} has started in {run_dir}; hint: herd run {args.target}"
+              + (f" --runs-dir {args.runs_dir}" if args.runs_dir != "runs" else ""))
+        return EXIT_OK
+    from rich.console import Console
+
+    console = Console() if sys.stdout.isatty() else Console(width=160)  # a table is not cut to 80 columns
+    if not args.watch or liveness(status, run_dir) != "running":
+        console.print(render_status(status, liveness(status, run_dir)))
+        return EXIT_OK
+    import time
+
+    with Live(render_status(status, "running"), console=console, refresh_per_second=1) as live:
+        while True:
+            time.sleep(args.interval)
+            status = read_status(run_dir) or status
+            alive = liveness(status, run_dir)
+            live.update(render_status(status, alive))
+            if alive != "running":
+                return EXIT_OK
+
+
 def cmd_gc(args: argparse.Namespace) -> int:
     """List (default) or delete (--yes) what the spec's current plan no longer uses."""
     from compiler.estimates import humanize
@@ -583,6 +623,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--runs-dir", default="runs", help="where runs live: RUNS_DIR/SPEC/ (default runs)")
     with_set(c)
     c.set_defaults(fn=cmd_path)
+
+    c = sub.add_parser("status", help="what a run of the spec is doing (from another shell or node) or how it ended")
+    c.add_argument("target", help="a .herd spec or a plan .json")
+    c.add_argument("--runs-dir", default="runs", help="where runs live: RUNS_DIR/SPEC/ (default runs)")
+    c.add_argument("--watch", action="store_true", help="keep showing it until the run ends (Ctrl-C to leave)")
+    c.add_argument("--interval", type=float, default=2.0, help=argparse.SUPPRESS)
+    c.set_defaults(fn=cmd_status)
 
     c = sub.add_parser("gc", help="list (or --yes: delete) artifacts the current plan no longer uses")
     c.add_argument("target", help="a .herd spec or a plan .json")

@@ -13,7 +13,8 @@ from pathlib import Path
 MANIFEST = "manifest.json"  # a store entry's file list (runtime/executor/store.py)
 STORE_FORMAT = "herd.store/1"
 #: what the executor owns in a run folder (`runs/<spec>/`): entry by entry, never by hand
-MANAGED_PARTS = ("store", "tmp", "work", "cache", "logs", "metrics", "report", "report.md", "index.json", "lock")
+MANAGED_PARTS = ("store", "tmp", "work", "cache", "logs", "metrics", "report", "report.md", "index.json", "lock",
+                 "status.json")
 
 
 def is_run_folder(folder: Path) -> bool:

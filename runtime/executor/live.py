@@ -26,7 +26,7 @@ from runtime.jobs.context import Progress
 
 JobState = Literal["pending", "running", "cached", "done", "failed", "skipped"]
 
-_GLYPH: dict[str, tuple[str, str]] = {
+STATE_GLYPHS: dict[str, tuple[str, str]] = {
     "pending": ("·", "dim"),
     "running": ("▶", "bold cyan"),
     "cached": ("=", "dim green"),
@@ -233,7 +233,7 @@ class LiveView(View):
             return self._render(time.monotonic() if now is None else now)
 
     def _render(self, now: float) -> RenderableType:
-        counts = {s: sum(v == s for v in self.states.values()) for s in _GLYPH}
+        counts = {s: sum(v == s for v in self.states.values()) for s in STATE_GLYPHS}
         header = Text(f"herd run {self.plan.spec_name}", style="bold")
         header.append(
             f"  {counts['done']} done · {counts['cached']} cached · {counts['running']} running"
@@ -250,7 +250,7 @@ class LiveView(View):
         table.add_column(no_wrap=True, overflow="ellipsis", ratio=1)
         for job_id in self.order:
             state = self.states[job_id]
-            glyph, style = _GLYPH[state]
+            glyph, style = STATE_GLYPHS[state]
             job = self.plan.jobs[job_id]
             bar: RenderableType = Text("")
             detail = Text(self.notes[job_id], style="dim")

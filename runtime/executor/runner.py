@@ -32,6 +32,7 @@ from runtime.executor.live import View, make_view
 from runtime.executor.lock import RunLock
 from runtime.executor.report import assemble_report
 from runtime.executor.selection import Decision, schedule
+from runtime.executor.status import StatusFile
 from runtime.executor.store import Store
 from runtime.jobs import registry
 from runtime.jobs.context import JobContext, JobFailed, Progress
@@ -412,7 +413,7 @@ def run_plan(
                 view.message(f"note: running {job_id}: {decision.reason}")
         interrupted = False
         try:
-            with _sigterm_as_interrupt(), view:
+            with _sigterm_as_interrupt(), view, StatusFile(run_dir, plan, view):
                 for job_id in plan.order():
                     run.step(job_id)
         except KeyboardInterrupt:

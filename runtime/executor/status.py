@@ -1,0 +1,201 @@
+"""`runs/<spec>/status.json`: what a run is doing, for `herd status` in another shell.
+
+A training run lasts hours or days and its live view lives in one terminal (or a Slurm
+log). While it runs, the executor rewrites this file every two seconds: each job's state,
+when it started, and a running job's progress and rate.
+It is written through a temp file and a rename, so a reader sees the old or the new file,
+never half of one. `read_status` and `render_status` are the reader's side; neither
+imports torch, so `herd status` answers at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from compiler.plan import Plan
+from runtime.executor.live import STATE_GLYPHS, RateMeter, View, format_duration, progress_text
+from runtime.executor.store import write_json_atomic
+from runtime.jobs.context import Progress
+
+STATUS_FILE = "status.json"
+STATUS_FORMAT = "herd.status/1"
+INTERVAL_S = 2.0
+#: a run on another host whose file is older than this is taken to have stopped
+STALE_S = 60.0
+
+
+class StatusFile:
+    """Writes a run's status from its view (the runner's single record of job states) on a
+    background thread; the file's last version records how the run ended."""
+
+    def __init__(self, run_dir: Path, plan: Plan, view: View, interval_s: float | None = None) -> None:
+        self.path = Path(run_dir) / STATUS_FILE
+        self.plan = plan
+        self.view = view
+        self.interval_s = INTERVAL_S if interval_s is None else interval_s
+        self.meters: dict[str, RateMeter] = {}
+        self.started = time.time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="herd-status", daemon=True)
+
+    def __enter__(self) -> StatusFile:
+        self.write()
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join()
+        failed = any(s == "failed" for s in self.view.states.values())
+        ended = ("interrupted" if exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
+                 else "failed" if failed or exc_type is not None else "done")
+        self.write(ended=ended)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.write()
+            except OSError:  # a full disk must not stop the run; the next write may succeed
+                pass
+
+    def write(self, ended: str | None = None) -> None:
+        now, mono = time.time(), time.monotonic()
+        jobs: dict[str, Any] = {}
+        for job_id in self.view.order:
+            state = self.view.states[job_id]
+            entry: dict[str, Any] = {"state": state, "kind": self.plan.jobs[job_id].kind}
+            if self.view.notes.get(job_id):
+                entry["note"] = self.view.notes[job_id]
+            if job_id in self.view.started:
+                entry["started"] = round(now - (mono - self.view.started[job_id]), 3)
+            progress = self.view.progress.get(job_id)
+            if state == "running" and progress is not None:
+                meter = self.meters.setdefault(job_id, RateMeter())
+                meter.sample(progress.done, mono)
+                entry["progress"] = {"done": progress.done, "total": progress.total, "unit": progress.unit,
+                                     "info": {k: v for k, v in progress.info.items()
+                                              if isinstance(v, (int, float, str, bool))},
+                                     "rate": meter.rate}
+            jobs[job_id] = entry
+        write_json_atomic(self.path, {
+            "format": STATUS_FORMAT, "spec": self.plan.spec_name, "host": socket.gethostname(),
+            "pid": os.getpid(), "started": round(self.started, 3), "updated": round(now, 3),
+            "ended": ended, "jobs": jobs})
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def read_status(run_dir: Path) -> dict[str, Any] | None:
+    """The last status a run in `run_dir` wrote, or None when no run has (or it is unreadable:
+    written by hand, or by another herd version)."""
+    try:
+        status = json.loads((Path(run_dir) / STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return status if isinstance(status, dict) and status.get("format") == STATUS_FORMAT else None
+
+
+def _lock_held(run_dir: Path) -> bool | None:
+    """Whether a process holds the run's lock; None where that cannot be asked."""
+    path = Path(run_dir) / "lock"
+    if not path.is_file():
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def liveness(status: dict[str, Any], run_dir: Path, now: float | None = None) -> str:
+    """`running`, `ended` (it wrote how it ended) or `stopped` (killed, or its machine went
+    away: it never wrote an end). On the same host the run lock says; elsewhere, a file not
+    updated for STALE_S seconds."""
+    now = time.time() if now is None else now
+    if status.get("ended"):
+        return "ended"
+    if status.get("host") == socket.gethostname():
+        held = _lock_held(run_dir)
+        if held is not None:
+            return "running" if held else "stopped"
+    return "running" if now - float(status.get("updated", 0)) < STALE_S else "stopped"
+
+
+def render_status(status: dict[str, Any], alive: str, now: float | None = None) -> RenderableType:
+    """The run as `herd status` shows it: a header with counts, then every job that ran or
+    runs (pending, cached and unselected ones are only counted), running ones with their
+    progress."""
+    now = time.time() if now is None else now
+    jobs: dict[str, dict[str, Any]] = status.get("jobs", {})
+    counts: dict[str, int] = {}
+    for entry in jobs.values():
+        counts[entry["state"]] = counts.get(entry["state"], 0) + 1
+    started, updated = float(status.get("started", now)), float(status.get("updated", now))
+    where = f"{status.get('host', '?')}, pid {status.get('pid', '?')}"
+    if alive == "running":
+        head = f"running for {format_duration(now - started)} ({where})"
+    elif alive == "ended":
+        head = (f"{status['ended']} {format_duration(now - updated)} ago, after {format_duration(updated - started)}")
+    else:
+        head = (f"stopped without finishing ({where}): last update {format_duration(now - updated)} ago; "
+                "`herd run` again resumes it")
+    header = Text(f"herd run {status.get('spec', '?')}: ", style="bold")
+    header.append(head)
+    header.append("\n" + " · ".join(f"{counts[s]} {s}" for s in STATE_GLYPHS if counts.get(s)), style="dim")
+    table = Table.grid(padding=(0, 1))
+    for _ in range(5):
+        table.add_column(no_wrap=True)
+    for job_id, entry in jobs.items():
+        state = entry["state"]
+        if state in ("pending", "cached") or entry.get("note") == "not selected":
+            continue  # counted in the header
+        shown = state if not (state == "running" and alive == "stopped") else "stopped"
+        glyph, style = STATE_GLYPHS.get(state, ("?", ""))
+        bar: RenderableType = Text("")
+        detail = Text(entry.get("note", ""), style="dim")
+        if state == "running":
+            elapsed = format_duration(updated - float(entry.get("started", updated)))
+            progress = entry.get("progress")
+            if progress:
+                total, done = progress.get("total"), float(progress.get("done", 0))
+                bar = ProgressBar(total=total or 1.0, completed=done if total else 0, pulse=not total,
+                                  width=24, animation_time=0.0)
+                detail = Text(_progress_text(progress) + f"  [{elapsed}]")
+            else:
+                detail = Text(f"[{elapsed}]")
+        table.add_row(Text(f"{glyph} {shown}", style=style), Text(job_id), Text(entry.get("kind", ""), style="cyan"),
+                      bar, detail)
+    return Group(header, table)
+
+
+def _progress_text(saved: dict[str, Any]) -> str:
+    """As the live view writes it, with the percentage first."""
+    progress = Progress(unit=str(saved.get("unit", "items")), total=saved.get("total"),
+                        done=float(saved.get("done", 0)), info=dict(saved.get("info") or {}))
+    pct = f"{100 * progress.done / progress.total:3.0f}% " if progress.total else ""
+    return pct + progress_text(progress, saved.get("rate"))
