@@ -14,7 +14,7 @@ MANIFEST = "manifest.json"  # a store entry's file list (runtime/executor/store.
 STORE_FORMAT = "herd.store/1"
 #: what the executor owns in a run folder (`runs/<spec>/`): entry by entry, never by hand
 MANAGED_PARTS = ("store", "tmp", "work", "cache", "logs", "metrics", "report", "report.md", "index.json", "lock",
-                 "status.json")
+                 "status.json", "tensorboard")
 
 
 def is_run_folder(folder: Path) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
@@ -222,8 +223,10 @@ class _Run:
         metrics_path = self.metrics / f"{safe}.jsonl"
         work = self.store.work_dir(fp)
         resuming = any(work.iterdir())
-        if not resuming:
-            metrics_path.unlink(missing_ok=True)  # a fresh start: old curves would mislead
+        board = self.run_dir / "tensorboard" / safe
+        if not resuming:  # a fresh start: old curves would mislead
+            metrics_path.unlink(missing_ok=True)
+            shutil.rmtree(board, ignore_errors=True)
         logger = _job_logger(job_id, log_path)
         forward = _ForwardWarnings(self.view, job_id)
         inputs = {role: self.store.path(self.plan.jobs[dep].fingerprint) for role, dep in job.inputs.items()}
@@ -243,6 +246,7 @@ class _Run:
             progress=progress,
             metrics_path=metrics_path,
             fingerprint=fp,
+            tensorboard_dir=board,
         )
         logger.info(
             "=== %s (%s) fingerprint %s%s", job_id, job.kind, fp, " — resuming from work dir" if resuming else ""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from herdlang.errors import UserError
+from runtime.tensorboard import EventWriter
 
 T = TypeVar("T")
 
@@ -90,6 +91,10 @@ class JobContext:
     progress: Progress = field(default_factory=Progress)
     metrics_path: Path | None = None
     fingerprint: str = ""
+    #: where `metric` also writes TensorBoard events (`runs/<spec>/tensorboard/<job>/`)
+    tensorboard_dir: Path | None = None
+    _events: EventWriter | None = field(default=None, init=False, repr=False)
+    _rows: int = field(default=0, init=False, repr=False)
 
     def metric(self, **values: Any) -> None:
         """Append one JSON line to the job's metrics file (step, loss, tokens_per_s, ...)."""
@@ -98,11 +103,25 @@ class JobContext:
         record = {"time": time.time(), "job": self.job_id, **values}
         with self.metrics_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
+        scalars = {k: float(v) for k, v in values.items()
+                   if k != "step" and isinstance(v, int | float) and not isinstance(v, bool)}
+        step = values.get("step")
+        self._rows += 1
+        if self.events is not None and scalars:
+            self.events.scalars(int(step) if isinstance(step, int | float) else self._rows - 1, scalars)
+
+    @property
+    def events(self) -> EventWriter | None:
+        if self._events is None and self.tensorboard_dir is not None:
+            self._events = EventWriter(self.tensorboard_dir)
+        return self._events
 
     def rewind_metrics(self, step: int | None) -> None:
         """Drop the metrics rows a resumed job is about to write again: those with a `step`
         after `step` (the checkpoint it resumed from), or every row when `step` is None (it
         starts over). Without this a curve repeats the steps between checkpoint and kill."""
+        if self.events is not None:  # TensorBoard drops the earlier files' points from here on
+            self.events.restart(0 if step is None else int(step) + 1)
         path = self.metrics_path
         if path is None or not path.is_file():
             return

@@ -226,6 +226,7 @@ def launch(ctx: JobContext, nproc: int, poll_s: float = 0.2, nnodes: int = 1) ->
            "inputs": {k: str(v) for k, v in ctx.inputs.items()}, "out": str(ctx.out),
            "work": str(ctx.work), "run_dir": str(ctx.run_dir), "settings": ctx.settings,
            "metrics_path": str(ctx.metrics_path) if ctx.metrics_path else None,
+           "tensorboard_dir": str(ctx.tensorboard_dir) if ctx.tensorboard_dir else None,
            "fingerprint": ctx.fingerprint, "progress_path": str(progress),
            "error_path": str(error), "parent_pid": os.getpid(), "parent_host": _hostname()}
     job_file = base / "job.json"

@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         log=logging.getLogger(f"herd.{job['job_id']}"),
         progress=_progress_writer(Path(job["progress_path"])) if rank == 0 else Progress(),
         metrics_path=Path(job["metrics_path"]) if rank == 0 and job["metrics_path"] else None,
+        tensorboard_dir=Path(job["tensorboard_dir"]) if rank == 0 and job.get("tensorboard_dir") else None,
         fingerprint=job.get("fingerprint", ""))
     import runtime.jobs.train_jobs  # noqa: F401  (registers the kinds)
     from runtime.jobs.registry import get
