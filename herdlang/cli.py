@@ -374,7 +374,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
     for g in garbage:
         counts[g.what] = counts.get(g.what, 0) + 1
     names = {"artifact": "artifact", "work": "work dir", "temp": "temp dir", "log": "log",
-             "metrics": "metrics file", "report": "report folder", "cache": "score cache"}
+             "metrics": "metrics file", "report": "report folder", "cache": "score cache",
+             "tensorboard": "TensorBoard folder"}
     summary = ", ".join(f"{n} {names[what]}{'' if n == 1 else 's'}" for what, n in sorted(counts.items()))
     total = humanize(sum(g.bytes for g in garbage), "B")
     if args.yes:

@@ -8,6 +8,7 @@ here, without the model code importing the executor.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 MANIFEST = "manifest.json"  # a store entry's file list (runtime/executor/store.py)
@@ -15,6 +16,12 @@ STORE_FORMAT = "herd.store/1"
 #: what the executor owns in a run folder (`runs/<spec>/`): entry by entry, never by hand
 MANAGED_PARTS = ("store", "tmp", "work", "cache", "logs", "metrics", "report", "report.md", "index.json", "lock",
                  "status.json", "tensorboard")
+
+
+def job_file_stem(job_id: str) -> str:
+    """The name of a job's log (`logs/<stem>.log`), metrics (`metrics/<stem>.jsonl`) and
+    TensorBoard folder (`tensorboard/<stem>/`)."""
+    return job_id.replace(os.sep, "_")
 
 
 def is_run_folder(folder: Path) -> bool:

@@ -20,8 +20,8 @@ from compiler.plan import Plan
 from runtime.executor import origins
 from runtime.executor.errors import ExecutorError
 from runtime.executor.lock import RunLock
-from runtime.executor.runner import job_file_stem
 from runtime.executor.store import Store
+from runtime.run_folders import job_file_stem
 
 #: written into a run-dir cache folder: {"input": the fingerprint of the artifact it scores}
 OWNER = "owner.json"
@@ -30,7 +30,7 @@ OWNER = "owner.json"
 @dataclass(frozen=True)
 class Garbage:
     path: Path
-    what: str  # "artifact", "work", "log", "metrics", "report", "temp", "cache"
+    what: str  # "artifact", "work", "log", "metrics", "tensorboard", "report", "temp", "cache"
     job: str  # the job it belonged to, when known
     bytes: int
 
@@ -93,6 +93,9 @@ def find_garbage(plan: Plan, run_dir: Path) -> list[Garbage]:
         for path in _entries(kind_dir):
             if path.is_dir() and not _cache_in_use(path, store, live_fps, live_inputs):
                 found.append(Garbage(path, "cache", path.relative_to(run_dir).as_posix(), _size(path)))
+    for path in _entries(run_dir / "tensorboard"):
+        if path.is_dir() and path.name not in stems:
+            found.append(Garbage(path, "tensorboard", path.name, _size(path)))
     for path in _entries(run_dir / "report"):  # rebuilt by every run; stale until the next
         if path.is_dir() and path.name not in live_ids:
             found.append(Garbage(path, "report", path.name, _size(path)))

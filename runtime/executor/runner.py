@@ -38,16 +38,11 @@ from runtime.executor.store import Store
 from runtime.jobs import registry
 from runtime.jobs.context import JobContext, JobFailed, Progress
 from runtime.jobs.registry import JobFn
-from runtime.run_folders import managed_by_a_run
+from runtime.run_folders import job_file_stem, managed_by_a_run
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
 EXIT_INTERRUPTED = 130
-
-
-def job_file_stem(job_id: str) -> str:
-    """The name of a job's log (`logs/<stem>.log`) and metrics (`metrics/<stem>.jsonl`)."""
-    return job_id.replace(os.sep, "_")
 
 
 @dataclass

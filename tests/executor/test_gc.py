@@ -41,6 +41,9 @@ def run_dir(tmp_path: Path) -> tuple[Path, str]:
         (run / folder / name).write_text("x")
     (run / "report" / "train.gone" / "plots").mkdir(parents=True)
     (run / "report" / "train.base").mkdir(parents=True)
+    for job in ("train.gone", "train.base"):
+        (run / "tensorboard" / job).mkdir(parents=True)
+        (run / "tensorboard" / job / "events.out.tfevents.1.herd").write_bytes(b"x")
     store.new_temp("1" * 20)
     (store.work_dir("2" * 20) / "state.json").write_text("{}")
     (store.work_dir(live.fingerprint) / "state.json").write_text("{}")
@@ -52,7 +55,8 @@ def test_garbage_is_what_the_current_plan_does_not_use(run_dir: tuple[Path, str]
     _, plan = compile_file(TINY)
     found = {(g.what, g.path.name) for g in find_garbage(plan, runs / "tiny")}
     assert found == {("artifact", "0" * 20), ("work", "2" * 20), ("log", "train.gone.log"),
-                     ("metrics", "train.gone.jsonl"), ("report", "train.gone")} | {
+                     ("metrics", "train.gone.jsonl"), ("report", "train.gone"),
+                     ("tensorboard", "train.gone")} | {
         ("temp", p.name) for p in (runs / "tiny" / "tmp").iterdir()}
     assert next(g for g in find_garbage(plan, runs / "tiny") if g.what == "artifact").job == "train.base"
 
@@ -62,7 +66,7 @@ def test_listing_deletes_nothing_and_yes_deletes_only_garbage(run_dir: tuple[Pat
     before = sorted(p for p in runs.rglob("*"))
     assert main(["gc", str(TINY), "--runs-dir", str(runs)]) == 0
     out = capsys.readouterr().out
-    assert "1 artifact, 1 log, 1 metrics file, 1 report folder, 1 temp dir, 1 work dir" in out
+    assert "1 artifact, 1 log, 1 metrics file, 1 report folder, 1 temp dir, 1 TensorBoard folder, 1 work dir" in out
     assert "nothing deleted" in out
     assert sorted(p for p in runs.rglob("*")) == before
     assert main(["gc", str(TINY), "--runs-dir", str(runs), "--yes"]) == 0
