@@ -329,16 +329,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     console = Console() if sys.stdout.isatty() else Console(width=160)  # a table is not cut to 80 columns
     if not args.watch or liveness(status, run_dir) != "running":
-        console.print(render_status(status, liveness(status, run_dir)))
+        console.print(render_status(status, liveness(status, run_dir), run_dir=run_dir))
         return EXIT_OK
     import time
 
-    with Live(render_status(status, "running"), console=console, refresh_per_second=1) as live:
+    with Live(render_status(status, "running", run_dir=run_dir), console=console, refresh_per_second=1) as live:
         while True:
             time.sleep(args.interval)
             status = read_status(run_dir) or status
             alive = liveness(status, run_dir)
-            live.update(render_status(status, alive))
+            live.update(render_status(status, alive, run_dir=run_dir))
             if alive != "running":
                 return EXIT_OK
 

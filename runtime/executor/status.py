@@ -29,6 +29,7 @@ from compiler.plan import Plan
 from runtime.executor.live import STATE_GLYPHS, RateMeter, View, format_duration, progress_text
 from runtime.executor.store import write_json_atomic
 from runtime.jobs.context import Progress
+from runtime.run_folders import job_file_stem
 
 STATUS_FILE = "status.json"
 STATUS_FORMAT = "herd.status/1"
@@ -146,15 +147,49 @@ def liveness(status: dict[str, Any], run_dir: Path, now: float | None = None) ->
     return "running" if now - float(status.get("updated", 0)) < STALE_S else "stopped"
 
 
-def render_status(status: dict[str, Any], alive: str, now: float | None = None) -> RenderableType:
+SPARKS = "▁▂▃▄▅▆▇█"
+TREND_POINTS = 40
+
+
+def sparkline(values: list[float]) -> str:
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or 1.0
+    return "".join(SPARKS[min(len(SPARKS) - 1, int((v - lo) / span * len(SPARKS)))] for v in values)
+
+
+def recent_losses(run_dir: Path, job_id: str, points: int = TREND_POINTS) -> list[float]:
+    """The last `points` losses a job logged (from the end of its metrics file only: a long
+    run's file is large)."""
+    path = Path(run_dir) / "metrics" / f"{job_file_stem(job_id)}.jsonl"
+    try:
+        with path.open("rb") as f:
+            start = max(0, path.stat().st_size - 64 * 1024)
+            f.seek(start)
+            lines = f.read().splitlines()[1 if start else 0:]  # the first may be cut by the seek
+    except OSError:
+        return []
+    losses = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a line being written, or cut by the seek
+        if isinstance(row, dict) and isinstance(row.get("loss"), int | float):
+            losses.append(float(row["loss"]))
+    return losses[-points:]
+
+
+def render_status(status: dict[str, Any], alive: str, now: float | None = None,
+                  run_dir: Path | None = None) -> RenderableType:
     """The run as `herd status` shows it: a header with counts, then every job that ran or
     runs (pending, cached and unselected ones are only counted), running ones with their
-    progress."""
+    progress and, given the run folder, a sparkline of their recent losses."""
     now = time.time() if now is None else now
     jobs: dict[str, dict[str, Any]] = status.get("jobs", {})
     counts: dict[str, int] = {}
     for entry in jobs.values():
-        counts[entry["state"]] = counts.get(entry["state"], 0) + 1
+        state = "stopped" if entry["state"] == "running" and alive == "stopped" else entry["state"]
+        counts[state] = counts.get(state, 0) + 1
     started, updated = float(status.get("started", now)), float(status.get("updated", now))
     where = f"{status.get('host', '?')}, pid {status.get('pid', '?')}"
     if alive == "running":
@@ -166,14 +201,18 @@ def render_status(status: dict[str, Any], alive: str, now: float | None = None) 
                 "`herd run` again resumes it")
     header = Text(f"herd run {status.get('spec', '?')}: ", style="bold")
     header.append(head)
-    header.append("\n" + " · ".join(f"{counts[s]} {s}" for s in STATE_GLYPHS if counts.get(s)), style="dim")
+    header.append("\n" + " · ".join(f"{counts[s]} {s}" for s in (*STATE_GLYPHS, "stopped") if counts.get(s)),
+                  style="dim")
+    shown_jobs = {j: e for j, e in jobs.items()
+                  if e["state"] not in ("pending", "cached") and e.get("note") != "not selected"}
     table = Table.grid(padding=(0, 1))
-    for _ in range(5):
-        table.add_column(no_wrap=True)
-    for job_id, entry in jobs.items():
+    table.add_column(no_wrap=True, min_width=9)
+    table.add_column(no_wrap=True, min_width=max((len(j) for j in shown_jobs), default=0))
+    table.add_column(no_wrap=True, min_width=max((len(e.get("kind", "")) for e in shown_jobs.values()), default=0))
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold", ratio=1)  # the progress details wrap, the names never do
+    for job_id, entry in shown_jobs.items():  # pending, cached and unselected: counted in the header
         state = entry["state"]
-        if state in ("pending", "cached") or entry.get("note") == "not selected":
-            continue  # counted in the header
         shown = state if not (state == "running" and alive == "stopped") else "stopped"
         glyph, style = STATE_GLYPHS.get(state, ("?", ""))
         bar: RenderableType = Text("")
@@ -185,9 +224,14 @@ def render_status(status: dict[str, Any], alive: str, now: float | None = None) 
                 total, done = progress.get("total"), float(progress.get("done", 0))
                 bar = ProgressBar(total=total or 1.0, completed=done if total else 0, pulse=not total,
                                   width=24, animation_time=0.0)
+                if alive == "stopped":  # no rate or ETA for a job nobody runs
+                    progress = {**progress, "rate": None}
                 detail = Text(_progress_text(progress) + f"  [{elapsed}]")
             else:
                 detail = Text(f"[{elapsed}]")
+            losses = recent_losses(run_dir, job_id) if run_dir is not None else []
+            if len(losses) > 1:
+                detail.append(f"  loss {sparkline(losses)} {losses[0]:.3g} → {losses[-1]:.3g}", style="magenta")
         table.add_row(Text(f"{glyph} {shown}", style=style), Text(job_id), Text(entry.get("kind", ""), style="cyan"),
                       bar, detail)
     return Group(header, table)
