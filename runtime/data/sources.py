@@ -1,4 +1,5 @@
-"""Document sources: JSONL(.gz), Parquet, plain text files, and the embedded Python stdlib.
+"""Document sources: JSONL (plain, .gz, .bz2, .xz, .zst), Parquet, plain text files, and the
+embedded Python stdlib.
 
 Each source yields `Document`s in a deterministic order. Malformed records are counted and
 reported as `file:line: reason` instead of stopping the job; the job decides whether the
@@ -7,16 +8,19 @@ bad fraction is fatal (`max_bad_fraction`).
 
 from __future__ import annotations
 
+import bz2
 import gzip
+import io
 import json
+import lzma
 import os
 import sysconfig
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from runtime.data.documents import Document, write_shard
 from runtime.data.text import stable_hash64
@@ -127,12 +131,72 @@ def _record_to_doc(
     ), ""
 
 
+class _ZstdStream(io.RawIOBase):
+    """A .zst file's bytes, frame after frame, that ends in EOFError where a frame is cut
+    short: zstandard's own stream reader ends quietly there, and a truncated download would
+    lose its tail without a word."""
+
+    def __init__(self, path: Path) -> None:
+        import zstandard
+
+        self._new = zstandard.ZstdDecompressor().decompressobj
+        self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self._decoder = self._new()
+        self._in_frame = False
+        self._buffer = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while not self._buffer:
+            chunk = self._file.read(1 << 20)
+            if not chunk:
+                if self._in_frame:
+                    raise EOFError("the zstd stream ends inside a frame (truncated file)")
+                return 0
+            out = []
+            while chunk:
+                self._in_frame = True
+                out.append(self._decoder.decompress(chunk))
+                chunk = b""
+                if self._decoder.eof:  # a frame ends; another may follow
+                    chunk, self._decoder, self._in_frame = self._decoder.unused_data, self._new(), False
+            self._buffer = b"".join(out)
+        n = min(len(b), len(self._buffer))
+        b[:n] = self._buffer[:n]
+        self._buffer = self._buffer[n:]
+        return n
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _open_zstd(path: Path, mode: str) -> IO[bytes]:
+    return io.BufferedReader(_ZstdStream(path), buffer_size=1 << 20)
+
+
+#: compressed JSONL by suffix: (opener, the format's name for messages)
+COMPRESSED: dict[str, tuple[Callable[[Path, str], IO[bytes]], str]] = {
+    ".gz": (gzip.open, "gzip"), ".bz2": (bz2.open, "bzip2"), ".xz": (lzma.open, "xz"), ".zst": (_open_zstd, "zstd"),
+}
+
+
+def _decode_errors() -> tuple[type[BaseException], ...]:
+    """What a damaged compressed stream raises, whichever format."""
+    import zstandard
+
+    return (EOFError, OSError, zlib.error, lzma.LZMAError, zstandard.ZstdError)
+
+
 def read_jsonl(path: Path, fields: dict[str, str], bad: BadRecords,
                part: FilePart | None = None) -> Iterator[Document]:
-    """Records of a .jsonl or .jsonl.gz file, or of one byte range of a plain .jsonl; bad
-    lines and a truncated gzip are counted. Line numbers (and the ids of records without
-    one) are the whole file's, so a split file reads exactly as an unsplit one."""
-    opener = gzip.open if path.name.endswith(".gz") else open
+    """Records of a .jsonl file (or .jsonl.gz, .bz2, .xz, .zst), or of one byte range of a
+    plain one; bad lines and a truncated stream are counted. Line numbers (and the ids of
+    records without one) are the whole file's, so a split file reads exactly as an unsplit
+    one."""
+    opener, fmt = COMPRESSED.get(path.suffix, (open, ""))
     lineno = part.first if part else 0
     remaining = part.end - part.start if part else None
     try:
@@ -159,10 +223,10 @@ def read_jsonl(path: Path, fields: dict[str, str], bad: BadRecords,
                     bad.add(f"{path}:{lineno}", reason)
                 else:
                     yield doc
-    except (EOFError, OSError, zlib.error) as e:
+    except _decode_errors() as e:
         if lineno == 0:  # nothing readable at all: a whole file must not vanish as "one record"
-            hint = ("it is not gzip-compressed: drop the .gz suffix" if "gzip" in str(e).lower()
-                    else "check the file")
+            hint = (f"if it is not {fmt}-compressed, drop the {path.suffix} suffix" if fmt and not
+                    isinstance(e, EOFError) else "check the file")
             raise JobFailed(f"{path}: unreadable ({e}); hint: {hint}") from None
         bad.add(f"{path}:{lineno + 1}", f"unreadable or truncated file ({e})")
 
@@ -344,13 +408,13 @@ def split_parquet(path: Path, target: int) -> list[FilePart] | None:
 
 def split_file(kind: str, path: Path, target: int | None = None) -> list[Any]:
     """The entries one input file becomes: itself, or its parts when it is big enough to
-    be worth several workers. A gzip stream cannot be entered mid-way, so .gz stays whole."""
+    be worth several workers. A compressed stream cannot be entered mid-way: it stays whole."""
     target = target or SPLIT_BYTES
     try:
         size = path.stat().st_size
     except OSError:
         return [str(path)]  # the reader reports it
-    if size <= target or path.name.endswith(".gz"):
+    if size <= target or path.suffix in COMPRESSED:
         return [str(path)]
     parts = split_jsonl(path, size, target) if kind == "jsonl" else split_parquet(path, target)
     return list(parts) if parts else [str(path)]

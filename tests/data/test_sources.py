@@ -329,3 +329,50 @@ def test_a_big_file_becomes_several_shards_with_the_same_documents(
 def test_a_gzip_file_is_never_cut(tmp_path: Path) -> None:
     path = _jsonl(tmp_path / "a.jsonl.gz", _records(300), gz=True)
     assert split_file("jsonl", path, 16) == [str(path)]
+
+
+def _compress(suffix: str, data: bytes) -> bytes:
+    import bz2
+    import lzma
+
+    import zstandard
+
+    if suffix == ".zst":  # two frames, as a concatenating writer leaves them
+        half = len(data) // 2
+        z = zstandard.ZstdCompressor()
+        return z.compress(data[:half]) + z.compress(data[half:])
+    if suffix == ".bz2":
+        return bz2.compress(data, compresslevel=1)  # 100 KB blocks: a cut file keeps whole ones
+    return {".gz": gzip.compress, ".xz": lzma.compress}[suffix](data)
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz", ".zst"])
+def test_compressed_jsonl_reads_like_plain_and_a_cut_file_says_so(tmp_path: Path, suffix: str) -> None:
+    data = ("\n".join(_records(3000)) + "\n").encode()
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "a.jsonl").write_bytes(data)
+    (tmp_path / "packed").mkdir()
+    (tmp_path / "packed" / f"a.jsonl{suffix}").write_bytes(_compress(suffix, data))
+    plain = run_job(tmp_path, "data.source", {"source": "jsonl", "paths": [str(tmp_path / "plain" / "*")],
+                                              "fields": FIELDS}, name="plain")
+    packed = run_job(tmp_path, "data.source", {"source": "jsonl", "paths": [str(tmp_path / "packed" / "*")],
+                                               "fields": FIELDS}, name=f"packed{suffix}")
+    assert [d.id for d in read_documents(packed)] == [d.id for d in read_documents(plain)]
+    whole = (tmp_path / "packed" / f"a.jsonl{suffix}").read_bytes()
+    cut = tmp_path / "cut" / f"a.jsonl{suffix}"
+    cut.parent.mkdir()
+    cut.write_bytes(whole[: len(whole) * 3 // 4])  # a download that stopped early
+    out = run_job(tmp_path, "data.source", {"source": "jsonl", "paths": [str(cut)], "fields": FIELDS,
+                                            "max_bad_fraction": 0.01}, name=f"cut{suffix}")
+    stats = stats_of(out)
+    assert 0 < stats["docs_out"] < 3000 and stats["bad_records"] == 1
+    assert "truncated" in stats["bad_samples"][0] or "end-of-stream" in stats["bad_samples"][0]
+
+
+@pytest.mark.parametrize(("suffix", "name"), [(".bz2", "bzip2"), (".xz", "xz"), (".zst", "zstd")])
+def test_a_file_named_compressed_that_is_not_fails_with_the_suffix_hint(tmp_path: Path, suffix: str,
+                                                                         name: str) -> None:
+    _jsonl(tmp_path / f"plain.jsonl{suffix}", _records(50))
+    with pytest.raises(JobFailed, match=rf"unreadable .*hint: if it is not {name}-compressed, drop the "
+                                        rf"\{suffix} suffix"):
+        run_job(tmp_path, "data.source", {"source": "jsonl", "fields": FIELDS, "paths": [str(tmp_path / "*")]})
