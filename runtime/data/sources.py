@@ -183,7 +183,14 @@ COMPRESSED: dict[str, tuple[Callable[[Path, str], IO[bytes]], str]] = {
 }
 
 
-def _decode_errors() -> tuple[type[BaseException], ...]:
+def open_jsonl(path: Path) -> IO[bytes]:
+    """A JSONL file's bytes, decompressed by its suffix (`COMPRESSED`); post-training
+    datasets read their files through this too."""
+    opener, _ = COMPRESSED.get(Path(path).suffix, (open, ""))
+    return opener(Path(path), "rb")
+
+
+def decode_errors() -> tuple[type[BaseException], ...]:
     """What a damaged compressed stream raises, whichever format."""
     import zstandard
 
@@ -196,11 +203,11 @@ def read_jsonl(path: Path, fields: dict[str, str], bad: BadRecords,
     plain one; bad lines and a truncated stream are counted. Line numbers (and the ids of
     records without one) are the whole file's, so a split file reads exactly as an unsplit
     one."""
-    opener, fmt = COMPRESSED.get(path.suffix, (open, ""))
+    fmt = COMPRESSED.get(path.suffix, (open, ""))[1]
     lineno = part.first if part else 0
     remaining = part.end - part.start if part else None
     try:
-        with opener(path, "rb") as f:
+        with open_jsonl(path) as f:
             if part:
                 f.seek(part.start)
             for raw in f:
@@ -223,7 +230,7 @@ def read_jsonl(path: Path, fields: dict[str, str], bad: BadRecords,
                     bad.add(f"{path}:{lineno}", reason)
                 else:
                     yield doc
-    except _decode_errors() as e:
+    except decode_errors() as e:
         if lineno == 0:  # nothing readable at all: a whole file must not vanish as "one record"
             hint = (f"if it is not {fmt}-compressed, drop the {path.suffix} suffix" if fmt and not
                     isinstance(e, EOFError) else "check the file")

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from runtime.data.sources import decode_errors, open_jsonl
 from runtime.post.chat import ROLES
 
 FORMATS = ("messages", "preferences", "prompts", "tasks", "choices")
@@ -189,24 +190,28 @@ def read_jsonl_lines(path: Path, fmt: str) -> tuple[list[Record], list[str], lis
     good: list[Record] = []
     bad: list[str] = []
     lines: list[int] = []
-    with open(path, "rb") as f:  # bytes: one line of bad UTF-8 is one bad record, not a crash
-        for lineno, raw in enumerate(f, start=1):
-            if lineno == 1:
-                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark
-            if not raw.strip():
-                continue
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                bad.append(f"{path}:{lineno}: not UTF-8 (byte {e.start + 1})")
-                continue
-            try:
-                good.append(parse(json.loads(line)))
-                lines.append(lineno)
-            except json.JSONDecodeError as e:
-                bad.append(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})")
-            except BadRecord as e:
-                bad.append(f"{path}:{lineno}: {e}")
+    lineno = 0
+    try:  # bytes: one line of bad UTF-8 is one bad record, not a crash; .gz/.bz2/.xz/.zst decompressed
+        with open_jsonl(path) as f:
+            for lineno, raw in enumerate(f, start=1):  # noqa: B007 - lineno used after the loop
+                if lineno == 1:
+                    raw = raw.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark
+                if not raw.strip():
+                    continue
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    bad.append(f"{path}:{lineno}: not UTF-8 (byte {e.start + 1})")
+                    continue
+                try:
+                    good.append(parse(json.loads(line)))
+                    lines.append(lineno)
+                except json.JSONDecodeError as e:
+                    bad.append(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})")
+                except BadRecord as e:
+                    bad.append(f"{path}:{lineno}: {e}")
+    except decode_errors() as e:  # a cut download, or a file named .gz that is not
+        bad.append(f"{path}:{lineno + 1}: unreadable or truncated file ({e})")
     return good, bad, lines
 
 

@@ -42,6 +42,22 @@ def test_an_empty_assistant_response_is_a_bad_record(tmp_path):
     assert "messages[1] is an assistant turn with empty content" in bad[0]
 
 
+@pytest.mark.parametrize("suffix", [".gz", ".zst"])
+def test_a_compressed_dataset_reads_like_a_plain_one_and_a_cut_one_says_so(tmp_path, suffix):
+    import gzip
+
+    import zstandard
+
+    records = [_chat(f"question {i}", f"answer {i}") for i in range(2000)]
+    data = _write(tmp_path / "d.jsonl", records).read_bytes()
+    packed = gzip.compress(data) if suffix == ".gz" else zstandard.ZstdCompressor().compress(data)
+    (tmp_path / f"d.jsonl{suffix}").write_bytes(packed)
+    assert D.read_jsonl(tmp_path / f"d.jsonl{suffix}", "messages") == D.read_jsonl(tmp_path / "d.jsonl", "messages")
+    (tmp_path / f"cut.jsonl{suffix}").write_bytes(packed[: len(packed) // 2])
+    good, bad = D.read_jsonl(tmp_path / f"cut.jsonl{suffix}", "messages")
+    assert len(good) < 2000 and len(bad) == 1 and "unreadable or truncated file" in bad[0]
+
+
 def test_duplicated_records_stay_in_one_split(job, tmp_path):
     """A copy in train and a copy in val would score the model on what it trained on."""
     records = [_chat(f"q{i}", f"a{i}") for i in range(10)] * 3  # every record three times
