@@ -33,6 +33,7 @@ from runtime.post import resume
 from runtime.post import tasks as T
 from runtime.post import train as P
 from runtime.post.chat import IGNORE, encode_completion, encode_dialog, encode_prompt, shifted
+from runtime.train.loop import activation_checkpointing
 from runtime.train.precision import training_autocast
 from runtime.train.schedule import lr_at
 
@@ -49,6 +50,7 @@ def _load(ctx: JobContext) -> tuple[Llama, Tokenizer, dict[str, Any]]:
     _need(ctx, "checkpoint", "tokenizer", "dataset")
     torch.manual_seed(ctx.seed)
     model = ctx.load_model()
+    model.activation_checkpointing = activation_checkpointing(ctx.settings)  # for the steps that train
     return model, load_tokenizer(ctx.inputs["tokenizer"]), D.load_meta(ctx.inputs["dataset"])
 
 

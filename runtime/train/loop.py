@@ -35,6 +35,12 @@ from runtime.train.schedule import lr_at
 StepHook = Callable[[int, "TrainState"], None]
 
 
+def activation_checkpointing(settings: dict[str, Any]) -> bool:
+    """`run { parallel { activation_checkpointing } }`: the plan's estimates assumed it, so
+    training does it (a setting, not part of fingerprints: it changes memory, not results)."""
+    return bool((settings.get("parallel") or {}).get("activation_checkpointing", False))
+
+
 def peak_flops(settings: dict[str, Any], device: torch.device) -> float | None:
     """Peak bf16 FLOP/s of one device for MFU. CUDA only (a CPU has no meaningful peak).
     The device actually running wins (its name matched against `compiler.estimates.GPUS`),
@@ -180,6 +186,7 @@ class Trainer:
         if saved is not None:
             self.model.load_state_dict(saved.tensors, strict=True)
         self.names = param_order(model)
+        model.activation_checkpointing = activation_checkpointing(ctx.settings)
         if self.world > 1:
             dist.shard(model)
         else:

@@ -184,3 +184,20 @@ def test_nodes_outside_a_slurm_allocation_are_refused_before_anything_starts(tmp
     ctx.settings["nproc"] = 3
     with pytest.raises(JobFailed, match=r"does not split over 6 processes \(2 nodes × 3\)"):
         get("train.pretrain")(ctx)
+
+
+def test_activation_checkpointing_trains_the_same_curve_alone_and_sharded(tmp_path, artifacts):
+    """`run { parallel { activation_checkpointing = true } }` reaches the training loop (plan
+    settings, not fingerprints): one process and two FSDP ranks with it reproduce the plain
+    run's losses."""
+    cfg = train_config(steps=3, eval_every=0)
+    plain = make_ctx(tmp_path, "plain", "train.pretrain", cfg, artifacts)
+    get("train.pretrain")(plain)
+    for name, nproc in (("ac", 1), ("ac2", 2)):
+        ctx = make_ctx(tmp_path, name, "train.pretrain", cfg, artifacts)
+        ctx.settings["parallel"] = {"activation_checkpointing": True}
+        ctx.settings["nproc"] = nproc
+        get("train.pretrain")(ctx)
+        assert losses(tmp_path / f"{name}.jsonl") == pytest.approx(losses(tmp_path / "plain.jsonl"), rel=1e-5)
+        assert json.loads((ctx.out / "stats.json").read_text())["activation_checkpointing"] is True
+    assert "activation_checkpointing" not in json.loads((plain.out / "stats.json").read_text())
