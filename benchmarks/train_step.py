@@ -9,7 +9,9 @@ packed tokens (documents of random lengths, the same for every variant), bf16 au
 over fp32 weights, fused AdamW. Variants:
 
   herd           herd's model: Triton kernels + FlexAttention with the document mask
-  herd-compile   the same under torch.compile
+  herd-ac        herd with activation checkpointing (each block recomputed in backward):
+                 the memory it saves and the time it costs
+  herd-compile   the same as herd under torch.compile
   hf-eager       transformers LlamaForCausalLM (SDPA attention, causal over the whole row)
   hf-compile     the same under torch.compile
   hf-liger       transformers + Liger Kernel's `apply_liger_kernel_to_llama` (when importable)
@@ -46,7 +48,7 @@ from benchmarks.record import result_path, write_result  # noqa: E402
 
 # The target's pair first, the compiled variants (minutes of compilation) last: on a short
 # GPU lease a time limit then costs the least informative rows.
-VARIANTS = ["herd", "hf-liger", "hf-eager", "herd-job", "herd-compile", "hf-compile"]
+VARIANTS = ["herd", "hf-liger", "hf-eager", "herd-job", "herd-ac", "herd-compile", "hf-compile"]
 BASELINE = "hf-liger"
 
 LLAMA32_1B: dict[str, Any] = {
@@ -120,6 +122,7 @@ def build(variant: str, config: dict[str, Any], device: str):
         from runtime.model import from_config
 
         model = from_config(config, device=device, seed=0)
+        model.activation_checkpointing = variant == "herd-ac"
         step_model = torch.compile(model) if variant == "herd-compile" else model
 
         def herd_loss(tokens, doc_ids, targets):

@@ -66,6 +66,16 @@ def test_train_step_smoke_runs_the_pretraining_job_path(tmp_path):
     assert row["first_loss"] == pytest.approx(6.24, abs=0.3)  # ln(512) at init
 
 
+def test_train_step_smoke_times_activation_checkpointing_beside_plain_herd(tmp_path):
+    """herd-ac recomputes every block: the same losses as herd, reported on its own row."""
+    out = tmp_path / "train_step.json"
+    done = _run("train_step.py", "--smoke", "--only", "herd", "--only", "herd-ac", "--steps", "2", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(rows) == {"herd", "herd-ac"} and all("error" not in r for r in rows.values()), rows
+    assert rows["herd-ac"]["first_loss"] == pytest.approx(rows["herd"]["first_loss"], rel=1e-6)
+
+
 def _load(script: str) -> ModuleType:
     """The script as a module, to call its main() in this process (no interpreter start-up)."""
     spec = importlib.util.spec_from_file_location(f"herd_bench_{script[:-3]}", ROOT / "benchmarks" / script)
