@@ -461,7 +461,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise UsageError("herd import needs -o CKPT (the checkpoint folder to write), or --blocks")
     from runtime.model import import_hf
     from runtime.model.checkpoint import OutputExistsError, read_meta
-    from runtime.model.hf import HF_TOKENIZER_PLACES, weight_bytes
+    from runtime.model.hf_folder import HF_TOKENIZER_PLACES, weight_bytes
 
     try:
         with _weights_bar("importing", 3 * weight_bytes(Path(args.hf_dir))) as on_bytes:

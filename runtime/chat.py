@@ -17,6 +17,7 @@ import torch
 from runtime.data.tokenizer import Tokenizer, checkpoint_tokenizer, load_tokenizer
 from runtime.jobs.context import JobFailed, resolve_device
 from runtime.model import CheckpointError, generate, load_checkpoint
+from runtime.model.hf_folder import PADDING_AT_MOST
 from runtime.model.llama import Llama
 from runtime.post.chat import encode_prompt
 
@@ -51,10 +52,6 @@ class StreamDecoder:
         self.text += piece
         self.out.write(piece)
         self.out.flush()
-
-
-# A model's vocabulary may be padded past its tokenizer's (to a multiple of 64 or 128).
-PADDING_AT_MOST = 128
 
 
 def find_tokenizer(checkpoint: Path, meta: dict[str, object], explicit: str | None) -> Path:

@@ -174,7 +174,8 @@ def model_load(ctx: JobContext) -> None:
         read_meta,
         write_checkpoint_files,
     )
-    from runtime.model.hf import read_hf, weight_bytes
+    from runtime.model.hf import read_hf
+    from runtime.model.hf_folder import weight_bytes
 
     root = Path(ctx.config["path"])
     want = ctx.config["model"]

@@ -14,7 +14,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from runtime.model.checkpoint import CheckpointError
+from runtime.model.meta import CheckpointError
 
 #: a herd name, as the grammar's NAME token
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -76,7 +76,7 @@ def _number(x: float) -> str:
 def _tokenizer_block(folder: Path, shown: str, name: str, vocab_size: int) -> tuple[str, bool]:
     """(the tokenizer block, whether the folder has a tokenizer herd reads): the one `herd
     import` would take, with the same checks."""
-    from runtime.model.hf import HF_TOKENIZER_PLACES, folder_tokenizer
+    from runtime.model.hf_folder import HF_TOKENIZER_PLACES, folder_tokenizer
 
     herd_tok = _herd_tokenizer(folder)
     if herd_tok is not None:  # a herd checkpoint carrying its tokenizer (post-training, `herd import`)
@@ -137,8 +137,8 @@ def describe_folder(folder: str | Path, name: str | None = None) -> str:
     """The blocks, formatted, for a Hugging Face Llama folder or a herd checkpoint. Paths are
     written as `folder` was given: relative to the spec's folder once pasted."""
     from herdlang.formatter import format_text
-    from runtime.model.checkpoint import META_FILE, read_meta
-    from runtime.model.hf import herd_config
+    from runtime.model.hf_folder import herd_config
+    from runtime.model.meta import META_FILE, read_meta
 
     root = Path(folder)
     if name:

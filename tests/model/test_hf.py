@@ -20,7 +20,8 @@ from runtime.model import (
     load_checkpoint,
     save_checkpoint,
 )
-from runtime.model.hf import from_hf_key, to_hf_key, weight_bytes
+from runtime.model.hf import from_hf_key, to_hf_key
+from runtime.model.hf_folder import weight_bytes
 
 SCALING = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_context": 32}
 

@@ -20,7 +20,7 @@ from runtime.executor import external
 from runtime.jobs.context import JobFailed
 from runtime.model import export_hf, from_config, save_checkpoint
 from runtime.model.checkpoint import CheckpointError, load_state, read_meta
-from runtime.model.hf import HF_INDEX, HF_WEIGHTS
+from runtime.model.hf_folder import HF_INDEX, HF_WEIGHTS
 from runtime.model.spec_blocks import block_name, describe_folder
 
 from .conftest import TINY
@@ -249,3 +249,17 @@ def test_loading_moves_a_bar_over_every_pass_of_the_weights(made: Path, tmp_path
     done = [d for _, d, _ in seen]
     assert done == sorted(done) and seen[-1][1] == total
     assert all(d <= total for d in done)  # the estimate holds: no bar past 100%
+
+
+def test_blocks_import_no_torch(made: Path) -> None:
+    """`herd import DIR --blocks` reads config.json and the tokenizer only: it used to take
+    3-4 s importing torch through the runtime.model package; the package now loads lazily."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from herdlang.cli import main; rc = main(['import', sys.argv[1], '--blocks']); "
+            "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(rc)")
+    out = subprocess.run([sys.executable, "-c", code, str(made / "hf")], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr
+    assert "\ncheckpoint " in out.stdout and "\nmodel " in out.stdout
