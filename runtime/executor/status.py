@@ -53,7 +53,7 @@ class StatusFile:
         self._thread = threading.Thread(target=self._loop, name="herd-status", daemon=True)
 
     def __enter__(self) -> StatusFile:
-        self.write()
+        self._write()
         self._thread.start()
         return self
 
@@ -64,14 +64,19 @@ class StatusFile:
         failed = any(s == "failed" for s in self.view.states.values())
         ended = ("interrupted" if exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
                  else "failed" if failed or exc_type is not None else "done")
-        self.write(ended=ended)
+        self._write(ended=ended)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
-            try:
-                self.write()
-            except OSError:  # a full disk must not stop the run; the next write may succeed
-                pass
+            self._write()
+
+    def _write(self, ended: str | None = None) -> None:
+        """The status is for onlookers: a full or read-only disk must not stop (or fail) the
+        run; the next write may succeed."""
+        try:
+            self.write(ended)
+        except OSError:
+            pass
 
     def write(self, ended: str | None = None) -> None:
         now, mono = time.time(), time.monotonic()
