@@ -61,6 +61,8 @@ def _finish(ctx: JobContext, trainer: Trainer, extra: dict[str, Any] | None = No
              "unigram_loss": round(unigram, 4), **throughput(st), **(extra or {})}
     if trainer.world > 1:
         stats["nproc"] = trainer.world
+    if trainer.bf16_gather:
+        stats["fsdp_param_dtype"] = "bf16"
     if trainer.model.activation_checkpointing:
         stats["activation_checkpointing"] = True
     weights = trainer.export_state()  # a collective under torch.distributed

@@ -74,19 +74,29 @@ def device_for_rank() -> torch.device:
     return torch.device("cpu")
 
 
-def shard(model: torch.nn.Module) -> torch.nn.Module:
+def shard(model: torch.nn.Module, precision: str | None = None) -> bool:
     """FSDP2: each transformer block and then the root (embedding, norm, head) become
-    separately all-gathered units; parameters turn into DTensors sharded on dim 0."""
+    separately all-gathered units; parameters turn into DTensors sharded on dim 0.
+
+    Under bf16 training (where autocast runs: `runtime.train.precision`) the units gather
+    their parameters in bf16 and reduce gradients in fp32 (`MixedPrecisionPolicy`): half the
+    all-gather traffic and unsharded-parameter memory of gathering fp32 for autocast to cast,
+    the sharded fp32 master weights and the optimizer unchanged. Returns whether it did."""
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    from runtime.train.precision import AUTOCAST_DEVICES
 
     dev = device_for_rank()
     model.to(dev)
     mesh = init_device_mesh(dev.type, (world(),))
+    mixed = precision == "bf16" and dev.type in AUTOCAST_DEVICES
+    policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed
+              else MixedPrecisionPolicy())
     for block in getattr(model, "layers", []):
-        fully_shard(block, mesh=mesh)
-    fully_shard(model, mesh=mesh)
-    return model
+        fully_shard(block, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
+    return mixed
 
 
 def _options() -> Any:

@@ -187,13 +187,14 @@ class Trainer:
             self.model.load_state_dict(saved.tensors, strict=True)
         self.names = param_order(model)
         model.activation_checkpointing = activation_checkpointing(ctx.settings)
+        self.precision = cfg.get("precision")
+        self.bf16_gather = False  # FSDP gathers bf16 parameters (a MixedPrecisionPolicy)
         if self.world > 1:
-            dist.shard(model)
+            self.bf16_gather = dist.shard(model, self.precision)
         else:
             model.to(ctx.torch_device())
         self.device = next(model.parameters()).device
         self.opt = make_optimizer(model, cfg)
-        self.precision = cfg.get("precision")
         self.step_fn = torch.compile(model) if cfg.get("compile") else model
         self.peak_flops = peak_flops(ctx.settings, self.device)
         self.resumed = saved is not None and self._resume(saved)

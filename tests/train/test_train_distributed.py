@@ -201,3 +201,26 @@ def test_activation_checkpointing_trains_the_same_curve_alone_and_sharded(tmp_pa
         assert losses(tmp_path / f"{name}.jsonl") == pytest.approx(losses(tmp_path / "plain.jsonl"), rel=1e-5)
         assert json.loads((ctx.out / "stats.json").read_text())["activation_checkpointing"] is True
     assert "activation_checkpointing" not in json.loads((plain.out / "stats.json").read_text())
+
+
+def test_bf16_ranks_gather_bf16_parameters_and_train_like_one_process(tmp_path, artifacts, monkeypatch):
+    """bf16 training on 2 FSDP ranks gathers parameters in bf16 and reduces gradients in fp32
+    (a MixedPrecisionPolicy: half the all-gather traffic), and still follows the 1-process
+    bf16 autocast curve within bf16's precision. Run on the CPU: `HERD_AUTOCAST_CPU=1` puts
+    the ranks on the GPU's mixed-precision path."""
+    from runtime.train import precision
+
+    monkeypatch.setattr(precision, "AUTOCAST_DEVICES", {"cuda", "cpu"})
+    monkeypatch.setenv("HERD_AUTOCAST_CPU", "1")
+    cfg = {**train_config(steps=4, eval_every=0), "precision": "bf16"}
+    one = make_ctx(tmp_path, "bf16", "train.pretrain", cfg, artifacts)
+    get("train.pretrain")(one)
+    two = make_ctx(tmp_path, "bf16x2", "train.pretrain", cfg, artifacts)
+    two.settings["nproc"] = 2
+    get("train.pretrain")(two)
+    a, b = losses(tmp_path / "bf16.jsonl"), losses(tmp_path / "bf16x2.jsonl")
+    assert len(a) == len(b) == 4 and b == pytest.approx(a, rel=2e-2)
+    assert json.loads((two.out / "stats.json").read_text())["fsdp_param_dtype"] == "bf16"
+    assert "fsdp_param_dtype" not in json.loads((one.out / "stats.json").read_text())
+    # the checkpoint keeps fp32 master weights, gathered from the shards
+    assert load_checkpoint(two.out)[0].tok_embeddings.weight.dtype == torch.float32
