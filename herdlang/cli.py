@@ -321,6 +321,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         name = run_folder_name(Path(args.target).stem)
     run_dir = cli_paths.runs_dir(args.runs_dir, name) / name
     status = read_status(run_dir)
+    if args.json:  # for scripts and monitors: the file as written, with whether its run is alive
+        alive = liveness(status, run_dir) if status is not None else "none"
+        print(json.dumps({**(status or {}), "liveness": alive}, indent=1, sort_keys=True))
+        return EXIT_OK
     if status is None:
         print(f"no run of {name} has started in {run_dir}; hint: herd run {args.target}"
               + (f" --runs-dir {args.runs_dir}" if args.runs_dir != "runs" else ""))
@@ -629,6 +633,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("target", help="a .herd spec or a plan .json")
     c.add_argument("--runs-dir", default="runs", help="where runs live: RUNS_DIR/SPEC/ (default runs)")
     c.add_argument("--watch", action="store_true", help="keep showing it until the run ends (Ctrl-C to leave)")
+    c.add_argument("--json", action="store_true",
+                   help="print the status as JSON, with `liveness`: running, ended, stopped or none")
     c.add_argument("--interval", type=float, default=2.0, help=argparse.SUPPRESS)
     c.set_defaults(fn=cmd_status)
 

@@ -116,6 +116,12 @@ def test_herd_status_reads_the_runs_folder_without_compiling_or_torch(tmp_path: 
         assert "50% 500/1,000 steps  2 steps/s  ETA 0:04:10" in out.stdout
     else:
         assert out.stdout.startswith("no run of tiny has started in") and "hint: herd run" in out.stdout
+    as_json = subprocess.run([sys.executable, "-c", code, "status", str(ROOT / "specs" / "tiny.herd"),
+                              "--runs-dir", str(tmp_path), "--json"], capture_output=True, text=True, cwd=ROOT)
+    data = json.loads(as_json.stdout)
+    assert data["liveness"] == ("running" if ran else "none")
+    if ran:
+        assert data["jobs"]["train.base"]["progress"]["done"] == 500
 
 
 def test_a_running_job_shows_its_recent_losses_as_a_sparkline(tmp_path: Path) -> None:
