@@ -34,7 +34,8 @@ class RunLock:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
             raise RunLocked(
-                f"another herd run (pid {holder}) is using {self.path.parent}; wait for it to finish"
+                f"another herd run (pid {holder}) is using {self.path.parent}; wait for it to finish\n"
+                f"hint: `herd status SPEC` shows what it is doing"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

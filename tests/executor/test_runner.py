@@ -150,7 +150,7 @@ def test_an_unregistered_job_kind_stops_the_run_before_anything_starts(run_dir, 
 
 
 def test_a_second_run_on_the_same_directory_is_refused(run_dir, console) -> None:
-    with RunLock(run_dir), pytest.raises(ExecutorError, match="another herd run"):
+    with RunLock(run_dir), pytest.raises(ExecutorError, match="another herd run(.|\n)*herd status SPEC"):
         run(diamond(), run_dir, console)
 
 
