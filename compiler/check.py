@@ -16,7 +16,7 @@ from typing import Any
 from compiler.resolve import Resolved, ref, stage_evals
 from herdlang import components
 from herdlang.diagnostics import Diagnostic, Severity, suggestion
-from herdlang.schema import STAGES
+from herdlang.schema import SOURCES, STAGES
 from herdlang.spec import Defined
 
 WEIGHT_TOLERANCE = 1e-6
@@ -55,6 +55,8 @@ def check(res: Resolved) -> None:
         _check_scaling(res, sweep)
     for probe in spec.of("probe").values():
         _check_probe(res, probe)
+    for evaluation in spec.of("evaluate").values():
+        _check_evaluate(res, evaluation)
     run = spec.of("run").get("run")
     if run is not None:
         _check_hardware(res, run)
@@ -521,6 +523,25 @@ def _check_probe(res: Resolved, probe: Defined) -> None:
     ref(res, probe, ("from",), cfg.from_, STAGES, "stage")
     ref(res, probe, ("new",), cfg.new, ("data",), "data stage")
     _check_evals(res, probe, cfg.evals)
+
+
+def _check_evaluate(res: Resolved, evaluation: Defined) -> None:
+    """`from` names a stage or checkpoint block; the evals exist; one that reads held-out
+    text has some: the block's `data`, else the data of a stage on the `from` chain."""
+    cfg = evaluation.config
+    ref(res, evaluation, ("from",), cfg.from_, SOURCES, "stage or checkpoint")
+    if cfg.data is not None:
+        _check_training_data(res, evaluation, cfg.data, ("data",))
+    _check_evals(res, evaluation, cfg.evals)
+    if cfg.data is not None or cfg.from_ not in res.stage_source or _stage_data(res, cfg.from_) is not None:
+        return
+    for i, name in enumerate(cfg.evals):
+        defined = res.spec.of("eval").get(name)
+        cls = components.get("eval", str(defined.config.kind) if defined else name)
+        if cls is not None and getattr(cls, "reads_corpus", True):
+            res.error("H0204", f"eval '{name}' reads held-out pre-training text, and '{cfg.from_}' has none on its "
+                      "`from` chain", evaluation.span("evals", i),
+                      "name the text: data = NAME (a data block or mix)")
 
 
 # -- the run's hardware and layout ----------------------------------------------------------------

@@ -97,6 +97,8 @@ class Lowering:
             getattr(self, f"_{defined.kind}")(defined)
         for defined in self.spec.of("probe").values():
             self._probe(defined)
+        for defined in self.spec.of("evaluate").values():
+            self._evaluate(defined)
         return self.plan.seal()
 
     def _stages_in_order(self) -> list[Defined]:
@@ -708,6 +710,23 @@ class Lowering:
                           output="eval", description=f"eval deltas of {cfg.share:.0%} {cfg.new} vs control"))
         self.plan.stages[defined.name] = {"kind": "probe", "model": model["name"], "tokens": 2 * cfg.tokens,
                                           "new": cfg.new, "share": cfg.share}
+
+    def _evaluate(self, defined: Defined) -> None:
+        """The evals of one checkpoint, and a summary table of them; nothing is trained."""
+        cfg = defined.config
+        source = cfg.from_
+        model = self._continued_model(source, source)
+        if source not in self.stage_out or model is None:
+            return
+        self.stage_ctx[defined.name] = self.stage_ctx.get(source, model["max_context"])
+        mix = self._mix_of(cfg.data) if cfg.data else self.stage_data.get(source, {"weights": {}})
+        jobs = self._evals(defined.name, list(cfg.evals), self.stage_out[source], model, mix)
+        self.plan.add(Job(f"eval.{defined.name}.summary", "eval.summary", defined.name,
+                          {"points": [source], "evals": list(cfg.evals), "title": f"Evaluations of {source}"},
+                          {f"00:{source}:{job.rsplit('.', 1)[-1]}": job for job in jobs},
+                          output="eval", description=f"the evals of {source}"))
+        self.plan.stages[defined.name] = {"kind": "evaluate", "model": model["name"], "from": source,
+                                          "evals": list(cfg.evals)}
 
     def _posttrain(self, defined: Defined) -> None:
         cfg = defined.config

@@ -57,7 +57,7 @@ def render_text(plan: Plan, runs_dir: Path | None = None, color: bool = False,
             mem = st.get("memory_per_gpu", {}).get("total")
             wall = st.get("wall_clock_seconds")
             unknown = st.get("kind") == "posttrain"  # sized by its datasets, read at run time
-            loaded = st.get("kind") == "checkpoint"  # made elsewhere: nothing trained here
+            loaded = st.get("kind") in ("checkpoint", "evaluate")  # nothing trained here
             stages.add_row(
                 name, st.get("model", ""), "—" if unknown else "" if loaded else f"{st.get('tokens', 0):,}", f"{st.get('steps', 0):,}" if st.get("steps") else "",
                 humanize(st.get("flops", 0)) if st.get("flops") else "",
@@ -70,6 +70,8 @@ def render_text(plan: Plan, runs_dir: Path | None = None, color: bool = False,
             if st.get("kind") == "checkpoint":
                 console.print(f"  {name}: a checkpoint made elsewhere, loaded from {escape(st['path'])} and checked "
                               f"against model '{st['model']}'; context {st['context']:,}")
+            if st.get("kind") == "evaluate":
+                console.print(f"  {name}: evaluates {st['from']} ({', '.join(st['evals'])}); nothing is trained")
             if st.get("kind") == "posttrain":
                 console.print(f"  {name}: post-training, {st['rounds']} round{'s' * (st['rounds'] != 1)}; "
                               "its tokens, steps and time follow from its datasets' size, known when it runs")

@@ -437,6 +437,16 @@ class ProbeBlock(Block):
     seed: Int | None = Field(None, ge=0, le=SEED_MAX)
 
 
+class EvaluateBlock(Block):
+    doc: ClassVar[str] = ("Evaluations of a checkpoint with no training: a stage's result or a checkpoint "
+                          "made elsewhere, on benchmarks, held-out text or a dataset's replies.")
+    from_: Ref = Field(alias="from")
+    evals: Annotated[list[Ref], ListOf] = Field(min_length=1)
+    data: Ref | None = Field(None, description=(
+        "Held-out text for the evals that read it (perplexity, choice, needle): a data block or a mix. "
+        "Default: the data of the stage evaluated (a checkpoint block has none)."))
+
+
 class Hardware(Strict):
     gpu: Annotated[str, Word] = Field("h100", description=(
         "A GPU the estimates know (`compiler.estimates.GPUS`: h100, h200, a100, b200, mi300x, l40s, "
@@ -484,6 +494,7 @@ BLOCKS: dict[str, type[Block]] = {
     "eval": EvalBlock,
     "scaling": ScalingBlock,
     "probe": ProbeBlock,
+    "evaluate": EvaluateBlock,
     "run": RunBlock,
 }
 

@@ -78,7 +78,8 @@ def summary(ctx: JobContext) -> None:
         stats["accuracy_by_eval"] = {name: {"first": rs[0]["value"], "last": rs[-1]["value"]}
                                      for name, rs in by_eval.items()}
     write_json(out / "stats.json", stats)
-    lines = ["### Held-out results through post-training", "", "| step | eval | measure | value |",
+    title = ctx.config.get("title") or "Held-out results through post-training"
+    lines = [f"### {title}", "", "| step | eval | measure | value |",
              "|---|---|---|---:|"]
     lines += [f"| {r['point']} | {r['eval']} | {r['measure']} | {r['value']:.1%} |" if "loss" not in r["measure"]
               else f"| {r['point']} | {r['eval']} | {r['measure']} | {r['value']:.4f} |" for r in rows]

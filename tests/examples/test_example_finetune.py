@@ -59,6 +59,11 @@ def test_the_tiny_example_fine_tunes_the_exported_model(example: Path) -> None:
                    str(example / "runs")).stdout.strip()
     stats = json.loads((Path(summary) / "stats.json").read_text())
     assert stats["last_response_loss"] < stats["first_response_loss"] - 0.5  # SFT taught the replies
+    loaded = herd("path", str(example / "tiny_finetune.herd"), "eval.as_loaded.summary", "--runs-dir",
+                  str(example / "runs")).stdout.strip()
+    as_loaded = json.loads((Path(loaded) / "stats.json").read_text())  # the evaluate block: the same numbers
+    assert as_loaded["first_response_loss"] == stats["first_response_loss"]
+    assert "### Evaluations of tiny_base" in (Path(loaded) / "report.md").read_text()
 
 
 def test_import_blocks_prints_the_examples_three_blocks(example: Path) -> None:
