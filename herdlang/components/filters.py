@@ -39,6 +39,19 @@ class DirtyWords(Filter):
     max_fraction: Fraction = Field(0.01, ge=0, le=1)
 
 
+@component("filter", "decontaminate")
+class Decontaminate(Filter):
+    """Drops documents that share a word n-gram with an evaluation set (`against`: a glob of
+    JSONL or text files), so a benchmark measures what the model learnt, not what it read."""
+
+    thresholds = ("max_matches",)
+    positional = ("against",)
+    input_paths: ClassVar[tuple[str, ...]] = ("against",)
+    against: str = Field(min_length=1)
+    n: Int = Field(13, ge=4, le=64)  # words per n-gram (GPT-3's 13)
+    max_matches: Int = Field(0, ge=0)  # benchmark n-grams a kept document may contain
+
+
 @component("filter", "token_kl")
 class TokenKL(Filter):
     """KL divergence of a document's token distribution from the corpus'."""

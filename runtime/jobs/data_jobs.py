@@ -302,6 +302,8 @@ def _record_outside_files(ctx: JobContext, params: dict[str, Any]) -> None:
     singles = [str(inner["list"])] if isinstance(inner.get("list"), str) else []
     reference = inner.get("reference")
     globs = [reference] if isinstance(reference, str) and reference != "python_docs" else []
+    if isinstance(inner.get("against"), str):  # a decontamination filter's benchmarks
+        globs.append(inner["against"])
     if singles or globs:
         external.record(ctx.out, external.snapshot(globs, singles))
 

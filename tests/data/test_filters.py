@@ -193,3 +193,48 @@ def test_an_unknown_quality_classifier_names_the_entry_point_group(tmp_path: Pat
     src = write_docs(tmp_path / "in", [Document("a", "x")])
     with pytest.raises(JobFailed, match="herd.quality"):
         run_job(tmp_path, "data.quality", {"classifier": "nope"}, {"documents": src})
+
+
+BENCH = [  # a multiple-choice benchmark, as `format = choices` reads it
+    {"question": "Which function returns the number of items in a container such as a list or a tuple",
+     "choices": ["len", "size", "count", "items"], "answer": 0},
+    {"question": "What does the standard library module named pathlib provide to programs that handle files",
+     "choices": ["object oriented filesystem paths", "network sockets", "threads", "regular expressions"],
+     "answer": "A"},
+]
+
+
+def test_decontamination_drops_documents_that_copy_a_benchmark(tmp_path: Path) -> None:
+    bench = tmp_path / "evals" / "quiz.jsonl"
+    bench.parent.mkdir()
+    bench.write_text("".join(json.dumps(r) + "\n" for r in BENCH))
+    copied = (prose(40) + " Quiz time: which function returns the number of items in a container, such as a "
+              "list or a tuple? " + prose(40, seed=2))
+    choices_only = prose(30) + " object oriented filesystem paths network sockets threads regular expressions"
+    near_miss = prose(30) + " which function returns the number of apples " + prose(20, seed=3)  # 6 words
+    docs = [Document("clean", prose(120)), Document("copied", copied), Document("near", near_miss),
+            Document("choices", choices_only)]
+    params = {"against": str(tmp_path / "evals" / "*.jsonl"), "n": 8}
+    assert kept_ids(tmp_path, docs, "decontaminate", params) == ["clean", "near"]
+    flt = get_filter("decontaminate")
+    scoring = flt.scoring_params(params)
+    state = flt.prepare(scoring, [])
+    assert flt.score(copied, scoring, state)["benchmark_ngrams"] >= 5
+    assert flt.score(near_miss, scoring, state)["benchmark_ngrams"] == 0
+    # a tolerance, and the benchmark's content in the scoring key (editing it re-scores)
+    assert kept_ids(tmp_path, docs, "decontaminate", {**params, "max_matches": 100}, job="lenient") == [
+        "clean", "copied", "near", "choices"]
+    bench.write_text(json.dumps(BENCH[0]) + "\n")
+    assert flt.scoring_params(params) != scoring
+
+
+def test_decontamination_needs_benchmarks_it_can_read(tmp_path: Path) -> None:
+    docs = [Document("a", prose(50))]
+    with pytest.raises(JobFailed, match=r"against = .* matches no files; hint: name the benchmark files"):
+        kept_ids(tmp_path, docs, "decontaminate", {"against": str(tmp_path / "none" / "*.jsonl")})
+    (tmp_path / "short.jsonl").write_text(json.dumps({"question": "two words"}) + "\n")
+    with pytest.raises(JobFailed, match="no benchmark item .* has 13 words; hint: lower n"):
+        kept_ids(tmp_path, docs, "decontaminate", {"against": str(tmp_path / "short.jsonl")}, job="short")
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    with pytest.raises(JobFailed, match=r"bad.jsonl:1 is not JSON"):
+        kept_ids(tmp_path, docs, "decontaminate", {"against": str(tmp_path / "bad.jsonl")}, job="bad")

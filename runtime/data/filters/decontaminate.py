@@ -1,0 +1,114 @@
+"""Benchmark decontamination: drop training documents that share a long word n-gram with an
+evaluation set, so an eval measures what a model learnt rather than what it read.
+
+The benchmark files (`against`, a glob) are JSONL — every string in a record counts, so a
+`format = choices` set's question and choices, a prompts set's prompt and answer, a chat's
+messages are all covered — or plain text. Their word n-grams (lower-cased `\\w+` words, as
+every herd filter splits them; GPT-3 used n = 13) form a set of hashes once per job; a
+document's score is how many of its n-grams are in it. A benchmark item shorter than n words
+cannot be matched (lower `n` to reach short ones). The files' content is part of the scoring
+key: editing a benchmark re-scores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from runtime.data.filters import Filter, Scores, register_filter
+from runtime.data.sources import decode_errors, open_jsonl
+from runtime.data.text import stable_hash64, words
+from runtime.executor.external import matched_files
+from runtime.jobs.context import JobFailed
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def benchmark_texts(path: Path) -> Iterator[str]:
+    """The texts of one benchmark file: each JSONL record's strings joined (a question and
+    its choices read as one passage), or a text file whole."""
+    if ".jsonl" not in path.name:
+        yield path.read_text(encoding="utf-8", errors="replace")
+        return
+    try:
+        with open_jsonl(path) as f:
+            for lineno, raw in enumerate(f, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    record = json.loads(raw)
+                except ValueError as e:
+                    raise JobFailed(f"decontaminate: {path}:{lineno} is not JSON ({e}); hint: the benchmark "
+                                    "files are JSONL, one record per line") from None
+                yield "\n".join(_strings(record))
+    except decode_errors() as e:
+        raise JobFailed(f"decontaminate: {path} is unreadable ({e}); hint: check the file") from None
+
+
+def _word_ids(text: str) -> list[int]:
+    return [stable_hash64(w) for w in words(text)]
+
+
+def ngram_keys(ids: list[int], n: int) -> Iterator[int]:
+    """One key per word n-gram: the hash of the tuple of word hashes (tuples of ints hash
+    the same in every process, unlike strings)."""
+    for i in range(len(ids) - n + 1):
+        yield hash(tuple(ids[i : i + n]))
+
+
+@register_filter
+class Decontaminate(Filter):
+    name = "decontaminate"
+
+    def _files(self, params: dict[str, Any]) -> list[Path]:
+        against = params.get("against")
+        if not against:
+            raise JobFailed("decontaminate: needs against = \"benchmarks/*.jsonl\" (the evaluation sets)")
+        files = matched_files(str(against))
+        if not files:
+            raise JobFailed(f"decontaminate: against = {against!r} matches no files; hint: name the benchmark "
+                            "files with a glob, e.g. \"evals/*.jsonl\"")
+        return files
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        self._files(params)
+        if int(params.get("n", 13)) < 4:
+            raise JobFailed("decontaminate: n must be at least 4 words (shorter n-grams match ordinary prose)")
+
+    def scoring_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        h = hashlib.sha256()
+        for path in self._files(params):
+            h.update(path.name.encode() + b"\0" + path.read_bytes())
+        return {"against": params["against"], "against_sha256": h.hexdigest(), "n": int(params.get("n", 13))}
+
+    def prepare(self, scoring: dict[str, Any], shards: list[Path]) -> Any:
+        n = int(scoring["n"])
+        keys: set[int] = set()
+        for path in self._files(scoring):
+            for text in benchmark_texts(path):
+                keys.update(ngram_keys(_word_ids(text), n))
+        if not keys:
+            raise JobFailed(f"decontaminate: no benchmark item in {scoring['against']!r} has {n} words; "
+                            "hint: lower n, or check the files")
+        return frozenset(keys)
+
+    def score(self, text: str, scoring: dict[str, Any], state: Any) -> Scores:
+        return {"benchmark_ngrams": float(sum(k in state for k in ngram_keys(_word_ids(text), int(scoring["n"]))))}
+
+    def keep(self, scores: Scores, params: dict[str, Any]) -> tuple[bool, str]:
+        limit = int(params.get("max_matches", 0))
+        if scores["benchmark_ngrams"] > limit:
+            return False, f"benchmark_ngrams={scores['benchmark_ngrams']:.0f}>{limit}"
+        return True, ""
