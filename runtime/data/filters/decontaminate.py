@@ -57,8 +57,19 @@ def benchmark_texts(path: Path) -> Iterator[str]:
         raise JobFailed(f"decontaminate: {path} is unreadable ({e}); hint: check the file") from None
 
 
+_WORD_IDS: dict[str, int] = {}  # words are Zipf-distributed: most hashes are looked up, not computed
+
+
 def _word_ids(text: str) -> list[int]:
-    return [stable_hash64(w) for w in words(text)]
+    if len(_WORD_IDS) > 500_000:  # bounded per worker process (~100 MB at most)
+        _WORD_IDS.clear()
+    out = []
+    for w in words(text):
+        h = _WORD_IDS.get(w)
+        if h is None:
+            h = _WORD_IDS[w] = stable_hash64(w)
+        out.append(h)
+    return out
 
 
 def ngram_keys(ids: list[int], n: int) -> Iterator[int]:
