@@ -75,7 +75,7 @@ class StatusFile:
         run; the next write may succeed."""
         try:
             self.write(ended)
-        except OSError:
+        except (OSError, RuntimeError, ValueError):  # a disk problem, or a race with the job thread
             pass
 
     def write(self, ended: str | None = None) -> None:
@@ -93,7 +93,8 @@ class StatusFile:
                 meter = self.meters.setdefault(job_id, RateMeter())
                 meter.sample(progress.done, mono)
                 entry["progress"] = {"done": progress.done, "total": progress.total, "unit": progress.unit,
-                                     "info": {k: v for k, v in progress.info.items()
+                                     # dict() copies in one step: the job thread may add keys meanwhile
+                                     "info": {k: v for k, v in dict(progress.info).items()
                                               if isinstance(v, (int, float, str, bool))},
                                      "rate": meter.rate}
             jobs[job_id] = entry
