@@ -29,8 +29,11 @@ def peek_status(ctx: JobContext) -> None:
     """Halfway through, copy what the status file says (as `herd status` would read it)."""
     ctx.progress.start(10, "parts")
     ctx.progress.advance(4, loss=2.5)
-    time.sleep(0.3)  # a few of the status thread's writes
+    deadline = time.monotonic() + 10  # the status thread writes every INTERVAL_S (0.05 s here)
     status = S.read_status(ctx.run_dir)
+    while time.monotonic() < deadline and "progress" not in status["jobs"][ctx.job_id]:
+        time.sleep(0.05)
+        status = S.read_status(ctx.run_dir)
     (ctx.out / "seen.json").write_text(json.dumps({"status": status, "alive": S.liveness(status, ctx.run_dir)}))
 
 
