@@ -213,7 +213,9 @@ def torchrun_command(ctx: JobContext, nproc: int, nnodes: int, job_file: Path) -
     if shutil.which(srun) is None:
         raise JobFailed(f"{ctx.job_id}: --nnodes {nnodes} needs `{srun}` to start ranks on the other nodes, "
                         "and it is not on PATH\nhint: run inside the Slurm job (sbatch), where srun is found")
-    endpoint = f"{socket.gethostname()}:{_free_port()}"
+    # the other nodes reach this one by its host name, or by HERD_RDZV_HOST where that name is not
+    # the interface they share (an InfiniBand or cluster-internal address)
+    endpoint = f"{os.environ.get('HERD_RDZV_HOST') or socket.gethostname()}:{_free_port()}"
     return [srun, f"--nodes={nnodes}", f"--ntasks={nnodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
             *run, f"--nnodes={nnodes}", f"--nproc-per-node={nproc}", "--rdzv-backend=c10d",
             f"--rdzv-endpoint={endpoint}", f"--rdzv-id=herd-{os.getpid()}", *worker]

@@ -160,6 +160,7 @@ def test_two_nodes_rendezvous_and_match_one_process(tmp_path, artifacts, monkeyp
     monkeypatch.setenv("HERD_SRUN", str(srun))
     monkeypatch.setenv("FAKE_SRUN_LOG", str(tmp_path / "srun.log"))
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("HERD_RDZV_HOST", "127.0.0.1")  # a CI container's host name may not resolve
     cfg = train_config(steps=3, eval_every=0)
     one = make_ctx(tmp_path, "one", "train.pretrain", cfg, artifacts)
     get("train.pretrain")(one)
