@@ -8,7 +8,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field
 
 from herdlang.components import component
-from herdlang.types import CallModel, Fraction, Int, Number, Word
+from herdlang.types import CallModel, Fraction, Int, ListOf, Number, Word
 
 
 class Filter(CallModel):
@@ -42,12 +42,13 @@ class DirtyWords(Filter):
 @component("filter", "decontaminate")
 class Decontaminate(Filter):
     """Drops documents that share a word n-gram with an evaluation set (`against`: a glob of
-    JSONL or text files), so a benchmark measures what the model learnt, not what it read."""
+    JSONL or text files, or a list of them), so a benchmark measures what the model learnt,
+    not what it read."""
 
     thresholds = ("max_matches",)
     positional = ("against",)
     input_paths: ClassVar[tuple[str, ...]] = ("against",)
-    against: str = Field(min_length=1)
+    against: Annotated[str, Field(min_length=1)] | Annotated[list[str], ListOf, Field(min_length=1)]
     n: Int = Field(13, ge=4, le=64)  # words per n-gram (GPT-3's 13)
     max_matches: Int = Field(0, ge=0)  # benchmark n-grams a kept document may contain
 

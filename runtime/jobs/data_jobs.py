@@ -302,8 +302,8 @@ def _record_outside_files(ctx: JobContext, params: dict[str, Any]) -> None:
     singles = [str(inner["list"])] if isinstance(inner.get("list"), str) else []
     reference = inner.get("reference")
     globs = [reference] if isinstance(reference, str) and reference != "python_docs" else []
-    if isinstance(inner.get("against"), str):  # a decontamination filter's benchmarks
-        globs.append(inner["against"])
+    against = inner.get("against")  # a decontamination filter's benchmarks: a glob or a list of them
+    globs += [against] if isinstance(against, str) else [g for g in against or [] if isinstance(g, str)]
     if singles or globs:
         external.record(ctx.out, external.snapshot(globs, singles))
 

@@ -25,3 +25,11 @@ def test_the_benchmark_glob_is_a_spec_relative_input(tmp_path: Path) -> None:
     (tmp_path / "elsewhere" / "t.herd").write_text(text)
     missing = compile_spec(load_text(text, str(tmp_path / "elsewhere" / "t.herd")))
     assert any("H0604" in w and "decontaminate" in w for w in missing.warnings), missing.warnings
+
+
+def test_a_list_of_benchmark_globs_resolves_each(tmp_path: Path) -> None:
+    text = TINY.replace("  filter length", '  filter decontaminate(["evals/*.jsonl", "/abs/arc.jsonl"])\n'
+                        "  filter length", 1)
+    plan = compile_spec(load_text(text, str(tmp_path / "t.herd")))
+    (job,) = [j for j in plan if j.config.get("filter") == "decontaminate"]
+    assert job.config["params"]["against"] == [str(tmp_path / "evals" / "*.jsonl"), "/abs/arc.jsonl"]

@@ -226,6 +226,12 @@ def test_decontamination_drops_documents_that_copy_a_benchmark(tmp_path: Path) -
         "clean", "copied", "near", "choices"]
     bench.write_text(json.dumps(BENCH[0]) + "\n")
     assert flt.scoring_params(params) != scoring
+    # several benchmark folders: a list of globs
+    other = tmp_path / "more" / "arc.jsonl"
+    other.parent.mkdir()
+    other.write_text(json.dumps(BENCH[1]) + "\n")
+    both = {"against": [str(bench), str(tmp_path / "more" / "*.jsonl")], "n": 8}
+    assert kept_ids(tmp_path, docs, "decontaminate", both, job="both") == ["clean", "near"]
 
 
 def test_decontamination_needs_benchmarks_it_can_read(tmp_path: Path) -> None:

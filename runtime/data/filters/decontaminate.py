@@ -87,10 +87,13 @@ class Decontaminate(Filter):
         against = params.get("against")
         if not against:
             raise JobFailed("decontaminate: needs against = \"benchmarks/*.jsonl\" (the evaluation sets)")
-        files = matched_files(str(against))
-        if not files:
-            raise JobFailed(f"decontaminate: against = {against!r} matches no files; hint: name the benchmark "
-                            "files with a glob, e.g. \"evals/*.jsonl\"")
+        files: list[Path] = []
+        for pattern in [against] if isinstance(against, str) else list(against):
+            matched = matched_files(str(pattern))
+            if not matched:
+                raise JobFailed(f"decontaminate: against = {pattern!r} matches no files; hint: name the "
+                                "benchmark files with a glob, e.g. \"evals/*.jsonl\"")
+            files += [f for f in matched if f not in files]
         return files
 
     def check_params(self, params: dict[str, Any]) -> None:
