@@ -332,8 +332,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     console = Console() if sys.stdout.isatty() else Console(width=160)  # a table is not cut to 80 columns
-    if not args.watch or liveness(status, run_dir) != "running":
-        console.print(render_status(status, liveness(status, run_dir), run_dir=run_dir))
+    alive = liveness(status, run_dir)
+    if not args.watch or alive != "running":
+        console.print(render_status(status, alive, run_dir=run_dir))
         return EXIT_OK
     import time
 

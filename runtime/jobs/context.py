@@ -154,6 +154,12 @@ class JobContext:
         except CheckpointError as exc:
             raise JobFailed(f"{self.job_id}: {role}: {exc}") from exc
 
+    def need(self, *roles: str) -> None:
+        """Fail clearly when the plan gave this job fewer inputs than its kind reads."""
+        missing = [r for r in roles if r not in self.inputs]
+        if missing:
+            raise JobFailed(f"{self.job_id}: {self.kind} needs input(s) {', '.join(missing)}")
+
     def load_model(self, role: str = "checkpoint"):  # -> Llama on torch_device()
         """The model of checkpoint input `role`, on the run's device."""
         from runtime.model import load_checkpoint

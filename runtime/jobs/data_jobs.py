@@ -294,17 +294,12 @@ def dedup_lines(ctx: JobContext) -> None:
 # --- filters ---------------------------------------------------------------------------
 
 
-def _record_outside_files(ctx: JobContext, params: dict[str, Any]) -> None:
-    """A word list or a quality reference set is read from outside the run folder: record
-    it so the executor re-runs this job (and re-scores: its content is in the key) when it
-    changes."""
-    inner = params.get("params") if isinstance(params.get("params"), dict) else params
-    singles = [str(inner["list"])] if isinstance(inner.get("list"), str) else []
-    reference = inner.get("reference")
-    globs = [reference] if isinstance(reference, str) and reference != "python_docs" else []
-    against = inner.get("against")  # a decontamination filter's benchmarks: a glob or a list of them
-    globs += [against] if isinstance(against, str) else [g for g in against or [] if isinstance(g, str)]
-    if singles or globs:
+def _record_outside_files(ctx: JobContext, flt: Filter, params: dict[str, Any]) -> None:
+    """What the filter reads from outside the run folder (a word list, a reference set,
+    benchmarks), recorded so the executor re-runs this job (and re-scores: their content is
+    in the key) when it changes."""
+    globs, singles = flt.outside_files(params)
+    if globs or singles:
         external.record(ctx.out, external.snapshot(globs, singles))
 
 
@@ -330,7 +325,7 @@ def run_filter(ctx: JobContext, flt: Filter, params: dict[str, Any]) -> dict[str
     """Cached scoring, then the decision; shared by data.filter and data.quality."""
     t0 = time.perf_counter()
     flt.check_params(params)
-    _record_outside_files(ctx, params)
+    _record_outside_files(ctx, flt, params)
     shards = _docs_input(ctx)
     scoring = flt.scoring_params(params)
     key = frunner.scores_key(frunner.artifact_hash(ctx.inputs["documents"]), flt.name, scoring)

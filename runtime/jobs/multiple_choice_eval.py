@@ -117,9 +117,7 @@ def _cell(text: str, limit: int = 80) -> str:
 
 @register("eval.multiple_choice")
 def multiple_choice_eval(ctx: JobContext) -> None:
-    missing = [r for r in ("checkpoint", "tokenizer", "dataset") if r not in ctx.inputs]
-    if missing:
-        raise JobFailed(f"{ctx.job_id}: eval.multiple_choice needs input(s) {', '.join(missing)}")
+    ctx.need("checkpoint", "tokenizer", "dataset")
     params = ctx.config.get("params") or {}
     normalize, prompt = str(params.get("normalize", "none")), str(params.get("prompt", "qa"))
     if normalize not in NORMALIZE or prompt not in PROMPTS:

@@ -38,16 +38,10 @@ from runtime.train.precision import training_autocast
 from runtime.train.schedule import lr_at
 
 
-def _need(ctx: JobContext, *roles: str) -> None:
-    missing = [r for r in roles if r not in ctx.inputs]
-    if missing:
-        raise JobFailed(f"{ctx.job_id}: {ctx.kind} needs input(s) {', '.join(missing)}")
-
-
 def _load(ctx: JobContext) -> tuple[Llama, Tokenizer, dict[str, Any]]:
     """The input checkpoint on the run's device (`run { device }`: CUDA when there is one),
     its tokenizer and the dataset's metadata."""
-    _need(ctx, "checkpoint", "tokenizer", "dataset")
+    ctx.need("checkpoint", "tokenizer", "dataset")
     torch.manual_seed(ctx.seed)
     model = ctx.load_model()
     model.activation_checkpointing = activation_checkpointing(ctx.settings)  # for the steps that train
@@ -521,7 +515,7 @@ def check_reference(ctx: JobContext, path: Path) -> None:
 
 @register("post.dpo")
 def post_dpo(ctx: JobContext) -> None:
-    _need(ctx, "reference")
+    ctx.need("reference")
     model, tok, _ = _load(ctx)
     cfg = ctx.config
     prefs = _pairs(ctx, tok, model)

@@ -33,9 +33,7 @@ def _per_token(scored: list[tuple[float, int]]) -> list[float]:
 
 @register("eval.response_loss")
 def response_loss_eval(ctx: JobContext) -> None:
-    missing = [r for r in ("checkpoint", "tokenizer", "dataset") if r not in ctx.inputs]
-    if missing:
-        raise JobFailed(f"{ctx.job_id}: eval.response_loss needs input(s) {', '.join(missing)}")
+    ctx.need("checkpoint", "tokenizer", "dataset")
     params = ctx.config.get("params") or {}
     count = int(params.get("count", 200))
     name = params.get("data") or ctx.config.get("dataset") or Path(ctx.inputs["dataset"]).name

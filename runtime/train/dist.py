@@ -199,7 +199,6 @@ def torchrun_command(ctx: JobContext, nproc: int, nnodes: int, job_file: Path) -
     """torchrun on this node (`--standalone`), or under `srun` on every node of the Slurm
     allocation with a rendezvous on this host."""
     import shutil
-    import socket
 
     worker = ["-m", "runtime.train.worker", "--job-json", str(job_file)]
     run = [sys.executable, "-m", "torch.distributed.run"]
@@ -215,7 +214,7 @@ def torchrun_command(ctx: JobContext, nproc: int, nnodes: int, job_file: Path) -
                         "and it is not on PATH\nhint: run inside the Slurm job (sbatch), where srun is found")
     # the other nodes reach this one by its host name, or by HERD_RDZV_HOST where that name is not
     # the interface they share (an InfiniBand or cluster-internal address)
-    endpoint = f"{os.environ.get('HERD_RDZV_HOST') or socket.gethostname()}:{_free_port()}"
+    endpoint = f"{os.environ.get('HERD_RDZV_HOST') or _hostname()}:{_free_port()}"
     return [srun, f"--nodes={nnodes}", f"--ntasks={nnodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
             *run, f"--nnodes={nnodes}", f"--nproc-per-node={nproc}", "--rdzv-backend=c10d",
             f"--rdzv-endpoint={endpoint}", f"--rdzv-id=herd-{os.getpid()}", *worker]

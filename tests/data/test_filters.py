@@ -244,3 +244,36 @@ def test_decontamination_needs_benchmarks_it_can_read(tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text("{not json\n")
     with pytest.raises(JobFailed, match=r"bad.jsonl:1 is not JSON"):
         kept_ids(tmp_path, docs, "decontaminate", {"against": str(tmp_path / "bad.jsonl")}, job="bad")
+
+
+def test_files_a_filter_reads_from_outside_are_recorded_for_rebuilds(tmp_path: Path) -> None:
+    """Each filter says what it reads outside the run folder (`outside_files`); the job records
+    it, so an edited word list, reference set or benchmark re-runs the job."""
+    from runtime.executor import external
+
+    src = write_docs(tmp_path / "in", [Document("a", prose(60)), Document("b", prose(60, seed=1))])
+    (tmp_path / "words.txt").write_text("zebra\n")
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "ref" / "good.txt").write_text(prose(80, seed=4))
+    (tmp_path / "evals").mkdir()
+    (tmp_path / "evals" / "q.jsonl").write_text(json.dumps(BENCH[0]) + "\n")
+    (tmp_path / "arc.jsonl").write_text(json.dumps(BENCH[1]) + "\n")
+    runs = {
+        "dirty": ("data.filter", {"filter": "dirty_words", "params": {"list": str(tmp_path / "words.txt")}}),
+        "decon": ("data.filter", {"filter": "decontaminate", "params": {
+            "against": [str(tmp_path / "evals" / "*.jsonl"), str(tmp_path / "arc.jsonl")], "n": 8}}),
+        "quality": ("data.quality", {"classifier": "ngram_logreg", "min_score": 0.0,
+                                     "params": {"reference": str(tmp_path / "ref" / "*.txt"), "max_docs": 10}}),
+        "plain": ("data.filter", {"filter": "length", "params": {"min_words": 5}}),
+    }
+    recorded = {}
+    for name, (kind, config) in runs.items():
+        out = run_job(tmp_path, kind, config, {"documents": src}, name=name)
+        path = out / "external.json"
+        recorded[name] = sorted(f["path"] for f in json.loads(path.read_text())["files"]) if path.exists() else []
+        assert external.changed(out) is None
+    assert recorded == {"dirty": [str(tmp_path / "words.txt")],
+                        "decon": sorted([str(tmp_path / "evals" / "q.jsonl"), str(tmp_path / "arc.jsonl")]),
+                        "quality": [str(tmp_path / "ref" / "good.txt")], "plain": []}
+    (tmp_path / "words.txt").write_text("zebra\nyak\n")
+    assert external.changed(tmp_path / "dirty" / "out") is not None

@@ -41,6 +41,11 @@ class Filter(ABC):
         """Raise JobFailed on unusable parameters before any work starts (default: none)."""
         return None
 
+    def outside_files(self, params: dict[str, Any]) -> tuple[list[str], list[str]]:
+        """(globs, single files) the filter reads outside the run folder: the job records
+        them, so the executor re-runs it (and re-scores) when they change. Default: none."""
+        return [], []
+
 
 _FILTERS: dict[str, type[Filter]] = {}
 _loaded = False

@@ -96,6 +96,10 @@ class Decontaminate(Filter):
             files += [f for f in matched if f not in files]
         return files
 
+    def outside_files(self, params: dict[str, Any]) -> tuple[list[str], list[str]]:
+        against = params.get("against") or []
+        return [against] if isinstance(against, str) else [str(g) for g in against], []
+
     def check_params(self, params: dict[str, Any]) -> None:
         self._files(params)
         if int(params.get("n", 13)) < 4:

@@ -39,6 +39,9 @@ class DirtyWords(Filter):
             raise JobFailed("dirty_words: needs list = \"path/to/words.txt\"")
         load_word_list(params["list"])
 
+    def outside_files(self, params: dict[str, Any]) -> tuple[list[str], list[str]]:
+        return [], [str(params["list"])]
+
     def scoring_params(self, params: dict[str, Any]) -> dict[str, Any]:
         data = Path(params["list"]).read_bytes()
         return {"list_sha256": hashlib.sha256(data).hexdigest(), "list": params["list"]}

@@ -28,6 +28,10 @@ class Classifier(ABC):
         """Everything that changes the scores, including hashes of reference files."""
         return dict(params)
 
+    def outside_files(self, params: dict[str, Any]) -> tuple[list[str], list[str]]:
+        """(globs, single files) it reads outside the run folder (see `Filter.outside_files`)."""
+        return [], []
+
     @abstractmethod
     def fit(self, params: dict[str, Any], shards: list[Path]) -> Any:
         """Train (or load) the model; `shards` is the corpus being scored."""
@@ -73,6 +77,9 @@ class QualityFilter(Filter):
     def scoring_params(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"classifier": self.classifier.name,
                 "params": self.classifier.scoring_params(params.get("params") or {})}
+
+    def outside_files(self, params: dict[str, Any]) -> tuple[list[str], list[str]]:
+        return self.classifier.outside_files(params.get("params") or {})
 
     def prepare(self, scoring: dict[str, Any], shards: list[Path]) -> Any:
         return self.classifier.fit(scoring["params"], shards)

@@ -73,6 +73,10 @@ class NgramLogReg(Classifier):
 
     name = "ngram_logreg"
 
+    def outside_files(self, params: dict[str, Any]) -> tuple[list[str], list[str]]:
+        reference = _with_defaults(params)["reference"]
+        return ([] if reference == "python_docs" else [str(reference)]), []
+
     def scoring_params(self, params: dict[str, Any]) -> dict[str, Any]:
         merged = _with_defaults(params)
         if merged["reference"] != "python_docs":
