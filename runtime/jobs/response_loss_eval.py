@@ -20,7 +20,7 @@ from runtime.data.tokenizer import load_tokenizer
 from runtime.jobs.context import JobContext, JobFailed, write_json
 from runtime.jobs.registry import register
 from runtime.post import datasets as D
-from runtime.post.chat import encode_completion, encode_dialog, shifted
+from runtime.post.chat import IGNORE, encode_completion, encode_dialog, shifted
 from runtime.post.scoring import Scored, target_logprobs
 from runtime.train import report
 
@@ -47,7 +47,7 @@ def response_loss_eval(ctx: JobContext) -> None:
     context = min(int(ctx.config.get("context") or model.args.max_context), model.args.max_context)
 
     def fits(seq: Scored) -> bool:
-        return len(seq[0]) <= context and any(t != -100 for t in seq[1])
+        return len(seq[0]) <= context and any(t != IGNORE for t in seq[1])
 
     # content tokens of assistant turns: the formatting tokens SFT masks by default are not scored
     encoded = [shifted(encode_dialog(tok, r["messages"]), mask_formatting=True) for r in conversations]
@@ -62,17 +62,13 @@ def response_loss_eval(ctx: JobContext) -> None:
     if left_out:
         ctx.log.warning("%s: %d held-out record(s) longer than the context (%d tokens) left out",
                         ctx.job_id, left_out, context)
-    was_training = model.training
-    model.eval()
+    model.eval()  # loaded for this job alone: nothing to restore
     ctx.progress.start(len(kept) + 2 * len(kept_pairs), "records")
     scored: list[tuple[float, int]] = []
     flat = kept + [s for pair in kept_pairs for s in pair]
-    try:
-        for i in range(0, len(flat), CHUNK):
-            scored += target_logprobs(model, flat[i : i + CHUNK])
-            ctx.progress.advance(len(flat[i : i + CHUNK]))
-    finally:
-        model.train(was_training)
+    for i in range(0, len(flat), CHUNK):
+        scored += target_logprobs(model, flat[i : i + CHUNK])
+        ctx.progress.advance(len(flat[i : i + CHUNK]))
     responses = scored[: len(kept)]
     tokens = sum(n for _, n in responses)
     nll = -sum(lp for lp, _ in responses) / tokens
