@@ -338,6 +338,14 @@ def _post_checkpoint_every() -> Any:
         "and ends with the weights of an uninterrupted run."))
 
 
+def _post_eval_every() -> Any:
+    """How often a post-training step measures its held-out split while it trains."""
+    return Field(None, gt=0, description=(
+        "Measure the held-out split (the dataset's val records) every this many steps, before "
+        "the first and after the last: SFT's masked loss, DPO's loss and reward accuracy, the "
+        "reward model's loss and pair accuracy. Default: ten times per job."))
+
+
 class RewardModelStep(Strict):
     name: Ref
     data: Ref
@@ -346,6 +354,7 @@ class RewardModelStep(Strict):
     epochs: Number = Field(1.0, gt=0)
     batch: Int = Field(16, ge=1)
     checkpoint_every: Steps = _post_checkpoint_every()
+    eval_every: Steps | None = _post_eval_every()
 
 
 class RejectionSamplingStep(Strict):
@@ -365,6 +374,7 @@ class SFTStep(Strict):
     epochs: Number = Field(1.0, gt=0)
     batch: Int = Field(16, ge=1)
     checkpoint_every: Steps = _post_checkpoint_every()
+    eval_every: Steps | None = _post_eval_every()
     schedule: Schedule | None = None
 
 
@@ -378,6 +388,7 @@ class DPOStep(Strict):
     mask: Annotated[Literal["formatting_tokens", "none"], Word] = "formatting_tokens"
     batch: Int = Field(8, ge=1)
     checkpoint_every: Steps = _post_checkpoint_every()
+    eval_every: Steps | None = _post_eval_every()
 
 
 class PosttrainBlock(Block):

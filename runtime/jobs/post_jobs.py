@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from safetensors import safe_open
@@ -33,6 +33,7 @@ from runtime.post import resume
 from runtime.post import tasks as T
 from runtime.post import train as P
 from runtime.post.chat import IGNORE, encode_completion, encode_dialog, encode_prompt, shifted
+from runtime.post.scoring import target_logprobs
 from runtime.train.loop import activation_checkpointing
 from runtime.train.precision import training_autocast
 from runtime.train.schedule import lr_at
@@ -111,37 +112,72 @@ def batch_indices(n: int, batch: int, step: int, seed: int) -> list[int]:
 
 
 StepFn = Callable[[int, list[int]], tuple[torch.Tensor, dict[str, float]]]
+#: measures the held-out split (no gradients, the module in eval mode): {"val_loss": ..., ...}
+Heldout = Callable[[], dict[str, float]]
 
 #: steps between saved training states when a config has no `checkpoint_every` (the schema's default)
 DEFAULT_CHECKPOINT_EVERY = 50
+#: held-out records a training job measures while it trains (the first ones of the val split)
+HELDOUT_RECORDS = 200
+
+
+class LoopResult(NamedTuple):
+    steps: int
+    history: list[dict[str, float]]  # per step: {"loss", **info}
+    heldout: list[dict[str, float]]  # {"step": steps done, "val_loss", ...}, from step 0 to the end
+
+
+def eval_steps(cfg: dict[str, Any], steps: int) -> int:
+    """Steps between held-out measurements: `eval_every`, or ten measurements per job."""
+    return int(cfg.get("eval_every") or max(1, steps // 10))
 
 
 def train_loop(ctx: JobContext, module: torch.nn.Module,
                groups: list[tuple[list[torch.nn.Parameter], float]], n_examples: int,
-               step_fn: StepFn) -> tuple[int, list[dict[str, float]]]:
+               step_fn: StepFn, heldout: Heldout | None = None) -> LoopResult:
     """AdamW on `post_schedule`, gradient clipping, metrics and progress; state is saved to
     `ctx.work` every `checkpoint_every` steps and a killed job resumes from it exactly.
-    Returns (steps, per-step history of {"loss", **info})."""
+    `heldout`, when given, is measured before the first step, every `eval_every` steps and
+    after the last, as `val_*` metrics beside the training loss."""
     cfg = ctx.config
     batch = int(cfg.get("batch", 16))
     steps = int(cfg.get("steps") or max(1, round(float(cfg.get("epochs", 1.0)) * n_examples / batch)))
     schedule = post_schedule(cfg, steps)
     every = int(cfg.get("checkpoint_every", DEFAULT_CHECKPOINT_EVERY))  # >= 1: the schema checks
+    measure_every = eval_steps(cfg, steps)
     opt = torch.optim.AdamW([{"params": p, "lr": lr} for p, lr in groups], betas=(0.9, 0.95),
                             weight_decay=0.0)
     history: list[dict[str, float]] = []
+    measured: list[dict[str, float]] = []
     start = 0
+    autocast = _autocast(ctx, _device_of(module))
+
+    def measure(done: int) -> None:
+        if heldout is None:
+            return
+        module.eval()
+        with torch.no_grad(), autocast:
+            row = {"step": done, **heldout()}
+        module.train()
+        measured.append(row)
+        ctx.metric(stage=ctx.kind, **row)
+        ctx.progress.set(ctx.progress.done, val=round(row["val_loss"], 4))
+
     restored = resume.load(Path(ctx.work), module, opt, ctx.log)
     if restored is not None:
-        start, history = restored
+        start, history, measured = restored
         ctx.rewind_metrics(start - 1)  # steps from `start` on were logged by the stopped attempt
+        for row in measured:
+            if row["step"] >= start:  # measured after step start-1, just before the save
+                ctx.metric(stage=ctx.kind, **row)
         ctx.log.info("%s: resuming at step %d of %d", ctx.job_id, start, steps)
     elif any(Path(ctx.work).iterdir()):
         ctx.rewind_metrics(None)  # a damaged state was set aside: the curve starts over too
     module.train()
-    autocast = _autocast(ctx, _device_of(module))
     ctx.progress.start(steps, "steps")
     ctx.progress.set(start)
+    if start == 0:
+        measure(0)
     for step in range(start, steps):
         scale = lr_at(step, schedule)
         for g, (_, lr) in zip(opt.param_groups, groups, strict=True):
@@ -155,9 +191,25 @@ def train_loop(ctx: JobContext, module: torch.nn.Module,
         history.append({"loss": loss.item(), **info})
         ctx.metric(stage=ctx.kind, step=step, lr=opt.param_groups[0]["lr"], **history[-1])
         ctx.progress.advance(1, loss=round(history[-1]["loss"], 4))
+        if (step + 1) % measure_every == 0 or step + 1 == steps:
+            measure(step + 1)
         if (step + 1) % every == 0 and step + 1 < steps:
-            resume.save(Path(ctx.work), step + 1, module, opt, history)
-    return steps, history
+            resume.save(Path(ctx.work), step + 1, module, opt, history, measured)
+    return LoopResult(steps, history, measured)
+
+
+def heldout_lines(measured: list[dict[str, float]], key: str = "val_loss",
+                  label: str = "held-out loss") -> list[str]:
+    """A report line: first -> last, and the best step when it is not the last (overfitting)."""
+    if not measured:
+        return []
+    first, last = measured[0], measured[-1]
+    best = min(measured, key=lambda row: row[key])
+    line = f"- {label} {first[key]:.3f} -> {last[key]:.3f}"
+    if best is not last and last[key] > best[key] + 0.01 * abs(best[key]):
+        line += (f" (lowest {best[key]:.3f} at step {best['step']:.0f}, then rising: the later "
+                 "steps overfit; fewer steps or a lower lr may generalise better)")
+    return [line]
 
 
 def _mean(history: list[dict[str, float]], key: str, last: bool) -> float:
@@ -387,19 +439,39 @@ def post_sft(ctx: JobContext) -> None:
         return model(tokens, docs, targets, positions=document_positions(docs),
                      mask=document_mask(docs, model.attention_backend)), {}
 
-    steps, history = train_loop(ctx, model, [(list(model.parameters()), lr)], len(rows), step_fn)
+    result = train_loop(ctx, model, [(list(model.parameters()), lr)], len(rows), step_fn,
+                        sft_heldout(ctx, tok, model, context))
+    steps, history = result.steps, result.history
     _save(ctx, model, steps)
     first, last = _mean(history, "loss", False), _mean(history, "loss", True)
     write_json(Path(ctx.out) / "train.json", {"steps": steps, "conversations": len(records),
                                               "truncated": truncated, "dropped_too_long": dropped,
-                                              "rows": len(rows), "loss_first": first, "loss_last": last})
+                                              "rows": len(rows), "loss_first": first, "loss_last": last,
+                                              "heldout": result.heldout})
     cut = (f" ({truncated} cut to the context, {dropped} of them dropped: no assistant token "
            "left)" if truncated else "")
     _report(ctx, "SFT", [f"- {len(records) - dropped:,} conversations packed into {len(rows):,} rows of "
                          f"<= {context} tokens{cut}", f"- {steps} steps, peak lr {lr:g}, "
                          + describe_schedule(post_schedule(cfg, steps)),
                          f"- masked loss {first:.3f} -> {last:.3f} "
-                         f"({time.perf_counter() - t0:.1f} s)"])
+                         f"({time.perf_counter() - t0:.1f} s)",
+                         *heldout_lines(result.heldout, label="held-out masked loss")])
+
+
+def sft_heldout(ctx: JobContext, tok: Tokenizer, model: Llama, context: int) -> Heldout | None:
+    """The masked loss SFT trains on, over the dataset's first held-out conversations
+    (token-weighted, as the training loss), or None when the dataset holds none out."""
+    records = D.load(ctx.inputs["dataset"], "val", "sft")[:HELDOUT_RECORDS]
+    examples, _, _ = fit_context(sft_examples(tok, records), context)
+    if not examples:
+        ctx.log.info("%s: the dataset holds out no conversations: no held-out loss", ctx.job_id)
+        return None
+
+    def measure() -> dict[str, float]:
+        scored = target_logprobs(model, examples)
+        return {"val_loss": -sum(lp for lp, _ in scored) / max(1, sum(n for _, n in scored))}
+
+    return measure
 
 
 # --- DPO ------------------------------------------------------------------------------
@@ -464,30 +536,46 @@ REFERENCE = "reference.safetensors"
 REFERENCE_META = "herd.reference"  # the safetensors metadata key of what a reference was computed under
 
 
-@register("post.dpo_reference")
-def post_dpo_reference(ctx: JobContext) -> None:
-    """Reference log-probs once, so DPO never holds a second model."""
-    model, tok, _ = _load(ctx)
-    prefs = _pairs(ctx, tok, model)
-    masked = _mask_flag(ctx)
-    chosen, rejected = [], []
-    model.eval()
-    ctx.progress.start(len(prefs), "pairs")
+def heldout_pairs(ctx: JobContext, tok: Tokenizer, model: Llama) -> list[dict[str, Any]]:
+    """The held-out pairs DPO and the reward model measure while they train: the first
+    `HELDOUT_RECORDS` of the val split that fit the context (the same list in the reference
+    job and in DPO, so their log-probs line up)."""
+    return _pairs(ctx, tok, model, "val")[:HELDOUT_RECORDS]
+
+
+def _reference_logprobs(ctx: JobContext, model: Llama, tok: Tokenizer, prefs: list[dict[str, Any]],
+                        masked: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    chosen, rejected = [torch.zeros(0)], [torch.zeros(0)]
     with torch.no_grad():
         for i in range(0, len(prefs), 32):
             ct, cy, rt, ry = preference_batch(tok, prefs[i : i + 32], masked, _device_of(model))
-            chosen.append(P.sequence_logprobs(model, ct, cy)[0].cpu())
-            rejected.append(P.sequence_logprobs(model, rt, ry)[0].cpu())
+            chosen.append(P.sequence_logprobs(model, ct, cy)[0].float().cpu())
+            rejected.append(P.sequence_logprobs(model, rt, ry)[0].float().cpu())
             ctx.progress.advance(len(prefs[i : i + 32]))
-    save_file({"chosen": torch.cat(chosen).contiguous(), "rejected": torch.cat(rejected).contiguous()},
+    return torch.cat(chosen).contiguous(), torch.cat(rejected).contiguous()
+
+
+@register("post.dpo_reference")
+def post_dpo_reference(ctx: JobContext) -> None:
+    """Reference log-probs once, so DPO never holds a second model: of the training pairs
+    and of the held-out pairs DPO measures as it trains."""
+    model, tok, _ = _load(ctx)
+    prefs = _pairs(ctx, tok, model)
+    val = heldout_pairs(ctx, tok, model)
+    masked = _mask_flag(ctx)
+    model.eval()
+    ctx.progress.start(len(prefs) + len(val), "pairs")
+    chosen, rejected = _reference_logprobs(ctx, model, tok, prefs, masked)
+    val_chosen, val_rejected = _reference_logprobs(ctx, model, tok, val, masked)
+    save_file({"chosen": chosen, "rejected": rejected, "val_chosen": val_chosen, "val_rejected": val_rejected},
               str(Path(ctx.out) / REFERENCE),
               # one key (JSON): safetensors writes several in hash order, so the bytes would vary
               metadata={REFERENCE_META: json.dumps({"mask": ctx.config.get("mask", "formatting_tokens"),
-                                                    "pairs": len(prefs),
+                                                    "pairs": len(prefs), "val_pairs": len(val),
                                                     "checkpoint": Path(ctx.inputs["checkpoint"]).name},
                                                    sort_keys=True)})
-    _report(ctx, "DPO reference", [f"- reference log-probs of {len(prefs):,} pairs "
-                                   f"(mask `{ctx.config.get('mask', 'formatting_tokens')}`)"])
+    _report(ctx, "DPO reference", [f"- reference log-probs of {len(prefs):,} pairs and {len(val):,} "
+                                   f"held-out pairs (mask `{ctx.config.get('mask', 'formatting_tokens')}`)"])
 
 
 def check_reference(ctx: JobContext, path: Path) -> None:
@@ -530,20 +618,45 @@ def post_dpo(ctx: JobContext) -> None:
     beta, nll = float(cfg.get("beta", 0.1)), float(cfg.get("nll", 0.2))
     lr = float(cfg.get("lr", 5e-5))
 
-    def step_fn(step: int, idx: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
-        ct, cy, rt, ry = preference_batch(tok, [prefs[i] for i in idx], masked, dev)
+    def dpo_step(pairs: list[dict[str, Any]], ref_chosen: torch.Tensor, ref_rejected: torch.Tensor
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+        ct, cy, rt, ry = preference_batch(tok, pairs, masked, dev)
         pc, nc = P.sequence_logprobs(model, ct, cy)
         pr, _ = P.sequence_logprobs(model, rt, ry)
-        return P.dpo_loss(pc, pr, ref["chosen"][idx], ref["rejected"][idx], nc, beta, nll)
+        return P.dpo_loss(pc, pr, ref_chosen, ref_rejected, nc, beta, nll)
 
-    steps, history = train_loop(ctx, model, [(list(model.parameters()), lr)], len(prefs), step_fn)
+    def step_fn(step: int, idx: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+        return dpo_step([prefs[i] for i in idx], ref["chosen"][idx], ref["rejected"][idx])
+
+    def heldout() -> dict[str, float]:
+        """The training loss and the implicit reward's accuracy and margin on held-out pairs."""
+        total: dict[str, float] = {}
+        for i in range(0, len(val), 32):
+            loss, info = dpo_step(val[i : i + 32], ref["val_chosen"][i : i + 32], ref["val_rejected"][i : i + 32])
+            for key, value in {"val_loss": loss.item(), "val_reward_accuracy": info["reward_accuracy"],
+                               "val_reward_margin": info["reward_margin"]}.items():
+                total[key] = total.get(key, 0.0) + value * len(val[i : i + 32]) / len(val)
+        return total
+
+    val = heldout_pairs(ctx, tok, model) if "val_chosen" in ref else []
+    if "val_chosen" in ref and len(ref["val_chosen"]) != len(val):
+        raise JobFailed(f"{ctx.job_id}: the reference has {len(ref['val_chosen'])} held-out pairs, the "
+                        f"dataset {len(val)}; hint: the reference must come from the same dataset")
+    result = train_loop(ctx, model, [(list(model.parameters()), lr)], len(prefs), step_fn,
+                        heldout if val else None)
+    steps, history = result.steps, result.history
     _save(ctx, model, steps)
     summary = {k: _mean(history, k, True) for k in history[0]}
-    write_json(Path(ctx.out) / "train.json", {"steps": steps, "pairs": len(prefs), "final": summary})
+    write_json(Path(ctx.out) / "train.json", {"steps": steps, "pairs": len(prefs), "final": summary,
+                                              "heldout": result.heldout})
+    final = result.heldout[-1] if result.heldout else None
     _report(ctx, "DPO", [f"- {len(prefs):,} pairs, {steps} steps, beta {beta:g}, nll {nll:g}, "
                          f"mask `{cfg.get('mask', 'formatting_tokens')}`",
                          f"- final reward margin {summary['reward_margin']:.3f}, "
-                         f"reward accuracy {summary['reward_accuracy']:.1%}"])
+                         f"reward accuracy {summary['reward_accuracy']:.1%}",
+                         *heldout_lines(result.heldout),
+                         *([f"- held-out reward accuracy {result.heldout[0]['val_reward_accuracy']:.1%} -> "
+                            f"{final['val_reward_accuracy']:.1%} ({len(val)} pairs)"] if final else [])])
 
 
 # --- post.reward_model ------------------------------------------------------------------
@@ -572,15 +685,21 @@ def pair_outcomes(rm: P.RewardModel, tok: Tokenizer, recs: list[dict[str, Any]]
     tie count tells that apart from one that prefers the rejected responses."""
     if not recs:
         return float("nan"), 0
+    chosen, rejected = pair_scores(rm, tok, recs)
+    return int((chosen > rejected).sum()) / len(recs), int((chosen == rejected).sum())
+
+
+def pair_scores(rm: P.RewardModel, tok: Tokenizer, recs: list[dict[str, Any]]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reward model's scores of each pair's chosen and rejected responses."""
     rm.eval()
-    wins = ties = 0
+    chosen, rejected = [torch.zeros(0)], [torch.zeros(0)]
     with torch.no_grad():
         for i in range(0, len(recs), 32):
             ct, cl, rt, rl = _pair_tensors(tok, recs[i : i + 32], _device_of(rm))
-            chosen, rejected = rm(ct, cl), rm(rt, rl)
-            wins += int((chosen > rejected).sum())
-            ties += int((chosen == rejected).sum())
-    return wins / len(recs), ties
+            chosen.append(rm(ct, cl).float().cpu())
+            rejected.append(rm(rt, rl).float().cpu())
+    return torch.cat(chosen), torch.cat(rejected)
 
 
 def load_reward_model(ctx: JobContext, role: str = "reward_model") -> P.RewardModel:
@@ -617,9 +736,17 @@ def post_reward_model(ctx: JobContext) -> None:
         ct, cl, rt, rl = _pair_tensors(tok, [train[i] for i in idx], _device_of(rm))
         return P.bradley_terry_loss(rm(ct, cl), rm(rt, rl)), {}
 
+    measured_pairs = val[:HELDOUT_RECORDS]
+
+    def heldout() -> dict[str, float]:
+        chosen, rejected = pair_scores(rm, tok, measured_pairs)
+        return {"val_loss": float(P.bradley_terry_loss(chosen, rejected)),
+                "val_pair_accuracy": float((chosen > rejected).float().mean())}
+
     # The fresh head starts at zero: it gets a larger rate than the pretrained body.
-    steps, history = train_loop(ctx, rm, [(list(rm.base.parameters()), lr),
-                                          (list(rm.head.parameters()), lr * 100)], len(train), step_fn)
+    loop = train_loop(ctx, rm, [(list(rm.base.parameters()), lr), (list(rm.head.parameters()), lr * 100)],
+                        len(train), step_fn, heldout if measured_pairs else None)
+    steps, history = loop.steps, loop.history
     accuracy, ties = pair_outcomes(rm, tok, val)
     train_accuracy, train_ties = pair_outcomes(rm, tok, train[:256])
     _save(ctx, rm.base, steps)
@@ -627,7 +754,8 @@ def post_reward_model(ctx: JobContext) -> None:
               str(Path(ctx.out) / HEAD))
     result = {"accuracy": accuracy, "train_accuracy": train_accuracy, "pairs": len(val),
               "ties": ties, "train_ties": train_ties,
-              "loss_first": _mean(history, "loss", False), "loss_last": _mean(history, "loss", True)}
+              "loss_first": _mean(history, "loss", False), "loss_last": _mean(history, "loss", True),
+              "heldout": loop.heldout}
     write_json(Path(ctx.out) / "eval.json", result)
     ctx.metric(stage="post.reward_model", heldout_pair_accuracy=accuracy)
     _report(ctx, f"Reward model `{cfg.get('name', 'rm')}`",
@@ -637,7 +765,8 @@ def post_reward_model(ctx: JobContext) -> None:
              *([f"- **{ties} held-out and {train_ties} training pair(s) scored as ties** (counted "
                 "as wrong): the reward model does not tell these responses apart"]
                if ties or train_ties else []),
-             f"- loss {result['loss_first']:.3f} -> {result['loss_last']:.3f}"])
+             f"- loss {result['loss_first']:.3f} -> {result['loss_last']:.3f}",
+             *heldout_lines(loop.heldout)])
 
 
 # --- post.rejection_sampling ------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Resumable state of the post-training loops (reward model, SFT, DPO) in a job's work dir.
 
 `work/post-state/step-NNNNNN/` holds the weights, the optimizer state and `state.json`
-(step, history); `work/post-state/LATEST` names the newest one and is replaced only after
+(step, per-step history, held-out measurements); `work/post-state/LATEST` names the newest one and is replaced only after
 that folder is complete. Writing the three files one after the other in place could leave
 weights of step N beside a `state.json` of step N - k after a kill, and the resumed run
 would silently differ from an uninterrupted one; one folder per step cannot mix them.
@@ -28,7 +28,7 @@ WEIGHTS, OPTIMIZER, STATE = "weights.safetensors", "optimizer.safetensors", "sta
 
 
 def save(work: Path, step: int, module: torch.nn.Module, opt: torch.optim.Optimizer,
-         history: list[dict[str, float]]) -> None:
+         history: list[dict[str, float]], heldout: list[dict[str, float]] | None = None) -> None:
     """Write the state after `step` steps as one folder, then point LATEST at it."""
     root = Path(work) / STATE_DIR
     name = f"step-{step:06d}"
@@ -36,7 +36,8 @@ def save(work: Path, step: int, module: torch.nn.Module, opt: torch.optim.Optimi
         save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
                   str(tmp / WEIGHTS))
         save_optimizer_state(opt, tmp / OPTIMIZER)
-        (tmp / STATE).write_text(json.dumps({"step": step, "history": history}), encoding="utf-8")
+        (tmp / STATE).write_text(json.dumps({"step": step, "history": history,
+                                                "heldout": heldout or []}), encoding="utf-8")
     pointer = root / "LATEST.tmp"
     pointer.write_text(name, encoding="utf-8")
     os.replace(pointer, root / "LATEST")
@@ -54,16 +55,18 @@ def _latest(work: Path) -> Path | None:
     return None
 
 
-def load(work: Path, module: torch.nn.Module, opt: torch.optim.Optimizer,
-         log: logging.Logger) -> tuple[int, list[dict[str, float]]] | None:
-    """Restore the newest state into `module` and `opt`: (step, history), or None to start
-    from step 0 (nothing saved, or the state was damaged and has been set aside)."""
+def load(work: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, log: logging.Logger
+         ) -> tuple[int, list[dict[str, float]], list[dict[str, float]]] | None:
+    """Restore the newest state into `module` and `opt`: (step, history, held-out
+    measurements), or None to start from step 0 (nothing saved, or the state was damaged and
+    has been set aside). States saved before held-out measurements existed have none."""
     directory = _latest(work)
     if directory is None:
         return None
     try:  # read all three before applying any, so a damaged one leaves the module as it was
         state = json.loads((directory / STATE).read_text(encoding="utf-8"))
         start, history = int(state["step"]), list(state["history"])
+        heldout = list(state.get("heldout") or [])
         try:
             weights = load_file(str(directory / WEIGHTS))
         except Exception as exc:  # safetensors raises its own error types
@@ -77,7 +80,7 @@ def load(work: Path, module: torch.nn.Module, opt: torch.optim.Optimizer,
         log.warning("the resumable state %s is damaged (%s); it is kept as %s and this job "
                     "starts again from step 0", directory, str(exc).splitlines()[0], aside)
         return None
-    return start, history
+    return start, history, heldout
 
 
 def _set_aside(work: Path, directory: Path) -> Path:

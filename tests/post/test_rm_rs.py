@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -28,6 +29,10 @@ def test_reward_model_separates_separable_pairs(job, tmp_path, checkpoint, token
     assert result["pairs"] == 20 and result["accuracy"] >= 0.9
     assert result["loss_last"] < result["loss_first"]
     assert (out / "reward_head.safetensors").exists()
+    # measured as it trains: a zero head scores every response alike (loss ln 2, no pair right)
+    start, end = result["heldout"][0], result["heldout"][-1]
+    assert start["val_loss"] == pytest.approx(math.log(2)) and start["val_pair_accuracy"] == 0.0
+    assert end["step"] == 25 and end["val_pair_accuracy"] == result["accuracy"]
 
     rs = job("post.rejection_sampling", {"k": 2, "count": 4, "scorer": "rm", "max_new_tokens": 3},
              {"checkpoint": checkpoint, "tokenizer": tokenizer_dir, "dataset": data,

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from runtime.jobs import registry
 from runtime.jobs.context import JobFailed
-from runtime.jobs.post_jobs import batch_indices, post_schedule
+from runtime.jobs.post_jobs import batch_indices, heldout_lines, post_schedule
 from runtime.post import train as P
 from runtime.train.schedule import lr_at
 
@@ -77,13 +77,48 @@ def test_sft_loss_falls(job, dataset, checkpoint, tokenizer_dir):
     assert (out / "meta.json").exists() and "### SFT" in (out / "report.md").read_text()
 
 
+def test_sft_measures_its_held_out_loss_as_it_trains(job, dataset, checkpoint, tokenizer_dir):
+    """Before the first step, every `eval_every` steps and after the last: the masked loss
+    on conversations SFT never trains on, falling here, with the curve in the report."""
+    out = job("post.sft", {"lr": 3e-3, "steps": 25, "batch": 8, "seed": 0, "eval_every": 10},
+              {"checkpoint": checkpoint, "tokenizer": tokenizer_dir, "dataset": dataset})
+    heldout = json.loads((out / "train.json").read_text())["heldout"]
+    assert [row["step"] for row in heldout] == [0, 10, 20, 25]
+    assert heldout[-1]["val_loss"] < 0.8 * heldout[0]["val_loss"]
+    assert "held-out masked loss" in (out / "report.md").read_text()
+
+
+def test_without_held_out_records_post_training_measures_nothing(job, checkpoint, tokenizer_dir):
+    dataset = job("data.dataset", {**TASKS, "val_fraction": 0.0}, name="all_train")
+    inputs = {"checkpoint": checkpoint, "tokenizer": tokenizer_dir, "dataset": dataset}
+    out = job("post.sft", {"lr": 3e-3, "steps": 3, "batch": 4}, inputs)
+    assert json.loads((out / "train.json").read_text())["heldout"] == []
+    ref = job("post.dpo_reference", {"mask": "formatting_tokens"}, inputs)
+    out = job("post.dpo", {"steps": 2, "batch": 4}, {**inputs, "reference": ref})
+    assert json.loads((out / "train.json").read_text())["heldout"] == []
+
+
+def test_held_out_lines_point_at_overfitting():
+    rising = [{"step": 0, "val_loss": 2.0}, {"step": 10, "val_loss": 1.2}, {"step": 20, "val_loss": 1.5}]
+    assert "lowest 1.200 at step 10, then rising" in heldout_lines(rising)[0]
+    falling = [{"step": 0, "val_loss": 2.0}, {"step": 10, "val_loss": 1.2}, {"step": 20, "val_loss": 1.205}]
+    assert heldout_lines(falling) == ["- held-out loss 2.000 -> 1.205"]  # within 1%: noise
+    assert heldout_lines([]) == []
+
+
 def test_dpo_reference_then_dpo_raises_reward_margins(job, dataset, checkpoint, tokenizer_dir):
     inputs = {"checkpoint": checkpoint, "tokenizer": tokenizer_dir, "dataset": dataset}
     ref = job("post.dpo_reference", {"mask": "formatting_tokens"}, inputs)
     out = job("post.dpo", {"beta": 0.5, "lr": 3e-3, "steps": 15, "batch": 8, "nll": 0.2,
                            "mask": "formatting_tokens"}, {**inputs, "reference": ref})
-    final = json.loads((out / "train.json").read_text())["final"]
+    stats = json.loads((out / "train.json").read_text())
+    final = stats["final"]
     assert final["reward_margin"] > 0 and final["reward_accuracy"] > 0.5
+    # held out: the policy starts as the reference, so its implicit rewards start at zero
+    start, end = stats["heldout"][0], stats["heldout"][-1]
+    assert (start["step"], start["val_reward_margin"], start["val_reward_accuracy"]) == (0, 0.0, 0.0)
+    assert end["step"] == 15 and end["val_reward_margin"] > 0
+    assert "held-out reward accuracy 0.0% ->" in (out / "report.md").read_text()
     with pytest.raises(JobFailed, match="mask"):
         job("post.dpo_reference", {"mask": "headers"}, inputs, name="bad")
 
@@ -151,8 +186,13 @@ def _killed_at_5(tmp_path, config, inputs, name):
     return killed
 
 
-def _steps(metrics: Path) -> list[int]:
-    return [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+def _steps(metrics: Path, key: str = "loss") -> list[int]:
+    return [row["step"] for row in map(json.loads, metrics.read_text().splitlines()) if key in row]
+
+
+def _heldout(metrics: Path) -> list[tuple[int, float]]:
+    return [(row["step"], row["val_loss"]) for row in map(json.loads, metrics.read_text().splitlines())
+            if "val_loss" in row]
 
 
 @pytest.mark.parametrize("damage", [None, "weights.safetensors", "optimizer.safetensors", "state.json"])
@@ -174,6 +214,10 @@ def test_a_resumed_sft_run_logs_each_step_once_and_survives_a_damaged_state(
         bad.write_bytes(bad.read_bytes()[:10])
     registry.get("post.sft")(killed)
     assert _steps(killed.metrics_path) == list(range(6))
+    # held-out loss after 0..6 steps, each once: the one measured just before the step-4 save
+    # is restored with the state, the killed attempt's later ones are measured again
+    assert [step for step, _ in _heldout(killed.metrics_path)] == list(range(7))
+    assert _heldout(killed.metrics_path) == _heldout(whole.metrics_path)
     if damage is not None:
         assert (killed.work / "post-state" / "damaged-step-000004" / damage).stat().st_size == 10
     a = load_file(str(whole.out / "model.safetensors"))
