@@ -234,12 +234,30 @@ def test_decontamination_drops_documents_that_copy_a_benchmark(tmp_path: Path) -
     assert kept_ids(tmp_path, docs, "decontaminate", both, job="both") == ["clean", "near"]
 
 
+def test_a_benchmark_item_shorter_than_n_is_matched_whole(tmp_path: Path) -> None:
+    """A 6-word question cannot share a 13-gram with anything: it is matched as a whole, so a
+    document quoting it goes and one with only some of its words stays. Items under 4 words
+    (a bare "True") are too common to match anything."""
+    bench = tmp_path / "short.jsonl"
+    bench.write_text(json.dumps({"prompt": "What is the capital of Peru?", "answer": "Lima"}) + "\n"
+                     + json.dumps({"prompt": "True", "answer": "yes"}) + "\n")
+    docs = [Document("quotes", prose(40) + " what is the capital of Peru? Lima. " + prose(30, seed=1)),
+            Document("partial", prose(40) + " what is the capital of France? " + prose(30, seed=1)),
+            Document("true", prose(40) + " True yes " + prose(10))]
+    assert kept_ids(tmp_path, docs, "decontaminate", {"against": str(bench)}) == ["partial", "true"]
+    flt = get_filter("decontaminate")
+    scoring = flt.scoring_params({"against": str(bench)})
+    state = flt.prepare(scoring, [])
+    assert sorted(state) == [7]  # only the 7-word item ("…peru lima"): "true yes" has 2 words
+    assert flt.score("What is the capital of Peru? Lima! " * 3, scoring, state)["benchmark_ngrams"] == 3
+
+
 def test_decontamination_needs_benchmarks_it_can_read(tmp_path: Path) -> None:
     docs = [Document("a", prose(50))]
     with pytest.raises(JobFailed, match=r"against = .* matches no files; hint: name the benchmark files"):
         kept_ids(tmp_path, docs, "decontaminate", {"against": str(tmp_path / "none" / "*.jsonl")})
     (tmp_path / "short.jsonl").write_text(json.dumps({"question": "two words"}) + "\n")
-    with pytest.raises(JobFailed, match="no benchmark item .* has 13 words; hint: lower n"):
+    with pytest.raises(JobFailed, match="no benchmark item .* has 4 words or more; hint: check the files"):
         kept_ids(tmp_path, docs, "decontaminate", {"against": str(tmp_path / "short.jsonl")}, job="short")
     (tmp_path / "bad.jsonl").write_text("{not json\n")
     with pytest.raises(JobFailed, match=r"bad.jsonl:1 is not JSON"):

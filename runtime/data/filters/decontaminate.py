@@ -6,8 +6,10 @@ The benchmark files (`against`, a glob) are JSONL — every string in a record c
 messages are all covered — or plain text. Their word n-grams (lower-cased `\\w+` words, as
 every herd filter splits them; GPT-3 used n = 13) form a set of hashes once per job; a
 document's score is how many of its n-grams are in it. A benchmark item shorter than n words
-cannot be matched (lower `n` to reach short ones). The files' content is part of the scoring
-key: editing a benchmark re-scores.
+(but of at least `MIN_WORDS`) is matched whole instead: a document containing all of its
+words in order scores one match per occurrence — a short question is caught without lowering
+`n` for every item, which would make longer items match ordinary prose. The files' content is
+part of the scoring key: editing a benchmark re-scores.
 """
 
 from __future__ import annotations
@@ -79,6 +81,28 @@ def ngram_keys(ids: list[int], n: int) -> Iterator[int]:
         yield hash(tuple(ids[i : i + n]))
 
 
+#: the fewest words an n-gram (or a short item matched whole) may have: fewer match ordinary prose
+MIN_WORDS = 4
+
+
+def benchmark_keys(texts: Iterator[str], n: int) -> dict[int, frozenset[int]]:
+    """{length: keys}: every n-gram of the items of n words or more, and each shorter item
+    (of `MIN_WORDS` or more) whole, under its own length."""
+    keys: dict[int, set[int]] = {}
+    for text in texts:
+        ids = _word_ids(text)
+        if len(ids) >= n:
+            keys.setdefault(n, set()).update(ngram_keys(ids, n))
+        elif len(ids) >= MIN_WORDS:
+            keys.setdefault(len(ids), set()).add(hash(tuple(ids)))
+    return {length: frozenset(group) for length, group in sorted(keys.items())}
+
+
+def matches(text: str, keys: dict[int, frozenset[int]]) -> int:
+    ids = _word_ids(text)
+    return sum(sum(k in group for k in ngram_keys(ids, length)) for length, group in keys.items())
+
+
 @register_filter
 class Decontaminate(Filter):
     name = "decontaminate"
@@ -102,28 +126,27 @@ class Decontaminate(Filter):
 
     def check_params(self, params: dict[str, Any]) -> None:
         self._files(params)
-        if int(params.get("n", 13)) < 4:
-            raise JobFailed("decontaminate: n must be at least 4 words (shorter n-grams match ordinary prose)")
+        if int(params.get("n", 13)) < MIN_WORDS:
+            raise JobFailed(f"decontaminate: n must be at least {MIN_WORDS} words (shorter n-grams match "
+                            "ordinary prose)")
 
     def scoring_params(self, params: dict[str, Any]) -> dict[str, Any]:
         h = hashlib.sha256()
         for path in self._files(params):
             h.update(path.name.encode() + b"\0" + path.read_bytes())
-        return {"against": params["against"], "against_sha256": h.hexdigest(), "n": int(params.get("n", 13))}
+        return {"against": params["against"], "against_sha256": h.hexdigest(), "n": int(params.get("n", 13)),
+                "short_items": "whole"}  # how items shorter than n match: scores before it differ
 
     def prepare(self, scoring: dict[str, Any], shards: list[Path]) -> Any:
-        n = int(scoring["n"])
-        keys: set[int] = set()
-        for path in self._files(scoring):
-            for text in benchmark_texts(path):
-                keys.update(ngram_keys(_word_ids(text), n))
+        keys = benchmark_keys((text for path in self._files(scoring) for text in benchmark_texts(path)),
+                              int(scoring["n"]))
         if not keys:
-            raise JobFailed(f"decontaminate: no benchmark item in {scoring['against']!r} has {n} words; "
-                            "hint: lower n, or check the files")
-        return frozenset(keys)
+            raise JobFailed(f"decontaminate: no benchmark item in {scoring['against']!r} has {MIN_WORDS} "
+                            "words or more; hint: check the files (JSONL records' strings are read)")
+        return keys
 
     def score(self, text: str, scoring: dict[str, Any], state: Any) -> Scores:
-        return {"benchmark_ngrams": float(sum(k in state for k in ngram_keys(_word_ids(text), int(scoring["n"]))))}
+        return {"benchmark_ngrams": float(matches(text, state))}
 
     def keep(self, scores: Scores, params: dict[str, Any]) -> tuple[bool, str]:
         limit = int(params.get("max_matches", 0))
