@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from runtime.data.tokenizer import META_FILE, MODEL_FILE, Tokenizer, load_tokenizer
 from runtime.executor import external
+from runtime.executor.plots import line_plot
 from runtime.jobs.context import JobContext, JobFailed, write_json
 from runtime.jobs.registry import register
 from runtime.model import (
@@ -196,6 +197,18 @@ def train_loop(ctx: JobContext, module: torch.nn.Module,
         if (step + 1) % every == 0 and step + 1 < steps:
             resume.save(Path(ctx.work), step + 1, module, opt, history, measured)
     return LoopResult(steps, history, measured)
+
+
+def curve_lines(ctx: JobContext, result: LoopResult, label: str = "held-out loss") -> list[str]:
+    """The report's held-out line and `plots/loss.png`: the training loss of every step
+    beside the held-out measurements."""
+    if not result.history:
+        return []
+    series = {"train": (list(range(len(result.history))), [h["loss"] for h in result.history])}
+    if result.heldout:
+        series[label] = ([row["step"] for row in result.heldout], [row["val_loss"] for row in result.heldout])
+    line_plot(Path(ctx.out) / "plots" / "loss.png", series, f"{ctx.job_id} loss", "step", "loss (nats)")
+    return [*heldout_lines(result.heldout, label=label), "", "![loss](plots/loss.png)"]
 
 
 def heldout_lines(measured: list[dict[str, float]], key: str = "val_loss",
@@ -455,7 +468,7 @@ def post_sft(ctx: JobContext) -> None:
                          + describe_schedule(post_schedule(cfg, steps)),
                          f"- masked loss {first:.3f} -> {last:.3f} "
                          f"({time.perf_counter() - t0:.1f} s)",
-                         *heldout_lines(result.heldout, label="held-out masked loss")])
+                         *curve_lines(ctx, result, "held-out masked loss")])
 
 
 def sft_heldout(ctx: JobContext, tok: Tokenizer, model: Llama, context: int) -> Heldout | None:
@@ -654,9 +667,9 @@ def post_dpo(ctx: JobContext) -> None:
                          f"mask `{cfg.get('mask', 'formatting_tokens')}`",
                          f"- final reward margin {summary['reward_margin']:.3f}, "
                          f"reward accuracy {summary['reward_accuracy']:.1%}",
-                         *heldout_lines(result.heldout),
                          *([f"- held-out reward accuracy {result.heldout[0]['val_reward_accuracy']:.1%} -> "
-                            f"{final['val_reward_accuracy']:.1%} ({len(val)} pairs)"] if final else [])])
+                            f"{final['val_reward_accuracy']:.1%} ({len(val)} pairs)"] if final else []),
+                         *curve_lines(ctx, result)])
 
 
 # --- post.reward_model ------------------------------------------------------------------
@@ -766,7 +779,7 @@ def post_reward_model(ctx: JobContext) -> None:
                 "as wrong): the reward model does not tell these responses apart"]
                if ties or train_ties else []),
              f"- loss {result['loss_first']:.3f} -> {result['loss_last']:.3f}",
-             *heldout_lines(loop.heldout)])
+             *curve_lines(ctx, loop)])
 
 
 # --- post.rejection_sampling ------------------------------------------------------------

@@ -85,7 +85,9 @@ def test_sft_measures_its_held_out_loss_as_it_trains(job, dataset, checkpoint, t
     heldout = json.loads((out / "train.json").read_text())["heldout"]
     assert [row["step"] for row in heldout] == [0, 10, 20, 25]
     assert heldout[-1]["val_loss"] < 0.8 * heldout[0]["val_loss"]
-    assert "held-out masked loss" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "held-out masked loss" in report and "![loss](plots/loss.png)" in report
+    assert (out / "plots" / "loss.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_without_held_out_records_post_training_measures_nothing(job, checkpoint, tokenizer_dir):
