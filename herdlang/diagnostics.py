@@ -59,6 +59,28 @@ CODES: dict[str, str] = {
 }
 
 
+@dataclass(frozen=True)
+class Suggestion:
+    """A did-you-mean as data: `word` (as written, inside the diagnostic's span) should read
+    `replacement`. Editors offer it as a quick fix without parsing the hint's text."""
+
+    word: str
+    replacement: str
+
+
+class Hint(str):
+    """A hint that remembers the suggestion it spells. It is a `str`, so every caller that
+    formats, tests or passes hints on keeps working and renders byte for byte as before;
+    a `Diagnostic` given one keeps the suggestion and stores the hint as a plain `str`."""
+
+    suggestion: Suggestion | None
+
+    def __new__(cls, text: str, suggestion: Suggestion | None = None) -> Hint:
+        self = super().__new__(cls, text)
+        self.suggestion = suggestion
+        return self
+
+
 @dataclass
 class Diagnostic:
     code: str
@@ -67,6 +89,15 @@ class Diagnostic:
     hint: str | None = None
     severity: Severity = Severity.ERROR
     notes: list[str] = field(default_factory=list)
+    #: what the misspelt word in `span` should read, when the hint is a did-you-mean;
+    #: filled from a `Hint` (see `suggestion()`), not part of equality or of `herd check` output
+    suggestion: Suggestion | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.hint, Hint):
+            if self.suggestion is None:
+                self.suggestion = self.hint.suggestion
+            self.hint = str(self.hint)
 
     def headline(self) -> str:
         where = f"{self.span.path}:{self.span.line}:{self.span.column}: " if self.span else ""
@@ -106,10 +137,12 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
 
 
 def suggestion(word: str, candidates: Iterable[str], what: str = "") -> str | None:
+    """A hint for an unknown `word`: a did-you-mean (a `Hint` carrying the `Suggestion`, so the
+    diagnostic made from it can be fixed in an editor), else the short list of what fits."""
     pool = sorted(set(candidates))
     best = did_you_mean(word, pool)
     if best:
-        return f"did you mean '{best}'?"
+        return Hint(f"did you mean '{best}'?", Suggestion(word, best))
     if pool and len(pool) <= 12:
         return f"expected {what + ', ' if what else ''}one of: " + ", ".join(pool)
     return None

@@ -16,7 +16,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from herdlang import ast
-from herdlang.diagnostics import Diagnostic, HerdError, did_you_mean
+from herdlang.diagnostics import Diagnostic, HerdError, Hint, Suggestion, did_you_mean
 
 GRAMMAR_PATH = Path(__file__).with_name("herd.lark")
 
@@ -456,7 +456,8 @@ def _unknown_units(text: str, path: str) -> list[Diagnostic]:
                                   f"write `{num}{word}`"))
             continue
         best = {u.lower(): u for u in plural}.get(str(word).lower()) or did_you_mean(str(word), plural)
-        hint = f"did you mean '{best}'?" if best else "units are: " + ", ".join(plural)
+        hint = (Hint(f"did you mean '{best}'?", Suggestion(str(word), best)) if best
+                else "units are: " + ", ".join(plural))
         out.append(Diagnostic("H0207", f"unknown unit '{word}'", span, hint))
     return out
 

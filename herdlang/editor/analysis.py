@@ -141,20 +141,27 @@ class Workspace:
                 continue
         return list(found)
 
+    def resolving(self, path: Path, name: str) -> tuple[Definition | None, list[Path]]:
+        """The definition `name` resolves to from `path`, and every known file where it resolves
+        to that same block (only `path` itself when it resolves to none): what references and
+        rename both walk, so a name shadowed in another closure is left alone."""
+        target = self.definitions(path).get(name)
+        if target is None:
+            return None, [path]
+        where = (target.path, target.span.start)
+        files = [f for f in self.known_files()
+                 if (d := self.definitions(f).get(name)) is not None and (d.path, d.span.start) == where]
+        return target, files
+
     def references(self, path: Path, name: str, include_declaration: bool = True) -> list[tuple[Path, ast.Span]]:
         """Every use of the block `name` that resolves to the same definition as in `path`."""
-        target = self.definitions(path).get(name)
-        files = self.known_files() if target is not None else [path]
+        target, files = self.resolving(path, name)
         out: list[tuple[Path, ast.Span]] = []
         for f in files:
-            if target is not None:
-                d = self.definitions(f).get(name)
-                if d is None or (d.path, d.span.start) != (target.path, target.span.start):
-                    continue
             info = self.info(f)
             if info is None:
                 continue
-            out.extend((f, s) for s in occurrences(info, name))
+            out.extend((f, s) for s in occurrences(info, name, target.kind if target else None))
         if target is not None and include_declaration:
             out.insert(0, (target.path, target.span))
         seen: set[tuple[Path, int]] = set()
@@ -164,6 +171,63 @@ class Workspace:
                 seen.add((p, s.start))
                 unique.append((p, s))
         return unique
+
+    def rename_target(self, path: Path, offset: int) -> tuple[Definition, ast.Span] | None:
+        """The block whose name is at `offset` and the span of that name, if it can be renamed:
+        the cursor is on a top-level block's name or on one of its references (as `references`
+        finds them), never on a keyword, a field, a value or a built-in component's name."""
+        info = self.info(path)
+        hit = hit_at(info, offset) if info is not None else None
+        name = block_name(hit) if hit is not None else None
+        if name is None:
+            return None
+        target = self.definitions(path).get(name)
+        if target is None or target.block.name != name:  # undefined, or a `run` block's kind
+            return None
+        for p, span in self.references(path, name):
+            if p == path and span.start <= offset <= span.end:
+                return target, span
+        return None
+
+    def rename(self, path: Path, offset: int, new_name: str) -> list[tuple[Path, ast.Span]]:
+        """The spans to overwrite with `new_name`: the definition and every reference to it in
+        the files that see it. Raises RenameError (its message is for the user) for a position
+        with nothing to rename, a `new_name` the grammar does not read as a name, or one that
+        some file seeing the block already defines (names are shared by all blocks, H0205)."""
+        found = self.rename_target(path, offset)
+        if found is None:
+            raise RenameError("nothing to rename here: put the cursor on a block's name or on a use of it")
+        target, _ = found
+        check_name(new_name)
+        if new_name != target.name:
+            for f in self.known_files():
+                if target.path not in {i.path for i in self.closure(f)}:
+                    continue
+                other = self.definitions(f).get(new_name)
+                if other is not None:
+                    where = f"{display_path(other.path)}:{other.span.line}"
+                    raise RenameError(f"cannot rename {target.kind} '{target.name}' to '{new_name}': "
+                                      f"'{new_name}' is already defined ({other.kind} at {where}) "
+                                      "and names are shared by all blocks")
+        return self.references(path, target.name)
+
+
+class RenameError(ValueError):
+    """A rename that cannot be done; the message says why, for the editor to show."""
+
+
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: words the grammar reads as keywords or literals before NAME (herd.lark)
+RESERVED = frozenset({"import", "extends", "at", "true", "false", "none"})
+
+
+def check_name(name: str) -> None:
+    """Raise RenameError unless `name` parses as a block name (the grammar's NAME, not a keyword)."""
+    if not NAME.fullmatch(name):
+        raise RenameError(f"'{name}' is not a valid name: a name starts with a letter or '_' and "
+                          "goes on with letters, digits and '_'")
+    if name in RESERVED:
+        raise RenameError(f"'{name}' is a keyword of the language and cannot name a block")
 
 
 def resolve_import(importer: Path, target: str) -> Path:
@@ -200,27 +264,66 @@ def _name_keyed(chain: list[ast.Block]) -> bool:
     return (len(chain) == 1 and chain[0].kind == "mix") or (len(chain) == 2 and chain[-1].kind == "mix")
 
 
-def occurrences(info: FileInfo, name: str) -> list[ast.Span]:
-    """Where `name` is used as a reference in one file (definitions excluded)."""
+def occurrences(info: FileInfo, name: str, kind: str | None = None) -> list[ast.Span]:
+    """Where `name` is used as a reference in one file (definitions excluded). Given the `kind`
+    of the block it names, a use that cannot name that block is left out: a field taking a
+    fixed word that happens to be the name (`pattern = llama3` in `tokenizer llama3`), or one
+    taking other kinds of block (`evals = [tasks]` is the built-in eval, not `dataset tasks`)."""
     out: list[ast.Span] = []
+
+    def refs(value: ast.Value, chain: list[ast.Block], key: str) -> None:
+        for v in _values(value):
+            if isinstance(v, ast.Ref) and v.parts[0] == name and _may_name(chain, key, name, kind):
+                out.append(_first_part(v))
 
     def walk(block: ast.Block, chain: list[ast.Block]) -> None:
         chain = [*chain, block]
         if block.parent == name and block.parent_span is not None:
             out.append(block.parent_span)
+        for arg in block.args or []:
+            refs(arg.value, chain, arg.name or block.kind)
         for entry in block.entries:
             if isinstance(entry, ast.Block):
                 walk(entry, chain)
                 continue
-            if entry.key == name and (isinstance(entry, ast.Condition) or _name_keyed(chain)):
+            if entry.key == name and _keyed_by_name(entry, chain, kind):
                 out.append(entry.key_span)
-            for v in _values(entry.value):
-                if isinstance(v, ast.Ref) and v.parts[0] == name:
-                    out.append(_first_part(v))
+            refs(entry.value, chain, entry.key)
 
     for block in info.blocks:
         walk(block, [])
     return out
+
+
+def _keyed_by_name(entry: ast.Assignment | ast.Condition, chain: list[ast.Block], kind: str | None) -> bool:
+    """Whether an entry's key names a block (of `kind`, when given): a gate's eval, a mix's data."""
+    if _name_keyed(chain):
+        return kind is None or kind in _DATA
+    if isinstance(entry, ast.Condition):
+        return kind is None or kind == "eval" or chain[-1].kind != "gate"
+    return False
+
+
+def _may_name(chain: list[ast.Block], key: str, name: str, kind: str | None) -> bool:
+    """Whether a reference `name` under `key` can name a block of `kind` (see `occurrences`)."""
+    if kind is None:
+        return True
+    kinds = chain_kinds(chain)
+    allowed = ref_kinds(kinds, key)
+    if allowed is not None:
+        return kind in allowed
+    model = model_for_chain(kinds)
+    info = field_of(model, key) if model is not None else None
+    return info is None or name not in literal_values(info.annotation)
+
+
+def block_name(hit: Hit) -> str | None:
+    """The top-level block name a hit may refer to (a dotted reference by its first part)."""
+    if hit.what in ("name", "parent", "condkey"):
+        return hit.text
+    if hit.what == "ref":
+        return hit.text.split(".")[0]
+    return None
 
 
 @dataclass
@@ -505,6 +608,30 @@ def _compile(spec: Any) -> tuple[Any, list[Diagnostic]]:
     if compile_with_warnings is None:
         return None, []
     return compile_with_warnings(spec)
+
+
+# -- quick fixes -----------------------------------------------------------------------------
+
+
+def locate_word(text: str, start: int, end: int, word: str) -> tuple[int, int] | None:
+    """Offsets of `word`, standing as a whole word, in `text[start:end]`: the part of a
+    diagnostic's span that a did-you-mean replaces (a span can be wider than the word: the
+    dotted `taks.split`, the quoted `"h10"`). None unless it is there exactly once, so a fix
+    offered on stale or unexpected text does nothing rather than the wrong thing."""
+    if not word:
+        return None
+    pattern = re.compile(rf"(?<![A-Za-z0-9_]){re.escape(word)}(?![A-Za-z0-9_])")
+    found = [(m.start(), m.end()) for m in pattern.finditer(text, start, end)]
+    return found[0] if len(found) == 1 else None
+
+
+def span_between(text: str, start: int, end: int, path: str = "") -> ast.Span:
+    """The 1-based span of the character offsets `start`..`end` of `text` (as the parser makes)."""
+    line = text.count("\n", 0, start) + 1
+    column = start - (text.rfind("\n", 0, start) + 1) + 1
+    end_line = text.count("\n", 0, end) + 1
+    end_column = end - (text.rfind("\n", 0, end) + 1) + 1
+    return ast.Span(path, line, column, end_line, end_column, start, end)
 
 
 # -- completion context from plain text ------------------------------------------------------

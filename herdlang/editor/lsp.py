@@ -2,8 +2,9 @@
 
 Diagnostics come from the same checker as `herd check` (plus the compiler's semantic
 checks when it is importable), rerun on every change; hover, completion, go-to-definition,
-references, outline, folding and formatting work on a lenient parse so they keep working
-while the file is half-typed. Run it with `herd lsp` or `python -m herdlang.editor.lsp`.
+references, rename, outline, folding and formatting work on a lenient parse so they keep
+working while the file is half-typed, and a did-you-mean diagnostic comes with a quick fix.
+Run it with `herd lsp` or `python -m herdlang.editor.lsp`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lsprotocol import types as lsp
+from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
 from pygls.uris import from_fs_path, to_fs_path
 from pygls.workspace import TextDocument
@@ -92,9 +94,12 @@ def _to_lsp(ls: HerdServer, doc: TextDocument, root: Path | None, d: Diagnostic,
     severity = lsp.DiagnosticSeverity.Warning if d.severity is Severity.WARNING else lsp.DiagnosticSeverity.Error
     message = d.message + (f"\n{d.hint}" if d.hint else "")
     where = an.span_path(d.span.path) if d.span is not None and root is not None else root
+    data = None
     if d.span is None or where == root or root is None:
         rng = _range(doc, d.span)
         related = None
+        if d.suggestion is not None:  # the quick fix reads it back, without checking again
+            data = {"word": d.suggestion.word, "replacement": d.suggestion.replacement}
     else:
         # an error in an imported file: show it on the import that brings that file in
         imp = _import_leading_to(ls, root, where, imports) if where else None
@@ -104,7 +109,7 @@ def _to_lsp(ls: HerdServer, doc: TextDocument, root: Path | None, d: Diagnostic,
         related = [lsp.DiagnosticRelatedInformation(_location(ls, where, d.span), d.message)] if where else None
     return lsp.Diagnostic(
         range=rng, message=message, severity=severity, code=d.code, source="herd",
-        related_information=related,
+        related_information=related, data=data,
     )
 
 
@@ -192,11 +197,7 @@ def _open(ls: HerdServer, uri: str, position: lsp.Position) -> tuple[TextDocumen
 
 def _named(hit: an.Hit) -> str | None:
     """The block name a hit refers to, if it can be one."""
-    if hit.what in ("name", "parent", "condkey"):
-        return hit.text
-    if hit.what == "ref":
-        return hit.text.split(".")[0]
-    return None
+    return an.block_name(hit)
 
 
 # -- go to definition / references ----------------------------------------------------------------
@@ -229,6 +230,116 @@ def _references(ls: HerdServer, params: lsp.ReferenceParams) -> list[lsp.Locatio
         return None
     refs = ls.herd.references(path, name, params.context.include_declaration)
     return [_location(ls, p, s) for p, s in refs]
+
+
+# -- rename -------------------------------------------------------------------------------------
+
+
+@server.feature(lsp.TEXT_DOCUMENT_PREPARE_RENAME)
+def _prepare_rename(ls: HerdServer, params: lsp.PrepareRenameParams) -> lsp.PrepareRenamePlaceholder | None:
+    """The name under the cursor, or None (the editor says it cannot rename there) on a
+    keyword, a field, a value, a built-in component or an undefined name."""
+    doc, path, info, offset = _open(ls, params.text_document.uri, params.position)
+    found = ls.herd.rename_target(path, offset)
+    if found is None:
+        return None
+    target, span = found
+    return lsp.PrepareRenamePlaceholder(range=_range(doc, span), placeholder=target.name)
+
+
+@server.feature(lsp.TEXT_DOCUMENT_RENAME)  # pygls adds prepareProvider when the client supports it
+def _rename(ls: HerdServer, params: lsp.RenameParams) -> lsp.WorkspaceEdit:
+    """Rename a block at its definition and every reference `textDocument/references` finds
+    (across the files that import it or that it imports); a refusal is a RequestFailed error
+    whose message the editor shows."""
+    doc, path, info, offset = _open(ls, params.text_document.uri, params.position)
+    try:
+        spans = ls.herd.rename(path, offset, params.new_name)
+    except an.RenameError as exc:
+        raise JsonRpcException(str(exc), code=lsp.LSPErrorCodes.RequestFailed) from None
+    changes: dict[str, list[lsp.TextEdit]] = {}
+    for p, span in spans:
+        changes.setdefault(_uri(p), []).append(
+            lsp.TextEdit(range=_range(_doc_for(ls, p), span), new_text=params.new_name)
+        )
+    for edits in changes.values():
+        edits.sort(key=lambda e: (e.range.start.line, e.range.start.character))
+    return lsp.WorkspaceEdit(changes=changes)
+
+
+# -- quick fixes ----------------------------------------------------------------------------------
+
+
+@server.feature(
+    lsp.TEXT_DOCUMENT_CODE_ACTION,
+    lsp.CodeActionOptions(code_action_kinds=[lsp.CodeActionKind.QuickFix]),
+)
+def _code_actions(ls: HerdServer, params: lsp.CodeActionParams) -> list[lsp.CodeAction] | None:
+    """A quick fix per did-you-mean diagnostic: replace the misspelt word with the suggestion."""
+    if not _wants_quickfix(params.context.only):
+        return None
+    doc = ls.workspace.get_text_document(params.text_document.uri)
+    rechecked: list[lsp.Diagnostic] | None = None
+    out: list[lsp.CodeAction] = []
+    for diag in params.context.diagnostics:
+        if diag.source != "herd":
+            continue
+        fix = _suggestion_in(diag.data)
+        if fix is None and diag.data is None and not _keeps_data(ls) and "did you mean" in diag.message:
+            # a client that does not send `data` back: check the document again, once
+            if rechecked is None:
+                rechecked = _current_diagnostics(ls, doc)
+            same = next((d for d in rechecked if d.range == diag.range and d.code == diag.code), None)
+            fix = _suggestion_in(same.data) if same is not None else None
+        action = _replace_action(doc, diag, *fix) if fix is not None else None
+        if action is not None:
+            out.append(action)
+    return out or None
+
+
+def _wants_quickfix(only: list[Any] | None) -> bool:
+    """Whether a request's `only` filter (absent: everything) admits the `quickfix` kind."""
+    if not only:
+        return True
+    kind = lsp.CodeActionKind.QuickFix.value
+    return any(kind == f or kind.startswith(f + ".") for f in (str(getattr(k, "value", k)) for k in only))
+
+
+def _keeps_data(ls: HerdServer) -> bool:
+    """Whether the client promises to send a diagnostic's `data` back in code action requests."""
+    publish = getattr(ls.client_capabilities.text_document, "publish_diagnostics", None)
+    return bool(getattr(publish, "data_support", False))
+
+
+def _suggestion_in(data: Any) -> tuple[str, str] | None:
+    """(word, replacement) from a diagnostic's `data`, as `_to_lsp` stores it."""
+    if isinstance(data, dict) and isinstance(data.get("word"), str) and isinstance(data.get("replacement"), str):
+        return data["word"], data["replacement"]
+    return None
+
+
+def _current_diagnostics(ls: HerdServer, doc: TextDocument) -> list[lsp.Diagnostic]:
+    path = _path(doc.uri)
+    if path is not None:
+        ls.herd.overlays[path] = doc.source
+    info = an.parse_lenient(doc.source, path or Path(doc.uri))
+    return [_to_lsp(ls, doc, path, d, info.imports) for d in an.check(ls.herd, path, doc.source, name=doc.uri)]
+
+
+def _replace_action(doc: TextDocument, diag: lsp.Diagnostic, word: str, replacement: str) -> lsp.CodeAction | None:
+    """Replace `word` inside the diagnostic's range; None if the text there no longer has it."""
+    start, end = doc.offset_at_position(diag.range.start), doc.offset_at_position(diag.range.end)
+    at = an.locate_word(doc.source, start, end, word)
+    if at is None:
+        return None
+    edit = lsp.TextEdit(range=_range(doc, an.span_between(doc.source, *at)), new_text=replacement)
+    return lsp.CodeAction(
+        title=f"Replace '{word}' with '{replacement}'",
+        kind=lsp.CodeActionKind.QuickFix,
+        diagnostics=[diag],
+        is_preferred=True,
+        edit=lsp.WorkspaceEdit(changes={doc.uri: [edit]}),
+    )
 
 
 # -- hover --------------------------------------------------------------------------------------
