@@ -43,7 +43,7 @@ def ffn_hidden_dim(dim: int, multiplier: float = 1.0, multiple_of: int = 256) ->
     if dim <= 0 or multiple_of <= 0 or multiplier <= 0:
         raise ValueError("dim, multiplier and multiple_of must be positive")
     hidden = int(2 * 4 * dim / 3)
-    hidden = int(multiplier * hidden)
+    hidden = max(1, int(multiplier * hidden))  # a tiny multiplier still rounds up to one multiple
     return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
 
 

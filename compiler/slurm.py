@@ -62,6 +62,24 @@ def _resources(kind: str, total: int, gpus_per_node: int, on_cpu: bool) -> tuple
 #: Slurm's --time formats: minutes, M:S, H:M:S, D-H, D-H:M, D-H:M:S
 TIME_FORMAT = re.compile(r"(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d{1,2}(:\d{1,2}(:\d{1,2})?)?)")
 REQUEUE_LEAD_SECONDS = 120  # how long before the limit a job stops and requeues itself
+#: the shortest limit that leaves a job time to work before the requeue signal
+MIN_TIME_SECONDS = REQUEUE_LEAD_SECONDS + 180
+#: partition names (a comma-separated list lets Slurm pick any of them)
+PARTITION_FORMAT = re.compile(r"[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*")
+
+
+def time_seconds(limit: str) -> int:
+    """Seconds in a limit of `TIME_FORMAT` (a bare number is minutes; M:S; H:M:S; D-H[:M[:S]])."""
+    days, _, rest = limit.rpartition("-")
+    parts = [int(x) for x in rest.split(":")]
+    if days:  # D-H, D-H:M, D-H:M:S
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+        return ((int(days) * 24 + hours) * 60 + minutes) * 60 + seconds
+    if len(parts) == 1:
+        return parts[0] * 60
+    if len(parts) == 2:
+        return parts[0] * 60 + parts[1]
+    return (parts[0] * 60 + parts[1]) * 60 + parts[2]
 
 
 def requeue_lines(command: str) -> list[str]:
@@ -88,6 +106,7 @@ def write_slurm(plan: Plan, out_dir: Path, *, partition: str | None = None, gpus
     Paths in the scripts are absolute, and a relative `runs_dir` is relative to the folder
     this is called from (each script `cd`s there), so a job runs the same wherever `sbatch`
     is called from."""
+    requeue = time is not None and time_seconds(time) > 0  # --time 0 is Slurm's "no limit": no signal comes
     out_dir.mkdir(parents=True, exist_ok=True)
     plan_path = (out_dir / "plan.json").resolve()
     plan.save(plan_path)
@@ -116,7 +135,9 @@ def write_slurm(plan: Plan, out_dir: Path, *, partition: str | None = None, gpus
         if partition:
             lines.append(f"#SBATCH --partition={partition}")
         if time:
-            lines += [f"#SBATCH --time={time}", f"#SBATCH --signal=B:USR1@{REQUEUE_LEAD_SECONDS}"]
+            lines.append(f"#SBATCH --time={time}")
+        if requeue:
+            lines.append(f"#SBATCH --signal=B:USR1@{REQUEUE_LEAD_SECONDS}")
         lines += ["set -euo pipefail", f"# {job.id}: {job.kind}: {job.description}"]
         if here:  # the relative --runs-dir is where `herd compile` ran, not where sbatch did
             lines.append(f"cd {shlex.quote(here)}")
@@ -129,7 +150,7 @@ def write_slurm(plan: Plan, out_dir: Path, *, partition: str | None = None, gpus
         if nodes > 1:
             cmd += ["--nnodes", str(nodes)]
         command = " ".join(shlex.quote(c) for c in cmd)
-        lines += requeue_lines(command) if time else [command]
+        lines += requeue_lines(command) if requeue else [command]
         path = out_dir / _script_name(job.id)
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         written.append(path)

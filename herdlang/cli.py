@@ -77,6 +77,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _refuse_overwriting_a_source(sources: dict[str, str], targets: list[Path]) -> None:
+    """`-o` naming the spec (or a file it imports) would replace it with the plan: refuse."""
+    read = {Path(name).resolve() for name in sources if not name.startswith("<")}
+    for target in targets:
+        if target.resolve() in read:
+            raise UsageError(f"-o {target} is a spec file this plan is compiled from; writing the plan "
+                             "there would replace it\nhint: write the plan to another file, e.g. -o plan.json")
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     from compiler import compile_file
     from compiler.render import render_dot, render_mermaid, render_text
@@ -90,13 +99,17 @@ def cmd_compile(args: argparse.Namespace) -> int:
                          "one sbatch script per job and submit.sh")
     runs_dir = cli_paths.runs_dir(args.runs_dir)
     output = cli_paths.output_file(args.output) if args.output and args.target != "slurm" else None
-    _, plan = compile_file(args.spec, args.set)
+    spec, plan = compile_file(args.spec, args.set)
     cli_paths.runs_dir(args.runs_dir, plan.spec_name)
     _bind_fitted_laws(plan, runs_dir)
+    if output is not None:
+        _refuse_overwriting_a_source(spec.sources, [output])
     if args.target == "slurm":
         from compiler.slurm import write_slurm
 
         out = cli_paths.output_folder(Path(args.output or f"slurm-{plan.spec_name}"), "the Slurm scripts")
+        _refuse_overwriting_a_source(spec.sources, [out / "plan.json", out / "submit.sh",
+                                                    *(out / f"{job}.sbatch" for job in plan.jobs)])
         try:
             paths = write_slurm(plan, out, partition=args.partition, runs_dir=args.runs_dir, time=args.time)
         except OSError as exc:
@@ -325,6 +338,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         alive = liveness(status, run_dir) if status is not None else "none"
         print(json.dumps({**(status or {}), "liveness": alive}, indent=1, sort_keys=True))
         return EXIT_OK
+    if status is None and not Path(args.target).exists():
+        raise UsageError(f"no such file: {args.target}, and no run of {name} in {run_dir}\n"
+                         "hint: name the spec (or the plan.json) the run was started from")
     if status is None:
         print(f"no run of {name} has started in {run_dir}; hint: herd run {args.target}"
               + (f" --runs-dir {args.runs_dir}" if args.runs_dir != "runs" else ""))
@@ -509,11 +525,25 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def _slurm_time(text: str) -> str:
     """An argparse type: a time limit in one of Slurm's formats."""
-    from compiler.slurm import TIME_FORMAT
+    from compiler.slurm import MIN_TIME_SECONDS, REQUEUE_LEAD_SECONDS, TIME_FORMAT, time_seconds
 
     if not TIME_FORMAT.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a Slurm time limit: use minutes (90), H:M:S "
                                          "(12:00:00) or D-H:M:S (2-00:00:00)")
+    if 0 < time_seconds(text) < MIN_TIME_SECONDS:  # 0 is Slurm's "no limit"
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is shorter than {MIN_TIME_SECONDS // 60} minutes: a job is told to stop "
+            f"{REQUEUE_LEAD_SECONDS // 60} minutes before its limit, which would leave it no time to work")
+    return text
+
+
+def _slurm_partition(text: str) -> str:
+    """An argparse type: a partition name (or a comma-separated list), written into #SBATCH lines."""
+    from compiler.slurm import PARTITION_FORMAT
+
+    if not PARTITION_FORMAT.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a Slurm partition name: letters, digits, "
+                                         "'_', '.', '-', or several separated by commas")
     return text
 
 
@@ -591,7 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--runs-dir", default="runs", help="where runs live (to say new/changed/cached)")
     c.add_argument("--target", choices=["local", "slurm"], default="local",
                    help="slurm: write plan.json and sbatch scripts chained with afterok into -o DIR")
-    c.add_argument("--partition", default=None, help="Slurm partition for --target slurm")
+    c.add_argument("--partition", default=None, type=_slurm_partition, help="Slurm partition for --target slurm")
     c.add_argument("--time", default=None, type=_slurm_time, metavar="LIMIT",
                    help="Slurm time limit per job for --target slurm (2-00:00:00, 12:00:00, 90); a job "
                         "stops two minutes before it and requeues itself, resuming from its checkpoint")

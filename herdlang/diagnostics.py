@@ -154,6 +154,21 @@ def _cells(text: str) -> int:
                for c in text)
 
 
+SHOWN_CHARS = 160  # of a source line under a diagnostic; a longer line is cut around the span
+
+
+def _window(line: str, start: int, end: int) -> tuple[str, int, int]:
+    """(the part of `line` to show, the span's start and end in it): a generated spec can
+    have a line of megabytes, and echoing it whole buries the message."""
+    if len(line) <= SHOWN_CHARS:
+        return line, start, end
+    lo = max(0, min(start - 40, len(line) - SHOWN_CHARS))
+    hi = lo + SHOWN_CHARS
+    lead = "…" if lo else ""
+    shown = lead + line[lo:hi] + ("…" if hi < len(line) else "")
+    return shown, start - lo + len(lead), min(end, hi) - lo + len(lead)
+
+
 def render(diag: Diagnostic, sources: dict[str, str], color: bool = False) -> str:
     """Text rendering with the source line and a caret under the span."""
     red, blue, bold, reset = ("\x1b[31m", "\x1b[34m", "\x1b[1m", "\x1b[0m") if color else ("",) * 4
@@ -172,9 +187,10 @@ def render(diag: Diagnostic, sources: dict[str, str], color: bool = False) -> st
         line = lines[line_no - 1] if lines else ""
         gutter = " " * len(str(line_no))
         end = span.end_column if span.end_line == span.line else len(line) + 1
+        line, col, end = _window(line, span.column - 1, end - 1)
         # columns count characters; the caret is placed in terminal cells, so tabs are shown
         # as spaces (a tab's width depends on where the line starts) and wide characters count 2
-        before, under = line[: span.column - 1].expandtabs(4), line[span.column - 1: end - 1]
+        before, under = line[:col].expandtabs(4), line[col:end]
         line = line.expandtabs(4)
         caret = " " * _cells(before) + "^" * max(1, _cells(under.expandtabs(4)))
         out.append(f"{blue}{gutter} |{reset}")

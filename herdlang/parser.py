@@ -617,7 +617,12 @@ def parse_value(text: str, path: str = "<--set>", line: int = 1, column: int = 9
     diagnostic in it points into the override as the user typed it."""
     wrapped = "\n" * (line - 1) + "x{v=" + " " * (max(column, 5) - 5) + f"{text}\n}}"
     module = parse(wrapped, path)
-    return module.blocks[0].entries[0].value  # type: ignore[union-attr]
+    entries = module.blocks[0].entries if module.blocks else []
+    if len(module.blocks) != 1 or len(entries) != 1 or not isinstance(entries[0], ast.Assignment):
+        # `--set 'base.tokens=5M  layers = 5'`: the text after the value would be dropped unseen
+        raise HerdError([Diagnostic("H0501", "extra text after the value", None,
+                                    "an override sets one value: give each its own --set")])
+    return entries[0].value
 
 
 def _comments(text: str, path: str) -> list[ast.Comment]:
@@ -649,7 +654,7 @@ def read_source(path: str | Path) -> str:
     """A spec's text, or HerdError H0001 saying why it cannot be read."""
     p = Path(path)
     try:
-        return p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8").removeprefix("\ufeff")  # a BOM some Windows editors write
     except FileNotFoundError:
         raise HerdError([Diagnostic("H0001", f"no such file: {p}", None, "check the path")]) from None
     except IsADirectoryError:

@@ -299,6 +299,10 @@ def _apply_overrides(spec: Spec, overrides: list[str], diags: list[Diagnostic]) 
     offset = 0
     for number, raw in enumerate(overrides, start=1):
         start, offset = offset, offset + len(raw) + 1
+        if "\n" in raw.strip() or "\r" in raw.strip():
+            diags.append(Diagnostic("H0501", f"--set {raw!r}: an override is one line", None,
+                                    "give each value its own --set"))
+            continue
         target, sep, text = raw.partition("=")
         parts = target.strip().split(".")
         if not sep or len(parts) < 2:
@@ -316,7 +320,7 @@ def _apply_overrides(spec: Spec, overrides: list[str], diags: list[Diagnostic]) 
         try:
             value = parse_value(text.strip(), "<--set>", number, len(raw) - len(text.lstrip()) + 1)
         except HerdError as exc:
-            unit = next((d for d in exc.diagnostics if d.code == "H0207"), None)
+            unit = next((d for d in exc.diagnostics if d.code in ("H0207", "H0501")), None)
             stripped = text.strip()
             if unit:
                 hint = f"{unit.message}: {unit.hint}"

@@ -28,6 +28,7 @@ from runtime.jobs.context import JobContext, JobFailed
 from runtime.model import Llama, load_optimizer_state, save_optimizer_state
 from runtime.model.checkpoint import CheckpointError, atomic_directory, load_state, write_checkpoint
 from runtime.train import dist
+from runtime.train.divergence import check_finite, norm_value
 from runtime.train.evals import val_loss
 from runtime.train.precision import training_autocast
 from runtime.train.schedule import lr_at
@@ -338,8 +339,8 @@ class Trainer:
             seqs = batch_seqs(cfg, st.tokens)
             self.opt.zero_grad(set_to_none=True)
             loss = self._micro_step(seqs)
-            if clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip) if clip > 0 else None
+            check_finite(self.ctx, st.step + 1, loss, None if norm is None else norm_value(norm))
             self.opt.step()
             n = seqs * self.seq_len
             st.step += 1

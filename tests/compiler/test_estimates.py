@@ -64,6 +64,7 @@ LLAMA32_1B = {**LLAMA3_8B, "name": "llama32_1b", "dim": 2048, "layers": 16, "hea
         (16384, 1.2, 4096, 53248),  # Llama 3 405B
         (2048, 1.5, 256, 8192),  # Llama 3.2 1B
         (4096, 1.0, 256, 11008),  # Llama 1/2 7B: 2/3 of 4·dim, rounded up
+        (128, 0.001, 32, 32),  # a multiplier that leaves under one unit still rounds up to one multiple
     ],
 )
 def test_ffn_hidden_dim_follows_llamas_rounding_rule(dim, multiplier, multiple_of, hidden):
