@@ -106,6 +106,9 @@ class Plan:
     stages: dict[str, Any] = field(default_factory=dict)
     jobs: dict[str, Job] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: `digest()` when the plan was sealed or loaded: jobs dropped from the object since
+    #: then (which `herd gc` would take for garbage) are caught by `check_intact`
+    sealed_digest: str = field(default="", repr=False, compare=False)
 
     # -- construction -------------------------------------------------------------
 
@@ -120,11 +123,31 @@ class Plan:
         for job_id in self.order():
             job = self.jobs[job_id]
             job.fingerprint = self._fingerprint(job)
+        self.sealed_digest = self.digest()
         return self
 
     def _fingerprint(self, job: Job) -> str:
         upstream = {role: self.jobs[dep].fingerprint for role, dep in job.inputs.items()}
         return fingerprint_of(job.kind, job.config, upstream, self.herd_version)
+
+    def digest(self) -> str:
+        """sha256 of the spec's name and every job's id and fingerprint, sorted.
+
+        Fingerprints catch an edited job but not a removed one (a leaf has no dependents
+        to miss it); this catches both, and a plan moved to another spec's run folder.
+        A removed job must be detectable: `herd gc` takes whatever the plan lacks for garbage.
+        """
+        jobs = sorted([job.id, job.fingerprint] for job in self.jobs.values())
+        return hashlib.sha256(canonical_json({"spec": self.spec_name, "jobs": jobs}).encode()).hexdigest()
+
+    def check_intact(self) -> None:
+        """Raise PlanError unless the jobs are exactly those the plan was sealed or loaded
+        with: deleting by "what the plan does not use" is only safe against a whole plan."""
+        if not self.sealed_digest:
+            raise PlanError(f"the plan of {self.spec_name!r} was never sealed: its jobs have no fingerprints yet")
+        if self.digest() != self.sealed_digest:
+            raise PlanError(f"the plan of {self.spec_name!r} lost or gained jobs after it was compiled or "
+                            "loaded\nhint: compile the spec again")
 
     # -- graph ----------------------------------------------------------------------
 
@@ -194,6 +217,7 @@ class Plan:
             "stages": self.stages,
             "warnings": self.warnings,
             "jobs": [self.jobs[j].to_json() for j in self.order()],
+            "digest": self.digest(),
         }
 
     def dumps(self) -> str:
@@ -239,6 +263,11 @@ class Plan:
         for raw in data["jobs"]:  # derived from inputs: only a hand edit makes them differ
             if "deps" in raw and raw["deps"] != plan.jobs[raw["id"]].deps:
                 raise PlanError(f"malformed plan: job {raw['id']!r}: 'deps' {raw['deps']} do not match its inputs")
+        if data["digest"] != plan.digest():
+            raise PlanError(f"its {len(plan.jobs)} jobs do not match the digest it was written with: "
+                            "jobs were removed or added (or the spec renamed) by hand, and `herd gc` would "
+                            "take whatever the plan lacks for garbage")
+        plan.sealed_digest = data["digest"]
         return plan
 
     @classmethod
@@ -251,18 +280,26 @@ class Plan:
             raise PlanError(f"{path} is a folder, not a plan file") from exc
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise PlanError(f"{path}: not valid JSON ({exc})") from exc
+        except RecursionError:  # '[[[[...' deeper than the parser goes: no plan is
+            raise PlanError(f"{path}: not a herd plan (its JSON is nested too deeply to read)\n"
+                            f"hint: {_RECOMPILE.format(name=Path(path).name)}") from None
         except OSError as exc:
             raise PlanError(f"cannot read {path}: {exc.strerror or exc}") from exc
         try:
             return cls.from_json(data)
         except PlanError as exc:
-            raise PlanError(f"{path}: {exc}\nhint: a plan is used exactly as `herd compile SPEC -o "
-                            f"{Path(path).name}` wrote it; compile it again") from None
+            raise PlanError(f"{path}: {exc}\nhint: {_RECOMPILE.format(name=Path(path).name)}") from None
+        except RecursionError:  # a config nested just shallow enough to parse, too deep to hash
+            raise PlanError(f"{path}: malformed plan: a value is nested too deeply to fingerprint\n"
+                            f"hint: {_RECOMPILE.format(name=Path(path).name)}") from None
+
+
+_RECOMPILE = "a plan is used exactly as `herd compile SPEC -o {name}` wrote it; compile it again"
 
 
 # What `Plan.to_json` writes: required keys, and the type of every key that may appear.
 _PLAN_KEYS = {"herd_version": str, "spec": dict, "settings": dict, "jobs": list}
-_PLAN_OPTIONAL = {"models": dict, "stages": dict, "warnings": list}
+_PLAN_OPTIONAL = {"models": dict, "stages": dict, "warnings": list, "digest": str}
 _JOB_KEYS = {"id": str, "kind": str, "config": dict, "inputs": dict, "fingerprint": str}
 _JOB_OPTIONAL = {"stage": str, "description": str, "deps": list, "output": str, "resources": dict,
                  "estimates": dict}
@@ -300,3 +337,7 @@ def _check_structure(data: dict[str, Any]) -> None:
             raise PlanError(f"malformed plan: {where}empty id, kind or fingerprint")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in raw["inputs"].items()):
             raise PlanError(f"malformed plan: {where}'inputs' must map role names to job ids")
+    if "digest" not in data:  # required, but checked last: a file that lacks more is told so first
+        raise PlanError("malformed plan: it has no 'digest' of its jobs (written by an older herd, or "
+                        "edited by hand), so a job removed from it could not be told from one the spec "
+                        "no longer has")

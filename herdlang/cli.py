@@ -333,7 +333,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
         name = run_folder_name(Path(args.target).stem)
     run_dir = cli_paths.runs_dir(args.runs_dir, name) / name
-    status = read_status(run_dir)
+    status = read_status(run_dir, strict=True)
     if args.json:  # for scripts and monitors: the file as written, with whether its run is alive
         alive = liveness(status, run_dir) if status is not None else "none"
         print(json.dumps({**(status or {}), "liveness": alive}, indent=1, sort_keys=True))

@@ -33,7 +33,7 @@ def _store_entry_job(folder: Path) -> str | None:
     """The job of the store entry `folder` is (even a copied one), else None."""
     try:
         data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if isinstance(data, dict) and data.get("format") == STORE_FORMAT:
         return str(data.get("job", "?"))

@@ -82,7 +82,7 @@ def changed(artifact: Path) -> str | None:
     recorded none)."""
     try:
         old = json.loads((Path(artifact) / EXTERNAL).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(old, dict):
         return None

@@ -54,12 +54,12 @@ def _cache_in_use(path: Path, store: Store, live_fps: set[str], live_inputs: set
         owner = json.loads((path / OWNER).read_text(encoding="utf-8"))
         if isinstance(owner, dict) and owner.get("input") in live_inputs:
             return True
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         pass
     for fp in live_fps:
         try:
             stats = json.loads((store.path(fp) / "stats.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             continue
         if isinstance(stats, dict) and stats.get("scores_key") == path.name:
             return True
@@ -67,7 +67,11 @@ def _cache_in_use(path: Path, store: Store, live_fps: set[str], live_inputs: set
 
 
 def find_garbage(plan: Plan, run_dir: Path) -> list[Garbage]:
-    """What `collect` would delete in `run_dir` for `plan`, biggest first."""
+    """What `collect` would delete in `run_dir` for `plan`, biggest first.
+
+    Garbage is whatever the plan lacks, so a plan that lost jobs since it was compiled or
+    loaded (`Plan.check_intact`, PlanError) is refused: it would list their artifacts."""
+    plan.check_intact()
     store = Store(run_dir)
     live_fps = {job.fingerprint for job in plan.jobs.values()}
     live_ids = set(plan.jobs)

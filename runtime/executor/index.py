@@ -23,10 +23,11 @@ class RunIndex:
         self.path = Path(run_dir) / "index.json"
 
     def load(self) -> dict[str, dict[str, Any]]:
-        """Job id -> record; an unreadable index is treated as empty (it is only advisory)."""
+        """Job id -> record; an unreadable index (damaged, nested too deeply to parse, not
+        one herd wrote) is treated as empty: it is only advisory, and the next run rewrites it."""
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return {}
         if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT:
             return {}

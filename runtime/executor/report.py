@@ -134,7 +134,7 @@ def assemble_report(
             entry = store.path(job.fingerprint)
             try:
                 row.stats = format_stats(json.loads((entry / "stats.json").read_text(encoding="utf-8")))
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 pass
             fragment = entry / "report.md"
             if fragment.is_file():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import socket
 import threading
@@ -26,6 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from compiler.plan import Plan
+from herdlang.errors import UserError
 from runtime.executor.live import STATE_GLYPHS, RateMeter, View, format_duration, progress_text
 from runtime.executor.store import write_json_atomic
 from runtime.jobs.context import Progress
@@ -36,6 +38,10 @@ STATUS_FORMAT = "herd.status/1"
 INTERVAL_S = 2.0
 #: a run on another host whose file is older than this is taken to have stopped
 STALE_S = 60.0
+#: bounds on the numbers a status may hold (a count, a rate; a time in seconds since 1970):
+#: beyond them a file was not written by a run, and sums or ETAs of them could overflow
+_BIG = 1e18
+_LAST_TIME = 1e11
 
 
 class StatusFile:
@@ -107,14 +113,112 @@ class StatusFile:
 # --- reading -------------------------------------------------------------------------------
 
 
-def read_status(run_dir: Path) -> dict[str, Any] | None:
-    """The last status a run in `run_dir` wrote, or None when no run has (or it is unreadable:
-    written by hand, or by another herd version)."""
+class StatusError(UserError):
+    """A status file that cannot be read: damaged, or not one herd wrote."""
+
+
+_UNREADABLE_HINT = ("hint: a running `herd run` rewrites it every 2 s, so look again in a moment; a run "
+                    "that stopped leaves it as it was: delete it, or `herd run` the spec again")
+
+
+def read_status(run_dir: Path, *, strict: bool = False) -> dict[str, Any] | None:
+    """The last status a run in `run_dir` wrote, in the shape `StatusFile.write` gives it
+    (`clean_status`), or None when no run has written one.
+
+    A file that cannot be read at all (truncated, binary, nested too deeply, written by hand
+    or by another herd version) raises StatusError naming it with `strict` — `herd status`
+    must not call a damaged file "no run" — and is None otherwise, so a watcher keeps the
+    last view it had."""
+    path = Path(run_dir) / STATUS_FILE
     try:
-        status = json.loads((Path(run_dir) / STATUS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
         return None
-    return status if isinstance(status, dict) and status.get("format") == STATUS_FORMAT else None
+    except (OSError, ValueError, RecursionError) as exc:
+        if not strict:
+            return None
+        raise StatusError(f"{path} is unreadable ({_why(exc)})\n{_UNREADABLE_HINT}") from None
+    try:
+        return clean_status(raw)
+    except StatusError as exc:
+        if not strict:
+            return None
+        raise StatusError(f"{path}: {exc}\n{_UNREADABLE_HINT}") from None
+
+
+def _why(exc: BaseException) -> str:
+    """What is wrong with the file, in a few words (no exception class names)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return "not text"
+    if isinstance(exc, RecursionError):
+        return "its JSON is nested too deeply to read"
+    if isinstance(exc, ValueError):
+        return f"not valid JSON: {exc}"
+    return str(getattr(exc, "strerror", None) or exc)
+
+
+def _number(value: Any, lo: float = -_BIG, hi: float = _BIG) -> int | float | None:
+    """`value` if it is a number within [lo, hi] (NaN, infinities and booleans are not),
+    else None: arithmetic on what is kept cannot overflow."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return value if lo <= float(value) <= hi else None
+    except OverflowError:  # an integer with hundreds of digits
+        return None
+
+
+def clean_status(raw: Any) -> dict[str, Any]:
+    """The status in the shape `StatusFile.write` gives it, so showing it cannot fail: a
+    job entry without a state is dropped, a field of the wrong type (or a number that is
+    NaN, infinite or absurd) is left out; unknown keys are kept as written. Raises
+    StatusError when there is no status to show (not a herd status, or no job table)."""
+    if not isinstance(raw, dict) or raw.get("format") != STATUS_FORMAT:
+        found = repr(raw.get("format") if isinstance(raw, dict) else None)
+        found = found if len(found) <= 40 else found[:37] + "..."
+        raise StatusError(f"not a herd status file (format {found}, expected {STATUS_FORMAT!r}): "
+                          "written by hand, or by another herd version")
+    if not isinstance(raw.get("jobs"), dict):
+        raise StatusError(f"'jobs' must be an object of job entries, not {type(raw.get('jobs')).__name__}")
+    status = dict(raw)
+    for key in ("spec", "host"):
+        if not isinstance(status.get(key), str):
+            status.pop(key, None)
+    for key, lo, hi in (("pid", 0, _BIG), ("started", 0, _LAST_TIME), ("updated", 0, _LAST_TIME)):
+        value = _number(status.get(key), lo, hi)
+        if value is None or (key == "pid" and not isinstance(value, int)):
+            status.pop(key, None)
+    if not (isinstance(status.get("ended"), str) and status["ended"]):
+        status["ended"] = None
+    jobs: dict[str, dict[str, Any]] = {}
+    for job_id, entry in raw["jobs"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("state"), str):
+            continue
+        entry = dict(entry)
+        for key in ("kind", "note"):
+            if not isinstance(entry.get(key), str):
+                entry.pop(key, None)
+        if _number(entry.get("started"), 0, _LAST_TIME) is None:
+            entry.pop("started", None)
+        if isinstance(entry.get("progress"), dict):
+            entry["progress"] = _clean_progress(entry["progress"])
+        else:
+            entry.pop("progress", None)
+        jobs[job_id] = entry
+    status["jobs"] = jobs
+    return status
+
+
+def _clean_progress(raw: dict[str, Any]) -> dict[str, Any]:
+    """A running job's progress with every field the bar and its text use of a usable type."""
+    info = raw.get("info")
+    return {**raw,
+            "done": _number(raw.get("done"), 0) or 0,
+            "total": _number(raw.get("total"), 0) or None,
+            "unit": raw["unit"] if isinstance(raw.get("unit"), str) else "items",
+            "info": ({k: v for k, v in info.items() if isinstance(v, int | float | str | bool)}
+                     if isinstance(info, dict) else {}),
+            "rate": _number(raw.get("rate"))}
 
 
 def _lock_held(run_dir: Path) -> bool | None:
@@ -150,17 +254,28 @@ def liveness(status: dict[str, Any], run_dir: Path, now: float | None = None) ->
         held = _lock_held(run_dir)
         if held is not None:
             return "running" if held else "stopped"
-    return "running" if now - float(status.get("updated", 0)) < STALE_S else "stopped"
+    updated = _number(status.get("updated"), 0, _LAST_TIME) or 0
+    return "running" if now - updated < STALE_S else "stopped"
 
 
 SPARKS = "▁▂▃▄▅▆▇█"
 TREND_POINTS = 40
 
 
+#: a loss that is NaN or infinite (a run that diverged): drawn, not scaled
+NOT_A_NUMBER = "×"
+
+
 def sparkline(values: list[float]) -> str:
-    lo, hi = min(values), max(values)
+    """One glyph per value, scaled between the finite ones; a NaN or infinite loss — a run
+    that diverged, which is when someone is watching — is drawn as NOT_A_NUMBER."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return NOT_A_NUMBER * len(values)
+    lo, hi = min(finite) / 2, max(finite) / 2  # halved: hi - lo cannot overflow to inf
     span = (hi - lo) or 1.0
-    return "".join(SPARKS[min(len(SPARKS) - 1, int((v - lo) / span * len(SPARKS)))] for v in values)
+    return "".join(SPARKS[min(len(SPARKS) - 1, int((v / 2 - lo) / span * len(SPARKS)))]
+                   if math.isfinite(v) else NOT_A_NUMBER for v in values)
 
 
 def recent_losses(run_dir: Path, job_id: str, points: int = TREND_POINTS) -> list[float]:
@@ -178,10 +293,14 @@ def recent_losses(run_dir: Path, job_id: str, points: int = TREND_POINTS) -> lis
     for line in lines:
         try:
             row = json.loads(line)
-        except ValueError:
-            continue  # a line being written, or cut by the seek
-        if isinstance(row, dict) and isinstance(row.get("loss"), int | float):
-            losses.append(float(row["loss"]))
+        except (ValueError, RecursionError):
+            continue  # a line being written, cut by the seek, or not one a job wrote
+        loss = row.get("loss") if isinstance(row, dict) else None
+        if isinstance(loss, int | float) and not isinstance(loss, bool):
+            try:
+                losses.append(float(loss))
+            except OverflowError:  # an integer too large for a float
+                losses.append(math.inf)
     return losses[-points:]
 
 
@@ -189,19 +308,21 @@ def render_status(status: dict[str, Any], alive: str, now: float | None = None,
                   run_dir: Path | None = None) -> RenderableType:
     """The run as `herd status` shows it: a header with counts, then every job that ran or
     runs (pending, cached and unselected ones are only counted), running ones with their
-    progress and, given the run folder, a sparkline of their recent losses."""
+    progress and, given the run folder, a sparkline of their recent losses. `status` is
+    checked by `clean_status` (as `read_status` returns it), so any file it accepts shows."""
+    status = clean_status(status)
     now = time.time() if now is None else now
-    jobs: dict[str, dict[str, Any]] = status.get("jobs", {})
+    jobs: dict[str, dict[str, Any]] = status["jobs"]
     counts: dict[str, int] = {}
     for entry in jobs.values():
         state = "stopped" if entry["state"] == "running" and alive == "stopped" else entry["state"]
         counts[state] = counts.get(state, 0) + 1
-    started, updated = float(status.get("started", now)), float(status.get("updated", now))
+    started, updated = status.get("started", now), status.get("updated", now)
     where = f"{status.get('host', '?')}, pid {status.get('pid', '?')}"
     if alive == "running":
         head = f"running for {format_duration(now - started)} ({where})"
     elif alive == "ended":
-        head = (f"{status['ended']} {format_duration(now - updated)} ago, after {format_duration(updated - started)}")
+        head = (f"{status['ended'] or 'ended'} {format_duration(now - updated)} ago, after {format_duration(updated - started)}")
     else:
         head = (f"stopped without finishing ({where}): last update {format_duration(now - updated)} ago; "
                 "`herd run` again resumes it")
@@ -224,11 +345,11 @@ def render_status(status: dict[str, Any], alive: str, now: float | None = None,
         bar: RenderableType = Text("")
         detail = Text(entry.get("note", ""), style="dim")
         if state == "running":
-            elapsed = format_duration(updated - float(entry.get("started", updated)))
+            elapsed = format_duration(updated - entry.get("started", updated))
             progress = entry.get("progress")
             if progress:
-                total, done = progress.get("total"), float(progress.get("done", 0))
-                bar = ProgressBar(total=total or 1.0, completed=done if total else 0, pulse=not total,
+                total, done = progress["total"], float(progress["done"])
+                bar = ProgressBar(total=total or 1.0, completed=min(done, total) if total else 0, pulse=not total,
                                   width=24, animation_time=0.0)
                 if alive == "stopped":  # no rate or ETA for a job nobody runs
                     progress = {**progress, "rate": None}
@@ -244,8 +365,12 @@ def render_status(status: dict[str, Any], alive: str, now: float | None = None,
 
 
 def _progress_text(saved: dict[str, Any]) -> str:
-    """As the live view writes it, with the percentage first."""
-    progress = Progress(unit=str(saved.get("unit", "items")), total=saved.get("total"),
-                        done=float(saved.get("done", 0)), info=dict(saved.get("info") or {}))
+    """As the live view writes it, with the percentage first (`saved` as `_clean_progress`
+    leaves it)."""
+    progress = Progress(unit=saved["unit"], total=saved["total"], done=float(saved["done"]),
+                        info=dict(saved["info"]))
+    rate = saved["rate"]
+    if rate and progress.total is not None and not math.isfinite((progress.total - progress.done) / rate):
+        rate = None  # a rate near zero: no ETA to show
     pct = f"{100 * progress.done / progress.total:3.0f}% " if progress.total else ""
-    return pct + progress_text(progress, saved.get("rate"))
+    return pct + progress_text(progress, rate)

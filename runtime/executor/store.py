@@ -78,6 +78,13 @@ def _walk_files(root: Path) -> Iterator[Path]:
             yield Path(dirpath) / name
 
 
+def _file_entry(entry: Any) -> bool:
+    """Whether a manifest's file entry is as `Store.commit` writes it (`verify` reads these)."""
+    return (isinstance(entry, dict) and isinstance(entry.get("path"), str) and bool(entry["path"])
+            and isinstance(entry.get("size"), int) and not isinstance(entry["size"], bool)
+            and isinstance(entry.get("sha256"), str))
+
+
 class Store:
     """The artifacts of one spec's runs, keyed by job fingerprint."""
 
@@ -93,16 +100,19 @@ class Store:
         return self.root / fingerprint
 
     def manifest(self, fingerprint: str) -> dict[str, Any] | None:
-        """The entry's manifest if the entry is complete, else None (never raises)."""
+        """The entry's manifest if the entry is complete, else None (never raises): a damaged
+        manifest (cut, nested too deeply to parse, a file list `commit` did not write) makes
+        the entry incomplete, so it is rebuilt rather than trusted or crashed on."""
         try:
             data = json.loads((self.path(fingerprint) / MANIFEST).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
         if (
             not isinstance(data, dict)
             or data.get("format") != STORE_FORMAT
             or data.get("fingerprint") != fingerprint
             or not isinstance(data.get("files"), list)
+            or not all(_file_entry(f) for f in data["files"])
         ):
             return None
         return data

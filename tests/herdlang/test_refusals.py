@@ -88,3 +88,11 @@ def test_a_very_long_line_is_shown_cut_around_the_error() -> None:
     assert len(shown[2]) < 200 and shown[2].startswith("1 | …")
     caret_at = shown[3].index("^")
     assert shown[2][caret_at:caret_at + 5] == "laers" and shown[3].count("^") == 5
+
+
+def test_status_names_an_unreadable_status_file(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "specs" / "tiny.herd", tmp_path / "tiny.herd")
+    (tmp_path / "runs" / "tiny").mkdir(parents=True)
+    (tmp_path / "runs" / "tiny" / "status.json").write_text('{"format": "herd.status/1", "jo')
+    out = herd("status", "tiny.herd", cwd=tmp_path)
+    assert out.returncode == 1 and "status.json" in out.stderr and "rewrites it every 2 s" in out.stderr
