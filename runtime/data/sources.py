@@ -14,6 +14,8 @@ import io
 import json
 import lzma
 import os
+import re
+import sys
 import sysconfig
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -32,6 +34,8 @@ MAX_BAD_SAMPLES = 20
 STDLIB_DOCS_PER_SHARD = 128
 TEXT_FILES_PER_SHARD = 256
 SPLIT_BYTES = 128 << 20  # a bigger JSONL or Parquet file is read as several shards
+#: how a record without the text field is told to map it; readers without a mapping drop it
+MAP_TEXT_HINT = "; hint: map the text with fields { text = \"...\" }"
 _SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test"}
 
 
@@ -46,6 +50,71 @@ class BadRecords:
         self.count += 1
         if len(self.samples) < MAX_BAD_SAMPLES:
             self.samples.append(f"{where}: {reason}")
+
+
+#: what `json.loads` raises on a line it cannot read: malformed JSON and bad UTF-8 (both
+#: ValueErrors), an integer longer than Python converts (a plain ValueError) and nesting
+#: deeper than its recursion limit (RecursionError). Each is one bad record, never a crash.
+JSON_LINE_ERRORS: tuple[type[BaseException], ...] = (ValueError, RecursionError)
+
+
+def json_limit_reason(e: BaseException) -> str | None:
+    """Why a line that may well be valid JSON could not be read, in the user's terms, or None
+    for plain malformed JSON. Python's own messages ("maximum recursion depth exceeded",
+    "use sys.set_int_max_str_digits()") name neither the record nor a fix the user has."""
+    if isinstance(e, RecursionError):
+        return ("not readable JSON (arrays or objects nested too deeply for Python's recursion "
+                "limit); hint: flatten the record")
+    if isinstance(e, json.JSONDecodeError | UnicodeDecodeError):
+        return None
+    if isinstance(e, ValueError) and "integer string conversion" in str(e):
+        return (f"not readable JSON (a number with more than {sys.get_int_max_str_digits():,} digits, "
+                "the most Python converts); hint: write such a number as a string")
+    return None
+
+
+def json_line_reason(e: BaseException) -> str:
+    """The bad-record reason for a JSONL line that `json.loads` refused (`JSON_LINE_ERRORS`)."""
+    return json_limit_reason(e) or f"not valid JSON ({type(e).__name__}: {e})"
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def may_hold_surrogates(raw: bytes) -> bool:
+    """Whether a JSON line can decode to a lone UTF-16 surrogate. Only a `\\uD800`-`\\uDFFF`
+    escape makes one (strict UTF-8 decoding never does), so one byte search clears almost
+    every line and `unencodable` runs only on the rest."""
+    return _SURROGATE_ESCAPE.search(raw) is not None
+
+
+def unencodable(value: Any, name: str) -> str | None:
+    """Why `value` (a string, or lists and objects of strings) cannot be written as UTF-8,
+    naming where inside it, or None. JSON lets a `\\ud800` escape stand alone, but no UTF-8
+    file can hold the character it makes: caught here, it is one bad record at its line
+    rather than a `UnicodeEncodeError` that ends the job where the record is written."""
+    stack: list[tuple[str, Any]] = [(name, value)]
+    while stack:
+        where, v = stack.pop()
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError as e:
+                return (f"{where} holds a lone surrogate \\u{ord(v[e.start]):04x} (character "
+                        f"{e.start + 1}), which UTF-8 cannot encode; hint: a \\ud800-\\udfff escape "
+                        "must be one half of a pair, as in \\ud83d\\ude00")
+        elif isinstance(v, dict):
+            for k in reversed(v):  # reversed: the stack then yields the record's own order
+                stack += [(f"{where} key {printable(repr(k))}", k), (f"{where}.{printable(str(k))}", v[k])]
+        elif isinstance(v, list):
+            stack += [(f"{where}[{i}]", item) for i, item in reversed(list(enumerate(v)))]
+    return None
+
+
+def printable(text: str) -> str:
+    """`text` with what UTF-8 cannot encode as backslash escapes: safe in a message, a log
+    line or stats.json, whatever a file name or record holds."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def expand_globs(patterns: list[str]) -> list[Path]:
@@ -72,6 +141,9 @@ def expand_globs(patterns: list[str]) -> list[Path]:
     unique: dict[str, Path] = {}
     for f in files:  # across globs too: each real file once
         unique.setdefault(os.path.realpath(f), f)
+    for f in unique.values():
+        if printable(str(f)) != str(f):  # its bytes are not UTF-8: ids, logs and stats could not hold it
+            raise JobFailed(f"{printable(str(f))}: the file's name is not UTF-8; hint: rename the file")
     return list(unique.values())
 
 
@@ -115,8 +187,7 @@ def _record_to_doc(
         return None, f"field {text_field!r} is null"
     if text is None:
         keys = ", ".join(repr(k) for k in list(record)[:12]) or "none"
-        return None, (f"no field {text_field!r} (this record has {keys}); "
-                      "hint: map the text with fields { text = \"...\" }")
+        return None, f"no field {text_field!r} (this record has {keys}){MAP_TEXT_HINT}"
     if not isinstance(text, str):
         return None, f"field {text_field!r} is a {type(text).__name__}, not a string"
     doc_id = _lookup(record, fields.get("id", "id"))
@@ -129,6 +200,29 @@ def _record_to_doc(
         timestamp=ts if isinstance(ts, (int, float, str)) else None,
         source=source,
     ), ""
+
+
+def _surely_encodable(doc: Document, raw: bytes) -> bool:
+    """A cheap proof, true for nearly every line, that `_unencodable_doc` would find nothing:
+    every string ASCII (`str.isascii` is O(1)), or a line in raw UTF-8 without a surrogate
+    escape. A line of escapes only (`ensure_ascii` output) gets the exact check: a search
+    through its many `\\u` would cost more."""
+    if (doc.text.isascii() and doc.id.isascii() and (doc.url is None or doc.url.isascii())
+            and not (isinstance(doc.timestamp, str) and not doc.timestamp.isascii())):
+        return True
+    return not raw.isascii() and not may_hold_surrogates(raw)
+
+
+def _unencodable_doc(doc: Document, fields: dict[str, str | None]) -> str | None:
+    """`unencodable` over the strings a document keeps, named by their fields in the file."""
+    for attr in ("text", "id", "url", "timestamp"):
+        value = getattr(doc, attr)
+        if isinstance(value, str) and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return unencodable(value, f"field {fields.get(attr) or attr!r}")
+    return None
 
 
 class _ZstdStream(io.RawIOBase):
@@ -222,10 +316,13 @@ def read_jsonl(path: Path, fields: dict[str, str], bad: BadRecords,
                     continue
                 try:
                     record = json.loads(raw.decode("utf-8"))
-                except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                    bad.add(f"{path}:{lineno}", f"not valid JSON ({type(e).__name__}: {e})")
+                    doc, reason = _record_to_doc(record, fields, f"{path}:{lineno}", "jsonl")
+                except JSON_LINE_ERRORS as e:  # str() of a deep id recurses as deep as json did
+                    bad.add(f"{path}:{lineno}", json_line_reason(e))
                     continue
-                doc, reason = _record_to_doc(record, fields, f"{path}:{lineno}", "jsonl")
+                if (doc is not None and not _surely_encodable(doc, raw)
+                        and (why := _unencodable_doc(doc, fields))):
+                    doc, reason = None, why
                 if doc is None:
                     bad.add(f"{path}:{lineno}", reason)
                 else:
@@ -258,14 +355,29 @@ def read_parquet(path: Path, fields: dict[str, str], bad: BadRecords,
         )
     row = part.first if part else 0
     groups = range(part.start, part.end) if part else range(pf.num_row_groups)
-    for batch in pf.iter_batches(row_groups=groups, columns=columns, batch_size=4096):
-        for record in batch.to_pylist():
-            row += 1
-            doc, reason = _record_to_doc(record, fields, f"{path}:{row}", "parquet")
-            if doc is None:
-                bad.add(f"{path}:row {row}", reason)
-            else:
-                yield doc
+    for group in groups:  # one group at a time, so a damaged one can be named
+        first, size = row + 1, pf.metadata.row_group(group).num_rows
+        batches = pf.iter_batches(row_groups=[group], columns=columns, batch_size=4096)
+        while True:
+            try:
+                batch = next(batches, None)
+                records = batch.to_pylist() if batch is not None else []
+            except (pa.ArrowException, OSError, ValueError) as e:
+                # a corrupt page: the rest of the group cannot be read, and a whole group
+                # must not vanish as "one bad record"
+                raise JobFailed(
+                    f"{path}: row group {group + 1} of {pf.num_row_groups} (rows {first}-{first + size - 1}) "
+                    f"is unreadable ({e}); hint: the file is damaged: re-export or re-download it"
+                ) from None
+            if batch is None:
+                break
+            for record in records:
+                row += 1
+                doc, reason = _record_to_doc(record, fields, f"{path}:{row}", "parquet")
+                if doc is None:
+                    bad.add(f"{path}:row {row}", reason)
+                else:
+                    yield doc
 
 
 def read_text_file(path: Path, bad: BadRecords) -> Iterator[Document]:

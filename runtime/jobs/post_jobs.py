@@ -35,6 +35,7 @@ from runtime.post import tasks as T
 from runtime.post import train as P
 from runtime.post.chat import IGNORE, encode_completion, encode_dialog, encode_prompt, shifted
 from runtime.post.scoring import target_logprobs
+from runtime.train.divergence import check_finite
 from runtime.train.loop import activation_checkpointing
 from runtime.train.precision import training_autocast
 from runtime.train.schedule import lr_at
@@ -187,7 +188,8 @@ def train_loop(ctx: JobContext, module: torch.nn.Module,
             loss, info = step_fn(step, batch_indices(n_examples, batch, step, ctx.seed))
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+        norm = torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+        check_finite(ctx, step + 1, loss.item(), float(norm))
         opt.step()
         history.append({"loss": loss.item(), **info})
         ctx.metric(stage=ctx.kind, step=step, lr=opt.param_groups[0]["lr"], **history[-1])
@@ -271,6 +273,8 @@ def data_dataset(ctx: JobContext) -> None:
             listing = "\n  ".join(bad[:20])
             raise JobFailed(f"{ctx.job_id}: {len(bad)} of {seen} records are invalid "
                             f"(max_bad_fraction {max_bad:g}):\n  {listing}")
+        if bad:  # in the run's output, as a source's are, not only in the report
+            ctx.log.warning("%s", D.skipped_warning(bad, max_bad))
         views = D.derive(parse_as, records)
         verifier = "tasks" if fmt == "tasks" else ("exact" if views["prompts"] and all(
             "answer" in r for r in views["prompts"]) else None)

@@ -26,7 +26,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from runtime.data.sources import decode_errors, open_jsonl
+from runtime.data.sources import (
+    JSON_LINE_ERRORS,
+    decode_errors,
+    json_limit_reason,
+    may_hold_surrogates,
+    open_jsonl,
+    unencodable,
+)
 from runtime.post.chat import ROLES
 
 FORMATS = ("messages", "preferences", "prompts", "tasks", "choices")
@@ -204,15 +211,37 @@ def read_jsonl_lines(path: Path, fmt: str) -> tuple[list[Record], list[str], lis
                     bad.append(f"{path}:{lineno}: not UTF-8 (byte {e.start + 1})")
                     continue
                 try:
-                    good.append(parse(json.loads(line)))
-                    lines.append(lineno)
+                    record = parse(json.loads(line))
                 except json.JSONDecodeError as e:
                     bad.append(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})")
+                    continue
                 except BadRecord as e:
                     bad.append(f"{path}:{lineno}: {e}")
+                    continue
+                except JSON_LINE_ERRORS as e:  # too deep, or a number too long, for Python
+                    bad.append(f"{path}:{lineno}: {json_limit_reason(e) or f'not valid JSON ({e})'}")
+                    continue
+                if may_hold_surrogates(raw) and (why := unencodable(record, "record")):
+                    bad.append(f"{path}:{lineno}: {why}")  # written as UTF-8, it would end the job
+                    continue
+                good.append(record)
+                lines.append(lineno)
     except decode_errors() as e:  # a cut download, or a file named .gz that is not
         bad.append(f"{path}:{lineno + 1}: unreadable or truncated file ({e})")
     return good, bad, lines
+
+
+#: bad records a within-threshold warning lists (the report and dataset.json keep 20)
+WARN_SAMPLES = 3
+
+
+def skipped_warning(bad: list[str], max_bad: float) -> str:
+    """The run-output warning for bad records skipped within `max_bad_fraction`: a count and
+    the first few `file:line: problem`, as a data source warns, so a skipped record is
+    never noticed only by opening the report."""
+    more = f" (and {len(bad) - WARN_SAMPLES} more)" if len(bad) > WARN_SAMPLES else ""
+    return (f"{len(bad)} invalid record(s) skipped (within max_bad_fraction {max_bad:g}): "
+            + "; ".join(bad[:WARN_SAMPLES]) + more)
 
 
 def read_choices(path: Path) -> tuple[list[Record], list[str]]:

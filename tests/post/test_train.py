@@ -292,3 +292,9 @@ def test_sft_keeps_packed_conversations_apart_even_without_the_models_document_m
                         {"checkpoint": ckpt, "tokenizer": tokenizer_dir, "dataset": dataset}, name=f"sft{flag}"))
     a, b = (load_file(str(o / "model.safetensors")) for o in outs)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_post_training_that_diverges_fails_before_saving_nan_weights(job, dataset, checkpoint, tokenizer_dir):
+    with pytest.raises(JobFailed, match=r"the (loss|gradient norm) is (nan|inf) at step \d+: training diverged"):
+        job("post.sft", {"lr": 1e30, "steps": 20, "batch": 4, "eval_every": 100},
+            {"checkpoint": checkpoint, "tokenizer": tokenizer_dir, "dataset": dataset})

@@ -21,21 +21,30 @@ from pathlib import Path
 from typing import Any
 
 from runtime.data.filters import Filter, Scores, register_filter
-from runtime.data.sources import decode_errors, open_jsonl
+from runtime.data.sources import (
+    JSON_LINE_ERRORS,
+    decode_errors,
+    json_limit_reason,
+    open_jsonl,
+    printable,
+)
 from runtime.data.text import stable_hash64, words
 from runtime.executor.external import matched_files
 from runtime.jobs.context import JobFailed
 
 
 def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _strings(v)
+    """Every string in a record, in order; a loop, not recursion, as a record nested nearly
+    as deep as json.loads allows would exceed the recursion limit here."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            yield v
+        elif isinstance(v, dict):
+            stack.extend(reversed(list(v.values())))
+        elif isinstance(v, list):
+            stack.extend(reversed(v))
 
 
 def benchmark_texts(path: Path) -> Iterator[str]:
@@ -51,7 +60,9 @@ def benchmark_texts(path: Path) -> Iterator[str]:
                     continue
                 try:
                     record = json.loads(raw)
-                except ValueError as e:
+                except JSON_LINE_ERRORS as e:  # a benchmark item must not be skipped unseen
+                    if reason := json_limit_reason(e):  # valid JSON, too deep or long for Python
+                        raise JobFailed(f"decontaminate: {path}:{lineno}: {reason}") from None
                     raise JobFailed(f"decontaminate: {path}:{lineno} is not JSON ({e}); hint: the benchmark "
                                     "files are JSONL, one record per line") from None
                 yield "\n".join(_strings(record))
@@ -118,6 +129,10 @@ class Decontaminate(Filter):
                 raise JobFailed(f"decontaminate: against = {pattern!r} matches no files; hint: name the "
                                 "benchmark files with a glob, e.g. \"evals/*.jsonl\"")
             files += [f for f in matched if f not in files]
+        for f in files:
+            if printable(str(f)) != str(f):  # its bytes are not UTF-8: the scoring key could not hold it
+                raise JobFailed(f"decontaminate: {printable(str(f))}: the file's name is not UTF-8; "
+                                "hint: rename the file")
         return files
 
     def outside_files(self, params: dict[str, Any]) -> tuple[list[str], list[str]]:

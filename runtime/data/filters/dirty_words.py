@@ -15,7 +15,17 @@ from runtime.jobs.context import JobFailed
 
 
 def load_word_list(path: str) -> frozenset[str]:
+    """The list's words, lower-cased; a missing, folder or unreadable list is a user error
+    that says which of these it is."""
     p = Path(path)
+    if p.is_dir():
+        try:
+            inside = sorted(f.name for f in p.iterdir() if f.is_file())
+        except OSError:  # an unreadable folder: the generic example will do
+            inside = []
+        example = next((n for n in inside if n.endswith(".txt")), inside[0] if inside else "en.txt")
+        raise JobFailed(f"dirty_words: word list {path!r} is a folder, not a file; hint: name a "
+                        f"file in it (list = \"{path.rstrip('/')}/{example}\")")
     if not p.is_file():
         raise JobFailed(f"dirty_words: word list {path!r} not found; hint: give an existing file "
                         "with one word per line (list = \"words/en.txt\")")
@@ -23,6 +33,9 @@ def load_word_list(path: str) -> frozenset[str]:
         lines = p.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as e:
         raise JobFailed(f"{path}: word list is not UTF-8 ({e})") from None
+    except OSError as e:  # unreadable: permissions, or removed since the check
+        raise JobFailed(f"{path}: word list is unreadable ({e.strerror or e}); hint: check the "
+                        "file's permissions") from None
     entries = set()
     for line in lines:
         line = line.split("#", 1)[0].strip().lower()

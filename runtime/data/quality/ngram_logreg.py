@@ -9,6 +9,7 @@ is a fair stand-in for "looks like the reference" scoring.
 from __future__ import annotations
 
 import heapq
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,16 @@ import numpy as np
 
 from runtime.data.documents import read_shard
 from runtime.data.quality import Classifier, file_digest, register_classifier
-from runtime.data.sources import BadRecords, expand_globs, read_jsonl, read_text_file
+from runtime.data.sources import MAP_TEXT_HINT, BadRecords, expand_globs, read_jsonl, read_text_file
 from runtime.data.text import WordHasher, ngram_hashes, stable_hash64, words
+from runtime.jobs.context import JobFailed
 
 DEFAULTS = {"reference": "python_docs", "features": 1 << 18, "ngram": 2, "epochs": 8,
             "lr": 0.5, "l2": 1e-6, "max_docs": 2000, "seed": 0}
 _hasher = WordHasher(0)
+#: the share of malformed reference records tolerated: a source's default max_bad_fraction
+REFERENCE_MAX_BAD = 0.01
+log = logging.getLogger(__name__)
 
 
 def features(text: str, n_features: int, ngram: int) -> tuple[np.ndarray, np.ndarray]:
@@ -37,18 +42,47 @@ def features(text: str, n_features: int, ngram: int) -> tuple[np.ndarray, np.nda
 
 
 def reference_texts(reference: str, limit: int) -> list[str]:
+    """The positives: up to `limit` texts with words in them. Bad records are counted as a
+    source counts them (`file:line: reason`) and fail the job beyond a source's default
+    `max_bad_fraction`; a reference with no usable text fails too, as a classifier trained
+    without positives would keep or drop every document without a word of warning."""
     if reference == "python_docs":
         from pydoc_data.topics import topics
 
         return [topics[k] for k in sorted(topics)][:limit]
     texts: list[str] = []
     bad = BadRecords()
-    for path in expand_globs([reference]):
+    files = expand_globs([reference])
+    blank = 0
+    for path in files:
         docs = read_jsonl(path, {"text": "text"}, bad) if ".jsonl" in path.name \
             else read_text_file(path, bad)
-        texts.extend(d.text for d in docs)
+        for doc in docs:
+            if words(doc.text):
+                texts.append(doc.text)
+            else:
+                blank += 1
         if len(texts) >= limit:
             break
+    seen = len(texts) + blank + bad.count
+    samples = [s.replace(MAP_TEXT_HINT, "") for s in bad.samples]  # a reference has no field mapping
+    if not texts:
+        what = (f"{bad.count} malformed record(s)" if bad.count else "no record") + \
+            (f", {blank} without a word" if blank else "")
+        more = f"\n  (and {bad.count - 5} more)" if bad.count > 5 else ""
+        raise JobFailed(
+            f"ngram_logreg: reference {reference!r} ({len(files)} file(s)) holds no text to learn from: "
+            f"{what}" + "".join(f"\n  {s}" for s in samples[:5]) + more + "\nhint: the reference is "
+            "examples of good text: .jsonl files with a \"text\" field in each record, or .txt files "
+            "(one document each); or reference = \"python_docs\""
+        )
+    if bad.count / seen > REFERENCE_MAX_BAD:
+        raise JobFailed(f"ngram_logreg: {bad.count} of {seen} records of reference {reference!r} are malformed "
+                        f"({bad.count / seen:.1%} > {REFERENCE_MAX_BAD:g}):"
+                        + "".join(f"\n  {s}" for s in samples) + "\nhint: fix or remove those lines")
+    if bad.count:  # fit() has no job logger: Python's logging shows this on stderr
+        log.warning("ngram_logreg: %d malformed reference record(s) skipped (within %g), first: %s",
+                    bad.count, REFERENCE_MAX_BAD, samples[0])
     return texts[:limit]
 
 
