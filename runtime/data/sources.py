@@ -607,3 +607,16 @@ def plan_shards(config: dict[str, Any], seed: int) -> list[SourceShard]:
         return [SourceShard(kind, files[i : i + TEXT_FILES_PER_SHARD], fields)
                 for i in range(0, len(files), TEXT_FILES_PER_SHARD)]
     return [SourceShard(kind, [entry], fields) for f in files for entry in split_file(kind, Path(f))]
+
+
+#: bad records a within-threshold warning lists (reports keep 20)
+WARN_SAMPLES = 3
+
+
+def skipped_warning(samples: list[str], count: int, max_bad: float, what: str = "invalid") -> str:
+    """The run-output warning for bad records skipped within `max_bad_fraction`: the count
+    and the first few `file:line: problem`, so a skipped record is never noticed only by
+    opening the report. Sources and post-training datasets say it the same way."""
+    more = f" (and {count - WARN_SAMPLES} more)" if count > WARN_SAMPLES else ""
+    return (f"{count} {what} record(s) skipped (within max_bad_fraction {max_bad:g}): "
+            + "; ".join(samples[:WARN_SAMPLES]) + more)

@@ -31,6 +31,7 @@ from runtime.data.sources import (
     SourceShard,
     entry_path,
     plan_shards,
+    skipped_warning,
     stdlib_files,
     write_source_shard,
 )
@@ -145,8 +146,7 @@ def source(ctx: JobContext) -> None:
         raise JobFailed(f"{ctx.job_id}: {bad} of {seen} records are malformed ({bad / seen:.1%} > "
                         f"max_bad_fraction {max_bad:g}):\n  {listing}")
     if bad:  # shown in the run's output, not only in the report
-        ctx.log.warning("%d malformed record(s) skipped (within max_bad_fraction %g), first: %s",
-                        bad, max_bad, bad_samples[0])
+        ctx.log.warning("%s", skipped_warning(bad_samples, bad, max_bad, "malformed"))
     stats = {"docs_in": seen, "docs_out": seen - bad,
              "bytes_in": sum(p["bytes_out"] for p in parts),
              "bytes_out": sum(p["bytes_out"] for p in parts),

@@ -17,6 +17,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from runtime.data.sources import skipped_warning
 from runtime.data.tokenizer import META_FILE, MODEL_FILE, Tokenizer, load_tokenizer
 from runtime.executor import external
 from runtime.executor.plots import line_plot
@@ -274,7 +275,7 @@ def data_dataset(ctx: JobContext) -> None:
             raise JobFailed(f"{ctx.job_id}: {len(bad)} of {seen} records are invalid "
                             f"(max_bad_fraction {max_bad:g}):\n  {listing}")
         if bad:  # in the run's output, as a source's are, not only in the report
-            ctx.log.warning("%s", D.skipped_warning(bad, max_bad))
+            ctx.log.warning("%s", skipped_warning(bad, len(bad), max_bad))
         views = D.derive(parse_as, records)
         verifier = "tasks" if fmt == "tasks" else ("exact" if views["prompts"] and all(
             "answer" in r for r in views["prompts"]) else None)

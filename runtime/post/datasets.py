@@ -231,19 +231,6 @@ def read_jsonl_lines(path: Path, fmt: str) -> tuple[list[Record], list[str], lis
     return good, bad, lines
 
 
-#: bad records a within-threshold warning lists (the report and dataset.json keep 20)
-WARN_SAMPLES = 3
-
-
-def skipped_warning(bad: list[str], max_bad: float) -> str:
-    """The run-output warning for bad records skipped within `max_bad_fraction`: a count and
-    the first few `file:line: problem`, as a data source warns, so a skipped record is
-    never noticed only by opening the report."""
-    more = f" (and {len(bad) - WARN_SAMPLES} more)" if len(bad) > WARN_SAMPLES else ""
-    return (f"{len(bad)} invalid record(s) skipped (within max_bad_fraction {max_bad:g}): "
-            + "; ".join(bad[:WARN_SAMPLES]) + more)
-
-
 def read_choices(path: Path) -> tuple[list[Record], list[str]]:
     """A multiple-choice benchmark: `read_jsonl` with format choices, and a question asked
     again with the same choices but another answer is a bad record (which copy is right

@@ -15,6 +15,7 @@ import pytest
 
 from data.helpers import run_job, stats_of, write_docs
 from runtime.data.documents import Document, read_documents
+from runtime.data.sources import skipped_warning
 from runtime.jobs.context import JobFailed
 from runtime.post import datasets as D
 
@@ -154,7 +155,7 @@ def test_a_dataset_counts_hostile_lines_as_bad_records_and_warns(
 
 def test_the_dataset_warning_lists_the_first_few_and_counts_the_rest() -> None:
     bad = [f"chat.jsonl:{n}: not valid JSON" for n in range(1, 6)]
-    assert D.skipped_warning(bad, 0.05) == (
+    assert skipped_warning(bad, len(bad), 0.05) == (
         "5 invalid record(s) skipped (within max_bad_fraction 0.05): chat.jsonl:1: not valid JSON; "
         "chat.jsonl:2: not valid JSON; chat.jsonl:3: not valid JSON (and 2 more)")
 
