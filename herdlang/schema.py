@@ -133,6 +133,20 @@ class Schedule(CallModel):
     decay: Fraction = Field(0.2, gt=0, le=1)  # wsd: share of the stage spent decaying
 
 
+LoraTarget = Annotated[Literal["q", "k", "v", "o", "gate", "up", "down"], Word]
+
+
+class Lora(CallModel):
+    """Low-rank adapters: train a rank-r update of each targeted projection with the base
+    frozen (AdamW state for the adapters only); merged into the weights when the job saves."""
+
+    kind: Literal["lora"] = "lora"
+    positional = ("rank",)
+    rank: Int = Field(16, ge=1)
+    alpha: Number | None = Field(None, gt=0, description="the update's scale is alpha / rank (default: rank)")
+    targets: Annotated[list[LoraTarget], ListOf] = ["q", "k", "v", "o", "gate", "up", "down"]
+
+
 class Average(CallModel):
     """Average the last k checkpoints (Polyak averaging, as the paper does)."""
 
@@ -375,6 +389,7 @@ class SFTStep(Strict):
     batch: Int = Field(16, ge=1)
     checkpoint_every: Steps = _post_checkpoint_every()
     eval_every: Steps | None = _post_eval_every()
+    lora: Lora | None = None
     schedule: Schedule | None = None
 
 
@@ -389,6 +404,7 @@ class DPOStep(Strict):
     batch: Int = Field(8, ge=1)
     checkpoint_every: Steps = _post_checkpoint_every()
     eval_every: Steps | None = _post_eval_every()
+    lora: Lora | None = None
 
 
 class PosttrainBlock(Block):

@@ -31,6 +31,7 @@ from runtime.model.attention import document_mask
 from runtime.model.llama import Llama
 from runtime.model.rope import document_positions
 from runtime.post import datasets as D
+from runtime.post import lora as LORA
 from runtime.post import resume
 from runtime.post import tasks as T
 from runtime.post import train as P
@@ -50,6 +51,27 @@ def _load(ctx: JobContext) -> tuple[Llama, Tokenizer, dict[str, Any]]:
     model = ctx.load_model()
     model.activation_checkpointing = activation_checkpointing(ctx.settings)  # for the steps that train
     return model, load_tokenizer(ctx.inputs["tokenizer"]), D.load_meta(ctx.inputs["dataset"])
+
+
+def _trainable(ctx: JobContext, model: Llama, lr: float
+               ) -> tuple[list[tuple[list[torch.nn.Parameter], float]], list[str]]:
+    """The parameter groups a policy trains: all of it, or with `lora(...)` the adapters
+    added now (the base frozen; `_finish_adapters` merges them before saving), and the
+    report line saying which."""
+    lora = ctx.config.get("lora")
+    if not lora:
+        return [(list(model.parameters()), lr)], []
+    total = sum(p.numel() for p in model.parameters())
+    try:
+        params = LORA.add_adapters(model, lora)
+    except ValueError as exc:
+        raise JobFailed(f"{ctx.job_id}: {exc}; hint: lower the rank or change the targets") from None
+    return [(params, lr)], [f"- {LORA.describe(lora, sum(p.numel() for p in params), total)}"]
+
+
+def _finish_adapters(ctx: JobContext, model: Llama) -> None:
+    if ctx.config.get("lora"):
+        LORA.merge_adapters(model)
 
 
 def _device_of(module: torch.nn.Module) -> torch.device:
@@ -457,9 +479,10 @@ def post_sft(ctx: JobContext) -> None:
         return model(tokens, docs, targets, positions=document_positions(docs),
                      mask=document_mask(docs, model.attention_backend)), {}
 
-    result = train_loop(ctx, model, [(list(model.parameters()), lr)], len(rows), step_fn,
-                        sft_heldout(ctx, tok, model, context))
+    groups, adapter_lines = _trainable(ctx, model, lr)
+    result = train_loop(ctx, model, groups, len(rows), step_fn, sft_heldout(ctx, tok, model, context))
     steps, history = result.steps, result.history
+    _finish_adapters(ctx, model)
     _save(ctx, model, steps)
     first, last = _mean(history, "loss", False), _mean(history, "loss", True)
     write_json(Path(ctx.out) / "train.json", {"steps": steps, "conversations": len(records),
@@ -471,6 +494,7 @@ def post_sft(ctx: JobContext) -> None:
     _report(ctx, "SFT", [f"- {len(records) - dropped:,} conversations packed into {len(rows):,} rows of "
                          f"<= {context} tokens{cut}", f"- {steps} steps, peak lr {lr:g}, "
                          + describe_schedule(post_schedule(cfg, steps)),
+                         *adapter_lines,
                          f"- masked loss {first:.3f} -> {last:.3f} "
                          f"({time.perf_counter() - t0:.1f} s)",
                          *curve_lines(ctx, result, "held-out masked loss")])
@@ -660,9 +684,10 @@ def post_dpo(ctx: JobContext) -> None:
     if "val_chosen" in ref and len(ref["val_chosen"]) != len(val):
         raise JobFailed(f"{ctx.job_id}: the reference has {len(ref['val_chosen'])} held-out pairs, the "
                         f"dataset {len(val)}; hint: the reference must come from the same dataset")
-    result = train_loop(ctx, model, [(list(model.parameters()), lr)], len(prefs), step_fn,
-                        heldout if val else None)
+    groups, adapter_lines = _trainable(ctx, model, lr)
+    result = train_loop(ctx, model, groups, len(prefs), step_fn, heldout if val else None)
     steps, history = result.steps, result.history
+    _finish_adapters(ctx, model)
     _save(ctx, model, steps)
     summary = {k: _mean(history, k, True) for k in history[0]}
     write_json(Path(ctx.out) / "train.json", {"steps": steps, "pairs": len(prefs), "final": summary,
@@ -670,6 +695,7 @@ def post_dpo(ctx: JobContext) -> None:
     final = result.heldout[-1] if result.heldout else None
     _report(ctx, "DPO", [f"- {len(prefs):,} pairs, {steps} steps, beta {beta:g}, nll {nll:g}, "
                          f"mask `{cfg.get('mask', 'formatting_tokens')}`",
+                         *adapter_lines,
                          f"- final reward margin {summary['reward_margin']:.3f}, "
                          f"reward accuracy {summary['reward_accuracy']:.1%}",
                          *([f"- held-out reward accuracy {result.heldout[0]['val_reward_accuracy']:.1%} -> "
