@@ -66,3 +66,18 @@ def job(tmp_path: Path) -> Callable[..., Path]:
         return ctx.out
 
     return run
+
+
+def run_killed_at(ctx: JobContext, done: int) -> JobContext:
+    """Run ctx's job and interrupt it (as Ctrl-C would) once progress reaches `done` steps;
+    returns the context, ready to run again as `herd run` would after the interruption."""
+
+    def kill(progress: Any) -> None:
+        if progress.done == done:
+            raise KeyboardInterrupt
+
+    ctx.progress.on_change = kill
+    with pytest.raises(KeyboardInterrupt):
+        registry.get(ctx.kind)(ctx)
+    ctx.progress.on_change = None
+    return ctx

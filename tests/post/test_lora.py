@@ -15,7 +15,7 @@ from runtime.jobs.context import JobFailed
 from runtime.model import from_config
 from runtime.post import lora as LORA
 
-from .conftest import TINY, make_ctx
+from .conftest import TINY, make_ctx, run_killed_at
 
 TASKS = {"format": "tasks", "val_fraction": 0.2,
          "generate": {"kinds": ["add", "reverse"], "count": 40, "difficulty": 1, "seed": 0}}
@@ -85,16 +85,7 @@ def test_a_killed_lora_run_resumes_to_the_same_weights(tmp_path, dataset, checkp
     config = {"lr": 3e-3, "steps": 6, "batch": 4, "checkpoint_every": 2, "lora": QV}
     whole = make_ctx(tmp_path, "post.sft", config, inputs, "whole")
     registry.get("post.sft")(whole)
-    killed = make_ctx(tmp_path, "post.sft", config, inputs, "killed")
-
-    def kill(progress):
-        if progress.done == 5:
-            raise KeyboardInterrupt
-
-    killed.progress.on_change = kill
-    with pytest.raises(KeyboardInterrupt):
-        registry.get("post.sft")(killed)
-    killed.progress.on_change = None
+    killed = run_killed_at(make_ctx(tmp_path, "post.sft", config, inputs, "killed"), 5)
     registry.get("post.sft")(killed)
     a, b = load_file(str(whole.out / "model.safetensors")), load_file(str(killed.out / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)

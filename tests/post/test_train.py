@@ -16,7 +16,7 @@ from runtime.jobs.post_jobs import batch_indices, heldout_lines, post_schedule
 from runtime.post import train as P
 from runtime.train.schedule import lr_at
 
-from .conftest import make_ctx
+from .conftest import make_ctx, run_killed_at
 
 TASKS = {"format": "tasks", "val_fraction": 0.2,
          "generate": {"kinds": ["add", "reverse"], "count": 40, "difficulty": 1, "seed": 0}}
@@ -153,18 +153,9 @@ def test_a_killed_post_training_run_resumes_to_the_same_weights(
     whole = make_ctx(tmp_path, kind, config, inputs, "whole")
     registry.get(kind)(whole)
 
-    killed = make_ctx(tmp_path, kind, config, inputs, "killed")
-
-    def kill(progress):
-        if progress.done == 5:
-            raise KeyboardInterrupt
-
-    killed.progress.on_change = kill
-    with pytest.raises(KeyboardInterrupt):
-        registry.get(kind)(killed)
+    killed = run_killed_at(make_ctx(tmp_path, kind, config, inputs, "killed"), 5)
     latest = (killed.work / "post-state" / "LATEST").read_text()
     assert json.loads((killed.work / "post-state" / latest / "state.json").read_text())["step"] == 4
-    killed.progress.on_change = None
     registry.get(kind)(killed)
     weights = sorted(p.name for p in whole.out.glob("*.safetensors"))
     assert weights and weights == sorted(p.name for p in killed.out.glob("*.safetensors"))
@@ -176,16 +167,7 @@ def test_a_killed_post_training_run_resumes_to_the_same_weights(
 def _killed_at_5(tmp_path, config, inputs, name):
     killed = make_ctx(tmp_path, "post.sft", config, inputs, name)
     killed.metrics_path = tmp_path / f"{name}.jsonl"
-
-    def kill(progress):
-        if progress.done == 5:
-            raise KeyboardInterrupt
-
-    killed.progress.on_change = kill
-    with pytest.raises(KeyboardInterrupt):
-        registry.get("post.sft")(killed)
-    killed.progress.on_change = None
-    return killed
+    return run_killed_at(killed, 5)
 
 
 def _steps(metrics: Path, key: str = "loss") -> list[int]:
