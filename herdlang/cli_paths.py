@@ -88,9 +88,11 @@ CHECKPOINT_KINDS = ("train.pretrain", "train.extend", "train.anneal", "model.ave
 
 
 def _json(path: Path) -> object:
+    """A file's JSON, or None where it is missing or unreadable (not UTF-8, not JSON, or
+    nested too deeply for the parser): the loader that reads it next says what is wrong."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 

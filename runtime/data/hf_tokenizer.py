@@ -347,6 +347,9 @@ def read_hf_tokenizer(path: Path) -> HFTokenizerFile:
     except json.JSONDecodeError as exc:
         raise JobFailed(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}); hint: the "
                         "file is damaged or cut short; download it again") from None
+    except RecursionError:  # `[[[[...` nested deeper than Python's parser goes
+        raise _fail(path, "not valid JSON (nested too deeply to read)",
+                    "the file is damaged; download it again") from None
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
         if isinstance(data, dict) and data.get("format") == "tiktoken-bpe":
             raise _fail(path, "this is a herd tokenizer artifact's metadata, not a Hugging Face "

@@ -243,10 +243,19 @@ def load_tokenizer(directory: Path) -> Tokenizer:
     meta_path = directory / META_FILE
     if not meta_path.is_file():
         raise JobFailed(f"{directory}: no {META_FILE}; hint: not a tokenizer artifact")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        specials_map, pattern = meta["special_tokens"], meta["pattern"]
+        if not (isinstance(specials_map, dict) and isinstance(pattern, str)
+                and all(isinstance(v, int) for v in specials_map.values())):
+            raise TypeError("special_tokens must map names to ids and pattern must be a string")
+    except (OSError, ValueError, RecursionError, KeyError, TypeError) as exc:
+        what = f"lacks {exc}" if isinstance(exc, KeyError) else f"is unreadable ({str(exc).splitlines()[0][:200]})"
+        raise JobFailed(f"{meta_path} {what}; hint: the tokenizer artifact is damaged: train or "
+                        "load it again (or pass another with --tokenizer)") from None
     ranks = load_ranks(directory / MODEL_FILE)
-    specials = sorted(meta["special_tokens"], key=meta["special_tokens"].get)
-    return Tokenizer(ranks, meta["pattern"], specials)
+    specials = sorted(specials_map, key=specials_map.get)
+    return Tokenizer(ranks, pattern, specials)
 
 
 def tokenizer_from_file(path: Path, pattern_name: str, n_special: int) -> Tokenizer:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -28,7 +29,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from runtime.model.config import ConfigError
+from runtime.model.config import ConfigError, ModelArgs
 from runtime.model.llama import Llama
 from runtime.model.meta import (
     CHECKPOINT_FORMAT,
@@ -103,12 +104,16 @@ def check_output(
             "hint: write the result to a folder outside runs/ (e.g. -o exported/NAME)"
         )
     for source in sources:
-        if Path(source).exists() and out.exists() and out.resolve() == Path(source).resolve():
+        if not Path(source).exists():
+            continue  # the reader says the input is missing
+        # resolve() follows links and `..` whether or not the path exists yet: a new folder
+        # inside the input would become part of it (and `-o CKPT/meta.json --force` would
+        # replace one of the input's own files)
+        here, there = out.resolve(), Path(source).resolve()
+        if here == there:
             raise OutputExistsError(f"refusing to write into {out}: it is the input itself\n"
                                     "hint: choose another output folder")
-        if (Path(source).is_dir() and (out.exists() or out.is_symlink())
-                and Path(source).resolve() in out.resolve().parents):
-            # e.g. `-o CKPT/meta.json --force` would replace one of the input's own files.
+        if Path(source).is_dir() and there in here.parents:
             raise OutputExistsError(f"refusing to write to {out}: it is inside the input {source}\n"
                                     "hint: choose an output outside the input folder")
     blocked = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
@@ -216,7 +221,7 @@ def check_replaceable(directory: str | os.PathLike[str]) -> None:
         return
     try:
         meta = json.loads((out / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         meta = None
     if not (isinstance(meta, dict) and meta.get("format") == CHECKPOINT_FORMAT):
         raise CheckpointError(
@@ -337,9 +342,11 @@ def read_tensors(path: Path, device: str | torch.device = "cpu",
 
 
 def check_shapes(
-    shapes: dict[str, tuple[int, ...]], expected: dict[str, torch.Size], where: str
+    shapes: dict[str, tuple[int, ...]], expected: dict[str, torch.Size], where: str,
+    config_file: str = META_FILE,
 ) -> None:
-    """Tensor names and shapes must be exactly those the config implies."""
+    """Tensor names and shapes must be exactly those the config implies (`config_file`, named
+    in the hint: meta.json for a herd checkpoint, config.json for a Hugging Face folder)."""
     missing = sorted(set(expected) - set(shapes))
     unexpected = sorted(set(shapes) - set(expected))
     wrong = [
@@ -357,8 +364,48 @@ def check_shapes(
     if problems:
         raise CheckpointError(
             f"{where} does not match its model config:\n  " + "\n  ".join(problems)
-            + "\nhint: the weights and meta.json come from different models"
+            + f"\nhint: the weights and {config_file} come from different models"
         )
+
+
+_LAYER_TENSOR = re.compile(r"^layers\.(\d+)\.")
+
+
+def check_model_shapes(
+    shapes: dict[str, tuple[int, ...]], config: dict[str, Any], where: str,
+    config_file: str = META_FILE, layers_key: str = "layers",
+) -> None:
+    """The tensors a file holds (`shapes`, from its header) against its config: the layer
+    count first, then every name and shape.
+
+    The count comes first because the expected names grow with it: a hand-edited
+    `layers = 1000000000` must fail here, by comparison with the handful of layers the file
+    really holds, not after listing nine billion tensor names.
+    """
+    indices = {int(m.group(1)) for name in shapes if (m := _LAYER_TENSOR.match(name))}
+    try:
+        layers = ModelArgs.from_dict(config).layers
+    except ConfigError as exc:
+        raise CheckpointError(f"{config_file} for {where}: {exc}") from None
+    if layers != len(indices):
+        holds = f"{len(indices)} layer{'' if len(indices) == 1 else 's'}"
+        if indices:
+            holds += f" (layers.{min(indices)} to layers.{max(indices)})"
+        raise CheckpointError(
+            f"{where} does not match its model config: {config_file} says {layers_key} = {layers:,}, "
+            f"but the weights hold {holds}\nhint: the weights and {config_file} come from "
+            f"different models, or {config_file} was edited"
+        )
+    check_shapes(shapes, expected_shapes(config), where, config_file)
+
+
+def header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes from a safetensors header, without reading any weights."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except Exception as exc:  # safetensors raises its own error types for bad headers
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from exc
 
 
 # What a model's weights may be stored as: the dtypes its matmuls run in.
@@ -385,12 +432,32 @@ def check_dtype(dtype: torch.dtype | None, what: str) -> None:
 
 
 def expected_shapes(config: dict[str, Any]) -> dict[str, torch.Size]:
-    """Tensor names and shapes of a model config, computed on the meta device (free)."""
+    """Tensor names and shapes of a model config, in `Llama.state_dict()` order, computed
+    from the config's numbers: no module is built, so a config that is wrong costs nothing
+    until it is compared (tested to equal a meta-device model's state dict)."""
     try:
-        model = Llama.from_config(config, device="meta")
+        a = ModelArgs.from_dict(config)
     except ConfigError as exc:
         raise CheckpointError(f"checkpoint model config is invalid: {exc}") from exc
-    return {k: v.shape for k, v in model.state_dict().items()}
+    q, kv = a.heads * a.head_dim, a.kv_heads * a.head_dim
+    layer = {
+        "attention_norm.weight": (a.dim,),
+        "attention.wq.weight": (q, a.dim),
+        "attention.wk.weight": (kv, a.dim),
+        "attention.wv.weight": (kv, a.dim),
+        "attention.wo.weight": (a.dim, q),
+        "ffn_norm.weight": (a.dim,),
+        "feed_forward.w1.weight": (a.ffn_dim, a.dim),
+        "feed_forward.w2.weight": (a.dim, a.ffn_dim),
+        "feed_forward.w3.weight": (a.ffn_dim, a.dim),
+    }
+    shapes = {"tok_embeddings.weight": torch.Size((a.vocab_size, a.dim))}
+    for i in range(a.layers):
+        shapes.update({f"layers.{i}.{name}": torch.Size(shape) for name, shape in layer.items()})
+    shapes["norm.weight"] = torch.Size((a.dim,))
+    if not a.tied_embeddings:
+        shapes["output.weight"] = torch.Size((a.vocab_size, a.dim))
+    return shapes
 
 
 def load_state(
@@ -400,9 +467,13 @@ def load_state(
     `on_bytes` hears the weights go by twice: checksummed, then read."""
     meta = read_meta(directory)
     path = verify_weights(directory, meta, on_bytes) if verify else weights_path(Path(directory), meta)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {directory} is missing its weights file {path.name}")
+    # names and shapes from the header first: nothing is read, let alone built, for a
+    # meta.json that does not describe the file
+    check_model_shapes(header_shapes(path), meta["model"], str(path))
     tensors = read_tensors(path, on_bytes=on_bytes)
     check_float(tensors, str(path))
-    check_shapes({k: tuple(v.shape) for k, v in tensors.items()}, expected_shapes(meta["model"]), str(path))
     return tensors, meta
 
 
@@ -421,6 +492,7 @@ def load_checkpoint(
     model.load_state_dict(state, strict=True, assign=True)
     model.materialize_rope("cpu")
     model.to(device)
+    model.loaded_from = Path(directory)  # messages about its outputs name the checkpoint
     return model, meta
 
 
@@ -519,11 +591,16 @@ def average_checkpoints(
         raise CheckpointError("averaging weights must be non-negative with a positive sum")
     metas = [read_meta(d) for d in directories]
     first = metas[0]
-    expected = expected_shapes(first["model"])
-    for directory, meta in zip(directories, metas, strict=True):
-        if expected_shapes(meta["model"]) != expected:
-            raise CheckpointError(f"{directory} is a different model shape than {directories[0]}")
     paths = [verify_weights(d, m) for d, m in zip(directories, metas, strict=True)]
+    # each file against its own meta.json (layer count first: cheap however wrong it is),
+    # then all against the first
+    expected: dict[str, tuple[int, ...]] = {}
+    for directory, meta, path in zip(directories, metas, paths, strict=True):
+        shapes = header_shapes(path)
+        check_model_shapes(shapes, meta["model"], str(path))
+        expected = expected or shapes
+        if shapes != expected:
+            raise CheckpointError(f"{directory} is a different model shape than {directories[0]}")
     total = sum(weights)
     averaged: dict[str, torch.Tensor] = {}
     with ExitStack() as stack:
@@ -531,10 +608,7 @@ def average_checkpoints(
             files = [stack.enter_context(safe_open(str(p), framework="pt")) for p in paths]
         except Exception as exc:
             raise CheckpointError(f"cannot read a checkpoint to average ({exc})") from exc
-        for path, f in zip(paths, files, strict=True):
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
-            check_shapes(shapes, expected, str(path))
-        for name in expected:
+        for name in sorted(expected):
             acc = torch.zeros(expected[name], dtype=torch.float32)
             for w, f in zip(weights, files, strict=True):
                 acc.add_(f.get_tensor(name).float(), alpha=w)

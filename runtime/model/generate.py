@@ -18,6 +18,7 @@ import torch
 from runtime.model.attention import AttentionMask
 from runtime.model.kv_cache import KVCache
 from runtime.model.llama import Llama
+from runtime.model.meta import CheckpointError
 
 
 @dataclass
@@ -29,6 +30,22 @@ class Completion:
     stop_token: int | None = None
 
 
+class NonFiniteOutputs(CheckpointError):
+    """A model whose logits hold NaN or inf: damaged weights, or training that diverged.
+
+    A CheckpointError (a user error), because the cause is the checkpoint: `herd generate`
+    and `herd chat` print it with a hint, and a job that samples fails with it, instead of
+    a sampler traceback or text of token 0 picked out of NaNs."""
+
+
+#: temperatures below this are greedy: as a float32 divisor they would round to 0
+SMALLEST_TEMPERATURE = torch.finfo(torch.float32).tiny
+
+NON_FINITE = ("the model's outputs are not finite (NaN/inf): its weights are damaged or training "
+              "diverged\nhint: use an earlier checkpoint of the run, or train again with a lower "
+              "learning rate (a loss that turned NaN in the run's metrics shows where it diverged)")
+
+
 def sample_next(
     logits: torch.Tensor,
     *,
@@ -38,18 +55,32 @@ def sample_next(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """One token per row from logits (B, V): greedy when temperature <= 0, else softmax
-    sampling at `temperature` restricted to the top_k tokens and the top_p nucleus."""
-    if temperature <= 0:
+    sampling at `temperature` restricted to the top_k tokens and the top_p nucleus.
+
+    Safe for any temperature and top_p: the best logit is subtracted before dividing, so
+    scores are 0 for the best token and finite or -inf for the rest, never inf - inf = NaN; a
+    temperature too small to be a float32 divisor (below float32's smallest normal number,
+    where it would round to 0 and give 0 / 0) is greedy, which is what sampling tends to as
+    the temperature falls; and the nucleus always keeps the best token (a top_p that rounds
+    to 0 would otherwise drop every token). Logits that are not finite raise
+    `NonFiniteOutputs`: no token can be chosen from them.
+    """
+    if not bool(torch.isfinite(logits).all()):
+        raise NonFiniteOutputs(NON_FINITE)
+    if temperature < SMALLEST_TEMPERATURE:  # 0 and below: greedy, by definition
         return logits.argmax(dim=-1)
-    scores = logits.float() / temperature
+    scores = logits.float()
+    scores = (scores - scores.max(dim=-1, keepdim=True).values) / temperature  # <= 0, the best 0
     if 0 < top_k < scores.shape[-1]:
         kth = scores.topk(top_k, dim=-1).values[:, -1:]
         scores = scores.masked_fill(scores < kth, float("-inf"))
     if top_p < 1.0:
         sorted_scores, order = scores.sort(dim=-1, descending=True)
         probs = sorted_scores.softmax(dim=-1)
-        # Drop a token when the tokens ranked above it already reach top_p (the first stays).
+        # Drop a token when the tokens ranked above it already reach top_p; the first
+        # always stays (a tiny top_p rounds to 0 in float32, and 0 >= 0).
         drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
+        drop_sorted[..., 0] = False
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         scores = scores.masked_fill(drop, float("-inf"))
     probs = scores.softmax(dim=-1)
@@ -137,7 +168,8 @@ def generate(
     is called for every kept token as it is produced (streaming). A row also ends
     ("length") when it fills the model's context: positions past `max_context` were never
     trained, so decoding there would be silent extrapolation. A prompt longer than the
-    context, a token id outside the vocabulary or top_p outside (0, 1] is a ValueError.
+    context, a token id outside the vocabulary or top_p outside (0, 1] is a ValueError;
+    a model whose outputs turn NaN or inf (damaged weights) is a `NonFiniteOutputs`.
     """
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -179,7 +211,13 @@ def generate(
     )[:, -1]
     done = [budget == 0 for budget in budgets]
     for step in range(max_new_tokens):
-        chosen = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+        try:
+            chosen = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+        except NonFiniteOutputs:
+            source = getattr(model, "loaded_from", None)  # set by load_checkpoint: name the file
+            if source is None:
+                raise
+            raise NonFiniteOutputs(f"{source}: {NON_FINITE}") from None
         for row, token in enumerate(chosen.tolist()):
             if done[row]:
                 continue

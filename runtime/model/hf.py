@@ -24,9 +24,9 @@ from runtime.model.checkpoint import (
     OnBytes,
     check_dtype,
     check_float,
+    check_model_shapes,
     check_output,
-    check_shapes,
-    expected_shapes,
+    header_shapes,
     load_state,
     output_directory,
     sha256_file,
@@ -203,6 +203,36 @@ def _stale_tokenizer(out: Path) -> str | None:
     return next((n for n in (TOKENIZER_META, TOKENIZER_MODEL) if (out / n).exists()), None)
 
 
+def _herd_name(path: Path, key: str) -> str | None:
+    """A folder tensor's herd name; None for RoPE frequencies (recomputed from the config)."""
+    if key.endswith("rotary_emb.inv_freq"):
+        return None
+    try:
+        return from_hf_key(key)
+    except KeyError as exc:
+        raise CheckpointError(f"{path.name}: {exc.args[0]}") from exc
+
+
+def _folder_shapes(root: Path, config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """herd name -> shape of every tensor in the folder's weight files, from their headers
+    alone: the config is checked against these before a byte of weights is read."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for path in weight_files(root):
+        for key, shape in header_shapes(path).items():
+            name = _herd_name(path, key)
+            if name is not None:
+                shapes[name] = shape
+    if config["tied_embeddings"]:
+        shapes.pop("output.weight", None)  # some tied exports still store the (shared) head
+    return shapes
+
+
+def _check_folder(root: Path, config: dict[str, Any]) -> None:
+    """The folder's tensors must be the ones its config.json describes (layer count first)."""
+    check_model_shapes(_folder_shapes(root, config), config, str(root),
+                       config_file="config.json", layers_key="num_hidden_layers")
+
+
 def _folder_tensors(root: Path, config: dict[str, Any],
                     on_bytes: OnBytes | None = None) -> dict[str, torch.Tensor]:
     """The folder's weights under herd's names, in their stored dtype, checked to be floats."""
@@ -211,12 +241,9 @@ def _folder_tensors(root: Path, config: dict[str, Any],
         try:
             with safe_open(str(path), framework="pt") as f:
                 for key in f.keys():  # noqa: SIM118
-                    if key.endswith("rotary_emb.inv_freq"):
-                        continue  # recomputed from the config
-                    try:
-                        name = from_hf_key(key)
-                    except KeyError as exc:
-                        raise CheckpointError(f"{path.name}: {exc.args[0]}") from exc
+                    name = _herd_name(path, key)
+                    if name is None:
+                        continue
                     tensors[name] = f.get_tensor(key)
                     if on_bytes is not None:
                         on_bytes(tensors[name].numel() * tensors[name].element_size())
@@ -233,13 +260,13 @@ def _folder_tensors(root: Path, config: dict[str, Any],
 def read_hf(hf_dir: str | os.PathLike[str], on_bytes: OnBytes | None = None,
             ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(herd-named tensors in their stored dtype, herd config) of a transformers Llama
-    folder, shapes checked against the config; nothing is written (a spec's `checkpoint`
-    block loads it into the store this way)."""
+    folder, names and shapes checked against the config (from the files' headers, before
+    any weights are read); nothing is written (a spec's `checkpoint` block loads it into
+    the store this way)."""
     root = Path(hf_dir)
     config = folder_config(root)
-    tensors = _folder_tensors(root, config, on_bytes)
-    check_shapes({k: tuple(v.shape) for k, v in tensors.items()}, expected_shapes(config), str(root))
-    return tensors, config
+    _check_folder(root, config)
+    return _folder_tensors(root, config, on_bytes), config
 
 
 def import_hf(
@@ -264,19 +291,19 @@ def import_hf(
     the weights read, written, then checksummed (three passes, for a progress bar).
     """
     check_dtype(dtype, "import_hf")
-    check_output(out_dir, force=force, sources=[hf_dir])  # before reading any weights
     root = Path(hf_dir)
-    config = folder_config(root)
+    config = folder_config(root)  # the input's own faults first (config.json, which weight files)
+    check_output(out_dir, force=force, sources=[hf_dir])  # then the output's, before reading any weights
     source, tok = folder_tokenizer(root, config["vocab_size"]) if tokenizer else (None, None)
     stale = _stale_tokenizer(Path(out_dir)) if tok is None and Path(out_dir).is_dir() else None
     if stale is not None:
         raise CheckpointError(f"{Path(out_dir) / stale} is in the way: this import brings no tokenizer, "
                               "and herd would take that file for the model's\nhint: remove it, or "
                               "import into a new folder")
+    _check_folder(root, config)
     tensors = _folder_tensors(root, config, on_bytes)
     if dtype is not None:
         tensors = {k: v.to(dtype) for k, v in tensors.items()}
-    check_shapes({k: tuple(v.shape) for k, v in tensors.items()}, expected_shapes(config), str(root))
     with output_directory(out_dir, force=force) as tmp:
         extra: dict[str, Any] = {"imported_from": str(root.resolve())}
         if tok is not None and source is not None:

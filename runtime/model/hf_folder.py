@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from runtime.model.meta import CheckpointError
+from runtime.model.meta import CheckpointError, check_model_config, config_value
 
 #: a model's vocabulary may be padded past its tokenizer's (to a multiple of 64 or 128) by
 #: less than this; more means another tokenizer (`herd chat` and `herd import` check it)
@@ -18,66 +18,117 @@ HF_WEIGHTS = "model.safetensors"
 HF_INDEX = "model.safetensors.index.json"
 
 
-def herd_config(hf: dict[str, Any], name: str) -> dict[str, Any]:
-    """A herd model config from transformers' config.json (Llama architectures only)."""
+#: what config.json's damaged values are met with
+CONFIG_HINT = ("config.json is written by transformers' save_pretrained: download the model's again, "
+               "or correct the value by hand")
+_MISSING = object()
+
+
+def herd_config(hf: dict[str, Any], name: str, where: str = "config.json") -> dict[str, Any]:
+    """A herd model config from transformers' config.json (Llama architectures only).
+
+    Every value is checked for its type and range by key, as config.json spells it (`where`
+    names the file in messages, `config_where`): a string, a list or 4.5 where a count goes, or NaN where a positive
+    number goes, would otherwise truncate silently, crash deep in the model, or (a billion
+    layers) hang building it.
+    """
     if not isinstance(hf, dict):
-        raise CheckpointError(f"config.json must hold a JSON object, found {type(hf).__name__}")
+        raise CheckpointError(f"{where} must hold a JSON object, found {type(hf).__name__}\nhint: {CONFIG_HINT}")
     if hf.get("model_type") != "llama":
         raise CheckpointError(
-            f"config.json has model_type {hf.get('model_type')!r}; herd imports Llama models only"
+            f"{where} has model_type {hf.get('model_type')!r}; herd imports Llama models only"
         )
     if hf.get("attention_bias") or hf.get("mlp_bias"):
-        raise CheckpointError("config.json uses attention or MLP biases, which Llama 3 does not have")
+        raise CheckpointError(f"{where} uses attention or MLP biases, which Llama 3 does not have")
     if hf.get("hidden_act", "silu") != "silu":
-        raise CheckpointError(f"config.json uses hidden_act {hf['hidden_act']!r}; herd's FFN is SwiGLU (silu)")
+        raise CheckpointError(f"{where} uses hidden_act {hf['hidden_act']!r}; herd's FFN is SwiGLU (silu)")
+
+    def value(table: dict[str, Any], key: str, kind: str, default: Any = _MISSING, shown: str = "") -> Any:
+        """table[key] checked to be of `kind` (null or absent: `default`, required without one)."""
+        if table.get(key) is None:
+            if default is _MISSING:
+                raise CheckpointError(f"{where} has no {shown or key}, which a Llama config needs\n"
+                                      f"hint: {CONFIG_HINT}")
+            return default
+        return config_value(table[key], kind, shown or key, where, CONFIG_HINT)
+
+    def section(key: str) -> dict[str, Any]:
+        """A nested object of config.json, or {} when absent or null."""
+        found = hf.get(key)
+        if found is not None and not isinstance(found, dict):
+            raise CheckpointError(f"{where}: {key} must be an object or null, got {type(found).__name__}\n"
+                                  f"hint: {CONFIG_HINT}")
+        return found or {}
+
     # transformers >= 5 nests theta and scaling under rope_parameters; older files keep them apart.
-    params = dict(hf.get("rope_parameters") or {})
-    scaling = hf.get("rope_scaling") or (params if params.get("rope_type", "default") != "default" else None)
-    theta = params.get("rope_theta", hf.get("rope_theta", 10_000.0))
+    params = section("rope_parameters")
+    scaling, scaling_key = section("rope_scaling"), "rope_scaling"
+    if not scaling and params.get("rope_type", "default") != "default":
+        scaling, scaling_key = params, "rope_parameters"
+    if params.get("rope_theta") is not None:
+        theta = value(params, "rope_theta", "positive", shown="rope_parameters.rope_theta")
+    else:
+        theta = value(hf, "rope_theta", "positive", 10_000.0)
     rope_scaling = None
     if scaling:
         kind = scaling.get("rope_type", scaling.get("type"))
         if kind not in ("llama3", "default"):
-            raise CheckpointError(f"RoPE scaling {kind!r} is not supported (herd implements 'llama3')")
+            raise CheckpointError(f"{where}: RoPE scaling {kind!r} is not supported (herd implements 'llama3')")
         if kind == "llama3":
-            try:
-                rope_scaling = {
-                    "factor": float(scaling["factor"]),
-                    "low_freq_factor": float(scaling["low_freq_factor"]),
-                    "high_freq_factor": float(scaling["high_freq_factor"]),
-                    "original_context": int(scaling["original_max_position_embeddings"]),
-                }
-            except (KeyError, TypeError, ValueError) as exc:
+            fields = {"factor": "positive", "low_freq_factor": "positive", "high_freq_factor": "positive",
+                      "original_max_position_embeddings": "count"}
+            if any(scaling.get(key) is None for key in fields):
                 raise CheckpointError(
-                    "config.json: llama3 RoPE scaling needs factor, low_freq_factor, high_freq_factor "
-                    f"and original_max_position_embeddings as numbers; got {scaling!r}"
-                ) from exc
-    try:
-        heads = int(hf["num_attention_heads"])
-        dim = int(hf["hidden_size"])
-        config = {
-            "name": name,
-            "vocab_size": int(hf["vocab_size"]),
-            "dim": dim,
-            "layers": int(hf["num_hidden_layers"]),
-            "heads": heads,
-            "kv_heads": int(hf.get("num_key_value_heads") or heads),
-            "head_dim": int(hf.get("head_dim") or dim // heads),
-            "ffn_dim": int(hf["intermediate_size"]),
-            "norm_eps": float(hf.get("rms_norm_eps", 1e-5)),
-            "rope_theta": float(theta),
-            "rope_scaling": rope_scaling,
-            "tied_embeddings": bool(hf.get("tie_word_embeddings", False)),
-            "max_context": int(hf.get("max_position_embeddings", 8192)),
-            "document_mask": True,
-            "init_std": float(hf.get("initializer_range", 0.02)),
-        }
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"config.json lacks a usable Llama field ({exc})") from exc
+                    f"{where}: llama3 RoPE scaling needs factor, low_freq_factor, high_freq_factor and "
+                    f"original_max_position_embeddings as numbers; got {scaling!r}"[:400] + f"\nhint: {CONFIG_HINT}")
+            got = {key: value(scaling, key, want, shown=f"{scaling_key}.{key}") for key, want in fields.items()}
+            if got["high_freq_factor"] <= got["low_freq_factor"]:
+                raise CheckpointError(f"{where}: {scaling_key}.high_freq_factor ({got['high_freq_factor']}) must "
+                                      f"be above low_freq_factor ({got['low_freq_factor']})\nhint: {CONFIG_HINT}")
+            rope_scaling = {
+                "factor": float(got["factor"]),
+                "low_freq_factor": float(got["low_freq_factor"]),
+                "high_freq_factor": float(got["high_freq_factor"]),
+                "original_context": got["original_max_position_embeddings"],
+            }
+    heads = value(hf, "num_attention_heads", "count")
+    dim = value(hf, "hidden_size", "count")
+    config = {
+        "name": name,
+        "vocab_size": value(hf, "vocab_size", "count"),
+        "dim": dim,
+        "layers": value(hf, "num_hidden_layers", "count"),
+        "heads": heads,
+        "kv_heads": value(hf, "num_key_value_heads", "count", heads),
+        "head_dim": value(hf, "head_dim", "count", dim // heads),
+        "ffn_dim": value(hf, "intermediate_size", "count"),
+        "norm_eps": float(value(hf, "rms_norm_eps", "positive", 1e-5)),
+        "rope_theta": float(theta),
+        "rope_scaling": rope_scaling,
+        "tied_embeddings": value(hf, "tie_word_embeddings", "flag", False),
+        "max_context": value(hf, "max_position_embeddings", "count", 8192),
+        "document_mask": True,
+        "init_std": float(value(hf, "initializer_range", "non-negative", 0.02)),
+    }
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        if hf.get(key) is not None:
-            config[key] = hf[key]
+        ids = hf.get(key)
+        if ids is None:
+            continue
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in (ids if isinstance(ids, list) else [ids])):
+            raise CheckpointError(f"{where}: {key} must be a token id or a list of them, got {ids!r}"[:300]
+                                  + f"\nhint: {CONFIG_HINT}")
+        config[key] = ids
+    # what no Llama can have (heads not a multiple of kv_heads, an odd head_dim, ...)
+    check_model_config(config, where, hint=CONFIG_HINT, names=HERD_TO_HF)
     return config
+
+
+#: herd's model config keys as config.json spells them, for messages
+HERD_TO_HF = {"vocab_size": "vocab_size", "dim": "hidden_size", "layers": "num_hidden_layers",
+              "heads": "num_attention_heads", "kv_heads": "num_key_value_heads", "head_dim": "head_dim",
+              "ffn_dim": "intermediate_size", "norm_eps": "rms_norm_eps", "rope_theta": "rope_theta",
+              "tied_embeddings": "tie_word_embeddings", "max_context": "max_position_embeddings",
+              "init_std": "initializer_range"}
 
 
 def weight_bytes(root: Path) -> int:
@@ -176,9 +227,25 @@ def folder_config(root: Path) -> dict[str, Any]:
     config_path = root / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"{root} is not a Hugging Face model directory (no config.json)")
-    try:
-        hf = json.loads(config_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{config_path} is not valid JSON ({exc})") from exc
+    hf = read_config_json(config_path)
     weight_files(root)  # no weights (or pickle only) is reported before anything else is read
-    return herd_config(hf, name=root.name)
+    return herd_config(hf, name=root.name, where=config_where(root))
+
+
+def config_where(root: Path) -> str:
+    """How messages name a folder's config.json: `FOLDER: config.json`, the folder first (a
+    spec's `checkpoint` block and `herd import` name the folder, not the file)."""
+    return f"{root}: config.json"
+
+
+def read_config_json(path: Path) -> Any:
+    """config.json's content; a file that is not UTF-8 JSON (or is nested too deeply for the
+    parser) is a CheckpointError naming it, as `import`, `--blocks` and a spec's `checkpoint`
+    block all report it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc})\nhint: {CONFIG_HINT}") from None
+    except RecursionError:
+        raise CheckpointError(f"{path} is not valid JSON (nested too deeply to read)\n"
+                              f"hint: {CONFIG_HINT}") from None

@@ -105,11 +105,16 @@ def _herd_tokenizer(folder: Path) -> tuple[int, str, int] | None:
 
     try:
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # not a herd artifact's JSON: the HF readers say why
         return None
     if not isinstance(meta, dict) or meta.get("format") != "tiktoken-bpe" or not (folder / MODEL_FILE).is_file():
         return None
-    return int(meta["n_ranks"]), str(meta.get("pattern_name", "llama3")), len(meta.get("special_tokens", {}))
+    ranks, specials = meta.get("n_ranks"), meta.get("special_tokens", {})
+    if not (isinstance(ranks, int) and not isinstance(ranks, bool) and ranks > 0) or not isinstance(specials, dict):
+        raise CheckpointError(f"{folder / META_FILE}: a herd tokenizer's metadata needs n_ranks (a whole "
+                              "number above 0) and special_tokens (an object)\nhint: herd writes this file "
+                              "itself: it was edited or damaged; restore it, or re-create it with its job")
+    return ranks, str(meta.get("pattern_name", "llama3")), len(specials)
 
 
 def _model_block(config: dict[str, Any], name: str, tokenizer: str) -> str:
@@ -137,7 +142,8 @@ def describe_folder(folder: str | Path, name: str | None = None) -> str:
     """The blocks, formatted, for a Hugging Face Llama folder or a herd checkpoint. Paths are
     written as `folder` was given: relative to the spec's folder once pasted."""
     from herdlang.formatter import format_text
-    from runtime.model.hf_folder import herd_config
+    from runtime.model.config import ModelArgs
+    from runtime.model.hf_folder import config_where, herd_config, read_config_json
     from runtime.model.meta import META_FILE, read_meta
 
     root = Path(folder)
@@ -149,16 +155,16 @@ def describe_folder(folder: str | Path, name: str | None = None) -> str:
     if not root.exists():
         raise CheckpointError(f"{root} does not exist (or is a broken link)\nhint: name the folder that "
                               "holds the model's config.json and weights")
+    # both readers check every value by key (a string, 4.5 or a negative size is refused
+    # with the file and key named, never printed into a block or truncated)
     if (root / META_FILE).is_file():
         config = read_meta(root)["model"]
     elif (root / "config.json").is_file():
-        try:
-            config = herd_config(json.loads((root / "config.json").read_text(encoding="utf-8")), root.name)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"{root / 'config.json'} is not valid JSON ({exc})") from exc
+        config = herd_config(read_config_json(root / "config.json"), root.name, where=config_where(root))
     else:
         raise CheckpointError(f"{root} is neither a Hugging Face model folder (no config.json) nor a herd "
                               f"checkpoint (no {META_FILE})")
+    config = ModelArgs.from_dict(config).to_dict()  # defaults filled in (kv_heads, head_dim, ...)
     name = name or block_name(root)
     shown = str(folder)
     tokenizer, _ = _tokenizer_block(root, shown, f"{name}_tokenizer", int(config["vocab_size"]))
