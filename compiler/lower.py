@@ -783,7 +783,8 @@ class Lowering:
                 sft_config = {**common, **sft.model_dump(mode="json"), "round": r,
                               "schedule": self._post_schedule(sft.schedule, sft.lr)}
                 self.plan.add(Job(sft_job, "post.sft", defined.name, sft_config,
-                                  inputs, output="checkpoint", description="supervised fine-tuning on assistant tokens"))
+                                  inputs, output="checkpoint", description="supervised fine-tuning on assistant tokens"
+                                  + _lora_note(sft.lora)))
                 policy = sft_job
                 trained.append(sft_job)
                 points.append((f"r{r} sft", self._evals(defined.name, evals, policy, model, mix,
@@ -799,7 +800,8 @@ class Lowering:
                 dpo_job = f"{p}.dpo"
                 self.plan.add(Job(dpo_job, "post.dpo", defined.name, {**common, **dpo.model_dump(mode="json"), "round": r},
                                   {**base_inputs, "checkpoint": policy, "dataset": ds, "reference": ref_job},
-                                  output="checkpoint", description=f"DPO (beta {dpo.beta}, NLL {dpo.nll})"))
+                                  output="checkpoint", description=f"DPO (beta {dpo.beta}, NLL {dpo.nll})"
+                                  + _lora_note(dpo.lora)))
                 policy = dpo_job
                 trained.append(dpo_job)
                 points.append((f"r{r} dpo", self._evals(defined.name, evals, policy, model, mix,
@@ -846,3 +848,8 @@ def run_folder_name(name: str) -> str:
 
 def lower(res: Resolved) -> Plan:
     return Lowering(res).lower()
+
+
+def _lora_note(lora: Any) -> str:
+    """`, LoRA rank 16` in a post-training job's description (the plan's one-line summary)."""
+    return f", LoRA rank {lora.rank} on {', '.join(lora.targets)}" if lora is not None else ""

@@ -95,3 +95,16 @@ def test_a_lora_rank_too_large_for_the_model_fails_the_job_with_a_hint(job, data
     with pytest.raises(JobFailed, match="exceeds the q projection's smallest side.*hint: lower the rank"):
         job("post.sft", {"steps": 1, "lora": {"rank": 1000, "targets": ["q"]}},
             {"checkpoint": checkpoint, "tokenizer": tokenizer_dir, "dataset": dataset})
+
+
+def test_a_spec_asks_for_lora_and_the_plan_says_so():
+    from pathlib import Path
+
+    from compiler import compile_file
+
+    spec = Path(__file__).resolve().parents[2] / "specs" / "tiny.herd"
+    _, plan = compile_file(spec, ["chat.sft.lora=lora(8, alpha = 16, targets = [q, v])"])
+    sft = plan.jobs["post.chat.r1.sft"]
+    assert sft.config["lora"] == {"kind": "lora", "rank": 8, "alpha": 16.0, "targets": ["q", "v"]}
+    assert sft.description.endswith(", LoRA rank 8 on q, v")
+    assert plan.jobs["post.chat.r1.dpo"].config["lora"] is None
