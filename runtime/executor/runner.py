@@ -121,6 +121,19 @@ class _ForwardWarnings(logging.Handler):
         self.view.message(f"{self.job_id}: {record.levelname.lower()}: {record.getMessage()}")
 
 
+class _ComponentLogs(logging.Handler):
+    """While a job runs, what herd's own modules log (`runtime.*` module loggers: a quality
+    classifier's fit, say, which has no job logger) goes to that job's log, and a warning to
+    the run's output, as the job's own messages do, rather than as a bare stderr line."""
+
+    def __init__(self, job_logger: logging.Logger) -> None:
+        super().__init__()
+        self.job_logger = job_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.job_logger.handle(record)
+
+
 def _job_logger(job_id: str, log_path: Path) -> logging.Logger:
     logger = logging.getLogger(f"herd.job.{job_id}")
     logger.setLevel(logging.DEBUG)
@@ -249,6 +262,8 @@ class _Run:
         self.view.set_state(job_id, "running")
         self.view.attach(job_id, progress)
         logger.addHandler(forward)
+        components = _ComponentLogs(logger)
+        logging.getLogger("runtime").addHandler(components)
         started = time.time()
         error: str | None = None
         before = (self.store.manifest(fp) or {}).get("files") if job_id in self.stale else None
@@ -284,6 +299,7 @@ class _Run:
             raise
         finally:
             progress.on_change = None
+            logging.getLogger("runtime").removeHandler(components)
         duration = time.time() - started
         if error is not None:
             self.store.discard(temp)

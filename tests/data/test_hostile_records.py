@@ -202,16 +202,19 @@ def test_a_reference_without_positives_fails_instead_of_filtering_nothing(
         assert "map the text" not in message
 
 
-def test_bad_reference_records_count_against_the_threshold_at_file_and_line(tmp_path: Path) -> None:
+def test_bad_reference_records_count_against_the_threshold_at_file_and_line(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     good = [json.dumps({"text": f"a well written article number {i} about gardens"}) for i in range(50)]
     ref = _lines(tmp_path / "ref" / "a.jsonl", [*good[:20], DEEP, *good[20:]])
     with pytest.raises(JobFailed) as err:
         _quality(tmp_path, str(ref))
     assert "1 of 51 records of reference" in str(err.value)
     assert f"{ref}:21: not readable JSON (arrays or objects nested too deeply" in str(err.value)
-    _lines(ref, good * 4 + [DEEP])  # 1 of 201: within the threshold, the job runs
-    out = _quality(tmp_path, str(ref), name="within")
+    _lines(ref, good * 4 + [DEEP])  # 1 of 201: within the threshold, the job runs, and says so
+    with caplog.at_level(logging.WARNING, logger="runtime.data.quality"):
+        out = _quality(tmp_path, str(ref), name="within")
     assert stats_of(out)["docs_in"] == 20
+    assert f"1 malformed record(s) skipped (within max_bad_fraction 0.01): {ref}:201:" in caplog.text
 
 
 # --- decontamination benchmarks and word lists -------------------------------------------

@@ -95,6 +95,15 @@ def progress(ctx: JobContext) -> None:
     (ctx.out / "out.txt").write_text("ok\n")
 
 
+@register("test.component_log")
+def component_log(ctx: JobContext) -> None:
+    """Logs as a component without a job logger does: through its module's logger."""
+    import logging
+
+    logging.getLogger("runtime.data.quality.example").warning("2 reference records skipped")
+    (ctx.out / "out.txt").write_text("ok\n")
+
+
 @register("test.report")
 def report(ctx: JobContext) -> None:
     CALLS.append(ctx.job_id)

@@ -290,6 +290,13 @@ def test_job_warnings_reach_the_run_output_and_the_log(run_dir, console, out) ->
     assert "WARNING 3 corrupt lines skipped" in (run_dir / "logs" / "p.log").read_text()
 
 
+def test_a_component_logging_through_its_module_reaches_the_job_log(run_dir, console, out) -> None:
+    run(make_plan(job("c", "test.component_log")), run_dir, console)
+    assert "c: warning: 2 reference records skipped" in out.getvalue()
+    assert "WARNING 2 reference records skipped" in (run_dir / "logs" / "c.log").read_text()
+    assert not logging.getLogger("runtime").handlers  # only while the job runs
+
+
 def test_job_loggers_do_not_leak_into_the_root_logger(run_dir, console, caplog) -> None:
     with caplog.at_level(logging.DEBUG):
         run(make_plan(job("p", "test.progress")), run_dir, console)

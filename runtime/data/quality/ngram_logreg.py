@@ -17,7 +17,14 @@ import numpy as np
 
 from runtime.data.documents import read_shard
 from runtime.data.quality import Classifier, file_digest, register_classifier
-from runtime.data.sources import MAP_TEXT_HINT, BadRecords, expand_globs, read_jsonl, read_text_file
+from runtime.data.sources import (
+    MAP_TEXT_HINT,
+    BadRecords,
+    expand_globs,
+    read_jsonl,
+    read_text_file,
+    skipped_warning,
+)
 from runtime.data.text import WordHasher, ngram_hashes, stable_hash64, words
 from runtime.jobs.context import JobFailed
 
@@ -80,9 +87,9 @@ def reference_texts(reference: str, limit: int) -> list[str]:
         raise JobFailed(f"ngram_logreg: {bad.count} of {seen} records of reference {reference!r} are malformed "
                         f"({bad.count / seen:.1%} > {REFERENCE_MAX_BAD:g}):"
                         + "".join(f"\n  {s}" for s in samples) + "\nhint: fix or remove those lines")
-    if bad.count:  # fit() has no job logger: Python's logging shows this on stderr
-        log.warning("ngram_logreg: %d malformed reference record(s) skipped (within %g), first: %s",
-                    bad.count, REFERENCE_MAX_BAD, samples[0])
+    if bad.count:  # the executor routes runtime.* module loggers to the running job's log
+        log.warning("ngram_logreg: reference %r: %s", reference,
+                    skipped_warning(samples, bad.count, REFERENCE_MAX_BAD, "malformed"))
     return texts[:limit]
 
 
