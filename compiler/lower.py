@@ -757,7 +757,8 @@ class Lowering:
                 self.plan.add(Job(rm_job, "post.reward_model", defined.name,
                                   {**common, **rm.model_dump(mode="json"), "round": r},
                                   {**base_inputs, "checkpoint": policy, "dataset": self.dataset_job.get(rm.data, "")},
-                                  output="checkpoint", description=f"reward model {rm.name} (Bradley-Terry)"))
+                                  output="checkpoint", description=f"reward model {rm.name} (Bradley-Terry)"
+                                  + _lora_note(rm.lora)))
             rs_job = None
             if cfg.rejection_sampling:
                 rs = cfg.rejection_sampling

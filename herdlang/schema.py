@@ -369,6 +369,7 @@ class RewardModelStep(Strict):
     batch: Int = Field(16, ge=1)
     checkpoint_every: Steps = _post_checkpoint_every()
     eval_every: Steps | None = _post_eval_every()
+    lora: Lora | None = None
 
 
 class RejectionSamplingStep(Strict):

@@ -17,7 +17,7 @@ import torch
 from runtime.data.tokenizer import Tokenizer, checkpoint_tokenizer, load_tokenizer
 from runtime.jobs.context import JobFailed, resolve_device
 from runtime.model import CheckpointError, load_checkpoint
-from runtime.model.generate import generate
+from runtime.model.generation import generate
 from runtime.model.hf_folder import PADDING_AT_MOST
 from runtime.model.llama import Llama
 from runtime.post.chat import encode_prompt

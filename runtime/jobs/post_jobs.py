@@ -787,12 +787,14 @@ def post_reward_model(ctx: JobContext) -> None:
         return {"val_loss": float(P.bradley_terry_loss(chosen, rejected)),
                 "val_pair_accuracy": float((chosen > rejected).float().mean())}
 
-    # The fresh head starts at zero: it gets a larger rate than the pretrained body.
-    loop = train_loop(ctx, rm, [(list(rm.base.parameters()), lr), (list(rm.head.parameters()), lr * 100)],
-                        len(train), step_fn, heldout if measured_pairs else None)
+    # The fresh head starts at zero: it gets a larger rate than the pretrained body (or its adapters).
+    groups, adapter_lines = _trainable(ctx, model, lr)
+    loop = train_loop(ctx, rm, [*groups, (list(rm.head.parameters()), lr * 100)],
+                      len(train), step_fn, heldout if measured_pairs else None)
     steps, history = loop.steps, loop.history
     accuracy, ties = pair_outcomes(rm, tok, val)
     train_accuracy, train_ties = pair_outcomes(rm, tok, train[:256])
+    _finish_adapters(ctx, model)
     _save(ctx, rm.base, steps)
     save_file({k: v.detach().cpu().contiguous() for k, v in rm.head.state_dict().items()},
               str(Path(ctx.out) / HEAD))
@@ -803,7 +805,7 @@ def post_reward_model(ctx: JobContext) -> None:
     write_json(Path(ctx.out) / "eval.json", result)
     ctx.metric(stage="post.reward_model", heldout_pair_accuracy=accuracy)
     _report(ctx, f"Reward model `{cfg.get('name', 'rm')}`",
-            [f"- Bradley–Terry on {len(train):,} pairs, {steps} steps",
+            [f"- Bradley–Terry on {len(train):,} pairs, {steps} steps", *adapter_lines,
              f"- held-out pair accuracy **{accuracy:.1%}** ({len(val)} pairs), "
              f"train {train_accuracy:.1%}",
              *([f"- **{ties} held-out and {train_ties} training pair(s) scored as ties** (counted "

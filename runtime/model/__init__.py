@@ -27,7 +27,7 @@ if TYPE_CHECKING:
         save_optimizer_state,
     )
     from runtime.model.config import ConfigError, ModelArgs
-    from runtime.model.generate import Completion, generate
+    from runtime.model.generation import Completion, generate
     from runtime.model.hf import export_hf, import_hf
     from runtime.model.llama import Llama, from_config
     from runtime.model.meta import CheckpointError
@@ -41,8 +41,8 @@ _HOMES = {
     "save_optimizer_state": "checkpoint",
     "ConfigError": "config",
     "ModelArgs": "config",
-    "Completion": "generate",
-    "generate": "generate",
+    "Completion": "generation",
+    "generate": "generation",
     "export_hf": "hf",
     "import_hf": "hf",
     "Llama": "llama",

@@ -218,7 +218,7 @@ class Llama(nn.Module):
         doc_ids (B, T): document of each token in a packed row; attention never crosses a
         document and positions restart at 0 in each one. Targets equal to -100 are
         ignored (that is how a loss mask is applied). `positions`, `mask` and `kv_cache`
-        are for decoding (see `runtime.model.generate`); `last_only` keeps only the
+        are for decoding (see `runtime.model.generation`); `last_only` keeps only the
         last position's logits.
         """
         batch, length = tokens.shape

@@ -24,17 +24,16 @@ from safetensors.torch import load_file, save_file
 
 from herdlang.cli import main
 from runtime.data.tokenizer import save_tokenizer, train_bpe
-from runtime.model import (  # `generate` first: importing the submodule alone would shadow it
+from runtime.model import (
     CheckpointError,
     export_hf,
     from_config,
-    generate,  # noqa: F401 - binds runtime.model.generate to the function `herd generate` calls
     import_hf,
     load_checkpoint,
     save_checkpoint,
 )
 from runtime.model.checkpoint import average_checkpoints, expected_shapes, sha256_file
-from runtime.model.generate import NonFiniteOutputs, sample_next
+from runtime.model.generation import NonFiniteOutputs, sample_next
 from runtime.model.hf import read_hf
 from runtime.model.llama import Llama
 from runtime.model.spec_blocks import describe_folder

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from runtime.model import from_config, generate
-from runtime.model.generate import sample_next
+from runtime.model.generation import sample_next
 
 PROMPTS = [[11, 200, 3, 47, 5, 90, 7], [12, 13], [100, 31, 250, 9]]
 
@@ -157,3 +157,14 @@ def test_numpy_and_tensor_ids_work_as_prompts_and_stop_tokens(model):
     out = generate(model, torch.tensor([PROMPTS[0]]), max_new_tokens=3, temperature=0,
                    stop_tokens=[np.int64(first[1])])[0]
     assert out.tokens == first[:1] and out.stop_token == first[1]
+
+
+def test_the_package_name_generate_stays_the_function_after_any_import_order():
+    """The module is `generation`: a submodule named like the package's lazy `generate`
+    would replace the function with itself once anything imported it directly."""
+    import importlib
+
+    import runtime.model as M
+
+    importlib.import_module("runtime.model.generation")
+    assert callable(M.generate) and M.generate.__module__ == "runtime.model.generation"

@@ -108,3 +108,15 @@ def test_a_spec_asks_for_lora_and_the_plan_says_so():
     assert sft.config["lora"] == {"kind": "lora", "rank": 8, "alpha": 16.0, "targets": ["q", "v"]}
     assert sft.description.endswith(", LoRA rank 8 on q, v")
     assert plan.jobs["post.chat.r1.dpo"].config["lora"] is None
+
+
+def test_a_reward_model_with_lora_trains_its_head_and_adapters(job, dataset, checkpoint, tokenizer_dir):
+    out = job("post.reward_model", {"lr": 1e-3, "steps": 10, "batch": 8, "eval_every": 10,
+                                    "lora": {**QV, "targets": ["down"]}},
+              {"checkpoint": checkpoint, "tokenizer": tokenizer_dir, "dataset": dataset})
+    head = load_file(str(out / "reward_head.safetensors"))
+    assert any(t.abs().sum() > 0 for t in head.values())  # the zero-initialised head trained
+    base, tuned = load_file(str(checkpoint / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    moved = sorted(n for n in base if not torch.equal(base[n], tuned[n]))
+    assert moved and all(n.endswith("feed_forward.w2.weight") for n in moved)
+    assert "LoRA rank 4 (alpha 8) on down:" in (out / "report.md").read_text()
