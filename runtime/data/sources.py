@@ -217,11 +217,9 @@ def _unencodable_doc(doc: Document, fields: dict[str, str | None]) -> str | None
     """`unencodable` over the strings a document keeps, named by their fields in the file."""
     for attr in ("text", "id", "url", "timestamp"):
         value = getattr(doc, attr)
-        if isinstance(value, str) and not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return unencodable(value, f"field {fields.get(attr) or attr!r}")
+        if isinstance(value, str) and not value.isascii() and (
+                why := unencodable(value, f"field {fields.get(attr) or attr!r}")):
+            return why
     return None
 
 

@@ -717,12 +717,6 @@ def _pair_tensors(tok: Tokenizer, recs: list[dict[str, Any]], device: torch.devi
     return ct.to(device), cl.to(device), rt.to(device), rl.to(device)
 
 
-def pair_accuracy(rm: P.RewardModel, tok: Tokenizer, recs: list[dict[str, Any]]) -> float:
-    """Fraction of pairs whose chosen response scores strictly above the rejected one (a tie
-    counts as wrong; `pair_ties` says how many there are)."""
-    return pair_outcomes(rm, tok, recs)[0]
-
-
 def pair_outcomes(rm: P.RewardModel, tok: Tokenizer, recs: list[dict[str, Any]]
                   ) -> tuple[float, int]:
     """(accuracy, ties): a reward model that scores everything alike has 0% accuracy, and the

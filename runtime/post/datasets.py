@@ -29,7 +29,7 @@ from typing import Any
 from runtime.data.sources import (
     JSON_LINE_ERRORS,
     decode_errors,
-    json_limit_reason,
+    json_line_reason,
     may_hold_surrogates,
     open_jsonl,
     unencodable,
@@ -219,7 +219,7 @@ def read_jsonl_lines(path: Path, fmt: str) -> tuple[list[Record], list[str], lis
                     bad.append(f"{path}:{lineno}: {e}")
                     continue
                 except JSON_LINE_ERRORS as e:  # too deep, or a number too long, for Python
-                    bad.append(f"{path}:{lineno}: {json_limit_reason(e) or f'not valid JSON ({e})'}")
+                    bad.append(f"{path}:{lineno}: {json_line_reason(e)}")
                     continue
                 if may_hold_surrogates(raw) and (why := unencodable(record, "record")):
                     bad.append(f"{path}:{lineno}: {why}")  # written as UTF-8, it would end the job
