@@ -169,6 +169,40 @@ def weight_files(root: Path) -> list[Path]:
     raise CheckpointError(f"{root} has neither {HF_WEIGHTS} nor {HF_INDEX}")
 
 
+#: a safetensors header longer than this is a damaged file, not a model (405B's is ~100 KB)
+MAX_HEADER_BYTES = 100 << 20
+
+
+def header_names(path: Path) -> list[str]:
+    """The tensor names a safetensors file holds, from its header alone and without torch:
+    8 bytes of little-endian length, then that much JSON."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            length = int.from_bytes(head, "little") if len(head) == 8 else 0
+            if not 2 <= length <= MAX_HEADER_BYTES:
+                raise ValueError(f"header length {length:,}")
+            header = json.loads(f.read(length))
+    except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc})\nhint: the download "
+                              "or copy was cut short or damaged: fetch the file again") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path} is not a readable safetensors file (its header is not an object)")
+    return [k for k in header if k != "__metadata__"]
+
+
+def stored_layers(files: list[Path]) -> set[int]:
+    """The layer indices whose tensors the weight files hold (`model.layers.N.` in the Hugging
+    Face layout, `layers.N.` in herd's)."""
+    found: set[int] = set()
+    for path in files:
+        for name in header_names(path):
+            parts = name.removeprefix("model.").split(".")
+            if len(parts) > 2 and parts[0] == "layers" and parts[1].isdigit():
+                found.add(int(parts[1]))
+    return found
+
+
 # Where a model folder keeps its tokenizer, in the order `herd import` tries them: the Hugging
 # Face tokenizer.json (it keeps Llama 3.1's special-token names), then Meta's tiktoken rank
 # file (special tokens get herd's Llama 3 names), used when tokenizer.json cannot be served.

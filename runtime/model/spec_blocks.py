@@ -2,8 +2,9 @@
 
 A `checkpoint` block needs a model block that matches the folder field by field (loading
 refuses a difference), and writing one by hand from config.json is where RoPE scaling and
-FFN sizes go wrong. This reads config.json and the tokenizer (never the weights) and prints
-`tokenizer`, `model` and `checkpoint` blocks in herd's canonical layout.
+FFN sizes go wrong. This reads config.json, the tokenizer and the weight files' headers
+(never the weights themselves) and prints `tokenizer`, `model` and `checkpoint` blocks in
+herd's canonical layout.
 """
 
 from __future__ import annotations
@@ -138,6 +139,33 @@ def _model_block(config: dict[str, Any], name: str, tokenizer: str) -> str:
     return "\n".join([*lines, "}"]) + "\n"
 
 
+def _check_layers(root: Path, layers: int) -> str:
+    """The config's layer count must be the one the weights hold: compared from the weight
+    files' headers (a few KB each), so a config.json from another model is refused here, not
+    when the run loads it. A folder whose weights are not there yet gets a comment instead."""
+    from runtime.model.hf_folder import stored_layers, weight_files
+    from runtime.model.meta import META_FILE, WEIGHTS_FILE
+
+    herd = (root / META_FILE).is_file()
+    files = [root / WEIGHTS_FILE] if herd else []
+    if not herd:
+        try:
+            files = weight_files(root)
+        except CheckpointError:  # none, or pickle only: `herd import` itself says which
+            files = []
+    files = [f for f in files if f.is_file()]
+    if not files:
+        return "# no weights in the folder yet: loading compares them with these blocks\n"
+    held = stored_layers(files)
+    if len(held) != layers:
+        source, key = (META_FILE, "layers") if herd else ("config.json", "num_hidden_layers")
+        span = f" (layers {min(held)} to {max(held)})" if held else ""
+        raise CheckpointError(f"{root}: {source} says {key} = {layers:,}, but the weights hold "
+                              f"{len(held)} layer{'' if len(held) == 1 else 's'}{span}\nhint: the "
+                              f"weights and {source} come from different models, or {source} was edited")
+    return ""
+
+
 def describe_folder(folder: str | Path, name: str | None = None) -> str:
     """The blocks, formatted, for a Hugging Face Llama folder or a herd checkpoint. Paths are
     written as `folder` was given: relative to the spec's folder once pasted."""
@@ -167,9 +195,10 @@ def describe_folder(folder: str | Path, name: str | None = None) -> str:
     config = ModelArgs.from_dict(config).to_dict()  # defaults filled in (kv_heads, head_dim, ...)
     name = name or block_name(root)
     shown = str(folder)
+    weights_note = _check_layers(root, int(config["layers"]))
     tokenizer, _ = _tokenizer_block(root, shown, f"{name}_tokenizer", int(config["vocab_size"]))
     text = (f"# {_comment(shown)}: {config['layers']} layers, dim {config['dim']:,}, "
-            f"vocabulary {config['vocab_size']:,}\n"
+            f"vocabulary {config['vocab_size']:,}\n" + weights_note
             + tokenizer + "\n" + _model_block(config, name, f"{name}_tokenizer") + "\n"
             + f"checkpoint {name}_base {{\n  path = {_string(shown)}\n  model = {name}\n}}\n")
     return format_text(text)

@@ -189,9 +189,10 @@ run { device = cpu  precision = fp32 }
     out = herd("run", "ft.herd", cwd=tmp_path)
     assert out.returncode == 0, out.stdout
 
-    (tmp_path / "Llama-3.2-1B").mkdir()  # a config.json is all --blocks reads (the weights too big here)
-    (tmp_path / "Llama-3.2-1B" / "config.json").write_text(json.dumps(LLAMA_32_1B), encoding="utf-8")
-    (tmp_path / "Llama-3.2-1B" / "model.safetensors").write_bytes(b"")
+    big = tmp_path / "Llama-3.2-1B"  # config.json and the weights' header are all --blocks reads
+    big.mkdir()
+    (big / "config.json").write_text(json.dumps(LLAMA_32_1B), encoding="utf-8")
+    _header_only(big / "model.safetensors", 16)
     blocks = herd("import", "Llama-3.2-1B", "--blocks", cwd=tmp_path).stdout
     assert "model llama_3_2_1b {" in blocks and "checkpoint llama_3_2_1b_base {" in blocks
     assert "theta = 500_000," in blocks and ("scaling = llama3(factor = 32, low_freq_factor = 1, "
@@ -199,6 +200,34 @@ run { device = cpu  precision = fp32 }
     (tmp_path / "l.herd").write_text(blocks, encoding="utf-8")
     _, plan = compile_file(tmp_path / "l.herd")
     assert plan.models["llama_3_2_1b"]["params"] == 1_235_814_400
+
+
+def _header_only(path: Path, layers: int) -> None:
+    """A safetensors file's header naming `layers` layers' tensors, without their bytes."""
+    names = ["model.embed_tokens.weight", *(f"model.layers.{i}.input_layernorm.weight" for i in range(layers))]
+    header = json.dumps({"__metadata__": {"format": "pt"},
+                         **{n: {"dtype": "BF16", "shape": [2048], "data_offsets": [0, 4096]} for n in names}})
+    path.write_bytes(len(header).to_bytes(8, "little") + header.encode())
+
+
+def test_import_blocks_refuses_a_config_with_another_layer_count_than_the_weights(tmp_path: Path) -> None:
+    """--blocks compares config.json's layer count with the weight files' headers (a few KB,
+    no torch): a config.json from another model is refused before a spec is written from it.
+    A folder whose weights have not arrived yet gets its blocks and a comment saying so."""
+    big = tmp_path / "Llama-3.2-1B"
+    big.mkdir()
+    (big / "config.json").write_text(json.dumps(LLAMA_32_1B), encoding="utf-8")
+    out = herd("import", "Llama-3.2-1B", "--blocks", cwd=tmp_path)
+    assert out.returncode == 0 and "# no weights in the folder yet" in out.stdout
+    _header_only(big / "model.safetensors", 28)
+    out = herd("import", "Llama-3.2-1B", "--blocks", cwd=tmp_path)
+    assert out.returncode == 1 and not out.stdout
+    assert ("config.json says num_hidden_layers = 16, but the weights hold 28 layers (layers 0 to 27)"
+            in out.stderr) and "hint: the weights and config.json come from different models" in out.stderr
+    (big / "model.safetensors").write_bytes(b"\xff" * 8 + b"{}")
+    out = herd("import", "Llama-3.2-1B", "--blocks", cwd=tmp_path)
+    assert out.returncode == 1 and "model.safetensors is not a readable safetensors file" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_import_blocks_refuses_output_options_and_a_folder_that_is_no_model(folder: Path) -> None:
