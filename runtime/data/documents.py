@@ -42,6 +42,14 @@ def shard_name(index: int) -> str:
     return f"part-{index:05d}.jsonl"
 
 
+def continuation_name(name: str, k: int) -> str:
+    """The k-th shard a source shard rolled over into: `part-00003.jsonl` continues as
+    `part-00003_00001.jsonl`, which sorts after it and before `part-00004.jsonl`, so
+    `list_shards` keeps the input's document order."""
+    stem = name.removesuffix(".jsonl")
+    return f"{stem}_{k:05d}.jsonl"
+
+
 def list_shards(directory: Path) -> list[Path]:
     """The artifact's shards in index order; an artifact without shards is a user error."""
     shards = sorted(Path(directory).glob(SHARD_GLOB))

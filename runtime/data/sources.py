@@ -21,10 +21,11 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
 from typing import IO, Any
 
-from runtime.data.documents import Document, write_shard
+from runtime.data.documents import Document, continuation_name, text_bytes, write_shard
 from runtime.data.text import stable_hash64
 from runtime.executor.external import matched_files
 from runtime.jobs.context import JobFailed
@@ -34,6 +35,9 @@ MAX_BAD_SAMPLES = 20
 STDLIB_DOCS_PER_SHARD = 128
 TEXT_FILES_PER_SHARD = 256
 SPLIT_BYTES = 128 << 20  # a bigger JSONL or Parquet file is read as several shards
+#: a source shard rolls over into a further shard after about this much text, so an input
+#: that cannot be cut before reading (a compressed file) still feeds every later worker
+ROLL_BYTES = SPLIT_BYTES
 #: how a record without the text field is told to map it; readers without a mapping drop it
 MAP_TEXT_HINT = "; hint: map the text with fields { text = \"...\" }"
 _SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test"}
@@ -569,7 +573,20 @@ def iter_shard_documents(task: SourceShard, bad: BadRecords) -> Iterator[Documen
             raise JobFailed(f"unknown source kind {task.kind!r}; known: jsonl, parquet, text, python_stdlib")
 
 
+def _up_to_bytes(docs: Iterator[Document], budget: int) -> Iterator[Document]:
+    """Documents from `docs` until their text reaches `budget` bytes (the one crossing it
+    included); what is left stays in `docs`."""
+    total = 0
+    for doc in docs:
+        yield doc
+        total += text_bytes(doc)
+        if total >= budget:
+            return
+
+
 def write_source_shard(task: SourceShard, out: Path) -> dict[str, Any]:
+    """Write `out`, rolling over into `continuation_name`s every `ROLL_BYTES` of text;
+    `pieces` lists the shard files written, in document order."""
     bad = BadRecords()
 
     def limited() -> Iterator[Document]:
@@ -578,9 +595,22 @@ def write_source_shard(task: SourceShard, out: Path) -> dict[str, Any]:
                 return
             yield doc
 
-    docs, nbytes = write_shard(out, limited())
+    rest = limited()
+    pieces: list[str] = []
+    docs = nbytes = 0
+    while True:
+        first = next(rest, None)
+        if first is None and pieces:
+            break
+        path = out.with_name(continuation_name(out.name, len(pieces))) if pieces else out
+        chunk = chain([first], rest) if first is not None else iter(())
+        n, b = write_shard(path, _up_to_bytes(chunk, ROLL_BYTES))
+        pieces.append(path.name)
+        docs, nbytes = docs + n, nbytes + b
+        if first is None:
+            break
     return {"docs_in": docs + bad.count, "docs_out": docs, "bytes_out": nbytes,
-            "bad": bad.count, "bad_samples": bad.samples}
+            "bad": bad.count, "bad_samples": bad.samples, "pieces": pieces}
 
 
 def plan_shards(config: dict[str, Any], seed: int) -> list[SourceShard]:

@@ -119,19 +119,23 @@ def source(ctx: JobContext) -> None:
     limit = cfg.get("limit_docs")
     if limit is not None and cfg.get("source") != "python_stdlib":
         parts: list[dict[str, Any]] = []
+        stages: list[tuple[str, str]] = []
         remaining = int(limit)
         for i, task in enumerate(tasks):  # sequential: each shard takes what is left
             if remaining <= 0:
-                names = names[:i]
                 break
             limited = SourceShard(task.kind, task.entries, task.fields, remaining)
-            parts += process_shards(ctx, f"source-{i:05d}", write_source_shard, [limited], [names[i]])
+            stages.append((f"source-{i:05d}", names[i]))
+            parts += process_shards(ctx, stages[-1][0], write_source_shard, [limited], [names[i]])
             remaining -= parts[-1]["docs_out"]
-        for i, name in enumerate(names):
-            link_or_copy(Path(ctx.work) / f"source-{i:05d}" / name, Path(ctx.out) / name)
     else:
         parts = process_shards(ctx, "source", write_source_shard, tasks, names, unit="docs")
-        publish(ctx, "source", names)
+        stages = [("source", name) for name in names]
+    names = []
+    for (stage, first), part in zip(stages, parts, strict=True):  # a shard and its roll-overs
+        for name in part.pop("pieces", [first]):
+            link_or_copy(Path(ctx.work) / stage / name, Path(ctx.out) / name)
+            names.append(name)
     bad = sum(p["bad"] for p in parts)
     seen = sum(p["docs_out"] for p in parts) + bad
     bad_samples = [s for p in parts for s in p["bad_samples"]][:20]

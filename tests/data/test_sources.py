@@ -331,6 +331,49 @@ def test_a_gzip_file_is_never_cut(tmp_path: Path) -> None:
     assert split_file("jsonl", path, 16) == [str(path)]
 
 
+def test_a_compressed_file_read_whole_still_rolls_over_into_several_shards(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One process reads a compressed file (it cannot be entered mid-stream), but what it
+    writes is cut every ROLL_BYTES of text, so every later stage has shards to spread over
+    its workers; the names sort in document order, the next file's shard after them."""
+    _jsonl(tmp_path / "a.jsonl.gz", _records(300), gz=True)
+    _jsonl(tmp_path / "b.jsonl.gz", _records(10, start=300), gz=True)
+    config = {"source": "jsonl", "paths": [str(tmp_path / "*.jsonl.gz")], "fields": FIELDS}
+    monkeypatch.setattr(sources, "ROLL_BYTES", 1000)  # ~55 records of "document number N"
+    out = run_job(tmp_path, "data.source", config)
+    names = sorted(p.name for p in out.glob("part-*.jsonl"))
+    assert names[:3] == ["part-00000.jsonl", "part-00000_00001.jsonl", "part-00000_00002.jsonl"]
+    assert names[-1] == "part-00001.jsonl" and len(names) == 7
+    assert [d.id for d in read_documents(out)] == [f"d{i}" for i in range(310)]
+    assert stats_of(out)["shards"] == 7 and stats_of(out)["docs_out"] == 310
+    sizes = [sum(len(json.loads(line)["text"]) for line in (out / n).read_text().splitlines())
+             for n in names[:-2]]
+    assert all(1000 <= s < 1000 + 30 for s in sizes)  # each cut after the record crossing it
+
+    later = run_job(tmp_path, "data.dedup.exact", {}, {"documents": out})  # a stage keeps the names
+    assert sorted(p.name for p in later.glob("part-*.jsonl")) == names
+    assert [d.id for d in read_documents(later)] == [f"d{i}" for i in range(310)]
+
+    limited = run_job(tmp_path, "data.source", config | {"limit_docs": 120}, name="limited")
+    assert [d.id for d in read_documents(limited)] == [f"d{i}" for i in range(120)]
+    assert stats_of(limited)["shards"] == 3
+
+
+def test_a_rolled_over_shard_resumes_as_committed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-run finds the task committed and publishes all its pieces without reading again."""
+    path = _jsonl(tmp_path / "a.jsonl.gz", _records(200), gz=True)
+    config = {"source": "jsonl", "paths": [str(path)], "fields": FIELDS}
+    monkeypatch.setattr(sources, "ROLL_BYTES", 1000)
+    first = run_job(tmp_path, "data.source", config)
+    before = {p.name: p.read_bytes() for p in first.glob("part-*.jsonl")}
+    for p in first.glob("part-*.jsonl"):
+        p.unlink()
+    monkeypatch.setattr(sources, "read_jsonl", lambda *a: pytest.fail("read again"))
+    again = run_job(tmp_path, "data.source", config)
+    assert {p.name: p.read_bytes() for p in again.glob("part-*.jsonl")} == before
+    assert len(before) == 4
+
+
 def _compress(suffix: str, data: bytes) -> bytes:
     import bz2
     import lzma
