@@ -25,9 +25,9 @@ from runtime.jobs.context import JobContext, JobFailed, write_json
 from runtime.jobs.registry import register
 from runtime.model import (
     generate,
-    save_checkpoint,
 )
 from runtime.model.attention import document_mask
+from runtime.model.checkpoint import write_checkpoint
 from runtime.model.llama import Llama
 from runtime.model.rope import document_positions
 from runtime.post import datasets as D
@@ -37,7 +37,8 @@ from runtime.post import tasks as T
 from runtime.post import train as P
 from runtime.post.chat import IGNORE, encode_completion, encode_dialog, encode_prompt, shifted
 from runtime.post.scoring import target_logprobs
-from runtime.train.divergence import check_finite
+from runtime.train import dist
+from runtime.train.divergence import check_finite, norm_value
 from runtime.train.loop import activation_checkpointing
 from runtime.train.precision import training_autocast
 from runtime.train.schedule import lr_at
@@ -53,25 +54,31 @@ def _load(ctx: JobContext) -> tuple[Llama, Tokenizer, dict[str, Any]]:
     return model, load_tokenizer(ctx.inputs["tokenizer"]), D.load_meta(ctx.inputs["dataset"])
 
 
-def _trainable(ctx: JobContext, model: Llama, lr: float
-               ) -> tuple[list[tuple[list[torch.nn.Parameter], float]], list[str]]:
-    """The parameter groups a policy trains: all of it, or with `lora(...)` the adapters
-    added now (the base frozen; `_finish_adapters` merges them before saving), and the
-    report line saying which."""
+def _adapt(ctx: JobContext, model: Llama) -> list[str]:
+    """With `lora(...)`, freeze `model` and add the adapters (before any sharding: FSDP
+    shards the adapted modules); the report line saying what trains."""
     lora = ctx.config.get("lora")
     if not lora:
-        return [(list(model.parameters()), lr)], []
+        return []
     total = sum(p.numel() for p in model.parameters())
     try:
         params = LORA.add_adapters(model, lora)
     except ValueError as exc:
         raise JobFailed(f"{ctx.job_id}: {exc}; hint: lower the rank or change the targets") from None
-    return [(params, lr)], [f"- {LORA.describe(lora, sum(p.numel() for p in params), total)}"]
+    return [f"- {LORA.describe(lora, sum(p.numel() for p in params), total)}"]
 
 
-def _finish_adapters(ctx: JobContext, model: Llama) -> None:
-    if ctx.config.get("lora"):
-        LORA.merge_adapters(model)
+def _shard(ctx: JobContext, module: torch.nn.Module, model: Llama) -> None:
+    """Under `herd run --nproc N` (this process one of the ranks), shard `module` with FSDP2
+    block by block, as pre-training does. Parameter objects change: collect the groups after."""
+    if dist.active():
+        dist.shard(module, ctx.config.get("precision") or ctx.settings.get("precision", "bf16"),
+                   blocks=model.layers)
+
+
+def _groups(model: Llama, lr: float) -> list[tuple[list[torch.nn.Parameter], float]]:
+    """What a policy trains: every weight, or with LoRA the adapters (the base is frozen)."""
+    return [([p for p in model.parameters() if p.requires_grad], lr)]
 
 
 def _device_of(module: torch.nn.Module) -> torch.device:
@@ -87,13 +94,24 @@ def _report(ctx: JobContext, title: str, lines: list[str]) -> None:
     (Path(ctx.out) / "report.md").write_text(f"### {title}\n\n" + "\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _save(ctx: JobContext, model: Llama, steps: int) -> None:
-    """Save the checkpoint with a copy of its tokenizer, so `herd chat` needs nothing else."""
+def _save(ctx: JobContext, module: torch.nn.Module, model: Llama, steps: int,
+          prefix: str = "") -> dict[str, torch.Tensor]:
+    """Save `model` (the weights of `module` under `prefix`) as a checkpoint with a copy of
+    its tokenizer, so `herd chat` needs nothing else. LoRA adapters are folded into their
+    weights, so the checkpoint is an ordinary model. Under torch.distributed every rank
+    joins the gathering and rank 0 writes. Returns `module`'s full state (empty off rank 0)."""
+    state = dist.full_model_state(module)
+    if not dist.is_main():
+        return state
+    if ctx.config.get("lora"):
+        state = LORA.merged_state(state, ctx.config["lora"])
     tok_dir = Path(ctx.inputs["tokenizer"])
-    save_checkpoint(model, ctx.out, step=steps, tokenizer_id=tok_dir.name,
-                    fingerprint=ctx.fingerprint or None, extra={"stage": ctx.kind, "job": ctx.job_id})
+    write_checkpoint({k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)},
+                     model.config, ctx.out, step=steps, tokenizer_id=tok_dir.name,
+                     fingerprint=ctx.fingerprint or None, extra={"stage": ctx.kind, "job": ctx.job_id})
     for name in (MODEL_FILE, META_FILE):
         shutil.copyfile(tok_dir / name, Path(ctx.out) / name)
+    return state
 
 
 def post_schedule(cfg: dict[str, Any], steps: int) -> dict[str, Any]:
@@ -136,7 +154,13 @@ def batch_indices(n: int, batch: int, step: int, seed: int) -> list[int]:
     return out
 
 
-StepFn = Callable[[int, list[int]], tuple[torch.Tensor, dict[str, float]]]
+class StepOut(NamedTuple):
+    loss: torch.Tensor  # the mean over this rank's part of the batch
+    info: dict[str, float]  # more means (reward accuracy, ...), logged beside the loss
+    weight: float = 1.0  # what the means are over (target tokens, pairs): ranks combine by it
+
+
+StepFn = Callable[[int, list[int]], StepOut]
 #: measures the held-out split (no gradients, the module in eval mode): {"val_loss": ..., ...}
 Heldout = Callable[[], dict[str, float]]
 
@@ -163,9 +187,16 @@ def train_loop(ctx: JobContext, module: torch.nn.Module,
     """AdamW on `post_schedule`, gradient clipping, metrics and progress; state is saved to
     `ctx.work` every `checkpoint_every` steps and a killed job resumes from it exactly.
     `heldout`, when given, is measured before the first step, every `eval_every` steps and
-    after the last, as `val_*` metrics beside the training loss."""
+    after the last, as `val_*` metrics beside the training loss.
+
+    Under torch.distributed (`module` sharded by `_shard`) each rank trains on its own
+    contiguous slice of every batch, and the losses are weighed so that the gradient FSDP
+    averages is the whole batch's, as one process computes it (`_across_ranks`); held-out
+    measurements run on every rank alike (the forward passes are collectives)."""
     cfg = ctx.config
     batch = int(cfg.get("batch", 16))
+    local, lo = batch // dist.world(), dist.rank() * (batch // dist.world())
+    names = _param_names(module, groups)
     steps = int(cfg.get("steps") or max(1, round(float(cfg.get("epochs", 1.0)) * n_examples / batch)))
     schedule = post_schedule(cfg, steps)
     every = int(cfg.get("checkpoint_every", DEFAULT_CHECKPOINT_EVERY))  # >= 1: the schema checks
@@ -188,7 +219,7 @@ def train_loop(ctx: JobContext, module: torch.nn.Module,
         ctx.metric(stage=ctx.kind, **row)
         ctx.progress.set(ctx.progress.done, val=round(row["val_loss"], 4))
 
-    restored = resume.load(Path(ctx.work), module, opt, ctx.log)
+    restored = resume.load(Path(ctx.work), module, opt, ctx.log, names)
     if restored is not None:
         start, history, measured = restored
         ctx.rewind_metrics(start - 1)  # steps from `start` on were logged by the stopped attempt
@@ -208,20 +239,40 @@ def train_loop(ctx: JobContext, module: torch.nn.Module,
         for g, (_, lr) in zip(opt.param_groups, groups, strict=True):
             g["lr"] = lr * scale
         with autocast:
-            loss, info = step_fn(step, batch_indices(n_examples, batch, step, ctx.seed))
+            out = step_fn(step, batch_indices(n_examples, batch, step, ctx.seed)[lo : lo + local])
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
-        check_finite(ctx, step + 1, loss.item(), float(norm))
+        loss, info, factor = _across_ranks(out)
+        (out.loss * factor if factor != 1.0 else out.loss).backward()
+        norm = torch.nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], 1.0)
+        check_finite(ctx, step + 1, loss, norm_value(norm))
         opt.step()
-        history.append({"loss": loss.item(), **info})
+        history.append({"loss": loss, **info})
         ctx.metric(stage=ctx.kind, step=step, lr=opt.param_groups[0]["lr"], **history[-1])
         ctx.progress.advance(1, loss=round(history[-1]["loss"], 4))
         if (step + 1) % measure_every == 0 or step + 1 == steps:
             measure(step + 1)
         if (step + 1) % every == 0 and step + 1 < steps:
-            resume.save(Path(ctx.work), step + 1, module, opt, history, measured)
+            resume.save(Path(ctx.work), step + 1, module, opt, history, measured, names)
     return LoopResult(steps, history, measured)
+
+
+def _param_names(module: torch.nn.Module, groups: list[tuple[list[torch.nn.Parameter], float]]) -> list[str]:
+    """The optimizer's parameters' names, in its order: how a sharded state is gathered."""
+    by_id = {id(p): name for name, p in module.named_parameters()}
+    return [by_id[id(p)] for params, _ in groups for p in params]
+
+
+def _across_ranks(out: StepOut) -> tuple[float, dict[str, float], float]:
+    """(the batch's loss, its info, this rank's gradient factor). One process: as they are.
+    Ranks: each mean is weighed by its share of the batch's `weight`, and the factor makes
+    FSDP's average of the gradients the whole batch's (exact for SFT's token-weighted loss,
+    where ranks hold different numbers of target tokens)."""
+    if not dist.active():
+        return out.loss.item(), out.info, 1.0
+    share = out.weight / dist.all_reduce_sum(out.weight)
+    loss = dist.all_reduce_sum(out.loss.item() * share)
+    info = {key: dist.all_reduce_sum(value * share) for key, value in out.info.items()}
+    return loss, info, share * dist.world()
 
 
 def curve_lines(ctx: JobContext, result: LoopResult, label: str = "held-out loss") -> list[str]:
@@ -443,8 +494,10 @@ def fit_context(examples: list[tuple[list[int], list[int]]], context: int
 
 @register("post.sft")
 def post_sft(ctx: JobContext) -> None:
-    model, tok, _ = _load(ctx)
     cfg = ctx.config
+    if dist.relaunch(ctx, [int(cfg.get("batch", 16))], "rows"):
+        return
+    model, tok, _ = _load(ctx)
     records = D.load(ctx.inputs["dataset"], "train", "sft")
     if "samples" in ctx.inputs:
         records += D.load(ctx.inputs["samples"], "train", "sft")
@@ -470,20 +523,22 @@ def post_sft(ctx: JobContext) -> None:
 
     dev = _device_of(model)
 
-    def step_fn(step: int, idx: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+    def step_fn(step: int, idx: list[int]) -> StepOut:
         tokens, targets, docs = (t.to(dev) for t in P.pad_rows([rows[i] for i in idx]))
+        weight = float((targets != IGNORE).sum())  # the loss is the mean over these
         if model.args.document_mask:
-            return model(tokens, docs, targets), {}
+            return StepOut(model(tokens, docs, targets), {}, weight)
         # packing is herd's, not the model's: conversations stay apart even in a model
         # pre-trained without a document mask
-        return model(tokens, docs, targets, positions=document_positions(docs),
-                     mask=document_mask(docs, model.attention_backend)), {}
+        return StepOut(model(tokens, docs, targets, positions=document_positions(docs),
+                             mask=document_mask(docs, model.attention_backend)), {}, weight)
 
-    groups, adapter_lines = _trainable(ctx, model, lr)
-    result = train_loop(ctx, model, groups, len(rows), step_fn, sft_heldout(ctx, tok, model, context))
+    adapter_lines = _adapt(ctx, model)
+    _shard(ctx, model, model)
+    result = train_loop(ctx, model, _groups(model, lr), len(rows), step_fn,
+                        sft_heldout(ctx, tok, model, context))
     steps, history = result.steps, result.history
-    _finish_adapters(ctx, model)
-    _save(ctx, model, steps)
+    _save(ctx, model, model, steps)
     first, last = _mean(history, "loss", False), _mean(history, "loss", True)
     write_json(Path(ctx.out) / "train.json", {"steps": steps, "conversations": len(records),
                                               "truncated": truncated, "dropped_too_long": dropped,
@@ -645,9 +700,11 @@ def check_reference(ctx: JobContext, path: Path) -> None:
 
 @register("post.dpo")
 def post_dpo(ctx: JobContext) -> None:
+    cfg = ctx.config
+    if dist.relaunch(ctx, [int(cfg.get("batch", 8))], "pairs"):
+        return
     ctx.need("reference")
     model, tok, _ = _load(ctx)
-    cfg = ctx.config
     prefs = _pairs(ctx, tok, model)
     dev = _device_of(model)
     ref_path = Path(ctx.inputs["reference"]) / REFERENCE
@@ -667,8 +724,9 @@ def post_dpo(ctx: JobContext) -> None:
         pr, _ = P.sequence_logprobs(model, rt, ry)
         return P.dpo_loss(pc, pr, ref_chosen, ref_rejected, nc, beta, nll)
 
-    def step_fn(step: int, idx: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
-        return dpo_step([prefs[i] for i in idx], ref["chosen"][idx], ref["rejected"][idx])
+    def step_fn(step: int, idx: list[int]) -> StepOut:
+        loss, info = dpo_step([prefs[i] for i in idx], ref["chosen"][idx], ref["rejected"][idx])
+        return StepOut(loss, info, float(len(idx)))
 
     def heldout() -> dict[str, float]:
         """The training loss and the implicit reward's accuracy and margin on held-out pairs."""
@@ -684,11 +742,11 @@ def post_dpo(ctx: JobContext) -> None:
     if "val_chosen" in ref and len(ref["val_chosen"]) != len(val):
         raise JobFailed(f"{ctx.job_id}: the reference has {len(ref['val_chosen'])} held-out pairs, the "
                         f"dataset {len(val)}; hint: the reference must come from the same dataset")
-    groups, adapter_lines = _trainable(ctx, model, lr)
-    result = train_loop(ctx, model, groups, len(prefs), step_fn, heldout if val else None)
+    adapter_lines = _adapt(ctx, model)
+    _shard(ctx, model, model)
+    result = train_loop(ctx, model, _groups(model, lr), len(prefs), step_fn, heldout if val else None)
     steps, history = result.steps, result.history
-    _finish_adapters(ctx, model)
-    _save(ctx, model, steps)
+    _save(ctx, model, model, steps)
     summary = {k: _mean(history, k, True) for k in history[0]}
     write_json(Path(ctx.out) / "train.json", {"steps": steps, "pairs": len(prefs), "final": summary,
                                               "heldout": result.heldout})
@@ -763,16 +821,18 @@ def score_responses(rm: P.RewardModel, tok: Tokenizer, prompt: list[dict[str, st
 
 @register("post.reward_model")
 def post_reward_model(ctx: JobContext) -> None:
-    model, tok, _ = _load(ctx)
     cfg = ctx.config
+    if dist.relaunch(ctx, [int(cfg.get("batch", 16))], "pairs"):
+        return
+    model, tok, _ = _load(ctx)
     train = _pairs(ctx, tok, model)
     val = _pairs(ctx, tok, model, "val")
     rm = P.RewardModel(model).to(_device_of(model))
     lr = float(cfg.get("lr", 1e-5))
 
-    def step_fn(step: int, idx: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+    def step_fn(step: int, idx: list[int]) -> StepOut:
         ct, cl, rt, rl = _pair_tensors(tok, [train[i] for i in idx], _device_of(rm))
-        return P.bradley_terry_loss(rm(ct, cl), rm(rt, rl)), {}
+        return StepOut(P.bradley_terry_loss(rm(ct, cl), rm(rt, rl)), {}, float(len(idx)))
 
     measured_pairs = val[:HELDOUT_RECORDS]
 
@@ -782,16 +842,17 @@ def post_reward_model(ctx: JobContext) -> None:
                 "val_pair_accuracy": float((chosen > rejected).float().mean())}
 
     # The fresh head starts at zero: it gets a larger rate than the pretrained body (or its adapters).
-    groups, adapter_lines = _trainable(ctx, model, lr)
-    loop = train_loop(ctx, rm, [*groups, (list(rm.head.parameters()), lr * 100)],
+    adapter_lines = _adapt(ctx, model)
+    _shard(ctx, rm, model)
+    loop = train_loop(ctx, rm, [*_groups(model, lr), (list(rm.head.parameters()), lr * 100)],
                       len(train), step_fn, heldout if measured_pairs else None)
     steps, history = loop.steps, loop.history
     accuracy, ties = pair_outcomes(rm, tok, val)
     train_accuracy, train_ties = pair_outcomes(rm, tok, train[:256])
-    _finish_adapters(ctx, model)
-    _save(ctx, rm.base, steps)
-    save_file({k: v.detach().cpu().contiguous() for k, v in rm.head.state_dict().items()},
-              str(Path(ctx.out) / HEAD))
+    state = _save(ctx, rm, model, steps, prefix="base.")
+    if dist.is_main():
+        save_file({k.removeprefix("head."): v.detach().cpu().contiguous() for k, v in state.items()
+                   if k.startswith("head.")}, str(Path(ctx.out) / HEAD))
     result = {"accuracy": accuracy, "train_accuracy": train_accuracy, "pairs": len(val),
               "ties": ties, "train_ties": train_ties,
               "loss_first": _mean(history, "loss", False), "loss_last": _mean(history, "loss", True),

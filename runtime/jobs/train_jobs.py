@@ -93,20 +93,8 @@ def throughput(st: TrainState) -> dict[str, float]:
 
 
 def _distributed(ctx: JobContext) -> bool:
-    """Re-run the job under torchrun when `herd run --nproc N [--nnodes M]` asked for more
-    than one process and this is not already one of them; True when that happened (the job
-    is done)."""
-    n, nodes = dist.wanted(ctx), dist.nodes(ctx)
-    if n * nodes <= 1:
-        return False
-    # checked here too (the loop checks again) so the user hears it before torchrun starts
-    uneven = sorted({int(b["seqs"]) for b in ctx.config.get("batch", []) if int(b["seqs"]) % (n * nodes)})
-    if uneven:
-        over = f"{n} processes" if nodes == 1 else f"{n * nodes} processes ({nodes} nodes × {n})"
-        raise JobFailed(f"{ctx.job_id}: a batch of {uneven[0]} sequences does not split over "
-                        f"{over}; use a --nproc{'' if nodes == 1 else ' and --nnodes'} that divides every batch size")
-    dist.launch(ctx, n, nnodes=nodes)
-    return True
+    """Re-run under torchrun for `herd run --nproc N`: True when the ranks did the job."""
+    return dist.relaunch(ctx, [int(b["seqs"]) for b in ctx.config.get("batch", [])])
 
 
 def run_pretrain(ctx: JobContext, on_step: StepHook | None = None) -> TrainState | None:

@@ -51,17 +51,43 @@ class LoRALinear(nn.Module):
     def merged(self) -> nn.Linear:
         """The base layer with the update folded into its weight (computed in fp32)."""
         weight = self.base.weight
-        delta = (self.lora_b.float() @ self.lora_a.float()) * self.scale
-        weight.copy_((weight.float() + delta).to(weight.dtype))
+        weight.copy_(fold(weight, self.lora_a, self.lora_b, self.scale))
         weight.requires_grad_(True)
         return self.base
+
+
+def fold(weight: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor, scale: float) -> torch.Tensor:
+    """`weight + scale · B·A`, computed in fp32 and returned in the weight's dtype."""
+    return (weight.float() + (lora_b.float() @ lora_a.float()) * scale).to(weight.dtype)
+
+
+def rank_alpha(lora: dict[str, Any]) -> tuple[int, float]:
+    """The spec's `lora(rank, alpha)`: alpha defaults to the rank (a scale of 1)."""
+    rank = int(lora.get("rank", 16))
+    return rank, float(lora.get("alpha") or rank)
+
+
+def merged_state(state: dict[str, torch.Tensor], lora: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """An adapted model's state dict (`….wq.base.weight`, `….wq.lora_a`, `….wq.lora_b`) as the
+    plain model's (`….wq.weight`), every update folded in: how a sharded job merges, on the
+    rank that saves the gathered weights."""
+    rank, alpha = rank_alpha(lora)
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.endswith((".lora_a", ".lora_b")):
+            continue
+        stem = key.removesuffix(".base.weight")
+        if stem != key and f"{stem}.lora_a" in state:
+            out[f"{stem}.weight"] = fold(value, state[f"{stem}.lora_a"], state[f"{stem}.lora_b"], alpha / rank)
+        else:
+            out[key] = value
+    return out
 
 
 def add_adapters(model: Llama, lora: dict[str, Any]) -> list[nn.Parameter]:
     """Freeze `model` and wrap the targeted projections of every block; returns the adapter
     parameters (the only ones to train). `lora` is the spec's `lora(rank, alpha, targets)`."""
-    rank = int(lora.get("rank", 16))
-    alpha = float(lora.get("alpha") or rank)
+    rank, alpha = rank_alpha(lora)
     targets = list(lora.get("targets") or TARGETS)
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
@@ -100,11 +126,11 @@ def merge_adapters(model: Llama) -> int:
 
 def describe(lora: dict[str, Any], trainable: int, total: int) -> str:
     """`LoRA rank 16 (alpha 16) on q, k, v, o: 1.2M trainable parameters (1.5% of 80M)` for reports."""
-    rank = int(lora.get("rank", 16))
-    alpha = float(lora.get("alpha") or rank)
+    rank, alpha = rank_alpha(lora)
     targets = ", ".join(lora.get("targets") or TARGETS)
     return (f"LoRA rank {rank} (alpha {alpha:g}) on {targets}: {trainable:,} trainable parameters "
             f"({trainable / max(1, total):.2%} of {total:,}), merged into the weights when saved")
 
 
-__all__ = ["TARGETS", "LoRALinear", "add_adapters", "describe", "merge_adapters"]
+__all__ = ["TARGETS", "LoRALinear", "add_adapters", "describe", "fold", "merge_adapters", "merged_state",
+           "rank_alpha"]

@@ -6,6 +6,11 @@ that folder is complete. Writing the three files one after the other in place co
 weights of step N beside a `state.json` of step N - k after a kill, and the resumed run
 would silently differ from an uninterrupted one; one folder per step cannot mix them.
 A damaged state is set aside (`damaged-step-N`) and the job starts again from step 0.
+
+Under `herd run --nproc N` the module is sharded (FSDP2): every rank joins the gathering
+of the full weights and optimizer state, rank 0 writes them in the single-process format,
+and on resume every rank reads the files and keeps its shard, so a state saved at one
+world size resumes at any other.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from runtime.model import load_optimizer_state, save_optimizer_state
 from runtime.model.checkpoint import CheckpointError, atomic_directory
+from runtime.train import dist
 from runtime.train.dist import StateView
 
 STATE_DIR = "post-state"
@@ -28,14 +34,20 @@ WEIGHTS, OPTIMIZER, STATE = "weights.safetensors", "optimizer.safetensors", "sta
 
 
 def save(work: Path, step: int, module: torch.nn.Module, opt: torch.optim.Optimizer,
-         history: list[dict[str, float]], heldout: list[dict[str, float]] | None = None) -> None:
-    """Write the state after `step` steps as one folder, then point LATEST at it."""
+         history: list[dict[str, float]], heldout: list[dict[str, float]] | None = None,
+         names: list[str] | None = None) -> None:
+    """Write the state after `step` steps as one folder, then point LATEST at it. `names`
+    are the optimizer's parameters' names in its order (needed when the module is sharded)."""
+    weights = dist.full_model_state(module)  # collectives: every rank takes part
+    optim = dist.full_optim_state(module, opt, names or [])
+    if not dist.is_main():
+        dist.barrier()
+        return
     root = Path(work) / STATE_DIR
     name = f"step-{step:06d}"
     with atomic_directory(root / name) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
-                  str(tmp / WEIGHTS))
-        save_optimizer_state(opt, tmp / OPTIMIZER)
+        save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp / WEIGHTS))
+        save_optimizer_state(StateView(optim), tmp / OPTIMIZER)  # type: ignore[arg-type]
         (tmp / STATE).write_text(json.dumps({"step": step, "history": history,
                                                 "heldout": heldout or []}), encoding="utf-8")
     pointer = root / "LATEST.tmp"
@@ -44,6 +56,7 @@ def save(work: Path, step: int, module: torch.nn.Module, opt: torch.optim.Optimi
     for old in root.glob("step-*"):
         if old.name != name:
             shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
 
 
 def _latest(work: Path) -> Path | None:
@@ -55,11 +68,19 @@ def _latest(work: Path) -> Path | None:
     return None
 
 
-def load(work: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, log: logging.Logger
+def load(work: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, log: logging.Logger,
+         names: list[str] | None = None
          ) -> tuple[int, list[dict[str, float]], list[dict[str, float]]] | None:
     """Restore the newest state into `module` and `opt`: (step, history, held-out
     measurements), or None to start from step 0 (nothing saved, or the state was damaged and
     has been set aside). States saved before held-out measurements existed have none."""
+    restored = _load(work, module, opt, log, names or [])
+    dist.barrier()  # no rank sets a damaged state aside while another still reads it
+    return restored
+
+
+def _load(work: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, log: logging.Logger,
+          names: list[str]) -> tuple[int, list[dict[str, float]], list[dict[str, float]]] | None:
     directory = _latest(work)
     if directory is None:
         return None
@@ -73,9 +94,11 @@ def load(work: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, log: l
             raise CheckpointError(f"{directory / WEIGHTS} is not readable ({exc})") from exc
         view = StateView()
         load_optimizer_state(view, directory / OPTIMIZER)  # type: ignore[arg-type]
-        module.load_state_dict(weights)
-        opt.load_state_dict(view.sd)
+        dist.load_full_model_state(module, weights)
+        dist.load_full_optim_state(module, opt, view.sd, names)
     except (CheckpointError, OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        if not dist.is_main():
+            return None  # rank 0 read the same files: it sets them aside and says so
         aside = _set_aside(Path(work), directory)
         log.warning("the resumable state %s is damaged (%s); it is kept as %s and this job "
                     "starts again from step 0", directory, str(exc).splitlines()[0], aside)

@@ -74,14 +74,17 @@ def device_for_rank() -> torch.device:
     return torch.device("cpu")
 
 
-def shard(model: torch.nn.Module, precision: str | None = None) -> bool:
+def shard(model: torch.nn.Module, precision: str | None = None,
+          blocks: torch.nn.ModuleList | None = None) -> bool:
     """FSDP2: each transformer block and then the root (embedding, norm, head) become
     separately all-gathered units; parameters turn into DTensors sharded on dim 0.
 
     Under bf16 training (where autocast runs: `runtime.train.precision`) the units gather
     their parameters in bf16 and reduce gradients in fp32 (`MixedPrecisionPolicy`): half the
     all-gather traffic and unsharded-parameter memory of gathering fp32 for autocast to cast,
-    the sharded fp32 master weights and the optimizer unchanged. Returns whether it did."""
+    the sharded fp32 master weights and the optimizer unchanged. Returns whether it did.
+    `blocks` are the transformer blocks when they are not `model.layers` (a reward model
+    wraps its Llama)."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -93,7 +96,7 @@ def shard(model: torch.nn.Module, precision: str | None = None) -> bool:
     mixed = precision == "bf16" and dev.type in AUTOCAST_DEVICES
     policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed
               else MixedPrecisionPolicy())
-    for block in getattr(model, "layers", []):
+    for block in blocks if blocks is not None else getattr(model, "layers", []):
         fully_shard(block, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)
     return mixed
@@ -131,6 +134,16 @@ def full_optim_state(model: torch.nn.Module, opt: torch.optim.Optimizer,
     state = {index[k]: v for k, v in osd["state"].items()}
     groups = [{**g, "params": [index[p] for p in g["params"]]} for g in osd["param_groups"]]
     return {"state": state, "param_groups": groups}
+
+
+def load_full_model_state(model: torch.nn.Module, sd: dict[str, torch.Tensor]) -> None:
+    """Load an unsharded state dict into a model, sharded or not (each rank keeps its shard)."""
+    if not active():
+        model.load_state_dict(sd)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(model, sd, options=StateDictOptions(full_state_dict=True))
 
 
 def load_full_optim_state(model: torch.nn.Module, opt: torch.optim.Optimizer,
@@ -185,6 +198,23 @@ def nodes(ctx: JobContext) -> int:
     if os.environ.get(WORKER_ENV):
         return 1
     return max(1, int(ctx.settings.get("nnodes", 1) or 1))
+
+
+def relaunch(ctx: JobContext, batches: list[int], unit: str = "sequences") -> bool:
+    """Re-run the job under torchrun when `herd run --nproc N [--nnodes M]` asked for more
+    than one process and this is not already one of them; True when that happened (the job
+    is done). Every batch size must split evenly over the ranks: checked here, before
+    torchrun starts, so the user hears it at once."""
+    n, count = wanted(ctx), nodes(ctx)
+    if n * count <= 1:
+        return False
+    uneven = sorted({b for b in batches if b % (n * count)})
+    if uneven:
+        over = f"{n} processes" if count == 1 else f"{n * count} processes ({count} nodes × {n})"
+        raise JobFailed(f"{ctx.job_id}: a batch of {uneven[0]} {unit} does not split over {over}; "
+                        f"use a --nproc{'' if count == 1 else ' and --nnodes'} that divides every batch size")
+    launch(ctx, n, nnodes=count)
+    return True
 
 
 def _free_port() -> int:
