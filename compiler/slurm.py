@@ -12,7 +12,11 @@ What the scripts ask of Slurm follows what the runtime does:
   `count // gpus_per_node` whole nodes (`--nnodes` too: the job starts one torchrun per node
   with srun, meeting at a rendezvous on the first). A count that is not a whole number of
   nodes uses the whole nodes it holds, and the script says so.
-- `post.*` and the model evaluations run in one process: one GPU on a GPU spec.
+- `post.reward_model`, `post.sft` and `post.dpo` shard over one node's GPUs (`--nproc`):
+  as many as `hardware { count }` and `gpus_per_node` allow and the job's `batch` divides
+  (each rank takes an equal slice of every batch).
+- The other `post.*` jobs (rejection sampling, the DPO reference) and the model evaluations
+  run in one process: one GPU on a GPU spec.
 - A CPU spec (`gpu = cpu`, or `device = cpu`) asks for no GPU; its training jobs ask for
   `count` CPUs (`--cpus-per-task`), one per torchrun process.
 - Every job of a plan shares one job name and waits with `singleton` for the previous one
@@ -37,6 +41,7 @@ from pathlib import Path
 from compiler.plan import Plan
 
 DISTRIBUTED_KINDS = ("train.pretrain", "train.extend", "train.anneal")  # honour --nproc
+POST_DISTRIBUTED_KINDS = ("post.reward_model", "post.sft", "post.dpo")  # --nproc on one node
 MODEL_PREFIXES = ("train.", "post.", "eval.")  # load a model: a GPU on a GPU spec
 CPU_ONLY_KINDS = ("eval.summary",)
 
@@ -45,8 +50,13 @@ def _script_name(job_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", job_id) + ".sbatch"
 
 
-def _resources(kind: str, total: int, gpus_per_node: int, on_cpu: bool) -> tuple[int, int, int, int]:
-    """(nodes, GPUs per node, CPUs per task or 0 for Slurm's default, --nproc or 0)."""
+def _resources(kind: str, total: int, gpus_per_node: int, on_cpu: bool,
+               batch: int = 1) -> tuple[int, int, int, int]:
+    """(nodes, GPUs per node, CPUs per task or 0 for Slurm's default, --nproc or 0).
+    `batch` is a post-training job's: its ranks must split it evenly."""
+    if kind in POST_DISTRIBUTED_KINDS and not on_cpu:
+        gpus = max(d for d in range(1, max(1, min(total, gpus_per_node)) + 1) if batch % d == 0)
+        return 1, gpus, 0, gpus if gpus > 1 else 0
     distributed = kind in DISTRIBUTED_KINDS
     if on_cpu:
         procs = total if distributed and total > 1 else 0
@@ -119,7 +129,9 @@ def write_slurm(plan: Plan, out_dir: Path, *, partition: str | None = None, gpus
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"herd.{plan.spec_name}")[:64]
     written: list[Path] = []
     for job in plan:
-        nodes, gpus, cpus, procs = _resources(job.kind, total, gpus_per_node, on_cpu)
+        batch = job.config.get("batch")
+        nodes, gpus, cpus, procs = _resources(job.kind, total, gpus_per_node, on_cpu,
+                                              batch if isinstance(batch, int) else 1)
         lines = [
             "#!/bin/bash",
             f"#SBATCH --job-name={name}",  # shared: `singleton` runs the plan's jobs one at a time

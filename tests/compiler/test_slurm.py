@@ -72,14 +72,25 @@ def test_a_gpu_spec_trains_on_as_many_whole_nodes_as_it_asks_for(tmp_path: Path)
     assert "--gpus" not in data_job and "--nodes=1" in data_job
 
 
-def test_post_training_and_evals_run_in_one_process_on_one_gpu(tmp_path: Path) -> None:
-    # post.* and eval.* jobs ignore --nproc: they get one GPU, not the training allocation
+def test_post_training_shards_over_one_node_and_evals_run_on_one_gpu(tmp_path: Path) -> None:
+    """The reward model, SFT and DPO take as many of one node's GPUs as their batch splits
+    over (tiny.herd's SFT batch of 2: 2 GPUs; DPO's 8: all 8); sampling, the DPO reference
+    and the evals run in one process on one GPU."""
     _, plan = compile_file(SPEC, ["run.hardware.gpu=h100", "run.device=auto", "run.hardware.count=16"])
     write_slurm(plan, tmp_path)
     for job in plan:
         if job.kind.startswith(("post.", "eval.")) and job.kind != "eval.summary":
             script = (tmp_path / f"{job.id}.sbatch").read_text()
-            assert "--gpus-per-node=1" in script and "--nproc" not in script, job.id
+            if job.kind in ("post.reward_model", "post.sft", "post.dpo"):
+                gpus = max(d for d in range(1, 9) if job.config["batch"] % d == 0)
+                assert f"--gpus-per-node={gpus}" in script and "--nodes=1" in script, job.id
+                assert (f"--nproc {gpus}" in script) == (gpus > 1) and "--nnodes" not in script, job.id
+            else:
+                assert "--gpus-per-node=1" in script and "--nproc" not in script, job.id
+    sft = (tmp_path / "post.chat.r1.sft.sbatch").read_text()
+    assert plan.jobs["post.chat.r1.sft"].config["batch"] == 2 and "--nproc 2" in sft
+    assert plan.jobs["post.chat.r1.dpo"].config["batch"] == 8
+    assert "--nproc 8" in (tmp_path / "post.chat.r1.dpo.sbatch").read_text()
 
 
 def test_jobs_of_a_plan_run_one_at_a_time(tmp_path: Path) -> None:
