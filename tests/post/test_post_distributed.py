@@ -118,3 +118,12 @@ def test_a_batch_that_does_not_split_over_the_ranks_fails_before_they_start(
     with pytest.raises(JobFailed, match="a batch of 3 rows does not split over 2 processes"):
         registry.get("post.sft")(ctx)
     assert not (ctx.work / "dist").exists()
+
+
+def test_a_job_failing_in_its_ranks_fails_with_its_own_message(tmp_path: Path, inputs: dict[str, Path]) -> None:
+    """What a rank raises (here: DPO without its reference) reaches `herd run` as the job's
+    one clear error, not a torchrun traceback."""
+    ctx = context(tmp_path, "post.dpo", {"steps": 2, "batch": 2}, inputs, "no-reference", nproc=2)
+    with pytest.raises(JobFailed, match=r"^no-reference: post.dpo needs input\(s\) reference$"):
+        registry.get("post.dpo")(ctx)
+    assert (ctx.work / "dist" / "job.json").is_file()  # it did get as far as the ranks
