@@ -853,4 +853,7 @@ def lower(res: Resolved) -> Plan:
 
 def _lora_note(lora: Any) -> str:
     """`, LoRA rank 16` in a post-training job's description (the plan's one-line summary)."""
-    return f", LoRA rank {lora.rank} on {', '.join(lora.targets)}" if lora is not None else ""
+    if lora is None:
+        return ""
+    base = " over a 4-bit (NF4) base" if lora.quantize == "nf4" else ""
+    return f", LoRA rank {lora.rank} on {', '.join(lora.targets)}{base}"

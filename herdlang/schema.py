@@ -145,6 +145,10 @@ class Lora(CallModel):
     rank: Int = Field(16, ge=1)
     alpha: Number | None = Field(None, gt=0, description="the update's scale is alpha / rank (default: rank)")
     targets: Annotated[list[LoraTarget], ListOf] = ["q", "k", "v", "o", "gate", "up", "down"]
+    quantize: Annotated[Literal["none", "nf4"], Word] = Field("none", description=(
+        "Store the frozen base's projections in 4 bits (nf4: QLoRA's NormalFloat, 0.56 bytes "
+        "per weight) while the adapters train; the saved model is the dequantized base plus "
+        "the merged update."))
 
 
 class Average(CallModel):

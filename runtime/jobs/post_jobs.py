@@ -32,6 +32,7 @@ from runtime.model.llama import Llama
 from runtime.model.rope import document_positions
 from runtime.post import datasets as D
 from runtime.post import lora as LORA
+from runtime.post import nf4 as NF4
 from runtime.post import resume
 from runtime.post import tasks as T
 from runtime.post import train as P
@@ -61,11 +62,16 @@ def _adapt(ctx: JobContext, model: Llama) -> list[str]:
     if not lora:
         return []
     total = sum(p.numel() for p in model.parameters())
+    lines = []
+    if lora.get("quantize") == "nf4":
+        count, stored = NF4.quantize_blocks(model)
+        lines.append(f"- base projections stored in NF4: {count:,} weights in {stored / 2**20:,.1f} MiB "
+                     f"({stored / count:.4g} bytes each)")
     try:
         params = LORA.add_adapters(model, lora)
     except ValueError as exc:
         raise JobFailed(f"{ctx.job_id}: {exc}; hint: lower the rank or change the targets") from None
-    return [f"- {LORA.describe(lora, sum(p.numel() for p in params), total)}"]
+    return [f"- {LORA.describe(lora, sum(p.numel() for p in params), total)}", *lines]
 
 
 def _shard(ctx: JobContext, module: torch.nn.Module, model: Llama) -> None:
@@ -103,8 +109,12 @@ def _save(ctx: JobContext, module: torch.nn.Module, model: Llama, steps: int,
     state = dist.full_model_state(module)
     if not dist.is_main():
         return state
-    if ctx.config.get("lora"):
-        state = LORA.merged_state(state, ctx.config["lora"])
+    lora = ctx.config.get("lora")
+    if lora and lora.get("quantize") == "nf4":
+        dtype = next(v.dtype for k, v in state.items() if k.endswith("tok_embeddings.weight"))
+        state = NF4.dequantize_state(state, model, dtype)
+    if lora:
+        state = LORA.merged_state(state, lora)
     tok_dir = Path(ctx.inputs["tokenizer"])
     write_checkpoint({k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)},
                      model.config, ctx.out, step=steps, tokenizer_id=tok_dir.name,

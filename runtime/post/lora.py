@@ -31,12 +31,13 @@ TARGETS: dict[str, tuple[str, str]] = {
 class LoRALinear(nn.Module):
     """A frozen `nn.Linear` plus a trainable low-rank update."""
 
-    def __init__(self, base: nn.Linear, rank: int, alpha: float) -> None:
+    def __init__(self, base: nn.Module, rank: int, alpha: float) -> None:
+        """`base`: an `nn.Linear`, or an `NF4Linear` (a 4-bit base: `runtime.post.nf4`)."""
         super().__init__()
         self.base = base
-        base.weight.requires_grad_(False)
-        out_features, in_features = base.weight.shape
-        device = base.weight.device
+        base.requires_grad_(False)
+        out_features, in_features = base.out_features, base.in_features
+        device = next(iter([*base.parameters(), *base.buffers()])).device
         self.lora_a = nn.Parameter(torch.empty(rank, in_features, device=device, dtype=torch.float32))
         self.lora_b = nn.Parameter(torch.zeros(out_features, rank, device=device, dtype=torch.float32))
         nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))  # as nn.Linear initialises a weight
@@ -49,7 +50,10 @@ class LoRALinear(nn.Module):
 
     @torch.no_grad()
     def merged(self) -> nn.Linear:
-        """The base layer with the update folded into its weight (computed in fp32)."""
+        """The base layer with the update folded into its weight (computed in fp32). A 4-bit
+        base is merged from the state dict instead (`merged_state` after `dequantize_state`)."""
+        if not isinstance(self.base, nn.Linear):
+            raise TypeError("merged() folds into an nn.Linear; merge a 4-bit base's state dict instead")
         weight = self.base.weight
         weight.copy_(fold(weight, self.lora_a, self.lora_b, self.scale))
         weight.requires_grad_(True)
@@ -100,9 +104,10 @@ def add_adapters(model: Llama, lora: dict[str, Any]) -> list[nn.Parameter]:
             owner_name, linear_name = TARGETS[target]
             owner = getattr(block, owner_name)
             base = getattr(owner, linear_name)
-            if rank > min(base.weight.shape):
+            if rank > min(base.out_features, base.in_features):
                 raise ValueError(f"LoRA rank {rank} exceeds the {target} projection's smallest side "
-                                 f"({min(base.weight.shape)}): the update would not be low-rank")
+                                 f"({min(base.out_features, base.in_features)}): the update would not "
+                                 "be low-rank")
             adapter = LoRALinear(base, rank, alpha)
             setattr(owner, linear_name, adapter)
             params += [adapter.lora_a, adapter.lora_b]
@@ -128,7 +133,8 @@ def describe(lora: dict[str, Any], trainable: int, total: int) -> str:
     """`LoRA rank 16 (alpha 16) on q, k, v, o: 1.2M trainable parameters (1.5% of 80M)` for reports."""
     rank, alpha = rank_alpha(lora)
     targets = ", ".join(lora.get("targets") or TARGETS)
-    return (f"LoRA rank {rank} (alpha {alpha:g}) on {targets}: {trainable:,} trainable parameters "
+    base = " over a 4-bit (NF4) base" if lora.get("quantize") == "nf4" else ""
+    return (f"LoRA rank {rank} (alpha {alpha:g}) on {targets}{base}: {trainable:,} trainable parameters "
             f"({trainable / max(1, total):.2%} of {total:,}), merged into the weights when saved")
 
 

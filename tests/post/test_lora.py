@@ -105,7 +105,7 @@ def test_a_spec_asks_for_lora_and_the_plan_says_so():
     spec = Path(__file__).resolve().parents[2] / "specs" / "tiny.herd"
     _, plan = compile_file(spec, ["chat.sft.lora=lora(8, alpha = 16, targets = [q, v])"])
     sft = plan.jobs["post.chat.r1.sft"]
-    assert sft.config["lora"] == {"kind": "lora", "rank": 8, "alpha": 16.0, "targets": ["q", "v"]}
+    assert sft.config["lora"] == {"kind": "lora", "rank": 8, "alpha": 16.0, "targets": ["q", "v"], "quantize": "none"}
     assert sft.description.endswith(", LoRA rank 8 on q, v")
     assert plan.jobs["post.chat.r1.dpo"].config["lora"] is None
 
