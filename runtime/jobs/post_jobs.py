@@ -74,12 +74,13 @@ def _adapt(ctx: JobContext, model: Llama) -> list[str]:
     return [f"- {LORA.describe(lora, sum(p.numel() for p in params), total)}", *lines]
 
 
-def _shard(ctx: JobContext, module: torch.nn.Module, model: Llama) -> None:
+def _shard(ctx: JobContext, module: torch.nn.Module, model: Llama,
+           fp32_units: tuple[torch.nn.Module, ...] = ()) -> None:
     """Under `herd run --nproc N` (this process one of the ranks), shard `module` with FSDP2
     block by block, as pre-training does. Parameter objects change: collect the groups after."""
     if dist.active():
         dist.shard(module, ctx.config.get("precision") or ctx.settings.get("precision", "bf16"),
-                   blocks=model.layers)
+                   blocks=model.layers, fp32_units=fp32_units)
 
 
 def _groups(model: Llama, lr: float) -> list[tuple[list[torch.nn.Parameter], float]]:
@@ -106,9 +107,10 @@ def _save(ctx: JobContext, module: torch.nn.Module, model: Llama, steps: int,
     its tokenizer, so `herd chat` needs nothing else. LoRA adapters are folded into their
     weights, so the checkpoint is an ordinary model. Under torch.distributed every rank
     joins the gathering and rank 0 writes. Returns `module`'s full state (empty off rank 0)."""
-    state = dist.full_model_state(module)
+    state = dist.full_model_state(module)  # on the CPU when gathered
     if not dist.is_main():
         return state
+    state = {k: v.detach().cpu() for k, v in state.items()}  # merging needs no device memory
     lora = ctx.config.get("lora")
     if lora and lora.get("quantize") == "nf4":
         dtype = next(v.dtype for k, v in state.items() if k.endswith("tok_embeddings.weight"))
@@ -186,6 +188,11 @@ class LoopResult(NamedTuple):
     heldout: list[dict[str, float]]  # {"step": steps done, "val_loss", ...}, from step 0 to the end
 
 
+def batch_size(cfg: dict[str, Any]) -> int:
+    """Examples per step (the compiler always sets `batch`; 16 for a hand-made config)."""
+    return int(cfg.get("batch", 16))
+
+
 def eval_steps(cfg: dict[str, Any], steps: int) -> int:
     """Steps between held-out measurements: `eval_every`, or ten measurements per job."""
     return int(cfg.get("eval_every") or max(1, steps // 10))
@@ -204,7 +211,7 @@ def train_loop(ctx: JobContext, module: torch.nn.Module,
     averages is the whole batch's, as one process computes it (`_across_ranks`); held-out
     measurements run on every rank alike (the forward passes are collectives)."""
     cfg = ctx.config
-    batch = int(cfg.get("batch", 16))
+    batch = batch_size(cfg)
     local, lo = batch // dist.world(), dist.rank() * (batch // dist.world())
     names = _param_names(module, groups)
     steps = int(cfg.get("steps") or max(1, round(float(cfg.get("epochs", 1.0)) * n_examples / batch)))
@@ -505,7 +512,7 @@ def fit_context(examples: list[tuple[list[int], list[int]]], context: int
 @register("post.sft")
 def post_sft(ctx: JobContext) -> None:
     cfg = ctx.config
-    if dist.relaunch(ctx, [int(cfg.get("batch", 16))], "rows"):
+    if dist.relaunch(ctx, [batch_size(cfg)], "rows"):
         return
     model, tok, _ = _load(ctx)
     records = D.load(ctx.inputs["dataset"], "train", "sft")
@@ -711,7 +718,7 @@ def check_reference(ctx: JobContext, path: Path) -> None:
 @register("post.dpo")
 def post_dpo(ctx: JobContext) -> None:
     cfg = ctx.config
-    if dist.relaunch(ctx, [int(cfg.get("batch", 8))], "pairs"):
+    if dist.relaunch(ctx, [batch_size(cfg)], "pairs"):
         return
     ctx.need("reference")
     model, tok, _ = _load(ctx)
@@ -832,7 +839,7 @@ def score_responses(rm: P.RewardModel, tok: Tokenizer, prompt: list[dict[str, st
 @register("post.reward_model")
 def post_reward_model(ctx: JobContext) -> None:
     cfg = ctx.config
-    if dist.relaunch(ctx, [int(cfg.get("batch", 16))], "pairs"):
+    if dist.relaunch(ctx, [batch_size(cfg)], "pairs"):
         return
     model, tok, _ = _load(ctx)
     train = _pairs(ctx, tok, model)
@@ -853,7 +860,7 @@ def post_reward_model(ctx: JobContext) -> None:
 
     # The fresh head starts at zero: it gets a larger rate than the pretrained body (or its adapters).
     adapter_lines = _adapt(ctx, model)
-    _shard(ctx, rm, model)
+    _shard(ctx, rm, model, fp32_units=(rm.head,))
     loop = train_loop(ctx, rm, [*_groups(model, lr), (list(rm.head.parameters()), lr * 100)],
                       len(train), step_fn, heldout if measured_pairs else None)
     steps, history = loop.steps, loop.history

@@ -5,6 +5,7 @@ without importing torch; `runtime.model.hf` (the weights themselves) builds on i
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +180,9 @@ def header_names(path: Path) -> list[str]:
     try:
         with open(path, "rb") as f:
             head = f.read(8)
+            if head.startswith(b"version "):  # a git-lfs pointer: the weights were never fetched
+                raise CheckpointError(f"{path} is a git-lfs pointer, not the weights\nhint: fetch them "
+                                      "(`git lfs pull` in the model's repository) and try again")
             length = int.from_bytes(head, "little") if len(head) == 8 else 0
             if not 2 <= length <= MAX_HEADER_BYTES:
                 raise ValueError(f"header length {length:,}")
@@ -191,15 +195,18 @@ def header_names(path: Path) -> list[str]:
     return [k for k in header if k != "__metadata__"]
 
 
+#: a layer's tensor in either layout (ASCII digits only: `int()` would read `²` or `٣`)
+LAYER_NAME = re.compile(r"(?:model\.)?layers\.([0-9]{1,9})\.")
+
+
 def stored_layers(files: list[Path]) -> set[int]:
     """The layer indices whose tensors the weight files hold (`model.layers.N.` in the Hugging
     Face layout, `layers.N.` in herd's)."""
     found: set[int] = set()
     for path in files:
         for name in header_names(path):
-            parts = name.removeprefix("model.").split(".")
-            if len(parts) > 2 and parts[0] == "layers" and parts[1].isdigit():
-                found.add(int(parts[1]))
+            if (m := LAYER_NAME.match(name)) is not None:
+                found.add(int(m.group(1)))
     return found
 
 

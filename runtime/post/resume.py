@@ -73,37 +73,52 @@ def load(work: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, log: l
          ) -> tuple[int, list[dict[str, float]], list[dict[str, float]]] | None:
     """Restore the newest state into `module` and `opt`: (step, history, held-out
     measurements), or None to start from step 0 (nothing saved, or the state was damaged and
-    has been set aside). States saved before held-out measurements existed have none."""
-    restored = _load(work, module, opt, log, names or [])
-    dist.barrier()  # no rank sets a damaged state aside while another still reads it
-    return restored
+    has been set aside). States saved before held-out measurements existed have none.
 
-
-def _load(work: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, log: logging.Logger,
-          names: list[str]) -> tuple[int, list[dict[str, float]], list[dict[str, float]]] | None:
+    Everything is read and checked against `module` and `opt` before anything is applied,
+    so a damaged state leaves both as they were."""
     directory = _latest(work)
     if directory is None:
         return None
-    try:  # read all three before applying any, so a damaged one leaves the module as it was
-        state = json.loads((directory / STATE).read_text(encoding="utf-8"))
-        start, history = int(state["step"]), list(state["history"])
-        heldout = list(state.get("heldout") or [])
-        try:
-            weights = load_file(str(directory / WEIGHTS))
-        except Exception as exc:  # safetensors raises its own error types
-            raise CheckpointError(f"{directory / WEIGHTS} is not readable ({exc})") from exc
-        view = StateView()
-        load_optimizer_state(view, directory / OPTIMIZER)  # type: ignore[arg-type]
-        dist.load_full_model_state(module, weights)
-        dist.load_full_optim_state(module, opt, view.sd, names)
-    except (CheckpointError, OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-        if not dist.is_main():
-            return None  # rank 0 read the same files: it sets them aside and says so
-        aside = _set_aside(Path(work), directory)
-        log.warning("the resumable state %s is damaged (%s); it is kept as %s and this job "
-                    "starts again from step 0", directory, str(exc).splitlines()[0], aside)
+    try:
+        restored = _read(directory, module, opt)
+    except (CheckpointError, OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError) as exc:
+        dist.barrier()  # every rank has stopped reading before rank 0 moves the files
+        if dist.is_main():
+            aside = _set_aside(Path(work), directory)
+            log.warning("the resumable state %s is damaged (%s); it is kept as %s and this job "
+                        "starts again from step 0", directory, str(exc).splitlines()[0], aside)
         return None
+    dist.barrier()
+    (start, history, heldout), weights, optim = restored
+    dist.load_full_model_state(module, weights)
+    dist.load_full_optim_state(module, opt, optim, names or [])
     return start, history, heldout
+
+
+def _read(directory: Path, module: torch.nn.Module, opt: torch.optim.Optimizer
+          ) -> tuple[tuple[int, list[dict[str, float]], list[dict[str, float]]], dict[str, torch.Tensor],
+                     dict]:
+    """((step, history, held-out), weights, optimizer state) of a saved state, checked to fit
+    `module` (names and full shapes) and `opt` (its parameter groups)."""
+    state = json.loads((directory / STATE).read_text(encoding="utf-8"))
+    start, history = int(state["step"]), list(state["history"])
+    heldout = list(state.get("heldout") or [])
+    try:
+        weights = load_file(str(directory / WEIGHTS))
+    except Exception as exc:  # safetensors raises its own error types
+        raise CheckpointError(f"{directory / WEIGHTS} is not readable ({exc})") from exc
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}  # global shapes when sharded
+    if {k: tuple(v.shape) for k, v in weights.items()} != expected:
+        raise CheckpointError(f"{directory / WEIGHTS} does not hold this job's weights (names or shapes differ)")
+    view = StateView()
+    load_optimizer_state(view, directory / OPTIMIZER)  # type: ignore[arg-type]
+    groups = view.sd.get("param_groups", [])
+    sizes = [len(g["params"]) for g in opt.param_groups]
+    if [len(g.get("params", [])) for g in groups] != sizes or any(
+            not 0 <= int(i) < sum(sizes) for i in view.sd.get("state", {})):
+        raise CheckpointError(f"{directory / OPTIMIZER} does not hold this job's optimizer state")
+    return (start, history, heldout), weights, view.sd
 
 
 def _set_aside(work: Path, directory: Path) -> Path:

@@ -75,7 +75,8 @@ def device_for_rank() -> torch.device:
 
 
 def shard(model: torch.nn.Module, precision: str | None = None,
-          blocks: torch.nn.ModuleList | None = None) -> bool:
+          blocks: torch.nn.ModuleList | None = None,
+          fp32_units: tuple[torch.nn.Module, ...] = ()) -> bool:
     """FSDP2: each transformer block and then the root (embedding, norm, head) become
     separately all-gathered units; parameters turn into DTensors sharded on dim 0.
 
@@ -84,7 +85,9 @@ def shard(model: torch.nn.Module, precision: str | None = None,
     all-gather traffic and unsharded-parameter memory of gathering fp32 for autocast to cast,
     the sharded fp32 master weights and the optimizer unchanged. Returns whether it did.
     `blocks` are the transformer blocks when they are not `model.layers` (a reward model
-    wraps its Llama)."""
+    wraps its Llama). `fp32_units` are modules kept in fp32 whatever the policy, each its own
+    unit: FSDP wants one dtype per unit, and a reward model's fp32 head beside a bf16
+    checkpoint's embeddings would mix them (and its scores rounded to bf16 would tie)."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -98,6 +101,8 @@ def shard(model: torch.nn.Module, precision: str | None = None,
               else MixedPrecisionPolicy())
     for block in blocks if blocks is not None else getattr(model, "layers", []):
         fully_shard(block, mesh=mesh, mp_policy=policy)
+    for unit in fp32_units:
+        fully_shard(unit, mesh=mesh, mp_policy=MixedPrecisionPolicy())
     fully_shard(model, mesh=mesh, mp_policy=policy)
     return mixed
 

@@ -228,6 +228,10 @@ def test_import_blocks_refuses_a_config_with_another_layer_count_than_the_weight
     out = herd("import", "Llama-3.2-1B", "--blocks", cwd=tmp_path)
     assert out.returncode == 1 and "model.safetensors is not a readable safetensors file" in out.stderr
     assert "Traceback" not in out.stderr
+    (big / "model.safetensors").write_bytes(b"version https://git-lfs.github.com/spec/v1\nsize 2471645608\n")
+    out = herd("import", "Llama-3.2-1B", "--blocks", cwd=tmp_path)
+    assert out.returncode == 1 and "is a git-lfs pointer, not the weights" in out.stderr
+    assert "hint: fetch them (`git lfs pull`" in out.stderr
 
 
 def test_import_blocks_refuses_output_options_and_a_folder_that_is_no_model(folder: Path) -> None:

@@ -127,3 +127,27 @@ def test_a_job_failing_in_its_ranks_fails_with_its_own_message(tmp_path: Path, i
     with pytest.raises(JobFailed, match=r"^no-reference: post.dpo needs input\(s\) reference$"):
         registry.get("post.dpo")(ctx)
     assert (ctx.work / "dist" / "job.json").is_file()  # it did get as far as the ranks
+
+
+@pytest.fixture
+def bf16_inputs(inputs: dict[str, Path], tmp_path: Path) -> dict[str, Path]:
+    """The inputs with a bf16 checkpoint, as every imported Hugging Face Llama is."""
+    from runtime.model import load_checkpoint, save_checkpoint
+
+    model, _ = load_checkpoint(inputs["checkpoint"])
+    save_checkpoint(model.to(torch.bfloat16), tmp_path / "bf16")
+    return {**inputs, "checkpoint": tmp_path / "bf16"}
+
+
+def test_a_bf16_base_trains_on_two_ranks_beside_fp32_heads_and_adapters(
+        tmp_path: Path, bf16_inputs: dict[str, Path]) -> None:
+    """FSDP wants one dtype per sharded unit: the reward model's fp32 head is a unit of its
+    own (gathered in fp32 under a bf16 policy too, so its scores are not rounded to bf16),
+    and LoRA's fp32 adapters sit beside a frozen bf16 base."""
+    rm = {"lr": 1e-3, "steps": 2, "batch": 4, "eval_every": 2, "precision": "fp32"}
+    outs = [run(tmp_path, "post.reward_model", rm, bf16_inputs, f"rm{n}", nproc=n).out for n in (1, 2)]
+    assert rows(tmp_path, "rm2", "loss") == pytest.approx(rows(tmp_path, "rm1", "loss"), rel=1e-3)
+    assert load_file(str(outs[1] / "model.safetensors"))["norm.weight"].dtype == torch.bfloat16
+    sft = {"lr": 1e-2, "steps": 2, "batch": 4, "precision": "fp32", "lora": LORA}
+    outs = [run(tmp_path, "post.sft", sft, bf16_inputs, f"sft{n}", nproc=n).out for n in (1, 2)]
+    assert rows(tmp_path, "sft2", "loss") == pytest.approx(rows(tmp_path, "sft1", "loss"), rel=1e-3)
