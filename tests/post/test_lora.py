@@ -80,9 +80,11 @@ def test_dpo_with_lora_trains_and_saves_a_plain_model(job, dataset, checkpoint, 
     assert moved and all(n.endswith(("attention.wo.weight", "feed_forward.w2.weight")) for n in moved)
 
 
-def test_a_killed_lora_run_resumes_to_the_same_weights(tmp_path, dataset, checkpoint, tokenizer_dir):
+@pytest.mark.parametrize("quantize", ["none", "nf4"])
+def test_a_killed_lora_run_resumes_to_the_same_weights(tmp_path, dataset, checkpoint, tokenizer_dir, quantize):
+    """With a 4-bit base too (QLoRA: its codes and scales are saved with the state)."""
     inputs = {"checkpoint": checkpoint, "tokenizer": tokenizer_dir, "dataset": dataset}
-    config = {"lr": 3e-3, "steps": 6, "batch": 4, "checkpoint_every": 2, "lora": QV}
+    config = {"lr": 3e-3, "steps": 6, "batch": 4, "checkpoint_every": 2, "lora": {**QV, "quantize": quantize}}
     whole = make_ctx(tmp_path, "post.sft", config, inputs, "whole")
     registry.get("post.sft")(whole)
     killed = run_killed_at(make_ctx(tmp_path, "post.sft", config, inputs, "killed"), 5)

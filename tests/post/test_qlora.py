@@ -11,12 +11,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from runtime.jobs import registry
 from runtime.model import from_config
 from runtime.post import lora as LORA
 from runtime.post import nf4 as NF4
 
-from .conftest import TINY, make_ctx, run_killed_at
+from .conftest import TINY
 from .test_post_distributed import rows, run, same_weights
 
 TASKS = {"format": "tasks", "val_fraction": 0.2,
@@ -96,16 +95,6 @@ def test_sft_with_a_4_bit_base_saves_the_dequantized_base_plus_the_update(job, i
             assert torch.equal(tuned[name], weight), name
     report = (out / "report.md").read_text()
     assert "over a 4-bit (NF4) base" in report and "base projections stored in NF4:" in report
-
-
-def test_a_killed_qlora_run_resumes_to_the_same_weights(tmp_path, inputs):
-    config = {"lr": 3e-3, "steps": 6, "batch": 4, "checkpoint_every": 2, "lora": QLORA}
-    whole = make_ctx(tmp_path, "post.sft", config, inputs, "whole")
-    registry.get("post.sft")(whole)
-    killed = run_killed_at(make_ctx(tmp_path, "post.sft", config, inputs, "killed"), 5)
-    registry.get("post.sft")(killed)
-    a, b = load_file(str(whole.out / "model.safetensors")), load_file(str(killed.out / "model.safetensors"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_a_reward_model_over_a_4_bit_base_and_two_ranks_match_one(tmp_path, inputs):
