@@ -657,22 +657,45 @@ def heldout_pairs(ctx: JobContext, tok: Tokenizer, model: Llama) -> list[dict[st
     return _pairs(ctx, tok, model, "val")[:HELDOUT_RECORDS]
 
 
+def by_rank(ctx: JobContext, items: list[Any], size: int, work: Callable[[int, list[Any]], Any]) -> list[Any]:
+    """`work(start, items[start:start + size])` for every chunk of `items`, in order. Under
+    `herd run --nproc N` the ranks, each holding the whole model, take every N-th chunk and
+    the results are gathered: a chunk is computed exactly as one process computes it (same
+    batch, same seed), so the output does not depend on the number of ranks."""
+    starts = list(range(0, len(items), size))
+    rank, world = dist.rank(), dist.world()
+    mine: dict[int, Any] = {}
+    for n, start in enumerate(starts):
+        if n % world == rank:
+            mine[start] = work(start, items[start : start + size])
+        if n % world == world - 1 or n == len(starts) - 1:  # a round of chunks is done
+            ctx.progress.advance(len(items[starts[n - n % world] : start + size]))
+    done: dict[int, Any] = {}
+    for part in dist.gather_objects(mine):
+        done.update(part)
+    return [done[start] for start in starts]
+
+
 def _reference_logprobs(ctx: JobContext, model: Llama, tok: Tokenizer, prefs: list[dict[str, Any]],
                         masked: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    chosen, rejected = [torch.zeros(0)], [torch.zeros(0)]
+    def score(start: int, chunk: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+        ct, cy, rt, ry = preference_batch(tok, chunk, masked, _device_of(model))
+        return (P.sequence_logprobs(model, ct, cy)[0].float().cpu(),
+                P.sequence_logprobs(model, rt, ry)[0].float().cpu())
+
     with torch.no_grad():
-        for i in range(0, len(prefs), 32):
-            ct, cy, rt, ry = preference_batch(tok, prefs[i : i + 32], masked, _device_of(model))
-            chosen.append(P.sequence_logprobs(model, ct, cy)[0].float().cpu())
-            rejected.append(P.sequence_logprobs(model, rt, ry)[0].float().cpu())
-            ctx.progress.advance(len(prefs[i : i + 32]))
+        scored = by_rank(ctx, prefs, 32, score)
+    chosen, rejected = [torch.zeros(0), *(c for c, _ in scored)], [torch.zeros(0), *(r for _, r in scored)]
     return torch.cat(chosen).contiguous(), torch.cat(rejected).contiguous()
 
 
 @register("post.dpo_reference")
 def post_dpo_reference(ctx: JobContext) -> None:
     """Reference log-probs once, so DPO never holds a second model: of the training pairs
-    and of the held-out pairs DPO measures as it trains."""
+    and of the held-out pairs DPO measures as it trains. Under `--nproc N` the ranks score
+    every N-th batch of pairs each (`by_rank`)."""
+    if dist.relaunch(ctx, [], "pairs"):
+        return
     model, tok, _ = _load(ctx)
     prefs = _pairs(ctx, tok, model)
     val = heldout_pairs(ctx, tok, model)
@@ -681,6 +704,8 @@ def post_dpo_reference(ctx: JobContext) -> None:
     ctx.progress.start(len(prefs) + len(val), "pairs")
     chosen, rejected = _reference_logprobs(ctx, model, tok, prefs, masked)
     val_chosen, val_rejected = _reference_logprobs(ctx, model, tok, val, masked)
+    if not dist.is_main():
+        return
     save_file({"chosen": chosen, "rejected": rejected, "val_chosen": val_chosen, "val_rejected": val_rejected},
               str(Path(ctx.out) / REFERENCE),
               # one key (JSON): safetensors writes several in hash order, so the bytes would vary
@@ -900,8 +925,13 @@ def select_best(scores: list[float], verifier: bool) -> int | None:
 
 @register("post.rejection_sampling")
 def post_rejection_sampling(ctx: JobContext) -> None:
-    model, tok, meta = _load(ctx)
+    """Best of `k` samples per prompt. Under `--nproc N` the ranks sample every N-th chunk of
+    16 prompts each, with the chunk's own seed (`by_rank`): the kept samples are those one
+    process keeps, N times faster."""
     cfg = ctx.config
+    if dist.relaunch(ctx, [], "prompts"):
+        return
+    model, tok, meta = _load(ctx)
     scorer = cfg.get("scorer", "verifier")
     k, count = int(cfg.get("k", 4)), int(cfg.get("count", 128))
     prompts = D.load(ctx.inputs["dataset"], "train", "prompts")[:count]
@@ -917,19 +947,20 @@ def post_rejection_sampling(ctx: JobContext) -> None:
             raise JobFailed(f"{ctx.job_id}: scorer {scorer!r} needs a 'reward_model' input")
         rm = load_reward_model(ctx)
     ctx.progress.start(len(prompts), "prompts")
-    kept: list[dict[str, Any]] = []
-    n_correct = n_verifiable = 0
-    for i in range(0, len(prompts), 16):
-        chunk = prompts[i : i + 16]
+
+    def best_of_k(start: int, chunk: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int, int]:
+        """(the chunk's kept conversations, correct samples, verifiable samples)."""
         samples = sample(model, tok, chunk, k=k, temperature=float(cfg.get("temperature", 0.8)),
                          top_p=float(cfg.get("top_p", 0.95)),
-                         max_new_tokens=int(cfg.get("max_new_tokens", 64)), seed=ctx.seed + i)
+                         max_new_tokens=int(cfg.get("max_new_tokens", 64)), seed=ctx.seed + start)
+        kept_here: list[dict[str, Any]] = []
+        correct_here = verifiable_here = 0
         for rec, responses in zip(chunk, samples, strict=True):
             correct = ([check(meta, rec, r) for r in responses]
                        if D.verifier(meta) is not None else None)
             if correct is not None:
-                n_correct += sum(correct)
-                n_verifiable += len(correct)
+                correct_here += sum(correct)
+                verifiable_here += len(correct)
             if rm is None:
                 assert correct is not None
                 scores = [float(c) for c in correct]
@@ -937,9 +968,15 @@ def post_rejection_sampling(ctx: JobContext) -> None:
                 scores = score_responses(rm, tok, rec["prompt"], responses)
             best = select_best(scores, verifier=rm is None)
             if best is not None:
-                kept.append({"messages": rec["prompt"] + [{"role": "assistant",
-                                                           "content": responses[best]}]})
-        ctx.progress.advance(len(chunk), kept=len(kept))
+                kept_here.append({"messages": rec["prompt"] + [{"role": "assistant",
+                                                                "content": responses[best]}]})
+        return kept_here, correct_here, verifiable_here
+
+    chunks = by_rank(ctx, prompts, 16, best_of_k)
+    kept = [conversation for part, _, _ in chunks for conversation in part]
+    n_correct, n_verifiable = sum(c[1] for c in chunks), sum(c[2] for c in chunks)
+    if not dist.is_main():
+        return
     for split_name in ("train", "val"):
         with open(Path(ctx.out) / f"{split_name}.sft.jsonl", "w", encoding="utf-8") as f:
             for r in kept if split_name == "train" else []:

@@ -67,6 +67,15 @@ def all_reduce_sum(value: float) -> float:
     return float(t.item())
 
 
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's `obj` (picklable), in rank order, on every rank (a collective)."""
+    if not active():
+        return [obj]
+    out: list[Any] = [None] * world()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def device_for_rank() -> torch.device:
     """cuda:LOCAL_RANK under NCCL, else CPU."""
     if dist.get_backend() == "nccl":

@@ -151,3 +151,25 @@ def test_a_bf16_base_trains_on_two_ranks_beside_fp32_heads_and_adapters(
     sft = {"lr": 1e-2, "steps": 2, "batch": 4, "precision": "fp32", "lora": LORA}
     outs = [run(tmp_path, "post.sft", sft, bf16_inputs, f"sft{n}", nproc=n).out for n in (1, 2)]
     assert rows(tmp_path, "sft2", "loss") == pytest.approx(rows(tmp_path, "sft1", "loss"), rel=1e-3)
+
+
+def test_sampling_and_the_dpo_reference_split_over_ranks_write_what_one_process_writes(
+        tmp_path: Path, inputs: dict[str, Path]) -> None:
+    """Rejection sampling and the DPO reference hold the whole model on every rank and take
+    every N-th chunk each, with the chunk's own seed: the files are byte for byte those of
+    one process, whatever the number of ranks (3 here: chunks do not divide evenly)."""
+    from runtime.train.dist import wanted
+
+    assert wanted(context(tmp_path, "post.sft", {}, inputs, "probe", nproc=3)) == 3
+    rm = run(tmp_path, "post.reward_model", {"lr": 1e-3, "steps": 2, "batch": 4}, inputs, "rm").out
+    rs = {"k": 3, "count": 40, "scorer": "rm", "temperature": 1.0, "max_new_tokens": 4}  # keeps one per prompt
+    outs = [run(tmp_path, "post.rejection_sampling", rs, {**inputs, "reward_model": rm}, f"rs{n}", nproc=n).out
+            for n in (1, 3)]
+    for name in ("train.sft.jsonl", "stats.json", "dataset.json"):
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+    stats = json.loads((outs[1] / "stats.json").read_text())
+    assert stats["prompts"] == stats["accepted"] == 32  # 2 chunks of 16 over 3 ranks: one idles
+    outs = [run(tmp_path, "post.dpo_reference", {"mask": "formatting_tokens"}, inputs, f"ref{n}", nproc=n).out
+            for n in (1, 2)]
+    a, b = (load_file(str(o / "reference.safetensors")) for o in outs)
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
