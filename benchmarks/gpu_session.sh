@@ -6,7 +6,7 @@
 #   2. one training step, herd vs HF eager/compile/Liger + herd's job   benchmarks/train_step.py
 #   3. the CUDA-only tests (bf16 kernel rule, the weight gradient over 4 and 16 chunks,
 #      FlexAttention vs the dense mask, Triton vs torch
-#      training, bf16 autocast, the post-training chain and generation on CUDA)
+#      training, bf16 autocast, the post-training chain, QLoRA and generation on CUDA)
 #
 # The GPU image lacks lark, pydantic and Liger Kernel; fetch them here once (cp312 wheels):
 #

@@ -42,6 +42,21 @@ def test_the_post_training_chain_runs_on_cuda(job, checkpoint, tokenizer_dir):
     assert json.loads((rs / "stats.json").read_text())["samples"] == 8
 
 
+@cuda
+def test_qlora_sft_trains_on_cuda_in_bf16(job, checkpoint, tokenizer_dir):
+    """The 4-bit base under bf16 autocast: the dequantized matmul runs in bf16, the fp32
+    adapters train, and the saved model is an ordinary finite checkpoint."""
+    data = job("data.dataset", {"format": "tasks", "val_fraction": 0.2,
+                                "generate": {"kinds": ["add"], "count": 40}}, name="data")
+    lora = {"kind": "lora", "rank": 4, "alpha": 8.0, "targets": ["q", "v", "down"], "quantize": "nf4"}
+    out = job("post.sft", {"lr": 1e-2, "steps": 10, "batch": 8, "lora": lora},
+              {"checkpoint": checkpoint, "tokenizer": tokenizer_dir, "dataset": data}, "qlora", device="cuda")
+    train = json.loads((out / "train.json").read_text())
+    assert train["loss_last"] < train["loss_first"]
+    model, _ = load_checkpoint(out)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when CUDA is missing")
 def test_asking_for_cuda_without_one_is_a_clear_failure(tmp_path, checkpoint, tokenizer_dir, job):
     data = job("data.dataset", {"format": "tasks", "generate": {"kinds": ["add"], "count": 10}},
