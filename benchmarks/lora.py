@@ -119,10 +119,13 @@ def main() -> None:
         return
     rows = []
     passthrough = [a for a in sys.argv[1:] if not a.startswith("--out")]
+    config = {k: v for k, v in vars(args).items() if k not in ("variant", "out")}
     for variant in ("full", "lora", "qlora"):
         out = subprocess.run([sys.executable, __file__, *passthrough, "--variant", variant],
                              capture_output=True, text=True, check=True, cwd=ROOT)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        # written as each variant ends: a run cut short (a GPU lease) keeps what it measured
+        write_result("lora", {"config": config, "model": model_config(args), "rows": rows}, args.out)
     full, lora, qlora = rows
     print(f"{'variant':8} {'trainable':>14} {'step (s)':>9} {'peak MiB':>9}")
     for r in rows:
@@ -135,8 +138,8 @@ def main() -> None:
           f"trainable {ratios['trainable']:.2%}")
     print(f"QLoRA / full: peak memory {ratios['qlora_peak_memory']:.2f}x, "
           f"step time {ratios['qlora_step_time']:.2f}x")
-    path = write_result("lora", {"config": {k: v for k, v in vars(args).items() if k not in ("variant", "out")},
-                                 "model": model_config(args), "rows": rows, "ratios": ratios}, args.out)
+    path = write_result("lora", {"config": config, "model": model_config(args), "rows": rows, "ratios": ratios},
+                        args.out)
     print(f"wrote {path}")
 
 
