@@ -118,7 +118,7 @@ def main() -> None:
         print(json.dumps(train(args)))
         return
     rows = []
-    passthrough = [a for a in sys.argv[1:] if not a.startswith("--out")]
+    passthrough = [f"--{k}={v}" for k, v in vars(args).items() if k not in ("variant", "out")]
     config = {k: v for k, v in vars(args).items() if k not in ("variant", "out")}
     for variant in ("full", "lora", "qlora"):
         out = subprocess.run([sys.executable, __file__, *passthrough, "--variant", variant],
