@@ -101,8 +101,12 @@ def main(argv: list[str] | None = None) -> int:
         get(ctx.kind)(ctx)
         ok = True
     except JobFailed as exc:
-        if rank == 0:
-            Path(job["error_path"]).write_text(str(exc))
+        # every rank records it: the first to fail ends the run, and torchrun may stop the
+        # others (rank 0 too) before they get here; each writes whole, then renames
+        error = Path(job["error_path"])
+        tmp = error.with_name(f"{error.name}.rank-{rank}")
+        tmp.write_text(str(exc))
+        tmp.replace(error)
         print(f"[rank {rank}] {exc}", file=sys.stderr)
         code = 3
     finally:
