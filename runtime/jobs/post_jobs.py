@@ -23,9 +23,7 @@ from runtime.executor import external
 from runtime.executor.plots import line_plot
 from runtime.jobs.context import JobContext, JobFailed, write_json
 from runtime.jobs.registry import register
-from runtime.model import (
-    generate,
-)
+from runtime.model import generate
 from runtime.model.attention import document_mask
 from runtime.model.checkpoint import write_checkpoint
 from runtime.model.llama import Llama
