@@ -15,9 +15,9 @@ What the scripts ask of Slurm follows what the runtime does:
 - `post.reward_model`, `post.sft` and `post.dpo` shard over one node's GPUs (`--nproc`):
   as many as `hardware { count }` and `gpus_per_node` allow and the job's `batch` divides
   (each rank takes an equal slice of every batch).
-- `post.rejection_sampling` and `post.dpo_reference` take one node's GPUs too, as many as
-  `count` allows: each rank holds the whole model and takes every N-th chunk.
-- The model evaluations run in one process: one GPU on a GPU spec.
+- `post.rejection_sampling`, `post.dpo_reference` and `eval.tasks` take one node's GPUs
+  too, as many as `count` allows: each rank holds the whole model and takes every N-th chunk.
+- The other model evaluations run in one process: one GPU on a GPU spec.
 - A CPU spec (`gpu = cpu`, or `device = cpu`) asks for no GPU; its training jobs ask for
   `count` CPUs (`--cpus-per-task`), one per torchrun process.
 - Every job of a plan shares one job name and waits with `singleton` for the previous one
@@ -42,9 +42,9 @@ from pathlib import Path
 from compiler.plan import Plan
 
 DISTRIBUTED_KINDS = ("train.pretrain", "train.extend", "train.anneal")  # honour --nproc
-POST_DISTRIBUTED_KINDS = ("post.reward_model", "post.sft", "post.dpo",  # --nproc on one node
-                          "post.rejection_sampling", "post.dpo_reference")
-TRAINING_POST_KINDS = POST_DISTRIBUTED_KINDS[:3]  # these split every batch over their ranks
+ONE_NODE_KINDS = ("post.reward_model", "post.sft", "post.dpo",  # --nproc on one node
+                          "post.rejection_sampling", "post.dpo_reference", "eval.tasks")
+SPLIT_BATCH_KINDS = ONE_NODE_KINDS[:3]  # these split every batch over their ranks
 MODEL_PREFIXES = ("train.", "post.", "eval.")  # load a model: a GPU on a GPU spec
 CPU_ONLY_KINDS = ("eval.summary",)
 
@@ -57,7 +57,7 @@ def _resources(kind: str, total: int, gpus_per_node: int, on_cpu: bool,
                batch: int = 1) -> tuple[int, int, int, int]:
     """(nodes, GPUs per node, CPUs per task or 0 for Slurm's default, --nproc or 0).
     `batch` is a post-training job's that its ranks split evenly (0: any number of ranks)."""
-    if kind in POST_DISTRIBUTED_KINDS and not on_cpu:
+    if kind in ONE_NODE_KINDS and not on_cpu:
         gpus = max(d for d in range(1, max(1, min(total, gpus_per_node)) + 1) if batch % d == 0)
         return 1, gpus, 0, gpus if gpus > 1 else 0
     distributed = kind in DISTRIBUTED_KINDS
@@ -132,7 +132,7 @@ def write_slurm(plan: Plan, out_dir: Path, *, partition: str | None = None, gpus
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"herd.{plan.spec_name}")[:64]
     written: list[Path] = []
     for job in plan:
-        batch = job.config.get("batch") if job.kind in TRAINING_POST_KINDS else 0
+        batch = job.config.get("batch") if job.kind in SPLIT_BATCH_KINDS else 0
         nodes, gpus, cpus, procs = _resources(job.kind, total, gpus_per_node, on_cpu,
                                               batch if isinstance(batch, int) else 1)
         lines = [

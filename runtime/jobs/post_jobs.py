@@ -443,6 +443,10 @@ def sample(model: Llama, tok: Tokenizer, prompts: list[dict[str, Any]], *, k: in
 
 @register("eval.tasks")
 def eval_tasks(ctx: JobContext) -> None:
+    """Greedy accuracy on held-out prompts. Under `--nproc N` the ranks answer every N-th
+    batch of 64 each (`by_rank`): the same answers as one process."""
+    if dist.relaunch(ctx, [], "prompts"):
+        return
     model, tok, meta = _load(ctx)
     params = ctx.config.get("params") or {}
     held_out = D.load(ctx.inputs["dataset"], "val", "prompts")
@@ -457,8 +461,11 @@ def eval_tasks(ctx: JobContext) -> None:
                         "an answer to check; hint: give records an \"answer\" (format = prompts) or "
                         "evaluate on a dataset with answers: eval held { kind = tasks  data = NAME }")
     ctx.progress.start(len(prompts), "prompts")
-    results = sample(model, tok, prompts, max_new_tokens=int(params.get("max_new_tokens", 32)))
-    ctx.progress.advance(len(prompts))
+    max_new = int(params.get("max_new_tokens", 32))
+    answered = by_rank(ctx, prompts, 64, lambda start, chunk: sample(model, tok, chunk, max_new_tokens=max_new))
+    results = [answers for part in answered for answers in part]
+    if not dist.is_main():
+        return
     per_kind: dict[str, list[int]] = {}
     examples = []
     for rec, (resp,) in zip(prompts, results, strict=True):

@@ -74,14 +74,14 @@ def test_a_gpu_spec_trains_on_as_many_whole_nodes_as_it_asks_for(tmp_path: Path)
 
 def test_post_training_shards_over_one_node_and_evals_run_on_one_gpu(tmp_path: Path) -> None:
     """The reward model, SFT and DPO take as many of one node's GPUs as their batch splits
-    over (tiny.herd's SFT batch of 2: 2 GPUs; DPO's 8: all 8); sampling and the DPO
-    reference take the whole node; the evals run in one process on one GPU."""
+    over (tiny.herd's SFT batch of 2: 2 GPUs; DPO's 8: all 8); sampling, the DPO reference
+    and the task evals take the whole node; the other evals run in one process on one GPU."""
     _, plan = compile_file(SPEC, ["run.hardware.gpu=h100", "run.device=auto", "run.hardware.count=16"])
     write_slurm(plan, tmp_path)
     for job in plan:
         if job.kind.startswith(("post.", "eval.")) and job.kind != "eval.summary":
             script = (tmp_path / f"{job.id}.sbatch").read_text()
-            if job.kind.startswith("post."):
+            if job.kind.startswith("post.") or job.kind == "eval.tasks":
                 batch = job.config["batch"] if job.kind in ("post.reward_model", "post.sft", "post.dpo") else 8
                 gpus = max(d for d in range(1, 9) if batch % d == 0)
                 assert f"--gpus-per-node={gpus}" in script and "--nodes=1" in script, job.id

@@ -153,11 +153,12 @@ def test_a_bf16_base_trains_on_two_ranks_beside_fp32_heads_and_adapters(
     assert rows(tmp_path, "sft2", "loss") == pytest.approx(rows(tmp_path, "sft1", "loss"), rel=1e-3)
 
 
-def test_sampling_and_the_dpo_reference_split_over_ranks_write_what_one_process_writes(
+def test_sampling_the_dpo_reference_and_task_evals_split_over_ranks_write_what_one_process_writes(
         tmp_path: Path, inputs: dict[str, Path]) -> None:
-    """Rejection sampling and the DPO reference hold the whole model on every rank and take
-    every N-th chunk each, with the chunk's own seed: the files are byte for byte those of
-    one process, whatever the number of ranks (3 here: chunks do not divide evenly)."""
+    """Rejection sampling, the DPO reference and `eval.tasks` hold the whole model on every
+    rank and take every N-th chunk each, with the chunk's own seed: the files are byte for
+    byte those of one process, whatever the number of ranks (3 here: chunks do not divide
+    evenly)."""
     from runtime.train.dist import wanted
 
     assert wanted(context(tmp_path, "post.sft", {}, inputs, "probe", nproc=3)) == 3
@@ -173,3 +174,6 @@ def test_sampling_and_the_dpo_reference_split_over_ranks_write_what_one_process_
             for n in (1, 2)]
     a, b = (load_file(str(o / "reference.safetensors")) for o in outs)
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    tasks = {"params": {"count": 8, "max_new_tokens": 4}}  # greedy: every rank's answers are one process's
+    outs = [run(tmp_path, "eval.tasks", tasks, inputs, f"tasks{n}", nproc=n).out for n in (1, 2)]
+    assert (outs[0] / "eval.json").read_bytes() == (outs[1] / "eval.json").read_bytes()
