@@ -112,7 +112,7 @@ def _save(ctx: JobContext, module: torch.nn.Module, model: Llama, steps: int,
     lora = ctx.config.get("lora")
     if lora and lora.get("quantize") == "nf4":
         dtype = next(v.dtype for k, v in state.items() if k.endswith("tok_embeddings.weight"))
-        state = NF4.dequantize_state(state, model, dtype)
+        state = NF4.dequantize_state(state, model, dtype, prefix)
     if lora:
         state = LORA.merged_state(state, lora)
     tok_dir = Path(ctx.inputs["tokenizer"])

@@ -117,22 +117,20 @@ def quantize_blocks(model: nn.Module) -> tuple[int, int]:
     return count, stored
 
 
-def dequantize_state(state: dict[str, torch.Tensor], model: nn.Module,
-                     dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """`state` (of `model`, or of a module holding it under a prefix) with every NF4
-    projection's codes and scales replaced by its dequantized `<name>.weight` in `dtype`."""
-    shapes = {name: (m.out_features, m.in_features) for name, m in model.named_modules()
+def dequantize_state(state: dict[str, torch.Tensor], model: nn.Module, dtype: torch.dtype,
+                     prefix: str = "") -> dict[str, torch.Tensor]:
+    """`state` (of `model`, held under `prefix` in it: a reward model's body is `base.`)
+    with every NF4 projection's codes and scales replaced by its dequantized
+    `<name>.weight` in `dtype`."""
+    shapes = {f"{prefix}{name}": (m.out_features, m.in_features) for name, m in model.named_modules()
               if isinstance(m, NF4Linear)}
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        if key.endswith(".scales"):
-            continue
-        stem = key.removesuffix(".codes")
-        found = next((shapes[name] for name in shapes if stem == name or stem.endswith(f".{name}")), None)
-        if stem != key and found is not None:
-            out[f"{stem}.weight"] = dequantize(value, state[f"{stem}.scales"], found, dtype)
-        else:
+        stem = key.rpartition(".")[0]
+        if stem not in shapes:
             out[key] = value
+        elif key.endswith(".codes"):
+            out[f"{stem}.weight"] = dequantize(value, state[f"{stem}.scales"], shapes[stem], dtype)
     return out
 
 
