@@ -35,7 +35,7 @@ from runtime.post import resume
 from runtime.post import tasks as T
 from runtime.post import train as P
 from runtime.post.chat import IGNORE, encode_completion, encode_dialog, encode_prompt, shifted
-from runtime.post.scoring import target_logprobs
+from runtime.post.scoring import plan_batches, score_batch
 from runtime.train import dist
 from runtime.train.divergence import check_finite, norm_value
 from runtime.train.loop import activation_checkpointing
@@ -206,8 +206,8 @@ def train_loop(ctx: JobContext, module: torch.nn.Module,
 
     Under torch.distributed (`module` sharded by `_shard`) each rank trains on its own
     contiguous slice of every batch, and the losses are weighed so that the gradient FSDP
-    averages is the whole batch's, as one process computes it (`_across_ranks`); held-out
-    measurements run on every rank alike (the forward passes are collectives)."""
+    averages is the whole batch's, as one process computes it (`_across_ranks`); the ranks
+    share a held-out measurement's batches out (`dist.sum_shared`)."""
     cfg = ctx.config
     batch = batch_size(cfg)
     local, lo = batch // dist.world(), dist.rank() * (batch // dist.world())
@@ -586,9 +586,13 @@ def sft_heldout(ctx: JobContext, tok: Tokenizer, model: Llama, context: int) -> 
         ctx.log.info("%s: the dataset holds out no conversations: no held-out loss", ctx.job_id)
         return None
 
+    def batch_sums(batch: list[int]) -> dict[str, float]:
+        scored = score_batch(model, examples, batch)
+        return {"logp": sum(lp for lp, _ in scored), "tokens": sum(n for _, n in scored)}
+
     def measure() -> dict[str, float]:
-        scored = target_logprobs(model, examples)
-        return {"val_loss": -sum(lp for lp, _ in scored) / max(1, sum(n for _, n in scored))}
+        sums = dist.sum_shared(plan_batches(model, examples), batch_sums)
+        return {"val_loss": -sums["logp"] / max(1.0, sums["tokens"])}
 
     return measure
 
@@ -775,15 +779,17 @@ def post_dpo(ctx: JobContext) -> None:
         loss, info = dpo_step([prefs[i] for i in idx], ref["chosen"][idx], ref["rejected"][idx])
         return StepOut(loss, info, float(len(idx)))
 
+    def chunk_sums(start: int) -> dict[str, float]:
+        part = slice(start, start + 32)
+        loss, info = dpo_step(val[part], ref["val_chosen"][part], ref["val_rejected"][part])
+        n = len(val[part])
+        return {"val_loss": loss.item() * n, "val_reward_accuracy": info["reward_accuracy"] * n,
+                "val_reward_margin": info["reward_margin"] * n}
+
     def heldout() -> dict[str, float]:
-        """The training loss and the implicit reward's accuracy and margin on held-out pairs."""
-        total: dict[str, float] = {}
-        for i in range(0, len(val), 32):
-            loss, info = dpo_step(val[i : i + 32], ref["val_chosen"][i : i + 32], ref["val_rejected"][i : i + 32])
-            for key, value in {"val_loss": loss.item(), "val_reward_accuracy": info["reward_accuracy"],
-                               "val_reward_margin": info["reward_margin"]}.items():
-                total[key] = total.get(key, 0.0) + value * len(val[i : i + 32]) / len(val)
-        return total
+        """The training loss and the implicit reward's accuracy and margin on held-out pairs
+        (the ranks share the pairs out)."""
+        return {key: total / len(val) for key, total in dist.sum_shared(range(0, len(val), 32), chunk_sums).items()}
 
     val = heldout_pairs(ctx, tok, model) if "val_chosen" in ref else []
     if "val_chosen" in ref and len(ref["val_chosen"]) != len(val):
@@ -828,21 +834,23 @@ def pair_outcomes(rm: P.RewardModel, tok: Tokenizer, recs: list[dict[str, Any]]
     tie count tells that apart from one that prefers the rejected responses."""
     if not recs:
         return float("nan"), 0
-    chosen, rejected = pair_scores(rm, tok, recs)
-    return int((chosen > rejected).sum()) / len(recs), int((chosen == rejected).sum())
+    totals = pair_totals(rm, tok, recs)
+    return totals["correct"] / len(recs), round(totals["ties"])
 
 
-def pair_scores(rm: P.RewardModel, tok: Tokenizer, recs: list[dict[str, Any]]
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The reward model's scores of each pair's chosen and rejected responses."""
+def pair_totals(rm: P.RewardModel, tok: Tokenizer, recs: list[dict[str, Any]]) -> dict[str, float]:
+    """Sums over the pairs of the Bradley–Terry loss (`loss`), of the pairs scored in the right
+    order (`correct`) and of ties (`ties`), 32 pairs per forward pass; under `--nproc N` the
+    ranks share the batches out (`dist.sum_shared`)."""
+    def chunk(start: int) -> dict[str, float]:
+        ct, cl, rt, rl = _pair_tensors(tok, recs[start : start + 32], _device_of(rm))
+        chosen, rejected = rm(ct, cl).float(), rm(rt, rl).float()
+        return {"loss": float(P.bradley_terry_loss(chosen, rejected)) * len(chosen),
+                "correct": float((chosen > rejected).sum()), "ties": float((chosen == rejected).sum())}
+
     rm.eval()
-    chosen, rejected = [torch.zeros(0)], [torch.zeros(0)]
     with torch.no_grad():
-        for i in range(0, len(recs), 32):
-            ct, cl, rt, rl = _pair_tensors(tok, recs[i : i + 32], _device_of(rm))
-            chosen.append(rm(ct, cl).float().cpu())
-            rejected.append(rm(rt, rl).float().cpu())
-    return torch.cat(chosen), torch.cat(rejected)
+        return dist.sum_shared(range(0, len(recs), 32), chunk)
 
 
 def load_reward_model(ctx: JobContext, role: str = "reward_model") -> P.RewardModel:
@@ -884,9 +892,9 @@ def post_reward_model(ctx: JobContext) -> None:
     measured_pairs = val[:HELDOUT_RECORDS]
 
     def heldout() -> dict[str, float]:
-        chosen, rejected = pair_scores(rm, tok, measured_pairs)
-        return {"val_loss": float(P.bradley_terry_loss(chosen, rejected)),
-                "val_pair_accuracy": float((chosen > rejected).float().mean())}
+        totals = pair_totals(rm, tok, measured_pairs)
+        return {"val_loss": totals["loss"] / len(measured_pairs),
+                "val_pair_accuracy": totals["correct"] / len(measured_pairs)}
 
     # The fresh head starts at zero: it gets a larger rate than the pretrained body (or its adapters).
     adapter_lines = _adapt(ctx, model)

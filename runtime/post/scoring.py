@@ -33,24 +33,39 @@ def batch_tokens(model: Llama) -> int:
     return max(1, LOGIT_BUDGET // model.args.vocab_size)
 
 
-@torch.no_grad()
-def target_logprobs(model: Llama, sequences: Sequence[Scored]) -> list[tuple[float, int]]:
-    """(summed log-probability of the scored targets, their count) for each sequence, in
-    the order given."""
-    device = next(model.parameters()).device
+def plan_batches(model: Llama, sequences: Sequence[Scored]) -> list[list[int]]:
+    """Indexes of `sequences` per forward pass: longest first, about `batch_tokens` tokens
+    each (padded to the longest in the batch). Every rank plans the same batches, so ranks
+    can share them out and still run forward passes in step."""
     order = sorted(range(len(sequences)), key=lambda k: -len(sequences[k][0]))
-    out: list[tuple[float, int]] = [(0.0, 0)] * len(sequences)
     budget = batch_tokens(model)
+    batches: list[list[int]] = []
     i = 0
     while i < len(order):
         width = max(1, len(sequences[order[i]][0]))  # the longest in the batch
-        batch = order[i : i + max(1, budget // width)]
-        tokens, _ = pad_sequences([sequences[k][0] for k in batch])
-        target, _ = pad_sequences([sequences[k][1] for k in batch], fill=IGNORE)
-        target = target.to(device)
-        losses = model(tokens.to(device), None, target, reduction="none").view(target.shape)  # 0 where ignored
-        logp, count = -losses.float().sum(-1), (target != IGNORE).sum(-1)
-        for k, lp, n in zip(batch, logp.tolist(), count.tolist(), strict=True):
-            out[k] = (float(lp), int(n))
-        i += len(batch)
+        batches.append(order[i : i + max(1, budget // width)])
+        i += len(batches[-1])
+    return batches
+
+
+@torch.no_grad()
+def score_batch(model: Llama, sequences: Sequence[Scored], batch: list[int]) -> list[tuple[float, int]]:
+    """(summed log-probability of the scored targets, their count) of each sequence in
+    `batch`, in one forward pass."""
+    device = next(model.parameters()).device
+    tokens, _ = pad_sequences([sequences[k][0] for k in batch])
+    target, _ = pad_sequences([sequences[k][1] for k in batch], fill=IGNORE)
+    target = target.to(device)
+    losses = model(tokens.to(device), None, target, reduction="none").view(target.shape)  # 0 where ignored
+    logp, count = -losses.float().sum(-1), (target != IGNORE).sum(-1)
+    return [(float(lp), int(n)) for lp, n in zip(logp.tolist(), count.tolist(), strict=True)]
+
+
+def target_logprobs(model: Llama, sequences: Sequence[Scored]) -> list[tuple[float, int]]:
+    """(summed log-probability of the scored targets, their count) for each sequence, in
+    the order given."""
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(sequences)
+    for batch in plan_batches(model, sequences):
+        for k, scored in zip(batch, score_batch(model, sequences, batch), strict=True):
+            out[k] = scored
     return out

@@ -22,8 +22,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -31,6 +32,7 @@ import torch.distributed as dist
 from runtime.jobs.context import JobContext, JobFailed
 
 WORKER_ENV = "HERD_DIST_WORKER"
+T = TypeVar("T")
 
 
 def active() -> bool:
@@ -65,6 +67,36 @@ def all_reduce_sum(value: float) -> float:
         t = t.cuda()
     dist.all_reduce(t)
     return float(t.item())
+
+
+def all_reduce_sums(values: dict[str, float]) -> dict[str, float]:
+    """`all_reduce_sum` of every value at once (every rank passes the same keys)."""
+    if not active():
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return dict(zip(keys, t.tolist(), strict=True))
+
+
+def sum_shared(chunks: Sequence[T], work: Callable[[T], dict[str, float]]) -> dict[str, float]:
+    """The sum over `chunks` of `work(chunk)`'s values, the ranks taking every N-th chunk.
+
+    Every rank calls `work` equally often: on a sharded (FSDP) module a forward pass is a
+    collective, so a rank short of a chunk in the last round works the last chunk again and
+    counts it as zero. The sums are whole-run sums (as one process's, to rounding) on every
+    rank."""
+    if not chunks:
+        return {}
+    n, step, first = len(chunks), world(), rank()
+    total: dict[str, float] = {}
+    for i in range(first, -(-n // step) * step, step):
+        counts = i < n
+        for key, value in work(chunks[i] if counts else chunks[-1]).items():
+            total[key] = total.get(key, 0.0) + (float(value) if counts else 0.0)
+    return all_reduce_sums(total)
 
 
 def gather_objects(obj: Any) -> list[Any]:
