@@ -48,7 +48,7 @@ step gpu_check 190 python3 benchmarks/gpu_check.py --out "$RESULTS/gpu_check.jso
 step train_step 210 python3 benchmarks/train_step.py --variant-timeout 90 --out "$RESULTS/train_step.json"
 # compiled kernels, not the interpreter the CPU suite uses; only the tests that need CUDA
 step cuda_tests 130 env TRITON_INTERPRET=0 python3 -m pytest -q -p no:cacheprovider -rs \
-    -k "cuda or gpu" tests/kernels/test_kernel_accuracy.py tests/kernels/test_kernel_dispatch.py \
+    -k "cuda or gpu" tests/kernels/test_kernel_accuracy.py tests/kernels/test_kernel_dispatch.py tests/kernels/test_kernel_nf4.py \
     tests/model/test_model_cuda.py tests/post/test_post_cuda.py tests/post/test_cli.py
 # last: whatever the lease leaves (Llama-3.2-1B shape, bf16 autocast, full vs LoRA rank 16)
 step lora 40 python3 benchmarks/lora.py --device cuda --dim 2048 --layers 16 --vocab 128256 \

@@ -4,8 +4,9 @@
     python benchmarks/kernels.py --model 70b --tokens 16384 --only rms_norm,swiglu
     TRITON_INTERPRET=1 python benchmarks/kernels.py --smoke   # tiny, on the CPU: checks the script only
 
-For each operation (rms_norm, apply_rope, swiglu, linear_cross_entropy) and each pass
-(forward; forward + backward) it times every implementation on the same inputs:
+For each operation (rms_norm, apply_rope, swiglu, linear_cross_entropy, and QLoRA's
+nf4_dequantize) and each pass (forward; forward + backward — nf4_dequantize has no backward:
+its weight is frozen) it times every implementation on the same inputs:
 
   herd       the Triton kernels in runtime/kernels/fused
   eager      the torch reference (runtime/kernels/reference.py), as plain torch runs it
@@ -14,7 +15,8 @@ For each operation (rms_norm, apply_rope, swiglu, linear_cross_entropy) and each
 
 The shapes are the issue's: RMSNorm, RoPE and SwiGLU on a batch of 2 x `--tokens` (16,384
 tokens x 4,096 for RMSNorm, q 2 x 32 x 8,192 x 128 for RoPE, 16,384 x 14,336 for SwiGLU at
-the default 8,192), linear + cross-entropy on 1 x `--tokens` (8,192 x 4,096 x 128,256).
+the default 8,192), linear + cross-entropy on 1 x `--tokens` (8,192 x 4,096 x 128,256),
+nf4_dequantize on one FFN projection (14,336 x 4,096 weights, to bf16).
 It prints median milliseconds, the ratio of each to herd (> 1: herd is faster) and the
 peak memory each call allocates beyond its inputs. Results go to
 benchmarks/results/kernels-<hostname>.json. Only GPU numbers mean anything; --smoke runs
@@ -48,7 +50,8 @@ MODELS: dict[str, dict[str, int]] = {
     "405b": {"dim": 16384, "ffn": 53248, "heads": 128, "kv_heads": 8, "vocab": 128_256},
     "smoke": {"dim": 64, "ffn": 96, "heads": 4, "kv_heads": 2, "vocab": 5000},
 }
-OPS = ("rms_norm", "apply_rope", "swiglu", "linear_cross_entropy")
+OPS = ("rms_norm", "apply_rope", "swiglu", "linear_cross_entropy", "nf4_dequantize")
+FORWARD_ONLY = ("nf4_dequantize",)  # frozen weights: nothing to differentiate
 # The elementwise ops see two sequences of `--tokens` (the issue's 16,384-token shapes, RoPE's
 # batch of 2); linear + cross-entropy one (8,192 tokens, as Llama 3's loss layer per sequence).
 ELEMENTWISE_BATCH = 2
@@ -87,6 +90,13 @@ def make_inputs(op: str, shape: dict[str, int], tokens: int, dtype: torch.dtype,
         }
     if op == "swiglu":
         return {"gate": randn(batch, tokens, shape["ffn"]), "up": randn(batch, tokens, shape["ffn"])}
+    if op == "nf4_dequantize":
+        from runtime.post import nf4
+
+        codes, scales = nf4.quantize(randn(shape["ffn"], dim, std=0.02, grad=False))
+        # `like`: holds no data, only the weight's shape and dtype (bf16 on the GPU)
+        like = torch.empty(0, shape["ffn"], dim, device=device, dtype=dtype)
+        return {"codes": codes, "scales": scales, "levels": nf4.LEVELS.to(device), "like": like}
     targets = torch.randint(0, shape["vocab"], (batch, tokens), generator=gen, device=device)
     return {
         "hidden": randn(batch, tokens, dim),
@@ -103,7 +113,15 @@ def _reference_call(op: str) -> Callable[..., Any]:
         "linear_cross_entropy": lambda a, f=reference.linear_cross_entropy: f(
             a["hidden"], a["weight"], a["targets"]
         ),
+        "nf4_dequantize": lambda a, f=reference.nf4_dequantize: f(
+            a["codes"], a["scales"], a["levels"], 64, _nf4_shape(a), a["like"].dtype
+        ),
     }[op]
+
+
+def _nf4_shape(a: Inputs) -> tuple[int, int]:
+    """The FFN projection's (out, in) shape, from the empty `like` tensor of the inputs."""
+    return int(a["like"].shape[1]), int(a["like"].shape[2])
 
 
 def herd_impl(op: str) -> Impl:
@@ -116,6 +134,9 @@ def herd_impl(op: str) -> Impl:
         "swiglu": lambda a: ops.swiglu(a["gate"], a["up"]),
         "linear_cross_entropy": lambda a: ops.linear_cross_entropy(
             a["hidden"], a["weight"], a["targets"]
+        ),
+        "nf4_dequantize": lambda a: ops.nf4_dequantize(
+            a["codes"], a["scales"], a["levels"], 64, _nf4_shape(a), a["like"].dtype
         ),
     }
     return Impl("herd", calls[op])
@@ -242,7 +263,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if liger is not None:
                 impls.append(liger)
         shared = make_inputs(op, shape, tokens, dtype, device)
-        for backward in (False, True):
+        for backward in (False,) if op in FORWARD_ONLY else (False, True):
             label = "fwd+bwd" if backward else "fwd"
             results: dict[str, dict[str, Any]] = {}
             for impl in impls:

@@ -1,6 +1,7 @@
 """The model's fused operations: Triton kernels on CUDA, torch references elsewhere.
 
-Import these four functions rather than a backend module: each call picks the backend
+Import these functions (the model's four, and QLoRA's `nf4_dequantize`) rather than a
+backend module: each call picks the backend
 for its inputs (see `dispatch`), and both backends take the same arguments and agree
 within the tolerances that tests/kernels and benchmarks/gpu_check.py hold them to.
 The Triton modules are imported on first use only, so CPU-only and Triton-less
@@ -8,6 +9,8 @@ machines never pay for (or need) Triton.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -20,6 +23,7 @@ __all__ = [
     "apply_rope",
     "backend_for",
     "linear_cross_entropy",
+    "nf4_dequantize",
     "rms_norm",
     "swiglu",
 ]
@@ -79,3 +83,19 @@ def linear_cross_entropy(
 
         return _outside_compile(fused)(hidden, weight, targets, ignore_index, reduction)
     return reference.linear_cross_entropy(hidden, weight, targets, ignore_index, reduction)
+
+
+def nf4_dequantize(codes: torch.Tensor, scales: torch.Tensor, levels: torch.Tensor, group: int,
+                   shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """QLoRA's frozen weight of `shape` in `dtype`: 4-bit codes (uint8, two per byte, high
+    nibble first) index the 16 `levels`, each block of `group` weights scaled by its fp32
+    scale; codes and scales cover whole blocks (`runtime.post.nf4.quantize` pads)."""
+    blocks = -(-math.prod(shape) // group)
+    if codes.numel() * 2 != blocks * group or scales.numel() != blocks or levels.numel() != 16:
+        raise ValueError(f"nf4_dequantize: {codes.numel()} code bytes, {scales.numel()} scales and "
+                         f"{levels.numel()} levels do not encode a {tuple(shape)} weight in blocks of {group}")
+    if backend_for(codes) == "triton":
+        from runtime.kernels.fused.nf4 import nf4_dequantize as fused
+
+        return _outside_compile(fused)(codes, scales, levels, group, shape, dtype)
+    return reference.nf4_dequantize(codes, scales, levels, group, shape, dtype)

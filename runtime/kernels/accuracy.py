@@ -61,6 +61,7 @@ class Measurement:
 def fused_ops() -> SimpleNamespace:
     """The Triton implementations, under the reference module's function names."""
     from runtime.kernels.fused.linear_cross_entropy import linear_cross_entropy
+    from runtime.kernels.fused.nf4 import nf4_dequantize
     from runtime.kernels.fused.rms_norm import rms_norm
     from runtime.kernels.fused.rope import apply_rope
     from runtime.kernels.fused.swiglu import swiglu
@@ -70,6 +71,7 @@ def fused_ops() -> SimpleNamespace:
         apply_rope=apply_rope,
         swiglu=swiglu,
         linear_cross_entropy=linear_cross_entropy,
+        nf4_dequantize=nf4_dequantize,
     )
 
 

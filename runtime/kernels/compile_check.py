@@ -38,11 +38,12 @@ import torch
 import triton
 
 from runtime.kernels.fused import linear_cross_entropy as ce_module
+from runtime.kernels.fused import nf4 as nf4_module
 from runtime.kernels.fused import rms_norm as rms_module
 from runtime.kernels.fused import rope as rope_module
 from runtime.kernels.fused import swiglu as swiglu_module
 
-KERNEL_MODULES = (rms_module, rope_module, swiglu_module, ce_module)
+KERNEL_MODULES = (rms_module, rope_module, swiglu_module, ce_module, nf4_module)
 
 # Hopper's per-block limit of shared memory (227 KiB); registers are 255 per thread.
 MAX_SHARED_BYTES = 227 * 1024
@@ -64,7 +65,7 @@ DTYPE_MIXES: dict[str, tuple[torch.dtype, torch.dtype]] = {
 }
 
 _TYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32",
-               torch.float64: "fp64", torch.int64: "i64", torch.int32: "i32", torch.bool: "i1"}
+               torch.float64: "fp64", torch.uint8: "u8", torch.int64: "i64", torch.int32: "i32", torch.bool: "i1"}
 
 
 @dataclass
@@ -193,6 +194,10 @@ def _exercise(width: str, mix: str, note: Callable[[str], None]) -> None:
     with torch.no_grad():  # evaluation: losses only
         ce_module.linear_cross_entropy(hidden, weight, targets)
     ce_module.linear_cross_entropy(hidden, weight, targets).backward()
+    note("nf4_dequantize")  # QLoRA's frozen FFN projection, in the matmul's dtype
+    blocks = ffn * dim // 64
+    nf4_module.nf4_dequantize(torch.zeros(blocks * 32, dtype=torch.uint8), torch.zeros(blocks),
+                              torch.zeros(16), 64, (ffn, dim), act)
 
 
 def record_launches(widths: list[str] | None = None, mixes: list[str] | None = None) -> list[Launch]:

@@ -8,6 +8,8 @@ accuracy check (`runtime.kernels.accuracy`) measures both implementations agains
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -66,3 +68,12 @@ def linear_cross_entropy(
         logits, targets.reshape(-1), ignore_index=ignore_index, reduction=reduction
     )
     return loss.reshape(targets.shape) if reduction == "none" else loss
+
+
+def nf4_dequantize(codes: torch.Tensor, scales: torch.Tensor, levels: torch.Tensor, group: int,
+                   shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """The weight of `shape` whose codes (two per byte, high nibble first, padded to whole
+    blocks) index `levels` and whose blocks of `group` weights are scaled by `scales`."""
+    index = torch.stack([codes >> 4, codes & 15], dim=1).view(-1).long()
+    values = levels.float()[index].view(-1, group) * scales.float()[:, None]
+    return values.view(-1)[: math.prod(shape)].view(shape).to(dtype)

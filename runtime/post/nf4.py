@@ -14,11 +14,14 @@ were trained on, with the quantization's rounding in every projection.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from runtime import kernels
 
 #: the 16 NF4 levels (normal quantiles scaled to [-1, 1], with an exact zero)
 LEVELS = torch.tensor([
@@ -36,20 +39,21 @@ def quantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     flat = F.pad(flat, (0, -flat.numel() % BLOCK))
     blocks = flat.view(-1, BLOCK)
     scales = blocks.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny)
-    levels = LEVELS.to(weight.device)
+    levels = _levels(weight.device)
     codes = torch.bucketize(blocks / scales[:, None], (levels[1:] + levels[:-1]) / 2).to(torch.uint8).view(-1)
     return (codes[0::2] << 4) | codes[1::2], scales
 
 
 def dequantize(codes: torch.Tensor, scales: torch.Tensor, shape: tuple[int, ...],
                dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The weight `quantize` encoded, in `dtype`."""
-    index = torch.stack([codes >> 4, codes & 15], dim=1).view(-1).long()
-    values = LEVELS.to(codes.device)[index].view(-1, BLOCK) * scales[:, None]
-    n = 1
-    for side in shape:
-        n *= side
-    return values.view(-1)[:n].view(shape).to(dtype)
+    """The weight `quantize` encoded, in `dtype` (one Triton launch on CUDA)."""
+    return kernels.nf4_dequantize(codes, scales, _levels(codes.device), BLOCK, shape, dtype)
+
+
+@functools.cache
+def _levels(device: torch.device) -> torch.Tensor:
+    """`LEVELS` on `device`, copied there once rather than before every matmul."""
+    return LEVELS.to(device)
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
