@@ -78,7 +78,13 @@ def _shard(ctx: JobContext, module: torch.nn.Module, model: Llama,
     block by block, as pre-training does. Parameter objects change: collect the groups after."""
     if dist.active():
         dist.shard(module, ctx.config.get("precision") or ctx.settings.get("precision", "bf16"),
-                   blocks=model.layers, fp32_units=fp32_units)
+                   blocks=model.layers, fp32_units=fp32_units, tensor_parallel=_tensor_parallel(ctx))
+
+
+def _tensor_parallel(ctx: JobContext) -> int:
+    """`run { parallel { tensor } }`, except under LoRA: its adapters wrap the projections
+    that tensor parallelism would split, so a LoRA job stays data parallel on every rank."""
+    return dist.tensor_degree(ctx, adapters=bool(ctx.config.get("lora")))
 
 
 def _groups(model: Llama, lr: float) -> list[tuple[list[torch.nn.Parameter], float]]:
@@ -210,7 +216,7 @@ def train_loop(ctx: JobContext, module: torch.nn.Module,
     share a held-out measurement's batches out (`dist.sum_shared`)."""
     cfg = ctx.config
     batch = batch_size(cfg)
-    local, lo = batch // dist.world(), dist.rank() * (batch // dist.world())
+    local, lo = batch // dist.data_world(), dist.data_rank() * (batch // dist.data_world())
     names = _param_names(module, groups)
     steps = int(cfg.get("steps") or max(1, round(float(cfg.get("epochs", 1.0)) * n_examples / batch)))
     schedule = post_schedule(cfg, steps)
@@ -258,7 +264,7 @@ def train_loop(ctx: JobContext, module: torch.nn.Module,
         opt.zero_grad(set_to_none=True)
         loss, info, factor = _across_ranks(out)
         (out.loss * factor if factor != 1.0 else out.loss).backward()
-        norm = torch.nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], 1.0)
+        norm = dist.clip_grad_norm([p for p in module.parameters() if p.requires_grad], 1.0)
         check_finite(ctx, step + 1, loss, norm_value(norm))
         opt.step()
         history.append({"loss": loss, **info})
@@ -517,7 +523,7 @@ def fit_context(examples: list[tuple[list[int], list[int]]], context: int
 @register("post.sft")
 def post_sft(ctx: JobContext) -> None:
     cfg = ctx.config
-    if dist.relaunch(ctx, [batch_size(cfg)], "rows"):
+    if dist.relaunch(ctx, [batch_size(cfg)], "rows", _tensor_parallel(ctx)):
         return
     model, tok, _ = _load(ctx)
     records = D.load(ctx.inputs["dataset"], "train", "sft")
@@ -752,7 +758,7 @@ def check_reference(ctx: JobContext, path: Path) -> None:
 @register("post.dpo")
 def post_dpo(ctx: JobContext) -> None:
     cfg = ctx.config
-    if dist.relaunch(ctx, [batch_size(cfg)], "pairs"):
+    if dist.relaunch(ctx, [batch_size(cfg)], "pairs", _tensor_parallel(ctx)):
         return
     ctx.need("reference")
     model, tok, _ = _load(ctx)
@@ -877,7 +883,7 @@ def score_responses(rm: P.RewardModel, tok: Tokenizer, prompt: list[dict[str, st
 @register("post.reward_model")
 def post_reward_model(ctx: JobContext) -> None:
     cfg = ctx.config
-    if dist.relaunch(ctx, [batch_size(cfg)], "pairs"):
+    if dist.relaunch(ctx, [batch_size(cfg)], "pairs", _tensor_parallel(ctx)):
         return
     model, tok, _ = _load(ctx)
     train = _pairs(ctx, tok, model)

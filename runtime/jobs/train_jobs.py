@@ -61,6 +61,8 @@ def _finish(ctx: JobContext, trainer: Trainer, extra: dict[str, Any] | None = No
              "unigram_loss": round(unigram, 4), **throughput(st), **(extra or {})}
     if trainer.world > 1:
         stats["nproc"] = trainer.world
+    if dist.tensor() > 1:
+        stats["tensor_parallel"] = dist.tensor()
     if trainer.bf16_gather:
         stats["fsdp_param_dtype"] = "bf16"
     if trainer.model.activation_checkpointing:
@@ -94,7 +96,8 @@ def throughput(st: TrainState) -> dict[str, float]:
 
 def _distributed(ctx: JobContext) -> bool:
     """Re-run under torchrun for `herd run --nproc N`: True when the ranks did the job."""
-    return dist.relaunch(ctx, [int(b["seqs"]) for b in ctx.config.get("batch", [])])
+    return dist.relaunch(ctx, [int(b["seqs"]) for b in ctx.config.get("batch", [])],
+                         tensor_parallel=dist.tensor_degree(ctx))
 
 
 def run_pretrain(ctx: JobContext, on_step: StepHook | None = None) -> TrainState | None:

@@ -59,9 +59,9 @@ class Attention(nn.Module):
         layer: int = 0,
     ) -> torch.Tensor:
         batch, length, _ = x.shape
-        q = self.wq(x).view(batch, length, self.heads, self.head_dim)
-        k = self.wk(x).view(batch, length, self.kv_heads, self.head_dim)
-        v = self.wv(x).view(batch, length, self.kv_heads, self.head_dim)
+        q = self.wq(x).view(batch, length, -1, self.head_dim)
+        k = self.wk(x).view(batch, length, -1, self.head_dim)
+        v = self.wv(x).view(batch, length, -1, self.head_dim)
         q, k = K.apply_rope(q, k, cos, sin)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if cache is not None:

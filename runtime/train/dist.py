@@ -48,6 +48,34 @@ def world() -> int:
     return dist.get_world_size() if active() else 1
 
 
+#: the tensor-parallel degree of this process's layout, set by `shard` (1: data parallel only)
+_tensor = 1
+
+
+def tensor() -> int:
+    """Ranks that share each block's weights (tensor parallelism) and see the same data."""
+    return _tensor if active() else 1
+
+
+def data_rank() -> int:
+    """This rank's slot among the data-parallel replicas: its slice of every batch. Ranks
+    of one tensor-parallel group (consecutive ranks, one node) share a slot."""
+    return rank() // tensor()
+
+
+def data_world() -> int:
+    """Data-parallel replicas: the ways a batch is split."""
+    return world() // tensor()
+
+
+def tensor_degree(ctx: JobContext, adapters: bool = False) -> int:
+    """`run { parallel { tensor } }` for a job that shards its model over ranks; 1 for a job
+    whose projections are LoRA/QLoRA wrappers (`adapters`), which stays data parallel."""
+    if adapters:
+        return 1
+    return max(1, int((ctx.settings.get("parallel") or {}).get("tensor", 1) or 1))
+
+
 def is_main() -> bool:
     """Rank 0 (or the only process): the one that writes files."""
     return rank() == 0
@@ -86,17 +114,19 @@ def sum_shared(chunks: Sequence[T], work: Callable[[T], dict[str, float]]) -> di
 
     Every rank calls `work` equally often: on a sharded (FSDP) module a forward pass is a
     collective, so a rank short of a chunk in the last round works the last chunk again and
-    counts it as zero. The sums are whole-run sums (as one process's, to rounding) on every
-    rank."""
+    counts it as zero. Under tensor parallelism the chunks go to the data-parallel replicas
+    (a group's ranks compute each forward together). The sums are whole-run sums (as one
+    process's, to rounding) on every rank."""
     if not chunks:
         return {}
-    n, step, first = len(chunks), world(), rank()
+    n, step, first = len(chunks), data_world(), data_rank()
     total: dict[str, float] = {}
     for i in range(first, -(-n // step) * step, step):
         counts = i < n
         for key, value in work(chunks[i] if counts else chunks[-1]).items():
             total[key] = total.get(key, 0.0) + (float(value) if counts else 0.0)
-    return all_reduce_sums(total)
+    # a tensor-parallel group's ranks worked the same chunks: each counts 1/tensor of them
+    return {key: value / tensor() for key, value in all_reduce_sums(total).items()}
 
 
 def gather_objects(obj: Any) -> list[Any]:
@@ -115,9 +145,17 @@ def device_for_rank() -> torch.device:
     return torch.device("cpu")
 
 
+#: Megatron-style tensor parallelism of a Llama block: the projections into the heads and
+#: the FFN are split by output column, the ones out of them by input row, so each rank holds
+#: whole heads and a slice of the FFN and a block needs two all-reduces forward and two back
+TENSOR_PLAN = {"attention.wq": "colwise", "attention.wk": "colwise", "attention.wv": "colwise",
+               "attention.wo": "rowwise", "feed_forward.w1": "colwise", "feed_forward.w3": "colwise",
+               "feed_forward.w2": "rowwise"}
+
+
 def shard(model: torch.nn.Module, precision: str | None = None,
           blocks: torch.nn.ModuleList | None = None,
-          fp32_units: tuple[torch.nn.Module, ...] = ()) -> bool:
+          fp32_units: tuple[torch.nn.Module, ...] = (), tensor_parallel: int = 1) -> bool:
     """FSDP2: each transformer block and then the root (embedding, norm, head) become
     separately all-gathered units; parameters turn into DTensors sharded on dim 0.
 
@@ -128,24 +166,89 @@ def shard(model: torch.nn.Module, precision: str | None = None,
     `blocks` are the transformer blocks when they are not `model.layers` (a reward model
     wraps its Llama). `fp32_units` are modules kept in fp32 whatever the policy, each its own
     unit: FSDP wants one dtype per unit, and a reward model's fp32 head beside a bf16
-    checkpoint's embeddings would mix them (and its scores rounded to bf16 would tie)."""
+    checkpoint's embeddings would mix them (and its scores rounded to bf16 would tie).
+
+    `tensor_parallel` > 1 splits each block's projections over groups of that many
+    consecutive ranks first (`TENSOR_PLAN`), and FSDP shards over the data-parallel
+    replicas; embedding, norms and head are replicated within a group. Every rank of a
+    group must then see the same batch: slice by `data_rank()` / `data_world()`."""
+    global _tensor
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     from runtime.train.precision import AUTOCAST_DEVICES
 
+    if tensor_parallel < 1 or world() % tensor_parallel:
+        raise JobFailed(f"tensor parallelism of {tensor_parallel} does not divide {world()} ranks")
     dev = device_for_rank()
     model.to(dev)
-    mesh = init_device_mesh(dev.type, (world(),))
+    grid = init_device_mesh(dev.type, (world() // tensor_parallel, tensor_parallel),
+                            mesh_dim_names=("data", "tensor"))
+    mesh = grid["data"]
     mixed = precision == "bf16" and dev.type in AUTOCAST_DEVICES
     policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed
               else MixedPrecisionPolicy())
-    for block in blocks if blocks is not None else getattr(model, "layers", []):
+    layers = blocks if blocks is not None else getattr(model, "layers", [])
+    if tensor_parallel > 1:
+        _split_blocks(layers, grid["tensor"])
+    _tensor = tensor_parallel
+    for block in layers:
         fully_shard(block, mesh=mesh, mp_policy=policy)
     for unit in fp32_units:
         fully_shard(unit, mesh=mesh, mp_policy=MixedPrecisionPolicy())
     fully_shard(model, mesh=mesh, mp_policy=policy)
     return mixed
+
+
+def _split_blocks(layers: Any, mesh: Any) -> None:
+    """Apply `TENSOR_PLAN` to every block over the tensor-parallel `mesh`."""
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        RowwiseParallel,
+        parallelize_module,
+    )
+
+    styles = {"colwise": ColwiseParallel, "rowwise": RowwiseParallel}
+    size = mesh.size()
+    for block in layers:
+        heads, kv_heads = block.attention.heads, block.attention.kv_heads
+        if heads % size or kv_heads % size:
+            raise JobFailed(f"tensor parallelism of {size} gives each rank whole heads, and {heads} query / "
+                            f"{kv_heads} key-value heads do not split {size} ways; hint: set "
+                            "run { parallel { tensor } } to a divisor of both")
+        for name in TENSOR_PLAN:
+            if not isinstance(block.get_submodule(name), torch.nn.Linear):
+                raise JobFailed(f"tensor parallelism splits plain linear projections; {name} is a "
+                                f"{type(block.get_submodule(name)).__name__}")
+        parallelize_module(block, mesh, {name: styles[style]() for name, style in TENSOR_PLAN.items()})
+
+
+def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """`torch.nn.utils.clip_grad_norm_`, also for parameters on different device meshes
+    (tensor parallelism: split projections on the 2-D mesh, replicated norms and embeddings
+    on the data-parallel one), which torch's cannot stack. Each rank sums the squares of its
+    local gradient shards, counting a shard held by k ranks 1/k times, and the sums are
+    added over all ranks: the whole model's norm, the same on every rank."""
+    if tensor() == 1:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    from torch.distributed.tensor import DTensor, Shard
+
+    grads = [p.grad for p in params if p.grad is not None]
+    local = 0.0
+    for g in grads:
+        if isinstance(g, DTensor):
+            split = 1
+            for size, placement in zip(g.device_mesh.shape, g.placements, strict=True):
+                split *= size if isinstance(placement, Shard) else 1
+            local += float(g.to_local().float().pow(2).sum()) * split / world()
+        else:
+            local += float(g.float().pow(2).sum()) / world()
+    total = torch.tensor(all_reduce_sum(local)).sqrt()
+    scale = max_norm / (float(total) + 1e-6)
+    if scale < 1.0:
+        for g in grads:
+            (g.to_local() if isinstance(g, DTensor) else g).mul_(scale)
+    return total
 
 
 def _options() -> Any:
@@ -246,19 +349,33 @@ def nodes(ctx: JobContext) -> int:
     return max(1, int(ctx.settings.get("nnodes", 1) or 1))
 
 
-def relaunch(ctx: JobContext, batches: list[int], unit: str = "sequences") -> bool:
+def relaunch(ctx: JobContext, batches: list[int], unit: str = "sequences", tensor_parallel: int = 1) -> bool:
     """Re-run the job under torchrun when `herd run --nproc N [--nnodes M]` asked for more
     than one process and this is not already one of them; True when that happened (the job
-    is done). Every batch size must split evenly over the ranks: checked here, before
-    torchrun starts, so the user hears it at once."""
+    is done). Checked here, before torchrun starts, so the user hears it at once: a
+    `tensor_parallel` group fits in a node's processes, and every batch size splits evenly
+    over the data-parallel replicas (ranks / tensor_parallel)."""
     n, count = wanted(ctx), nodes(ctx)
     if n * count <= 1:
         return False
-    uneven = sorted({b for b in batches if b % (n * count)})
+    if n % tensor_parallel:
+        raise JobFailed(f"{ctx.job_id}: run {{ parallel {{ tensor = {tensor_parallel} }} }} splits each block "
+                        f"over {tensor_parallel} processes of one node, and --nproc {n} does not divide "
+                        f"into groups of {tensor_parallel}; hint: use a --nproc that is a multiple of "
+                        f"{tensor_parallel}, or --set run.parallel.tensor=1 for data parallelism only")
+    replicas = n * count // tensor_parallel
+    uneven = sorted({b for b in batches if b % replicas})
     if uneven:
         over = f"{n} processes" if count == 1 else f"{n * count} processes ({count} nodes × {n})"
+        if tensor_parallel > 1:
+            over = f"{replicas} data-parallel replicas ({over} in tensor-parallel groups of {tensor_parallel})"
         raise JobFailed(f"{ctx.job_id}: a batch of {uneven[0]} {unit} does not split over {over}; "
                         f"use a --nproc{'' if count == 1 else ' and --nnodes'} that divides every batch size")
+    layout = ctx.settings.get("parallel") or {}
+    skipped = [f"{key} = {layout[key]}" for key in ("pipeline", "context") if int(layout.get(key, 1) or 1) > 1]
+    if skipped:
+        ctx.log.warning("%s: run { parallel { %s } } shapes the estimates only: the ranks run "
+                        "tensor x data parallelism", ctx.job_id, "  ".join(skipped))
     launch(ctx, n, nnodes=count)
     return True
 

@@ -191,7 +191,7 @@ class Trainer:
         self.precision = cfg.get("precision")
         self.bf16_gather = False  # FSDP gathers bf16 parameters (a MixedPrecisionPolicy)
         if self.world > 1:
-            self.bf16_gather = dist.shard(model, self.precision)
+            self.bf16_gather = dist.shard(model, self.precision, tensor_parallel=dist.tensor_degree(ctx))
         else:
             model.to(ctx.torch_device())
         self.device = next(model.parameters()).device
@@ -303,15 +303,18 @@ class Trainer:
         deterministic, so its position stays identical everywhere) and trains on its own
         contiguous slice of rows. The loss is still divided by the global target count;
         FSDP averages gradients over ranks, so each rank scales by the world size to make
-        the result the whole batch's gradient, the same as one process computes."""
-        if seqs % self.world:
+        the result the whole batch's gradient, the same as one process computes. Under
+        tensor parallelism the slices and the average are the data-parallel replicas'
+        (a tensor-parallel group's ranks train on the same rows together)."""
+        replicas = dist.data_world()
+        if seqs % replicas:
             raise JobFailed(f"{self.ctx.job_id}: a batch of {seqs} sequences does not split "
-                            f"over {self.world} processes; use a --nproc that divides it")
+                            f"over {replicas} data-parallel replicas; use a --nproc that divides it")
         self.loader.set_batch_size(seqs)
         batch = next(self.loader)
         n_targets = max(1, int((batch.targets != IGNORE).sum()))
-        local = seqs // self.world
-        lo = self.rank * local
+        local = seqs // replicas
+        lo = dist.data_rank() * local
         micro = min(local, int(self.cfg.get("micro_batch") or local))
         total = 0.0
         for i in range(lo, lo + local, micro):
@@ -319,9 +322,9 @@ class Trainer:
                              for t in (batch.tokens, batch.doc_ids, batch.targets))
             with training_autocast(self.device, self.precision):
                 loss = self.step_fn(tok, ids, tgt, reduction="sum") / n_targets
-            (loss * self.world if self.world > 1 else loss).backward()
+            (loss * replicas if replicas > 1 else loss).backward()
             total += float(loss.detach())
-        return dist.all_reduce_sum(total)
+        return dist.all_reduce_sum(total) / dist.tensor()
 
     def run(self, steps: int) -> TrainState:
         cfg, st = self.cfg, self.state
@@ -339,7 +342,7 @@ class Trainer:
             seqs = batch_seqs(cfg, st.tokens)
             self.opt.zero_grad(set_to_none=True)
             loss = self._micro_step(seqs)
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip) if clip > 0 else None
+            norm = dist.clip_grad_norm(list(self.model.parameters()), clip) if clip > 0 else None
             check_finite(self.ctx, st.step + 1, loss, None if norm is None else norm_value(norm))
             self.opt.step()
             n = seqs * self.seq_len

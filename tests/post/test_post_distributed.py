@@ -98,6 +98,40 @@ def test_dpo_with_lora_and_a_reward_model_on_two_ranks_match_one_process(
     assert two["accuracy"] == one["accuracy"] and two["train_accuracy"] == one["train_accuracy"]
 
 
+def test_sft_and_the_reward_model_split_heads_over_a_tensor_parallel_pair(
+        tmp_path: Path, inputs: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+    """`run { parallel { tensor = 2 } }`: both ranks hold half of every block's heads and
+    FFN and train on the same rows, and match one process; a LoRA job under the same
+    setting stays data parallel (its adapters wrap the projections tensor parallelism would
+    split) and matches too."""
+    def tensor_run(kind: str, config: dict[str, Any], name: str) -> JobContext:
+        ctx = context(tmp_path, kind, config, inputs, name, nproc=2)
+        ctx.settings["parallel"] = {"tensor": 2, "pipeline": 4}  # pipeline: estimates only
+        registry.get(kind)(ctx)
+        assert (ctx.work / "dist" / "job.json").is_file()
+        return ctx
+
+    sft = {"lr": 1e-2, "steps": 3, "batch": 3, "seed": 0, "eval_every": 3, "precision": "fp32"}
+    one = run(tmp_path, "post.sft", sft, inputs, "one")
+    two = tensor_run("post.sft", sft, "tp")  # a batch of 3: one replica, nothing to split
+    for key in ("loss", "val_loss"):
+        assert rows(tmp_path, "tp", key) == pytest.approx(rows(tmp_path, "one", key), rel=1e-4)
+    same_weights(one.out, two.out, atol=1e-5)
+
+    rm = {"lr": 1e-3, "steps": 2, "batch": 4, "eval_every": 2, "precision": "fp32"}
+    outs = [run(tmp_path, "post.reward_model", rm, inputs, "rm1").out,
+            tensor_run("post.reward_model", rm, "rm-tp").out]
+    assert rows(tmp_path, "rm-tp", "loss") == pytest.approx(rows(tmp_path, "rm1", "loss"), rel=1e-4)
+    assert rows(tmp_path, "rm-tp", "val_pair_accuracy") == rows(tmp_path, "rm1", "val_pair_accuracy")
+    same_weights(*outs, name="reward_head.safetensors", atol=1e-5)
+
+    lora = {**sft, "batch": 4, "lora": LORA}
+    run(tmp_path, "post.sft", lora, inputs, "lora1")
+    tensor_run("post.sft", lora, "lora-tp")
+    assert rows(tmp_path, "lora-tp", "loss") == pytest.approx(rows(tmp_path, "lora1", "loss"), rel=1e-4)
+    assert "run { parallel { pipeline = 4 } } shapes the estimates only" in caplog.text
+
+
 def test_a_post_training_state_resumes_at_another_world_size(tmp_path: Path, inputs: dict[str, Path]) -> None:
     """The state saved after step 2 by two ranks continues in one process, and one
     process's continues on two ranks: both end where an uninterrupted run ends."""
