@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import uuid
 from pathlib import Path
 
@@ -46,11 +47,14 @@ def runs_dir(path: str, spec_name: str | None = None) -> Path:
 
 def output_file(path: str) -> Path:
     """`-o FILE` of `herd compile`: a file whose folder exists (checked before printing anything)."""
+    if not path:
+        raise UsageError("-o needs a file name, not an empty string\n"
+                         "hint: e.g. -o plan.json")
     out = Path(path)
     if out.is_dir():
         raise UsageError(f"-o {path} is a folder; this writes one file\n"
                          f"hint: name a file, e.g. -o {out / 'plan.json'}")
-    parent = out.parent
+    parent = Path(os.path.realpath(out)).parent  # a link is written through: its target's folder
     if not parent.exists():
         raise UsageError(f"cannot write {path}: the folder {parent} does not exist\n"
                          f"hint: create it first (mkdir -p {parent}) or choose another path")
@@ -60,12 +64,35 @@ def output_file(path: str) -> Path:
     return out
 
 
-def write_file(path: Path, text: str) -> None:
-    """Write `text` through a temp file and a rename: a failed write leaves the old file as it was."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+def write_file(path: Path, text: str, follow_links: bool = True) -> None:
+    """Write `text` to `path` as a shell's `>` would land it, but never half-written.
+
+    A regular file (or a missing one) is written through a temp file and a rename, so a
+    failed write leaves the old file as it was, with its permissions. A symlink the user
+    named is followed: the file it points to is written and the link stays (as `herd fmt
+    --write` does); with `follow_links=False` (files herd names inside an output folder) the
+    link itself is replaced and what it pointed to is left alone. A device or pipe
+    (`/dev/stdout`, `/dev/null`, a FIFO) is written into, never replaced by a regular file."""
+    try:
+        mode = (os.stat if follow_links else os.lstat)(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISLNK(mode):
+        try:  # opened by its own name: /dev/stdout's link into /proc resolves only at open
+            with open(path, "w", encoding="utf-8") as stream:
+                stream.write(text)
+        except OSError as exc:
+            raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+        return
+    target = Path(os.path.realpath(path)) if follow_links else Path(os.path.abspath(path))
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        if target.is_file() and not target.is_symlink():
+            os.chmod(tmp, target.stat().st_mode & 0o7777)
+        os.replace(tmp, target)
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
