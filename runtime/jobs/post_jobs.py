@@ -672,19 +672,31 @@ def heldout_pairs(ctx: JobContext, tok: Tokenizer, model: Llama) -> list[dict[st
     return _pairs(ctx, tok, model, "val")[:HELDOUT_RECORDS]
 
 
-def by_rank(ctx: JobContext, items: list[Any], size: int, work: Callable[[int, list[Any]], Any]) -> list[Any]:
+def by_rank(ctx: JobContext, items: list[Any], size: int, work: Callable[[int, list[Any]], Any],
+            tally: tuple[str, Callable[[Any], int]] | None = None) -> list[Any]:
     """`work(start, items[start:start + size])` for every chunk of `items`, in order. Under
     `herd run --nproc N` the ranks, each holding the whole model, take every N-th chunk and
     the results are gathered: a chunk is computed exactly as one process computes it (same
-    batch, same seed), so the output does not depend on the number of ranks."""
+    batch, same seed), so the output does not depend on the number of ranks.
+
+    `tally = (name, count)` shows a running total of `count(result)` on the progress bar
+    (`kept=`): the ranks add theirs up after each round of N chunks (one small collective)."""
     starts = list(range(0, len(items), size))
     rank, world = dist.rank(), dist.world()
     mine: dict[int, Any] = {}
-    for n, start in enumerate(starts):
-        if n % world == rank:
+    total = 0
+    for first in range(0, len(starts), world):
+        counted = 0
+        if first + rank < len(starts):
+            start = starts[first + rank]
             mine[start] = work(start, items[start : start + size])
-        if n % world == world - 1 or n == len(starts) - 1:  # a round of chunks is done
-            ctx.progress.advance(len(items[starts[n - n % world] : start + size]))
+            counted = tally[1](mine[start]) if tally is not None else 0
+        info: dict[str, int] = {}
+        if tally is not None:
+            total += round(dist.all_reduce_sum(float(counted)))
+            info[tally[0]] = total
+        last = starts[min(first + world, len(starts)) - 1]
+        ctx.progress.advance(len(items[starts[first] : last + size]), **info)
     done: dict[int, Any] = {}
     for part in dist.gather_objects(mine):
         done.update(part)
@@ -991,7 +1003,7 @@ def post_rejection_sampling(ctx: JobContext) -> None:
                                                                 "content": responses[best]}]})
         return kept_here, correct_here, verifiable_here
 
-    chunks = by_rank(ctx, prompts, 16, best_of_k)
+    chunks = by_rank(ctx, prompts, 16, best_of_k, tally=("kept", lambda chunk: len(chunk[0])))
     kept = [conversation for part, _, _ in chunks for conversation in part]
     n_correct, n_verifiable = sum(c[1] for c in chunks), sum(c[2] for c in chunks)
     if not dist.is_main():

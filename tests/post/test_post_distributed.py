@@ -198,10 +198,13 @@ def test_sampling_the_dpo_reference_and_task_evals_split_over_ranks_write_what_o
     assert wanted(context(tmp_path, "post.sft", {}, inputs, "probe", nproc=3)) == 3
     rm = run(tmp_path, "post.reward_model", {"lr": 1e-3, "steps": 2, "batch": 4}, inputs, "rm").out
     rs = {"k": 3, "count": 40, "scorer": "rm", "temperature": 1.0, "max_new_tokens": 4}  # keeps one per prompt
-    outs = [run(tmp_path, "post.rejection_sampling", rs, {**inputs, "reward_model": rm}, f"rs{n}", nproc=n).out
+    ctxs = [run(tmp_path, "post.rejection_sampling", rs, {**inputs, "reward_model": rm}, f"rs{n}", nproc=n)
             for n in (1, 3)]
+    outs = [c.out for c in ctxs]
     for name in ("train.sft.jsonl", "stats.json", "dataset.json"):
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+    # the progress bar's running count adds up every rank's kept samples
+    assert ctxs[0].progress.info["kept"] == ctxs[1].progress.info["kept"] == 32
     stats = json.loads((outs[1] / "stats.json").read_text())
     assert stats["prompts"] == stats["accepted"] == 32  # 2 chunks of 16 over 3 ranks: one idles
     outs = [run(tmp_path, "post.dpo_reference", {"mask": "formatting_tokens"}, inputs, f"ref{n}", nproc=n).out
