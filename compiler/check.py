@@ -611,6 +611,9 @@ def _check_parallel(res: Resolved, run: Defined) -> None:
 
 
 _MAGIC = re.compile(r"[*?[]")
+#: what to write for the files in a folder named where a step reads files: a glob where the
+#: step takes one (the default: `*.jsonl`), else a file name
+_IN_A_FOLDER = {("source", "parquet"): "*.parquet", ("source", "text"): "*.txt", ("filter", "dirty_words"): "en.txt"}
 
 
 def _check_inputs(res: Resolved) -> None:
@@ -622,7 +625,8 @@ def _check_inputs(res: Resolved) -> None:
     spec = res.spec
     if not Path(spec.path).is_file():  # a spec held in memory (an unsaved editor buffer) has no folder
         return
-    found: list[tuple[str, str, Any]] = []  # (what, path, span)
+    # (what, path, span, what a file path in a folder looks like: a glob for inputs that take one)
+    found: list[tuple[str, str, Any, str]] = []
     for data in spec.of("data").values():
         for i, step in enumerate(data.config.steps):
             cls = components.get(step.step, step.kind)
@@ -633,18 +637,19 @@ def _check_inputs(res: Resolved) -> None:
             except ValueError:  # reported by validation already
                 continue
             for field_name, index, path in components.input_paths(config):
-                found.append((f"{step.step} {step.kind}", path, _input_span(data, i, cls, field_name, index)))
+                found.append((f"{step.step} {step.kind}", path, _input_span(data, i, cls, field_name, index),
+                              _IN_A_FOLDER.get((step.step, step.kind), "*.jsonl")))
     for ds in spec.of("dataset").values():
         if ds.config.path:
-            found.append((f"dataset {ds.name}", ds.config.path, ds.span("path")))
+            found.append((f"dataset {ds.name}", ds.config.path, ds.span("path"), "train.jsonl"))
     for tok in spec.of("tokenizer").values():
         if tok.config.file:
-            found.append((f"tokenizer {tok.name}", tok.config.file, tok.span("file")))
+            found.append((f"tokenizer {tok.name}", tok.config.file, tok.span("file"), "tokenizer.json"))
     for ckpt in spec.of("checkpoint").values():
-        found.append((f"checkpoint {ckpt.name}", ckpt.config.path, ckpt.span("path")))
+        found.append((f"checkpoint {ckpt.name}", ckpt.config.path, ckpt.span("path"), ""))
     missing: dict[Path | None, list[tuple[str, str, Any, Path]]] = {}
     folders = {f"checkpoint {c.name}" for c in spec.of("checkpoint").values()}  # paths that name a folder
-    for what, path, span in found:
+    for what, path, span, example in found:
         full = Path(path) if Path(path).is_absolute() else spec.root / path
         if not _exists(full):
             group = _missing_folder(full / "-" if what in folders else full)
@@ -654,6 +659,11 @@ def _check_inputs(res: Resolved) -> None:
             res.warn("H0604", f"{what}: '{path}' {found_what}", span,
                      "`path` names the folder of a Hugging Face Llama (config.json + safetensors) or a herd "
                      "checkpoint" + (f": '{Path(path).parent}'?" if full.is_file() else ""))
+        elif what not in folders and full.is_dir():  # the run reads files: it would say "not found"
+            inside = f"{path.rstrip('/')}/{example}"
+            res.warn("H0604", f"{what}: '{path}' is a folder, not a file", span,
+                     f"name the files in it with a glob: \"{inside}\"" if example.startswith("*")
+                     else f"name the file in it, e.g. \"{inside}\"")
     hint = "fine if it is made later or exists only where the plan runs; otherwise check the path"
     for folder, paths in missing.items():
         if folder is None or len(paths) == 1:

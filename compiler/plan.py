@@ -224,7 +224,11 @@ class Plan:
         return json.dumps(self.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.dumps(), encoding="utf-8")
+        """Write the plan through a temp file renamed over `path`: a symlink there is replaced,
+        never written through, and a failed write leaves the old file whole (UsageError)."""
+        from herdlang.cli_paths import write_file
+
+        write_file(Path(path), self.dumps(), follow_links=False)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
@@ -323,6 +327,7 @@ def _check_structure(data: dict[str, Any]) -> None:
                                 f"not {type(obj[key]).__name__}")
 
     check(data, _PLAN_KEYS, _PLAN_OPTIONAL, "")
+    _check_settings(data["settings"])
     name = data["spec"].get("name")
     if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
         raise PlanError(f"malformed plan: spec name {name!r} is not a usable run folder name")
@@ -341,3 +346,71 @@ def _check_structure(data: dict[str, Any]) -> None:
         raise PlanError("malformed plan: it has no 'digest' of its jobs (written by an older herd, or "
                         "edited by hand), so a job removed from it could not be told from one the spec "
                         "no longer has")
+
+
+# `settings` as `Lowering.settings` writes them: the `run` block's fields (validated by its own
+# schema, so a plan accepts exactly what a spec may say) plus what the compiler derives.
+_RUN_KEYS = ("seed", "device", "workers", "precision")
+_HARDWARE_KEYS = ("gpu", "count", "mfu", "peak_bf16_tflops")  # + memory_gib, derived from `memory`
+_PARALLEL_KEYS = ("tensor", "pipeline", "context", "data", "fsdp", "activation_checkpointing", "micro_batch")
+
+
+def _check_settings(settings: dict[str, Any]) -> None:
+    """Refuse settings a spec's `run` block could not have produced (`workers: "lots"`,
+    `device: "tpu"`, `workers: 0`): the runtime uses them as they are, and they are not
+    fingerprinted (they change how jobs run, not what they make), so only this catches an edit.
+
+    Keys are checked where present (a plan lacking one runs with the runtime's default)."""
+    from pydantic import ValidationError
+
+    from herdlang.schema import RunBlock
+
+    run: dict[str, Any] = {k: settings[k] for k in _RUN_KEYS if k in settings}
+    for group, keys in (("hardware", _HARDWARE_KEYS), ("parallel", _PARALLEL_KEYS)):
+        if group in settings:
+            value = settings[group]
+            if not isinstance(value, dict):
+                raise PlanError(f"malformed plan: settings.{group} must be an object, not {type(value).__name__}")
+            run[group] = {k: value[k] for k in keys if k in value}
+    try:
+        RunBlock.model_validate(run)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(part) for part in err["loc"])
+        raise PlanError(f"malformed plan: settings.{where} must be {_wanted(err)}, "
+                        f"not {_shown(err.get('input'))}") from None
+    memory = settings.get("hardware", {}).get("memory_gib")
+    if memory is not None and (isinstance(memory, bool) or not isinstance(memory, (int, float))
+                               or not 0 < memory < float("inf")):  # (NaN compares false)
+        raise PlanError(f"malformed plan: settings.hardware.memory_gib must be a positive number or null, "
+                        f"not {_shown(memory)}")
+    if "spec_dir" in settings and not isinstance(settings["spec_dir"], str):
+        raise PlanError(f"malformed plan: settings.spec_dir must be a string, not {_shown(settings['spec_dir'])}")
+
+
+def _shown(value: Any) -> str:
+    """A JSON value as the file has it, cut short: a message quotes it, not a megabyte of it."""
+    text = canonical_json(value)
+    return text if len(text) <= 60 else text[:57] + "…"
+
+
+_BOUND_WORDS = {"greater_than": "more than", "greater_than_equal": "at least", "less_than": "less than",
+                "less_than_equal": "at most"}
+
+
+def _wanted(err: Any) -> str:
+    """What a setting must be, from a Pydantic error: "a whole number", "at least 1"."""
+    etype, ctx = str(err["type"]), err.get("ctx") or {}
+    if etype.startswith("int_"):
+        return "a whole number"
+    if etype.startswith("float_") or etype == "finite_number":
+        return "a finite number"
+    if etype.startswith("bool_"):
+        return "true or false"
+    if etype.startswith("string_"):
+        return "a string"
+    if etype == "literal_error":
+        return f"one of {ctx.get('expected')}"
+    if etype in _BOUND_WORDS:
+        return f"{_BOUND_WORDS[etype]} {next(iter(ctx.values()), '?')}"
+    return str(err["msg"]).removeprefix("Input should be ")

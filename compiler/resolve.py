@@ -37,6 +37,8 @@ class Resolved:
     broken_chain: set[str] = field(default_factory=set)
     diags: list[Diagnostic] = field(default_factory=list)
     _cycles: set[frozenset[str]] = field(default_factory=set)  # cycles already reported
+    #: model → its fields merged with those it extends (None: a broken chain), see _merged_fields
+    merged_fields: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
     def error(self, code: str, message: str, span, hint: str | None = None, notes: list[str] | None = None) -> None:
         self.diags.append(Diagnostic(code, message, span, hint, notes=notes or []))
@@ -80,13 +82,13 @@ def resolve(spec: Spec) -> Resolved:
     used |= {d.config.model for d in spec.of("checkpoint").values()}
     for name in spec.of("model"):
         if name in used:
-            _resolve_model(res, name, ())
+            _resolve_model(res, name)
             continue
         # a model no stage trains (a base to extend, a library definition) need not be
         # complete; when it is, its shape is still checked
-        fields = _merged_fields(res, name, ())
+        fields = _merged_fields(res, name)
         if fields is not None and all(fields.get(k) is not None for k in ("layers", "dim", "heads")):
-            _resolve_model(res, name, ())
+            _resolve_model(res, name)
     _resolve_stage_chain(res)
     return res
 
@@ -113,28 +115,54 @@ def stage_evals(spec: Spec, stage: Defined) -> list[str]:
     return ["response_loss"] if fmt in ("messages", "preferences") else ["tasks"]
 
 
-def _merged_fields(res: Resolved, name: str, stack: tuple[str, ...]) -> dict[str, Any] | None:
-    defined = res.spec.of("model")[name]
-    own = defined.config.model_dump(exclude_unset=True)
-    if defined.parent is None:
-        return own
-    if defined.parent in stack or defined.parent == name:
-        chain = [*stack, name]
-        cycle = chain[chain.index(defined.parent):]
-        if res.first_report_of_cycle(cycle):
-            _report_cycle(res, cycle, "model", "extends", lambda d: d.block.parent_span,
-                          "remove `extends` from one of them")
-        return None
-    target = res.spec.find(defined.parent)
-    if target is None or target.kind != "model":
-        pool = list(res.spec.of("model"))
-        code, msg = (("H0301", f"model '{defined.parent}' is not defined") if target is None
-                     else ("H0302", f"'{defined.parent}' is a {target.kind}, not a model"))
-        res.error(code, msg, defined.block.parent_span, suggestion(defined.parent, pool, "model"))
-        return None
-    base = _merged_fields(res, defined.parent, (*stack, name))
-    if base is None:
-        return None
+def _merged_fields(res: Resolved, name: str) -> dict[str, Any] | None:
+    """A model's fields with those of the models it extends filled in (None when its
+    `extends` chain is broken: the error is reported once, at the link that breaks it).
+
+    Iterative, and memoized on `res`: a chain thousands of models long resolves in
+    linear time instead of overflowing the stack (each model's fields are read once)."""
+    merged_of = res.merged_fields
+    if name in merged_of:
+        return merged_of[name]
+    models = res.spec.of("model")
+    chain = [name]  # this model, then each ancestor not yet merged
+    position = {name: 0}
+    base: dict[str, Any] | None = {}
+    while True:
+        defined = models[chain[-1]]
+        parent = defined.parent
+        if parent is None:
+            break
+        if parent in merged_of:
+            base = merged_of[parent]
+            break
+        if parent in position:
+            cycle = chain[position[parent]:]
+            if res.first_report_of_cycle(cycle):
+                _report_cycle(res, cycle, "model", "extends", lambda d: d.block.parent_span,
+                              "remove `extends` from one of them")
+            base = None
+            break
+        target = res.spec.find(parent)
+        if target is None or target.kind != "model":
+            pool = list(models)
+            code, msg = (("H0301", f"model '{parent}' is not defined") if target is None
+                         else ("H0302", f"'{parent}' is a {target.kind}, not a model"))
+            res.error(code, msg, defined.block.parent_span, suggestion(parent, pool, "model"))
+            base = None
+            break
+        position[parent] = len(chain)
+        chain.append(parent)
+    for link in reversed(chain):  # the root (or the first merged ancestor) first
+        if base is not None:
+            base = _merge(base, models[link].config.model_dump(exclude_unset=True))
+        merged_of[link] = base
+    return merged_of[name]
+
+
+def _merge(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """`own` over `base`; a call of the same kind (`rmsnorm(eps = ...)`) keeps the base's
+    other arguments."""
     merged = dict(base)
     for key, value in own.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict) and value.get("kind") == merged[key].get("kind"):
@@ -144,11 +172,11 @@ def _merged_fields(res: Resolved, name: str, stack: tuple[str, ...]) -> dict[str
     return merged
 
 
-def _resolve_model(res: Resolved, name: str, stack: tuple[str, ...]) -> dict[str, Any] | None:
+def _resolve_model(res: Resolved, name: str) -> dict[str, Any] | None:
     if name in res.models:
         return res.models[name]
     defined = res.spec.of("model")[name]
-    fields = _merged_fields(res, name, stack)
+    fields = _merged_fields(res, name)
     if fields is None:
         return None
     span = defined.name_span

@@ -35,11 +35,13 @@ What the scripts ask of Slurm follows what the runtime does:
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
 
 from compiler.plan import Plan
+from herdlang.cli_paths import write_file
 
 DISTRIBUTED_KINDS = ("train.pretrain", "train.extend", "train.anneal")  # honour --nproc
 ONE_NODE_KINDS = ("post.reward_model", "post.sft", "post.dpo",  # --nproc on one node
@@ -73,7 +75,8 @@ def _resources(kind: str, total: int, gpus_per_node: int, on_cpu: bool,
 
 
 #: Slurm's --time formats: minutes, M:S, H:M:S, D-H, D-H:M, D-H:M:S
-TIME_FORMAT = re.compile(r"(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d{1,2}(:\d{1,2}(:\d{1,2})?)?)")
+#: (ASCII digits only: `\d` alone also matches `٣٠`, which would go into the #SBATCH line as is)
+TIME_FORMAT = re.compile(r"(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d{1,2}(:\d{1,2}(:\d{1,2})?)?)", re.ASCII)
 REQUEUE_LEAD_SECONDS = 120  # how long before the limit a job stops and requeues itself
 #: the shortest limit that leaves a job time to work before the requeue signal
 MIN_TIME_SECONDS = REQUEUE_LEAD_SECONDS + 180
@@ -121,7 +124,8 @@ def write_slurm(plan: Plan, out_dir: Path, *, partition: str | None = None, gpus
     is called from."""
     requeue = time is not None and time_seconds(time) > 0  # --time 0 is Slurm's "no limit": no signal comes
     out_dir.mkdir(parents=True, exist_ok=True)
-    plan_path = (out_dir / "plan.json").resolve()
+    root = out_dir.resolve()  # the folder, not its entries: a symlink in it is replaced, never followed
+    plan_path = root / "plan.json"
     plan.save(plan_path)
     logs = (out_dir / "slurm-logs").resolve()
     logs.mkdir(exist_ok=True)
@@ -167,7 +171,7 @@ def write_slurm(plan: Plan, out_dir: Path, *, partition: str | None = None, gpus
         command = " ".join(shlex.quote(c) for c in cmd)
         lines += requeue_lines(command) if requeue else [command]
         path = out_dir / _script_name(job.id)
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        write_file(path, "\n".join(lines) + "\n", follow_links=False)
         written.append(path)
     # --output is given here, where the shell quotes it (an #SBATCH line ends at a space
     # or `#`); `%` is Slurm's pattern character, `%%` a literal one
@@ -183,8 +187,18 @@ def write_slurm(plan: Plan, out_dir: Path, *, partition: str | None = None, gpus
         log = shlex.quote(job.id.replace("%", "%%") + "-%j.out")
         submit.append(f"ID[{shlex.quote(job.id)}]=$(submit {dep_flag}"
                       f"--output=\"$LOGS\"/{log} "
-                      f"{shlex.quote(str((out_dir / _script_name(job.id)).resolve()))})")
+                      f"{shlex.quote(str(root / _script_name(job.id)))})")
     submit.append('echo "submitted ${#ID[@]} jobs; logs in $LOGS"')
-    (out_dir / "submit.sh").write_text("\n".join(submit) + "\n", encoding="utf-8")
-    (out_dir / "submit.sh").chmod(0o755)
+    write_file(out_dir / "submit.sh", "\n".join(submit) + "\n", follow_links=False)
+    _make_executable(out_dir / "submit.sh")
     return written
+
+
+def _make_executable(path: Path) -> None:
+    """chmod 755 the file `path` names itself: opened with O_NOFOLLOW, so a symlink put there
+    since it was written fails (ELOOP) instead of changing the mode of what it points to."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        os.fchmod(fd, 0o755)
+    finally:
+        os.close(fd)

@@ -7,6 +7,7 @@ diagnostic located by the block's source map. Cross-block rules are the compiler
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,24 +80,62 @@ class _Loader:
         self._names: dict[Path, str] = {}  # resolved path → the name diagnostics use
         self.unit_lines: set[tuple[str, int]] = set()  # (file, line) of each unit error
 
-    def load(self, path: Path, display: str, via: ast.Import | None = None, stack: tuple = ()) -> None:
-        real = path.resolve()
-        if real in stack:
-            # name the whole chain: a.herd → b.herd → a.herd (stack holds the importers, outermost first)
-            chain = [self._names[p] for p in stack[stack.index(real):]] + [display]
-            what = f"{display} imports itself" if len(chain) == 2 else " → ".join(chain)
-            self.diags.append(
-                Diagnostic("H0104", f"import cycle: {what}", via.span if via else None,
-                           "remove this import (or another import of the cycle)")
-            )
-            return
-        if real in self._seen:
-            return
-        self._seen.add(real)
-        self._names[real] = display
+    def load(self, path: Path, display: str) -> None:
+        """Load `path` and, depth first, every file it imports: each module is added after
+        the modules it imports. Iterative (an explicit stack of open files), so an import
+        chain thousands of files long loads like a short one instead of overflowing
+        Python's stack; a cycle is reported once, naming the whole chain."""
+        open_files: list[tuple[Path, ast.Module, Iterator[ast.Import]]] = []
+        importers: list[Path] = []  # resolved paths of `open_files`, outermost first
+        on_path: set[Path] = set()
+
+        def enter(path: Path, display: str, via: ast.Import | None) -> None:
+            real = path.resolve()
+            if real in on_path:
+                # name the whole chain: a.herd → b.herd → a.herd
+                chain = [self._names[p] for p in importers[importers.index(real):]] + [display]
+                what = f"{display} imports itself" if len(chain) == 2 else " → ".join(chain)
+                self.diags.append(
+                    Diagnostic("H0104", f"import cycle: {what}", via.span if via else None,
+                               "remove this import (or another import of the cycle)")
+                )
+                return
+            if real in self._seen:
+                return
+            self._seen.add(real)
+            self._names[real] = display
+            module = self._parse(path, display, via)
+            if module is None:
+                return
+            open_files.append((path, module, iter(module.imports)))
+            importers.append(real)
+            on_path.add(real)
+
+        enter(path, display, None)
+        while open_files:
+            path, module, imports = open_files[-1]
+            imp = next(imports, None)
+            if imp is None:  # all its imports are loaded: the module itself comes next
+                open_files.pop()
+                on_path.discard(importers.pop())
+                self.modules.append(module)
+                continue
+            target = path.parent / imp.path
+            try:
+                target.resolve().relative_to(self.root)
+            except ValueError:
+                self.diags.append(
+                    Diagnostic("H0105", f"import '{imp.path}' leaves the spec's directory", imp.span,
+                               "imports must stay inside the folder of the spec being compiled")
+                )
+                continue
+            enter(target, _display(target), imp)
+
+    def _parse(self, path: Path, display: str, via: ast.Import | None) -> ast.Module | None:
+        """The file's module (None when it cannot be read or parsed: reported)."""
         text = self._read(path, via)
         if text is None:
-            return
+            return None
         self.sources[display] = text
         try:
             module = parse(text, display)
@@ -106,20 +145,9 @@ class _Loader:
             module = exc.module
         except HerdError as exc:
             self.diags.extend(exc.diagnostics)
-            return
+            return None
         module.path = display
-        for imp in module.imports:
-            target = (path.parent / imp.path)
-            try:
-                target.resolve().relative_to(self.root)
-            except ValueError:
-                self.diags.append(
-                    Diagnostic("H0105", f"import '{imp.path}' leaves the spec's directory", imp.span,
-                               "imports must stay inside the folder of the spec being compiled")
-                )
-                continue
-            self.load(target, _display(target), imp, (*stack, real))
-        self.modules.append(module)
+        return module
 
     def _read(self, path: Path, via: ast.Import | None) -> str | None:
         """The file's text once (an editor's unsaved text wins over the disk); an

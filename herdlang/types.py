@@ -7,12 +7,13 @@ the wrong unit (`tokens = 8000 steps`) is an error, not a silent conversion.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 from pydantic import Strict as StrictMode
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, PydanticKnownError
 
 from herdlang import ast
 from herdlang.values import Cond, Name, RampValue
@@ -70,6 +71,9 @@ def _counter(units: set[str], what: str, example: str, binary: bool = False):
             )
         if isinstance(v, bool):
             raise PydanticCustomError("int_type", "expected {what}, got a boolean", {"what": what})
+        if isinstance(v, str) and not isinstance(v, Name):  # lax mode would read "2" as 2
+            raise PydanticCustomError("int_type", "expected {what} (like `{example}`), got a quoted string",
+                                      {"what": what, "example": example})
         if isinstance(v, float) and v.is_integer():
             return int(v)
         return v
@@ -77,7 +81,27 @@ def _counter(units: set[str], what: str, example: str, binary: bool = False):
     return BeforeValidator(validate)
 
 
-def _number(v: Any) -> Any:
+def _written_number(v: Any, error: str) -> None:
+    """Refuse `true`/`false` and text where a number belongs: Pydantic's lax mode would
+    read `layers = true` as 1 layer and `"2"` as 2 (`error`: the Pydantic error type that
+    validation.py words as "expected a whole number" or "expected a number")."""
+    if isinstance(v, (bool, str)):
+        raise PydanticKnownError(error)  # type: ignore[arg-type]
+
+
+def _numeric(error: str) -> Callable[[Any], Any]:
+    """The validator of `Int` (error "int_type") or `Number` ("float_type"). It is named
+    `_number` for both: editors describe a field by its validator's name ("a number")."""
+
+    def _number(v: Any) -> Any:
+        _written_number(v, error)
+        return _as_number(v)
+
+    return _number
+
+
+def _as_number(v: Any) -> Any:
+    """A unitless quantity as an int or a float; a percentage as a fraction."""
     if isinstance(v, ast.Quantity):
         if v.unit:
             raise PydanticCustomError("unit", "'{text} {unit}' should be a plain number", {"text": v.text, "unit": v.unit})
@@ -88,10 +112,13 @@ def _number(v: Any) -> Any:
     return v
 
 
+_float = _numeric("float_type")
+
+
 def _fraction(v: Any) -> Any:
     if isinstance(v, ast.Percent):
         return v.value / 100.0
-    return _number(v)
+    return _float(v)
 
 
 def _bytes(v: Any) -> Any:
@@ -100,6 +127,7 @@ def _bytes(v: Any) -> Any:
         if unit not in BYTE_UNITS:
             raise PydanticCustomError("unit", "expected a size like `80 GiB`, got '{text} {unit}'", {"text": v.text, "unit": v.unit})
         return _integral(_scaled(v, DECIMAL, "a size") * BYTE_UNITS[unit], v.text, "a size")
+    _written_number(v, "int_type")
     return v
 
 
@@ -145,8 +173,8 @@ Tokens = Annotated[int, _counter({"tokens"}, "a token count", "15.6T tokens")]
 Steps = Annotated[int, _counter({"steps"}, "a step count", "8000 steps")]
 Docs = Annotated[int, _counter({"docs"}, "a document count", "30M docs")]
 Length = Annotated[int, _counter({"tokens"}, "a sequence length", "8K", binary=True)]
-Number = Annotated[float, BeforeValidator(_number)]
-Int = Annotated[int, BeforeValidator(_number)]
+Number = Annotated[float, BeforeValidator(_float)]
+Int = Annotated[int, BeforeValidator(_numeric("int_type"))]
 # `true` or `false` only: a bare word such as `yes` or `on` is text, never a boolean
 Bool = Annotated[bool, StrictMode()]
 Fraction = Annotated[float, BeforeValidator(_fraction)]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from herdlang import ast
-from herdlang.diagnostics import Diagnostic
+from herdlang.diagnostics import Diagnostic, HerdError
 
 Loc = tuple[str | int, ...]
 
@@ -59,7 +59,22 @@ class SourceMap:
         return table.get(())
 
 
-def to_py(value: ast.Value, loc: Loc, smap: SourceMap) -> Any:
+def to_py(value: ast.Value, loc: Loc, smap: SourceMap, diags: list[Diagnostic] | None = None) -> Any:
+    """The value as plain Python for Pydantic; each span recorded in `smap` under its loc.
+
+    A keyword given twice in one call (`rmsnorm(eps = 1e-5, eps = 0.5)`) is H0205 in
+    `diags`, as a key set twice in a block is: the first is kept. Without `diags` the
+    duplicate raises HerdError."""
+    if diags is None:
+        found: list[Diagnostic] = []
+        out = _to_py(value, loc, smap, found)
+        if found:
+            raise HerdError(found)
+        return out
+    return _to_py(value, loc, smap, diags)
+
+
+def _to_py(value: ast.Value, loc: Loc, smap: SourceMap, diags: list[Diagnostic]) -> Any:
     smap.values[loc] = value.span
     if isinstance(value, (ast.Quantity, ast.Percent)):
         return value
@@ -72,30 +87,43 @@ def to_py(value: ast.Value, loc: Loc, smap: SourceMap) -> Any:
     if isinstance(value, ast.Ref):
         return Name(value.name, value.span)
     if isinstance(value, ast.ListValue):
-        return [to_py(v, (*loc, i), smap) for i, v in enumerate(value.items)]
+        return [_to_py(v, (*loc, i), smap, diags) for i, v in enumerate(value.items)]
     if isinstance(value, ast.TupleValue):
-        return tuple(to_py(v, (*loc, i), smap) for i, v in enumerate(value.items))
+        return tuple(_to_py(v, (*loc, i), smap, diags) for i, v in enumerate(value.items))
     if isinstance(value, ast.Ramp):
         steps = []
         for i, step in enumerate(value.steps):
-            v = to_py(step.value, (*loc, i), smap)
-            at = to_py(step.at, (*loc, i, "at"), smap) if step.at is not None else None
+            v = _to_py(step.value, (*loc, i), smap, diags)
+            at = _to_py(step.at, (*loc, i, "at"), smap, diags) if step.at is not None else None
             steps.append((v, at))
         return RampValue(steps)
     if isinstance(value, ast.Call):
         out: dict[str, Any] = {"kind": Name(value.name, value.name_span)}
         smap.values[(*loc, "kind")] = value.name_span
         positional = []
+        named: dict[str, ast.Arg] = {}
         for i, arg in enumerate(value.args):
             if arg.name is None:
-                positional.append(to_py(arg.value, (*loc, f"#{i}"), smap))
-            else:
-                smap.keys[(*loc, arg.name)] = arg.name_span or arg.span
-                out[arg.name] = to_py(arg.value, (*loc, arg.name), smap)
+                positional.append(_to_py(arg.value, (*loc, f"#{i}"), smap, diags))
+                continue
+            if arg.name in named:
+                diags.append(_twice(arg.name, f"`{value.name}(...)`", arg, named[arg.name]))
+                continue
+            named[arg.name] = arg
+            smap.keys[(*loc, arg.name)] = arg.name_span or arg.span
+            out[arg.name] = _to_py(arg.value, (*loc, arg.name), smap, diags)
         if positional:
             out["_pos"] = positional
         return out
     raise TypeError(f"unknown AST value {value!r}")  # pragma: no cover
+
+
+def _twice(name: str, where: str, second: ast.Arg | ast.Span, first: ast.Arg | ast.Span) -> Diagnostic:
+    """H0205 for a keyword given twice, at the second, with a hint that points at the first."""
+    span = second if isinstance(second, ast.Span) else second.name_span or second.span
+    at = first if isinstance(first, ast.Span) else first.name_span or first.span
+    return Diagnostic("H0205", f"'{name}' is given twice in {where}", span,
+                      f"remove one of them (the first is at {at.path}:{at.line}:{at.column})")
 
 
 def block_to_dict(
@@ -121,7 +149,7 @@ def block_to_dict(
             if _duplicate(out, key, entry.key_span, diags, "set", "remove one of them"):
                 continue
             smap.keys[(*loc, key)] = entry.key_span
-            value = to_py(entry.value, (*loc, key), smap)
+            value = to_py(entry.value, (*loc, key), smap, diags)
             out[key] = Cond(entry.op, value) if isinstance(entry, ast.Condition) else value
             continue
         sub = entry
@@ -135,7 +163,7 @@ def block_to_dict(
                 body["name"] = Name(sub.name, sub.name_span)
                 smap.values[(*loc, key, "name")] = sub.name_span  # type: ignore[assignment]
             if sub.args:
-                body["_pos"] = _args(sub, (*loc, key), smap, body)
+                body["_pos"] = _args(sub, (*loc, key), smap, body, diags)
             out[key] = body
             continue
         idx = len(steps)
@@ -146,7 +174,7 @@ def block_to_dict(
         smap.values[(*sloc, "step")] = sub.kind_span
         smap.values[(*sloc, "kind")] = sub.name_span  # type: ignore[assignment]
         if sub.args:
-            body["_pos"] = _args(sub, sloc, smap, body)
+            body["_pos"] = _args(sub, sloc, smap, body, diags)
         steps.append(body)
     if steps:
         out["steps"] = steps
@@ -162,12 +190,25 @@ def _duplicate(out: dict[str, Any], key: str, span: ast.Span, diags: list[Diagno
     return False
 
 
-def _args(block: ast.Block, loc: Loc, smap: SourceMap, body: dict[str, Any]) -> list[Any]:
+def _args(block: ast.Block, loc: Loc, smap: SourceMap, body: dict[str, Any],
+          diags: list[Diagnostic]) -> list[Any]:
+    """The arguments of a nested block's head (`source jsonl("a", text = "t") { }`): named
+    ones join `body`; one named twice, or named again in the body, is H0205."""
     positional = []
+    named: dict[str, ast.Arg] = {}
+    where = "`" + " ".join(w for w in (block.kind, block.name) if w) + "`"
     for i, arg in enumerate(block.args or []):
         if arg.name is None:
-            positional.append(to_py(arg.value, (*loc, f"#{i}"), smap))
-        else:
-            smap.keys[(*loc, arg.name)] = arg.name_span or arg.span
-            body[arg.name] = to_py(arg.value, (*loc, arg.name), smap)
+            positional.append(to_py(arg.value, (*loc, f"#{i}"), smap, diags))
+            continue
+        if arg.name in named:
+            diags.append(_twice(arg.name, where, arg, named[arg.name]))
+            continue
+        named[arg.name] = arg
+        second = smap.keys.get((*loc, arg.name))  # the body's entry, which comes second in the text
+        if second is not None and arg.name in body:
+            diags.append(_twice(arg.name, where, second, arg))
+            continue
+        smap.keys[(*loc, arg.name)] = arg.name_span or arg.span
+        body[arg.name] = to_py(arg.value, (*loc, arg.name), smap, diags)
     return positional
