@@ -14,7 +14,8 @@ What the scripts ask of Slurm follows what the runtime does:
   nodes uses the whole nodes it holds, and the script says so.
 - `post.reward_model`, `post.sft` and `post.dpo` shard over one node's GPUs (`--nproc`):
   as many as `hardware { count }` and `gpus_per_node` allow and the job's `batch` divides
-  (each rank takes an equal slice of every batch).
+  (each rank takes an equal slice of every batch); with `run { parallel { tensor = T } }`,
+  T × that many (each tensor-parallel group of T takes a slice), except under LoRA.
 - `post.rejection_sampling`, `post.dpo_reference` and `eval.tasks` take one node's GPUs
   too, as many as `count` allows: each rank holds the whole model and takes every N-th chunk.
 - The other model evaluations run in one process: one GPU on a GPU spec.
@@ -56,11 +57,15 @@ def _script_name(job_id: str) -> str:
 
 
 def _resources(kind: str, total: int, gpus_per_node: int, on_cpu: bool,
-               batch: int = 1) -> tuple[int, int, int, int]:
+               batch: int = 1, tensor: int = 1) -> tuple[int, int, int, int]:
     """(nodes, GPUs per node, CPUs per task or 0 for Slurm's default, --nproc or 0).
-    `batch` is a post-training job's that its ranks split evenly (0: any number of ranks)."""
+    `batch` is a post-training job's that its ranks split evenly (0: any number of ranks);
+    `tensor` its tensor-parallel group size: the batch splits over the groups, so it asks
+    for `tensor` × a divisor of the batch (a group wider than the node: data parallel)."""
     if kind in ONE_NODE_KINDS and not on_cpu:
-        gpus = max(d for d in range(1, max(1, min(total, gpus_per_node)) + 1) if batch % d == 0)
+        cap = max(1, min(total, gpus_per_node))
+        group = tensor if tensor <= cap else 1
+        gpus = max(group * d for d in range(1, cap // group + 1) if batch % d == 0)
         return 1, gpus, 0, gpus if gpus > 1 else 0
     distributed = kind in DISTRIBUTED_KINDS
     if on_cpu:
@@ -135,10 +140,13 @@ def write_slurm(plan: Plan, out_dir: Path, *, partition: str | None = None, gpus
     on_cpu = hw.get("gpu") == "cpu" or plan.settings.get("device") == "cpu"
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"herd.{plan.spec_name}")[:64]
     written: list[Path] = []
+    tensor = int((plan.settings.get("parallel") or {}).get("tensor", 1) or 1)
     for job in plan:
         batch = job.config.get("batch") if job.kind in SPLIT_BATCH_KINDS else 0
+        # LoRA jobs stay data parallel (runtime.train.dist.tensor_degree)
+        group = tensor if job.kind in SPLIT_BATCH_KINDS and not job.config.get("lora") else 1
         nodes, gpus, cpus, procs = _resources(job.kind, total, gpus_per_node, on_cpu,
-                                              batch if isinstance(batch, int) else 1)
+                                              batch if isinstance(batch, int) else 1, group)
         lines = [
             "#!/bin/bash",
             f"#SBATCH --job-name={name}",  # shared: `singleton` runs the plan's jobs one at a time
@@ -163,6 +171,9 @@ def write_slurm(plan: Plan, out_dir: Path, *, partition: str | None = None, gpus
         if job.kind in DISTRIBUTED_KINDS and not on_cpu and total > nodes * gpus:
             lines.append(f"# run {{ hardware {{ count = {total} }} }} asks for {total} GPUs, not a whole number of "
                          f"{gpus_per_node}-GPU nodes; this job uses {nodes * gpus} ({nodes} × {gpus})")
+        if (job.kind in DISTRIBUTED_KINDS or group > 1) and not on_cpu and procs % tensor:
+            lines.append(f"# run {{ parallel {{ tensor = {tensor} }} }} does not fit {procs} GPUs a node: "
+                         "herd keeps a tensor-parallel group inside a node, and this job will refuse to start")
         cmd = [herd, "run", str(plan_path), "--only", job.id, "--runs-dir", runs_dir]
         if procs:
             cmd += ["--nproc", str(procs)]

@@ -362,15 +362,20 @@ def _apply_overrides(spec: Spec, overrides: list[str], diags: list[Diagnostic]) 
             continue
         block = defined.block
         entries = block.entries
+        span = ast.Span("<--set>", number, 1, number, len(raw) + 1, start, start + len(raw))
+        schema: type[BaseModel] | None = BLOCKS.get(defined.kind)
         for part in parts[1:-1]:
             sub = next((e for e in entries if isinstance(e, ast.Block) and e.kind == part), None)
+            schema = _nested_schema(schema, part)
+            if sub is None and schema is not None:  # `run.parallel.tensor=1` where the spec has no parallel { }
+                sub = ast.Block(part, span, None, None, None, None, None, [], span)
+                entries.append(sub)
             if sub is None:
                 diags.append(Diagnostic("H0501", f"--set {raw!r}: '{part}' is not a nested block of '{parts[0]}'", None))
                 break
             entries = sub.entries
         else:
             key = parts[-1]
-            span = ast.Span("<--set>", number, 1, number, len(raw) + 1, start, start + len(raw))
             new = ast.Assignment(key, span, value, span)
             for i, e in enumerate(entries):
                 if isinstance(e, ast.Assignment) and e.key == key:
@@ -381,6 +386,13 @@ def _apply_overrides(spec: Spec, overrides: list[str], diags: list[Diagnostic]) 
             del spec.blocks[defined.kind][defined.name]
             spec.order.remove(defined)
             _define(spec, block, diags)
+
+
+def _nested_schema(schema: type[BaseModel] | None, name: str) -> type[BaseModel] | None:
+    """The schema of the nested block `name` of a block with `schema`, when it has one."""
+    found = schema.model_fields.get(name) if schema is not None else None
+    kind = found.annotation if found is not None else None
+    return kind if isinstance(kind, type) and issubclass(kind, BaseModel) else None
 
 
 __all__ = ["Defined", "Spec", "load_spec", "load_text", "component_config", "to_py"]

@@ -94,6 +94,23 @@ def test_post_training_shards_over_one_node_and_evals_run_on_one_gpu(tmp_path: P
     assert "--nproc 8" in (tmp_path / "post.chat.r1.dpo.sbatch").read_text()
 
 
+def test_tensor_parallel_post_training_asks_for_whole_groups(tmp_path: Path) -> None:
+    """With `parallel { tensor = 2 }` the batch splits over the groups: SFT's batch of 2
+    takes 2 groups of 2 (4 GPUs), DPO's 8 four of them; pre-training keeps its node.
+    A group wider than the node cannot start, and the script says so."""
+    gpu = ["run.hardware.gpu=h100", "run.device=auto", "run.hardware.count=16"]
+    _, plan = compile_file(SPEC, [*gpu, "run.parallel.tensor=2"])
+    write_slurm(plan, tmp_path / "tp2")
+    assert "--nproc 4" in (tmp_path / "tp2" / "post.chat.r1.sft.sbatch").read_text()
+    assert "--nproc 8" in (tmp_path / "tp2" / "post.chat.r1.dpo.sbatch").read_text()
+    assert "--nproc 8 --nnodes 2" in (tmp_path / "tp2" / "train.base.sbatch").read_text()
+    assert "does not fit" not in (tmp_path / "tp2" / "train.base.sbatch").read_text()
+    _, plan = compile_file(SPEC, [*gpu, "run.parallel.tensor=2"])
+    write_slurm(plan, tmp_path / "narrow", gpus_per_node=1)
+    script = (tmp_path / "narrow" / "train.base.sbatch").read_text()
+    assert "tensor = 2 } } does not fit 1 GPUs a node" in script
+
+
 def test_jobs_of_a_plan_run_one_at_a_time(tmp_path: Path) -> None:
     # `herd run` locks runs/<spec>/ for the whole run: two of the plan's jobs at once would
     # fail on the lock, so all share a job name and wait for each other (singleton)

@@ -199,6 +199,19 @@ def test_bad_set_override_is_H0501() -> None:
         assert "H0501" in codes, (override, codes)
 
 
+def test_set_reaches_a_nested_block_the_spec_leaves_out() -> None:
+    """tiny.herd's run block has no `parallel { }`: the schema knows the nested block, so
+    the override creates it, and its fields are checked as if the spec wrote them."""
+    spec = load_spec(Path("specs/tiny.herd").resolve(),
+                     ["run.hardware.count=2", "run.parallel.tensor=2"])
+    [run] = spec.of("run").values()
+    assert run.config.parallel.tensor == 2
+    with pytest.raises(HerdError) as exc:
+        load_spec(Path("specs/tiny.herd").resolve(), ["run.parallel.tensr=2"])
+    assert [d.code for d in exc.value.diagnostics] == ["H0201"]
+    assert "tensor" in exc.value.diagnostics[0].hint
+
+
 def test_a_misspelt_unit_in_set_says_so() -> None:
     with pytest.raises(HerdError) as exc:
         load_spec(Path("specs/tiny.herd").resolve(), ["base.tokens=2M tokenz"])
