@@ -17,12 +17,15 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from herdlang import cli_paths
 from herdlang.cli_paths import UsageError
 from herdlang.diagnostics import HerdError, render, render_all
 from herdlang.version import HERD_VERSION
+
+if TYPE_CHECKING:
+    from compiler.plan import Plan
 
 EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
 
@@ -257,6 +260,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     cli_paths.runs_dir(args.runs_dir)
     plan = _load_plan(args.target, args.set)
     run_dir = cli_paths.runs_dir(args.runs_dir, plan.spec_name) / plan.spec_name
+    for flag, names in (("--only", args.only), ("--from", [args.from_] if args.from_ else []),
+                        ("--force", args.force)):
+        for name in names or []:
+            if name not in plan.jobs:  # with `herd path`'s hint (a stage lists its jobs)
+                raise _unknown_job(plan, name, f"{flag} {name}")
     if (args.nproc and args.nproc > 1) or (args.nnodes and args.nnodes > 1):
         for key in ("nproc", "nnodes"):
             if getattr(args, key) and getattr(args, key) > 1:
@@ -271,13 +279,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.device:
         plan.settings = {**plan.settings, "device": args.device}
     from runtime.executor import ExecutorError, run_plan
-    from runtime.jobs.context import JobFailed, resolve_device
 
-    if plan.settings.get("device") == "cuda" and not args.dry_run:
-        try:  # fail before any job runs, not at the first training job
-            resolve_device("cuda")
-        except JobFailed as exc:
-            raise UsageError(str(exc)) from None
+    if not args.dry_run:
+        _device_option(plan.settings.get("device"))  # fail before any job runs, not at the first training job
 
     try:
         result = run_plan(
@@ -290,29 +294,42 @@ def cmd_run(args: argparse.Namespace) -> int:
     return int(result.exit_code)
 
 
-def cmd_path(args: argparse.Namespace) -> int:
-    """Where each named job's artifact lives (or will): RUNS_DIR/SPEC/store/FINGERPRINT."""
+def _unknown_job(plan: Plan, name: str, where: str) -> UsageError:
+    """A job name the plan lacks (`herd path JOB`, `herd run --only/--from/--force JOB`),
+    with a hint: a stage's name lists its jobs, a typo gets the closest ids."""
     import difflib
 
+    in_stage = [j.id for j in plan if j.stage == name]
+    if in_stage:
+        hint = f"'{name}' is a stage; its jobs: {', '.join(in_stage)}"
+    else:
+        close = difflib.get_close_matches(name, list(plan.jobs), n=3)
+        hint = f"did you mean {' or '.join(close)}?" if close else "`herd compile SPEC` lists every job"
+    return UsageError(f"{where}: no job '{name}' in the plan\nhint: {hint}")
+
+
+def _same_plan(args: argparse.Namespace) -> list[str]:
+    """The arguments that select the plan and its runs (target, every --set, a --runs-dir
+    other than the default), for a hint's command that must act on that same plan."""
+    again = [args.target, *(x for s in args.set for x in ("--set", s))]
+    return again + (["--runs-dir", args.runs_dir] if args.runs_dir != "runs" else [])
+
+
+def cmd_path(args: argparse.Namespace) -> int:
+    """Where each named job's artifact lives (or will): RUNS_DIR/SPEC/store/FINGERPRINT."""
     cli_paths.runs_dir(args.runs_dir)
     plan = _load_plan(args.target, args.set)
     store = cli_paths.runs_dir(args.runs_dir, plan.spec_name) / plan.spec_name / "store"
     for name in args.jobs:
         job = plan.jobs.get(name)
         if job is None:
-            in_stage = [j.id for j in plan if j.stage == name]
-            if in_stage:
-                hint = f"'{name}' is a stage; its jobs: {', '.join(in_stage)}"
-            else:
-                close = difflib.get_close_matches(name, list(plan.jobs), n=3)
-                hint = (f"did you mean {' or '.join(close)}?" if close
-                        else "`herd compile SPEC` lists every job")
-            raise UsageError(f"{args.target}: no job '{name}' in the plan\nhint: {hint}")
+            raise _unknown_job(plan, name, args.target)
         entry = store / job.fingerprint
         print(entry)
         if not (entry / "manifest.json").is_file():
+            # quoted for a shell: a spec or runs folder may have spaces or `$(...)` in its name
             print(f"note: {name} has not run with this configuration yet; "
-                  f"hint: herd run {args.target} --only {name}", file=sys.stderr)
+                  f"hint: {shlex.join(['herd', 'run', *_same_plan(args), '--only', name])}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -387,27 +404,26 @@ def cmd_gc(args: argparse.Namespace) -> int:
     if not garbage:
         print(f"{run_dir}: nothing to collect (every artifact belongs to the current plan)")
         return EXIT_OK
-    for g in garbage[: None if args.verbose else 15]:
-        print(f"  {g.what:<8} {humanize(g.bytes, 'B'):>9}  {g.job:<40} {g.path}")
+    names = {"artifact": "artifact", "work": "work dir", "temp": "temp dir", "log": "log",
+             "metrics": "metrics file", "report": "report folder", "cache": "score cache",
+             "tensorboard": "TensorBoard folder"}
+    shown = garbage[: None if args.verbose else 15]
+    width = max(len(what) for what in [*names, *(g.what for g in shown)])  # "tensorboard" fits
+    for g in shown:
+        print(f"  {g.what:<{width}} {humanize(g.bytes, 'B'):>9}  {g.job:<40} {g.path}")
     if len(garbage) > 15 and not args.verbose:
         print(f"  ... and {len(garbage) - 15} more (--verbose lists all)")
     counts: dict[str, int] = {}
     for g in garbage:
         counts[g.what] = counts.get(g.what, 0) + 1
-    names = {"artifact": "artifact", "work": "work dir", "temp": "temp dir", "log": "log",
-             "metrics": "metrics file", "report": "report folder", "cache": "score cache",
-             "tensorboard": "TensorBoard folder"}
     summary = ", ".join(f"{n} {names[what]}{'' if n == 1 else 's'}" for what, n in sorted(counts.items()))
     total = humanize(sum(g.bytes for g in garbage), "B")
     if args.yes:
         print(f"deleted {summary}: {total} freed")
     else:
         # the same selection: every --set and --runs-dir the user gave, quoted for a shell
-        again = [args.target, *(x for s in args.set for x in ("--set", s))]
-        if args.runs_dir != "runs":
-            again += ["--runs-dir", args.runs_dir]
         print(f"{summary}: {total} not used by the current plan of {args.target}\n"
-              f"nothing deleted; run `herd gc {shlex.join(again)} --yes` to delete it "
+              f"nothing deleted; run `herd gc {shlex.join(_same_plan(args))} --yes` to delete it "
               "(changing a setting back will then re-run its jobs)")
     return EXIT_OK
 
@@ -447,13 +463,19 @@ def _weights_bar(what: str, total: int) -> Any:
 
 def cmd_export(args: argparse.Namespace) -> int:
     cli_paths.model_checkpoint(args.checkpoint)
-    from runtime.data.tokenizer import checkpoint_tokenizer
+    from runtime.data.tokenizer import checkpoint_tokenizer, load_tokenizer
     from runtime.model import export_hf
-    from runtime.model.checkpoint import OutputExistsError, read_meta
+    from runtime.model.checkpoint import OutputExistsError, read_meta, weights_path
 
     _tokenizer_option(args)
-    tokenizer = checkpoint_tokenizer(Path(args.checkpoint), read_meta(args.checkpoint), args.tokenizer)
-    size = int(read_meta(args.checkpoint)["weights"].get("bytes", 0))
+    meta = read_meta(args.checkpoint)
+    tokenizer = checkpoint_tokenizer(Path(args.checkpoint), meta, args.tokenizer)
+    if tokenizer is not None:
+        load_tokenizer(tokenizer)  # a damaged one is refused before the weights are read
+    # the bar's total is the file's own size: meta.json's record of it is checked by the
+    # loader (`verify_weights`, as for `herd generate`), which says what is wrong
+    weights = weights_path(Path(args.checkpoint), meta)
+    size = weights.stat().st_size if weights.is_file() else 0
     try:
         with _weights_bar("exporting", 3 * size) as on_bytes:
             export_hf(args.checkpoint, args.output, force=args.force, tokenizer_dir=tokenizer, on_bytes=on_bytes)
@@ -469,12 +491,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     if args.blocks:
-        if args.output or args.force or args.no_tokenizer:
+        if args.output is not None or args.force or args.no_tokenizer:
             raise UsageError("--blocks prints spec blocks and writes nothing: it takes no -o, --force "
                              "or --no-tokenizer")
+        from runtime.model.hf_folder import check_weights
         from runtime.model.spec_blocks import describe_folder
 
-        print(describe_folder(args.hf_dir, args.name), end="")
+        blocks = describe_folder(args.hf_dir, args.name)
+        # weights herd cannot read are refused, as `-o` refuses them; a file cut short is warned of
+        for warning in check_weights(Path(args.hf_dir)):
+            print(f"warning: {warning}", file=sys.stderr)
+        print(blocks, end="")
         return EXIT_OK
     if args.name:
         raise UsageError("--name goes with --blocks")
@@ -502,11 +529,25 @@ def cmd_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _device_option(device: str | None) -> None:
+    """`--device cuda` without a GPU is bad usage (exit 2), said before anything loads: the
+    same for `herd run`, `herd generate` and `herd chat`."""
+    if device != "cuda":
+        return
+    from runtime.jobs.context import JobFailed, resolve_device
+
+    try:
+        resolve_device("cuda")
+    except JobFailed as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     if args.system is not None and not args.chat:
         raise UsageError("--system needs --chat (a raw completion has no system message)")
     cli_paths.model_checkpoint(args.checkpoint)
     _tokenizer_option(args)
+    _device_option(args.device)
     from runtime.chat import generate_cli
 
     return generate_cli(args)
@@ -515,6 +556,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     cli_paths.model_checkpoint(args.checkpoint)
     _tokenizer_option(args)
+    _device_option(args.device)
     from runtime.chat import chat_cli
 
     return chat_cli(args)
@@ -544,6 +586,15 @@ def _slurm_partition(text: str) -> str:
     if not PARTITION_FORMAT.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a Slurm partition name: letters, digits, "
                                          "'_', '.', '-', or several separated by commas")
+    return text
+
+
+def _output_path(text: str) -> str:
+    """An argparse type for -o: an empty path would mean the current folder (Path('') is
+    '.'), or for `compile` no file at all; neither is what the user typed, so it is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path names nothing to write (hint: name a file or "
+                                         "folder, e.g. -o out)")
     return text
 
 
@@ -614,7 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compile", help="compile a spec to a plan: jobs, why they run, estimates")
     c.add_argument("spec")
-    c.add_argument("-o", "--output", metavar="PATH",
+    c.add_argument("-o", "--output", metavar="PATH", type=_output_path,
                    help="write the chosen --format here (the plan JSON without --format; the text view "
                         "then still goes to stdout); with --target slurm, the folder (default slurm-SPEC/)")
     c.add_argument("--format", choices=["text", "json", "dot", "mermaid"], default=None)
@@ -684,7 +735,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "(those are kept), or a file of that name; a herd run folder is refused even so")
     c = sub.add_parser("export", help="export a checkpoint (Hugging Face Llama layout)")
     c.add_argument("checkpoint")
-    c.add_argument("-o", "--output", required=True, metavar="DIR", help="a new or empty folder")
+    c.add_argument("-o", "--output", required=True, metavar="DIR", type=_output_path,
+                   help="a new or empty folder")
     c.add_argument("--format", choices=["hf"], default="hf",
                    help="hf: config.json + model.safetensors for transformers' LlamaForCausalLM, "
                         "and the tokenizer (tokenizer.json, tokenizer_config.json, "
@@ -697,7 +749,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("import", help="import a Hugging Face Llama checkpoint (and its tokenizer)")
     c.add_argument("hf_dir")
-    c.add_argument("-o", "--output", metavar="CKPT", help="a new or empty folder")
+    c.add_argument("-o", "--output", metavar="CKPT", type=_output_path, help="a new or empty folder")
     c.add_argument("--force", action="store_true", help=force_help)
     c.add_argument("--no-tokenizer", action="store_true",
                    help="import the weights alone, leaving out the folder's tokenizer "

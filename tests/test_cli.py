@@ -604,3 +604,65 @@ def test_the_slurm_hint_quotes_a_folder_with_a_space(tmp_path: Path) -> None:
     out = herd("compile", TINY, "--target", "slurm", "-o", folder)
     assert out.returncode == 0, out.stderr
     assert f"(run: bash '{folder / 'submit.sh'}')" in out.stdout
+
+
+def test_export_with_a_non_numeric_weights_size_in_meta_json_says_what_generate_says(
+        tmp_path: Path, checkpoints) -> None:
+    ckpt = Path(shutil.copytree(checkpoints[0], tmp_path / "ckpt"))
+    meta = json.loads((ckpt / "meta.json").read_text())
+    meta["weights"]["bytes"] = "lots"
+    (ckpt / "meta.json").write_text(json.dumps(meta))
+    says = (f"{ckpt / 'model.safetensors'} is {(ckpt / 'model.safetensors').stat().st_size} bytes but meta.json "
+            "records lots: the file is truncated or was replaced\nhint: restore it or re-run the job that wrote it")
+    out = herd("export", ckpt, "-o", tmp_path / "out")
+    assert out.returncode == 1 and out.stderr == f"herd: error: {says}\n"
+    assert not (tmp_path / "out").exists()
+    out = herd("generate", ckpt, "--prompt", "hi")  # the same check, the same words
+    assert out.returncode == 1 and says in out.stderr
+
+
+@pytest.mark.parametrize("flag", ["--only", "--from", "--force"])
+def test_run_naming_a_stage_instead_of_a_job_lists_its_jobs_as_path_does(tmp_path: Path, flag: str) -> None:
+    out = herd("run", TINY, flag, "base", "--dry-run", "--runs-dir", tmp_path)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.startswith(f"herd: error: {flag} base: no job 'base' in the plan\n"
+                                 "hint: 'base' is a stage; its jobs: train.base,")
+    out = herd("run", TINY, flag, "train.bse", "--dry-run", "--runs-dir", tmp_path)
+    assert out.returncode == 2 and "hint: did you mean train.base" in out.stderr
+    assert not (tmp_path / "tiny").exists()
+
+
+@pytest.mark.parametrize("command", [["export", "CKPT"], ["import", "HF"], ["import", "HF", "--blocks"],
+                                     ["compile", TINY], ["compile", TINY, "--target", "slurm"]])
+def test_an_empty_output_path_is_a_usage_error_and_writes_nothing(
+        tmp_path: Path, checkpoints, command: list) -> None:
+    ckpt, hf = checkpoints
+    where = tmp_path / "cwd"
+    where.mkdir()
+    args = [{"CKPT": ckpt, "HF": hf}.get(str(a), a) for a in command]
+    out = herd(*args, "-o", "", cwd=where)
+    assert out.returncode == 2 and out.stdout == ""
+    assert "argument -o/--output: an empty path names nothing to write" in out.stderr and "hint:" in out.stderr
+    assert list(where.iterdir()) == []  # '' was never taken for the current folder
+
+
+def test_path_hint_is_quoted_for_a_shell_and_keeps_the_plans_options(tmp_path: Path) -> None:
+    import shlex
+
+    spec = tmp_path / "a b$(x).herd"
+    shutil.copy(TINY, spec)
+    runs = tmp_path / "my runs"
+    out = herd("path", spec, "train.base", "--set", "base.tokens=400K", "--runs-dir", runs)
+    assert out.returncode == 0
+    hint = out.stderr.split("hint: ", 1)[1].strip()
+    assert hint == shlex.join(["herd", "run", str(spec), "--set", "base.tokens=400K", "--runs-dir", str(runs),
+                               "--only", "train.base"])
+    assert shlex.split(hint)[2] == str(spec)  # one word for a shell, `$(x)` not run
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when CUDA is missing")
+@pytest.mark.parametrize("command", [["generate", "--prompt", "x"], ["chat"]])
+def test_generate_and_chat_on_cuda_without_one_are_usage_errors_as_for_run(checkpoints, command: list) -> None:
+    out = herd(command[0], checkpoints[0], *command[1:], "--device", "cuda")
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.startswith("herd: error: device cuda was asked for, but no CUDA device is visible")

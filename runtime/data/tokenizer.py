@@ -203,22 +203,26 @@ class Tokenizer:
         return self.encoding.n_vocab
 
     def special_id(self, name: str) -> int:
+        """A special token's id; one this tokenizer lacks is a clear error, not a KeyError
+        (`load_tokenizer` refuses artifacts without Llama 3's, so this is a tokenizer built
+        in code with other names)."""
         try:
             return self.special_tokens[name]
         except KeyError:
-            raise KeyError(f"no special token {name!r}") from None
+            raise JobFailed(f"this tokenizer has no special token {name}; hint: herd's chat format and "
+                            f"generation use Llama 3's {', '.join(REQUIRED_SPECIALS)}") from None
 
     @property
     def bos_id(self) -> int:
-        return self.special_tokens["<|begin_of_text|>"]
+        return self.special_id("<|begin_of_text|>")
 
     @property
     def eos_id(self) -> int:
-        return self.special_tokens["<|end_of_text|>"]
+        return self.special_id("<|end_of_text|>")
 
     @property
     def eot_id(self) -> int:
-        return self.special_tokens["<|eot_id|>"]
+        return self.special_id("<|eot_id|>")
 
     def encode(self, text: str, bos: bool = False, eos: bool = False,
                allow_special: bool = False) -> list[int]:
@@ -237,8 +241,15 @@ class Tokenizer:
         return self.encoding.decode_bytes(list(ids))
 
 
+#: what a damaged tokenizer artifact is met with (herd writes it; nobody edits it by hand)
+DAMAGED_HINT = ("hint: the tokenizer artifact is damaged: train or load it again (re-run its "
+                "tokenizer job: herd run SPEC --force tokenizer.NAME), or pass another with --tokenizer")
+
+
 def load_tokenizer(directory: Path) -> Tokenizer:
-    """Load a `tokenizer.train` / `tokenizer.load` artifact."""
+    """Load a `tokenizer.train` / `tokenizer.load` artifact, checked as `save_tokenizer` writes
+    it: a damaged tokenizer.json would otherwise surface as tiktoken's regex error, a KeyError
+    for a special token at the first prompt, or special ids silently renumbered."""
     directory = Path(directory)
     meta_path = directory / META_FILE
     if not meta_path.is_file():
@@ -247,15 +258,42 @@ def load_tokenizer(directory: Path) -> Tokenizer:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         specials_map, pattern = meta["special_tokens"], meta["pattern"]
         if not (isinstance(specials_map, dict) and isinstance(pattern, str)
-                and all(isinstance(v, int) for v in specials_map.values())):
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in specials_map.values())):
             raise TypeError("special_tokens must map names to ids and pattern must be a string")
     except (OSError, ValueError, RecursionError, KeyError, TypeError) as exc:
         what = f"lacks {exc}" if isinstance(exc, KeyError) else f"is unreadable ({str(exc).splitlines()[0][:200]})"
-        raise JobFailed(f"{meta_path} {what}; hint: the tokenizer artifact is damaged: train or "
-                        "load it again (or pass another with --tokenizer)") from None
+        raise JobFailed(f"{meta_path} {what}; {DAMAGED_HINT}") from None
+    if pattern not in PATTERNS.values():  # tiktoken would refuse it, panic on it, or drop text
+        shown = pattern if len(pattern) <= 60 else pattern[:57] + "..."
+        raise JobFailed(f"{meta_path}: its pattern {shown!r} is not one of herd's pre-tokenization "
+                        f"splits ({', '.join(PATTERNS)}); {DAMAGED_HINT}")
     ranks = load_ranks(directory / MODEL_FILE)
-    specials = sorted(specials_map, key=specials_map.get)
-    return Tokenizer(ranks, pattern, specials)
+    return Tokenizer(ranks, pattern, _specials_in_order(meta_path, specials_map, len(ranks)))
+
+
+def _specials_in_order(meta_path: Path, specials: dict[str, int], n_ranks: int) -> list[str]:
+    """The special tokens' names in id order, after checking their ids are the ones right
+    after the ranks (as `save_tokenizer` writes them and `Tokenizer` assigns them) and that
+    herd's chat format and generation find theirs."""
+    missing = [name for name in REQUIRED_SPECIALS if name not in specials]
+    if missing:
+        raise JobFailed(f"{meta_path} has no special token {missing[0]}: herd's chat format and "
+                        f"generation use Llama 3's {', '.join(REQUIRED_SPECIALS)}; {DAMAGED_HINT}")
+    last = n_ranks + len(specials) - 1
+    seen: dict[int, str] = {}
+    for name, i in specials.items():
+        shown = f"{i:,}" if abs(i) < 10**15 else f"{i:.3g}"  # 10**30 is not printed in full
+        if i < n_ranks:
+            where = f"the id of a rank in {MODEL_FILE} (0 to {n_ranks - 1:,})" if i >= 0 else "negative"
+            raise JobFailed(f"{meta_path}: special token {name} has id {shown}, which is {where}; special "
+                            f"tokens take the ids after the ranks ({n_ranks:,} to {last:,}); {DAMAGED_HINT}")
+        if i > last:
+            raise JobFailed(f"{meta_path}: special token {name} has id {shown}, past the tokenizer's "
+                            f"{last + 1:,} ids (special tokens take {n_ranks:,} to {last:,}); {DAMAGED_HINT}")
+        if i in seen:
+            raise JobFailed(f"{meta_path}: special tokens {seen[i]} and {name} share id {i:,}; {DAMAGED_HINT}")
+        seen[i] = name
+    return [seen[i] for i in sorted(seen)]
 
 
 def tokenizer_from_file(path: Path, pattern_name: str, n_special: int) -> Tokenizer:

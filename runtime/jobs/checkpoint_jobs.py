@@ -172,6 +172,7 @@ def model_load(ctx: JobContext) -> None:
         CheckpointError,
         load_state,
         read_meta,
+        weights_path,
         write_checkpoint_files,
     )
     from runtime.model.hf import read_hf
@@ -192,7 +193,9 @@ def model_load(ctx: JobContext) -> None:
     try:
         if herd_format:
             # read twice (checksum, then tensors), then written and checksummed here
-            bar.start(4 * int(read_meta(root)["weights"].get("bytes", 0)))
+            # the bar's size is the file's own: meta.json's record of it is what load_state checks
+            weights = weights_path(root, read_meta(root))
+            bar.start(4 * (weights.stat().st_size if weights.is_file() else 0))
             tensors, meta = load_state(root, on_bytes=bar.phase("reading"))
             have = meta["model"]
         else:

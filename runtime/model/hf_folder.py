@@ -5,11 +5,12 @@ without importing torch; `runtime.model.hf` (the weights themselves) builds on i
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
 
-from runtime.model.meta import CheckpointError, check_model_config, config_value
+from runtime.model.meta import META_FILE, CheckpointError, check_model_config, config_value
 
 #: a model's vocabulary may be padded past its tokenizer's (to a multiple of 64 or 128) by
 #: less than this; more means another tokenizer (`herd chat` and `herd import` check it)
@@ -141,18 +142,43 @@ def weight_bytes(root: Path) -> int:
         return 0
 
 
+#: what a damaged model.safetensors.index.json is met with
+INDEX_HINT = ("the index is written by transformers' save_pretrained next to the shards it lists: "
+              "download the model's again")
+
+
+def _index_weight_map(index: Path) -> Any:
+    """The `weight_map` of model.safetensors.index.json; a file that is not UTF-8 JSON, is
+    nested too deeply for the parser or has no weight_map is a CheckpointError naming it
+    (`import -o`, `--blocks` and a spec's `checkpoint` block all read it here)."""
+    def damaged(why: str) -> CheckpointError:
+        return CheckpointError(f"{index} is not a valid safetensors index ({why})\nhint: {INDEX_HINT}")
+
+    try:
+        found = json.loads(index.read_text(encoding="utf-8"))
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise damaged(str(exc).splitlines()[0][:200]) from None
+    except RecursionError:  # `[[[[...` nested deeper than Python's parser goes
+        raise damaged("nested too deeply to read") from None
+    except OSError as exc:
+        raise damaged(f"cannot read it: {exc.strerror or exc}") from None
+    if not isinstance(found, dict):
+        raise damaged(f"it holds a JSON {type(found).__name__}, not an object")
+    if "weight_map" not in found:
+        raise damaged("it has no weight_map")
+    return found["weight_map"]
+
+
 def weight_files(root: Path) -> list[Path]:
     """model.safetensors, or the shards listed by model.safetensors.index.json."""
     if (root / HF_WEIGHTS).is_file():
         return [root / HF_WEIGHTS]
     index = root / HF_INDEX
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{index} is not a valid safetensors index ({exc})") from exc
+        weight_map = _index_weight_map(index)
         if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
-            raise CheckpointError(f"{index}: weight_map must map tensor names to file names")
+            raise CheckpointError(f"{index}: weight_map must map tensor names to file names\n"
+                                  f"hint: {INDEX_HINT}")
         escaping = sorted({f for f in weight_map.values() if Path(f).name != f})
         if escaping:
             raise CheckpointError(f"{index} lists {escaping[0]!r}, which is not a file in {root}\n"
@@ -160,7 +186,8 @@ def weight_files(root: Path) -> list[Path]:
         files = [root / f for f in sorted(set(weight_map.values()))]
         for f in files:
             if not f.is_file():
-                raise CheckpointError(f"{index} lists {f.name}, which is missing")
+                raise CheckpointError(f"{index} lists {f.name}, which is missing\nhint: the download "
+                                      "is incomplete: fetch the model's shards again")
         return files
     if list(root.glob("*.bin")) or list(root.glob("*.pth")):
         raise CheckpointError(
@@ -177,6 +204,15 @@ MAX_HEADER_BYTES = 100 << 20
 def header_names(path: Path) -> list[str]:
     """The tensor names a safetensors file holds, from its header alone and without torch:
     8 bytes of little-endian length, then that much JSON."""
+    return [k for k in _header(path)[0] if k != "__metadata__"]
+
+
+#: what a damaged or truncated weight file is met with
+REFETCH_HINT = "the download or copy was cut short or damaged: fetch the file again"
+
+
+def _header(path: Path) -> tuple[dict[str, Any], int, int]:
+    """(a safetensors file's header, the header's length, the file's size in bytes)."""
     try:
         with open(path, "rb") as f:
             head = f.read(8)
@@ -187,12 +223,65 @@ def header_names(path: Path) -> list[str]:
             if not 2 <= length <= MAX_HEADER_BYTES:
                 raise ValueError(f"header length {length:,}")
             header = json.loads(f.read(length))
+            size = os.fstat(f.fileno()).st_size
     except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise CheckpointError(f"{path} is not a readable safetensors file ({exc})\nhint: the download "
-                              "or copy was cut short or damaged: fetch the file again") from None
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc})\nhint: {REFETCH_HINT}") from None
     if not isinstance(header, dict):
-        raise CheckpointError(f"{path} is not a readable safetensors file (its header is not an object)")
-    return [k for k in header if k != "__metadata__"]
+        raise CheckpointError(f"{path} is not a readable safetensors file (its header is not an object)\n"
+                              f"hint: {REFETCH_HINT}")
+    return header, length, size
+
+
+def incomplete(path: Path) -> str | None:
+    """Why a safetensors file is not as long as its header says (as safetensors itself
+    requires when the weights are read), or None when it is: a download cut short inside the
+    tensors, or a file grown past them, is found from the header alone, without torch. A file
+    whose header cannot be read at all is a CheckpointError, as for `header_names`."""
+    header, length, size = _header(path)
+    ends = {name: _data_end(entry) for name, entry in header.items() if name != "__metadata__"}
+    bad = next((name for name, end in ends.items() if end is None), None)
+    if bad is not None:
+        raise CheckpointError(f"{path} is not a readable safetensors file (tensor {bad!r} has no valid "
+                              f"data_offsets)\nhint: {REFETCH_HINT}")
+    want = 8 + length + max((end for end in ends.values() if end is not None), default=0)
+    if size == want:
+        return None
+    what = "cut short" if size < want else "longer than its header describes"
+    return f"{path} is {what}: {size:,} bytes where its header describes {want:,}"
+
+
+def _data_end(entry: Any) -> int | None:
+    """Where a header entry's bytes end in the data section, or None when it has no valid
+    `data_offsets` (two whole numbers, begin <= end)."""
+    offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
+            or offsets[0] > offsets[1]):
+        return None
+    return offsets[1]
+
+
+def check_weights(root: Path) -> list[str]:
+    """What `herd import -o` refuses in a Hugging Face folder's weight files, for `herd import
+    --blocks`, which would otherwise pass such a folder off as one whose weights are "not
+    there yet". Raised: pickle only, a damaged index or a missing shard, a git-lfs pointer.
+    Returned, as warnings: files whose size is not what their header says (a download cut
+    short); only warned of because --blocks reads headers alone, and a header without its
+    tensors is how blocks are written for a model whose weights are not downloaded (tests do).
+    A folder with no weight file of any kind passes, as does a herd checkpoint (its loader
+    checks its weights against meta.json)."""
+    if (root / META_FILE).is_file():
+        return []
+    kinds = ("*.safetensors", "*.bin", "*.pth", HF_INDEX)
+    if all(next(root.glob(kind), None) is None for kind in kinds):
+        return []
+    warnings = []
+    for path in weight_files(root):
+        problem = incomplete(path)
+        if problem is not None:
+            warnings.append(f"{problem}; `herd import -o` and a spec's checkpoint block refuse it\n"
+                            f"hint: {REFETCH_HINT}")
+    return warnings
 
 
 #: a layer's tensor in either layout (ASCII digits only: `int()` would read `²` or `٣`)

@@ -145,3 +145,18 @@ def test_gc_refuses_a_run_folder_another_spec_with_the_same_name_uses(tmp_path: 
     (tmp_path / "one" / "a.herd").unlink()  # the other spec is gone: its artifacts are garbage
     assert [g.job for g in collect(plans[1], runs)] == ["src"]
     assert len(list((runs / "store").iterdir())) == 1
+
+
+def test_the_listing_fits_every_kind_in_its_column(run_dir: tuple[Path, str], capsys) -> None:
+    """The kind `tensorboard` (11 characters) once overflowed an 8-wide column and pushed its
+    row's size and job out of line with the others."""
+    runs, _ = run_dir
+    assert main(["gc", str(TINY), "--runs-dir", str(runs), "--verbose"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  ") and "..." not in line]
+    kinds = {line.split()[0] for line in rows}
+    assert {"tensorboard", "artifact", "log"} <= kinds
+    width = len("tensorboard")
+    for line in rows:
+        kind, size = line[2:2 + width], line[2 + width + 1:2 + width + 10]
+        assert kind.rstrip() == line.split()[0] and line[2 + width] == " ", line
+        assert size.strip().endswith("B") and size[0] == " " and line[2 + width + 10:2 + width + 12] == "  ", line

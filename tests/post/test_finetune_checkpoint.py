@@ -106,6 +106,18 @@ def test_a_folder_that_holds_no_checkpoint_is_named(folder: Path) -> None:
     assert "is neither a Hugging Face model folder (no config.json) nor a herd checkpoint (no meta.json)" in out.stdout
 
 
+def test_a_checkpoint_whose_meta_json_misrecords_its_size_is_a_clear_failure(folder: Path) -> None:
+    import shutil
+
+    shutil.copytree(folder / "herd_ckpt", folder / "bad_meta", dirs_exist_ok=True)
+    meta = json.loads((folder / "bad_meta" / "meta.json").read_text())
+    meta["weights"]["bytes"] = "lots"
+    (folder / "bad_meta" / "meta.json").write_text(json.dumps(meta))
+    out = herd("run", write_spec(folder, "bad_meta", "bad_meta"), cwd=folder)
+    assert out.returncode == 1
+    assert "checkpoint 'base'" in out.stdout and "meta.json records lots" in out.stdout
+
+
 def test_replacing_the_checkpoint_files_reloads_it_and_retrains(folder: Path, tmp_path: Path) -> None:
     """A fingerprint hashes the path, not the weights: the files are recorded and checked."""
     spec = write_spec(folder, "replaced", "hf2")
