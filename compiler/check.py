@@ -651,19 +651,25 @@ def _check_inputs(res: Resolved) -> None:
     folders = {f"checkpoint {c.name}" for c in spec.of("checkpoint").values()}  # paths that name a folder
     for what, path, span, example in found:
         full = Path(path) if Path(path).is_absolute() else spec.root / path
-        if not _exists(full):
-            group = _missing_folder(full / "-" if what in folders else full)
-            missing.setdefault(group, []).append((what, path, span, full))
-        elif what in folders and not any((full / name).is_file() for name in ("config.json", "meta.json")):
-            found_what = "is a file" if full.is_file() else "holds no config.json (Hugging Face) or meta.json (herd)"
-            res.warn("H0604", f"{what}: '{path}' {found_what}", span,
-                     "`path` names the folder of a Hugging Face Llama (config.json + safetensors) or a herd "
-                     "checkpoint" + (f": '{Path(path).parent}'?" if full.is_file() else ""))
-        elif what not in folders and full.is_dir():  # the run reads files: it would say "not found"
-            inside = f"{path.rstrip('/')}/{example}"
-            res.warn("H0604", f"{what}: '{path}' is a folder, not a file", span,
-                     f"name the files in it with a glob: \"{inside}\"" if example.startswith("*")
-                     else f"name the file in it, e.g. \"{inside}\"")
+        try:
+            if not _exists(full):
+                group = _missing_folder(full / "-" if what in folders else full)
+                missing.setdefault(group, []).append((what, path, span, full))
+            elif what in folders and not any((full / name).is_file() for name in ("config.json", "meta.json")):
+                found_what = "is a file" if full.is_file() else "holds no config.json (Hugging Face) or meta.json (herd)"
+                res.warn("H0604", f"{what}: '{path}' {found_what}", span,
+                         "`path` names the folder of a Hugging Face Llama (config.json + safetensors) or a herd "
+                         "checkpoint" + (f": '{Path(path).parent}'?" if full.is_file() else ""))
+            elif what not in folders and full.is_dir():  # the run reads files: it would say "not found"
+                inside = f"{path.rstrip('/')}/{example}"
+                res.warn("H0604", f"{what}: '{path}' is a folder, not a file", span,
+                         f"name the files in it with a glob: \"{inside}\"" if example.startswith("*")
+                         else f"name the file in it, e.g. \"{inside}\"")
+        except (OSError, ValueError) as exc:  # a name too long, a folder that may not be searched, a NUL
+            why = (exc.strerror or str(exc)) if isinstance(exc, OSError) else "a file name cannot contain a NUL character"
+            res.warn("H0604", f"{what}: '{_abridged(path)}' cannot be checked: {why}", span,
+                     "herd could not look for it here; fine if it exists where the plan runs, otherwise "
+                     "check the path (and that its folders may be read)")
     hint = "fine if it is made later or exists only where the plan runs; otherwise check the path"
     for folder, paths in missing.items():
         if folder is None or len(paths) == 1:
@@ -704,10 +710,23 @@ def _shown_path(path: Path) -> str:
 
 
 def _exists(path: Path) -> bool:
+    """Whether the file, folder or (lazily) one file of the glob is there. OSError when the
+    system cannot say: a name too long, a folder on the way that may not be searched
+    (`Path.exists` is False only for a missing path), ValueError for a NUL in the name;
+    the caller warns with the reason."""
     text = str(path)
+    if "\0" in text:  # (`Path.exists` would say False: "does not exist")
+        raise ValueError("embedded null byte")
     if not _MAGIC.search(text) or path.exists():  # a real name with glob characters: `data[v3]`
         return path.exists()
     return any(os.path.isfile(p) for p in glob.iglob(text, recursive=True))
+
+
+def _abridged(path: str, most: int = 80) -> str:
+    """A path short enough for a one-line message (the caret shows it whole), a NUL shown
+    as `\\0` (a terminal would drop it unseen)."""
+    path = path.replace("\0", "\\0")
+    return path if len(path) <= most else f"{path[:most // 2]}…{path[-(most // 4):]}"
 
 
 def _missing_folder(path: Path) -> Path | None:

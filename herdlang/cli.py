@@ -200,38 +200,59 @@ def _states(plan, runs_dir: Path) -> dict[str, tuple[str, str]] | None:
 
 
 def cmd_fmt(args: argparse.Namespace) -> int:
+    """Format each file in turn: one that cannot be read or parsed is reported and the
+    others are still formatted (or checked); the exit code says the worst that happened."""
     from herdlang.formatter import format_text
     from herdlang.parser import read_source
 
-    status = EXIT_OK
+    status, errors = EXIT_OK, 0
     for name in args.specs:
         path = Path(name)
-        text = read_source(path)  # H0001 with the same words and hint as `herd check`
-        formatted = format_text(text, str(path))
+        text = ""
+        try:
+            text = read_source(path)  # H0001 with the same words and hint as `herd check`
+            formatted = format_text(text, str(path))
+        except HerdError as exc:
+            srcs = {str(path): text} if text else {}
+            gap = "\n" if errors else ""  # a blank line between files, as between diagnostics
+            print(gap + render_all(exc.diagnostics, srcs, color=_color(sys.stderr)), file=sys.stderr)
+            errors += sum(1 for d in exc.diagnostics if d.severity.value == "error")
+            status = max(status, EXIT_SPEC)
+            continue
         if args.check:
             if formatted != text:
                 print(f"{path}: would be reformatted", file=sys.stderr)
-                status = EXIT_SPEC
+                status = max(status, EXIT_SPEC)
         elif args.write:
             if formatted != text:
-                _replace_text(path, formatted)
+                try:
+                    _replace_text(path, formatted)
+                except UsageError as exc:
+                    print(f"herd: error: {exc}", file=sys.stderr)
+                    status = EXIT_USAGE
+                    continue
                 print(f"reformatted {path}", file=sys.stderr)
         else:
             sys.stdout.write(formatted)
+    if errors:
+        print(f"\n{errors} error{'s' if errors != 1 else ''}", file=sys.stderr)
     return status
 
 
 def _replace_text(path: Path, text: str) -> None:
     """Rewrite a spec in place, atomically, as it was kept: through a symlink (the link
-    stays a link), with its permissions and its line endings (CRLF stays CRLF)."""
+    stays a link), with its permissions, its line endings (CRLF stays CRLF, CR stays CR:
+    the text read has `\\n` for either) and its UTF-8 BOM if it had one."""
     import shutil
 
     target = path.resolve()
-    newline = "\r\n" if b"\r\n" in target.read_bytes() else "\n"
     tmp = target.with_name(f".{target.name}.herdfmt")
     try:
+        raw = target.read_bytes()  # (a regular file of a spec's size: read_source checked it)
+        newline = "\r\n" if b"\r\n" in raw else "\r" if b"\r" in raw else "\n"
+        bom = "\ufeff" if raw.startswith(b"\xef\xbb\xbf") else ""
         with open(tmp, "w", encoding="utf-8", newline=newline) as f:
-            f.write(text)
+            f.write(bom + text)
         shutil.copymode(target, tmp)
         os.replace(tmp, target)
     except OSError as exc:

@@ -36,14 +36,18 @@ Canonical style
   comments before `}` stay inside the block; comments at the end of the file stay there.
   A comment somewhere the layout has no place for (inside a ramp, between a key and its
   `=`) moves onto its own line just before its entry.
-* Separators `;` and `,` between entries are dropped, except a `;` after a ramp that is
-  followed by a key named `at` (without it, `at` would read as the ramp's keyword).
+* Separators `;` and `,` between entries are dropped, except a `;` where the next entry's
+  first word would otherwise read as part of this one: before `at` after a value or a
+  body-less step's arguments (`r = 1 -> 2;` then `at = 3`: the ramp's `at`), and before
+  `extends` after a body-less step without parent or arguments (`dedup exact;` then
+  `extends = 1`: the step's parent).
 """
 
 from __future__ import annotations
 
 import functools
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -85,52 +89,73 @@ class _Formatter:
     def __init__(self, module: ast.Module):
         self.text = module.text or ""
         self.comments = sorted(module.comments, key=lambda c: c.span.start)
-        self.used: set[int] = set()
+        self._starts = [c.span.start for c in self.comments]
+        # indices (into comments, so in source order) of the comments not placed yet: every
+        # lookup is a bisection, so a file with thousands of comments formats in n log n
+        self._open = list(range(len(self.comments)))
+        self._newlines = [m.start() for m in re.finditer("\n", self.text)]
         self.items = module.items or [*module.imports, *module.blocks]
 
     # -- comments ---------------------------------------------------------------------------
 
+    def _range(self, lo: int, hi: int) -> tuple[int, int]:
+        """The slice of `_open` holding the unplaced comments that start in [lo, hi)."""
+        key = self._starts.__getitem__
+        return bisect_left(self._open, lo, key=key), bisect_left(self._open, hi, key=key)
+
     def _free(self, lo: int, hi: int) -> list[tuple[int, ast.Comment]]:
-        return [
-            (i, c)
-            for i, c in enumerate(self.comments)
-            if lo <= c.span.start < hi and i not in self.used
-        ]
+        a, b = self._range(lo, hi)
+        return [(i, self.comments[i]) for i in self._open[a:b]]
 
     def _has_comments(self, lo: int, hi: int) -> bool:
-        return bool(self._free(lo, hi))
+        a, b = self._range(lo, hi)
+        return a < b
 
     def _take(self, lo: int, hi: int) -> list[ast.Comment]:
         """Claim every comment left in [lo, hi) (ones the layout had no place for)."""
-        found = self._free(lo, hi)
-        self.used.update(i for i, _ in found)
-        return [c for _, c in found]
+        a, b = self._range(lo, hi)
+        found = [self.comments[i] for i in self._open[a:b]]
+        del self._open[a:b]
+        return found
+
+    def _line_of(self, pos: int) -> int:
+        """The 1-based line of offset pos in the source."""
+        return bisect_left(self._newlines, pos) + 1
 
     def _code_before(self, c: ast.Comment) -> bool:
         line_start = self.text.rfind("\n", 0, c.span.start) + 1
         return bool(self.text[line_start : c.span.start].strip(" \t;,"))
 
     def _place(self, spans: Sequence[ast.Span], lo: int, hi: int, open_line: int | None) -> _Placed:
-        """Map each comment of [lo, hi) that lies outside every child to a position."""
+        """Map each comment of [lo, hi) that lies outside every child to a position.
+
+        `spans` are the children's, in source order and disjoint, so the child around,
+        before or after a comment is found by bisection."""
         placed = _Placed([[] for _ in spans], [None] * len(spans))
-        for i, c in self._free(lo, hi):
-            if any(s.start <= c.span.start < s.end for s in spans):
-                continue  # the child's own renderer places it
-            self.used.add(i)
+        starts = [s.start for s in spans]
+        ends = [s.end for s in spans]
+        a, b = self._range(lo, hi)
+        left: list[int] = []  # comments inside a child: its own renderer places them
+        for i in self._open[a:b]:
+            c = self.comments[i]
+            at = c.span.start
+            k = bisect_right(starts, at) - 1
+            if k >= 0 and at < ends[k]:
+                left.append(i)
+                continue
             if self._code_before(c):
-                owner = [
-                    k
-                    for k, s in enumerate(spans)
-                    if s.end <= c.span.start and s.end_line == c.span.line
-                ]
-                if owner and placed.trailing[owner[-1]] is None:
-                    placed.trailing[owner[-1]] = c
-                    continue
-                if not owner and open_line == c.span.line:
+                # the last child that ends before the comment, if it ends on the comment's line
+                owner = bisect_right(ends, at) - 1
+                if owner >= 0 and spans[owner].end_line == c.span.line:
+                    if placed.trailing[owner] is None:
+                        placed.trailing[owner] = c
+                        continue
+                elif open_line == c.span.line:
                     placed.head.append(c)
                     continue
-            after = [k for k, s in enumerate(spans) if s.start > c.span.start]
-            (placed.leading[after[0]] if after else placed.closing).append(c)
+            after = bisect_right(starts, at)
+            (placed.leading[after] if after < len(spans) else placed.closing).append(c)
+        self._open[a:b] = left
         return placed
 
     def _blank(self, lo: int, hi: int) -> bool:
@@ -203,7 +228,12 @@ class _Formatter:
 
     def _holds_comments(self, v: ast.Value) -> bool:
         """Comments that a broken layout of v would keep inside it. A ramp has no place for
-        comments between its steps (they move before the entry), so only its steps count."""
+        comments between its steps (they move before the entry), so only its steps count;
+        a name, number or string is never broken, so a comment inside one (`b # c` and `.y`
+        on the next line) moves before the entry and must not count either: counting it
+        would break or unalign the first layout but not the second."""
+        if not isinstance(v, ast.Call | ast.ListValue | ast.TupleValue | ast.Ramp):
+            return False
         if isinstance(v, ast.Ramp):
             return any(
                 self._holds_comments(s.value) or (s.at is not None and self._holds_comments(s.at))
@@ -285,7 +315,7 @@ class _Formatter:
         """One item per line with a trailing comma; comments stay with their items."""
         inner = indent + STEP
         pad = " " * inner
-        open_line = self.text.count("\n", 0, open_at) + 1
+        open_line = self._line_of(open_at)
         placed = self._place([x.span for x in items], open_at + 1, close_at, open_line)
         lines = [opener]
         before: list[str] = []
@@ -340,10 +370,7 @@ class _Formatter:
             if k == 0:
                 flags[0] = False
             blanks.append(flags)
-        semis = [
-            k + 1 < len(entries) and _first_word(entries[k + 1]) == "at"
-            for k in range(len(entries))
-        ]
+        semis = _semis(entries)
         keys = self._align(entries, blanks, semis, indent)
 
         lines: list[str] = []
@@ -423,7 +450,10 @@ class _Formatter:
             literal = self.text[quote : e.span.end] if self.text else _quote(e.path)
             return [f"{pad}import {literal}"]
         if isinstance(e, ast.Block):
-            return self._block(e, indent)
+            lines = self._block(e, indent)
+            if semi:  # keeps a following `extends` or `at` from reading as part of this step
+                lines[-1] += ";"
+            return lines
         if isinstance(e, ast.Assignment):
             prefix = f"{e.key.ljust(key_width)} = "
         else:
@@ -467,7 +497,7 @@ class _Formatter:
         if inside is not None:
             lines[-1] += f" {{ {inside} }}"
             return lines
-        open_line = self.text.count("\n", 0, brace) + 1
+        open_line = self._line_of(brace)
         head_comments, body = self._entries(b.entries, brace + 1, close, open_line, indent + STEP)
         lines[-1] += " {"
         for c in head_comments:
@@ -485,13 +515,14 @@ class _Formatter:
         if self._has_comments(b.span.start, b.span.end):
             return None
         pieces = []
+        semis = _semis(b.entries)
         for k, e in enumerate(b.entries):
             word = _first_word(e)
             # `5  tokens >= 1` would read `tokens` as the unit of 5 (`5  tokens = 1` would
             # not), and `1 -> 2  at = 3` the key `at` as the ramp's `at`
             if k and (word == "at" or (word in _units() and not isinstance(e, ast.Assignment))):
                 return None
-            lines = self._entry(e, 0, 0, False)
+            lines = self._entry(e, 0, 0, semis[k])  # `dedup exact;  extends = 1`
             if len(lines) != 1:
                 return None
             pieces.append(lines[0])
@@ -534,6 +565,26 @@ def _trail(body: list[str], comment: ast.Comment | None, pad: str) -> list[str]:
     if len(body[-1]) + 2 + len(comment.text) <= WIDTH:
         return [*body[:-1], f"{body[-1]}  {comment.text}"]
     return [pad + comment.text, *body]
+
+
+def _semis(entries: Sequence[ast.Entry | ast.Import]) -> list[bool]:
+    """Which entries keep a `;` after them, because without it the grammar would read the
+    next entry's first word as part of this one (a newline does not separate entries):
+    `at` after a value (`r = 1 -> 2; at = 3`: the ramp's `at`) or after a body-less step's
+    arguments (`dedup exact(1); at = 3`: after `)` the parser takes `at` for a call's
+    ramp), and `extends` after a body-less step with neither parent nor arguments
+    (`dedup exact; extends = 1`, `a b; extends c {}`: the step's parent)."""
+    out = []
+    for k, e in enumerate(entries):
+        after = _first_word(entries[k + 1]) if k + 1 < len(entries) else None
+        if isinstance(e, ast.Import) or (isinstance(e, ast.Block) and e.has_body):
+            out.append(False)
+        elif isinstance(e, ast.Block):
+            out.append(after == "at" and e.args is not None
+                       or after == "extends" and e.args is None and e.parent is None)
+        else:
+            out.append(after == "at")
+    return out
 
 
 def _first_word(e: ast.Entry | ast.Import) -> str:

@@ -1,14 +1,18 @@
 """Text → AST. Lark LALR with positions; syntax errors become diagnostics.
 
-Recovery: a file that fails to parse is re-parsed one top-level block at a time (the
-other blocks blanked out, so line and column numbers stay exact), which reports one
-error per broken block in a single pass and still yields the blocks that are fine.
+Recovery: a file that fails to parse is re-parsed one top-level block at a time (each
+block on its own, padded so that line and column numbers stay exact), which reports one
+error per broken block in a single pass and still yields the blocks that are fine. Blocks
+before the first error are not parsed again, so recovery stays linear in the file.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import re
+import stat
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -294,8 +298,8 @@ def _expected(names: set[str]) -> str:
 
 
 def _syntax_diagnostic(exc: UnexpectedInput, path: str, text: str, chunk: str | None = None) -> Diagnostic:
-    """The diagnostic for Lark's error; `chunk` is the top-level block being re-parsed
-    (the file with every other block blanked), where an unclosed block is looked for."""
+    """The diagnostic for Lark's error in `text`; `chunk` is the top-level block being
+    re-parsed (see `_recover`), where an unclosed block is looked for."""
     def span_at(pos: int, length: int) -> ast.Span:
         line = text.count("\n", 0, pos) + 1
         col = pos - (text.rfind("\n", 0, pos) + 1) + 1
@@ -354,37 +358,35 @@ def _describe(tok: Token) -> str:
     return f"'{tok}'"
 
 
+# what `_top_level_chunks` looks at: a comment, a string (to its closing quote or the end of
+# its line; `\\` escapes the next character, a newline included) or a brace
+_CHUNK_TOKENS = re.compile(r'#[^\n]*|"(?:[^"\\\n]|\\[\s\S]?)*["\n]?|[{}]')
+
+
 def _top_level_chunks(text: str) -> list[tuple[int, int]]:
-    """Character ranges of top-level items, split after each `}` that closes depth 0."""
+    """Character ranges of top-level items, split after each `}` that closes depth 0.
+
+    A regex jumps from brace to brace (skipping comments and strings), so a big file is
+    cut up at C speed rather than one Python step per character."""
     chunks: list[tuple[int, int]] = []
-    depth, start, i, n = 0, 0, 0, len(text)
-    while i < n:
-        c = text[i]
-        if c == "#":
-            j = text.find("\n", i)
-            i = n if j < 0 else j
-            continue
-        if c == '"':
-            j = i + 1
-            while j < n and text[j] not in '"\n':
-                j += 2 if text[j] == "\\" else 1
-            i = j + 1
-            continue
+    depth, start = 0, 0
+    for m in _CHUNK_TOKENS.finditer(text):
+        c = m.group()
         if c == "{":
             depth += 1
         elif c == "}":
             depth = max(0, depth - 1)
             if depth == 0:
-                chunks.append((start, i + 1))
-                start = i + 1
-        i += 1
+                chunks.append((start, m.end()))
+                start = m.end()
     if text[start:].strip():
-        chunks.append((start, n))
+        chunks.append((start, len(text)))
     return chunks
 
 
-def _chunk_diagnostics(piece: str, path: str, text: str) -> list[Diagnostic]:
-    """Syntax errors of one top-level block (`piece`: the file with the others blanked).
+def _chunk_diagnostics(piece: str, path: str) -> list[Diagnostic]:
+    """Syntax errors of one top-level block (`piece`: the block alone, after padding that
+    puts it on its own line and column; see `_recover`).
 
     An unknown unit (`2M tokenz`) would otherwise surface as a confusing error on a later
     line (`tokenz` reads as the start of a nested block): it is reported at the word, the
@@ -396,13 +398,48 @@ def _chunk_diagnostics(piece: str, path: str, text: str) -> list[Diagnostic]:
         first = exc
     units = _unknown_units(piece, path)
     if not units:
-        return [_syntax_diagnostic(first, path, text, piece)]
+        return [_syntax_diagnostic(first, path, piece, piece)]
     fixed_text = _blank(piece, units)
     try:
         _lark().parse(fixed_text)
     except UnexpectedInput as exc:
-        return [*units, _syntax_diagnostic(exc, path, text, fixed_text)]
+        return [*units, _syntax_diagnostic(exc, path, fixed_text, fixed_text)]
     return units
+
+
+def _parsed_until(exc: UnexpectedInput, n: int) -> int:
+    """An offset the whole-file parse read every token before without error. A top-level
+    chunk that ends by then parses alone as well (after its last `}` the parser is back at
+    the top level, where a fresh parse starts), so recovery need not parse it again."""
+    if isinstance(exc, UnexpectedCharacters):
+        return exc.pos_in_stream
+    if isinstance(exc, UnexpectedToken) and exc.token.type != "$END" and exc.token.start_pos is not None:
+        return exc.token.start_pos
+    return n - 1  # at the end of the file: only the chunk that reaches it can be at fault
+
+
+def _recover(text: str, path: str, first: UnexpectedInput) -> list[Diagnostic]:
+    """Syntax errors of each top-level chunk, in one pass that is linear in the file.
+
+    Each chunk from the first error on is parsed on its own text, preceded by as many
+    newlines and spaces as put it on its line and column (so Lark's lines and columns, the
+    indentation `_unclosed_block` reads and the text after it are those of the file); the
+    diagnostics' character offsets are then moved by what the padding left out."""
+    until = _parsed_until(first, len(text))
+    diags: list[Diagnostic] = []
+    line, counted = 1, 0  # line number at offset `counted`
+    for lo, hi in _top_level_chunks(text):
+        if hi <= until:
+            continue
+        line += text.count("\n", counted, lo)
+        counted = lo
+        pad = "\n" * (line - 1) + " " * (lo - text.rfind("\n", 0, lo) - 1)
+        delta = lo - len(pad)
+        for d in _chunk_diagnostics(pad + text[lo:hi], path):
+            if d.span is not None:
+                d.span = replace(d.span, start=d.span.start + delta, end=d.span.end + delta)
+            diags.append(d)
+    return diags
 
 
 def _tokens(text: str) -> list[Token]:
@@ -539,10 +576,13 @@ def _block_head(toks: list[Token], brace: int) -> tuple[int, list[int]]:
 
 
 def _blank_outside(text: str, lo: int, hi: int) -> str:
-    def blank(s: str) -> str:
-        return "".join(c if c == "\n" else " " for c in s)
+    """The text with everything outside [lo, hi) turned to spaces, newlines kept (so
+    positions inside stay exact); built line by line, not character by character."""
+    return _blanked(text[:lo]) + text[lo:hi] + _blanked(text[hi:])
 
-    return blank(text[:lo]) + text[lo:hi] + blank(text[hi:])
+
+def _blanked(s: str) -> str:
+    return "\n".join(" " * len(line) for line in s.split("\n"))
 
 
 def parse(text: str, path: str = "<string>") -> ast.Module:
@@ -569,9 +609,7 @@ def _parse(text: str, path: str) -> ast.Module:
     try:
         tree = _lark().parse(text)
     except UnexpectedInput as first:
-        diags: list[Diagnostic] = []
-        for lo, hi in _top_level_chunks(text):
-            diags.extend(_chunk_diagnostics(_blank_outside(text, lo, hi), path, text))
+        diags = _recover(text, path, first)
         if not diags:  # the chunks parse alone but not together: report the original error
             diags.append(_syntax_diagnostic(first, path, text))
         if all(d.code == "H0207" for d in diags):
@@ -650,21 +688,77 @@ def _comments(text: str, path: str) -> list[ast.Comment]:
     return out
 
 
+#: the largest spec herd reads (4 MiB, as the language server): real specs are a few KB, and
+#: without a limit an import of a huge file (or a link to one) would fill the memory
+MAX_SPEC_BYTES = 4 * 1024 * 1024
+
+
 def read_source(path: str | Path) -> str:
-    """A spec's text, or HerdError H0001 saying why it cannot be read."""
+    """A spec's text, or HerdError H0001 saying why it cannot be read.
+
+    The path is stat'ed before it is opened: a FIFO, a device or a socket is refused unopened
+    (opening a FIFO waits for a writer forever; /dev/zero never ends), and so is a file over
+    MAX_SPEC_BYTES. The file is opened without blocking and checked again, in case it was
+    swapped meanwhile. The text is what `Path.read_text` gives (universal newlines), less a
+    leading BOM (which some Windows editors write)."""
     p = Path(path)
     try:
-        return p.read_text(encoding="utf-8").removeprefix("\ufeff")  # a BOM some Windows editors write
+        _check_regular(p, os.stat(p))
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+        with os.fdopen(fd, "rb") as f:
+            _check_regular(p, os.fstat(f.fileno()))
+            data = f.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
         raise HerdError([Diagnostic("H0001", f"no such file: {p}", None, "check the path")]) from None
     except IsADirectoryError:
-        raise HerdError([Diagnostic("H0001", f"{p} is a directory, not a .herd file", None)]) from None
+        raise _is_a_directory(p) from None
+    except ValueError:  # os.stat refuses a NUL in the name
+        raise HerdError([Diagnostic("H0001", f"cannot read {_shown(p)}: a file name cannot contain a NUL "
+                                    "character", None, "remove the \\0 from the path")]) from None
+    except OSError as exc:
+        raise HerdError([Diagnostic("H0001", f"cannot read {p}: {exc.strerror or exc}", None)]) from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise _too_large(p)
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise HerdError(
             [Diagnostic("H0001", f"{p} is not UTF-8 text ({exc.reason} at byte {exc.start})", None)]
         ) from None
-    except OSError as exc:
-        raise HerdError([Diagnostic("H0001", f"cannot read {p}: {exc.strerror}", None)]) from None
+    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+
+
+_NOT_REGULAR = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _check_regular(p: Path, info: os.stat_result) -> None:
+    """Raise the H0001 HerdError for what is not a regular file of a spec's size."""
+    if stat.S_ISDIR(info.st_mode):
+        raise _is_a_directory(p)
+    if not stat.S_ISREG(info.st_mode):
+        what = next((name for test, name in _NOT_REGULAR if test(info.st_mode)), "not a regular file")
+        raise HerdError([Diagnostic(
+            "H0001", f"{p} is {what}, not a regular file", None,
+            "herd reads specs from regular files only (reading a pipe or a device may wait forever "
+            "or never end): save the spec to a file")])
+    if info.st_size > MAX_SPEC_BYTES:
+        raise _too_large(p)
+
+
+def _is_a_directory(p: Path) -> HerdError:
+    return HerdError([Diagnostic("H0001", f"{p} is a directory, not a .herd file", None)])
+
+
+def _too_large(p: Path) -> HerdError:
+    return HerdError([Diagnostic(
+        "H0001", f"{p} is too large for a spec (over {MAX_SPEC_BYTES // 2**20} MiB, the most herd reads)",
+        None, "a spec is a few KB of text: check the path")])
+
+
+def _shown(p: Path) -> str:
+    """A path for a message, a NUL written as `\\0` (a terminal would drop it unseen)."""
+    return str(p).replace("\0", "\\0")
 
 
 def parse_file(path: str | Path) -> ast.Module:

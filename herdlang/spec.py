@@ -7,6 +7,7 @@ diagnostic located by the block's source map. Cross-block rules are the compiler
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,13 +67,13 @@ class Spec:
 
     @property
     def root(self) -> Path:
-        return Path(self.path).resolve().parent
+        return _real(Path(self.path)).parent
 
 
 class _Loader:
     def __init__(self, root: Path, overlays: dict[Path, str] | None = None):
         self.root = root
-        self.overlays = {k.resolve(): v for k, v in (overlays or {}).items()}
+        self.overlays = {_real(k): v for k, v in (overlays or {}).items()}
         self.sources: dict[str, str] = {}
         self.diags: list[Diagnostic] = []
         self.modules: list[ast.Module] = []
@@ -90,7 +91,7 @@ class _Loader:
         on_path: set[Path] = set()
 
         def enter(path: Path, display: str, via: ast.Import | None) -> None:
-            real = path.resolve()
+            real = _real(path)
             if real in on_path:
                 # name the whole chain: a.herd → b.herd → a.herd
                 chain = [self._names[p] for p in importers[importers.index(real):]] + [display]
@@ -120,14 +121,10 @@ class _Loader:
                 on_path.discard(importers.pop())
                 self.modules.append(module)
                 continue
-            target = path.parent / imp.path
             try:
-                target.resolve().relative_to(self.root)
-            except ValueError:
-                self.diags.append(
-                    Diagnostic("H0105", f"import '{imp.path}' leaves the spec's directory", imp.span,
-                               "imports must stay inside the folder of the spec being compiled")
-                )
+                target = import_target(path, imp.path, self.root)
+            except ImportRefused as exc:
+                self.diags.append(Diagnostic(exc.code, exc.message, imp.span, exc.hint))
                 continue
             enter(target, _display(target), imp)
 
@@ -152,8 +149,8 @@ class _Loader:
     def _read(self, path: Path, via: ast.Import | None) -> str | None:
         """The file's text once (an editor's unsaved text wins over the disk); an
         unreadable import is reported at its `import` line."""
-        if path.resolve() in self.overlays:
-            return self.overlays[path.resolve()]
+        if _real(path) in self.overlays:
+            return self.overlays[_real(path)]
         try:
             return read_source(path)
         except HerdError as exc:
@@ -167,11 +164,50 @@ class _Loader:
             return None
 
 
+class ImportRefused(Exception):
+    """An import herd will not follow: the diagnostic's code, message and hint (the caller
+    knows the span of the `import` line)."""
+
+    def __init__(self, code: str, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.code, self.message, self.hint = code, message, hint
+
+
+def import_target(importer: Path, name: str, root: Path) -> Path:
+    """The file that `import "name"` in `importer` loads when the spec in folder `root` is
+    compiled, or ImportRefused: H0105 when it resolves outside `root` (imports stay in the
+    spec's folder), H0104 when no file can have that name (a NUL in it) or its symbolic
+    links loop. The one rule for `herd check` and the language server."""
+    if "\0" in name:
+        shown = name.replace("\0", "\\0")
+        raise ImportRefused("H0104", f"cannot import '{shown}': a file name cannot contain a NUL character",
+                            "remove the \\0 from the path")
+    target = importer.parent / name
+    try:
+        target.resolve().relative_to(root)
+    except ValueError:
+        raise ImportRefused("H0105", f"import '{name}' leaves the spec's directory",
+                            "imports must stay inside the folder of the spec being compiled") from None
+    except RuntimeError:  # Path.resolve: "Symlink loop from ..."
+        raise ImportRefused("H0104", f"cannot import '{name}': its symbolic links form a loop",
+                            f"looked for {target}") from None
+    except OSError as exc:
+        raise ImportRefused("H0104", f"cannot import '{name}': {exc.strerror or exc}",
+                            f"looked for {target}") from None
+    return target
+
+
 def _display(path: Path) -> str:
     try:
-        return str(path.resolve().relative_to(Path.cwd()))
+        return str(_real(path).relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def _real(path: Path) -> Path:
+    """`path` with symlinks resolved, never raising: a symlink loop stays as it is, and
+    reading it then says so (H0001) instead of `Path.resolve`'s RuntimeError."""
+    return Path(os.path.realpath(path))
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None,
@@ -181,7 +217,7 @@ def load_spec(path: str | Path, overrides: list[str] | None = None,
     `overlays` maps file paths to text that replaces what is on disk (the language
     server's open, unsaved documents)."""
     p = Path(path)
-    loader = _Loader(p.resolve().parent, overlays)
+    loader = _Loader(_real(p).parent, overlays)
     display = str(path)
     loader.load(p, display)
     spec = Spec(path=display, name=p.stem, sources=loader.sources)

@@ -1,7 +1,7 @@
 """`herd lsp`: the language server for `.herd` (pygls 2, stdio).
 
 Diagnostics come from the same checker as `herd check` (plus the compiler's semantic
-checks when it is importable), rerun on every change; hover, completion, go-to-definition,
+checks when it is importable), rerun when typing pauses (CHECK_DELAY_S); hover, completion, go-to-definition,
 references, rename, outline, folding and formatting work on a lenient parse so they keep
 working while the file is half-typed, and a did-you-mean diagnostic comes with a quick fix.
 Run it with `herd lsp` or `python -m herdlang.editor.lsp`.
@@ -9,21 +9,25 @@ Run it with `herd lsp` or `python -m herdlang.editor.lsp`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
 from pygls.uris import from_fs_path, to_fs_path
-from pygls.workspace import TextDocument
 
 from herdlang import ast, components
 from herdlang.diagnostics import Diagnostic, Severity
 from herdlang.editor import analysis as an
+from herdlang.editor.documents import Document, encoding_name
 from herdlang.editor.keywords import call_models, literal_values, model_in, words
 from herdlang.schema import BLOCKS, SOURCES, DataBlock, MixBlock, field_names
 from herdlang.types import CallModel
@@ -31,13 +35,130 @@ from herdlang.version import HERD_VERSION
 
 log = logging.getLogger("herd.lsp")
 
+#: how long typing must pause before a change is checked: a burst of keystrokes is checked
+#: once, at its end, instead of once per keystroke (a check of a big spec takes a while)
+CHECK_DELAY_S = 0.15
+
+
+@dataclass
+class _Unreadable:
+    """A message whose params do not fit the method's LSP type (a position's line -1, ...)."""
+
+    id: Any
+    method: str
+    params: Any
+    reason: str
+    code: int
+    is_request: bool
+
+
+class HerdProtocol(LanguageServerProtocol):
+    """pygls's protocol, answering messages with invalid params instead of dropping them.
+
+    pygls logs a message it cannot structure and drops it: a request then never gets a
+    response (the client waits forever) and a bad didChange leaves the server's copy of the
+    document silently out of sync. Here a request gets an InvalidParams (-32602) error and
+    a notification is reported (see `HerdServer.unreadable_notification`)."""
+
+    def structure_message(self, data: Any) -> Any:
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as exc:
+            if not isinstance(data, dict) or not isinstance(data.get("method"), str):
+                raise
+            method = data["method"]
+            return _Unreadable(data.get("id"), method, data.get("params"),
+                               f"invalid params for {method}: {_why(exc.__cause__ or exc)}",
+                               exc.code, "id" in data)
+
+    # The server keeps the open documents itself (HerdServer.docs). pygls's copies would cost
+    # a second copy per document, and its incremental update clamps a change's positions to
+    # its splitlines() lines by assigning to the change's own Position objects: the handler
+    # after it would get a change moved to another place. So pygls keeps none.
+
+    @lsp_method(lsp.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params: lsp.DidOpenTextDocumentParams) -> Any:
+        if (handler := self.fm.features.get(lsp.TEXT_DOCUMENT_DID_OPEN)) is not None:
+            yield handler, (params,), None
+
+    @lsp_method(lsp.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: lsp.DidChangeTextDocumentParams) -> Any:
+        if (handler := self.fm.features.get(lsp.TEXT_DOCUMENT_DID_CHANGE)) is not None:
+            yield handler, (params,), None
+
+    @lsp_method(lsp.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: lsp.DidCloseTextDocumentParams) -> Any:
+        if (handler := self.fm.features.get(lsp.TEXT_DOCUMENT_DID_CLOSE)) is not None:
+            yield handler, (params,), None
+
+    def handle_message(self, message: Any) -> None:
+        if not isinstance(message, _Unreadable):
+            super().handle_message(message)
+        elif self._shutdown:
+            return
+        elif message.is_request:
+            msg_id = message.id if isinstance(message.id, (int, str)) else None
+            error = JsonRpcException(message.reason, code=message.code)
+            self._send_response(msg_id, error=error.to_response_error())
+        else:
+            server = self._server
+            if isinstance(server, HerdServer):
+                server.unreadable_notification(message)
+
+
+def _why(exc: BaseException) -> str:
+    """The innermost reasons of a cattrs structuring error, as one line."""
+    leaves: list[str] = []
+
+    def walk(e: BaseException) -> None:
+        subs = getattr(e, "exceptions", None)
+        if subs:
+            for sub in subs:
+                walk(sub)
+        else:
+            leaves.append(str(e) or type(e).__name__)
+
+    walk(exc)
+    return "; ".join(dict.fromkeys(leaves)) or str(exc)
+
 
 class HerdServer(LanguageServer):
-    """pygls server plus the herd workspace model."""
+    """pygls server plus the herd workspace model and the open documents (LSP positions)."""
 
     def __init__(self) -> None:
-        super().__init__("herd", HERD_VERSION)
+        super().__init__("herd", HERD_VERSION, protocol_cls=HerdProtocol)
         self.herd = an.Workspace()
+        #: open documents by URI, lines and characters as LSP counts them (documents.py);
+        #: pygls's document model splits lines with str.splitlines() and keeps none here
+        self.docs: dict[str, Document] = {}
+        self.edit_count: dict[str, int] = {}  # changes received per URI, for the debounce
+
+    @property
+    def encoding(self) -> str:
+        """The position encoding negotiated at initialize (UTF-16 unless the client asked)."""
+        try:
+            return encoding_name(self.workspace.position_encoding)
+        except RuntimeError:  # not initialized
+            return "utf-16"
+
+    def unreadable_notification(self, message: _Unreadable) -> None:
+        """Say that a notification was dropped; a dropped didChange leaves herd's copy of the
+        document out of sync, which is published as a diagnostic until the editor sends the
+        whole text again (reopening the file does)."""
+        self.window_log_message(lsp.LogMessageParams(lsp.MessageType.Error, f"herd: ignored {message.reason}"))
+        if message.method != lsp.TEXT_DOCUMENT_DID_CHANGE:
+            return
+        params = message.params if isinstance(message.params, dict) else {}
+        ident = params.get("textDocument")
+        uri = ident.get("uri") if isinstance(ident, dict) else None
+        doc = self.docs.get(uri) if isinstance(uri, str) else None
+        if doc is None:
+            return
+        doc.stale = message.reason
+        self.edit_count[doc.uri] = self.edit_count.get(doc.uri, 0) + 1  # a pending check is moot
+        self.window_show_message(lsp.ShowMessageParams(
+            lsp.MessageType.Warning, f"herd lost track of {doc.uri}: close and reopen it"))
+        _publish(self, doc.uri)
 
 
 server = HerdServer()
@@ -49,47 +170,39 @@ server = HerdServer()
 def _path(uri: str) -> Path | None:
     if not uri.startswith("file:"):
         return None
-    fs = to_fs_path(uri)
-    return Path(fs).resolve() if fs else None
+    try:
+        fs = to_fs_path(uri)
+        return Path(fs).resolve() if fs else None
+    except (ValueError, OSError, RuntimeError):
+        return None
 
 
 def _uri(path: Path) -> str:
     return from_fs_path(str(path)) or path.as_uri()
 
 
-def _doc_for(ls: HerdServer, path: Path) -> TextDocument:
+def _doc_for(ls: HerdServer, path: Path) -> Document:
     """The open document, or a read-only one from disk (for position encoding)."""
-    uri = _uri(path)
-    doc = ls.workspace.text_documents.get(uri)
+    doc = next((d for d in ls.docs.values() if d.path == path), None)
     if doc is not None:
         return doc
-    text = ls.herd.text_of(path) or ""
-    return TextDocument(uri, source=text, position_codec=ls.workspace.position_codec)
+    return Document(_uri(path), ls.herd.text_of(path) or "", encoding=ls.encoding, path=path)
 
 
-def _range(doc: TextDocument, span: ast.Span | None) -> lsp.Range:
+def _range(doc: Document, span: ast.Span | None) -> lsp.Range:
     """herd spans are 1-based with an exclusive end column; LSP is 0-based (client units)."""
-    if span is None:
-        zero = lsp.Position(0, 0)
-        return lsp.Range(zero, zero)
-    rng = lsp.Range(
-        lsp.Position(max(span.line - 1, 0), max(span.column - 1, 0)),
-        lsp.Position(max(span.end_line - 1, 0), max(span.end_column - 1, 0)),
-    )
-    try:
-        return doc.range_to_client_units(rng)
-    except (IndexError, ValueError):
-        return rng
+    return doc.range_of(span)
 
 
 def _location(ls: HerdServer, path: Path, span: ast.Span | None) -> lsp.Location:
-    return lsp.Location(_uri(path), _range(_doc_for(ls, path), span))
+    doc = _doc_for(ls, path)
+    return lsp.Location(doc.uri, _range(doc, span))
 
 
 # -- diagnostics ----------------------------------------------------------------------------
 
 
-def _to_lsp(ls: HerdServer, doc: TextDocument, root: Path | None, d: Diagnostic,
+def _to_lsp(ls: HerdServer, doc: Document, root: Path | None, d: Diagnostic,
             imports: list[ast.Import]) -> lsp.Diagnostic:
     severity = lsp.DiagnosticSeverity.Warning if d.severity is Severity.WARNING else lsp.DiagnosticSeverity.Error
     message = d.message + (f"\n{d.hint}" if d.hint else "")
@@ -114,21 +227,50 @@ def _to_lsp(ls: HerdServer, doc: TextDocument, root: Path | None, d: Diagnostic,
 
 
 def _import_leading_to(ls: HerdServer, root: Path, target: Path, imports: list[ast.Import]) -> ast.Import | None:
+    top = an.spec_root(root)
     for imp in imports:
-        first = an.resolve_import(root, imp.path)
-        if target in {info.path for info in ls.herd.closure(first)}:
+        first = an.import_target(root, imp.path, top) if top is not None else None
+        if first is not None and target in {info.path for info in ls.herd.closure(first)}:
             return imp
     return imports[0] if imports else None
 
 
+def _diagnostics(ls: HerdServer, doc: Document) -> list[lsp.Diagnostic]:
+    """What `herd check` says about the document (plus the compiler's checks), for the editor."""
+    if doc.stale is not None:
+        return [lsp.Diagnostic(
+            range=lsp.Range(lsp.Position(0, 0), lsp.Position(0, 0)), source="herd",
+            severity=lsp.DiagnosticSeverity.Error,
+            message=f"herd's copy of this document is out of sync with the editor ({doc.stale}): "
+                    "close and reopen the file to check it again",
+        )]
+    if len(doc.text) > an.MAX_FILE_BYTES:
+        return [lsp.Diagnostic(
+            range=lsp.Range(lsp.Position(0, 0), lsp.Position(0, 0)), source="herd",
+            severity=lsp.DiagnosticSeverity.Warning,
+            message=f"not checked: herd checks documents up to {an.MAX_FILE_BYTES // 2**20} MiB",
+        )]
+    path = doc.path
+    try:
+        diags = an.check(ls.herd, path, doc.text, name=doc.uri)
+    except Exception as exc:  # noqa: BLE001 - a checker bug must not leave stale diagnostics up
+        log.exception("checking %s failed", doc.uri)
+        return [lsp.Diagnostic(range=lsp.Range(lsp.Position(0, 0), lsp.Position(0, 0)), source="herd",
+                               message=f"herd could not check this document: {type(exc).__name__}: {exc}")]
+    if path is not None:
+        info = ls.herd.info(path, doc.text)
+    else:
+        info = an.parse_lenient(doc.text, Path(doc.uri))
+    imports = info.imports if info is not None else []
+    return [_to_lsp(ls, doc, path, d, imports) for d in diags]
+
+
 def _publish(ls: HerdServer, uri: str) -> None:
-    doc = ls.workspace.get_text_document(uri)
-    path = _path(uri)
-    diags = an.check(ls.herd, path, doc.source, name=uri)
-    info = an.parse_lenient(doc.source, path or Path(uri))
-    out = [_to_lsp(ls, doc, path, d, info.imports) for d in diags]
+    doc = ls.docs.get(uri)
+    if doc is None:
+        return
     ls.text_document_publish_diagnostics(
-        lsp.PublishDiagnosticsParams(uri=uri, diagnostics=out, version=doc.version)
+        lsp.PublishDiagnosticsParams(uri=uri, diagnostics=_diagnostics(ls, doc), version=doc.version)
     )
 
 
@@ -136,7 +278,7 @@ def _refresh(ls: HerdServer, changed_uri: str) -> None:
     """Check the changed document, then open documents that import it."""
     _publish(ls, changed_uri)
     changed = _path(changed_uri)
-    for uri in list(ls.workspace.text_documents):
+    for uri in list(ls.docs):
         other = _path(uri)
         if uri == changed_uri or other is None or changed is None:
             continue
@@ -154,45 +296,79 @@ def _initialized(ls: HerdServer, params: lsp.InitializedParams) -> None:
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
 def _did_open(ls: HerdServer, params: lsp.DidOpenTextDocumentParams) -> None:
-    path = _path(params.text_document.uri)
+    item = params.text_document
+    path = _path(item.uri)
+    doc = Document(item.uri, item.text, item.version, ls.encoding, path)
+    ls.docs[item.uri] = doc
+    ls.edit_count[item.uri] = ls.edit_count.get(item.uri, 0) + 1
     if path is not None:
-        ls.herd.overlays[path] = params.text_document.text
-    _refresh(ls, params.text_document.uri)
+        ls.herd.overlays[path] = doc.text
+    _refresh(ls, item.uri)
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
-def _did_change(ls: HerdServer, params: lsp.DidChangeTextDocumentParams) -> None:
+async def _did_change(ls: HerdServer, params: lsp.DidChangeTextDocumentParams) -> None:
+    """Apply the change at once (requests see the new text), check it once typing pauses."""
     uri = params.text_document.uri
-    path = _path(uri)
-    if path is not None:
-        ls.herd.overlays[path] = ls.workspace.get_text_document(uri).source
-    _refresh(ls, uri)
+    doc = ls.docs.get(uri)
+    if doc is None:
+        ls.window_log_message(lsp.LogMessageParams(lsp.MessageType.Warning, f"herd: didChange for {uri}, which is not open"))
+        return
+    was_stale = doc.stale
+    for change in params.content_changes:
+        doc.apply(change)
+    doc.version = params.text_document.version
+    if doc.path is not None:
+        ls.herd.overlays[doc.path] = doc.text
+    ls.edit_count[uri] = mine = ls.edit_count.get(uri, 0) + 1
+    if doc.stale is not None and was_stale is None:
+        _publish(ls, uri)  # say so at once
+        return
+    await asyncio.sleep(CHECK_DELAY_S)
+    if ls.edit_count.get(uri) == mine and uri in ls.docs:  # else a later change (or close) came
+        _refresh(ls, uri)
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_SAVE)
 def _did_save(ls: HerdServer, params: lsp.DidSaveTextDocumentParams) -> None:
-    _refresh(ls, params.text_document.uri)
+    if params.text_document.uri in ls.docs:
+        _refresh(ls, params.text_document.uri)
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
 def _did_close(ls: HerdServer, params: lsp.DidCloseTextDocumentParams) -> None:
-    path = _path(params.text_document.uri)
-    if path is not None:
-        ls.herd.overlays.pop(path, None)
-    ls.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=params.text_document.uri, diagnostics=[]))
+    uri = params.text_document.uri
+    doc = ls.docs.pop(uri, None)
+    ls.edit_count.pop(uri, None)
+    if doc is not None and doc.path is not None:
+        ls.herd.overlays.pop(doc.path, None)
+    ls.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
 
 
 # -- shared lookups ---------------------------------------------------------------------------
 
 
-def _open(ls: HerdServer, uri: str, position: lsp.Position) -> tuple[TextDocument, Path, an.FileInfo, int]:
-    doc = ls.workspace.get_text_document(uri)
-    path = _path(uri) or Path(uri)
-    if _path(uri) is not None:
-        ls.herd.overlays[path] = doc.source
-    info = ls.herd.info(path) if _path(uri) is not None else an.parse_lenient(doc.source, path)
-    assert info is not None
-    return doc, path, info, doc.offset_at_position(position)
+def _document(ls: HerdServer, uri: str) -> Document | None:
+    """The open document at `uri`; None for one never opened (requests on it answer null).
+    Raises RequestFailed for a document whose copy is out of sync: an answer from the wrong
+    text could be an edit that damages the file."""
+    doc = ls.docs.get(uri)
+    if doc is not None and doc.stale is not None:
+        raise JsonRpcException(f"herd's copy of {uri} is out of sync with the editor ({doc.stale}): "
+                               "close and reopen the file", code=lsp.LSPErrorCodes.RequestFailed)
+    return doc
+
+
+def _open(ls: HerdServer, uri: str, position: lsp.Position) -> tuple[Document, Path, an.FileInfo, int] | None:
+    """(document, path, lenient parse, offset in herd's text) for a request at `position`."""
+    doc = _document(ls, uri)
+    if doc is None:
+        return None
+    path = doc.path
+    info = ls.herd.info(path, doc.text) if path is not None else an.parse_lenient(doc.text, Path(uri))
+    if info is None:
+        return None
+    return doc, path or Path(uri), info, doc.offset_at(position)
 
 
 def _named(hit: an.Hit) -> str | None:
@@ -205,13 +381,20 @@ def _named(hit: an.Hit) -> str | None:
 
 @server.feature(lsp.TEXT_DOCUMENT_DEFINITION)
 def _definition(ls: HerdServer, params: lsp.DefinitionParams) -> list[lsp.Location] | None:
-    doc, path, info, offset = _open(ls, params.text_document.uri, params.position)
+    found = _open(ls, params.text_document.uri, params.position)
+    if found is None:
+        return None
+    doc, path, info, offset = found
     hit = an.hit_at(info, offset)
     if hit is None:
         return None
-    if hit.what == "import":
-        target = an.resolve_import(path, hit.text)
-        return [lsp.Location(_uri(target), lsp.Range(lsp.Position(0, 0), lsp.Position(0, 0)))] if target.exists() or target in ls.herd.overlays else None
+    if hit.what == "import":  # a file the checker would load: inside the spec's folder, readable
+        root = an.spec_root(path)
+        target = an.import_target(path, hit.text, root) if root is not None else None
+        real = target.resolve() if target is not None else None
+        if real is None or ls.herd.text_of(real) is None:
+            return None
+        return [lsp.Location(_doc_for(ls, real).uri, lsp.Range(lsp.Position(0, 0), lsp.Position(0, 0)))]
     name = _named(hit)
     if name is None:
         return None
@@ -223,7 +406,10 @@ def _definition(ls: HerdServer, params: lsp.DefinitionParams) -> list[lsp.Locati
 
 @server.feature(lsp.TEXT_DOCUMENT_REFERENCES)
 def _references(ls: HerdServer, params: lsp.ReferenceParams) -> list[lsp.Location] | None:
-    doc, path, info, offset = _open(ls, params.text_document.uri, params.position)
+    found = _open(ls, params.text_document.uri, params.position)
+    if found is None:
+        return None
+    doc, path, info, offset = found
     hit = an.hit_at(info, offset)
     name = _named(hit) if hit else None
     if name is None:
@@ -239,7 +425,10 @@ def _references(ls: HerdServer, params: lsp.ReferenceParams) -> list[lsp.Locatio
 def _prepare_rename(ls: HerdServer, params: lsp.PrepareRenameParams) -> lsp.PrepareRenamePlaceholder | None:
     """The name under the cursor, or None (the editor says it cannot rename there) on a
     keyword, a field, a value, a built-in component or an undefined name."""
-    doc, path, info, offset = _open(ls, params.text_document.uri, params.position)
+    found = _open(ls, params.text_document.uri, params.position)
+    if found is None:
+        return None
+    doc, path, info, offset = found
     found = ls.herd.rename_target(path, offset)
     if found is None:
         return None
@@ -248,20 +437,22 @@ def _prepare_rename(ls: HerdServer, params: lsp.PrepareRenameParams) -> lsp.Prep
 
 
 @server.feature(lsp.TEXT_DOCUMENT_RENAME)  # pygls adds prepareProvider when the client supports it
-def _rename(ls: HerdServer, params: lsp.RenameParams) -> lsp.WorkspaceEdit:
+def _rename(ls: HerdServer, params: lsp.RenameParams) -> lsp.WorkspaceEdit | None:
     """Rename a block at its definition and every reference `textDocument/references` finds
     (across the files that import it or that it imports); a refusal is a RequestFailed error
     whose message the editor shows."""
-    doc, path, info, offset = _open(ls, params.text_document.uri, params.position)
+    found = _open(ls, params.text_document.uri, params.position)
+    if found is None:
+        return None
+    doc, path, info, offset = found
     try:
         spans = ls.herd.rename(path, offset, params.new_name)
     except an.RenameError as exc:
         raise JsonRpcException(str(exc), code=lsp.LSPErrorCodes.RequestFailed) from None
     changes: dict[str, list[lsp.TextEdit]] = {}
     for p, span in spans:
-        changes.setdefault(_uri(p), []).append(
-            lsp.TextEdit(range=_range(_doc_for(ls, p), span), new_text=params.new_name)
-        )
+        where = _doc_for(ls, p)
+        changes.setdefault(where.uri, []).append(lsp.TextEdit(range=_range(where, span), new_text=params.new_name))
     for edits in changes.values():
         edits.sort(key=lambda e: (e.range.start.line, e.range.start.character))
     return lsp.WorkspaceEdit(changes=changes)
@@ -278,7 +469,9 @@ def _code_actions(ls: HerdServer, params: lsp.CodeActionParams) -> list[lsp.Code
     """A quick fix per did-you-mean diagnostic: replace the misspelt word with the suggestion."""
     if not _wants_quickfix(params.context.only):
         return None
-    doc = ls.workspace.get_text_document(params.text_document.uri)
+    doc = _document(ls, params.text_document.uri)
+    if doc is None:
+        return None
     rechecked: list[lsp.Diagnostic] | None = None
     out: list[lsp.CodeAction] = []
     for diag in params.context.diagnostics:
@@ -318,21 +511,17 @@ def _suggestion_in(data: Any) -> tuple[str, str] | None:
     return None
 
 
-def _current_diagnostics(ls: HerdServer, doc: TextDocument) -> list[lsp.Diagnostic]:
-    path = _path(doc.uri)
-    if path is not None:
-        ls.herd.overlays[path] = doc.source
-    info = an.parse_lenient(doc.source, path or Path(doc.uri))
-    return [_to_lsp(ls, doc, path, d, info.imports) for d in an.check(ls.herd, path, doc.source, name=doc.uri)]
+def _current_diagnostics(ls: HerdServer, doc: Document) -> list[lsp.Diagnostic]:
+    return _diagnostics(ls, doc)
 
 
-def _replace_action(doc: TextDocument, diag: lsp.Diagnostic, word: str, replacement: str) -> lsp.CodeAction | None:
+def _replace_action(doc: Document, diag: lsp.Diagnostic, word: str, replacement: str) -> lsp.CodeAction | None:
     """Replace `word` inside the diagnostic's range; None if the text there no longer has it."""
-    start, end = doc.offset_at_position(diag.range.start), doc.offset_at_position(diag.range.end)
-    at = an.locate_word(doc.source, start, end, word)
+    start, end = doc.offset_at(diag.range.start), doc.offset_at(diag.range.end)
+    at = an.locate_word(doc.text, start, end, word)
     if at is None:
         return None
-    edit = lsp.TextEdit(range=_range(doc, an.span_between(doc.source, *at)), new_text=replacement)
+    edit = lsp.TextEdit(range=_range(doc, an.span_between(doc.text, *at)), new_text=replacement)
     return lsp.CodeAction(
         title=f"Replace '{word}' with '{replacement}'",
         kind=lsp.CodeActionKind.QuickFix,
@@ -347,7 +536,10 @@ def _replace_action(doc: TextDocument, diag: lsp.Diagnostic, word: str, replacem
 
 @server.feature(lsp.TEXT_DOCUMENT_HOVER)
 def _hover(ls: HerdServer, params: lsp.HoverParams) -> lsp.Hover | None:
-    doc, path, info, offset = _open(ls, params.text_document.uri, params.position)
+    found = _open(ls, params.text_document.uri, params.position)
+    if found is None:
+        return None
+    doc, path, info, offset = found
     hit = an.hit_at(info, offset)
     if hit is None:
         return None
@@ -385,7 +577,9 @@ def _hover_text(ls: HerdServer, path: Path, hit: an.Hit) -> str | None:
             model = components.get(hit.chain[-1].kind, hit.chain[-1].name or "")
         return an.field_doc(model, hit.text) if model else None
     if hit.what == "import":
-        return f"import `{an.resolve_import(path, hit.text)}`"
+        target = an.resolve_import(path, hit.text)
+        shown = hit.text.replace("\0", "\\0")  # a NUL would vanish from the rendered text
+        return f"import `{target}`" if target is not None else f"import `{shown}`: no file can have this name"
     name = _named(hit)
     if name is None:
         return None
@@ -565,21 +759,25 @@ def _item(label: str, kind: lsp.CompletionItemKind, detail: str | None = None, i
 
 @server.feature(lsp.TEXT_DOCUMENT_COMPLETION, lsp.CompletionOptions(trigger_characters=[" ", "=", "(", "[", ",", '"']))
 def _completion(ls: HerdServer, params: lsp.CompletionParams) -> lsp.CompletionList:
-    doc = ls.workspace.get_text_document(params.text_document.uri)
-    path = _path(params.text_document.uri)
-    offset = doc.offset_at_position(params.position)
-    ctx = an.context_at(doc.source, offset)
-    if path is not None:
-        ls.herd.overlays[path] = doc.source
-    items = _complete(ls, path, doc.source, ctx)
+    doc = _document(ls, params.text_document.uri)
+    if doc is None:
+        return lsp.CompletionList(is_incomplete=False, items=[])
+    path = doc.path
+    ctx = an.context_at(doc.text, doc.offset_at(params.position))
+    items = _complete(ls, path, doc.text, ctx)
     return lsp.CompletionList(is_incomplete=False, items=items)
+
+
+_HEAD_LINE = re.compile(r"(?m)^[ \t]*([A-Za-z_]\w*)[ \t]+([A-Za-z_]\w*)\b(?![ \t]*=)")
 
 
 def _names_of(ls: HerdServer, path: Path | None, text: str, kinds: tuple[str, ...] | None) -> list[lsp.CompletionItem]:
     defs: dict[str, str] = {}
     if path is not None:
         defs = {n: d.kind for n, d in ls.herd.definitions(path).items()}
-    for m in re.finditer(r"(?m)^\s*([A-Za-z_]\w*)\s+([A-Za-z_]\w*)\b(?!\s*=)", text):
+    # `[ \t]*`, not `\s*`: that one ran from every line start over all the blank lines after
+    # it before failing, quadratic in their number (20,000 blank lines took 3.7 s)
+    for m in _HEAD_LINE.finditer(text):
         if m.group(1) in BLOCKS:
             defs.setdefault(m.group(2), m.group(1))
     out = [
@@ -597,7 +795,8 @@ def _complete(ls: HerdServer, path: Path | None, text: str, ctx: an.Context) -> 
         m = re.match(r'^\s*import\s+"([^"]*)$', ctx.prefix)
         if m and path is not None:
             base = path.parent
-            return [_item(str(p.relative_to(base)), _CK.File) for p in sorted(base.rglob("*.herd"))[:200] if p != path]
+            return [_item(str(p.relative_to(base)), _CK.File) for p in sorted(base.rglob("*.herd"))[:200]
+                    if p != path and p.is_file()]
         return []
     chain = ctx.chain
     prefix = ctx.prefix
@@ -756,7 +955,7 @@ _SYMBOL_KINDS = {
 }
 
 
-def _symbol(doc: TextDocument, block: ast.Block, nested: bool) -> lsp.DocumentSymbol:
+def _symbol(doc: Document, block: ast.Block, nested: bool) -> lsp.DocumentSymbol:
     if nested:
         name = f"{block.kind} {block.name}" if block.name else block.kind
         kind = lsp.SymbolKind.Field
@@ -771,17 +970,30 @@ def _symbol(doc: TextDocument, block: ast.Block, nested: bool) -> lsp.DocumentSy
     )
 
 
+def _info(ls: HerdServer, uri: str) -> an.FileInfo | None:
+    """The lenient parse of an open document (None if it is not open)."""
+    doc = _document(ls, uri)
+    if doc is None:
+        return None
+    if doc.path is not None:
+        return ls.herd.info(doc.path, doc.text)
+    return an.parse_lenient(doc.text, Path(uri))
+
+
 @server.feature(lsp.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
 def _symbols(ls: HerdServer, params: lsp.DocumentSymbolParams) -> list[lsp.DocumentSymbol]:
-    doc = ls.workspace.get_text_document(params.text_document.uri)
-    info = an.parse_lenient(doc.source, _path(doc.uri) or Path(doc.uri))
+    info = _info(ls, params.text_document.uri)
+    if info is None:
+        return []
+    doc = ls.docs[params.text_document.uri]
     return [_symbol(doc, b, False) for b in info.blocks]
 
 
 @server.feature(lsp.TEXT_DOCUMENT_FOLDING_RANGE)
 def _folding(ls: HerdServer, params: lsp.FoldingRangeParams) -> list[lsp.FoldingRange]:
-    doc = ls.workspace.get_text_document(params.text_document.uri)
-    info = an.parse_lenient(doc.source, _path(doc.uri) or Path(doc.uri))
+    info = _info(ls, params.text_document.uri)
+    if info is None:
+        return []
     out: list[lsp.FoldingRange] = []
 
     def walk(block: ast.Block) -> None:
@@ -797,21 +1009,29 @@ def _folding(ls: HerdServer, params: lsp.FoldingRangeParams) -> list[lsp.Folding
 
 @server.feature(lsp.TEXT_DOCUMENT_FORMATTING)
 def _formatting(ls: HerdServer, params: lsp.DocumentFormattingParams) -> list[lsp.TextEdit]:
-    doc = ls.workspace.get_text_document(params.text_document.uri)
+    """One edit replacing the whole document with what `herd fmt -w` would write: the
+    formatter's output for the text as `herd check` reads it, in the text's line endings
+    (CRLF or CR kept) and with its BOM if it has one."""
+    doc = _document(ls, params.text_document.uri)
+    if doc is None:
+        return []
     try:
         from herdlang.formatter import format_text
     except ImportError:
         return []
     try:
-        new = format_text(doc.source, str(_path(doc.uri) or doc.uri))
+        new = format_text(doc.text, str(doc.path or doc.uri))
     except Exception:  # noqa: BLE001 - a spec that does not parse is left alone
         return []
-    if not isinstance(new, str) or new == doc.source:
+    if not isinstance(new, str) or new == doc.text:  # `herd fmt -w` leaves such a file alone
         return []
-    lines = doc.source.split("\n")
-    end = lsp.Position(len(lines) - 1, len(lines[-1]))
-    whole = doc.range_to_client_units(lsp.Range(lsp.Position(0, 0), end))
-    return [lsp.TextEdit(range=whole, new_text=new)]
+    if "\r\n" in doc.raw:
+        new = new.replace("\n", "\r\n")
+    elif "\r" in doc.raw:
+        new = new.replace("\n", "\r")
+    if doc.raw.startswith("\ufeff"):
+        new = "\ufeff" + new
+    return [lsp.TextEdit(range=lsp.Range(lsp.Position(0, 0), doc.end()), new_text=new)]
 
 
 def main(argv: list[str] | None = None) -> int:

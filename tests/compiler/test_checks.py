@@ -4,6 +4,7 @@ local inputs that are not there (warnings, since they may appear later or on the
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -218,6 +219,69 @@ def test_the_shipped_recipes_warn_once_that_their_data_is_elsewhere(monkeypatch:
         "under it are missing; fine if it is made later or exists only where the plan runs; otherwise check the path"]
     _, plan = compile_file(TINY)
     assert plan.warnings == []
+
+
+_UNCHECKABLE_HINT = ("herd could not look for it here; fine if it exists where the plan runs, otherwise "
+                     "check the path (and that its folders may be read)")
+
+
+def test_a_path_the_system_cannot_look_up_is_a_warning_not_a_traceback(tmp_path: Path) -> None:
+    """`Path.exists` raises for a name too long (and a folder that may not be searched):
+    that was a traceback from `herd check`; it is H0604 at the path, with the reason."""
+    long = "x" * 5000
+    text = (f'data w {{ source jsonl("{long}") {{ text = "t" }} }}\n'
+            f'data v {{ source jsonl("{long}/*.jsonl") {{ text = "t" }} }}\n'
+            'data u { source jsonl("a\\0b.jsonl") { text = "t" } }\n'
+            'data n { source jsonl("a\\0b/*.jsonl") { text = "t" } }\n')
+    diags = warnings_of(text, tmp_path / "s.herd")
+    shown = "x" * 40 + "…" + "x" * 20
+    assert [(d.code, d.severity, d.span.line, d.span.column, d.message, d.hint) for d in diags] == [
+        ("H0604", Severity.WARNING, 1, 23, f"source jsonl: '{shown}' cannot be checked: File name too long",
+         _UNCHECKABLE_HINT),
+        ("H0604", Severity.WARNING, 2, 23,
+         f"source jsonl: '{'x' * 40}…{'x' * 12}/*.jsonl' cannot be checked: File name too long", _UNCHECKABLE_HINT),
+        ("H0604", Severity.WARNING, 3, 23,
+         "source jsonl: 'a\\0b.jsonl' cannot be checked: a file name cannot contain a NUL character",
+         _UNCHECKABLE_HINT),
+        ("H0604", Severity.WARNING, 4, 23,
+         "source jsonl: 'a\\0b/*.jsonl' cannot be checked: a file name cannot contain a NUL character",
+         _UNCHECKABLE_HINT),
+    ]
+
+
+def test_a_path_under_a_folder_that_may_not_be_searched_is_a_warning(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """PermissionError from the probe (as for a non-root user under a `chmod 000` folder;
+    simulated, since root may search any folder) says why the path cannot be checked."""
+    real_stat = Path.stat
+
+    def stat(self: Path, *, follow_symlinks: bool = True):  # type: ignore[no-untyped-def]
+        if "locked" in self.parts:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, follow_symlinks=follow_symlinks)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    text = ('data w { source jsonl("locked/a.jsonl") { text = "t" } }\n'
+            'tokenizer tok { vocab = 256  file = "locked/tokenizer.json" }\n'
+            'checkpoint c { model = m  path = "locked/ckpt" }\n'
+            'model m { tokenizer = tok  layers = 2  dim = 64  heads = 2 }\n')
+    diags = warnings_of(text, tmp_path / "s.herd")
+    assert sorted((d.span.line, d.message) for d in diags) == [
+        (1, "source jsonl: 'locked/a.jsonl' cannot be checked: Permission denied"),
+        (2, "tokenizer tok: 'locked/tokenizer.json' cannot be checked: Permission denied"),
+        (3, "checkpoint c: 'locked/ckpt' cannot be checked: Permission denied"),
+    ]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may search any folder")
+def test_a_real_unsearchable_folder_is_a_warning(tmp_path: Path) -> None:
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked").chmod(0)
+    try:
+        diags = warnings_of('data w { source jsonl("locked/sub/a.jsonl") { text = "t" } }\n', tmp_path / "s.herd")
+    finally:
+        (tmp_path / "locked").chmod(0o700)
+    assert [d.message for d in diags] == ["source jsonl: 'locked/sub/a.jsonl' cannot be checked: Permission denied"]
 
 
 def test_the_input_check_globs_lazily(tmp_path: Path) -> None:
