@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 from herdlang.errors import UserError
 
@@ -70,16 +72,25 @@ def write_file(path: Path, text: str, follow_links: bool = True) -> None:
     A regular file (or a missing one) is written through a temp file and a rename, so a
     failed write leaves the old file as it was, with its permissions. A symlink the user
     named is followed: the file it points to is written and the link stays (as `herd fmt
-    --write` does); with `follow_links=False` (files herd names inside an output folder) the
-    link itself is replaced and what it pointed to is left alone. A device or pipe
-    (`/dev/stdout`, `/dev/null`, a FIFO) is written into, never replaced by a regular file."""
+    --write` does). A device or pipe the user named (`/dev/null`, a FIFO) is written into,
+    never replaced by a regular file, and a path that is the file stdout or stderr writes
+    to (`-o /dev/stdout` with `> log`) goes through that stream. With `follow_links=False`
+    (files herd names inside an output folder) whatever is at the name — a link, a FIFO —
+    is replaced, and what a link pointed to is left alone."""
     try:
-        mode = (os.stat if follow_links else os.lstat)(path).st_mode
+        found = (os.stat if follow_links else os.lstat)(path)
     except (FileNotFoundError, NotADirectoryError):
-        mode = None
+        found = None
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
-    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISLNK(mode):
+    stream = _standard_stream(found) if follow_links else None
+    if stream is not None:  # `-o /dev/stdout` while stdout is a file: write to the stream, not over the file
+        stream.flush()
+        stream.write(text)
+        stream.flush()
+        return
+    mode = found.st_mode if found is not None else None
+    if follow_links and mode is not None and not stat.S_ISREG(mode) and not stat.S_ISLNK(mode):
         try:  # opened by its own name: /dev/stdout's link into /proc resolves only at open
             with open(path, "w", encoding="utf-8") as stream:
                 stream.write(text)
@@ -97,6 +108,22 @@ def write_file(path: Path, text: str, follow_links: bool = True) -> None:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _standard_stream(found: os.stat_result | None) -> Any:
+    """sys.stdout or sys.stderr when `found` is the very file one of them writes to (a path
+    like /dev/stdout resolves to it); replacing that file would lose what the shell already
+    wrote there, and what is printed after."""
+    if found is None:
+        return None
+    for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
+        try:
+            same = os.fstat(fd)
+        except OSError:
+            continue
+        if (same.st_dev, same.st_ino) == (found.st_dev, found.st_ino):
+            return stream
+    return None
 
 
 def output_folder(path: Path, what: str) -> Path:

@@ -84,7 +84,12 @@ def _shard(ctx: JobContext, module: torch.nn.Module, model: Llama,
 def _tensor_parallel(ctx: JobContext) -> int:
     """`run { parallel { tensor } }`, except under LoRA: its adapters wrap the projections
     that tensor parallelism would split, so a LoRA job stays data parallel on every rank."""
-    return dist.tensor_degree(ctx, adapters=bool(ctx.config.get("lora")))
+    degree = dist.tensor_degree(ctx, adapters=bool(ctx.config.get("lora")))
+    asked = dist.tensor_degree(ctx)
+    if degree != asked and dist.wanted(ctx) * dist.nodes(ctx) > 1:  # said once, before torchrun
+        ctx.log.info("%s: LoRA adapters wrap the projections tensor parallelism would split: this job "
+                     "runs data parallel on every rank, not in groups of %d", ctx.job_id, asked)
+    return degree
 
 
 def _groups(model: Llama, lr: float) -> list[tuple[list[torch.nn.Parameter], float]]:

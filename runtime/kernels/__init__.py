@@ -90,6 +90,11 @@ def nf4_dequantize(codes: torch.Tensor, scales: torch.Tensor, levels: torch.Tens
     """QLoRA's frozen weight of `shape` in `dtype`: 4-bit codes (uint8, two per byte, high
     nibble first) index the 16 `levels`, each block of `group` weights scaled by its fp32
     scale; codes and scales cover whole blocks (`runtime.post.nf4.quantize` pads)."""
+    if codes.dtype != torch.uint8:
+        raise ValueError(f"nf4_dequantize: codes must be uint8 (two 4-bit codes a byte), not {codes.dtype}")
+    # the kernel reads raw memory: one dense buffer each, all on the codes' device
+    codes, scales = codes.contiguous(), scales.to(codes.device).contiguous()
+    levels = levels.to(codes.device).contiguous()
     blocks = -(-math.prod(shape) // group)
     if codes.numel() * 2 != blocks * group or scales.numel() != blocks or levels.numel() != 16:
         raise ValueError(f"nf4_dequantize: {codes.numel()} code bytes, {scales.numel()} scales and "

@@ -147,7 +147,9 @@ def device_for_rank() -> torch.device:
 
 #: Megatron-style tensor parallelism of a Llama block: the projections into the heads and
 #: the FFN are split by output column, the ones out of them by input row, so each rank holds
-#: whole heads and a slice of the FFN and a block needs two all-reduces forward and two back
+#: whole heads and a slice of the FFN. A block's forward pass all-reduces twice (after wo and
+#: w2); its backward pass once per column-split projection (five: each reduces its own input
+#: gradient; sharing one input DTensor per submodule would make it two — not done yet)
 TENSOR_PLAN = {"attention.wq": "colwise", "attention.wk": "colwise", "attention.wv": "colwise",
                "attention.wo": "rowwise", "feed_forward.w1": "colwise", "feed_forward.w3": "colwise",
                "feed_forward.w2": "rowwise"}
@@ -190,7 +192,7 @@ def shard(model: torch.nn.Module, precision: str | None = None,
               else MixedPrecisionPolicy())
     layers = blocks if blocks is not None else getattr(model, "layers", [])
     if tensor_parallel > 1:
-        _split_blocks(layers, grid["tensor"])
+        _split_blocks(layers, grid["tensor"], world() // tensor_parallel)
     _tensor = tensor_parallel
     for block in layers:
         fully_shard(block, mesh=mesh, mp_policy=policy)
@@ -200,7 +202,37 @@ def shard(model: torch.nn.Module, precision: str | None = None,
     return mixed
 
 
-def _split_blocks(layers: Any, mesh: Any) -> None:
+def tensor_misfit(heads: int, kv_heads: int, widths: dict[str, int], tensor_parallel: int,
+                  replicas: int) -> str | None:
+    """Why a model cannot be split `tensor_parallel` ways over `replicas` data-parallel
+    replicas, or None. Each rank holds whole heads; and each rank's slice of a column-split
+    projection (`widths`: output rows) must split evenly over the replicas, because
+    restoring a saved state into those 2-D shards needs it (torch refuses uneven ones)."""
+    if heads % tensor_parallel or kv_heads % tensor_parallel:
+        return (f"tensor parallelism of {tensor_parallel} gives each rank whole heads, and {heads} query / "
+                f"{kv_heads} key-value heads do not split {tensor_parallel} ways; hint: set "
+                "run { parallel { tensor } } to a divisor of both")
+    for name, rows in widths.items():
+        if rows % (tensor_parallel * replicas):
+            return (f"{name}'s {rows} output rows split {tensor_parallel} ways (tensor parallelism) do not "
+                    f"split evenly over {replicas} data-parallel replicas, which a resumed state needs; "
+                    f"hint: use a number of processes whose replicas (processes / {tensor_parallel}) divide "
+                    f"{rows // tensor_parallel}, or another run {{ parallel {{ tensor }} }}")
+    return None
+
+
+def config_misfit(model: dict[str, Any], tensor_parallel: int, replicas: int) -> str | None:
+    """`tensor_misfit` for a compiled model config (checked before torchrun starts)."""
+    try:
+        heads, kv_heads, head_dim = int(model["heads"]), int(model["kv_heads"]), int(model["head_dim"])
+        ffn = int(model["ffn_dim"])
+    except (KeyError, TypeError, ValueError):
+        return None  # not a model config this can read: the ranks check the built model
+    widths = {"wq": heads * head_dim, "wk": kv_heads * head_dim, "w1": ffn}
+    return tensor_misfit(heads, kv_heads, widths, tensor_parallel, replicas)
+
+
+def _split_blocks(layers: Any, mesh: Any, replicas: int) -> None:
     """Apply `TENSOR_PLAN` to every block over the tensor-parallel `mesh`."""
     from torch.distributed.tensor.parallel import (
         ColwiseParallel,
@@ -211,11 +243,15 @@ def _split_blocks(layers: Any, mesh: Any) -> None:
     styles = {"colwise": ColwiseParallel, "rowwise": RowwiseParallel}
     size = mesh.size()
     for block in layers:
-        heads, kv_heads = block.attention.heads, block.attention.kv_heads
-        if heads % size or kv_heads % size:
-            raise JobFailed(f"tensor parallelism of {size} gives each rank whole heads, and {heads} query / "
-                            f"{kv_heads} key-value heads do not split {size} ways; hint: set "
-                            "run { parallel { tensor } } to a divisor of both")
+        for name in TENSOR_PLAN:
+            if not isinstance(block.get_submodule(name), torch.nn.Linear):
+                raise JobFailed(f"tensor parallelism splits plain linear projections; {name} is a "
+                                f"{type(block.get_submodule(name)).__name__}")
+        widths = {name.rpartition(".")[2]: block.get_submodule(name).out_features
+                  for name, style in TENSOR_PLAN.items() if style == "colwise"}
+        misfit = tensor_misfit(block.attention.heads, block.attention.kv_heads, widths, size, replicas)
+        if misfit:
+            raise JobFailed(misfit)
         for name in TENSOR_PLAN:
             if not isinstance(block.get_submodule(name), torch.nn.Linear):
                 raise JobFailed(f"tensor parallelism splits plain linear projections; {name} is a "
@@ -231,24 +267,37 @@ def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> torch.T
     added over all ranks: the whole model's norm, the same on every rank."""
     if tensor() == 1:
         return torch.nn.utils.clip_grad_norm_(params, max_norm)
-    from torch.distributed.tensor import DTensor, Shard
+    from torch.distributed.tensor import DTensor
 
     grads = [p.grad for p in params if p.grad is not None]
-    local = 0.0
+    if not grads:
+        return torch.zeros(())
+    parts = []
     for g in grads:
-        if isinstance(g, DTensor):
-            split = 1
-            for size, placement in zip(g.device_mesh.shape, g.placements, strict=True):
-                split *= size if isinstance(placement, Shard) else 1
-            local += float(g.to_local().float().pow(2).sum()) * split / world()
-        else:
-            local += float(g.float().pow(2).sum()) / world()
-    total = torch.tensor(all_reduce_sum(local)).sqrt()
-    scale = max_norm / (float(total) + 1e-6)
+        local = g.to_local() if isinstance(g, DTensor) else g
+        split = _shards(g) if isinstance(g, DTensor) else 1
+        parts.append(local.float().pow(2).sum() * (split / world()))
+    total = torch.stack(parts).sum().double()  # one reduction on the device, one sync below
+    dist.all_reduce(total)
+    norm = total.sqrt()
+    scale = max_norm / (float(norm) + 1e-6)
     if scale < 1.0:
         for g in grads:
             (g.to_local() if isinstance(g, DTensor) else g).mul_(scale)
-    return total
+    return norm
+
+
+def _shards(g: Any) -> int:
+    """How many pieces a DTensor is cut into: the product of the mesh sizes along which it
+    is sharded. FSDP over a tensor-parallel split uses `_StridedShard`, which is not a
+    `Shard` subclass in torch 2.13: both count."""
+    from torch.distributed.tensor import Shard
+
+    pieces = 1
+    for size, placement in zip(g.device_mesh.shape, g.placements, strict=True):
+        if isinstance(placement, Shard) or type(placement).__name__ == "_StridedShard":
+            pieces *= size
+    return pieces
 
 
 def _options() -> Any:
@@ -364,6 +413,10 @@ def relaunch(ctx: JobContext, batches: list[int], unit: str = "sequences", tenso
                         f"into groups of {tensor_parallel}; hint: use a --nproc that is a multiple of "
                         f"{tensor_parallel}, or --set run.parallel.tensor=1 for data parallelism only")
     replicas = n * count // tensor_parallel
+    model = ctx.config.get("model")
+    misfit = config_misfit(model, tensor_parallel, replicas) if tensor_parallel > 1 and isinstance(model, dict) else None
+    if misfit:
+        raise JobFailed(f"{ctx.job_id}: {misfit}")
     uneven = sorted({b for b in batches if b % replicas})
     if uneven:
         over = f"{n} processes" if count == 1 else f"{n * count} processes ({count} nodes × {n})"

@@ -86,3 +86,27 @@ def test_a_link_into_a_missing_folder_is_refused_before_anything_is_written(tmp_
     done = compile_to(link)
     assert done.returncode == 2
     assert "the folder" in done.stderr and "does not exist" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_dev_stdout_redirected_to_a_file_appends_through_the_stream(tmp_path: Path) -> None:
+    """`herd compile -o /dev/stdout >> log`: /dev/stdout resolves to log itself, which must
+    be written through the shell's stream, not replaced (losing what it held)."""
+    if not os.path.exists("/dev/stdout"):
+        pytest.skip("no /dev/stdout here")
+    log = tmp_path / "log.txt"
+    log.write_text("old line\n")
+    with log.open("a") as stream:
+        done = subprocess.run([sys.executable, "-m", "herdlang.cli", "compile", str(ROOT / "specs" / "tiny.herd"),
+                               "--format", "json", "-o", "/dev/stdout"], stdout=stream, stderr=subprocess.PIPE,
+                              text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    text = log.read_text()
+    assert text.startswith("old line\n{") and '"jobs"' in text
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_planted_where_herd_names_a_file_is_replaced_not_waited_on(tmp_path: Path) -> None:
+    planted = tmp_path / "plan.json"
+    os.mkfifo(planted)
+    write_file(planted, "plan", follow_links=False)
+    assert planted.is_file() and planted.read_text() == "plan"

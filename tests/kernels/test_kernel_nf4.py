@@ -65,3 +65,16 @@ def test_on_cuda_the_compiled_kernel_gives_the_references_bf16_weight_exactly():
     got = nf4_dequantize(codes, scales, levels, NF4.BLOCK, shape, torch.bfloat16)
     want = reference.nf4_dequantize(codes, scales, levels, NF4.BLOCK, shape, torch.bfloat16)
     assert torch.equal(got, want)
+
+
+def test_strided_codes_and_the_wrong_code_type_are_handled_before_the_kernel_reads_memory(monkeypatch):
+    """The kernel reads raw pointers: a strided view is made dense first (the same weight as
+    the reference's), and int8 codes (negative nibbles) are refused."""
+    monkeypatch.setenv("HERD_KERNELS", "triton")
+    codes, scales = NF4.quantize(torch.randn(4, 64) * 0.02)
+    spaced = torch.stack([codes, torch.zeros_like(codes)], 1).view(-1)[::2]  # same bytes, stride 2
+    assert not spaced.is_contiguous()
+    got = kernels.nf4_dequantize(spaced, scales, NF4.LEVELS, NF4.BLOCK, (4, 64), torch.float32)
+    assert torch.equal(got, reference.nf4_dequantize(codes, scales, NF4.LEVELS, NF4.BLOCK, (4, 64), torch.float32))
+    with pytest.raises(ValueError, match="codes must be uint8"):
+        kernels.nf4_dequantize(codes.view(torch.int8), scales, NF4.LEVELS, NF4.BLOCK, (4, 64), torch.float32)

@@ -104,6 +104,8 @@ def test_sft_and_the_reward_model_split_heads_over_a_tensor_parallel_pair(
     FFN and train on the same rows, and match one process; a LoRA job under the same
     setting stays data parallel (its adapters wrap the projections tensor parallelism would
     split) and matches too."""
+    caplog.set_level("INFO")
+
     def tensor_run(kind: str, config: dict[str, Any], name: str) -> JobContext:
         ctx = context(tmp_path, kind, config, inputs, name, nproc=2)
         ctx.settings["parallel"] = {"tensor": 2, "pipeline": 4}  # pipeline: estimates only
@@ -129,6 +131,7 @@ def test_sft_and_the_reward_model_split_heads_over_a_tensor_parallel_pair(
     run(tmp_path, "post.sft", lora, inputs, "lora1")
     tensor_run("post.sft", lora, "lora-tp")
     assert rows(tmp_path, "lora-tp", "loss") == pytest.approx(rows(tmp_path, "lora1", "loss"), rel=1e-4)
+    assert "this job runs data parallel on every rank, not in groups of 2" in caplog.text
     assert "run { parallel { pipeline = 4 } } shapes the estimates only" in caplog.text
 
 

@@ -262,6 +262,10 @@ def test_tensor_groups_that_do_not_fit_the_processes_are_refused_before_torchrun
     from runtime.jobs.context import JobFailed
 
     ctx = make_ctx(tmp_path, "odd", "train.pretrain", train_config(steps=2), artifacts)
+    ctx.settings.update(nproc=2, parallel={"tensor": 2})  # MODEL's one key-value head cannot split
+    with pytest.raises(JobFailed, match=r"2 query / 1 key-value heads do not split 2 ways"):
+        get("train.pretrain")(ctx)
+    ctx.config["model"] = {**MODEL, "kv_heads": 2}
     ctx.settings.update(nproc=3, parallel={"tensor": 2})
     with pytest.raises(JobFailed, match=r"--nproc 3 does not divide into groups of 2; hint: .*run.parallel.tensor=1"):
         get("train.pretrain")(ctx)
@@ -269,5 +273,8 @@ def test_tensor_groups_that_do_not_fit_the_processes_are_refused_before_torchrun
     ctx.config["batch"] = [{"seqs": 3, "tokens": 96, "from_tokens": 0}]
     ctx.settings.update(nproc=4, parallel={"tensor": 2})  # 2 replicas cannot split 3 rows
     with pytest.raises(JobFailed, match=r"3 sequences does not split over 2 data-parallel replicas \(4 processes in tensor"):
+        get("train.pretrain")(ctx)
+    ctx.settings.update(nproc=6, parallel={"tensor": 2})  # 3 replicas cannot share a rank's 16 rows of wq
+    with pytest.raises(JobFailed, match=r"wq's 32 output rows split 2 ways .* over 3 data-parallel replicas"):
         get("train.pretrain")(ctx)
     assert not (ctx.work / "dist").exists()
