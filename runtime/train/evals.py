@@ -84,6 +84,7 @@ def needle_prompt_tokens(tokenizer: Any) -> int:
                for key in ("10000", "99999", "55555", "12345"))
 
 
+@torch.no_grad()  # a forward at the extended length: no autograd graph over its logits
 def needle(model: Llama, tokenizer: Any, filler: np.ndarray, lengths: list[int],
            depths: list[float], trials: int, seed: int) -> dict[str, Any]:
     """Passkey retrieval: a random 5-digit key stated at `depth` of a `length`-token haystack,
