@@ -181,7 +181,14 @@ def run_extend(ctx: JobContext, on_step: StepHook | None = None) -> dict[str, An
     before_file = Path(ctx.work) / "before.json"
     measured = before_file.exists()
     dist.barrier()  # every rank decides before rank 0 writes the file
+    trainer = Trainer(ctx, model, cfg, on_step=on_step)
     if not measured:
+        # measured where `after` will be: on the trainer's device and, under --nproc, through
+        # the same sharded (bf16-gathered) weights, so the recovery ratio compares like with
+        # like (and a large model is not run on every rank's CPU first)
+        if trainer.resumed:
+            ctx.log.warning("%s: no short-context loss from before training was kept; measuring "
+                            "it on the resumed weights", ctx.job_id)
         loss = _base_loss(ctx, model)
         if dist.is_main():
             tmp = before_file.with_suffix(".tmp")
@@ -190,7 +197,6 @@ def run_extend(ctx: JobContext, on_step: StepHook | None = None) -> dict[str, An
         before = loss
     else:
         before = json.loads(before_file.read_text())["base_loss"]
-    trainer = Trainer(ctx, model, cfg, on_step=on_step)
     steps = int(cfg["steps"])
     extra = math.floor(float(cfg.get("max_extra", 0.0)) * steps)
     chunk = max(1, math.ceil(extra / 2)) if extra else 0
