@@ -1,7 +1,8 @@
-"""Gradient clipping under tensor parallelism: `dist.clip_grad_norm` sums every gradient
+"""Tensor parallelism's collectives and clipping: `dist.clip_grad_norm` sums every gradient
 shard once across the 2-D (replicas x tensor) mesh and the 1-D replica mesh, so the norm
 is the one process's, for the column-split projections (FSDP's `_StridedShard` over a
-tensor split), the row-split ones and the replicated norms and embeddings alike."""
+tensor split), the row-split ones and the replicated norms and embeddings alike; and a
+block's backward pass all-reduces twice, not once per projection."""
 
 from __future__ import annotations
 
@@ -66,3 +67,30 @@ def test_a_split_that_a_resumed_state_could_not_restore_is_refused() -> None:
     why = dist.config_misfit(MODEL, 2, 3)
     assert why is not None and "wq's 32 output rows split 2 ways" in why and "3 data-parallel replicas" in why
     assert "whole heads" in (dist.config_misfit({**MODEL, "kv_heads": 1}, 2, 1) or "")
+
+
+def _count_backward(rank: int, world: int, store: str, results: dict) -> None:
+    from torch.distributed.tensor.debug import CommDebugMode
+
+    torch_dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        model = from_config({**MODEL, "layers": 2}, seed=0)
+        dist.shard(model, "fp32", tensor_parallel=world)
+        tokens = batch()
+        loss = model(tokens[:, :-1], None, tokens[:, 1:])
+        with CommDebugMode() as comms:
+            loss.backward()
+        results[rank] = {str(k): v for k, v in comms.get_comm_counts().items()}
+    finally:
+        torch_dist.destroy_process_group()
+
+
+@pytest.mark.timeout(180)
+def test_each_block_all_reduces_twice_in_the_backward_pass(tmp_path: Path) -> None:
+    """Attention's and the FFN's input is one replicated DTensor: the input gradients of
+    wq/wk/wv and w1/w3 add up before one all-reduce each (five a block without that)."""
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_count_backward, args=(2, str(tmp_path / "store"), results), nprocs=2)
+        counts = dict(results)
+    assert counts[0] == {"c10d_functional.all_reduce": 2 * 2}  # 2 blocks
