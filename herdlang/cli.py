@@ -619,6 +619,15 @@ def _output_path(text: str) -> str:
     return text
 
 
+def _folder_path(text: str) -> str:
+    """An argparse type for --runs-dir and --tokenizer: an empty value would silently mean
+    the current folder (or, for --tokenizer, no tokenizer at all)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path names no folder (hint: leave the option out "
+                                         "for its default)")
+    return text
+
+
 def _at_least(low: int):
     """An argparse type: an integer >= low, else a usage error naming the bound."""
 
@@ -672,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--top-p", type=_between(0, 1, low_open=True), default=0.95,
                         help="nucleus sampling, 0 < P <= 1; 1 = off (default 0.95)")
         sp.add_argument("--top-k", type=_at_least(0), default=0, help="sample from the K likeliest; 0 = no limit")
-        sp.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the checkpoint's own)")
+        sp.add_argument("--tokenizer", default=None, type=_folder_path, help="tokenizer folder (default: the checkpoint's own)")
         sp.add_argument("--seed", type=_between(0, 2**63 - 1, integer=True), default=0,
                         help="sampling seed (default 0)")
         sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
@@ -690,7 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the chosen --format here (the plan JSON without --format; the text view "
                         "then still goes to stdout); with --target slurm, the folder (default slurm-SPEC/)")
     c.add_argument("--format", choices=["text", "json", "dot", "mermaid"], default=None)
-    c.add_argument("--runs-dir", default="runs", help="where runs live (to say new/changed/cached)")
+    c.add_argument("--runs-dir", default="runs", type=_folder_path, help="where runs live (to say new/changed/cached)")
     c.add_argument("--target", choices=["local", "slurm"], default="local",
                    help="slurm: write plan.json and sbatch scripts chained with afterok into -o DIR")
     c.add_argument("--partition", default=None, type=_slurm_partition, help="Slurm partition for --target slurm")
@@ -720,7 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--nnodes", type=_at_least(1), default=None,
                    help="nodes for each training job, inside a Slurm allocation (srun starts torchrun on each)")
     c.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
-    c.add_argument("--runs-dir", default="runs", help="where runs live: RUNS_DIR/SPEC/ (default runs)")
+    c.add_argument("--runs-dir", default="runs", type=_folder_path, help="where runs live: RUNS_DIR/SPEC/ (default runs)")
     with_set(c)
     c.set_defaults(fn=cmd_run)
 
@@ -728,13 +737,13 @@ def build_parser() -> argparse.ArgumentParser:
                                     "export or chat with)")
     c.add_argument("target", help="a .herd spec or a plan .json")
     c.add_argument("jobs", nargs="+", metavar="JOB", help="job ids, as `herd compile` lists them")
-    c.add_argument("--runs-dir", default="runs", help="where runs live: RUNS_DIR/SPEC/ (default runs)")
+    c.add_argument("--runs-dir", default="runs", type=_folder_path, help="where runs live: RUNS_DIR/SPEC/ (default runs)")
     with_set(c)
     c.set_defaults(fn=cmd_path)
 
     c = sub.add_parser("status", help="what a run of the spec is doing (from another shell or node) or how it ended")
     c.add_argument("target", help="a .herd spec or a plan .json")
-    c.add_argument("--runs-dir", default="runs", help="where runs live: RUNS_DIR/SPEC/ (default runs)")
+    c.add_argument("--runs-dir", default="runs", type=_folder_path, help="where runs live: RUNS_DIR/SPEC/ (default runs)")
     c.add_argument("--watch", action="store_true", help="keep showing it until the run ends (Ctrl-C to leave)")
     c.add_argument("--json", action="store_true",
                    help="print the status as JSON, with `liveness`: running, ended, stopped or none")
@@ -745,7 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("target", help="a .herd spec or a plan .json")
     c.add_argument("--yes", action="store_true", help="delete (default: only list)")
     c.add_argument("--verbose", action="store_true", help="list every item (default: the first 15)")
-    c.add_argument("--runs-dir", default="runs", help="where runs live: RUNS_DIR/SPEC/ (default runs)")
+    c.add_argument("--runs-dir", default="runs", type=_folder_path, help="where runs live: RUNS_DIR/SPEC/ (default runs)")
     with_set(c)
     c.set_defaults(fn=cmd_gc)
 
@@ -762,7 +771,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hf: config.json + model.safetensors for transformers' LlamaForCausalLM, "
                         "and the tokenizer (tokenizer.json, tokenizer_config.json, "
                         "generation_config.json) when one is found")
-    c.add_argument("--tokenizer", metavar="DIR",
+    c.add_argument("--tokenizer", metavar="DIR", type=_folder_path,
                    help="the tokenizer to export with it (default: the one inside the checkpoint "
                         "or named by its tokenizer_id in the same store)")
     c.add_argument("--force", action="store_true", help=force_help)

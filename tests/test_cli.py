@@ -646,6 +646,21 @@ def test_an_empty_output_path_is_a_usage_error_and_writes_nothing(
     assert list(where.iterdir()) == []  # '' was never taken for the current folder
 
 
+@pytest.mark.parametrize("command", [["compile", TINY, "--runs-dir", ""], ["run", TINY, "--dry-run", "--runs-dir", ""],
+                                     ["status", TINY, "--runs-dir", ""], ["gc", TINY, "--runs-dir", ""],
+                                     ["path", TINY, "train.base", "--runs-dir", ""],
+                                     ["generate", "CKPT", "--prompt", "hi", "--tokenizer", ""],
+                                     ["export", "CKPT", "-o", "out", "--tokenizer", ""]])
+def test_an_empty_folder_option_is_a_usage_error_not_the_current_folder(
+        tmp_path: Path, checkpoints, command: list) -> None:
+    ckpt, _ = checkpoints
+    where = tmp_path / "cwd"
+    where.mkdir()
+    out = herd(*[ckpt if a == "CKPT" else a for a in command], cwd=where)
+    assert out.returncode == 2 and "an empty path names no folder" in out.stderr
+    assert list(where.iterdir()) == []
+
+
 def test_path_hint_is_quoted_for_a_shell_and_keeps_the_plans_options(tmp_path: Path) -> None:
     import shlex
 
