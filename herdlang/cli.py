@@ -243,21 +243,13 @@ def _replace_text(path: Path, text: str) -> None:
     """Rewrite a spec in place, atomically, as it was kept: through a symlink (the link
     stays a link), with its permissions, its line endings (CRLF stays CRLF, CR stays CR:
     the text read has `\\n` for either) and its UTF-8 BOM if it had one."""
-    import shutil
+    from herdlang.parser import as_written
 
-    target = path.resolve()
-    tmp = target.with_name(f".{target.name}.herdfmt")
-    try:
-        raw = target.read_bytes()  # (a regular file of a spec's size: read_source checked it)
-        newline = "\r\n" if b"\r\n" in raw else "\r" if b"\r" in raw else "\n"
-        bom = "\ufeff" if raw.startswith(b"\xef\xbb\xbf") else ""
-        with open(tmp, "w", encoding="utf-8", newline=newline) as f:
-            f.write(bom + text)
-        shutil.copymode(target, tmp)
-        os.replace(tmp, target)
+    try:  # (a regular file of a spec's size: read_source checked it)
+        raw = path.read_bytes().decode("utf-8", errors="replace")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    cli_paths.write_file(path, as_written(text, raw))
 
 
 def _load_plan(target: str, overrides: list[str] | None):

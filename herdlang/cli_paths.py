@@ -100,7 +100,8 @@ def write_file(path: Path, text: str, follow_links: bool = True) -> None:
     target = Path(os.path.realpath(path)) if follow_links else Path(os.path.abspath(path))
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        with open(tmp, "w", encoding="utf-8", newline="") as stream:  # the text's own line endings
+            stream.write(text)
         if target.is_file() and not target.is_symlink():
             os.chmod(tmp, target.stat().st_mode & 0o7777)
         os.replace(tmp, target)

@@ -725,7 +725,22 @@ def read_source(path: str | Path) -> str:
         raise HerdError(
             [Diagnostic("H0001", f"{p} is not UTF-8 text ({exc.reason} at byte {exc.start})", None)]
         ) from None
-    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    return source_text(text)
+
+
+def source_text(raw: str) -> str:
+    """A spec's text as herd reads it: universal newlines (`\\r\\n` and `\\r` become `\\n`),
+    no leading BOM. The language server applies it to what the editor sends."""
+    return raw.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def as_written(text: str, raw: str) -> str:
+    """`text` (as herd reads specs: `\\n` lines, no BOM) in the line endings (CRLF or CR) and
+    with the BOM of `raw`, the file it replaces: what `herd fmt --write` and the language
+    server's formatting put back."""
+    newline = "\r\n" if "\r\n" in raw else "\r" if "\r" in raw else "\n"
+    bom = "\ufeff" if raw.startswith("\ufeff") else ""
+    return bom + (text.replace("\n", newline) if newline != "\n" else text)
 
 
 _NOT_REGULAR = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),

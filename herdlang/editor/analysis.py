@@ -106,7 +106,7 @@ MAX_FILE_BYTES = parser.MAX_SPEC_BYTES
 def herd_text(raw: str) -> str:
     """What `herd check` reads from a file holding `raw` (`parser.read_source`): universal
     newlines (`\\r\\n` and `\\r` become `\\n`) and no leading BOM."""
-    return raw.replace("\r\n", "\n").replace("\r", "\n").removeprefix("\ufeff")
+    return parser.source_text(raw)
 
 
 def import_target(importer: Path, name: str, root: Path) -> Path | None:

@@ -24,7 +24,7 @@ from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 from pygls.uris import from_fs_path, to_fs_path
 
-from herdlang import ast, components
+from herdlang import ast, components, parser
 from herdlang.diagnostics import Diagnostic, Severity
 from herdlang.editor import analysis as an
 from herdlang.editor.documents import Document, encoding_name
@@ -1025,12 +1025,7 @@ def _formatting(ls: HerdServer, params: lsp.DocumentFormattingParams) -> list[ls
         return []
     if not isinstance(new, str) or new == doc.text:  # `herd fmt -w` leaves such a file alone
         return []
-    if "\r\n" in doc.raw:
-        new = new.replace("\n", "\r\n")
-    elif "\r" in doc.raw:
-        new = new.replace("\n", "\r")
-    if doc.raw.startswith("\ufeff"):
-        new = "\ufeff" + new
+    new = parser.as_written(new, doc.raw)
     return [lsp.TextEdit(range=lsp.Range(lsp.Position(0, 0), doc.end()), new_text=new)]
 
 
