@@ -358,12 +358,12 @@ def _describe(tok: Token) -> str:
     return f"'{tok}'"
 
 
-# what `_top_level_chunks` looks at: a comment, a string (to its closing quote or the end of
+# what `top_level_chunks` looks at: a comment, a string (to its closing quote or the end of
 # its line; `\\` escapes the next character, a newline included) or a brace
 _CHUNK_TOKENS = re.compile(r'#[^\n]*|"(?:[^"\\\n]|\\[\s\S]?)*["\n]?|[{}]')
 
 
-def _top_level_chunks(text: str) -> list[tuple[int, int]]:
+def top_level_chunks(text: str) -> list[tuple[int, int]]:
     """Character ranges of top-level items, split after each `}` that closes depth 0.
 
     A regex jumps from brace to brace (skipping comments and strings), so a big file is
@@ -428,7 +428,7 @@ def _recover(text: str, path: str, first: UnexpectedInput) -> list[Diagnostic]:
     until = _parsed_until(first, len(text))
     diags: list[Diagnostic] = []
     line, counted = 1, 0  # line number at offset `counted`
-    for lo, hi in _top_level_chunks(text):
+    for lo, hi in top_level_chunks(text):
         if hi <= until:
             continue
         line += text.count("\n", counted, lo)
@@ -573,16 +573,6 @@ def _block_head(toks: list[Token], brace: int) -> tuple[int, list[int]]:
     ext = [k for k in run if toks[k].type == "EXTENDS"]
     words = run[run.index(ext[-1]) - 2:] if ext and run.index(ext[-1]) >= 2 else run[-2:]
     return words[0], words
-
-
-def _blank_outside(text: str, lo: int, hi: int) -> str:
-    """The text with everything outside [lo, hi) turned to spaces, newlines kept (so
-    positions inside stay exact); built line by line, not character by character."""
-    return _blanked(text[:lo]) + text[lo:hi] + _blanked(text[hi:])
-
-
-def _blanked(s: str) -> str:
-    return "\n".join(" " * len(line) for line in s.split("\n"))
 
 
 def parse(text: str, path: str = "<string>") -> ast.Module:

@@ -66,7 +66,7 @@ def parse_lenient(text: str, path: Path) -> FileInfo:
 
 def _recover(text: str, name: str, diagnostics: list[Diagnostic]) -> tuple[list[ast.Block], list[ast.Import]]:
     """Blocks and imports of the top-level chunks that parse, given the failed parse's errors."""
-    chunks = parser._top_level_chunks(text)
+    chunks = parser.top_level_chunks(text)
     starts = [lo for lo, _ in chunks]
     failed = {max(bisect.bisect_right(starts, d.span.start) - 1, 0) for d in diagnostics if d.span is not None}
     keep = [c for i, c in enumerate(chunks) if i not in failed]
