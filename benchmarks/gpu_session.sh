@@ -7,6 +7,12 @@
 #   3. the CUDA-only tests (bf16 kernel rule, the weight gradient over 4 and 16 chunks,
 #      FlexAttention vs the dense mask, Triton vs torch
 #      training, bf16 autocast, the post-training chain, QLoRA and generation on CUDA)
+#   4. full fine-tuning vs LoRA vs QLoRA on a 1B shape                   benchmarks/lora.py
+#   5. each kernel alone under several launch settings                  benchmarks/kernel_sweep.py
+#
+#   bash benchmarks/gpu_session.sh                       # steps 1-4 (the acceptance run)
+#   bash benchmarks/gpu_session.sh gpu_check sweep       # chosen steps, in the order given
+#   TRAIN_VARIANTS="herd hf-liger" bash benchmarks/gpu_session.sh train_step   # some variants
 #
 # The GPU image lacks lark, pydantic and Liger Kernel; fetch them here once (cp312 wheels):
 #
@@ -44,18 +50,33 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $RESULTS/NAME
     status+=("$(printf '%-12s rc=%-3s %4ss' "$name" "$rc" $((SECONDS - t0)))")
 }
 
-step gpu_check 190 python3 benchmarks/gpu_check.py --out "$RESULTS/gpu_check.json"
-step train_step 210 python3 benchmarks/train_step.py --variant-timeout 90 --out "$RESULTS/train_step.json"
-# compiled kernels, not the interpreter the CPU suite uses; only the tests that need CUDA
-step cuda_tests 130 env TRITON_INTERPRET=0 python3 -m pytest -q -p no:cacheprovider -rs \
-    -k "cuda or gpu" tests/kernels/test_kernel_accuracy.py tests/kernels/test_kernel_dispatch.py tests/kernels/test_kernel_nf4.py \
-    tests/model/test_model_cuda.py tests/post/test_post_cuda.py tests/post/test_cli.py
-# last: whatever the lease leaves (Llama-3.2-1B shape, bf16 autocast, full vs LoRA rank 16)
-step lora 40 python3 benchmarks/lora.py --device cuda --dim 2048 --layers 16 --vocab 128256 \
-    --seq 2049 --batch 4 --out "$RESULTS/lora.json"
+run_step() {
+    case $1 in
+    gpu_check) step gpu_check "${GPU_CHECK_LIMIT:-190}" python3 benchmarks/gpu_check.py --out "$RESULTS/gpu_check.json" ;;
+    train_step)
+        local only=()
+        for v in ${TRAIN_VARIANTS:-}; do only+=(--only "$v"); done
+        step train_step "${TRAIN_STEP_LIMIT:-210}" python3 benchmarks/train_step.py \
+            --variant-timeout "${VARIANT_TIMEOUT:-90}" ${only[@]+"${only[@]}"} --out "$RESULTS/train_step.json" ;;
+    # compiled kernels, not the interpreter the CPU suite uses; only the tests that need CUDA
+    cuda_tests) step cuda_tests "${CUDA_TESTS_LIMIT:-130}" env TRITON_INTERPRET=0 python3 -m pytest -q \
+        -p no:cacheprovider -rs -k "cuda or gpu" tests/kernels/test_kernel_accuracy.py \
+        tests/kernels/test_kernel_dispatch.py tests/kernels/test_kernel_nf4.py \
+        tests/model/test_model_cuda.py tests/post/test_post_cuda.py tests/post/test_cli.py ;;
+    # Llama-3.2-1B shape, bf16 autocast, full vs LoRA rank 16
+    lora) step lora "${LORA_LIMIT:-40}" python3 benchmarks/lora.py --device cuda --dim 2048 \
+        --layers 16 --vocab 128256 --seq 2049 --batch 4 --out "$RESULTS/lora.json" ;;
+    sweep) step sweep "${SWEEP_LIMIT:-60}" python3 benchmarks/kernel_sweep.py --out "$RESULTS/kernel_sweep.json" ;;
+    *) echo "gpu_session.sh: unknown step '$1' (gpu_check train_step cuda_tests lora sweep)" >&2
+       exit 2 ;;
+    esac
+}
+steps=("$@")
+[ ${#steps[@]} -gt 0 ] || steps=(gpu_check train_step cuda_tests lora)
+for s in "${steps[@]}"; do run_step "$s"; done
 
 echo
 echo "== gpu session summary =="
 printf '%s\n' "${status[@]}"
-grep -h -A40 "ratio" "$RESULTS/gpu_check.log" | tail -20 || true
-tail -15 "$RESULTS/train_step.log" || true
+for log in gpu_check train_step; do [ -f "$RESULTS/$log.log" ] && tail -12 "$RESULTS/$log.log"; done
+true
