@@ -63,7 +63,7 @@ def sweep_rms_norm(s: dict[str, int], dtype: torch.dtype, device: str, smoke: bo
             rms._rms_norm_fwd[(s["rows"],)](x, w, y, rstd, x.stride(0), y.stride(0), s["dim"], 1e-5,
                                             BLOCK=block, num_warps=warps)
         yield "rms_norm_fwd", f"warps={warps}", warps == warps_now, fwd, moved
-    per_sm_now = 4
+    per_sm_now = 2
     for warps in (4, 8, 16):
         for per_sm in (1, 2, 4, 8) if not smoke else (1,):
             programs = persistent_programs(x.device, s["rows"], per_sm=per_sm)

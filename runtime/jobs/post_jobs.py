@@ -564,7 +564,8 @@ def post_sft(ctx: JobContext) -> None:
         # packing is herd's, not the model's: conversations stay apart even in a model
         # pre-trained without a document mask
         return StepOut(model(tokens, docs, targets, positions=document_positions(docs),
-                             mask=document_mask(docs, model.attention_backend)), {}, weight)
+                             mask=document_mask(docs, model.attention_backend,
+                                                model.args.head_dim)), {}, weight)
 
     adapter_lines = _adapt(ctx, model)
     _shard(ctx, model, model)

@@ -11,6 +11,8 @@ machines never pay for (or need) Triton.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -29,14 +31,22 @@ __all__ = [
 ]
 
 
-def _outside_compile(fn):
+_EAGER: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+
+def _outside_compile(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Run a Triton path eagerly inside `torch.compile`d code.
 
     Dynamo graph-breaks around the call instead of tracing into the hand-written
     autograd.Function and its kernels, so a compiled model never silently changes
-    what the kernels compute (tests/kernels/test_kernel_compile.py checks it).
+    what the kernels compute (tests/kernels/test_kernel_compile.py checks it). Cached:
+    the model calls each op once per layer and step, and a new wrapper each time cost
+    Python work on every call. (A plain dict: Dynamo warns about tracing functools caches.)
     """
-    return torch.compiler.disable(fn, recursive=True)
+    wrapped = _EAGER.get(fn)
+    if wrapped is None:
+        wrapped = _EAGER[fn] = torch.compiler.disable(fn, recursive=True)
+    return wrapped
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

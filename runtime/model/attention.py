@@ -43,20 +43,29 @@ class AttentionMask:
     block_mask: BlockMask | None = None
 
 
-def choose_backend(device: torch.device) -> MaskKind:
-    """FlexAttention where it is fast (CUDA, forward and backward), a dense mask elsewhere."""
-    if device.type == "cuda" and flex_attention is not None:
+# FlexAttention's GPU kernels need a head dimension of at least 16 (torch 2.11 raises
+# "NYI: embedding dimension ... must be at least 16" when it compiles); tiny test models
+# with narrower heads use the dense mask on a GPU too.
+FLEX_MIN_HEAD_DIM = 16
+
+
+def choose_backend(device: torch.device, head_dim: int | None = None) -> MaskKind:
+    """FlexAttention where it is fast (CUDA, forward and backward, heads of 16 or more),
+    a dense mask elsewhere."""
+    narrow = head_dim is not None and head_dim < FLEX_MIN_HEAD_DIM
+    if device.type == "cuda" and flex_attention is not None and not narrow:
         return "flex"
     return "dense"
 
 
 def document_mask(
-    doc_ids: torch.Tensor | None, backend: MaskKind | None = None
+    doc_ids: torch.Tensor | None, backend: MaskKind | None = None, head_dim: int | None = None
 ) -> AttentionMask:
-    """The causal mask of a packed batch; doc_ids (B, T), or None for one document per row."""
+    """The causal mask of a packed batch; doc_ids (B, T), or None for one document per row.
+    `head_dim` (the model's) rules FlexAttention out for heads too narrow for it."""
     if doc_ids is None:
         return AttentionMask("causal")
-    backend = backend or choose_backend(doc_ids.device)
+    backend = backend or choose_backend(doc_ids.device, head_dim)
     if backend == "flex":
         return AttentionMask("flex", block_mask=_flex_block_mask(doc_ids))
     if backend == "causal":

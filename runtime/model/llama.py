@@ -229,7 +229,7 @@ class Llama(nn.Module):
                 positions = torch.arange(length, device=tokens.device)
         if mask is None:
             ids = doc_ids if self.args.document_mask else None
-            mask = document_mask(ids, self.attention_backend)
+            mask = document_mask(ids, self.attention_backend, self.args.head_dim)
         cos, sin = rope_tables(self.inv_freq, positions)
 
         h = self.tok_embeddings(tokens)

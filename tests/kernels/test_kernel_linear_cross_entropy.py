@@ -20,7 +20,7 @@ from runtime.kernels.fused.linear_cross_entropy import (  # noqa: E402
     weight_grad_dtype,
 )
 
-N, H, V = 29, 16, 5000  # V > the 4096-wide vocab block: two ragged blocks per row
+N, H, V = 29, 16, 5000  # V > the 2048-wide vocab block: three blocks, the last ragged
 
 
 def _inputs(n=N, h=H, v=V, ignored=(3, 10)):
@@ -122,6 +122,23 @@ def test_under_no_grad_only_the_losses_are_computed(monkeypatch, assert_close):
     assert_close(loss, reference.linear_cross_entropy(hidden, weight, targets))
 
 
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_under_autocast_an_fp32_weight_gets_an_fp32_gradient_made_in_fp32(reduction):
+    """Training's mix: fp32 master weights, bf16 matmuls. The op casts the weight itself and
+    returns the fp32 accumulator as the weight's gradient (no bf16 copy, no cast back)."""
+    hidden, weight, targets = _inputs()
+    upstream = torch.randn(N) if reduction == "none" else None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, d_hidden, d_weight = _loss_and_grads(linear_cross_entropy, hidden, weight, targets,
+                                                   reduction, upstream, chunk_rows=8)
+        want = _loss_and_grads(reference.linear_cross_entropy, hidden, weight, targets,
+                               reduction, upstream)
+    assert d_weight.dtype == torch.float32 and d_hidden.dtype == torch.float32
+    torch.testing.assert_close(loss, want[0], rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(d_hidden, want[1], rtol=2e-2, atol=2e-3)
+    torch.testing.assert_close(d_weight, want[2], rtol=2e-2, atol=2e-3)
+
+
 def test_a_second_backward_is_refused_rather_than_scaled_twice():
     hidden, weight, targets = _inputs()
     loss = linear_cross_entropy(hidden.requires_grad_(), weight, targets)
@@ -139,14 +156,22 @@ def test_chunks_hold_at_most_chunk_bytes_of_logits_in_whole_tiles():
     assert default_chunk_rows(0, 128_256, 2) == 1  # no tokens: one (empty) chunk, not zero
 
 
+def test_chunks_are_about_equal_rather_than_full_chunks_and_a_sliver():
+    # 3,300 tokens exceed one chunk (3,200 rows at 128K vocab): two of 1,664 and 1,636
+    # rather than 3,200 + 100, whose second chunk would cost a whole weight-gradient pass
+    rows = default_chunk_rows(3300, 128_256, 2)
+    assert rows == 1664 and -(-3300 // rows) == 2
+    assert default_chunk_rows(8192, 128_256, 2) == 2816  # 2,816 + 2,816 + 2,560
+
+
 def test_llama3_batch_keeps_its_weight_gradient_in_bf16_and_long_batches_use_fp32():
-    """8K tokens at 128K vocab is 4 chunks: the gradient accumulates in bf16 (1 GiB, not an
+    """8K tokens at 128K vocab is 3 chunks: the gradient accumulates in bf16 (1 GiB, not an
     extra 2 GiB of fp32); past 4 chunks the per-chunk rounding would cost accuracy."""
     rows = default_chunk_rows(8192, 128_256, 2)
     chunks = -(-8192 // rows)
-    assert chunks == MAX_CHUNKS_IN_WEIGHT_DTYPE == 4
+    assert chunks == 3 and MAX_CHUNKS_IN_WEIGHT_DTYPE == 4
     assert weight_grad_dtype(chunks, torch.bfloat16) == torch.bfloat16
-    assert weight_grad_dtype(chunks + 1, torch.bfloat16) == torch.float32
+    assert weight_grad_dtype(MAX_CHUNKS_IN_WEIGHT_DTYPE + 1, torch.bfloat16) == torch.float32
     assert weight_grad_dtype(100, torch.float32) == torch.float32
 
 

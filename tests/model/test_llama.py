@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from runtime.model import ConfigError, Llama, from_config
-from runtime.model.attention import document_mask
+from runtime.model.attention import choose_backend, document_mask
 from runtime.model.rope import document_positions, inv_frequencies
 
 LLAMA3 = {"vocab_size": 128256, "kv_heads": 8, "head_dim": 128, "tied_embeddings": False}
@@ -154,6 +154,17 @@ def test_flex_attention_block_mask_matches_the_dense_mask(tiny_config):
         dense = model(tokens, doc_ids, mask=document_mask(doc_ids, "dense"))
         flex = model(tokens, doc_ids, mask=document_mask(doc_ids, "flex"))
     torch.testing.assert_close(flex, dense, rtol=1e-5, atol=1e-5)
+
+
+def test_heads_narrower_than_flex_attention_allows_use_the_dense_mask_on_a_gpu():
+    # torch's FlexAttention kernels refuse head dimensions below 16 (seen on an H200 with a
+    # 12-wide test model); such models take the dense mask instead of failing to compile.
+    cuda = torch.device("cuda")
+    assert choose_backend(cuda, head_dim=12) == "dense"
+    assert choose_backend(cuda, head_dim=16) == "flex"
+    assert choose_backend(torch.device("cpu"), head_dim=128) == "dense"
+    doc_ids = torch.tensor([[0, 0, 1, 1]])
+    assert document_mask(doc_ids, head_dim=12).kind == "dense"
 
 
 def test_compiled_flex_attention_is_not_recompiled_for_each_batch_of_documents():

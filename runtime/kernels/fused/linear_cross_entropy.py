@@ -20,10 +20,12 @@ import torch
 import triton
 import triton.language as tl
 
-# Upper bound on one chunk of logits (Llama 3's 8K tokens x 128K vocab in bf16 make four
-# chunks): fewer, larger chunks keep the matmuls efficient and the weight gradient is
-# rounded fewer times (below).
-CHUNK_BYTES = 512 * 2**20
+# Upper bound on one chunk of logits. Llama 3's 8K tokens x 128K vocab in bf16 make three
+# chunks of 2,816 tokens (689 MiB). Fewer chunks mean fewer read-modify-writes of the weight
+# gradient (1 GiB each at that shape) and fewer roundings of it (below); the bound keeps the
+# op's peak (that gradient + one chunk) at 0.56x of torch.compile's, which holds all the
+# logits (measured on an H200: benchmarks/kernels.py).
+CHUNK_BYTES = 768 * 2**20
 # The weight gradient sums over all tokens. Kept in the weight's dtype (bf16), each chunk's
 # addmm accumulates in fp32 but rounds the running sum once, and that error grows with the
 # chunk count; an fp32 accumulator avoids it but holds 4 bytes per weight (2 GiB for Llama 3's
@@ -32,7 +34,9 @@ CHUNK_BYTES = 512 * 2**20
 # 1.89 at 16 (the accuracy rule allows 2). So: the weight's dtype up to this many chunks,
 # fp32 beyond.
 MAX_CHUNKS_IN_WEIGHT_DTYPE = 4
-_BLOCK_V = 4096
+# The loss kernel's vocabulary tile: 2,048 with 8 warps beat 4,096 by 8% on an H200
+# (benchmarks/kernel_sweep.py, 2,048 x 128,256 bf16 logits: 0.498 vs 0.539 ms).
+_BLOCK_V = 2048
 _REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -76,10 +80,15 @@ def _ce_rows(
 
 
 def default_chunk_rows(n_rows: int, n_vocab: int, itemsize: int) -> int:
-    """Rows per chunk so that one chunk of logits stays within CHUNK_BYTES."""
-    rows = max(1, CHUNK_BYTES // (n_vocab * itemsize))
+    """Rows per chunk: as few chunks as keep one chunk of logits within CHUNK_BYTES, of
+    about equal size (a last chunk of a few rows would cost a whole weight-gradient pass)."""
+    cap = max(1, CHUNK_BYTES // (n_vocab * itemsize))
+    if cap >= 128:
+        cap -= cap % 128  # whole tiles for the matmuls
+    chunks = -(-n_rows // cap)
+    rows = -(-n_rows // max(1, chunks))
     if rows >= 128:
-        rows -= rows % 128  # whole tiles for the matmuls
+        rows = min(cap, -(-rows // 128) * 128)
     return max(1, min(n_rows, rows))  # at least 1, so that no tokens make no chunks
 
 
@@ -123,8 +132,12 @@ def _chunked_pass(
     want_hidden_grad: bool,
     want_weight_grad: bool,
     chunk_rows: int,
+    grad_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Per-token losses, and with `row_scale` the gradients of sum(row_scale * loss)."""
+    """Per-token losses, and with `row_scale` the gradients of sum(row_scale * loss). The
+    weight gradient comes back in `grad_dtype` (default: the weight's), the dtype of the
+    weight the caller holds: under autocast, the fp32 master weight."""
+    grad_dtype = grad_dtype or weight.dtype
     n_rows, n_vocab = hidden.shape[0], weight.shape[0]
     losses = torch.empty(n_rows, dtype=torch.float32, device=hidden.device)
     grad_hidden = None
@@ -132,15 +145,19 @@ def _chunked_pass(
         grad_hidden = torch.empty(hidden.shape, dtype=hidden.dtype, device=hidden.device)
     grad_weight = None
     if row_scale is not None and want_weight_grad:
-        acc_dtype = weight_grad_dtype(triton.cdiv(n_rows, chunk_rows), weight.dtype)
+        acc_dtype = weight_grad_dtype(triton.cdiv(n_rows, chunk_rows), grad_dtype)
         # in the weight's dtype the first chunk's product overwrites every element
         fill = torch.empty if acc_dtype == weight.dtype and n_rows else torch.zeros
         grad_weight = fill(weight.shape, dtype=acc_dtype, device=weight.device)
     write_grad = row_scale is not None
+    # One buffer for every chunk's logits: `logits = h @ weight.t()` would allocate the next
+    # chunk while the last one is still referenced, two chunks at the peak.
+    buffer = torch.empty(min(chunk_rows, n_rows), n_vocab, dtype=hidden.dtype, device=hidden.device)
     for start in range(0, n_rows, chunk_rows):
         end = min(start + chunk_rows, n_rows)
         h = hidden[start:end]
-        logits = h @ weight.t()
+        logits = buffer[: end - start]
+        torch.mm(h, weight.t(), out=logits)
         _ce_rows[(end - start,)](
             logits, targets[start:end], losses[start:end],
             row_scale[start:end] if row_scale is not None else losses[start:end],
@@ -153,11 +170,14 @@ def _chunked_pass(
         if grad_weight is not None:
             _accumulate_mm(grad_weight, logits.t(), h, first=start == 0)
     if grad_weight is not None:
-        grad_weight = grad_weight.to(weight.dtype)
+        grad_weight = grad_weight.to(grad_dtype)
     return losses, grad_hidden, grad_weight
 
 
-def _check(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, reduction: str) -> None:
+def _check(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, reduction: str,
+    compute_dtype: torch.dtype,
+) -> None:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"linear_cross_entropy: reduction {reduction!r} is not one of {_REDUCTIONS}")
     if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
@@ -169,7 +189,7 @@ def _check(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, re
             f"linear_cross_entropy: targets {tuple(targets.shape)} must match hidden's leading "
             f"dimensions {tuple(hidden.shape[:-1])}"
         )
-    if hidden.dtype != weight.dtype:
+    if hidden.dtype != compute_dtype:
         raise ValueError(f"linear_cross_entropy: hidden is {hidden.dtype} but weight is {weight.dtype}")
     if targets.dtype.is_floating_point:
         raise ValueError(f"linear_cross_entropy: targets must be integer ids, got {targets.dtype}")
@@ -194,8 +214,9 @@ def _reduce(losses: torch.Tensor, valid: torch.Tensor, reduction: str, shape: to
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, ignore_index, reduction, chunk_rows):  # type: ignore[override]
-        h, weight, t, rows = _flatten(hidden, weight, targets, chunk_rows)
+    def forward(ctx, hidden, weight, targets, ignore_index, reduction, chunk_rows, compute_dtype):  # type: ignore[override]
+        master = weight  # under autocast the fp32 weight: its gradient is made in fp32 directly
+        h, weight, t, rows = _flatten(hidden, weight.to(compute_dtype), targets, chunk_rows)
         valid = t != ignore_index
         want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         eager = reduction != "none"
@@ -206,25 +227,29 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 # like torch: no valid token gives a nan loss but zero gradients
                 row_scale /= valid.sum().clamp(min=1)
         losses, grad_h, grad_w = _chunked_pass(
-            h, weight, t, ignore_index, row_scale, want_h, want_w, rows
+            h, weight, t, ignore_index, row_scale, want_h, want_w, rows, master.dtype
         )
+        del weight  # the compute-dtype copy (autocast's) is not kept for the backward
         ctx.reduction, ctx.ignore_index, ctx.chunk_rows = reduction, ignore_index, rows
+        ctx.compute_dtype = compute_dtype
         ctx.hidden_shape, ctx.spent = hidden.shape, False
         if eager:
             ctx.save_for_backward(grad_h, grad_w)
         else:
-            ctx.save_for_backward(h, weight, t)
+            ctx.save_for_backward(h, master, t)
         return _reduce(losses, valid, reduction, targets.shape)
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if ctx.reduction == "none":
-            h, weight, t = ctx.saved_tensors
+            h, master, t = ctx.saved_tensors
             valid = t != ctx.ignore_index
             row_scale = torch.where(valid, grad_out.reshape(-1).float(), 0.0)
+            weight = master.to(ctx.compute_dtype).contiguous()
             _, grad_h, grad_w = _chunked_pass(
-                h, weight, t, ctx.ignore_index, row_scale, want_h, want_w, ctx.chunk_rows
+                h, weight, t, ctx.ignore_index, row_scale, want_h, want_w, ctx.chunk_rows,
+                master.dtype,
             )
         else:
             if ctx.spent:
@@ -234,13 +259,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 )
             ctx.spent = True  # the gradients below are scaled in place, once
             grad_h, grad_w = ctx.saved_tensors
-            if grad_h is not None:
-                grad_h.mul_(grad_out)
-            if grad_w is not None:
-                grad_w.mul_(grad_out)
+            # `loss.backward()` sends 1: scaling would then only re-read and re-write the weight
+            # gradient (2 GiB of traffic for Llama 3, 0.5 ms on an H200). Asking costs one sync
+            # with the device, which has just finished this op's own matmuls.
+            if not bool(torch.all(grad_out == 1)):
+                if grad_h is not None:
+                    grad_h.mul_(grad_out)
+                if grad_w is not None:
+                    grad_w.mul_(grad_out)
         if grad_h is not None:
             grad_h = grad_h.view(ctx.hidden_shape)
-        return grad_h, grad_w, None, None, None, None
+        return grad_h, grad_w, None, None, None, None, None
 
 
 def linear_cross_entropy(
@@ -258,26 +287,29 @@ def linear_cross_entropy(
     or per token in targets' shape for reduction="none"). `chunk_rows` overrides how many
     tokens share one chunk of logits (default: as many as fit in CHUNK_BYTES).
     """
-    hidden, weight = _autocast_inputs(hidden, weight)
-    _check(hidden, weight, targets, reduction)
+    hidden, compute_dtype = _autocast_inputs(hidden, weight)
+    _check(hidden, weight, targets, reduction, compute_dtype)
     with torch.autocast(hidden.device.type, enabled=False):
         if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
             return _LinearCrossEntropy.apply(
-                hidden, weight, targets, ignore_index, reduction, chunk_rows
+                hidden, weight, targets, ignore_index, reduction, chunk_rows, compute_dtype
             )
         # Evaluation (no_grad, or nothing to train): losses only. Checked here because inside
         # an autograd.Function `needs_input_grad` stays True under no_grad.
-        h, weight, t, rows = _flatten(hidden, weight, targets, chunk_rows)
+        h, weight, t, rows = _flatten(hidden, weight.to(compute_dtype), targets, chunk_rows)
         losses, _, _ = _chunked_pass(h, weight, t, ignore_index, None, False, False, rows)
         return _reduce(losses, t != ignore_index, reduction, targets.shape)
 
 
-def _autocast_inputs(hidden: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Under autocast the matmuls run in its dtype, as `hidden @ weight.T` would. The casts
-    happen here, where autograd records them (fp32 master weights get fp32 gradients), and
-    the chunked pass then runs with autocast off: its `out=` matmuls need one dtype."""
+def _autocast_inputs(hidden: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.dtype]:
+    """(hidden, the dtype the matmuls run in). Under autocast that is its dtype, as for
+    `hidden @ weight.T`; hidden is cast here, where autograd records it, and the chunked pass
+    then runs with autocast off (its `out=` matmuls need one dtype). The weight is cast
+    inside the op instead, so that an fp32 master weight gets its gradient straight from
+    the fp32 accumulator: no bf16 copy of that gradient and no cast back (1.5 GiB less at
+    the peak for Llama 3's output layer, and one rounding fewer)."""
     device = hidden.device.type
     if torch.is_autocast_enabled(device):
         dtype = torch.get_autocast_dtype(device)
-        return hidden.to(dtype), weight.to(dtype)
-    return hidden, weight
+        return hidden.to(dtype), dtype
+    return hidden, weight.dtype
