@@ -8,7 +8,8 @@
 #      FlexAttention vs the dense mask, Triton vs torch
 #      training, bf16 autocast, the post-training chain, QLoRA and generation on CUDA)
 #   4. full fine-tuning vs LoRA vs QLoRA on a 1B shape                   benchmarks/lora.py
-#   5. each kernel alone under several launch settings                  benchmarks/kernel_sweep.py
+#   5. each kernel alone under several launch settings, and the fused
+#      loss by tokens per chunk                                          benchmarks/kernel_sweep.py
 #
 #   bash benchmarks/gpu_session.sh                       # steps 1-4 (the acceptance run)
 #   bash benchmarks/gpu_session.sh gpu_check sweep       # chosen steps, in the order given
@@ -21,13 +22,18 @@
 #     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
 #     --platform manylinux2014_x86_64 --platform any -d .whl lark==1.3.1 pydantic==2.14.4 \
 #     pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \
-#     typing-extensions==4.16.0 liger-kernel==0.8.5
+#     typing-extensions==4.16.0 liger-kernel==0.8.5 zstandard==0.25.0
 #
 # and run it there with the `.whl` folder carried:  bash benchmarks/gpu_session.sh
 # Results (JSON per step, logs) go to $OUT when the device tool sets it, else
-# benchmarks/results/. Each step has its own time limit so one slow step cannot eat the rest;
-# the limits (190 + 210 + 130 s) leave room under a 590 s call, and every script writes its
-# JSON as results come, so a cut-short step still returns what it measured.
+# benchmarks/results/. Each step has its own time limit (override: GPU_CHECK_LIMIT,
+# TRAIN_STEP_LIMIT, VARIANT_TIMEOUT, CUDA_TESTS_LIMIT, LORA_LIMIT, SWEEP_LIMIT) so one slow
+# step cannot eat the rest, and every script writes its JSON as results come, so a cut-short
+# step still returns what it measured. Seen on an H200 (2026-11-29; a start took ~35 s):
+# gpu_check 62-65 s; train_step 140 s for herd-job, herd and hf-liger, the first herd
+# variant ~90 s of it (FlexAttention compiles cold on a fresh machine: give it 150 s);
+# cuda_tests 69-83 s; lora's three variants need more than 45 s. The defaults below fit
+# steps 1-4 in a 560 s call.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RESULTS=${OUT:-benchmarks/results}
@@ -52,19 +58,19 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $RESULTS/NAME
 
 run_step() {
     case $1 in
-    gpu_check) step gpu_check "${GPU_CHECK_LIMIT:-190}" python3 benchmarks/gpu_check.py --out "$RESULTS/gpu_check.json" ;;
+    gpu_check) step gpu_check "${GPU_CHECK_LIMIT:-110}" python3 benchmarks/gpu_check.py --out "$RESULTS/gpu_check.json" ;;
     train_step)
         local only=()
-        for v in ${TRAIN_VARIANTS:-}; do only+=(--only "$v"); done
-        step train_step "${TRAIN_STEP_LIMIT:-210}" python3 benchmarks/train_step.py \
-            --variant-timeout "${VARIANT_TIMEOUT:-90}" ${only[@]+"${only[@]}"} --out "$RESULTS/train_step.json" ;;
+        for v in ${TRAIN_VARIANTS:-herd-job herd hf-liger hf-eager}; do only+=(--only "$v"); done
+        step train_step "${TRAIN_STEP_LIMIT:-230}" python3 benchmarks/train_step.py \
+            --variant-timeout "${VARIANT_TIMEOUT:-150}" ${only[@]+"${only[@]}"} --out "$RESULTS/train_step.json" ;;
     # compiled kernels, not the interpreter the CPU suite uses; only the tests that need CUDA
-    cuda_tests) step cuda_tests "${CUDA_TESTS_LIMIT:-130}" env TRITON_INTERPRET=0 python3 -m pytest -q \
+    cuda_tests) step cuda_tests "${CUDA_TESTS_LIMIT:-110}" env TRITON_INTERPRET=0 python3 -m pytest -q \
         -p no:cacheprovider -rs -k "cuda or gpu" tests/kernels/test_kernel_accuracy.py \
         tests/kernels/test_kernel_dispatch.py tests/kernels/test_kernel_nf4.py \
         tests/model/test_model_cuda.py tests/post/test_post_cuda.py tests/post/test_cli.py ;;
     # Llama-3.2-1B shape, bf16 autocast, full vs LoRA rank 16
-    lora) step lora "${LORA_LIMIT:-40}" python3 benchmarks/lora.py --device cuda --dim 2048 \
+    lora) step lora "${LORA_LIMIT:-90}" python3 benchmarks/lora.py --device cuda --dim 2048 \
         --layers 16 --vocab 128256 --seq 2049 --batch 4 --out "$RESULTS/lora.json" ;;
     sweep) step sweep "${SWEEP_LIMIT:-60}" python3 benchmarks/kernel_sweep.py --out "$RESULTS/kernel_sweep.json" ;;
     *) echo "gpu_session.sh: unknown step '$1' (gpu_check train_step cuda_tests lora sweep)" >&2

@@ -7,8 +7,8 @@ benchmarks/kernels.py times each op as users call it (forward, forward + backwar
 its peers; this script times each *kernel* alone under several launch settings, so that a
 short GPU lease also tells which settings to keep when a kernel misses its target. Each row
 is one kernel and one setting: median ms (Triton's do_bench) and the bandwidth it reached
-counting the bytes the kernel must move. The setting the runtime uses today is marked
-`*`. Results go to benchmarks/results/kernel_sweep-<host>.json, rewritten after each kernel.
+counting the bytes the kernel must move, and (last) the fused loss as a whole by tokens per
+chunk, with its peak memory. The setting the runtime uses today is marked `*`. Results go to benchmarks/results/kernel_sweep-<host>.json, rewritten after each kernel.
 """
 
 from __future__ import annotations
@@ -49,6 +49,18 @@ def bench(fn: Callable[[], Any], device: str) -> float:
     start = time.perf_counter()
     fn()
     return (time.perf_counter() - start) * 1e3
+
+
+def peak_mib(fn: Callable[[], Any], device: str) -> float | None:
+    """Memory one call allocates beyond what is live (CUDA only)."""
+    if device != "cuda":
+        return None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
 def sweep_rms_norm(s: dict[str, int], dtype: torch.dtype, device: str, smoke: bool):
@@ -134,7 +146,24 @@ def sweep_ce(s: dict[str, int], dtype: torch.dtype, device: str, smoke: bool):
             yield "ce_rows", f"block={block} warps={warps}", block == lce._BLOCK_V and warps == 8, call, moved
 
 
-SWEEPS = {"rms_norm": sweep_rms_norm, "swiglu": sweep_swiglu, "rope": sweep_rope, "ce": sweep_ce}
+def sweep_lce_chunks(s: dict[str, int], dtype: torch.dtype, device: str, smoke: bool):
+    """The whole fused loss, forward + backward, by tokens per chunk: fewer chunks mean fewer
+    read-modify-writes of the weight gradient but a larger buffer of logits."""
+    tokens = 4 * s["ce_rows"]
+    hidden = torch.randn(tokens, s["dim"], device=device, dtype=dtype, requires_grad=True)
+    weight = (torch.randn(s["vocab"], s["dim"], device=device, dtype=dtype) * s["dim"] ** -0.5).requires_grad_()
+    targets = torch.randint(0, s["vocab"], (tokens,), device=device)
+    now = lce.default_chunk_rows(tokens, s["vocab"], hidden.element_size())
+    fractions = (8, 4, 3, 2) if not smoke else (4, 2)
+    for chunk_rows in sorted({-(-tokens // n) for n in fractions} | {now}):
+        def call(chunk_rows: int = chunk_rows) -> None:
+            lce.linear_cross_entropy(hidden, weight, targets, chunk_rows=chunk_rows).backward()
+            hidden.grad = weight.grad = None
+        yield "lce_fwd_bwd", f"chunk_rows={chunk_rows}", chunk_rows == now, call, None
+
+
+SWEEPS = {"rms_norm": sweep_rms_norm, "swiglu": sweep_swiglu, "rope": sweep_rope, "ce": sweep_ce,
+          "lce_chunks": sweep_lce_chunks}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,14 +180,17 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     report = {"benchmark": "kernel_sweep", "device": "cpu" if args.smoke else torch.cuda.get_device_name(),
               "dtype": str(dtype).removeprefix("torch."), "shape": shape, "results": rows}
-    print(f"{'kernel':14} {'setting':22} {'ms':>8} {'GB/s':>7}")
+    print(f"{'kernel':14} {'setting':22} {'ms':>8} {'GB/s':>7} {'peak MiB':>9}")
     for name in args.only:
         for kernel, setting, current, fn, moved in SWEEPS[name](shape, dtype, device, args.smoke):
             try:
                 ms = bench(fn, device)
+                peak = peak_mib(fn, device)
                 row = {"kernel": kernel, "setting": setting, "current": current, "ms": ms,
-                       "gb_per_s": moved / ms / 1e6}
-                print(f"{kernel:14} {setting + (' *' if current else ''):22} {ms:8.3f} {row['gb_per_s']:7.0f}")
+                       "gb_per_s": moved / ms / 1e6 if moved else None, "peak_mib": peak}
+                bandwidth = f"{row['gb_per_s']:7.0f}" if moved else f"{'-':>7}"
+                peak_text = f"{peak:9.0f}" if peak is not None else f"{'-':>9}"
+                print(f"{kernel:14} {setting + (' *' if current else ''):22} {ms:8.3f} {bandwidth} {peak_text}")
             except Exception as exc:  # a setting that fails to compile is a finding, not a stop
                 row = {"kernel": kernel, "setting": setting, "current": current,
                        "error": f"{type(exc).__name__}: {exc}"[:200]}

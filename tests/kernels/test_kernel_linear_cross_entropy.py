@@ -157,19 +157,19 @@ def test_chunks_hold_at_most_chunk_bytes_of_logits_in_whole_tiles():
 
 
 def test_chunks_are_about_equal_rather_than_full_chunks_and_a_sliver():
-    # 3,300 tokens exceed one chunk (3,200 rows at 128K vocab): two of 1,664 and 1,636
-    # rather than 3,200 + 100, whose second chunk would cost a whole weight-gradient pass
-    rows = default_chunk_rows(3300, 128_256, 2)
-    assert rows == 1664 and -(-3300 // rows) == 2
-    assert default_chunk_rows(8192, 128_256, 2) == 2816  # 2,816 + 2,816 + 2,560
+    # 2,100 tokens exceed one chunk (2,048 rows at 128K vocab): two of 1,152 and 948
+    # rather than 2,048 + 52, whose second chunk would cost a whole weight-gradient pass
+    rows = default_chunk_rows(2100, 128_256, 2)
+    assert rows == 1152 and -(-2100 // rows) == 2
+    assert default_chunk_rows(8192, 128_256, 2) == 2048  # four whole chunks
 
 
 def test_llama3_batch_keeps_its_weight_gradient_in_bf16_and_long_batches_use_fp32():
-    """8K tokens at 128K vocab is 3 chunks: the gradient accumulates in bf16 (1 GiB, not an
+    """8K tokens at 128K vocab is 4 chunks: the gradient accumulates in bf16 (1 GiB, not an
     extra 2 GiB of fp32); past 4 chunks the per-chunk rounding would cost accuracy."""
     rows = default_chunk_rows(8192, 128_256, 2)
     chunks = -(-8192 // rows)
-    assert chunks == 3 and MAX_CHUNKS_IN_WEIGHT_DTYPE == 4
+    assert chunks == MAX_CHUNKS_IN_WEIGHT_DTYPE == 4
     assert weight_grad_dtype(chunks, torch.bfloat16) == torch.bfloat16
     assert weight_grad_dtype(MAX_CHUNKS_IN_WEIGHT_DTYPE + 1, torch.bfloat16) == torch.float32
     assert weight_grad_dtype(100, torch.float32) == torch.float32

@@ -20,12 +20,13 @@ import torch
 import triton
 import triton.language as tl
 
-# Upper bound on one chunk of logits. Llama 3's 8K tokens x 128K vocab in bf16 make three
-# chunks of 2,816 tokens (689 MiB). Fewer chunks mean fewer read-modify-writes of the weight
-# gradient (1 GiB each at that shape) and fewer roundings of it (below); the bound keeps the
-# op's peak (that gradient + one chunk) at 0.56x of torch.compile's, which holds all the
-# logits (measured on an H200: benchmarks/kernels.py).
-CHUNK_BYTES = 768 * 2**20
+# Upper bound on one chunk of logits. Llama 3's 8K tokens x 128K vocab in bf16 make four
+# chunks of 2,048 tokens (501 MiB), reused from one buffer, so the op's peak is the weight
+# gradient + one chunk: 1.5 GiB, about half of torch.compile's 3.0 (which holds all the
+# logits). On an H200 (benchmarks/results/kernels-h200-*.json) four chunks of 2,048 took
+# 40.3 ms forward + backward, and three of 2,816 (a 768 MiB bound) 41.8 ms in a later run:
+# fewer read-modify-writes of the weight gradient did not pay for themselves.
+CHUNK_BYTES = 512 * 2**20
 # The weight gradient sums over all tokens. Kept in the weight's dtype (bf16), each chunk's
 # addmm accumulates in fp32 but rounds the running sum once, and that error grows with the
 # chunk count; an fp32 accumulator avoids it but holds 4 bytes per weight (2 GiB for Llama 3's
