@@ -25,6 +25,7 @@ import triton
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks.kernels import peak_mib  # noqa: E402
 from benchmarks.record import result_path, write_result  # noqa: E402
 from runtime.kernels.accuracy import rope_tables  # noqa: E402
 from runtime.kernels.fused import linear_cross_entropy as lce  # noqa: E402
@@ -49,18 +50,6 @@ def bench(fn: Callable[[], Any], device: str) -> float:
     start = time.perf_counter()
     fn()
     return (time.perf_counter() - start) * 1e3
-
-
-def peak_mib(fn: Callable[[], Any], device: str) -> float | None:
-    """Memory one call allocates beyond what is live (CUDA only)."""
-    if device != "cuda":
-        return None
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    fn()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
 def sweep_rms_norm(s: dict[str, int], dtype: torch.dtype, device: str, smoke: bool):
@@ -172,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", type=lambda v: v.split(","), default=list(SWEEPS))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.only) - set(SWEEPS))
+    if unknown:
+        parser.error(f"unknown sweep(s) {', '.join(unknown)}; choose from {', '.join(SWEEPS)}")
     if not args.smoke and not torch.cuda.is_available():
         print("kernel_sweep.py: no CUDA GPU here; use --smoke with TRITON_INTERPRET=1", file=sys.stderr)
         return 2

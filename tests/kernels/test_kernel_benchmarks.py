@@ -86,6 +86,26 @@ def _load(script: str) -> ModuleType:
     return module
 
 
+def test_kernel_sweep_smoke_times_each_setting_and_marks_the_one_in_use(tmp_path):
+    out = tmp_path / "sweep.json"
+    done = _run("kernel_sweep.py", "--smoke", "--only", "rms_norm,lce_chunks", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())["results"]
+    kernels = {r["kernel"] for r in rows}
+    assert kernels == {"rms_norm_fwd", "rms_norm_bwd", "lce_fwd_bwd"}
+    assert all("ms" in r for r in rows)
+    # the runtime's own setting is among those timed: the forward's warps and the loss's chunks
+    assert {r["kernel"] for r in rows if r["current"]} >= {"rms_norm_fwd", "lce_fwd_bwd"}
+    assert len({r["setting"] for r in rows if r["kernel"] == "lce_fwd_bwd"}) >= 2
+
+
+def test_unknown_sweep_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exited:
+        _load("kernel_sweep.py").main(["--smoke", "--only", "layernorm"])
+    assert exited.value.code == 2
+    assert "unknown sweep(s) layernorm" in capsys.readouterr().err
+
+
 def test_unknown_op_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exited:
         _load("kernels.py").main(["--smoke", "--only", "layernorm"])
@@ -94,7 +114,7 @@ def test_unknown_op_is_a_usage_error(capsys):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
-@pytest.mark.parametrize("script", ["kernels.py", "gpu_check.py"])
+@pytest.mark.parametrize("script", ["kernels.py", "gpu_check.py", "kernel_sweep.py"])
 def test_without_a_gpu_the_scripts_say_so_and_how_to_smoke_test(script, capsys):
     assert _load(script).main([]) == 2
     err = capsys.readouterr().err
