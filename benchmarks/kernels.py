@@ -176,6 +176,8 @@ def liger_impl(op: str) -> Impl | None:
                     rope_layout)
     if op == "swiglu":
         return Impl("liger", lambda a: liger.liger_swiglu(a["gate"], a["up"]))
+    if op != "linear_cross_entropy":
+        return None  # Liger has no such op (NF4 dequantizing): no row, rather than an error row
     return Impl(
         "liger",
         lambda a: liger.liger_fused_linear_cross_entropy(a["hidden"], a["weight"], a["targets"]),

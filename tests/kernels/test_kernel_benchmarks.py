@@ -106,6 +106,23 @@ def test_unknown_sweep_is_a_usage_error(capsys):
     assert "unknown sweep(s) layernorm" in capsys.readouterr().err
 
 
+def test_liger_gets_a_row_only_for_the_ops_it_has(monkeypatch):
+    """On the H200 the NF4 row once showed Liger as `KeyError: 'hidden'`: an op Liger lacks
+    fell through to its fused loss."""
+    import types
+
+    functional = types.ModuleType("liger_kernel.transformers.functional")
+    package = types.ModuleType("liger_kernel.transformers")
+    package.functional = functional  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "liger_kernel", types.ModuleType("liger_kernel"))
+    monkeypatch.setitem(sys.modules, "liger_kernel.transformers", package)
+    monkeypatch.setitem(sys.modules, "liger_kernel.transformers.functional", functional)
+    kernels = _load("kernels.py")
+    assert kernels.liger_impl("nf4_dequantize") is None
+    assert all(kernels.liger_impl(op) is not None
+               for op in ("rms_norm", "apply_rope", "swiglu", "linear_cross_entropy"))
+
+
 def test_unknown_op_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exited:
         _load("kernels.py").main(["--smoke", "--only", "layernorm"])
