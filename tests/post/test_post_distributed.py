@@ -53,11 +53,20 @@ def rows(tmp_path: Path, job: str, key: str) -> list[float]:
     return [r[key] for r in map(json.loads, lines) if key in r]
 
 
-def same_weights(a: Path, b: Path, name: str = "model.safetensors", atol: float = 1e-6) -> None:
+def same_weights(a: Path, b: Path, name: str = "model.safetensors", start: Path | None = None,
+                 tolerance: float = 1e-3) -> None:
+    """Each tensor's update (its weights minus `start`'s, or minus zero: a zero-initialised
+    head) agrees to `tolerance` in relative L2. Not elementwise: AdamW moves a weight whose
+    gradient is near zero by up to lr whatever that gradient's rounding, so the ranks' other
+    summation order shows there as 1e-6..1e-5 and how much depends on the CPU's BLAS (a
+    1e-6 elementwise bound passed on one machine and failed on another with the same code)."""
     wa, wb = load_file(str(a / name)), load_file(str(b / name))
     assert set(wa) == set(wb)
+    w0 = load_file(str(start / name)) if start is not None else {}
     for key in wa:
-        assert torch.allclose(wa[key], wb[key], rtol=1e-4, atol=atol), key
+        base = w0.get(key, torch.zeros_like(wb[key]))
+        moved = (wb[key] - base).norm()
+        assert (wa[key] - wb[key]).norm() <= tolerance * moved + 1e-12, (key, float(moved))
 
 
 def test_sft_on_two_ranks_matches_one_process(tmp_path: Path, inputs: dict[str, Path]) -> None:
@@ -69,7 +78,7 @@ def test_sft_on_two_ranks_matches_one_process(tmp_path: Path, inputs: dict[str, 
     assert len(rows(tmp_path, "two", "loss")) == 4
     assert rows(tmp_path, "two", "loss") == pytest.approx(rows(tmp_path, "one", "loss"), rel=1e-4)
     assert rows(tmp_path, "two", "val_loss") == pytest.approx(rows(tmp_path, "one", "val_loss"), rel=1e-4)
-    same_weights(one.out, two.out)
+    same_weights(one.out, two.out, start=inputs["checkpoint"])
     assert (two.out / "tokenizer.model").is_file() and (two.out / "plots" / "loss.png").is_file()
     assert two.progress.done == two.progress.total == 4  # rank 0's progress reached the parent
 
@@ -83,7 +92,7 @@ def test_dpo_with_lora_and_a_reward_model_on_two_ranks_match_one_process(
     outs = [run(tmp_path, "post.dpo", dpo, {**inputs, "reference": ref}, f"dpo{n}", nproc=n).out for n in (1, 2)]
     for key in ("loss", "reward_accuracy", "reward_margin", "val_reward_accuracy"):
         assert rows(tmp_path, "dpo2", key) == pytest.approx(rows(tmp_path, "dpo1", key), rel=1e-4, abs=1e-6)
-    same_weights(*outs)
+    same_weights(*outs, start=inputs["checkpoint"])
     assert set(load_file(str(outs[1] / "model.safetensors"))) == set(load_file(str(inputs["checkpoint"] / "model.safetensors")))
 
     rm = {"lr": 1e-3, "steps": 3, "batch": 4, "eval_every": 3, "precision": "fp32"}
@@ -92,7 +101,7 @@ def test_dpo_with_lora_and_a_reward_model_on_two_ranks_match_one_process(
     # the body's gradients are tiny while the zero-initialised head grows, and AdamW moves
     # each weight by about lr whatever its gradient's size: the ranks' other summation
     # order shows as up to ~1% of the 5e-4 the weights moved
-    same_weights(*outs, atol=1e-5)
+    same_weights(*outs, start=inputs["checkpoint"], tolerance=2e-2)
     same_weights(*outs, name="reward_head.safetensors")
     one, two = (json.loads((o / "eval.json").read_text()) for o in outs)
     assert two["accuracy"] == one["accuracy"] and two["train_accuracy"] == one["train_accuracy"]
@@ -118,14 +127,14 @@ def test_sft_and_the_reward_model_split_heads_over_a_tensor_parallel_pair(
     two = tensor_run("post.sft", sft, "tp")  # a batch of 3: one replica, nothing to split
     for key in ("loss", "val_loss"):
         assert rows(tmp_path, "tp", key) == pytest.approx(rows(tmp_path, "one", key), rel=1e-4)
-    same_weights(one.out, two.out, atol=1e-5)
+    same_weights(one.out, two.out, start=inputs["checkpoint"])
 
     rm = {"lr": 1e-3, "steps": 2, "batch": 4, "eval_every": 2, "precision": "fp32"}
     outs = [run(tmp_path, "post.reward_model", rm, inputs, "rm1").out,
             tensor_run("post.reward_model", rm, "rm-tp").out]
     assert rows(tmp_path, "rm-tp", "loss") == pytest.approx(rows(tmp_path, "rm1", "loss"), rel=1e-4)
     assert rows(tmp_path, "rm-tp", "val_pair_accuracy") == rows(tmp_path, "rm1", "val_pair_accuracy")
-    same_weights(*outs, name="reward_head.safetensors", atol=1e-5)
+    same_weights(*outs, name="reward_head.safetensors")
 
     lora = {**sft, "batch": 4, "lora": LORA}
     run(tmp_path, "post.sft", lora, inputs, "lora1")
@@ -146,7 +155,7 @@ def test_a_post_training_state_resumes_at_another_world_size(tmp_path: Path, inp
         shutil.copytree(saver.work / "post-state", resumer.work / "post-state")
         registry.get("post.sft")(resumer)
         assert len(rows(tmp_path, resumer.job_id, "lr")) == 2  # it trained steps 3 and 4 only
-        same_weights(whole.out, resumer.out)
+        same_weights(whole.out, resumer.out, start=inputs["checkpoint"])
 
 
 def test_a_batch_that_does_not_split_over_the_ranks_fails_before_they_start(
