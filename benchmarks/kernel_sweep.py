@@ -8,15 +8,14 @@ its peers; this script times each *kernel* alone under several launch settings, 
 short GPU lease also tells which settings to keep when a kernel misses its target. Each row
 is one kernel and one setting: median ms (Triton's do_bench) and the bandwidth it reached
 counting the bytes the kernel must move, and (last) the fused loss as a whole by tokens per
-chunk, with its peak memory. The setting the runtime uses today is marked `*`. Results go to benchmarks/results/kernel_sweep-<host>.json, rewritten after each kernel.
+chunk, with its peak memory. The setting the runtime uses today is marked `*`. Results go
+to benchmarks/results/kernel_sweep-<host>.json, rewritten after each kernel.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import triton
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.kernels import peak_mib  # noqa: E402
+from benchmarks.kernels import peak_mib, time_ms  # noqa: E402
 from benchmarks.record import result_path, write_result  # noqa: E402
 from runtime.kernels.accuracy import rope_tables  # noqa: E402
 from runtime.kernels.fused import linear_cross_entropy as lce  # noqa: E402
@@ -39,17 +38,6 @@ FULL = {"rows": 16384, "dim": 4096, "ffn": 14336, "heads": 32, "kv_heads": 8, "h
         "ce_rows": 2048, "vocab": 128_256}
 SMOKE = {"rows": 6, "dim": 96, "ffn": 160, "heads": 4, "kv_heads": 2, "head_dim": 16,
          "ce_rows": 3, "vocab": 700}
-
-
-def bench(fn: Callable[[], Any], device: str) -> float:
-    if device == "cuda":
-        import triton.testing
-
-        return float(triton.testing.do_bench(fn, warmup=10, rep=40, return_mode="median"))
-    fn()
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1e3
 
 
 def sweep_rms_norm(s: dict[str, int], dtype: torch.dtype, device: str, smoke: bool):
@@ -176,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only:
         for kernel, setting, current, fn, moved in SWEEPS[name](shape, dtype, device, args.smoke):
             try:
-                ms = bench(fn, device)
+                ms = time_ms(fn, device, reps=1)
                 peak = peak_mib(fn, device)
                 row = {"kernel": kernel, "setting": setting, "current": current, "ms": ms,
                        "gb_per_s": moved / ms / 1e6 if moved else None, "peak_mib": peak}

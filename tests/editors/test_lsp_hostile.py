@@ -222,6 +222,13 @@ def _still_answers(client: RawClient, root: Path) -> None:
     assert "model `base`" in hover["result"]["contents"]["value"]
 
 
+def _hover_names_model_a(client: RawClient, uri: str, line: int, char: int = 6) -> dict:
+    """Hover on `a` in `model a { ... }` still answers (with the hover's result)."""
+    hover = client.request("textDocument/hover", {"textDocument": {"uri": uri}, "position": _pos(line, char)})
+    assert "model `a`" in hover["result"]["contents"]["value"]
+    return hover["result"]
+
+
 # -- 1. lines and characters as LSP counts them ------------------------------------------------
 
 _ODD = ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
@@ -307,9 +314,7 @@ def test_the_audited_diagnostic_hover_and_quick_fix_are_in_place(client: RawClie
     raw = "# a\u2028b\nmodel a { laers = 3 }\n"
     (d,) = client.open(uri, raw)
     assert d["code"] == "H0201" and d["range"] == _range((1, 10), (1, 15))
-    hover = client.request("textDocument/hover", {"textDocument": {"uri": uri}, "position": _pos(1, 6)})
-    assert hover["result"]["range"] == _range((1, 6), (1, 7))
-    assert "model `a`" in hover["result"]["contents"]["value"]
+    assert _hover_names_model_a(client, uri, 1)["range"] == _range((1, 6), (1, 7))
     actions = client.request("textDocument/codeAction", {
         "textDocument": {"uri": uri}, "range": d["range"], "context": {"diagnostics": [d]}})
     (action,) = actions["result"]
@@ -382,8 +387,7 @@ def test_an_import_of_a_fifo_is_reported_not_opened(client: RawClient, root: Pat
     diags = client.open(uri, 'import "pipe.herd"\nmodel a { layers = 2 }\n')
     assert [d["code"] for d in diags] == ["H0104"]
     assert diags[0]["range"] == _range((0, 0), (0, 18)) and "pipe.herd" in diags[0]["message"]
-    hover = client.request("textDocument/hover", {"textDocument": {"uri": uri}, "position": _pos(1, 6)})
-    assert "model `a`" in hover["result"]["contents"]["value"]
+    _hover_names_model_a(client, uri, 1)
     client.close(uri)
     _still_answers(client, root)
 
@@ -467,8 +471,7 @@ def test_an_invalid_did_change_is_reported_and_a_full_text_resyncs(client: RawCl
     assert "out of sync" in client.diagnostics(uri, 3)[0]["message"]
     client.change(uri, 4, {"text": "model a { laers = 2 }\n"})  # the whole text: in sync again
     assert [d["code"] for d in client.diagnostics(uri, 4)] == ["H0201"]
-    hover = client.request("textDocument/hover", {"textDocument": {"uri": uri}, "position": _pos(0, 6)})
-    assert "model `a`" in hover["result"]["contents"]["value"]
+    _hover_names_model_a(client, uri, 0)
     client.close(uri)
     _still_answers(client, root)
 
@@ -515,8 +518,7 @@ def test_a_lone_surrogate_is_reported_not_left_with_stale_diagnostics(client: Ra
     client.change(uri, 2, {"range": _range((0, 21), (0, 21)), "text": " # \ud83d"})
     (d,) = client.diagnostics(uri, 2)
     assert d["code"] == "H0001" and "surrogate" in d["message"] and d["range"] == _range((0, 24), (0, 25))
-    hover = client.request("textDocument/hover", {"textDocument": {"uri": uri}, "position": _pos(0, 6)})
-    assert "model `a`" in hover["result"]["contents"]["value"]
+    _hover_names_model_a(client, uri, 0)
     client.change(uri, 3, {"range": _range((0, 21), (0, 25)), "text": ""})
     assert [d["code"] for d in client.diagnostics(uri, 3)] == ["H0201"]
     client.close(uri)
