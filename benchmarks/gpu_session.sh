@@ -10,6 +10,8 @@
 #   4. full fine-tuning vs LoRA vs QLoRA on a 1B shape                   benchmarks/lora.py
 #   5. each kernel alone under several launch settings, and the fused
 #      loss by tokens per chunk                                          benchmarks/kernel_sweep.py
+#   6. document-masked attention: FlexAttention vs varlen FlashAttention
+#      vs causal SDPA vs a dense mask, the note's shape and the 1B step's  benchmarks/attention.py
 #
 #   bash benchmarks/gpu_session.sh                       # steps 1-4 (the acceptance run)
 #   bash benchmarks/gpu_session.sh gpu_check sweep       # chosen steps, in the order given
@@ -27,7 +29,7 @@
 # and run it there with the `.whl` folder carried:  bash benchmarks/gpu_session.sh
 # Results (JSON per step, logs) go to $OUT when the device tool sets it, else
 # benchmarks/results/. Each step has its own time limit (override: GPU_CHECK_LIMIT,
-# TRAIN_STEP_LIMIT, VARIANT_TIMEOUT, CUDA_TESTS_LIMIT, LORA_LIMIT, SWEEP_LIMIT) so one slow
+# TRAIN_STEP_LIMIT, VARIANT_TIMEOUT, CUDA_TESTS_LIMIT, LORA_LIMIT, SWEEP_LIMIT, ATTENTION_LIMIT) so one slow
 # step cannot eat the rest, and every script writes its JSON as results come, so a cut-short
 # step still returns what it measured. Seen on an H200 (2026-11-29; a start took ~35 s):
 # gpu_check 62-65 s; train_step 140 s for herd-job, herd and hf-liger, the first herd
@@ -73,7 +75,10 @@ run_step() {
     lora) step lora "${LORA_LIMIT:-90}" python3 benchmarks/lora.py --device cuda --dim 2048 \
         --layers 16 --vocab 128256 --seq 2049 --batch 4 --out "$RESULTS/lora.json" ;;
     sweep) step sweep "${SWEEP_LIMIT:-60}" python3 benchmarks/kernel_sweep.py --out "$RESULTS/kernel_sweep.json" ;;
-    *) echo "gpu_session.sh: unknown step '$1' (gpu_check train_step cuda_tests lora sweep)" >&2
+    # FlexAttention compiles once per head width (two here): allow for two cold compiles
+    attention) step attention "${ATTENTION_LIMIT:-150}" python3 benchmarks/attention.py \
+        --out "$RESULTS/attention.json" ;;
+    *) echo "gpu_session.sh: unknown step '$1' (gpu_check train_step cuda_tests lora sweep attention)" >&2
        exit 2 ;;
     esac
 }
@@ -84,5 +89,5 @@ for s in "${steps[@]}"; do run_step "$s"; done
 echo
 echo "== gpu session summary =="
 printf '%s\n' "${status[@]}"
-for log in gpu_check train_step; do [ -f "$RESULTS/$log.log" ] && tail -12 "$RESULTS/$log.log"; done
+for log in gpu_check train_step attention; do [ -f "$RESULTS/$log.log" ] && tail -12 "$RESULTS/$log.log"; done
 true
