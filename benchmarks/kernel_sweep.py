@@ -8,7 +8,7 @@ its peers; this script times each *kernel* alone under several launch settings, 
 short GPU lease also tells which settings to keep when a kernel misses its target. Each row
 is one kernel and one setting: median ms (Triton's do_bench) and the bandwidth it reached
 counting the bytes the kernel must move, and (last) the fused loss as a whole by tokens per
-chunk, with its peak memory. The setting the runtime uses today is marked `*`. Results go
+chunk, with its peak memory, at the 8B kernel shape and at the 1B training step's. The setting the runtime uses today is marked `*`. Results go
 to benchmarks/results/kernel_sweep-<host>.json, rewritten after each kernel.
 """
 
@@ -139,8 +139,29 @@ def sweep_lce_chunks(s: dict[str, int], dtype: torch.dtype, device: str, smoke: 
         yield "lce_fwd_bwd", f"chunk_rows={chunk_rows}", chunk_rows == now, call, None
 
 
+def sweep_lce_train(s: dict[str, int], dtype: torch.dtype, device: str, smoke: bool):
+    """The fused loss as benchmarks/train_step.py runs it (Llama-3.2-1B: 32,768 tokens x 2,048
+    x 128,256, bf16 autocast over an fp32 master weight, so the weight gradient accumulates in
+    fp32 over 16 chunks at today's bound), by tokens per chunk. The setting names the
+    accumulation: `addmm` adds each bf16 product into fp32 inside the matmul (torch's
+    `out_dtype`), `add` rounds each product to bf16 and adds it in a second pass."""
+    tokens, dim = (8 * s["ce_rows"], s["dim"]) if smoke else (32768, 2048)
+    hidden = torch.randn(tokens, dim, device=device, dtype=dtype, requires_grad=True)
+    weight = (torch.randn(s["vocab"], dim, device=device) * dim**-0.5).requires_grad_()
+    targets = torch.randint(0, s["vocab"], (tokens,), device=device)
+    now = lce.default_chunk_rows(tokens, s["vocab"], hidden.element_size())
+    accumulate = "addmm" if lce._mixed_addmm(hidden.device) else "add"
+    for chunk_rows in sorted({now, 2 * now, 4 * now}):
+        def call(chunk_rows: int = chunk_rows) -> None:
+            with torch.autocast(device, dtype=dtype, enabled=not smoke):
+                loss = lce.linear_cross_entropy(hidden, weight, targets, chunk_rows=chunk_rows)
+            loss.backward()
+            hidden.grad = weight.grad = None
+        yield ("lce_train", f"chunk_rows={chunk_rows} {accumulate}", chunk_rows == now, call, None)
+
+
 SWEEPS = {"rms_norm": sweep_rms_norm, "swiglu": sweep_swiglu, "rope": sweep_rope, "ce": sweep_ce,
-          "lce_chunks": sweep_lce_chunks}
+          "lce_chunks": sweep_lce_chunks, "lce_train": sweep_lce_train}
 
 
 def main(argv: list[str] | None = None) -> int:

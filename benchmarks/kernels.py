@@ -18,7 +18,11 @@ tokens x 4,096 for RMSNorm, q 2 x 32 x 8,192 x 128 for RoPE, 16,384 x 14,336 for
 the default 8,192), linear + cross-entropy on 1 x `--tokens` (8,192 x 4,096 x 128,256),
 nf4_dequantize on one FFN projection (14,336 x 4,096 weights, to bf16).
 It prints median milliseconds, the ratio of each to herd (> 1: herd is faster) and the
-peak memory each call allocates beyond its inputs. Results go to
+peak memory each call allocates beyond its inputs; on a GPU also the same call replayed
+from a CUDA graph (`graph ms`: the device's time alone — in a training step the host runs
+ahead and only that counts — while `ms` includes the host's launch work, which dominates
+ops of a few tenths of a millisecond; an op that syncs with the host inside cannot be
+captured and says so). Results go to
 benchmarks/results/kernels-<hostname>.json. Only GPU numbers mean anything; --smoke runs
 the interpreted kernels on tiny shapes so that a machine without a GPU can check the script.
 """
@@ -225,6 +229,15 @@ def time_ms(fn: Callable[[], None], device: str, reps: int) -> float:
     return statistics.median(times)
 
 
+def graph_ms(fn: Callable[[], None]) -> float:
+    """Median milliseconds of the call replayed from a CUDA graph: the GPU's time alone, as a
+    training step sees an op when the host runs ahead of the device. `time_ms` includes the
+    host's launch work, which dominates ops of a few tenths of a millisecond."""
+    import triton.testing
+
+    return float(triton.testing.do_bench_cudagraph(fn, rep=100, return_mode="median"))
+
+
 def peak_mib(fn: Callable[[], None], device: str) -> float | None:
     """Memory one call allocates beyond what was already live (CUDA only)."""
     if device != "cuda":
@@ -277,10 +290,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     }
                 except Exception as exc:  # a baseline that fails is reported, not fatal
                     results[impl.name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
-            herd_ms = results["herd"].get("ms")
+                    continue
+                if device == "cuda" and args.graphs:
+                    try:
+                        results[impl.name]["graph_ms"] = graph_ms(step)
+                    except Exception as exc:  # e.g. a host sync inside the op: not capturable
+                        results[impl.name]["graph_error"] = f"{type(exc).__name__}: {exc}"[:200]
+            for key in ("ms", "graph_ms"):
+                herd_ms = results["herd"].get(key)
+                for res in results.values():
+                    if herd_ms and res.get(key):
+                        res[f"{key.removesuffix('ms')}speedup_of_herd"] = res[key] / herd_ms
             for name, res in results.items():
-                if herd_ms and res.get("ms"):
-                    res["speedup_of_herd"] = res["ms"] / herd_ms
                 rows.append({"op": op, "pass": label, "impl": name, **res})
         write_result("kernels", report, args.out)
     return report
@@ -290,14 +311,19 @@ def print_table(report: dict[str, Any]) -> None:
     print(f"{report['device']}, {report['dtype']}, Llama 3 {report['model']} shapes, "
           f"{ELEMENTWISE_BATCH} x {report['tokens']} tokens (linear+CE: 1 x {report['tokens']}); "
           "speedup = impl ms / herd ms")
-    print(f"{'op':22} {'pass':8} {'impl':8} {'ms':>9} {'speedup':>8} {'peak MiB':>9}")
+    print("graph ms: the same call replayed from a CUDA graph (GPU time alone, no launch work)")
+    print(f"{'op':22} {'pass':8} {'impl':8} {'ms':>9} {'speedup':>8} {'peak MiB':>9} "
+          f"{'graph ms':>9} {'speedup':>8}")
     for r in report["results"]:
         if "error" in r:
             print(f"{r['op']:22} {r['pass']:8} {r['impl']:8} {r['error']}")
             continue
-        peak = "" if r["peak_mib"] is None else f"{r['peak_mib']:9.1f}"
+        peak = f"{'-':>9}" if r["peak_mib"] is None else f"{r['peak_mib']:9.1f}"
+        graph = f"{'-':>9} {'-':>8}"
+        if "graph_ms" in r:
+            graph = f"{r['graph_ms']:9.3f} {r.get('graph_speedup_of_herd', float('nan')):8.2f}"
         print(f"{r['op']:22} {r['pass']:8} {r['impl']:8} {r['ms']:9.3f} "
-              f"{r.get('speedup_of_herd', float('nan')):8.2f} {peak}")
+              f"{r.get('speedup_of_herd', float('nan')):8.2f} {peak} {graph}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true",
                         help="tiny shapes on the CPU (needs TRITON_INTERPRET=1): checks the script")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/results/)")
+    parser.add_argument("--no-graphs", dest="graphs", action="store_false",
+                        help="skip the CUDA-graph timings (GPU time without launch work)")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.only) - set(OPS))
     if unknown:

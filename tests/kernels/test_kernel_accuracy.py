@@ -76,3 +76,35 @@ def test_the_weight_gradient_stays_accurate_over_many_chunks_on_gpu(chunk_rows):
     case = next(c for c in LLAMA_8B if c.name == "linear_cross_entropy[mean]")
     for m in measure(case, ops, torch.bfloat16, "cuda"):
         assert m.ok, m
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_fused_loss_can_be_captured_in_a_cuda_graph_on_gpu():
+    """The backward asks the device whether the upstream gradient is 1 (to skip a 2 GiB
+    rescale); no such sync is allowed while a CUDA graph is captured, so there it always
+    scales. Replaying the graph gives the eager gradients."""
+    from runtime.kernels.fused.linear_cross_entropy import linear_cross_entropy
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    hidden = torch.randn(512, 256, device="cuda", generator=g, requires_grad=True)
+    weight = torch.randn(3000, 256, device="cuda", generator=g, requires_grad=True)
+    targets = torch.randint(0, 3000, (512,), device="cuda", generator=g)
+
+    def step() -> None:
+        hidden.grad = weight.grad = None
+        linear_cross_entropy(hidden, weight, targets, chunk_rows=128).backward()
+
+    step()
+    want = hidden.grad.clone(), weight.grad.clone()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        step()  # warm up on the side stream, as torch.cuda.graph asks
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    graph.replay()
+    torch.cuda.synchronize()
+    torch.testing.assert_close(hidden.grad, want[0])
+    torch.testing.assert_close(weight.grad, want[1])
