@@ -120,7 +120,7 @@ def generate_cli(args: argparse.Namespace, out: TextIO | None = None) -> int:
         _complete(model, tok, prompt, args, out, generator)
         out.write("\n")
     except (JobFailed, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"herd: error: {e}", file=sys.stderr)
         return 1
     return 0
 
@@ -136,7 +136,7 @@ def chat_cli(args: argparse.Namespace, inp: TextIO | None = None, out: TextIO | 
     try:
         model, tok, generator = _load(args)
     except (JobFailed, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"herd: error: {e}", file=sys.stderr)
         return 1
     system = _messages(args, "")[:-1]
     history: list[dict[str, str]] = []
@@ -165,7 +165,7 @@ def chat_cli(args: argparse.Namespace, inp: TextIO | None = None, out: TextIO | 
         try:
             reply = _complete(model, tok, encode_prompt(tok, system + history), args, out, generator)
         except JobFailed as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"herd: error: {e}", file=sys.stderr)
             history = []
             continue
         out.write("\n")

@@ -67,7 +67,7 @@ def test_chat_commands_are_never_sent_to_the_model_by_mistake(sft_checkpoint):
 
 def test_a_missing_checkpoint_is_an_error_not_a_traceback(tmp_path, capsys):
     assert generate_cli(_args(tmp_path / "nope")) == 1
-    assert "error:" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith("herd: error: ")  # as every other herd command
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when CUDA is missing")
