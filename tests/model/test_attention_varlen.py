@@ -101,3 +101,18 @@ def test_an_unknown_herd_attention_is_a_user_error_naming_the_choices(monkeypatc
     assert isinstance(err.value, UserError)
     assert "HERD_ATTENTION='flash' is not one of auto, dense, flex, varlen" in str(err.value)
     assert "hint: unset it" in str(err.value)
+
+
+def test_varlen_under_activation_checkpointing_recomputes_the_same_gradients(tiny_config, monkeypatch):
+    """Blocks recomputed in the backward rebuild nothing: the mask's offsets are reused."""
+    monkeypatch.setenv("HERD_ATTENTION", "varlen")
+    model = from_config(tiny_config, seed=0)
+    tokens = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(2))
+    grads = []
+    for recompute in (False, True):
+        model.zero_grad()
+        model.activation_checkpointing = recompute
+        model(tokens, DOC_IDS, tokens.roll(-1, 1)).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for got, want in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
