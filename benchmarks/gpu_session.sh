@@ -3,7 +3,8 @@
 # and each start costs one or two, so the checks run back to back and a table prints last.
 #
 #   1. bf16 kernel accuracy (relative rule) + the kernel speed table   benchmarks/gpu_check.py
-#   2. one training step, herd vs HF eager/compile/Liger + herd's job   benchmarks/train_step.py
+#   2. one training step, herd (FlexAttention, varlen) vs HF + Liger
+#      and herd's job path, each profiled: time per kernel category      benchmarks/train_step.py
 #   3. the CUDA-only tests (bf16 kernel rule, the weight gradient over 4 and 16 chunks,
 #      FlexAttention vs the dense mask, Triton vs torch
 #      training, bf16 autocast, the post-training chain, QLoRA and generation on CUDA)
@@ -13,7 +14,7 @@
 #   6. document-masked attention: FlexAttention vs varlen FlashAttention
 #      vs causal SDPA vs a dense mask, the note's shape and the 1B step's  benchmarks/attention.py
 #
-#   bash benchmarks/gpu_session.sh                       # steps 1-4 (the acceptance run)
+#   bash benchmarks/gpu_session.sh                       # steps 1, 2, 3, 6 (the acceptance run)
 #   bash benchmarks/gpu_session.sh gpu_check sweep       # chosen steps, in the order given
 #   TRAIN_VARIANTS="herd hf-liger" bash benchmarks/gpu_session.sh train_step   # some variants
 #
@@ -29,13 +30,15 @@
 # and run it there with the `.whl` folder carried:  bash benchmarks/gpu_session.sh
 # Results (JSON per step, logs) go to $OUT when the device tool sets it, else
 # benchmarks/results/. Each step has its own time limit (override: GPU_CHECK_LIMIT,
-# TRAIN_STEP_LIMIT, VARIANT_TIMEOUT, CUDA_TESTS_LIMIT, LORA_LIMIT, SWEEP_LIMIT, ATTENTION_LIMIT) so one slow
+# TRAIN_STEP_LIMIT, VARIANT_TIMEOUT, CUDA_TESTS_LIMIT, LORA_LIMIT, SWEEP_LIMIT, ATTENTION_LIMIT;
+# TRAIN_VARIANTS, TRAIN_PROFILE = profiled steps per variant, 0 for none) so one slow
 # step cannot eat the rest, and every script writes its JSON as results come, so a cut-short
 # step still returns what it measured. Seen on an H200 (2026-11-29; a start took ~35 s):
 # gpu_check 62-65 s; train_step 140 s for herd-job, herd and hf-liger, the first herd
 # variant ~90 s of it (FlexAttention compiles cold on a fresh machine: give it 150 s);
-# cuda_tests 69-83 s; lora's three variants need more than 45 s. The defaults below fit
-# steps 1-4 in a 560 s call.
+# cuda_tests 69-83 s; lora's three variants need more than 45 s. Not yet seen: the CUDA-graph
+# column gpu_check now adds, the profiled steps, herd-varlen, attention. The defaults below
+# aim steps 1, 2, 3 and 6 at a 560 s call; lora and sweep then need a second one.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RESULTS=${OUT:-benchmarks/results}
@@ -63,9 +66,10 @@ run_step() {
     gpu_check) step gpu_check "${GPU_CHECK_LIMIT:-110}" python3 benchmarks/gpu_check.py --out "$RESULTS/gpu_check.json" ;;
     train_step)
         local only=()
-        for v in ${TRAIN_VARIANTS:-herd-job herd hf-liger hf-eager}; do only+=(--only "$v"); done
-        step train_step "${TRAIN_STEP_LIMIT:-230}" python3 benchmarks/train_step.py \
-            --variant-timeout "${VARIANT_TIMEOUT:-150}" ${only[@]+"${only[@]}"} --out "$RESULTS/train_step.json" ;;
+        for v in ${TRAIN_VARIANTS:-herd herd-varlen hf-liger herd-job}; do only+=(--only "$v"); done
+        step train_step "${TRAIN_STEP_LIMIT:-250}" python3 benchmarks/train_step.py \
+            --variant-timeout "${VARIANT_TIMEOUT:-120}" --profile "${TRAIN_PROFILE:-2}" \
+            ${only[@]+"${only[@]}"} --out "$RESULTS/train_step.json" ;;
     # compiled kernels, not the interpreter the CPU suite uses; only the tests that need CUDA
     cuda_tests) step cuda_tests "${CUDA_TESTS_LIMIT:-110}" env TRITON_INTERPRET=0 python3 -m pytest -q \
         -p no:cacheprovider -rs -k "cuda or gpu" tests/kernels/test_kernel_accuracy.py \
@@ -76,14 +80,14 @@ run_step() {
         --layers 16 --vocab 128256 --seq 2049 --batch 4 --out "$RESULTS/lora.json" ;;
     sweep) step sweep "${SWEEP_LIMIT:-60}" python3 benchmarks/kernel_sweep.py --out "$RESULTS/kernel_sweep.json" ;;
     # FlexAttention compiles once per head width (two here): allow for two cold compiles
-    attention) step attention "${ATTENTION_LIMIT:-150}" python3 benchmarks/attention.py \
+    attention) step attention "${ATTENTION_LIMIT:-100}" python3 benchmarks/attention.py \
         --out "$RESULTS/attention.json" ;;
     *) echo "gpu_session.sh: unknown step '$1' (gpu_check train_step cuda_tests lora sweep attention)" >&2
        exit 2 ;;
     esac
 }
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(gpu_check train_step cuda_tests lora)
+[ ${#steps[@]} -gt 0 ] || steps=(gpu_check train_step cuda_tests attention)
 for s in "${steps[@]}"; do run_step "$s"; done
 
 echo

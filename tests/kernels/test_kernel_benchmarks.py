@@ -76,6 +76,133 @@ def test_train_step_smoke_times_activation_checkpointing_beside_plain_herd(tmp_p
     assert rows["herd-ac"]["first_loss"] == pytest.approx(rows["herd"]["first_loss"], rel=1e-6)
 
 
+def test_train_step_profile_splits_each_step_by_kernel_category(tmp_path):
+    """--profile: both child paths (a bare step, the Trainer's hook) report categories that
+    add up to the busy time, and the parent prints the second table."""
+    out = tmp_path / "train_step.json"
+    done = _run("train_step.py", "--smoke", "--profile", "1", "--only", "herd", "--only", "herd-job",
+                "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    record = json.loads(out.read_text())
+    rows = {r["variant"]: r for r in record["results"]}
+    assert set(rows) == {"herd", "herd-job"} and record["profile_steps"] == 1
+    buckets = [name for name, _ in _load("train_step.py").CATEGORIES]
+    for variant, row in rows.items():
+        assert "error" not in row, row
+        prof = row["profile"]
+        assert list(prof["categories"]) == buckets and prof["steps"] == 1
+        assert sum(prof["categories"].values()) == pytest.approx(prof["busy_ms"], abs=1e-3), variant
+        assert prof["top"] and all({"name", "category", "ms", "calls"} <= set(k) for k in prof["top"])
+        assert prof["wall_ms"] is not None and prof["idle_fraction"] is not None
+    assert "where a step's time goes" in done.stdout
+    assert "herd: top 10" in done.stdout and "herd-job: top 10" in done.stdout
+    # the profiled steps come after the timed ones: the job's schedule still ends at min_lr
+    assert rows["herd-job"]["lr_first_last"] == pytest.approx([1e-4, 1e-5])
+
+
+@pytest.mark.parametrize(("kernel", "expected"), [
+    ("nvjet_tst_192x192_64x4_1x2_h_bz_coopA_NNT", "gemm"),
+    ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1_"
+     "execute_segment_k_off_kernel__5x_cublas", "gemm"),
+    ("void cutlass::Kernel2<cutlass_80_tensorop_bf16_s16816gemm_relu_bf16_64x64_64x4_tn_align8>", "gemm"),
+    ("void splitKreduce_kernel<32, 16, int, float, __nv_bfloat16, float, true, false, false>", "gemm"),
+    ("triton_tem_fused_mm_4", "gemm"),
+    ("aten::mm", "gemm"),
+    ("aten::addmm", "gemm"),
+    ("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128, 128, 4, false, false, "
+     "cutlass::bfloat16_t>, true, false>", "attention"),
+    ("void pytorch_flash::flash_bwd_dq_dk_dv_loop_seqk_parallel_kernel<Flash_bwd_kernel_traits<64>>",
+     "attention"),
+    ("void cutlass::device_kernel<flash::enable_sm90_or_later<flash::FlashAttnFwdSm90<Ktraits>>>",
+     "attention"),
+    ("fmha_cutlassF_bf16_aligned_64x64_rf_sm80(PyTorchMemEffAttention::AttentionKernel::Params)",
+     "attention"),
+    ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_3_64x64x64_4x1x1_kernel0_0",
+     "attention"),
+    ("triton_tem_fused_0", "attention"),
+    ("triton_tem_fused_flex_attention_backward_zeros_1", "attention"),
+    ("aten::_scaled_dot_product_flash_attention_for_cpu", "attention"),
+    ("_ce_rows", "loss"),
+    ("liger_cross_entropy_kernel", "loss"),
+    ("element_mul_kernel", "loss"),
+    ("void at::native::(anonymous namespace)::cunn_SoftMaxForward<4, float, float, float, "
+     "at::native::(anonymous namespace)::LogSoftMaxForwardEpilogue>", "loss"),
+    ("aten::nll_loss_backward", "loss"),
+    ("_rms_norm_fwd", "norm"),
+    ("_rms_norm_bwd", "norm"),
+    ("_rms_norm_forward_kernel", "norm"),
+    ("triton_red_fused__to_copy_add_mean_mul_pow_rsqrt_0", "norm"),
+    ("_rope_kernel", "rope"),
+    ("_triton_rope", "rope"),
+    ("_swiglu_fwd", "swiglu"),
+    ("_swiglu_forward_kernel", "swiglu"),
+    ("void at::native::vectorized_elementwise_kernel<4, at::native::(anonymous namespace)::"
+     "silu_kernel(at::TensorIteratorBase&)::{lambda()#1}>", "swiglu"),
+    ("triton_poi_fused_mul_silu_1", "swiglu"),
+    ("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<at::native::(anonymous "
+     "namespace)::FusedOptimizerTensorListMetadata<4>, at::native::(anonymous namespace)::"
+     "FusedAdamMathFunctor<float, 4, (at::native::ADAM_MODE)1, false>>", "optimizer"),
+    ("void at::native::lpnorm_cleanup<float, (at::native::NormType)1, float, float>", "optimizer"),
+    ("void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float, "
+     "at::native::NormTwoOps<float, float, float>, unsigned int, float, 4>>", "optimizer"),
+    ("void at::native::unrolled_elementwise_kernel<at::native::direct_copy_kernel_cuda("
+     "at::TensorIteratorBase&)::{lambda()#3}>", "copy/cast"),
+    ("void at::native::(anonymous namespace)::CatArrayBatchedCopy<float, unsigned int, 1, 128, 1>",
+     "copy/cast"),
+    ("triton_poi_fused__to_copy_1", "copy/cast"),
+    ("Memcpy DtoD (Device -> Device)", "copy/cast"),
+    ("Memset (Device)", "copy/cast"),
+    ("aten::cat", "copy/cast"),
+    ("void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float, "
+     "at::native::func_wrapper_t<float, at::native::sum_functor<float, float, float>>>>", "reduce"),
+    ("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctorOnSelf_add<float>>",
+     "other"),
+    ("void at::native::(anonymous namespace)::indexSelectLargeIndex<float, long, unsigned int>",
+     "other"),
+    ("aten::scatter_add_", "other"),
+    ("aten::comm_thing", "other"),
+])
+def test_train_step_profile_buckets_kernel_names(kernel, expected):
+    assert _load("train_step.py").category(kernel) == expected
+
+
+def test_train_step_profile_summary_adds_up_per_step():
+    """Two profiled steps: per-step ms, calls per step, the busy share of the wall time."""
+    ts = _load("train_step.py")
+    assert ts.CATEGORIES[-1][0] == "other" and len({c for c, _ in ts.CATEGORIES}) == len(ts.CATEGORIES)
+    times = [("nvjet_tst_128x256", 3000.0), ("nvjet_tst_128x256", 1000.0), ("_ce_rows", 2000.0),
+             ("void at::native::(anonymous namespace)::" + "x" * 200, 1000.0)]
+    summary = ts.summarize_profile(times, steps=2, wall_s=0.008, source="test")
+    assert summary["busy_ms"] == pytest.approx(3.5) and summary["wall_ms"] == pytest.approx(4.0)
+    assert summary["idle_fraction"] == pytest.approx(0.125)
+    assert summary["categories"]["gemm"] == pytest.approx(2.0)
+    assert summary["categories"]["loss"] == pytest.approx(1.0)
+    assert summary["categories"]["other"] == pytest.approx(0.5)
+    assert summary["top"][0] == {"name": "nvjet_tst_128x256", "category": "gemm", "ms": 2.0, "calls": 1.0}
+    assert len(summary["top"][-1]["name"]) == 90 and "anonymous" not in summary["top"][-1]["name"]
+
+
+def test_train_step_runs_herd_varlen_with_varlen_attention(monkeypatch):
+    """herd-varlen is herd in a child whose HERD_ATTENTION asks for varlen FlashAttention."""
+    ts = _load("train_step.py")
+    monkeypatch.delenv("HERD_ATTENTION", raising=False)
+    assert ts.child_env("herd-varlen")["HERD_ATTENTION"] == "varlen"
+    assert "HERD_ATTENTION" not in ts.child_env("herd")
+    assert ts.VARIANTS.index("herd-varlen") == ts.VARIANTS.index("herd") + 1
+    seen: dict[str, object] = {}
+
+    def fake_run(cmd, **kwargs):
+        seen.update(cmd=cmd, env=kwargs["env"])
+        return subprocess.CompletedProcess(cmd, 0, stdout='{"variant": "herd-varlen"}\n', stderr="")
+
+    monkeypatch.setattr(ts.subprocess, "run", fake_run)
+    args = ts.parse_args(["--smoke", "--profile", "2"])
+    assert ts.run_variant("herd-varlen", args) == {"variant": "herd-varlen"}
+    assert seen["env"]["HERD_ATTENTION"] == "varlen"  # type: ignore[index]
+    cmd = seen["cmd"]
+    assert cmd[cmd.index("--child") + 1] == "herd-varlen" and cmd[cmd.index("--profile") + 1] == "2"  # type: ignore[union-attr]
+
+
 def _load(script: str) -> ModuleType:
     """The script as a module, to call its main() in this process (no interpreter start-up)."""
     spec = importlib.util.spec_from_file_location(f"herd_bench_{script[:-3]}", ROOT / "benchmarks" / script)
