@@ -21,7 +21,6 @@ Hk heads (`enable_gqa`).
 
 from __future__ import annotations
 
-import functools
 import inspect
 import os
 from dataclasses import dataclass
@@ -138,15 +137,18 @@ def _flex_block_mask(doc_ids: torch.Tensor) -> BlockMask:
 
 @torch.compiler.disable
 def _document_offsets(doc_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """(cu_seqlens, longest document) of a packed batch, rows laid end to end: a document
-    starts at each row's first token and wherever the id changes. One sync with the device
-    per batch (the kernel's grid needs the longest document as a number)."""
+    """(cu_seqlens, a bound on the longest document) of a packed batch, rows laid end to
+    end: a document starts at each row's first token and wherever the id changes. One sync
+    with the device per batch: the kernel's grid needs the bound as a number. It is rounded
+    up to a power of two (at most the row length), which costs the kernel only a few empty
+    blocks and spares `torch.compile` a recompilation for every new longest document."""
     batch, length = doc_ids.shape
     starts = torch.ones_like(doc_ids, dtype=torch.bool)
     starts[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
     first = starts.flatten().nonzero().flatten()
     cu_seqlens = torch.cat([first, first.new_tensor([batch * length])]).to(torch.int32)
-    return cu_seqlens, int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
+    longest = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
+    return cu_seqlens, min(length, 1 << (longest - 1).bit_length())
 
 
 _compiled_flex: Any = None
@@ -163,11 +165,18 @@ def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: BlockMa
     return fn(q, k, v, block_mask=block_mask, enable_gqa=q.shape[1] != k.shape[1])
 
 
-@functools.cache
-def _varlen_causal_kwargs() -> dict[str, Any]:
-    """torch 2.10 spells causal `is_causal=True`; later versions a (-1, 0) window."""
+def _varlen_options() -> tuple[dict[str, Any], bool]:
+    """(how this torch spells causal for varlen_attn, whether it takes `enable_gqa`): torch
+    2.10 says `is_causal=True`, later versions a (-1, 0) window. Read once, at import, so
+    that nothing inspects a signature inside a compiled forward."""
+    if varlen_attn is None:
+        return {}, False
     params = inspect.signature(varlen_attn).parameters
-    return {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+    causal = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+    return causal, "enable_gqa" in params
+
+
+_VARLEN_CAUSAL, _VARLEN_TAKES_GQA = _varlen_options()
 
 
 def _varlen_kernel_runs(q: torch.Tensor) -> bool:
@@ -182,8 +191,8 @@ def _varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMa
     packed tokens of the batch."""
     gqa = q.shape[1] != k.shape[1]
     if _varlen_kernel_runs(q):
-        kwargs = dict(_varlen_causal_kwargs())
-        if gqa and "enable_gqa" in inspect.signature(varlen_attn).parameters:
+        kwargs = dict(_VARLEN_CAUSAL)
+        if gqa and _VARLEN_TAKES_GQA:
             kwargs["enable_gqa"] = True
         return varlen_attn(q, k, v, mask.cu_seqlens, mask.cu_seqlens, mask.max_len, mask.max_len,
                            **kwargs)

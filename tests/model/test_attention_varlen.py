@@ -7,6 +7,8 @@ document, and the kernel's call is checked with a stand-in for it.
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
@@ -25,7 +27,9 @@ def test_documents_are_laid_end_to_end_with_a_new_one_at_each_row_start():
     assert mask.kind == "varlen"
     assert mask.cu_seqlens.tolist() == [0, 3, 5, 7, 10]
     assert mask.cu_seqlens.dtype == torch.int32
-    assert mask.max_len == 3
+    assert mask.max_len == 4  # the longest (3) rounded up to a power of two
+    one_long = document_mask(torch.zeros(2, 20, dtype=torch.long), "varlen")
+    assert one_long.max_len == 20  # never past a row
 
 
 def test_varlen_gives_the_dense_masks_outputs_and_gradients(tiny_config):
@@ -65,21 +69,28 @@ def test_the_flash_kernel_gets_flat_tokens_causal_and_grouped_heads(tiny_config,
 
     monkeypatch.setattr(attention, "varlen_attn", fake_varlen_attn)
     monkeypatch.setattr(attention, "_varlen_kernel_runs", lambda q: True)
-    attention._varlen_causal_kwargs.cache_clear()
-    try:
-        model = from_config(tiny_config, seed=0)
-        tokens = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(2))
-        with torch.no_grad():
-            got = model(tokens, DOC_IDS, mask=document_mask(DOC_IDS, "varlen"))
-            want = model(tokens, DOC_IDS, mask=document_mask(DOC_IDS, "dense"))
-    finally:
-        attention._varlen_causal_kwargs.cache_clear()
+    monkeypatch.setattr(attention, "_VARLEN_CAUSAL", {"window_size": (-1, 0)})
+    monkeypatch.setattr(attention, "_VARLEN_TAKES_GQA", True)
+    model = from_config(tiny_config, seed=0)
+    tokens = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        got = model(tokens, DOC_IDS, mask=document_mask(DOC_IDS, "varlen"))
+        want = model(tokens, DOC_IDS, mask=document_mask(DOC_IDS, "dense"))
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     args = model.args
     assert len(calls) == args.layers
+    # the longest document (18 tokens) is bounded by the next power of two, at most a row
     assert calls[0] == {"q": (48, args.heads, args.head_dim), "k": (48, args.kv_heads, args.head_dim),
-                        "cu": [0, 10, 24, 27, 30, 48], "same": True, "max": (18, 18),
+                        "cu": [0, 10, 24, 27, 30, 48], "same": True, "max": (24, 24),
                         "window": (-1, 0), "gqa": args.heads != args.kv_heads}
+
+
+def test_this_torch_spells_causal_varlen_as_its_signature_says():
+    if attention.varlen_attn is None:
+        pytest.skip("no torch.nn.attention.varlen in this torch")
+    params = inspect.signature(attention.varlen_attn).parameters
+    want = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+    assert attention._varlen_options() == (want, "enable_gqa" in params)
 
 
 def test_herd_attention_chooses_the_path(monkeypatch):
