@@ -111,7 +111,7 @@ def document_mask(
         cu_seqlens, max_len = _document_offsets(doc_ids)
         return AttentionMask("varlen", cu_seqlens=cu_seqlens, max_len=max_len)
     if backend == "causal":
-        raise ValueError("the 'causal' backend cannot apply document ids; use 'dense' or 'flex'")
+        raise ValueError("the 'causal' backend cannot apply document ids; use 'dense', 'flex' or 'varlen'")
     length = doc_ids.shape[1]
     causal = torch.ones(length, length, dtype=torch.bool, device=doc_ids.device).tril()
     same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]
