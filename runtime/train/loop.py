@@ -295,9 +295,12 @@ class Trainer:
         self.ctx.metric(step=self.state.step, val_loss=loss)
         return loss
 
-    def _micro_step(self, seqs: int) -> float:
+    def _micro_step(self, seqs: int) -> torch.Tensor:
         """One optimizer step's forward/backward over `seqs` rows in micro-batches; the loss
         is the mean over all the step's targets, so accumulation equals one big batch.
+        Returns this rank's share of the loss on the device (fp64), unread: reading it would
+        stall the host until the device finished, and each stall leaves the device idle
+        while the host then launches the next micro-batch. `_step_values` reads it once.
 
         Under torch.distributed every rank reads the same global batch (the loader is
         deterministic, so its position stays identical everywhere) and trains on its own
@@ -316,15 +319,32 @@ class Trainer:
         local = seqs // replicas
         lo = dist.data_rank() * local
         micro = min(local, int(self.cfg.get("micro_batch") or local))
-        total = 0.0
+        rows = (batch.tokens, batch.doc_ids, batch.targets)
+        if self.device.type == "cuda":
+            # page-locked rows copy without making the host wait for the device (a copy from
+            # pageable memory synchronizes): the next batch goes up while the last optimizer
+            # step still runs
+            rows = tuple(t.pin_memory() for t in rows)
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
         for i in range(lo, lo + local, micro):
-            tok, ids, tgt = (t[i : i + micro].to(self.device)
-                             for t in (batch.tokens, batch.doc_ids, batch.targets))
+            tok, ids, tgt = (t[i : i + micro].to(self.device, non_blocking=True) for t in rows)
             with training_autocast(self.device, self.precision):
                 loss = self.step_fn(tok, ids, tgt, reduction="sum") / n_targets
             (loss * replicas if replicas > 1 else loss).backward()
-            total += float(loss.detach())
-        return dist.all_reduce_sum(total) / dist.tensor()
+            total += loss.detach()
+        return total
+
+    def _step_values(self, loss: torch.Tensor, norm: torch.Tensor | None) -> tuple[float, float | None]:
+        """(the step's loss over all ranks, the gradient norm) as numbers: one wait for the
+        device in a single process (both come back in one read), where the divergence check
+        needs them before the optimizer may apply the step."""
+        if dist.active():
+            total = dist.all_reduce_sum(float(loss)) / dist.tensor()
+            return total, None if norm is None else norm_value(norm)
+        if norm is None:
+            return float(loss), None
+        both = torch.stack([loss, norm.detach().to(loss.device, torch.float64)]).tolist()
+        return both[0], both[1]
 
     def run(self, steps: int) -> TrainState:
         cfg, st = self.cfg, self.state
@@ -341,9 +361,10 @@ class Trainer:
                 group["lr"] = lr
             seqs = batch_seqs(cfg, st.tokens)
             self.opt.zero_grad(set_to_none=True)
-            loss = self._micro_step(seqs)
+            loss_on_device = self._micro_step(seqs)
             norm = dist.clip_grad_norm(list(self.model.parameters()), clip) if clip > 0 else None
-            check_finite(self.ctx, st.step + 1, loss, None if norm is None else norm_value(norm))
+            loss, norm_number = self._step_values(loss_on_device, norm)
+            check_finite(self.ctx, st.step + 1, loss, norm_number)
             self.opt.step()
             n = seqs * self.seq_len
             st.step += 1
