@@ -37,8 +37,9 @@
 # gpu_check 62-65 s; train_step 140 s for herd-job, herd and hf-liger, the first herd
 # variant ~90 s of it (FlexAttention compiles cold on a fresh machine: give it 150 s);
 # cuda_tests 69-83 s; lora's three variants need more than 45 s. Not yet seen: the CUDA-graph
-# column gpu_check now adds, the profiled steps, herd-varlen, attention. The defaults below
-# aim steps 1, 2, 3 and 6 at a 560 s call; lora and sweep then need a second one.
+# column gpu_check now adds (~25 s estimated), the profiled steps, herd-varlen, attention.
+# The defaults below (130 + 230 + 100 + 90 s) aim steps 1, 2, 3 and 6 at one call of
+# timeout_s 600; lora and sweep then need a second one.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RESULTS=${OUT:-benchmarks/results}
@@ -63,15 +64,15 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $RESULTS/NAME
 
 run_step() {
     case $1 in
-    gpu_check) step gpu_check "${GPU_CHECK_LIMIT:-110}" python3 benchmarks/gpu_check.py --out "$RESULTS/gpu_check.json" ;;
+    gpu_check) step gpu_check "${GPU_CHECK_LIMIT:-130}" python3 benchmarks/gpu_check.py --out "$RESULTS/gpu_check.json" ;;
     train_step)
         local only=()
         for v in ${TRAIN_VARIANTS:-herd herd-varlen hf-liger herd-job}; do only+=(--only "$v"); done
-        step train_step "${TRAIN_STEP_LIMIT:-250}" python3 benchmarks/train_step.py \
+        step train_step "${TRAIN_STEP_LIMIT:-230}" python3 benchmarks/train_step.py \
             --variant-timeout "${VARIANT_TIMEOUT:-120}" --profile "${TRAIN_PROFILE:-2}" \
             ${only[@]+"${only[@]}"} --out "$RESULTS/train_step.json" ;;
     # compiled kernels, not the interpreter the CPU suite uses; only the tests that need CUDA
-    cuda_tests) step cuda_tests "${CUDA_TESTS_LIMIT:-110}" env TRITON_INTERPRET=0 python3 -m pytest -q \
+    cuda_tests) step cuda_tests "${CUDA_TESTS_LIMIT:-100}" env TRITON_INTERPRET=0 python3 -m pytest -q \
         -p no:cacheprovider -rs -k "cuda or gpu" tests/kernels/test_kernel_accuracy.py \
         tests/kernels/test_kernel_dispatch.py tests/kernels/test_kernel_nf4.py \
         tests/model/test_model_cuda.py tests/post/test_post_cuda.py tests/post/test_cli.py ;;
@@ -80,7 +81,7 @@ run_step() {
         --layers 16 --vocab 128256 --seq 2049 --batch 4 --out "$RESULTS/lora.json" ;;
     sweep) step sweep "${SWEEP_LIMIT:-60}" python3 benchmarks/kernel_sweep.py --out "$RESULTS/kernel_sweep.json" ;;
     # FlexAttention compiles once per head width (two here): allow for two cold compiles
-    attention) step attention "${ATTENTION_LIMIT:-100}" python3 benchmarks/attention.py \
+    attention) step attention "${ATTENTION_LIMIT:-90}" python3 benchmarks/attention.py \
         --out "$RESULTS/attention.json" ;;
     *) echo "gpu_session.sh: unknown step '$1' (gpu_check train_step cuda_tests lora sweep attention)" >&2
        exit 2 ;;

@@ -235,7 +235,7 @@ def graph_ms(fn: Callable[[], None]) -> float:
     host's launch work, which dominates ops of a few tenths of a millisecond."""
     import triton.testing
 
-    return float(triton.testing.do_bench_cudagraph(fn, rep=100, return_mode="median"))
+    return float(triton.testing.do_bench_cudagraph(fn, rep=50, return_mode="median"))
 
 
 def peak_mib(fn: Callable[[], None], device: str) -> float | None:
