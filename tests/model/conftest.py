@@ -29,3 +29,24 @@ TINY: dict[str, Any] = {
 @pytest.fixture
 def tiny_config() -> dict[str, Any]:
     return dict(TINY)
+
+
+def _masked_loss_and_grads(model: Any, tokens: Any, doc_ids: Any, targets: Any, kind: str,
+                           autocast_dtype: Any = None) -> tuple[Any, list[Any]]:
+    import torch
+
+    from runtime.model.attention import document_mask
+
+    model.zero_grad()
+    device = tokens.device.type
+    with torch.autocast(device, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        loss = model(tokens, doc_ids, targets, mask=document_mask(doc_ids, kind))
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.fixture
+def masked_loss_and_grads() -> Any:
+    """(loss, every parameter's gradient) of one training forward with the attention mask of
+    a given kind (`dense`, `flex`, `varlen`): how two attention paths are compared."""
+    return _masked_loss_and_grads

@@ -32,19 +32,12 @@ def test_documents_are_laid_end_to_end_with_a_new_one_at_each_row_start():
     assert one_long.max_len == 20  # never past a row
 
 
-def test_varlen_gives_the_dense_masks_outputs_and_gradients(tiny_config):
+def test_varlen_gives_the_dense_masks_outputs_and_gradients(tiny_config, masked_loss_and_grads):
     model = from_config(tiny_config, seed=0)
     tokens = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(2))
-    targets = tokens.roll(-1, 1)
-
-    def loss_and_grads(kind: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        model.zero_grad()
-        loss = model(tokens, DOC_IDS, targets, mask=document_mask(DOC_IDS, kind))
-        loss.backward()
-        return loss.detach(), [p.grad.clone() for p in model.parameters()]
-
-    dense_loss, dense_grads = loss_and_grads("dense")
-    varlen_loss, varlen_grads = loss_and_grads("varlen")
+    batch = (model, tokens, DOC_IDS, tokens.roll(-1, 1))
+    dense_loss, dense_grads = masked_loss_and_grads(*batch, "dense")
+    varlen_loss, varlen_grads = masked_loss_and_grads(*batch, "varlen")
     torch.testing.assert_close(varlen_loss, dense_loss, rtol=1e-5, atol=1e-6)
     for got, want in zip(varlen_grads, dense_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)

@@ -72,7 +72,7 @@ def test_a_bf16_autocast_step_learns(monkeypatch):
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
 
 
-def test_varlen_flash_attention_matches_the_dense_document_mask_on_cuda():
+def test_varlen_flash_attention_matches_the_dense_document_mask_on_cuda(masked_loss_and_grads):
     """FlashAttention's varlen kernel (HERD_ATTENTION=varlen) in bf16: the same outputs and
     gradients as the dense mask, within bf16 rounding."""
     from runtime.model import attention
@@ -82,17 +82,9 @@ def test_varlen_flash_attention_matches_the_dense_document_mask_on_cuda():
     probe = torch.empty(1, 1, 32, device="cuda", dtype=torch.bfloat16)
     assert attention._varlen_kernel_runs(probe)
     model = from_config(SMALL, device="cuda", seed=0)
-    tokens, doc_ids, targets = batch()
-
-    def loss_and_grads(kind: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        model.zero_grad()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = model(tokens, doc_ids, targets, mask=document_mask(doc_ids, kind))
-        loss.backward()
-        return loss.detach(), [p.grad.clone() for p in model.parameters()]
-
-    dense_loss, dense_grads = loss_and_grads("dense")
-    varlen_loss, varlen_grads = loss_and_grads("varlen")
+    step = (model, *batch())
+    dense_loss, dense_grads = masked_loss_and_grads(*step, "dense", torch.bfloat16)
+    varlen_loss, varlen_grads = masked_loss_and_grads(*step, "varlen", torch.bfloat16)
     torch.testing.assert_close(varlen_loss, dense_loss, rtol=1e-2, atol=1e-2)
     for got, want in zip(varlen_grads, dense_grads, strict=True):
         assert (got - want).norm() <= 2e-2 * want.norm() + 1e-6
