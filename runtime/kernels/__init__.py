@@ -50,12 +50,27 @@ def _outside_compile(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """x / sqrt(mean(x^2) + eps) * weight over the last dimension."""
+    """x / sqrt(mean(x^2) + eps) * weight over the last dimension.
+
+    Under autocast the result comes in the autocast dtype (bf16), rounded once from the
+    fp32 math, not in x's: a norm's consumers are matmuls, which would each cast an fp32
+    result themselves (Llama's q, k and v projections three times over, and three casts
+    back in the backward, whose gradients autograd then adds in fp32). The residual stream
+    x and its gradient stay in their own dtype."""
+    out_dtype = _autocast_dtype(x)
     if backend_for(x) == "triton":
         from runtime.kernels.fused.rms_norm import rms_norm as fused
 
-        return _outside_compile(fused)(x, weight, eps)
-    return reference.rms_norm(x, weight, eps)
+        return _outside_compile(fused)(x, weight, eps, out_dtype)
+    return reference.rms_norm(x, weight, eps, out_dtype)
+
+
+def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast gives matmuls on x's device, or None when autocast is off there."""
+    device = x.device.type
+    if x.is_floating_point() and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return None
 
 
 def apply_rope(

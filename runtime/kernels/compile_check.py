@@ -171,9 +171,10 @@ def _exercise(width: str, mix: str, note: Callable[[str], None]) -> None:
     def leaf(*shape: int, dtype: torch.dtype) -> torch.Tensor:
         return torch.zeros(*shape, dtype=dtype).requires_grad_()
 
-    # The residual stream is in the parameters' dtype (autocast leaves it fp32).
+    # The residual stream is in the parameters' dtype (autocast leaves it fp32); the norm
+    # hands its matmuls the activations' dtype (bf16 under autocast), and gets it back.
     note("rms_norm")
-    y = rms_module.rms_norm(leaf(rows, dim, dtype=param), leaf(dim, dtype=param))
+    y = rms_module.rms_norm(leaf(rows, dim, dtype=param), leaf(dim, dtype=param), out_dtype=act)
     y.backward(torch.zeros_like(y))
     note("apply_rope")
     q, k = leaf(1, rows, heads, head_dim, dtype=act), leaf(1, rows, kv_heads, head_dim, dtype=act)

@@ -19,11 +19,13 @@ def _wide(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype == torch.float64 else t.float()
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """y = x / sqrt(mean(x^2) + eps) * weight, statistics in fp32."""
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5,
+             out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """y = x / sqrt(mean(x^2) + eps) * weight, statistics in fp32; y in `out_dtype`
+    (default x's), rounded once."""
     xf = _wide(x)
     y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-    return (y * _wide(weight)).to(x.dtype)
+    return (y * _wide(weight)).to(out_dtype or x.dtype)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

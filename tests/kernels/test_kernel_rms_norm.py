@@ -66,3 +66,38 @@ def test_empty_batch_gives_empty_output_and_zero_weight_gradient():
     y.sum().backward()
     assert y.shape == (0, 16)
     assert torch.equal(w.grad, torch.zeros(16))
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_under_autocast_the_norm_hands_its_matmuls_the_autocast_dtype(backend, monkeypatch):
+    """Training's mix: an fp32 residual stream, bf16 matmuls. The norm's result comes in bf16,
+    rounded once from its fp32 math — what each projection would have cast it to — so no
+    projection casts it again; the gradients stay in the stream's and the weight's fp32."""
+    from runtime.kernels import rms_norm as dispatched
+
+    monkeypatch.setenv("HERD_KERNELS", backend)
+    x = (torch.randn(6, 100) * 3).requires_grad_()
+    w = (1 + 0.1 * torch.randn(100)).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = dispatched(x, w, 1e-5)
+    assert y.dtype == torch.bfloat16
+    want = reference.rms_norm(x.detach(), w.detach(), 1e-5)
+    # one rounding of the fp32 result (the interpreter may round toward zero: one bf16 step)
+    step = 2.0 ** (torch.frexp(want.abs())[1] - 8)
+    assert ((y.float() - want).abs() <= (step if backend == "triton" else step / 2)).all()
+    upstream = torch.randn(6, 100).to(torch.bfloat16)
+    dx, dw = torch.autograd.grad(y, (x, w), upstream)
+    assert dx.dtype == torch.float32 and dw.dtype == torch.float32
+    x32, w32 = x.detach().requires_grad_(), w.detach().requires_grad_()
+    want_dx, want_dw = torch.autograd.grad(reference.rms_norm(x32, w32, 1e-5), (x32, w32), upstream.float())
+    torch.testing.assert_close(dx, want_dx, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(dw, want_dw, rtol=1e-4, atol=1e-4)
+
+
+def test_without_autocast_the_norm_keeps_its_inputs_dtype():
+    from runtime.kernels import rms_norm as dispatched
+
+    x = torch.randn(3, 16, dtype=torch.float64)
+    assert dispatched(x, torch.ones(16, dtype=torch.float64)).dtype == torch.float64
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=False):
+        assert dispatched(x.float(), torch.ones(16)).dtype == torch.float32

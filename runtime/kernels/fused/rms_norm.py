@@ -56,12 +56,13 @@ def _rms_norm_bwd(
 
 class _RMSNorm(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float,
+                out_dtype: torch.dtype | None) -> torch.Tensor:
         n_cols = x.shape[-1]
         if weight.shape != (n_cols,):
             raise ValueError(f"rms_norm: weight shape {tuple(weight.shape)} != ({n_cols},)")
         rows = as_rows(x, n_cols)
-        y = torch.empty(rows.shape, dtype=x.dtype, device=x.device)
+        y = torch.empty(rows.shape, dtype=out_dtype or x.dtype, device=x.device)
         rstd = torch.empty(rows.shape[0], dtype=torch.float32, device=x.device)
         block, warps = row_block(n_cols)
         if rows.shape[0]:
@@ -73,7 +74,7 @@ class _RMSNorm(torch.autograd.Function):
         return y.view(x.shape)
 
     @staticmethod
-    def backward(ctx, dy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+    def backward(ctx, dy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
         rows, weight, rstd = ctx.saved_tensors
         n_rows, n_cols = rows.shape
         dy_rows = as_rows(dy, n_cols)
@@ -84,6 +85,11 @@ class _RMSNorm(torch.autograd.Function):
         programs = persistent_programs(rows.device, n_rows, per_sm=2)
         dw_partial = torch.empty(programs, n_cols, dtype=torch.float32, device=rows.device)
         block, warps = row_block(n_cols)
+        if block >= 8192:
+            # Triton 3.6 (the GPU image's) gives a 16-warp program 64 registers a thread, and
+            # at 8,192 wide with bf16 gradients for an fp32 stream (autocast) the backward
+            # spilled 8 (`python -m runtime.kernels.compile_check`); 32 warps halve the share
+            warps = 32
         if n_rows:
             _rms_norm_bwd[(programs,)](
                 dy_rows, rows, weight, rstd, dx, dw_partial,
@@ -94,9 +100,12 @@ class _RMSNorm(torch.autograd.Function):
         else:
             dw_partial.zero_()
         dw = dw_partial.sum(0).to(weight.dtype)
-        return dx.view(dy.shape), dw, None
+        # dx in x's dtype (the residual stream's), whatever dtype y and dy were in
+        return dx.view(dy.shape), dw, None, None
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """y = x / sqrt(mean(x^2) + eps) * weight over the last dimension; differentiable."""
-    return _RMSNorm.apply(x, weight, eps)
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5,
+             out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """y = x / sqrt(mean(x^2) + eps) * weight over the last dimension, y in `out_dtype`
+    (default x's), rounded once from fp32; differentiable."""
+    return _RMSNorm.apply(x, weight, eps, out_dtype)
