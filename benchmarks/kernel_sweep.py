@@ -49,7 +49,8 @@ def sweep_rms_norm(s: dict[str, int], dtype: torch.dtype, device: str, smoke: bo
     moved = 2 * x.numel() * x.element_size()
     for warps in (2, 4, 8, 16):
         def fwd(warps: int = warps) -> None:
-            rms._rms_norm_fwd[(s["rows"],)](x, w, y, rstd, x.stride(0), y.stride(0), s["dim"], 1e-5,
+            rms._rms_norm_fwd[(s["rows"],)](x, x, x, w, y, rstd, x.stride(0), x.stride(0), x.stride(0),
+                                            y.stride(0), s["dim"], 1e-5, HAS_DELTA=False,
                                             BLOCK=block, num_warps=warps)
         yield "rms_norm_fwd", f"warps={warps}", warps == warps_now, fwd, moved
     per_sm_now = 2
@@ -59,9 +60,10 @@ def sweep_rms_norm(s: dict[str, int], dtype: torch.dtype, device: str, smoke: bo
             partial = torch.empty(programs, s["dim"], device=device, dtype=torch.float32)
 
             def bwd(warps: int = warps, programs: int = programs, partial: torch.Tensor = partial) -> None:
-                rms._rms_norm_bwd[(programs,)](dy, x, w, rstd, dx, partial, dy.stride(0), x.stride(0),
-                                               dx.stride(0), s["rows"], s["dim"],
-                                               triton.cdiv(s["rows"], programs),
+                rms._rms_norm_bwd[(programs,)](dy, x, w, rstd, dx, partial, dy, dx, dy.stride(0),
+                                               x.stride(0), dx.stride(0), dy.stride(0), dx.stride(0),
+                                               s["rows"], s["dim"], triton.cdiv(s["rows"], programs),
+                                               HAS_DH=False, HAS_DDELTA=False,
                                                BLOCK=block, num_warps=warps)
                 partial.sum(0)
             yield ("rms_norm_bwd", f"warps={warps} per_sm={per_sm}",

@@ -4,8 +4,8 @@
     python benchmarks/kernels.py --model 70b --tokens 16384 --only rms_norm,swiglu
     TRITON_INTERPRET=1 python benchmarks/kernels.py --smoke   # tiny, on the CPU: checks the script only
 
-For each operation (rms_norm, apply_rope, swiglu, linear_cross_entropy, and QLoRA's
-nf4_dequantize) and each pass (forward; forward + backward — nf4_dequantize has no backward:
+For each operation (rms_norm, add_rms_norm — a block's residual add and the norm after
+it, fused —, apply_rope, swiglu, linear_cross_entropy, and QLoRA's nf4_dequantize) and each pass (forward; forward + backward — nf4_dequantize has no backward:
 its weight is frozen) it times every implementation on the same inputs:
 
   herd       the Triton kernels in runtime/kernels/fused
@@ -54,7 +54,7 @@ MODELS: dict[str, dict[str, int]] = {
     "405b": {"dim": 16384, "ffn": 53248, "heads": 128, "kv_heads": 8, "vocab": 128_256},
     "smoke": {"dim": 64, "ffn": 96, "heads": 4, "kv_heads": 2, "vocab": 5000},
 }
-OPS = ("rms_norm", "apply_rope", "swiglu", "linear_cross_entropy", "nf4_dequantize")
+OPS = ("rms_norm", "add_rms_norm", "apply_rope", "swiglu", "linear_cross_entropy", "nf4_dequantize")
 FORWARD_ONLY = ("nf4_dequantize",)  # frozen weights: nothing to differentiate
 # The elementwise ops see two sequences of `--tokens` (the issue's 16,384-token shapes, RoPE's
 # batch of 2); linear + cross-entropy one (8,192 tokens, as Llama 3's loss layer per sequence).
@@ -84,6 +84,9 @@ def make_inputs(op: str, shape: dict[str, int], tokens: int, dtype: torch.dtype,
     dim, head_dim = shape["dim"], shape["dim"] // shape["heads"]
     if op == "rms_norm":
         return {"x": randn(batch, tokens, dim), "weight": randn(dim, std=0.1) + 1}
+    if op == "add_rms_norm":  # the residual stream, a block's attention output, the FFN norm
+        return {"x": randn(batch, tokens, dim), "delta": randn(batch, tokens, dim),
+                "weight": randn(dim, std=0.1) + 1}
     if op == "apply_rope":
         cos, sin = rope_tables(tokens, head_dim)
         return {
@@ -112,6 +115,7 @@ def make_inputs(op: str, shape: dict[str, int], tokens: int, dtype: torch.dtype,
 def _reference_call(op: str) -> Callable[..., Any]:
     return {
         "rms_norm": lambda a, f=reference.rms_norm: f(a["x"], a["weight"], 1e-5),
+        "add_rms_norm": lambda a, f=reference.add_rms_norm: f(a["x"], a["delta"], a["weight"], 1e-5),
         "apply_rope": lambda a, f=reference.apply_rope: f(a["q"], a["k"], a["cos"], a["sin"]),
         "swiglu": lambda a, f=reference.swiglu: f(a["gate"], a["up"]),
         "linear_cross_entropy": lambda a, f=reference.linear_cross_entropy: f(
@@ -134,6 +138,7 @@ def herd_impl(op: str) -> Impl:
     ops = fused_ops()
     calls: dict[str, Callable[[Inputs], Any]] = {
         "rms_norm": lambda a: ops.rms_norm(a["x"], a["weight"], 1e-5),
+        "add_rms_norm": lambda a: ops.add_rms_norm(a["x"], a["delta"], a["weight"], 1e-5),
         "apply_rope": lambda a: ops.apply_rope(a["q"], a["k"], a["cos"], a["sin"]),
         "swiglu": lambda a: ops.swiglu(a["gate"], a["up"]),
         "linear_cross_entropy": lambda a: ops.linear_cross_entropy(

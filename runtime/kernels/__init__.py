@@ -1,6 +1,6 @@
 """The model's fused operations: Triton kernels on CUDA, torch references elsewhere.
 
-Import these functions (the model's four, and QLoRA's `nf4_dequantize`) rather than a
+Import these functions (the model's five, and QLoRA's `nf4_dequantize`) rather than a
 backend module: each call picks the backend
 for its inputs (see `dispatch`), and both backends take the same arguments and agree
 within the tolerances that tests/kernels and benchmarks/gpu_check.py hold them to.
@@ -22,6 +22,7 @@ from runtime.kernels.dispatch import Backend, KernelBackendError, backend_for
 __all__ = [
     "Backend",
     "KernelBackendError",
+    "add_rms_norm",
     "apply_rope",
     "backend_for",
     "linear_cross_entropy",
@@ -63,6 +64,18 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.
 
         return _outside_compile(fused)(x, weight, eps, out_dtype)
     return reference.rms_norm(x, weight, eps, out_dtype)
+
+
+def add_rms_norm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor,
+                 eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h, y): a pre-norm block's residual add h = x + delta and y = rms_norm(h, weight, eps),
+    with rms_norm's autocast rule for y. The Triton path does both in one pass each way."""
+    out_dtype = _autocast_dtype(x)
+    if backend_for(x) == "triton":
+        from runtime.kernels.fused.rms_norm import add_rms_norm as fused
+
+        return _outside_compile(fused)(x, delta, weight, eps, out_dtype)
+    return reference.add_rms_norm(x, delta, weight, eps, out_dtype)
 
 
 def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:

@@ -62,12 +62,13 @@ def fused_ops() -> SimpleNamespace:
     """The Triton implementations, under the reference module's function names."""
     from runtime.kernels.fused.linear_cross_entropy import linear_cross_entropy
     from runtime.kernels.fused.nf4 import nf4_dequantize
-    from runtime.kernels.fused.rms_norm import rms_norm
+    from runtime.kernels.fused.rms_norm import add_rms_norm, rms_norm
     from runtime.kernels.fused.rope import apply_rope
     from runtime.kernels.fused.swiglu import swiglu
 
     return SimpleNamespace(
         rms_norm=rms_norm,
+        add_rms_norm=add_rms_norm,
         apply_rope=apply_rope,
         swiglu=swiglu,
         linear_cross_entropy=linear_cross_entropy,
@@ -85,7 +86,7 @@ def rope_tables(seq_len: int, head_dim: int, theta: float = 500_000.0) -> tuple[
 def llama_cases(
     tokens: int, dim: int, ffn_dim: int, heads: int, kv_heads: int, vocab: int, batch: int = 1
 ) -> list[Case]:
-    """The five checked calls at the given model shape (`tokens` per sequence)."""
+    """The six checked calls at the given model shape (`tokens` per sequence)."""
     head_dim = dim // heads
 
     def randn(gen: torch.Generator, *shape: int, std: float = 1.0) -> torch.Tensor:
@@ -93,6 +94,9 @@ def llama_cases(
 
     def norm_inputs(gen: torch.Generator) -> Inputs:
         return {"x": randn(gen, batch, tokens, dim), "weight": 1.0 + randn(gen, dim, std=0.1)}
+
+    def add_norm_inputs(gen: torch.Generator) -> Inputs:
+        return {**norm_inputs(gen), "delta": randn(gen, batch, tokens, dim)}
 
     def rope_inputs(gen: torch.Generator) -> Inputs:
         cos, sin = rope_tables(tokens, head_dim)
@@ -118,6 +122,9 @@ def llama_cases(
     return [
         Case("rms_norm", norm_inputs, lambda ops, a: ops.rms_norm(a["x"], a["weight"], 1e-5),
              ("x", "weight")),
+        Case("add_rms_norm", add_norm_inputs,
+             lambda ops, a: ops.add_rms_norm(a["x"], a["delta"], a["weight"], 1e-5),
+             ("x", "delta", "weight")),
         Case("apply_rope", rope_inputs,
              lambda ops, a: ops.apply_rope(a["q"], a["k"], a["cos"], a["sin"]),
              ("q", "k"), keep_fp32=("cos", "sin")),

@@ -176,6 +176,10 @@ def _exercise(width: str, mix: str, note: Callable[[str], None]) -> None:
     note("rms_norm")
     y = rms_module.rms_norm(leaf(rows, dim, dtype=param), leaf(dim, dtype=param), out_dtype=act)
     y.backward(torch.zeros_like(y))
+    note("add_rms_norm")  # a block's stream plus its attention output, then the FFN's norm
+    h, y = rms_module.add_rms_norm(leaf(rows, dim, dtype=param), leaf(rows, dim, dtype=act),
+                                   leaf(dim, dtype=param), out_dtype=act)
+    torch.autograd.backward((h, y), (torch.zeros_like(h), torch.zeros_like(y)))
     note("apply_rope")
     q, k = leaf(1, rows, heads, head_dim, dtype=act), leaf(1, rows, kv_heads, head_dim, dtype=act)
     cos = torch.zeros(rows, head_dim // 2)

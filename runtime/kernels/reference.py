@@ -28,6 +28,13 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5,
     return (y * _wide(weight)).to(out_dtype or x.dtype)
 
 
+def add_rms_norm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5,
+                 out_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h, y): the residual add h = x + delta, then y = rms_norm(h, weight, eps, out_dtype)."""
+    h = x + delta
+    return h, rms_norm(h, weight, eps, out_dtype)
+
+
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     x1, x2 = _wide(x[..., :half]), _wide(x[..., half:])

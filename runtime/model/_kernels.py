@@ -1,4 +1,4 @@
-"""The four kernel entry points the model calls, resolved in one place.
+"""The kernel entry points the model calls, resolved in one place.
 
 `runtime.kernels` dispatches per call: Triton on CUDA, the torch references elsewhere,
 `HERD_KERNELS=reference|triton` to force either. Keeping the model's imports here means
@@ -7,6 +7,6 @@ swapping an implementation (or stubbing one in a test) is a one-line change.
 
 from __future__ import annotations
 
-from runtime.kernels import apply_rope, linear_cross_entropy, rms_norm, swiglu
+from runtime.kernels import add_rms_norm, apply_rope, linear_cross_entropy, rms_norm, swiglu
 
-__all__ = ["apply_rope", "linear_cross_entropy", "rms_norm", "swiglu"]
+__all__ = ["add_rms_norm", "apply_rope", "linear_cross_entropy", "rms_norm", "swiglu"]

@@ -84,7 +84,9 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    """x + attention(norm(x)), then + ffn(norm(x))."""
+    """x + attention(norm(x)), then + ffn(norm(x)); the second add and its norm run as one
+    op (`add_rms_norm`: one pass each way instead of an add, a norm and, in the backward,
+    the residual's gradient added to the norm's)."""
 
     def __init__(self, args: ModelArgs) -> None:
         super().__init__()
@@ -102,8 +104,9 @@ class Block(nn.Module):
         cache: KVCache | None = None,
         layer: int = 0,
     ) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x), cos, sin, mask, cache, layer)
-        return x + self.feed_forward(self.ffn_norm(x))
+        attended = self.attention(self.attention_norm(x), cos, sin, mask, cache, layer)
+        h, normed = K.add_rms_norm(x, attended, self.ffn_norm.weight, self.ffn_norm.eps)
+        return h + self.feed_forward(normed)
 
 
 class Llama(nn.Module):

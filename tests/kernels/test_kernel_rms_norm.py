@@ -101,3 +101,70 @@ def test_without_autocast_the_norm_keeps_its_inputs_dtype():
     assert dispatched(x, torch.ones(16, dtype=torch.float64)).dtype == torch.float64
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=False):
         assert dispatched(x.float(), torch.ones(16)).dtype == torch.float32
+
+
+def _add_norm_grads(fn, x, delta, w, up_h, up_y, **kw):
+    x, delta, w = (t.detach().requires_grad_() for t in (x, delta, w))
+    h, y = fn(x, delta, w, 1e-5, **kw)
+    outs, ups = zip(*[(o, u) for o, u in ((h, up_h), (y, up_y)) if u is not None], strict=True)
+    # sum-only: the weight is unused, its gradient zeros
+    return (h, y, *torch.autograd.grad(outs, (x, delta, w), ups, allow_unused=True, materialize_grads=True))
+
+
+@pytest.mark.parametrize(
+    "shape", [(1, 8), (6, 100), (2, 3, 64), (37, 33)],
+    ids=["one-row", "width-not-power-of-two", "batched-3d", "more-rows-than-programs"],
+)
+@pytest.mark.parametrize("used", ["both", "norm-only", "sum-only"])
+def test_the_fused_residual_add_and_norm_match_the_add_then_the_norm(shape, used, assert_close):
+    """h = x + delta and y = rms_norm(h): the same values, and the same gradients whichever
+    of h (the residual stream) and y (the norm's output) the loss reaches."""
+    from runtime.kernels.fused.rms_norm import add_rms_norm
+
+    x, delta = torch.randn(shape) * 3, torch.randn(shape)
+    w = 1 + 0.1 * torch.randn(shape[-1])
+    up_h = None if used == "norm-only" else torch.randn(shape)
+    up_y = None if used == "sum-only" else torch.randn(shape)
+    got = _add_norm_grads(add_rms_norm, x, delta, w, up_h, up_y)
+    want = _add_norm_grads(reference.add_rms_norm, x, delta, w, up_h, up_y)
+    for g, t in zip(got, want, strict=True):
+        assert g.shape == t.shape and g.dtype == t.dtype
+        assert_close(g, t)
+
+
+def test_under_autocast_the_fused_add_keeps_the_stream_fp32_and_hands_over_bf16(monkeypatch):
+    """Training's mix: an fp32 stream plus a bf16 attention output. h stays fp32 (as torch's
+    add promotes it), y is bf16, and each input's gradient comes back in its own dtype."""
+    from runtime.kernels import add_rms_norm as dispatched
+
+    monkeypatch.setenv("HERD_KERNELS", "triton")
+    x = torch.randn(5, 96) * 3
+    delta = torch.randn(5, 96).to(torch.bfloat16)
+    w = 1 + 0.1 * torch.randn(96)
+    leaves = [t.clone().requires_grad_() for t in (x, delta, w)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h, y = dispatched(*leaves, 1e-5)
+    assert (h.dtype, y.dtype) == (torch.float32, torch.bfloat16)
+    torch.testing.assert_close(h, x + delta.float(), rtol=0, atol=0)
+    up_h, up_y = torch.randn(5, 96), torch.randn(5, 96).to(torch.bfloat16)
+    dx, dd, dw = torch.autograd.grad((h, y), leaves, (up_h, up_y))
+    assert (dx.dtype, dd.dtype, dw.dtype) == (torch.float32, torch.bfloat16, torch.float32)
+    ref = [t.clone().requires_grad_() for t in (x, delta.float(), w)]
+    rh, ry = reference.add_rms_norm(*ref, 1e-5)
+    want = torch.autograd.grad((rh, ry), ref, (up_h, up_y.float()))
+    torch.testing.assert_close(dx, want[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(dd.float(), want[1], rtol=1e-2, atol=1e-2)  # one bf16 rounding
+    torch.testing.assert_close(dw, want[2], rtol=1e-4, atol=1e-4)
+
+
+def test_rows_too_wide_for_the_fused_backward_take_the_add_and_the_norm_apart(assert_close):
+    """Past 8,192 wide (405B's 16,384) the fused backward would spill registers: such rows
+    add first and normalise with the plain kernel — the same results either way."""
+    from runtime.kernels.fused import rms_norm as module
+
+    x, delta, w = torch.randn(2, 9000), torch.randn(2, 9000), 1 + 0.1 * torch.randn(9000)
+    up_h, up_y = torch.randn(2, 9000), torch.randn(2, 9000)
+    got = _add_norm_grads(module.add_rms_norm, x, delta, w, up_h, up_y)
+    assert got[1].grad_fn.name().endswith("_RMSNormBackward")  # the plain norm's node
+    for g, t in zip(got, _add_norm_grads(reference.add_rms_norm, x, delta, w, up_h, up_y), strict=True):
+        assert_close(g, t)
