@@ -84,9 +84,13 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    """x + attention(norm(x)), then + ffn(norm(x)); the second add and its norm run as one
-    op (`add_rms_norm`: one pass each way instead of an add, a norm and, in the backward,
-    the residual's gradient added to the norm's)."""
+    """x + attention(norm(x)), then + ffn(norm(x)).
+
+    Each residual add runs fused with the norm that reads its result (`add_rms_norm`: one
+    pass each way instead of an add, a norm and, in the backward, the residual's gradient
+    added to the norm's). So a block takes its input as (x, pending) — the stream is
+    x + pending, the previous block's FFN output not yet added — and returns its output the
+    same way, for the next block's (or the final) norm to add."""
 
     def __init__(self, args: ModelArgs) -> None:
         super().__init__()
@@ -103,10 +107,15 @@ class Block(nn.Module):
         mask: AttentionMask,
         cache: KVCache | None = None,
         layer: int = 0,
-    ) -> torch.Tensor:
-        attended = self.attention(self.attention_norm(x), cos, sin, mask, cache, layer)
+        pending: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if pending is None:
+            normed = self.attention_norm(x)
+        else:
+            x, normed = K.add_rms_norm(x, pending, self.attention_norm.weight, self.attention_norm.eps)
+        attended = self.attention(normed, cos, sin, mask, cache, layer)
         h, normed = K.add_rms_norm(x, attended, self.ffn_norm.weight, self.ffn_norm.eps)
-        return h + self.feed_forward(normed)
+        return h, self.feed_forward(normed)
 
 
 class Llama(nn.Module):
@@ -235,16 +244,9 @@ class Llama(nn.Module):
             mask = document_mask(ids, self.attention_backend, self.args.head_dim)
         cos, sin = rope_tables(self.inv_freq, positions)
 
-        h = self.tok_embeddings(tokens)
-        recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled() and kv_cache is None
-        for i, layer in enumerate(self.layers):
-            if recompute:
-                h = torch.utils.checkpoint.checkpoint(layer, h, cos, sin, mask, None, i, use_reentrant=False)
-            else:
-                h = layer(h, cos, sin, mask, kv_cache, i)
+        h = self.trunk(self.tok_embeddings(tokens), cos, sin, mask, kv_cache)
         if kv_cache is not None:
             kv_cache.advance(length)
-        h = self.norm(h)
 
         if targets is not None:
             return K.linear_cross_entropy(
@@ -257,6 +259,24 @@ class Llama(nn.Module):
         if last_only:
             h = h[:, -1:]
         return nn.functional.linear(h, self.head_weight)
+
+
+    def trunk(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: AttentionMask,
+              kv_cache: KVCache | None = None) -> torch.Tensor:
+        """The blocks and the final norm: embeddings (B, T, dim) -> the hidden states the
+        head (or a reward head) reads. Blocks are recomputed in the backward when
+        `activation_checkpointing` is on (training, no cache)."""
+        recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled() and kv_cache is None
+        pending = None
+        for i, layer in enumerate(self.layers):
+            if recompute:
+                h, pending = torch.utils.checkpoint.checkpoint(layer, h, cos, sin, mask, None, i, pending,
+                                                               use_reentrant=False)
+            else:
+                h, pending = layer(h, cos, sin, mask, kv_cache, i, pending)
+        if pending is None:  # no blocks
+            return self.norm(h)
+        return K.add_rms_norm(h, pending, self.norm.weight, self.norm.eps)[1]
 
 
 def from_config(

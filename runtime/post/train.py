@@ -76,10 +76,7 @@ def hidden_states(model: Llama, tokens: torch.Tensor) -> torch.Tensor:
     positions = torch.arange(tokens.shape[1], device=tokens.device)
     mask = document_mask(None, model.attention_backend)
     cos, sin = rope_tables(model.inv_freq, positions)
-    h = model.tok_embeddings(tokens)
-    for i, layer in enumerate(model.layers):
-        h = layer(h, cos, sin, mask, None, i)
-    return model.norm(h)
+    return model.trunk(model.tok_embeddings(tokens), cos, sin, mask)
 
 
 class RewardModel(nn.Module):
