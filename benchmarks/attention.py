@@ -67,9 +67,7 @@ def document_ids(shape: dict[str, Any]) -> torch.Tensor:
 
 def useful_flops(doc_ids: torch.Tensor, heads: int, head_dim: int) -> float:
     """Forward FLOPs of causal attention within documents (QK^T and PV, 2 each per pair)."""
-    starts = torch.ones_like(doc_ids, dtype=torch.bool)
-    starts[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
-    bounds = torch.cat([starts.flatten().nonzero().flatten(), torch.tensor([doc_ids.numel()])])
+    bounds, _ = attention._document_offsets(doc_ids.cpu())
     lengths = (bounds[1:] - bounds[:-1]).double()
     return float(4 * heads * head_dim * (lengths * (lengths + 1) / 2).sum())
 

@@ -4,9 +4,10 @@
     python benchmarks/kernels.py --model 70b --tokens 16384 --only rms_norm,swiglu
     TRITON_INTERPRET=1 python benchmarks/kernels.py --smoke   # tiny, on the CPU: checks the script only
 
-For each operation (rms_norm, add_rms_norm — a block's residual add and the norm after
-it, fused —, apply_rope, swiglu, linear_cross_entropy, and QLoRA's nf4_dequantize) and each pass (forward; forward + backward — nf4_dequantize has no backward:
-its weight is frozen) it times every implementation on the same inputs:
+For each operation (rms_norm; add_rms_norm, a block's residual add fused with the norm after
+it; apply_rope; swiglu; linear_cross_entropy; QLoRA's nf4_dequantize) and each pass (forward;
+forward + backward — nf4_dequantize has no backward: its weight is frozen) it times every
+implementation on the same inputs:
 
   herd       the Triton kernels in runtime/kernels/fused
   eager      the torch reference (runtime/kernels/reference.py), as plain torch runs it

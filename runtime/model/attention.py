@@ -58,7 +58,7 @@ class AttentionMask:
 
     dense: (B, 1, Tq, Tk) bool, True where a query may attend to a key.
     cu_seqlens: (documents + 1,) int32 offsets of each document in the flattened (B * T)
-    tokens, and max_len the longest document (varlen).
+    tokens, and max_len a bound on the longest document (varlen).
     """
 
     kind: MaskKind

@@ -156,20 +156,23 @@ class _AddRMSNorm(torch.autograd.Function):
                 out_dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
         h, y, rstd = _forward(x, delta, weight, eps, out_dtype)
         ctx.save_for_backward(h, weight, rstd)
-        ctx.dtypes = (x.dtype, delta.dtype)
+        ctx.dtypes, ctx.shape = (x.dtype, delta.dtype), x.shape
+        # an output nothing reads gets None, not a tensor of zeros to read: the model's final
+        # norm never uses h
+        ctx.set_materialize_grads(False)
         return h.view(x.shape), y.view(x.shape)
 
     @staticmethod
     def backward(ctx, dh: torch.Tensor | None, dy: torch.Tensor | None
-                 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None, None]:
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None, None]:
         h, weight, rstd = ctx.saved_tensors
         x_dtype, delta_dtype = ctx.dtypes
         if dy is None:  # y unused: the add's gradient alone
-            grad = dh if dh is not None else torch.zeros_like(h)
-            return (grad.to(x_dtype).view(h.shape), grad.to(delta_dtype).view(h.shape),
-                    torch.zeros_like(weight), None, None)
+            grad = dh if dh is not None else torch.zeros(ctx.shape, dtype=h.dtype, device=h.device)
+            # two tensors, never one object for both inputs (autograd may add into either)
+            return grad.to(x_dtype), grad.to(delta_dtype, copy=True), torch.zeros_like(weight), None, None
         dx, ddelta, dw = _backward(dy, h, weight, rstd, x_dtype, dh, delta_dtype)
-        return dx.view(dy.shape), ddelta.view(dy.shape), dw, None, None
+        return dx.view(ctx.shape), ddelta.view(ctx.shape), dw, None, None
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5,
