@@ -38,8 +38,10 @@
 # variant ~90 s of it (FlexAttention compiles cold on a fresh machine: give it 150 s);
 # cuda_tests 69-83 s; lora's three variants need more than 45 s. Not yet seen: the CUDA-graph
 # column gpu_check now adds (~25 s estimated), the profiled steps, herd-varlen, attention.
-# The defaults below (130 + 230 + 100 + 90 s) aim steps 1, 2, 3 and 6 at one call of
-# timeout_s 600; lora and sweep then need a second one.
+# herd-unstacked (one matmul per projection, written after the lease) adds one herd
+# variant, ~25 s (estimated from herd's warm time). The defaults below (130 + 260 + 100 +
+# 80 s) aim steps 1, 2, 3 and 6 at one call of timeout_s 600; lora and sweep then need a
+# second one.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RESULTS=${OUT:-benchmarks/results}
@@ -67,8 +69,8 @@ run_step() {
     gpu_check) step gpu_check "${GPU_CHECK_LIMIT:-130}" python3 benchmarks/gpu_check.py --out "$RESULTS/gpu_check.json" ;;
     train_step)
         local only=()
-        for v in ${TRAIN_VARIANTS:-herd herd-varlen hf-liger herd-job}; do only+=(--only "$v"); done
-        step train_step "${TRAIN_STEP_LIMIT:-230}" python3 benchmarks/train_step.py \
+        for v in ${TRAIN_VARIANTS:-herd hf-liger herd-unstacked herd-varlen herd-job}; do only+=(--only "$v"); done
+        step train_step "${TRAIN_STEP_LIMIT:-260}" python3 benchmarks/train_step.py \
             --variant-timeout "${VARIANT_TIMEOUT:-120}" --profile "${TRAIN_PROFILE:-2}" \
             ${only[@]+"${only[@]}"} --out "$RESULTS/train_step.json" ;;
     # compiled kernels, not the interpreter the CPU suite uses; only the tests that need CUDA
@@ -81,7 +83,7 @@ run_step() {
         --layers 16 --vocab 128256 --seq 2049 --batch 4 --out "$RESULTS/lora.json" ;;
     sweep) step sweep "${SWEEP_LIMIT:-60}" python3 benchmarks/kernel_sweep.py --out "$RESULTS/kernel_sweep.json" ;;
     # FlexAttention compiles once per head width (two here): allow for two cold compiles
-    attention) step attention "${ATTENTION_LIMIT:-90}" python3 benchmarks/attention.py \
+    attention) step attention "${ATTENTION_LIMIT:-80}" python3 benchmarks/attention.py \
         --out "$RESULTS/attention.json" ;;
     *) echo "gpu_session.sh: unknown step '$1' (gpu_check train_step cuda_tests lora sweep attention)" >&2
        exit 2 ;;

@@ -12,6 +12,8 @@ over fp32 weights, fused AdamW. Variants:
   herd           herd's model: Triton kernels + FlexAttention with the document mask
   herd-varlen    herd with varlen FlashAttention over the packed documents instead of
                  FlexAttention (the child runs with HERD_ATTENTION=varlen)
+  herd-unstacked herd with one matmul per projection instead of q/k/v and w1/w3 stacked
+                 (HERD_FUSE_PROJECTIONS=off): what stacking them gains
   herd-ac        herd with activation checkpointing (each block recomputed in backward):
                  the memory it saves and the time it costs
   herd-compile   the same as herd under torch.compile
@@ -65,11 +67,12 @@ from benchmarks.record import result_path, write_result  # noqa: E402
 
 # The target's pair first, the compiled variants (minutes of compilation) last: on a short
 # GPU lease a time limit then costs the least informative rows.
-VARIANTS = ["herd", "herd-varlen", "hf-liger", "hf-eager", "herd-job", "herd-ac", "herd-compile",
-            "hf-compile"]
+VARIANTS = ["herd", "herd-varlen", "herd-unstacked", "hf-liger", "hf-eager", "herd-job", "herd-ac",
+            "herd-compile", "hf-compile"]
 BASELINE = "hf-liger"
 # Environment a variant's child process runs with, over the parent's.
-VARIANT_ENV: dict[str, dict[str, str]] = {"herd-varlen": {"HERD_ATTENTION": "varlen"}}
+VARIANT_ENV: dict[str, dict[str, str]] = {"herd-varlen": {"HERD_ATTENTION": "varlen"},
+                                          "herd-unstacked": {"HERD_FUSE_PROJECTIONS": "off"}}
 
 # --profile's buckets: (category, regex searched case-insensitively in a kernel's name, or an
 # op's on the CPU); the first match wins, "other" takes the rest and stays last. Attention
@@ -500,8 +503,8 @@ def available(variant: str) -> str | None:
 
 
 def child_env(variant: str) -> dict[str, str]:
-    """The parent's environment plus the variant's own (VARIANT_ENV): herd-varlen differs from
-    herd only in the attention path its process asks for."""
+    """The parent's environment plus the variant's own (VARIANT_ENV): herd-varlen and
+    herd-unstacked differ from herd only in a switch their processes read."""
     return {**os.environ, **VARIANT_ENV.get(variant, {})}
 
 

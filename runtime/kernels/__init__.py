@@ -1,6 +1,6 @@
 """The model's fused operations: Triton kernels on CUDA, torch references elsewhere.
 
-Import these functions (the model's five, and QLoRA's `nf4_dequantize`) rather than a
+Import these functions (the model's six, and QLoRA's `nf4_dequantize`) rather than a
 backend module: each call picks the backend
 for its inputs (see `dispatch`), and both backends take the same arguments and agree
 within the tolerances that tests/kernels and benchmarks/gpu_check.py hold them to.
@@ -24,11 +24,13 @@ __all__ = [
     "KernelBackendError",
     "add_rms_norm",
     "apply_rope",
+    "autocast_dtype",
     "backend_for",
     "linear_cross_entropy",
     "nf4_dequantize",
     "rms_norm",
     "swiglu",
+    "swiglu_packed",
 ]
 
 
@@ -58,7 +60,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.
     result themselves (Llama's q, k and v projections three times over, and three casts
     back in the backward, whose gradients autograd then adds in fp32). The residual stream
     x and its gradient stay in their own dtype."""
-    out_dtype = _autocast_dtype(x)
+    out_dtype = autocast_dtype(x)
     if backend_for(x) == "triton":
         from runtime.kernels.fused.rms_norm import rms_norm as fused
 
@@ -70,7 +72,7 @@ def add_rms_norm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor,
                  eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
     """(h, y): a pre-norm block's residual add h = x + delta and y = rms_norm(h, weight, eps),
     with rms_norm's autocast rule for y. The Triton path does both in one pass each way."""
-    out_dtype = _autocast_dtype(x)
+    out_dtype = autocast_dtype(x)
     if backend_for(x) == "triton":
         from runtime.kernels.fused.rms_norm import add_rms_norm as fused
 
@@ -78,7 +80,7 @@ def add_rms_norm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor,
     return reference.add_rms_norm(x, delta, weight, eps, out_dtype)
 
 
-def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
+def autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
     """The dtype autocast gives matmuls on x's device, or None when autocast is off there."""
     device = x.device.type
     if x.is_floating_point() and torch.is_autocast_enabled(device):
@@ -105,6 +107,17 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
 
         return _outside_compile(fused)(gate, up)
     return reference.swiglu(gate, up)
+
+
+def swiglu_packed(gate_up: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up of gate_up = [gate | up] along the last dimension (a fused w1/w3
+    projection's output); on the Triton path the gradient comes back as one tensor, so
+    autograd does not concatenate two."""
+    if backend_for(gate_up) == "triton":
+        from runtime.kernels.fused.swiglu import swiglu_packed as fused
+
+        return _outside_compile(fused)(gate_up)
+    return reference.swiglu_packed(gate_up)
 
 
 def linear_cross_entropy(

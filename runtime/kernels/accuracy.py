@@ -64,13 +64,14 @@ def fused_ops() -> SimpleNamespace:
     from runtime.kernels.fused.nf4 import nf4_dequantize
     from runtime.kernels.fused.rms_norm import add_rms_norm, rms_norm
     from runtime.kernels.fused.rope import apply_rope
-    from runtime.kernels.fused.swiglu import swiglu
+    from runtime.kernels.fused.swiglu import swiglu, swiglu_packed
 
     return SimpleNamespace(
         rms_norm=rms_norm,
         add_rms_norm=add_rms_norm,
         apply_rope=apply_rope,
         swiglu=swiglu,
+        swiglu_packed=swiglu_packed,
         linear_cross_entropy=linear_cross_entropy,
         nf4_dequantize=nf4_dequantize,
     )
@@ -86,7 +87,7 @@ def rope_tables(seq_len: int, head_dim: int, theta: float = 500_000.0) -> tuple[
 def llama_cases(
     tokens: int, dim: int, ffn_dim: int, heads: int, kv_heads: int, vocab: int, batch: int = 1
 ) -> list[Case]:
-    """The six checked calls at the given model shape (`tokens` per sequence)."""
+    """The seven checked calls at the given model shape (`tokens` per sequence)."""
     head_dim = dim // heads
 
     def randn(gen: torch.Generator, *shape: int, std: float = 1.0) -> torch.Tensor:
@@ -110,6 +111,9 @@ def llama_cases(
     def swiglu_inputs(gen: torch.Generator) -> Inputs:
         return {"gate": randn(gen, batch, tokens, ffn_dim), "up": randn(gen, batch, tokens, ffn_dim)}
 
+    def packed_inputs(gen: torch.Generator) -> Inputs:
+        return {"gate_up": randn(gen, batch, tokens, 2 * ffn_dim)}
+
     def ce_inputs(gen: torch.Generator) -> Inputs:
         targets = torch.randint(0, vocab, (batch, tokens), generator=gen)
         targets[:, ::7] = -100  # some positions (padding, prompts) carry no loss
@@ -130,6 +134,7 @@ def llama_cases(
              ("q", "k"), keep_fp32=("cos", "sin")),
         Case("swiglu", swiglu_inputs, lambda ops, a: ops.swiglu(a["gate"], a["up"]),
              ("gate", "up")),
+        Case("swiglu_packed", packed_inputs, lambda ops, a: ops.swiglu_packed(a["gate_up"]), ("gate_up",)),
         Case("linear_cross_entropy[mean]", ce_inputs,
              lambda ops, a: ops.linear_cross_entropy(a["hidden"], a["weight"], a["targets"]),
              ("hidden", "weight")),

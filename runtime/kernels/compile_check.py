@@ -193,6 +193,8 @@ def _exercise(width: str, mix: str, note: Callable[[str], None]) -> None:
     gate_up = leaf(rows, 2 * ffn, dtype=act)
     y = swiglu_module.swiglu(gate_up[:, :ffn], gate_up[:, ffn:])
     y.backward(torch.zeros_like(y))
+    y = swiglu_module.swiglu_packed(gate_up)  # the model's: the gradient written as one tensor
+    y.backward(torch.zeros_like(y))
     note("linear_cross_entropy")
     hidden, weight = leaf(rows, 64, dtype=param), leaf(vocab, 64, dtype=param)
     targets = torch.zeros(rows, dtype=torch.long)

@@ -60,6 +60,14 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return (F.silu(_wide(gate)) * _wide(up)).to(gate.dtype)
 
 
+def swiglu_packed(gate_up: torch.Tensor) -> torch.Tensor:
+    """swiglu of the last dimension's two halves, [gate | up]."""
+    if gate_up.shape[-1] % 2:
+        raise ValueError(f"swiglu_packed: the last dimension ({gate_up.shape[-1]}) must be even")
+    gate, up = gate_up.chunk(2, dim=-1)
+    return swiglu(gate, up)
+
+
 def linear_cross_entropy(
     hidden: torch.Tensor,
     weight: torch.Tensor,

@@ -7,6 +7,13 @@ swapping an implementation (or stubbing one in a test) is a one-line change.
 
 from __future__ import annotations
 
-from runtime.kernels import add_rms_norm, apply_rope, linear_cross_entropy, rms_norm, swiglu
+from runtime.kernels import (
+    add_rms_norm,
+    apply_rope,
+    linear_cross_entropy,
+    rms_norm,
+    swiglu,
+    swiglu_packed,
+)
 
-__all__ = ["add_rms_norm", "apply_rope", "linear_cross_entropy", "rms_norm", "swiglu"]
+__all__ = ["add_rms_norm", "apply_rope", "linear_cross_entropy", "rms_norm", "swiglu", "swiglu_packed"]

@@ -22,7 +22,6 @@ Hk heads (`enable_gqa`).
 from __future__ import annotations
 
 import inspect
-import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from herdlang.errors import UserError
+from runtime.kernels.dispatch import env_choice
 
 try:  # FlexAttention arrived in torch 2.5; the CPU path never needs it.
     from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
@@ -76,13 +76,8 @@ FLEX_MIN_HEAD_DIM = 16
 
 def requested() -> str:
     """The validated value of HERD_ATTENTION."""
-    choice = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
-    if choice not in _CHOICES:
-        raise AttentionBackendError(
-            f"{ENV_VAR}={os.environ[ENV_VAR]!r} is not one of {', '.join(_CHOICES)}; "
-            "hint: unset it to let herd choose (FlexAttention on CUDA, a dense mask elsewhere)"
-        )
-    return choice
+    return env_choice(ENV_VAR, _CHOICES, AttentionBackendError,
+                      "unset it to let herd choose (FlexAttention on CUDA, a dense mask elsewhere)")
 
 
 def choose_backend(device: torch.device, head_dim: int | None = None) -> MaskKind:

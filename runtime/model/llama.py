@@ -20,6 +20,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from runtime.model import _kernels as K
+from runtime.model import projections
 from runtime.model.attention import AttentionMask, MaskKind, attend, document_mask
 from runtime.model.config import ModelArgs
 from runtime.model.kv_cache import KVCache
@@ -59,9 +60,16 @@ class Attention(nn.Module):
         layer: int = 0,
     ) -> torch.Tensor:
         batch, length, _ = x.shape
-        q = self.wq(x).view(batch, length, -1, self.head_dim)
-        k = self.wk(x).view(batch, length, -1, self.head_dim)
-        v = self.wv(x).view(batch, length, -1, self.head_dim)
+        qkv = projections.fused(x, (self.wq, self.wk, self.wv))
+        if qkv is None:
+            q, k, v = self.wq(x), self.wk(x), self.wv(x)
+        else:  # strided views of one tensor, which RoPE reads in place; v is copied out, or
+            # attention would keep all of q/k/v's storage for its backward, not v's sixth
+            q, k, v = qkv.split((self.wq.out_features, self.wk.out_features, self.wv.out_features), dim=-1)
+            v = v.contiguous()
+        q = q.view(batch, length, -1, self.head_dim)
+        k = k.view(batch, length, -1, self.head_dim)
+        v = v.view(batch, length, -1, self.head_dim)
         q, k = K.apply_rope(q, k, cos, sin)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if cache is not None:
@@ -80,7 +88,10 @@ class FeedForward(nn.Module):
         self.w3 = nn.Linear(args.dim, args.ffn_dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(K.swiglu(self.w1(x), self.w3(x)))
+        gate_up = projections.fused(x, (self.w1, self.w3))
+        if gate_up is None:
+            return self.w2(K.swiglu(self.w1(x), self.w3(x)))
+        return self.w2(K.swiglu_packed(gate_up))
 
 
 class Block(nn.Module):

@@ -183,12 +183,16 @@ def test_train_step_profile_summary_adds_up_per_step():
 
 
 def test_train_step_runs_herd_varlen_with_varlen_attention(monkeypatch):
-    """herd-varlen is herd in a child whose HERD_ATTENTION asks for varlen FlashAttention."""
+    """herd-varlen is herd in a child whose HERD_ATTENTION asks for varlen FlashAttention
+    (and herd-unstacked one whose projections run one matmul each)."""
     ts = _load("train_step.py")
     monkeypatch.delenv("HERD_ATTENTION", raising=False)
     assert ts.child_env("herd-varlen")["HERD_ATTENTION"] == "varlen"
     assert "HERD_ATTENTION" not in ts.child_env("herd")
     assert ts.VARIANTS.index("herd-varlen") == ts.VARIANTS.index("herd") + 1
+    monkeypatch.delenv("HERD_FUSE_PROJECTIONS", raising=False)
+    assert ts.child_env("herd-unstacked")["HERD_FUSE_PROJECTIONS"] == "off"  # one matmul per projection
+    assert "HERD_FUSE_PROJECTIONS" not in ts.child_env("herd")
     seen: dict[str, object] = {}
 
     def fake_run(cmd, **kwargs):

@@ -194,10 +194,14 @@ def test_compiled_flex_attention_is_not_recompiled_for_each_batch_of_documents()
     assert counters["stats"]["unique_graphs"] == 1
 
 
-def test_the_whole_model_under_torch_compile_matches_eager_without_recompiling():
+@pytest.mark.parametrize("stacked", ["off", "on"])
+def test_the_whole_model_under_torch_compile_matches_eager_without_recompiling(stacked, monkeypatch):
     """`compile = true` in a pretrain block wraps the model in torch.compile: same loss and
-    gradients as eager, and one graph across batches whose document boundaries differ."""
+    gradients as eager, and one graph across batches whose document boundaries differ; also
+    with q/k/v and w1/w3 stacked into one matmul each (CUDA's default)."""
     from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("HERD_FUSE_PROJECTIONS", stacked)
 
     torch._dynamo.reset()
     counters.clear()

@@ -88,3 +88,23 @@ def test_varlen_flash_attention_matches_the_dense_document_mask_on_cuda(masked_l
     torch.testing.assert_close(varlen_loss, dense_loss, rtol=1e-2, atol=1e-2)
     for got, want in zip(varlen_grads, dense_grads, strict=True):
         assert (got - want).norm() <= 2e-2 * want.norm() + 1e-6
+
+
+@pytest.mark.parametrize("kind", ["flex", "varlen", "dense"])
+def test_stacked_projections_match_one_by_one_on_cuda(kind, masked_loss_and_grads, monkeypatch):
+    """CUDA's default, q/k/v and w1/w3 each as one matmul (HERD_FUSE_PROJECTIONS): RoPE,
+    the packed SwiGLU and every attention path read strided views of one output; the same
+    loss and gradients as one matmul per projection, within bf16 rounding."""
+    from runtime.model import attention, projections
+
+    if kind == "varlen" and attention.varlen_attn is None:
+        pytest.skip(f"torch {torch.__version__} has no torch.nn.attention.varlen")
+    model = from_config(SMALL, device="cuda", seed=0)
+    step = (model, *batch())
+    monkeypatch.setenv(projections.ENV_VAR, "off")
+    want_loss, want_grads = masked_loss_and_grads(*step, kind, torch.bfloat16)
+    monkeypatch.setenv(projections.ENV_VAR, "auto")
+    got_loss, got_grads = masked_loss_and_grads(*step, kind, torch.bfloat16)
+    torch.testing.assert_close(got_loss, want_loss, rtol=1e-2, atol=1e-2)
+    for got, want in zip(got_grads, want_grads, strict=True):
+        assert (got - want).norm() <= 2e-2 * want.norm() + 1e-6
