@@ -177,7 +177,7 @@ def batch_indices(n: int, batch: int, step: int, seed: int) -> list[int]:
 
 class StepOut(NamedTuple):
     loss: torch.Tensor  # the mean over this rank's part of the batch
-    info: dict[str, float]  # more means (reward accuracy, ...), logged beside the loss
+    info: dict[str, torch.Tensor]  # more means (reward accuracy, ...; detached, 0-d), logged beside the loss
     weight: float = 1.0  # what the means are over (target tokens, pairs): ranks combine by it
 
 
@@ -217,7 +217,7 @@ def train_loop(ctx: JobContext, module: torch.nn.Module,
 
     Under torch.distributed (`module` sharded by `_shard`) each rank trains on its own
     contiguous slice of every batch, and the losses are weighed so that the gradient FSDP
-    averages is the whole batch's, as one process computes it (`_across_ranks`); the ranks
+    averages is the whole batch's, as one process computes it (`_batch_share`); the ranks
     share a held-out measurement's batches out (`dist.sum_shared`)."""
     cfg = ctx.config
     batch = batch_size(cfg)
@@ -267,10 +267,11 @@ def train_loop(ctx: JobContext, module: torch.nn.Module,
         with autocast:
             out = step_fn(step, batch_indices(n_examples, batch, step, ctx.seed)[lo : lo + local])
         opt.zero_grad(set_to_none=True)
-        loss, info, factor = _across_ranks(out)
-        (out.loss * factor if factor != 1.0 else out.loss).backward()
+        share = _batch_share(out)
+        (out.loss * (share * dist.world()) if share != 1.0 else out.loss).backward()
         norm = dist.clip_grad_norm([p for p in module.parameters() if p.requires_grad], 1.0)
-        check_finite(ctx, step + 1, loss, norm_value(norm))
+        loss, info, norm_number = _step_values(out, share, norm)
+        check_finite(ctx, step + 1, loss, norm_number)
         opt.step()
         history.append({"loss": loss, **info})
         ctx.metric(stage=ctx.kind, step=step, lr=opt.param_groups[0]["lr"], **history[-1])
@@ -288,17 +289,28 @@ def _param_names(module: torch.nn.Module, groups: list[tuple[list[torch.nn.Param
     return [by_id[id(p)] for params, _ in groups for p in params]
 
 
-def _across_ranks(out: StepOut) -> tuple[float, dict[str, float], float]:
-    """(the batch's loss, its info, this rank's gradient factor). One process: as they are.
-    Ranks: each mean is weighed by its share of the batch's `weight`, and the factor makes
-    FSDP's average of the gradients the whole batch's (exact for SFT's token-weighted loss,
-    where ranks hold different numbers of target tokens)."""
+def _batch_share(out: StepOut) -> float:
+    """This rank's share of the batch's `weight` (1 in one process). Each rank's mean is
+    weighed by it, and its gradient by share x ranks, which makes FSDP's average of the
+    gradients the whole batch's (exact for SFT's token-weighted loss, where ranks hold
+    different numbers of target tokens)."""
     if not dist.active():
-        return out.loss.item(), out.info, 1.0
-    share = out.weight / dist.all_reduce_sum(out.weight)
-    loss = dist.all_reduce_sum(out.loss.item() * share)
-    info = {key: dist.all_reduce_sum(value * share) for key, value in out.info.items()}
-    return loss, info, share * dist.world()
+        return 1.0
+    return out.weight / dist.all_reduce_sum(out.weight)
+
+
+def _step_values(out: StepOut, share: float, norm: torch.Tensor) -> tuple[float, dict[str, float], float]:
+    """(the batch's loss, its info, the gradient norm) as numbers, read after the backward is
+    queued: reading the loss before it would leave the device idle while the host then
+    launched the backward. One process reads them all at once."""
+    if dist.active():
+        loss = dist.all_reduce_sum(float(out.loss) * share)
+        summed = dist.all_reduce_sums({key: float(value) * share for key, value in out.info.items()})
+        return loss, {key: summed[key] for key in out.info}, norm_value(norm)
+    device = out.loss.device
+    values = torch.stack([t.detach().to(device, torch.float64).reshape(())
+                          for t in (out.loss, *out.info.values(), norm)]).tolist()
+    return values[0], dict(zip(out.info, values[1:-1], strict=True)), values[-1]
 
 
 def curve_lines(ctx: JobContext, result: LoopResult, label: str = "held-out loss") -> list[str]:
@@ -793,7 +805,7 @@ def post_dpo(ctx: JobContext) -> None:
     lr = float(cfg.get("lr", 5e-5))
 
     def dpo_step(pairs: list[dict[str, Any]], ref_chosen: torch.Tensor, ref_rejected: torch.Tensor
-                 ) -> tuple[torch.Tensor, dict[str, float]]:
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         ct, cy, rt, ry = preference_batch(tok, pairs, masked, dev)
         pc, nc = P.sequence_logprobs(model, ct, cy)
         pr, _ = P.sequence_logprobs(model, rt, ry)
@@ -807,8 +819,9 @@ def post_dpo(ctx: JobContext) -> None:
         part = slice(start, start + 32)
         loss, info = dpo_step(val[part], ref["val_chosen"][part], ref["val_rejected"][part])
         n = len(val[part])
-        return {"val_loss": loss.item() * n, "val_reward_accuracy": info["reward_accuracy"] * n,
-                "val_reward_margin": info["reward_margin"] * n}
+        values = torch.stack([loss.detach(), info["reward_accuracy"], info["reward_margin"]]).tolist()
+        return {key: value * n for key, value in
+                zip(("val_loss", "val_reward_accuracy", "val_reward_margin"), values, strict=True)}
 
     def heldout() -> dict[str, float]:
         """The training loss and the implicit reward's accuracy and margin on held-out pairs

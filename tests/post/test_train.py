@@ -37,7 +37,8 @@ def test_dpo_loss_equals_a_hand_computed_value():
     nll = [4.0 / 2, 6.0 / 4]
     expected = sum(p + 0.2 * n for p, n in zip(pref, nll, strict=True)) / 2
     assert float(loss) == pytest.approx(expected, rel=1e-6)
-    assert info["reward_accuracy"] == 0.5 and info["reward_margin"] == pytest.approx(-0.125)
+    assert float(info["reward_accuracy"]) == 0.5 and float(info["reward_margin"]) == pytest.approx(-0.125)
+    assert all(not v.requires_grad for v in info.values())  # read with the loss, once a step
 
 
 def test_packing_keeps_conversations_apart():
@@ -280,3 +281,46 @@ def test_post_training_that_diverges_fails_before_saving_nan_weights(job, datase
     with pytest.raises(JobFailed, match=r"the (loss|gradient norm) is (nan|inf) at step \d+: training diverged"):
         job("post.sft", {"lr": 1e30, "steps": 20, "batch": 4, "eval_every": 100},
             {"checkpoint": checkpoint, "tokenizer": tokenizer_dir, "dataset": dataset})
+
+
+def test_a_post_training_step_reads_the_device_once_after_queueing_its_backward(tmp_path, monkeypatch):
+    """Reading a number off the device stalls the host until the device is done, and the
+    device then idles while the host launches what comes next. The loss, the step's other
+    means (DPO's reward accuracy, ...) and the gradient norm come back in one read, after
+    the backward and the clipping are queued; the logged values are still the step's."""
+    from runtime.jobs.post_jobs import StepOut, train_loop
+
+    model = torch.nn.Linear(4, 1)
+    x, y = torch.randn(8, 4), torch.randn(8)
+
+    def step_fn(step: int, idx: list[int]) -> StepOut:
+        err = model(x[idx]).squeeze(-1) - y[idx]
+        return StepOut((err**2).mean(), {"bias": err.detach().mean()}, float(len(idx)))
+
+    ctx = make_ctx(tmp_path, "post.sft", {"steps": 3, "batch": 4, "lr": 1e-2}, None, "reads")
+    reads: list[str] = []
+    in_optimizer = False
+    for name in ("item", "tolist", "__float__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _name=name, _original=original):
+            if not in_optimizer:
+                reads.append(_name)
+            return _original(self, *a)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    real_step = torch.optim.AdamW.step
+
+    def uncounted_step(self, *a, **k):  # the CPU's AdamW reads its step counters (CPU tensors)
+        nonlocal in_optimizer
+        in_optimizer = True
+        try:
+            return real_step(self, *a, **k)
+        finally:
+            in_optimizer = False
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", uncounted_step)
+    result = train_loop(ctx, model, [(list(model.parameters()), 1e-2)], 8, step_fn)
+    assert reads == ["tolist"] * 3  # one read a step
+    assert [sorted(h) for h in result.history] == [["bias", "loss"]] * 3
+    assert all(math.isfinite(h["loss"]) and isinstance(h["bias"], float) for h in result.history)
