@@ -11,6 +11,7 @@ Rendered like a compiler error:
 from __future__ import annotations
 
 import difflib
+import functools
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -169,6 +170,13 @@ def _window(line: str, start: int, end: int) -> tuple[str, int, int]:
     return shown, start - lo + len(lead), min(end, hi) - lo + len(lead)
 
 
+@functools.lru_cache(maxsize=16)
+def _lines(text: str) -> tuple[str, ...]:
+    """A source's lines, split once for all its diagnostics (splitting per diagnostic made
+    a file with thousands of errors quadratic: 2 s for 4,000 in 20,000 lines)."""
+    return tuple(text.splitlines()) or ("",)
+
+
 def render(diag: Diagnostic, sources: dict[str, str], color: bool = False) -> str:
     """Text rendering with the source line and a caret under the span."""
     red, blue, bold, reset = ("\x1b[31m", "\x1b[34m", "\x1b[1m", "\x1b[0m") if color else ("",) * 4
@@ -182,7 +190,7 @@ def render(diag: Diagnostic, sources: dict[str, str], color: bool = False) -> st
     span = diag.span
     text = sources.get(span.path) if span else None
     if span and text is not None:
-        lines = text.splitlines() or [""]
+        lines = _lines(text)
         line_no = min(span.line, len(lines))
         line = lines[line_no - 1] if lines else ""
         gutter = " " * len(str(line_no))
