@@ -543,8 +543,15 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def _device_option(device: str | None) -> None:
-    """`--device cuda` without a GPU is bad usage (exit 2), said before anything loads: the
-    same for `herd run`, `herd generate` and `herd chat`."""
+    """`--device cuda` without a GPU, or a runtime switch (HERD_KERNELS, HERD_ATTENTION,
+    HERD_FUSE_PROJECTIONS) set to a value it does not take, is bad usage (exit 2), said
+    before anything loads: the same for `herd run`, `herd generate` and `herd chat`."""
+    from runtime.switches import SwitchError, check_all
+
+    try:
+        check_all()
+    except SwitchError as exc:
+        raise UsageError(str(exc)) from None
     if device != "cuda":
         return
     from runtime.jobs.context import JobFailed, resolve_device

@@ -675,6 +675,23 @@ def test_path_hint_is_quoted_for_a_shell_and_keeps_the_plans_options(tmp_path: P
     assert shlex.split(hint)[2] == str(spec)  # one word for a shell, `$(x)` not run
 
 
+@pytest.mark.parametrize(("switch", "value", "choices"), [
+    ("HERD_ATTENTION", "flexx", "auto, dense, flex, varlen"),
+    ("HERD_KERNELS", "cuda", "auto, triton, reference"),
+    ("HERD_FUSE_PROJECTIONS", "1", "auto, on, off"),
+])
+def test_a_misspelt_runtime_switch_is_refused_before_any_job_runs(tmp_path: Path, monkeypatch, switch: str,
+                                                                   value: str, choices: str) -> None:
+    """The switches act deep inside a model's forward pass; a typo is said at once, not
+    after the data stages have run."""
+    monkeypatch.setenv(switch, value)
+    runs = tmp_path / "runs"
+    out = herd("run", TINY, "--runs-dir", runs)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.startswith(f"herd: error: {switch}={value!r} is not one of {choices}; hint: unset it")
+    assert not (runs / "tiny").exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when CUDA is missing")
 @pytest.mark.parametrize("command", [["generate", "--prompt", "x"], ["chat"]])
 def test_generate_and_chat_on_cuda_without_one_are_usage_errors_as_for_run(checkpoints, command: list) -> None:

@@ -17,10 +17,10 @@ from typing import Literal
 import torch
 
 from herdlang.errors import UserError
+from runtime.switches import KERNELS
 
 Backend = Literal["triton", "reference"]
-ENV_VAR = "HERD_KERNELS"
-_CHOICES = ("auto", "triton", "reference")
+ENV_VAR = KERNELS.name
 
 
 class KernelBackendError(UserError, RuntimeError):
@@ -38,18 +38,9 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
 
 
-def env_choice(var: str, choices: tuple[str, ...], error: type[UserError], hint: str = "") -> str:
-    """The validated value of a switch read from the environment (`choices[0]` when unset
-    or empty); anything else is a one-line `error` naming the choices."""
-    choice = os.environ.get(var, "").strip().lower() or choices[0]
-    if choice not in choices:
-        raise error(f"{var}={os.environ[var]!r} is not one of {', '.join(choices)}" + (f"; hint: {hint}" if hint else ""))
-    return choice
-
-
 def requested() -> str:
     """The validated value of HERD_KERNELS."""
-    return env_choice(ENV_VAR, _CHOICES, KernelBackendError)
+    return KERNELS.read(KernelBackendError)
 
 
 def backend_for(t: torch.Tensor) -> Backend:

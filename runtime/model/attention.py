@@ -28,8 +28,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from herdlang.errors import UserError
-from runtime.kernels.dispatch import env_choice
+from runtime.switches import ATTENTION, SwitchError
 
 try:  # FlexAttention arrived in torch 2.5; the CPU path never needs it.
     from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
@@ -44,11 +43,10 @@ except ImportError:
     varlen_attn = None
 
 MaskKind = Literal["causal", "dense", "flex", "varlen"]
-ENV_VAR = "HERD_ATTENTION"
-_CHOICES = ("auto", "dense", "flex", "varlen")
+ENV_VAR = ATTENTION.name
 
 
-class AttentionBackendError(UserError, ValueError):
+class AttentionBackendError(SwitchError):
     """HERD_ATTENTION names no attention path (a setup problem, not a bug)."""
 
 
@@ -76,8 +74,7 @@ FLEX_MIN_HEAD_DIM = 16
 
 def requested() -> str:
     """The validated value of HERD_ATTENTION."""
-    return env_choice(ENV_VAR, _CHOICES, AttentionBackendError,
-                      "unset it to let herd choose (FlexAttention on CUDA, a dense mask elsewhere)")
+    return ATTENTION.read(AttentionBackendError)
 
 
 def choose_backend(device: torch.device, head_dim: int | None = None) -> MaskKind:

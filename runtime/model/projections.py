@@ -19,22 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from herdlang.errors import UserError
 from runtime.kernels import autocast_dtype
-from runtime.kernels.dispatch import env_choice
+from runtime.switches import PROJECTIONS
 
-ENV_VAR = "HERD_FUSE_PROJECTIONS"
-_CHOICES = ("auto", "on", "off")
-
-
-class ProjectionSwitchError(UserError, ValueError):
-    """HERD_FUSE_PROJECTIONS has a value it does not take (a setup problem, not a bug)."""
-
-
-def requested() -> str:
-    """The validated value of HERD_FUSE_PROJECTIONS."""
-    return env_choice(ENV_VAR, _CHOICES, ProjectionSwitchError,
-                      "unset it to let herd choose (stacked on CUDA, one by one elsewhere)")
+ENV_VAR = PROJECTIONS.name
 
 
 def _stackable(linears: tuple[nn.Module, ...]) -> bool:
@@ -51,7 +39,7 @@ def _stackable(linears: tuple[nn.Module, ...]) -> bool:
 def fused(x: torch.Tensor, linears: tuple[nn.Module, ...]) -> torch.Tensor | None:
     """The projections of x concatenated along the last dimension, from one matmul, or
     None where they must run one by one (see the module docstring)."""
-    choice = requested()
+    choice = PROJECTIONS.read()
     if choice == "off" or (choice == "auto" and not x.is_cuda) or not _stackable(linears):
         return None
     dtype = autocast_dtype(x)
