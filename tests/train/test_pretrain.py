@@ -143,7 +143,8 @@ def test_missing_data_is_a_clear_failure(tmp_path, artifacts):
         get("train.pretrain")(ctx)
 
 
-def test_a_step_reads_the_device_once_after_all_its_micro_batches(tmp_path, artifacts, monkeypatch):
+def test_a_step_reads_the_device_once_after_all_its_micro_batches(tmp_path, artifacts, monkeypatch,
+                                                                  device_reads):
     """Reading a number off the device stalls the host until the device is done, and the
     device then idles while the host launches what comes next. A step's micro-batches queue
     up without a read, and the loss and gradient norm the divergence check needs come back
@@ -154,30 +155,7 @@ def test_a_step_reads_the_device_once_after_all_its_micro_batches(tmp_path, arti
     ctx = make_ctx(tmp_path, "reads", "train.pretrain",
                    train_config(steps=2, micro_batch=1, eval_every=0, checkpoint_every=10), artifacts)
     trainer = Trainer(ctx, from_config(ctx.config["model"], seed=0), ctx.config)
-    reads: list[str] = []
-    in_optimizer = False
-    for name in ("item", "tolist", "__float__"):
-        original = getattr(torch.Tensor, name)
-
-        def counted(self, *a, _name=name, _original=original):
-            if not in_optimizer:
-                reads.append(_name)
-            return _original(self, *a)
-
-        monkeypatch.setattr(torch.Tensor, name, counted)
-    optimizer_step = trainer.opt.step
-
-    def uncounted_step(*a, **k):
-        # the CPU's AdamW reads its step counters, CPU tensors with no device to wait for
-        # (on CUDA the fused AdamW keeps them on the device)
-        nonlocal in_optimizer
-        in_optimizer = True
-        try:
-            return optimizer_step(*a, **k)
-        finally:
-            in_optimizer = False
-
-    trainer.opt.step = uncounted_step  # type: ignore[method-assign]
+    reads = device_reads
     micro = Trainer._micro_step
     during_micro: list[int] = []
 
