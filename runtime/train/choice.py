@@ -18,6 +18,8 @@ import torch
 
 from runtime.model import Llama
 
+IGNORE_INDEX = -100  # the loss's ignore_index: a target that is not scored
+
 
 @dataclass(frozen=True)
 class Item:
@@ -72,9 +74,12 @@ def score_items(model: Llama, items: list[Item], batch_items: int = 16) -> dict[
         rows = np.concatenate([np.concatenate([np.repeat(it.context[None], n_opt, 0), it.options], 1)
                                for it in chunk])
         seqs = torch.from_numpy(rows).to(device)
-        logits = model(seqs[:, :-1]).float()[:, ctx_len - 1 :]
-        logp = torch.log_softmax(logits, -1).gather(-1, seqs[:, ctx_len:, None])[..., 0]
-        scores = logp.sum(-1).view(len(chunk), n_opt)
+        # the options' tokens scored by the fused loss (the context's targets ignored), so
+        # no (rows, tokens, vocabulary) logits are held
+        targets = seqs[:, 1:].clone()
+        targets[:, : ctx_len - 1] = IGNORE_INDEX
+        losses = model(seqs[:, :-1], None, targets, reduction="none").view(targets.shape)
+        scores = -losses[:, ctx_len - 1 :].float().sum(-1).view(len(chunk), n_opt)
         answers = torch.tensor([it.answer for it in chunk], device=device)
         correct += int((scores.argmax(-1) == answers).sum())
         nll += float(-scores.gather(1, answers[:, None]).sum()) / cont

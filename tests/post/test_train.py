@@ -302,3 +302,30 @@ def test_a_post_training_step_reads_the_device_once_after_queueing_its_backward(
     assert device_reads == ["tolist"] * 3  # one read a step
     assert [sorted(h) for h in result.history] == [["bias", "loss"]] * 3
     assert all(math.isfinite(h["loss"]) and isinstance(h["bias"], float) for h in result.history)
+
+
+def test_sequence_logprobs_are_the_log_softmax_of_the_logits_without_holding_them(monkeypatch):
+    """DPO's log-probabilities come from the fused loss's per-token values: the same numbers
+    as the log-softmax of the full logits, which are never built (no call returns logits)."""
+    from runtime.model import Llama, from_config
+
+    model = from_config({"vocab_size": 300, "dim": 64, "layers": 2, "heads": 4, "kv_heads": 2,
+                         "head_dim": 16, "ffn_dim": 160}, seed=0)
+    g = torch.Generator().manual_seed(0)
+    tokens, targets = torch.randint(0, 300, (3, 20), generator=g), torch.randint(0, 300, (3, 20), generator=g)
+    targets[:, :5] = -100  # the prompt
+    targets[1, :12] = -100
+    with torch.no_grad():
+        logits = model(tokens)
+    mask = targets != -100
+    want = (torch.log_softmax(logits, -1).gather(-1, targets.clamp(min=0)[..., None])[..., 0] * mask).sum(-1)
+    forward = Llama.forward
+
+    def no_logits(self, tokens, doc_ids=None, targets=None, **kwargs):
+        assert targets is not None, "the full logits were asked for"
+        return forward(self, tokens, doc_ids, targets, **kwargs)
+
+    monkeypatch.setattr(Llama, "forward", no_logits)
+    logp, count = P.sequence_logprobs(model, tokens, targets)
+    torch.testing.assert_close(logp, want, rtol=1e-6, atol=1e-5)
+    assert count.tolist() == [15, 8, 15] and logp.dtype == torch.float32

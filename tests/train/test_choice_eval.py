@@ -29,20 +29,28 @@ def counting(n: int, doc_len: int = 200) -> np.ndarray:
 
 
 class Counter(torch.nn.Module):
-    """Predicts t+1 after t with near certainty: knows the counting language exactly."""
+    """Predicts t+1 after t with near certainty: knows the counting language exactly. Called
+    as the eval calls a Llama: with targets, the per-token losses (0 where ignored)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.w = torch.nn.Parameter(torch.zeros(1))
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        logits = torch.full((*tokens.shape, V), -20.0)
-        logits.scatter_(-1, ((tokens + 1) % EOS)[..., None], 20.0)
-        return logits
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        out = torch.full((*tokens.shape, V), -20.0)
+        out.scatter_(-1, ((tokens + 1) % EOS)[..., None], 20.0)
+        return out
+
+    def forward(self, tokens: torch.Tensor, doc_ids: None = None, targets: torch.Tensor | None = None,
+                reduction: str = "mean") -> torch.Tensor:
+        logits = self.logits(tokens)
+        if targets is None:
+            return logits
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction=reduction)
 
 
 class Uniform(Counter):
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
         return torch.zeros(*tokens.shape, V)
 
 
