@@ -132,21 +132,22 @@ def test_the_fused_residual_add_and_norm_match_the_add_then_the_norm(shape, used
         assert_close(g, t)
 
 
-def test_under_autocast_the_fused_add_keeps_the_stream_fp32_and_hands_over_bf16(monkeypatch):
+@pytest.mark.parametrize("width", [96, 9000], ids=["fused-backward", "wider-than-8192"])
+def test_under_autocast_the_fused_add_keeps_the_stream_fp32_and_hands_over_bf16(monkeypatch, width):
     """Training's mix: an fp32 stream plus a bf16 attention output. h stays fp32 (as torch's
     add promotes it), y is bf16, and each input's gradient comes back in its own dtype."""
     from runtime.kernels import add_rms_norm as dispatched
 
     monkeypatch.setenv("HERD_KERNELS", "triton")
-    x = torch.randn(5, 96) * 3
-    delta = torch.randn(5, 96).to(torch.bfloat16)
-    w = 1 + 0.1 * torch.randn(96)
+    x = torch.randn(5, width) * 3
+    delta = torch.randn(5, width).to(torch.bfloat16)
+    w = 1 + 0.1 * torch.randn(width)
     leaves = [t.clone().requires_grad_() for t in (x, delta, w)]
     with torch.autocast("cpu", dtype=torch.bfloat16):
         h, y = dispatched(*leaves, 1e-5)
     assert (h.dtype, y.dtype) == (torch.float32, torch.bfloat16)
     torch.testing.assert_close(h, x + delta.float(), rtol=0, atol=0)
-    up_h, up_y = torch.randn(5, 96), torch.randn(5, 96).to(torch.bfloat16)
+    up_h, up_y = torch.randn(5, width), torch.randn(5, width).to(torch.bfloat16)
     dx, dd, dw = torch.autograd.grad((h, y), leaves, (up_h, up_y))
     assert (dx.dtype, dd.dtype, dw.dtype) == (torch.float32, torch.bfloat16, torch.float32)
     ref = [t.clone().requires_grad_() for t in (x, delta.float(), w)]
@@ -157,14 +158,27 @@ def test_under_autocast_the_fused_add_keeps_the_stream_fp32_and_hands_over_bf16(
     torch.testing.assert_close(dw, want[2], rtol=1e-4, atol=1e-4)
 
 
-def test_rows_too_wide_for_the_fused_backward_take_the_add_and_the_norm_apart(assert_close):
+def test_rows_too_wide_for_the_fused_backward_add_the_residuals_gradient_after_it(assert_close, monkeypatch):
     """Past 8,192 wide (405B's 16,384) the fused backward would spill registers: such rows
-    add first and normalise with the plain kernel — the same results either way."""
+    run the forward fused and the plain norm's backward kernel, the residual's gradient
+    added after it — the same results either way."""
     from runtime.kernels.fused import rms_norm as module
 
     x, delta, w = torch.randn(2, 9000), torch.randn(2, 9000), 1 + 0.1 * torch.randn(9000)
     up_h, up_y = torch.randn(2, 9000), torch.randn(2, 9000)
+    launches: list[bool] = []
+    kernel = module._rms_norm_bwd
+
+    class Recording:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                launches.append(kwargs["HAS_DH"])
+                return kernel[grid](*args, **kwargs)
+            return launch
+
+    monkeypatch.setattr(module, "_rms_norm_bwd", Recording())
     got = _add_norm_grads(module.add_rms_norm, x, delta, w, up_h, up_y)
-    assert got[1].grad_fn.name().endswith("_RMSNormBackward")  # the plain norm's node
+    assert got[1].grad_fn.name().endswith("_AddRMSNormBackward")  # one node: the forward is fused
+    assert launches == [False]  # the plain backward kernel; dh added after it
     for g, t in zip(got, _add_norm_grads(reference.add_rms_norm, x, delta, w, up_h, up_y), strict=True):
         assert_close(g, t)

@@ -171,6 +171,12 @@ class _AddRMSNorm(torch.autograd.Function):
             grad = dh if dh is not None else torch.zeros(ctx.shape, dtype=h.dtype, device=h.device)
             # two tensors, never one object for both inputs (autograd may add into either)
             return grad.to(x_dtype), grad.to(delta_dtype, copy=True), torch.zeros_like(weight), None, None
+        if dh is not None and triton.next_power_of_2(h.shape[-1]) > FUSED_ADD_MAX_BLOCK:
+            # too wide to add dh in the kernel: the norm's gradient in fp32, dh added after,
+            # rounded once as the fused kernel would
+            norm_grad, _, dw = _backward(dy, h, weight, rstd, torch.float32)
+            grad = norm_grad.view(ctx.shape) + dh
+            return grad.to(x_dtype), grad.to(delta_dtype, copy=True), dw, None, None
         dx, ddelta, dw = _backward(dy, h, weight, rstd, x_dtype, dh, delta_dtype)
         return dx.view(ctx.shape), ddelta.view(ctx.shape), dw, None, None
 
@@ -184,15 +190,14 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5,
 
 # From this row width on the fused backward (three row loads, two stores) spills registers
 # even at 32 warps (405B's 16,384 under autocast: 32 on Triton 3.9, 16 on 3.6, by
-# `python -m runtime.kernels.compile_check`): such rows take the add and the norm apart.
+# `python -m runtime.kernels.compile_check`): such rows run the plain norm's backward and
+# add the residual's gradient after it. The forward is fused at every width.
 FUSED_ADD_MAX_BLOCK = 8192
 
 
 def add_rms_norm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5,
                  out_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(h, y): h = x + delta (in torch's promoted dtype), y = rms_norm(h, weight, eps) in
-    `out_dtype` (default h's); one pass each way, differentiable in x, delta and weight."""
-    if triton.next_power_of_2(x.shape[-1]) > FUSED_ADD_MAX_BLOCK:
-        h = x + delta
-        return h, _RMSNorm.apply(h, weight, eps, out_dtype)
+    `out_dtype` (default h's); one pass each way (the backward of rows wider than 8,192 in
+    two), differentiable in x, delta and weight."""
     return _AddRMSNorm.apply(x, delta, weight, eps, out_dtype)
