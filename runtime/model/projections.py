@@ -8,9 +8,13 @@ gradient, and is wider (k and v alone are 512 wide at 1B). The weights stay sepa
 parameters, so checkpoints, LoRA and tensor parallelism see the usual modules; they are
 stacked on every forward, a copy of the weights (~80 MB a layer at 1B, in bf16).
 
-`HERD_FUSE_PROJECTIONS=auto|on|off` (auto: on for CUDA inputs). Modules that are not
-plain bias-free `nn.Linear`s, carry hooks (tensor parallelism's) or hold sharded weights
-run one by one as before.
+`HERD_FUSE_PROJECTIONS=auto|on|off`. auto stacks on CUDA while autograd records (training
+and its recomputation), where the saved input reads and gradient adds dwarf the copy; not
+without gradients (evaluation, sampling), where the backward's savings do not exist and a
+decoding step, which reads every weight once anyway, would read and write the stacked ones
+again (about twice the traffic of those weights per generated token). Modules that are
+not plain bias-free `nn.Linear`s, carry hooks (tensor parallelism's) or hold sharded
+weights run one by one as before.
 """
 
 from __future__ import annotations
@@ -36,11 +40,16 @@ def _stackable(linears: tuple[nn.Module, ...]) -> bool:
     return True
 
 
+def auto_stacks(on_cuda: bool) -> bool:
+    """Whether HERD_FUSE_PROJECTIONS=auto stacks: CUDA inputs whose forward autograd records."""
+    return on_cuda and torch.is_grad_enabled()
+
+
 def fused(x: torch.Tensor, linears: tuple[nn.Module, ...]) -> torch.Tensor | None:
     """The projections of x concatenated along the last dimension, from one matmul, or
     None where they must run one by one (see the module docstring)."""
     choice = PROJECTIONS.read()
-    if choice == "off" or (choice == "auto" and not x.is_cuda) or not _stackable(linears):
+    if choice == "off" or (choice == "auto" and not auto_stacks(x.is_cuda)) or not _stackable(linears):
         return None
     dtype = autocast_dtype(x)
     weights = [m.weight if dtype is None else m.weight.to(dtype) for m in linears]

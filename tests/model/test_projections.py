@@ -89,12 +89,18 @@ def test_stacked_projections_on_the_triton_kernels_match_the_references(tiny_con
         torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
-def test_auto_stacks_on_cuda_only(tiny_config, monkeypatch):
+def test_auto_stacks_on_cuda_only_and_only_while_autograd_records(tiny_config, monkeypatch):
+    """Training on CUDA stacks; the CPU (the reference path) never does, and neither does a
+    forward without gradients (evaluation, sampling), where stacking the weights would cost
+    a decoding step more than it saves."""
     calls = _count_stacked(monkeypatch)
     monkeypatch.delenv(projections.ENV_VAR, raising=False)
     model = from_config(tiny_config, seed=0)
     model(torch.zeros(1, 4, dtype=torch.long))
-    assert calls == []  # CPU: the reference path, one matmul per projection, as it always was
+    assert calls == []  # CPU: one matmul per projection, as it always was
+    assert projections.auto_stacks(on_cuda=True) and not projections.auto_stacks(on_cuda=False)
+    with torch.no_grad():
+        assert not projections.auto_stacks(on_cuda=True)
 
 
 def test_projections_that_are_not_plain_linears_run_one_by_one(tiny_config, monkeypatch):
