@@ -26,6 +26,9 @@ from runtime.model.config import ModelArgs
 from runtime.model.kv_cache import KVCache
 from runtime.model.rope import document_positions, inv_frequencies, rope_tables
 
+#: a target the loss skips (prompt tokens, padding): the loss's `ignore_index`
+IGNORE_INDEX = -100
+
 
 class RMSNorm(nn.Module):
     """Root-mean-square norm with a learned scale (statistics in fp32, in the kernel)."""
@@ -239,7 +242,7 @@ class Llama(nn.Module):
         """tokens (B, T) -> logits (B, T, V), or the loss when targets (B, T) are given.
 
         doc_ids (B, T): document of each token in a packed row; attention never crosses a
-        document and positions restart at 0 in each one. Targets equal to -100 are
+        document and positions restart at 0 in each one. Targets equal to IGNORE_INDEX are
         ignored (that is how a loss mask is applied). `positions`, `mask` and `kv_cache`
         are for decoding (see `runtime.model.generation`); `last_only` keeps only the
         last position's logits.
@@ -264,13 +267,19 @@ class Llama(nn.Module):
                 h.reshape(batch * length, -1),
                 self.head_weight,
                 targets.reshape(-1),
-                ignore_index=-100,
+                ignore_index=IGNORE_INDEX,
                 reduction=reduction,
             )
         if last_only:
             h = h[:, -1:]
         return nn.functional.linear(h, self.head_weight)
 
+    def target_logprobs(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """log p(target) of each position (B, T) in fp32, 0 where the target is IGNORE_INDEX:
+        the fused loss's per-token values, so the (B, T, vocabulary) logits are never held
+        (at Llama 3's 128K vocabulary, 1 GiB of bf16 logits per 4K-token row). How DPO, the
+        choice eval and scoring read a model's log-probabilities."""
+        return -self(tokens, None, targets, reduction="none").view(targets.shape).float()
 
     def trunk(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: AttentionMask,
               kv_cache: KVCache | None = None) -> torch.Tensor:

@@ -56,8 +56,7 @@ def score_batch(model: Llama, sequences: Sequence[Scored], batch: list[int]) -> 
     tokens, _ = pad_sequences([sequences[k][0] for k in batch])
     target, _ = pad_sequences([sequences[k][1] for k in batch], fill=IGNORE)
     target = target.to(device)
-    losses = model(tokens.to(device), None, target, reduction="none").view(target.shape)  # 0 where ignored
-    logp, count = -losses.float().sum(-1), (target != IGNORE).sum(-1)
+    logp, count = model.target_logprobs(tokens.to(device), target).sum(-1), (target != IGNORE).sum(-1)
     return [(float(lp), int(n)) for lp, n in zip(logp.tolist(), count.tolist(), strict=True)]
 
 

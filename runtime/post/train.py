@@ -48,14 +48,9 @@ def pad_rows(rows: list[tuple[list[int], list[int], list[int]]]
 
 def sequence_logprobs(model: Llama, tokens: torch.Tensor, targets: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of log p(target) over non-ignored targets, number of them) for each row, in fp32.
-
-    From the fused linear + cross-entropy's per-token losses (0 where ignored), so the
-    (rows, tokens, vocabulary) logits are never held: at Llama 3's 128K vocabulary a row of
-    4K tokens is 1 GiB of bf16 logits, 2 GiB more in fp32 and as much again for their
-    log-softmax and its gradient, per row of a DPO batch."""
-    losses = model(tokens, None, targets, reduction="none").view(targets.shape)
-    return -losses.float().sum(-1), (targets != IGNORE).sum(-1)
+    """(sum of log p(target) over non-ignored targets, number of them) for each row, in fp32,
+    never holding the logits (`Llama.target_logprobs`)."""
+    return model.target_logprobs(tokens, targets).sum(-1), (targets != IGNORE).sum(-1)
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,

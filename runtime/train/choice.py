@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from runtime.model import Llama
-
-IGNORE_INDEX = -100  # the loss's ignore_index: a target that is not scored
+from runtime.model.llama import IGNORE_INDEX
 
 
 @dataclass(frozen=True)
@@ -74,12 +73,10 @@ def score_items(model: Llama, items: list[Item], batch_items: int = 16) -> dict[
         rows = np.concatenate([np.concatenate([np.repeat(it.context[None], n_opt, 0), it.options], 1)
                                for it in chunk])
         seqs = torch.from_numpy(rows).to(device)
-        # the options' tokens scored by the fused loss (the context's targets ignored), so
-        # no (rows, tokens, vocabulary) logits are held
         targets = seqs[:, 1:].clone()
-        targets[:, : ctx_len - 1] = IGNORE_INDEX
-        losses = model(seqs[:, :-1], None, targets, reduction="none").view(targets.shape)
-        scores = -losses[:, ctx_len - 1 :].float().sum(-1).view(len(chunk), n_opt)
+        targets[:, : ctx_len - 1] = IGNORE_INDEX  # only the options' tokens are scored
+        logp = model.target_logprobs(seqs[:, :-1], targets)
+        scores = logp[:, ctx_len - 1 :].sum(-1).view(len(chunk), n_opt)
         answers = torch.tensor([it.answer for it in chunk], device=device)
         correct += int((scores.argmax(-1) == answers).sum())
         nll += float(-scores.gather(1, answers[:, None]).sum()) / cont

@@ -29,8 +29,8 @@ def counting(n: int, doc_len: int = 200) -> np.ndarray:
 
 
 class Counter(torch.nn.Module):
-    """Predicts t+1 after t with near certainty: knows the counting language exactly. Called
-    as the eval calls a Llama: with targets, the per-token losses (0 where ignored)."""
+    """Predicts t+1 after t with near certainty: knows the counting language exactly. Read
+    as the eval reads a Llama: each target's log-probability (0 where ignored)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -41,12 +41,9 @@ class Counter(torch.nn.Module):
         out.scatter_(-1, ((tokens + 1) % EOS)[..., None], 20.0)
         return out
 
-    def forward(self, tokens: torch.Tensor, doc_ids: None = None, targets: torch.Tensor | None = None,
-                reduction: str = "mean") -> torch.Tensor:
-        logits = self.logits(tokens)
-        if targets is None:
-            return logits
-        return torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction=reduction)
+    def target_logprobs(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(self.logits(tokens), -1).gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+        return logp * (targets != -100)
 
 
 class Uniform(Counter):
