@@ -150,6 +150,13 @@ class _RMSNorm(torch.autograd.Function):
         return dx.view(dy.shape), dw, None, None
 
 
+# From this row width on the fused backward (three row loads, two stores) spills registers
+# even at 32 warps (405B's 16,384 under autocast: 32 on Triton 3.9, 16 on 3.6, by
+# `python -m runtime.kernels.compile_check`): such rows run the plain norm's backward and
+# add the residual's gradient after it. The forward is fused at every width.
+FUSED_ADD_MAX_BLOCK = 8192
+
+
 class _AddRMSNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float,
@@ -186,13 +193,6 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5,
     """y = x / sqrt(mean(x^2) + eps) * weight over the last dimension, y in `out_dtype`
     (default x's), rounded once from fp32; differentiable."""
     return _RMSNorm.apply(x, weight, eps, out_dtype)
-
-
-# From this row width on the fused backward (three row loads, two stores) spills registers
-# even at 32 warps (405B's 16,384 under autocast: 32 on Triton 3.9, 16 on 3.6, by
-# `python -m runtime.kernels.compile_check`): such rows run the plain norm's backward and
-# add the residual's gradient after it. The forward is fused at every width.
-FUSED_ADD_MAX_BLOCK = 8192
 
 
 def add_rms_norm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5,
