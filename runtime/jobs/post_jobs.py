@@ -302,14 +302,15 @@ def _batch_share(out: StepOut) -> float:
 def _step_values(out: StepOut, share: float, norm: torch.Tensor) -> tuple[float, dict[str, float], float]:
     """(the batch's loss, its info, the gradient norm) as numbers, read after the backward is
     queued: reading the loss before it would leave the device idle while the host then
-    launched the backward. One process reads them all at once."""
-    if dist.active():
-        loss = dist.all_reduce_sum(float(out.loss) * share)
-        summed = dist.all_reduce_sums({key: float(value) * share for key, value in out.info.items()})
-        return loss, {key: summed[key] for key in out.info}, norm_value(norm)
-    device = out.loss.device
-    values = torch.stack([t.detach().to(device, torch.float64).reshape(())
-                          for t in (out.loss, *out.info.values(), norm)]).tolist()
+    launched the backward. They come off the device in one read; ranks then add their
+    weighed means in one all-reduce (the norm, a DTensor under FSDP, is already global)."""
+    ranks = dist.active()
+    parts = (out.loss, *out.info.values()) + (() if ranks else (norm,))
+    values = torch.stack([t.detach().to(out.loss.device, torch.float64).reshape(()) for t in parts]).tolist()
+    names = ("loss", *out.info)
+    if ranks:
+        summed = dist.all_reduce_sums({name: value * share for name, value in zip(names, values, strict=True)})
+        values = [summed[name] for name in names] + [norm_value(norm)]
     return values[0], dict(zip(out.info, values[1:-1], strict=True)), values[-1]
 
 
